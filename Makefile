@@ -1,0 +1,60 @@
+# Cairn: `make up` starts the whole stack in the background, `make test` runs the suite.
+# Only Python 3.11, pip and make are assumed; uv is installed on first use.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+-include .env
+export
+
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PY := .venv/bin/python
+RUN_DIR := .run
+
+.PHONY: help setup up down logs status test test-fast lint bench eval local-llm-up local-llm-down local-llm-health smoke
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup: ## create .venv with every service (first run builds llama-cpp-python: ~9 min on 2 cores)
+	@bash scripts/setup.sh
+
+up: setup ## start BFF, QS and the gateway in the background, wait until healthy, print the URL
+	@bash scripts/stack.sh up
+
+down: ## stop the stack
+	@bash scripts/stack.sh down
+
+status: ## show what runs and whether it is healthy
+	@bash scripts/stack.sh status
+
+logs: ## follow the services' JSON logs
+	@bash scripts/stack.sh logs
+
+test: setup ## the whole suite: unit, integration, real model, end-to-end, browser
+	@bash scripts/test.sh
+
+test-fast: setup ## the suite without the real-model and browser tests
+	@$(PY) -m pytest -q -m "not model and not browser"
+
+lint: setup ## ruff and mypy
+	@$(UV) run --frozen ruff check libs services tests scripts
+	@$(UV) run --frozen ruff format --check libs services tests scripts
+	@$(UV) run --frozen mypy libs/cairn-core/src services/gateway/src services/query/src services/bff/src
+
+bench: setup ## benchmarks; ratios against direct calls measured in the same run
+	@$(PY) scripts/bench.py
+
+eval: setup ## retrieval and citation quality on the shipped evaluation set
+	@$(PY) scripts/eval.py
+
+local-llm-up: setup ## run llama.cpp's OpenAI-compatible server with the packaged Gemma 3 270M
+	@bash scripts/local_llm.sh up
+
+local-llm-down: ## stop the local model server
+	@bash scripts/local_llm.sh down
+
+local-llm-health: ## check the local model server
+	@bash scripts/local_llm.sh health
+
+smoke: ## check a running stack end to end
+	@bash scripts/smoke_chat.sh

@@ -1,0 +1,156 @@
+"""Logs, traces and the request context every service shares.
+
+- `configure_logging(service)`: structlog JSON lines on stdout; `merge_contextvars` first so `request_id` and
+  `trace_id` bound by the middleware appear on every line a request causes.
+- `setup_tracing(service)`: an OpenTelemetry tracer provider, exporting over OTLP/HTTP only when
+  `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Spans are still created without it so trace ids exist in logs.
+- `RequestContextMiddleware`: accepts or creates `X-Request-ID`, continues the W3C `traceparent`, opens the
+  server span for the whole response (streams included) and echoes the id.
+- `outgoing_headers()`: what a client must send on the next hop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, SpanKind, Tracer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Idempotent: every process configures structlog once, at app creation."""
+    lvl = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _add_service(service),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    # uvicorn's own access log would duplicate our one line per request.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def _add_service(service: str) -> Any:
+    def processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    return processor
+
+
+def setup_tracing(service: str) -> TracerProvider:
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=500))
+    return provider
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    rid = structlog.contextvars.get_contextvars().get("request_id")
+    return str(rid) if rid else None
+
+
+def outgoing_headers(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Headers for the next hop: the request id and the W3C trace context of the current span."""
+    headers: dict[str, str] = dict(extra or {})
+    rid = current_request_id()
+    if rid:
+        headers["X-Request-ID"] = rid
+    propagate.inject(headers)
+    return headers
+
+
+@contextmanager
+def client_span(tracer: Tracer, name: str, **attributes: Any) -> Iterator[Span]:
+    with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
+        yield span
+
+
+class RequestContextMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware) so streams pass through unbuffered and cheaply."""
+
+    def __init__(self, app: ASGIApp, tracer: Tracer, skip_paths: tuple[str, ...] = ("/metrics",)) -> None:
+        self.app = app
+        self.tracer = tracer
+        self.skip_paths = skip_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = headers.get(REQUEST_ID_HEADER, "")
+        if not _VALID_REQUEST_ID.match(rid):
+            rid = new_request_id()
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        # Handlers add fields (provider, model, reason_code, tokens) here so the one access line carries them,
+        # even when they are set inside a streaming task that runs in a copied context.
+        log_fields: dict[str, Any] = {}
+        state["log_fields"] = log_fields
+        path = scope["path"]
+        ctx = propagate.extract(headers)
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        with self.tracer.start_as_current_span(
+            f"{scope['method']} {path}", context=ctx, kind=SpanKind.SERVER,
+            attributes={"http.request.method": scope["method"], "url.path": path, "cairn.request_id": rid},
+        ) as span:
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            tokens = structlog.contextvars.bind_contextvars(request_id=rid, trace_id=trace_id)
+            try:
+                await self.app(scope, receive, send_wrapper)
+            finally:
+                span.set_attribute("http.response.status_code", status_holder["status"])
+                if path not in self.skip_paths:
+                    structlog.get_logger("access").info(
+                        "request",
+                        method=scope["method"],
+                        path=path,
+                        status=status_holder["status"],
+                        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                        **log_fields,
+                    )
+                structlog.contextvars.reset_contextvars(**tokens)
+
+
+def trace_id_hex(span: Span | None = None) -> str:
+    span = span or trace.get_current_span()
+    return format(span.get_span_context().trace_id, "032x")

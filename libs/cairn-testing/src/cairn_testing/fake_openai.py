@@ -1,0 +1,174 @@
+"""A real OpenAI-compatible HTTP server whose failures are chosen by the request, for tests and benchmarks.
+
+Run: `python -m cairn_testing.fake_openai --port 8090`. A marker in the last user message picks the behaviour:
+`[[ok]]` (default), `[[tokens:N]]`, `[[delay_ms:N]]`, `[[slow_first:S]]` (no answer for S seconds),
+`[[silent]]` (200 headers, then nothing), `[[malformed]]`, `[[fail_once]]` (500, then success, per request id),
+`[[fail_always]]`, `[[busy]]` (429 with Retry-After), `[[disconnect_mid]]`, `[[error_frame]]`, `[[no_done]]`,
+`[[endless]]` (tokens until the client goes away), `[[bad_citation]]`, `[[good_citation]]`.
+`GET /_stats` reports what the server saw, including requests whose client disconnected mid-answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+from collections import Counter
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+_MARK = re.compile(r"\[\[(\w+)(?::([^\]]*))?\]\]")
+
+
+def _markers(body: dict[str, Any]) -> dict[str, str]:
+    messages = body.get("messages") or []
+    text = " ".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
+    return {m.group(1): (m.group(2) or "") for m in _MARK.finditer(text)}
+
+
+def _schema_ids(body: dict[str, Any]) -> list[str]:
+    try:
+        schema = body["response_format"]["json_schema"]["schema"]
+        return list(schema["properties"]["citations"]["items"]["properties"]["chunk_id"]["enum"])
+    except (KeyError, TypeError):
+        return []
+
+
+class FakeState:
+    def __init__(self) -> None:
+        self.attempts: Counter[str] = Counter()
+        self.requests = 0
+        self.disconnected: list[str] = []
+        self.completed: list[str] = []
+        self.tokens_sent: Counter[str] = Counter()
+        self.last_body: dict[str, Any] = {}
+        self.last_headers: dict[str, str] = {}
+
+
+def _answer(body: dict[str, Any], marks: dict[str, str]) -> str:
+    if "bad_citation" in marks:
+        return json.dumps({"answer": "Made up.", "citations": [{"chunk_id": "not-a-real-chunk"}]})
+    if "good_citation" in marks or body.get("response_format"):
+        ids = _schema_ids(body) or ["unknown"]
+        return json.dumps({"answer": "The fake server read the sources.", "citations": [{"chunk_id": ids[0]}]})
+    n = int(marks.get("tokens") or 8)
+    return " ".join(f"tok{i}" for i in range(n))
+
+
+def _pieces(text: str, body: dict[str, Any]) -> list[str]:
+    if body.get("response_format"):
+        return [text[i : i + 5] for i in range(0, len(text), 5)]
+    words = text.split(" ")
+    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+
+
+def create_app() -> Starlette:
+    state = FakeState()
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        rid = request.headers.get("x-request-id", "")
+        state.requests += 1
+        state.attempts[rid] += 1
+        state.last_body, state.last_headers = body, dict(request.headers)
+        marks = _markers(body)
+        if "fail_always" in marks or ("fail_once" in marks and state.attempts[rid] == 1):
+            return JSONResponse({"error": {"message": "synthetic failure"}}, status_code=500)
+        if "busy" in marks:
+            return JSONResponse({"error": {"message": "busy"}}, status_code=429, headers={"Retry-After": "0"})
+        if "slow_first" in marks:
+            await asyncio.sleep(float(marks["slow_first"] or 5))
+        if "malformed" in marks and not body.get("stream"):
+            return Response(b"{not json", media_type="application/json")
+        text = _answer(body, marks)
+        model = body.get("model", "fake")
+        if not body.get("stream"):
+            pieces = _pieces(text, body)
+            return JSONResponse({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": len(pieces), "total_tokens": 11 + len(pieces)},
+            })
+        delay = float(marks.get("delay_ms") or 0) / 1000
+        return StreamingResponse(_stream(state, rid, body, marks, text, model, delay), media_type="text/event-stream")
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "fake"}]})
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse({"requests": state.requests, "attempts": dict(state.attempts),
+                             "disconnected": state.disconnected, "completed": state.completed,
+                             "tokens_sent": dict(state.tokens_sent), "last_body": state.last_body,
+                             "last_headers": state.last_headers})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models), Route("/_stats", stats), Route("/healthz", healthz),
+    ])
+
+
+async def _stream(state: FakeState, rid: str, body: dict[str, Any], marks: dict[str, str], text: str, model: str,
+                  delay: float):
+    def frame(data: dict[str, Any] | str) -> bytes:
+        return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+    def chunk(content: str | None, finish: str | None = None) -> dict[str, Any]:
+        delta = {"content": content} if content is not None else {}
+        return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    try:
+        if "silent" in marks:
+            await asyncio.sleep(3600)
+        yield frame(chunk(""))
+        if "malformed" in marks:
+            yield b"data: this is not json\n\n"
+        pieces = _pieces(text, body)
+        endless = "endless" in marks
+        i = 0
+        while endless or i < len(pieces):
+            piece = pieces[i] if i < len(pieces) else f"more{i} "
+            yield frame(chunk(piece))
+            state.tokens_sent[rid] += 1
+            i += 1
+            if "disconnect_mid" in marks and i == 2:
+                raise RuntimeError("fake server drops the connection mid-stream")
+            if "error_frame" in marks and i == 2:
+                yield frame({"error": {"message": "upstream exploded", "type": "server_error"}})
+                return
+            if delay or endless:
+                await asyncio.sleep(delay or 0.02)
+        if "no_done" in marks:
+            return
+        yield frame(chunk(None, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 11, "completion_tokens": len(pieces), "total_tokens": 11 + len(pieces)}
+            yield frame({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                         "choices": [], "usage": usage})
+        yield frame("[DONE]")
+        state.completed.append(rid)
+    except asyncio.CancelledError:
+        state.disconnected.append(rid)
+        raise
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args()
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

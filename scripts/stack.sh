@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Run the three services in the background with their embedded defaults; `up` is safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=.run
+PY=.venv/bin/python
+mkdir -p "$RUN"
+
+LLM_PORT=${LLM_PORT:-8082}; QS_PORT=${QS_PORT:-8081}; BFF_PORT=${BFF_PORT:-8080}
+export LLM_PORT QS_PORT BFF_PORT
+export QS_GATEWAY_URL=${QS_GATEWAY_URL:-http://127.0.0.1:$LLM_PORT}
+export BFF_QS_URL=${BFF_QS_URL:-http://127.0.0.1:$QS_PORT}
+export BFF_GATEWAY_URL=${BFF_GATEWAY_URL:-http://127.0.0.1:$LLM_PORT}
+
+# name  module         port        readiness path
+SERVICES=("gateway cairn_gateway $LLM_PORT /readyz" "query cairn_query $QS_PORT /healthz" "bff cairn_bff $BFF_PORT /healthz")
+
+alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+healthy() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1$2"; }
+
+wait_ready() { # name port path timeout
+  local deadline=$((SECONDS + $4))
+  until healthy "$2" "$3"; do
+    if ! alive "$1"; then echo "!! $1 exited; last lines of $RUN/$1.log:"; tail -n 30 "$RUN/$1.log"; return 1; fi
+    if [ $SECONDS -ge $deadline ]; then echo "!! $1 not ready after $4 s; see $RUN/$1.log"; return 1; fi
+    sleep 0.3
+  done
+}
+
+up() {
+  for spec in "${SERVICES[@]}"; do
+    read -r name module port path <<<"$spec"
+    if alive "$name" && healthy "$port" "$path"; then echo "==> $name already running on :$port"; continue; fi
+    if alive "$name"; then kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true; sleep 1; fi
+    echo "==> starting $name on :$port (log: $RUN/$name.log)"
+    nohup "$PY" -m "$module" >>"$RUN/$name.log" 2>&1 &
+    echo $! >"$RUN/$name.pid"
+    wait_ready "$name" "$port" "$path" "${STACK_TIMEOUT_S:-180}"
+  done
+  echo
+  echo "Cairn is up:  http://127.0.0.1:$BFF_PORT"
+  echo "  dashboard:   http://127.0.0.1:$BFF_PORT/dashboard"
+  echo "  query API:   http://127.0.0.1:$QS_PORT    gateway: http://127.0.0.1:$LLM_PORT/v1"
+  echo "  logs: make logs   stop: make down"
+}
+
+down() {
+  for spec in "${SERVICES[@]}"; do
+    read -r name _ <<<"$spec"
+    if alive "$name"; then
+      kill "$(cat "$RUN/$name.pid")"; echo "==> stopped $name"
+      for _ in $(seq 50); do alive "$name" || break; sleep 0.1; done
+      alive "$name" && kill -9 "$(cat "$RUN/$name.pid")" 2>/dev/null || true
+    fi
+    rm -f "$RUN/$name.pid"
+  done
+}
+
+status() {
+  for spec in "${SERVICES[@]}"; do
+    read -r name _ port path <<<"$spec"
+    if alive "$name"; then
+      if healthy "$port" "$path"; then s=healthy; else s=unhealthy; fi
+      echo "$name  pid $(cat "$RUN/$name.pid")  :$port  $s"
+    else echo "$name  stopped"; fi
+  done
+}
+
+logs() { tail -n 50 -F "$RUN"/*.log; }
+
+"${1:-status}"

@@ -1,0 +1,58 @@
+"""`create_app(settings)`: the gateway's Starlette app; everything stateful is built in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from cairn_core import (
+    EXCEPTION_HANDLERS,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    configure_logging,
+    make_http_client,
+    setup_tracing,
+)
+
+from .metrics import GatewayMetrics
+from .registry import Registry
+from .routes import ROUTES
+from .service import GenerationService
+from .settings import GatewaySettings
+
+SERVICE_NAME = "llm-gateway"
+
+
+def create_app(settings: GatewaySettings | None = None) -> Starlette:
+    settings = settings or GatewaySettings()
+    configure_logging(SERVICE_NAME, settings.log_level)
+    tracer_provider = setup_tracing(SERVICE_NAME)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        metrics = GatewayMetrics()
+        async with make_http_client(
+            timeout_s=settings.timeout_ms / 1000, transport=settings.http_transport,
+            max_connections=max(64, settings.max_concurrency * 4),
+        ) as http:
+            registry = Registry(settings, http, metrics)
+            try:
+                await registry.start()
+                app.state.service = GenerationService(settings, registry, metrics)
+                yield
+            finally:
+                await registry.aclose()
+                tracer_provider.shutdown()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            Middleware(RequestContextMiddleware, tracer=tracer_provider.get_tracer(SERVICE_NAME)),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        ],
+    )

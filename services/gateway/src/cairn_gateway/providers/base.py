@@ -1,0 +1,98 @@
+"""The small interface every provider implements, and the lazy registry that finds them.
+
+A provider turns a `ProviderRequest` into text: `generate()` for one answer, `stream()` for pieces as they are
+produced. Providers raise `ProviderError` with a reason code; the service layer owns admission, timeouts,
+circuit breaking, fallbacks and citation checks, so a provider stays a thin adapter.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from cairn_core import ChatMessage, ReasonCode, StopReason, UpstreamError, Usage
+
+
+@dataclass(slots=True)
+class ProviderRequest:
+    messages: list[ChatMessage]
+    max_tokens: int
+    temperature: float
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = None  # constrain the output where the provider can
+    # Context chunks, for providers that answer from them directly (toy).
+    context: list[Any] = field(default_factory=list)
+    timeout_s: float = 30.0
+
+
+@dataclass(slots=True)
+class ProviderChunk:
+    text: str = ""
+    finish_reason: StopReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class ProviderResult:
+    text: str
+    finish_reason: StopReason
+    usage: Usage
+
+
+class ProviderError(UpstreamError):
+    """A provider failed. `retryable` is for the caller's fallback logic, not for in-provider retries."""
+
+    def __init__(self, reason_code: ReasonCode, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason_code, message, retry_after=retry_after)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+    model: str
+
+    async def start(self) -> None: ...
+    async def generate(self, req: ProviderRequest) -> ProviderResult: ...
+    def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]: ...
+    async def health(self) -> bool: ...
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+    model: str
+    dims: int
+
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]: ...
+    async def aclose(self) -> None: ...
+
+
+# Imported only when chosen, so `llama_cpp` and `onnxruntime` load only in processes that use them.
+PROVIDERS: dict[str, str] = {
+    "toy": "cairn_gateway.providers.toy:ToyProvider",
+    "openai_compat": "cairn_gateway.providers.openai_compat:OpenAICompatProvider",
+    "llamacpp": "cairn_gateway.providers.llamacpp:LlamaCppProvider",
+    "onnx": "cairn_gateway.providers.onnx_genai:OnnxGenAIProvider",
+}
+EMBEDDERS: dict[str, str] = {
+    "toy": "cairn_gateway.providers.toy:ToyEmbedder",
+    "onnx": "cairn_gateway.providers.onnx_embed:OnnxEmbedder",
+}
+
+
+def import_from_string(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def provider_class(name: str, table: dict[str, str] = PROVIDERS) -> Any:
+    try:
+        ref = table[name]
+    except KeyError:
+        raise ValueError(f"Unknown provider {name!r}; choose one of {sorted(table)}") from None
+    return import_from_string(ref)

@@ -1,0 +1,171 @@
+"""Model registry: declared models, their providers, admission slots and circuit breakers.
+
+Models come from settings (the default `LLM_PROVIDER`/`LLM_MODEL` plus `LLM_MODELS`); a request's `model`
+picks one by alias. The admin endpoints load, unload and switch the default without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+
+from cairn_core import CairnError, ReasonCode
+
+from .admission import Admission
+from .circuit import CircuitBreaker
+from .metrics import GatewayMetrics
+from .providers.base import EMBEDDERS, Embedder, Provider, provider_class
+from .settings import GatewaySettings, ModelSpec
+
+log = structlog.get_logger("registry")
+
+
+@dataclass(eq=False)
+class ModelEntry:
+    spec: ModelSpec
+    admission: Admission
+    breaker: CircuitBreaker
+    provider: Provider | None = None
+    error: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def alias(self) -> str:
+        return self.spec.alias
+
+    @property
+    def loaded(self) -> bool:
+        return self.provider is not None
+
+    def info(self) -> dict[str, Any]:
+        extra = self.provider.info() if self.provider is not None and hasattr(self.provider, "info") else {}
+        return {
+            "id": self.alias,
+            "object": "model",
+            "owned_by": "cairn",
+            "provider": self.spec.provider,
+            "upstream_model": getattr(self.provider, "model", self.spec.model) or None,
+            "state": extra.get("state", "loaded") if self.loaded else "not_loaded",
+            "memory_mb": extra.get("memory_mb", 0),
+            "circuit": self.breaker.state.name.lower(),
+            "error": self.error,
+        }
+
+
+class Registry:
+    def __init__(self, settings: GatewaySettings, http: httpx.AsyncClient, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.http = http
+        self.metrics = metrics
+        self.entries: dict[str, ModelEntry] = {}
+        self.fallbacks: list[ModelEntry] = []
+        self.default_alias = settings.model_specs[0].alias
+        self.embedder: Embedder | None = None
+
+    def _entry(self, spec: ModelSpec) -> ModelEntry:
+        s = self.settings
+        return ModelEntry(
+            spec=spec,
+            admission=Admission(int(spec.params.get("max_concurrency", s.max_concurrency)),
+                                int(spec.params.get("queue_size", s.queue_size))),
+            breaker=CircuitBreaker(spec.alias, s.circuit_failures, s.circuit_reset_ms / 1000),
+        )
+
+    async def start(self) -> None:
+        for spec in self.settings.model_specs:
+            self.entries[spec.alias] = entry = self._entry(spec)
+            if spec.load:
+                await self.load(spec.alias)
+        for name in self.settings.fallback_list:
+            entry = self._entry(ModelSpec(alias=f"fallback:{name}", provider=name))
+            await self._load_entry(entry)
+            self.fallbacks.append(entry)
+        self.embedder = await self._load_embedder()
+
+    async def _load_embedder(self) -> Embedder | None:
+        name = self.settings.embed_provider
+        if name in ("", "none", "off"):
+            return None
+        cls = provider_class(name, EMBEDDERS)
+        embedder = cls(self.settings)
+        if hasattr(embedder, "start"):
+            await embedder.start()
+        log.info("embedder_loaded", provider=name, model=embedder.model)
+        return embedder
+
+    async def _load_entry(self, entry: ModelEntry) -> None:
+        async with entry.lock:
+            if entry.provider is not None:
+                return
+            cls = provider_class(entry.spec.provider)
+            provider = cls(entry.spec, self.settings, self.http)
+            try:
+                await provider.start()
+            except CairnError as exc:
+                entry.error = exc.message
+                raise
+            entry.provider, entry.error = provider, None
+            log.info("model_loaded", alias=entry.alias, provider=entry.spec.provider)
+
+    async def load(self, alias: str) -> ModelEntry:
+        entry = self.get(alias)
+        await self._load_entry(entry)
+        return entry
+
+    async def unload(self, alias: str) -> ModelEntry:
+        entry = self.get(alias)
+        async with entry.lock:
+            provider, entry.provider = entry.provider, None
+        if provider is not None:
+            await provider.aclose()
+            log.info("model_unloaded", alias=alias)
+        return entry
+
+    def set_default(self, alias: str) -> ModelEntry:
+        entry = self.get(alias)
+        self.default_alias = alias
+        return entry
+
+    def get(self, alias: str) -> ModelEntry:
+        entry = self.entries.get(alias)
+        if entry is None:
+            raise CairnError(ReasonCode.MODEL_NOT_FOUND,
+                             f"Unknown model {alias!r}; GET /v1/models lists the available ones.")
+        return entry
+
+    def resolve(self, model: str | None) -> ModelEntry:
+        if not model:
+            return self.get(self.default_alias)
+        if model in self.entries:
+            return self.entries[model]
+        # Accept the upstream model name too, as OpenAI SDK users tend to send it.
+        for entry in self.entries.values():
+            if entry.provider is not None and getattr(entry.provider, "model", None) == model:
+                return entry
+        return self.get(model)
+
+    def chain(self, entry: ModelEntry) -> list[ModelEntry]:
+        return [entry, *[f for f in self.fallbacks if f.spec.provider != entry.spec.provider]]
+
+    def all_entries(self) -> list[ModelEntry]:
+        return [*self.entries.values(), *self.fallbacks]
+
+    def update_gauges(self) -> None:
+        m = self.metrics
+        for entry in self.all_entries():
+            m.in_flight.labels(entry.alias).set(entry.admission.in_flight)
+            m.queue_depth.labels(entry.alias).set(entry.admission.waiting)
+            m.circuit_state.labels(entry.alias).set(int(entry.breaker.state))
+            info = entry.provider.info() if entry.provider is not None and hasattr(entry.provider, "info") else {}
+            m.model_memory.labels(entry.alias).set(float(info.get("memory_mb", 0)) * 1024 * 1024)
+
+    async def aclose(self) -> None:
+        for entry in self.all_entries():
+            if entry.provider is not None:
+                await entry.provider.aclose()
+        if self.embedder is not None:
+            await self.embedder.aclose()

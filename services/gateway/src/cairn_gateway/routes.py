@@ -1,0 +1,221 @@
+"""Thin handlers: parse, call the service, shape the response. Errors map to HTTP in `app.py`."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from cairn_core import (
+    CairnError,
+    GenerateRequest,
+    GenerateResponse,
+    ReasonCode,
+    Status,
+    cancel_on_disconnect,
+    log_fields,
+    metrics_response,
+    parse_json_body,
+    request_id_of,
+)
+
+from .openai_api import chunk_stream, completion_body, openai_error, to_generate_request
+from .schemas import AdminModelRequest, ChatCompletionRequest, EmbedRequest
+from .service import Completed, GenerationService
+from .streaming import generate_events
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_CITATION_CODES = {ReasonCode.MALFORMED_OUTPUT, ReasonCode.INVALID_CITATION, ReasonCode.MISSING_CITATIONS}
+
+
+def _service(request: Request) -> GenerationService:
+    return request.app.state.service
+
+
+def _overhead_header(started: float, provider_s: float) -> dict[str, str]:
+    overhead = max(0.0, (time.perf_counter() - started - provider_s) * 1000)
+    return {"X-Gateway-Overhead-Ms": f"{overhead:.3f}"}
+
+
+async def generate(request: Request) -> Response:
+    started = time.perf_counter()
+    service = _service(request)
+    rid = request_id_of(request)
+    fields = log_fields(request)
+    req = await parse_json_body(request, GenerateRequest)
+    if req.stream:
+        handle = await cancel_on_disconnect(request, service.open_stream(req))
+        return StreamingResponse(
+            generate_events(service, handle, req, rid, started, fields),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **_overhead_header(started, handle.ttft_s)},
+        )
+    try:
+        done: Completed = await cancel_on_disconnect(request, service.complete(req))
+    except CairnError as exc:
+        if exc.reason_code not in _CITATION_CODES:
+            service.record("generate", "error", exc.reason_code, None, time.perf_counter() - started, None)
+            raise
+        # The model answered, but not with valid citations: a controlled fallback, never the bad citation.
+        body = GenerateResponse(status=Status.FALLBACK, reason_code=exc.reason_code, message=exc.message,
+                                request_id=rid, latency_ms=round((time.perf_counter() - started) * 1000, 2))
+        service.record("generate", "fallback", exc.reason_code, None, time.perf_counter() - started, None)
+        fields.update(outcome="fallback", reason_code=exc.reason_code)
+        return JSONResponse(body.model_dump(mode="json"))
+    result, grounded = done.result, done.grounded
+    status = Status.FALLBACK if done.fallback_reason else Status.OK
+    reason = done.fallback_reason.reason_code if done.fallback_reason else None
+    latency = time.perf_counter() - started
+    body = GenerateResponse(
+        status=status,
+        text=grounded.answer if grounded else result.text,
+        answer=grounded.answer if grounded else result.text,
+        citations=grounded.citations if grounded else [],
+        model=getattr(done.entry.provider, "model", None) or done.entry.alias,
+        provider=done.entry.spec.provider,
+        usage=result.usage,
+        latency_ms=round(latency * 1000, 2),
+        stop_reason=result.finish_reason,
+        reason_code=reason,
+        message=done.fallback_reason.message if done.fallback_reason else None,
+        request_id=rid,
+    )
+    service.record("generate", status.value, reason, body.provider, latency, result.usage, done.provider_s)
+    fields.update(provider=body.provider, model=body.model, outcome=status.value, reason_code=reason,
+                  prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens)
+    return JSONResponse(body.model_dump(mode="json"), headers=_overhead_header(started, done.provider_s))
+
+
+async def chat_completions(request: Request) -> Response:
+    started = time.perf_counter()
+    service = _service(request)
+    rid = request_id_of(request) or ""
+    fields = log_fields(request)
+    try:
+        body = await parse_json_body(request, ChatCompletionRequest)
+        req = to_generate_request(body)
+        if body.stream:
+            handle = await cancel_on_disconnect(request, service.open_stream(req))
+            return StreamingResponse(
+                chunk_stream(service, handle, body, rid, started, fields), media_type="text/event-stream",
+                headers={**SSE_HEADERS, **_overhead_header(started, handle.ttft_s)},
+            )
+        done: Completed = await cancel_on_disconnect(request, service.complete(req))
+    except CairnError as exc:
+        service.record("chat_completions", "error", exc.reason_code, None, time.perf_counter() - started, None)
+        fields.update(reason_code=exc.reason_code)
+        return openai_error(exc, rid)
+    model = getattr(done.entry.provider, "model", None) or done.entry.alias
+    latency = time.perf_counter() - started
+    status = "fallback" if done.fallback_reason else "ok"
+    reason = done.fallback_reason.reason_code if done.fallback_reason else None
+    service.record("chat_completions", status, reason, done.entry.spec.provider, latency, done.result.usage,
+                   done.provider_s)
+    fields.update(provider=done.entry.spec.provider, model=model, outcome=status, reason_code=reason,
+                  completion_tokens=done.result.usage.completion_tokens)
+    return JSONResponse(completion_body(rid, model, done.result.text, done.result.finish_reason, done.result.usage),
+                        headers=_overhead_header(started, done.provider_s))
+
+
+async def embed(request: Request) -> Response:
+    body = await parse_json_body(request, EmbedRequest)
+    vectors, tokens, model = await _embed(request, body)
+    return JSONResponse({"embeddings": vectors, "model": model, "dims": len(vectors[0]) if vectors else 0,
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+async def embeddings_openai(request: Request) -> Response:
+    body = await parse_json_body(request, EmbedRequest)
+    vectors, tokens, model = await _embed(request, body)
+    return JSONResponse({
+        "object": "list", "model": model,
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })
+
+
+async def _embed(request: Request, body: EmbedRequest) -> tuple[list[list[float]], int, str]:
+    registry = _service(request).registry
+    texts = body.input if isinstance(body.input, list) else [body.input]
+    limit = registry.settings.max_embed_inputs
+    if len(texts) > limit:
+        raise CairnError(ReasonCode.BAD_REQUEST, f"At most {limit} inputs per embedding request.")
+    if registry.embedder is None:
+        raise CairnError(ReasonCode.PROVIDER_UNAVAILABLE, "No embedding model is configured (LLM_EMBED_PROVIDER).")
+    vectors, tokens = await cancel_on_disconnect(request, registry.embedder.embed(texts))
+    registry.metrics.embeddings.labels(registry.embedder.model).inc(len(texts))
+    return vectors, tokens, registry.embedder.model
+
+
+async def models(request: Request) -> Response:
+    registry = _service(request).registry
+    data = [{**e.info(), "default": e.alias == registry.default_alias} for e in registry.all_entries()]
+    embedder = registry.embedder
+    if embedder is not None:
+        data.append({"id": embedder.model, "object": "model", "owned_by": "cairn", "provider": embedder.name,
+                     "kind": "embedding", "state": "loaded", "dims": embedder.dims})
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    registry = _service(request).registry
+    entry = registry.get(registry.default_alias)
+    ok = entry.provider is not None and await entry.provider.health()
+    registry.metrics.provider_up.labels(entry.alias).set(1 if ok else 0)
+    body = {"status": "ready" if ok else "unavailable", "model": entry.alias, "provider": entry.spec.provider}
+    if not ok:
+        body.update(reason_code=ReasonCode.PROVIDER_UNAVAILABLE.value, request_id=request_id_of(request),
+                    message=entry.error or "The default model is not usable.")
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def metrics(request: Request) -> Response:
+    service = _service(request)
+    service.registry.update_gauges()
+    return metrics_response(service.metrics.registry)
+
+
+# --- admin: load, unload, set default (bearer LLM_ADMIN_TOKEN) -------------------------------------------
+
+
+def _require_admin(request: Request) -> None:
+    token = _service(request).settings.admin_token
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if token is None or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise CairnError(ReasonCode.UNAUTHORIZED, "Admin endpoints need 'Authorization: Bearer <LLM_ADMIN_TOKEN>'.")
+
+
+async def admin_action(request: Request) -> Response:
+    _require_admin(request)
+    body = await parse_json_body(request, AdminModelRequest)
+    registry = _service(request).registry
+    action = request.path_params["action"]
+    if action == "load":
+        entry = await registry.load(body.alias)
+    elif action == "unload":
+        entry = await registry.unload(body.alias)
+    elif action == "default":
+        entry = registry.set_default(body.alias)
+    else:
+        raise CairnError(ReasonCode.NOT_FOUND, f"Unknown admin action {action!r}.")
+    return JSONResponse({**entry.info(), "default": entry.alias == registry.default_alias})
+
+
+ROUTES = [
+    Route("/v1/generate", generate, methods=["POST"]),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embed", embed, methods=["POST"]),
+    Route("/v1/embeddings", embeddings_openai, methods=["POST"]),
+    Route("/v1/models", models, methods=["GET"]),
+    Route("/admin/models/{action}", admin_action, methods=["POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

@@ -1,0 +1,277 @@
+"""The generation core shared by `/v1/generate` and `/v1/chat/completions`.
+
+For each request: resolve the model, then walk the chain (the model, then `LLM_FALLBACK_PROVIDERS`): take an
+admission slot, pass the circuit breaker, call the provider under timeouts. For a stream, the chain is walked
+until a provider has produced its first chunk: that is the last moment at which retrying or falling back can't
+duplicate text, because nothing has been sent downstream yet. After it, failures become terminal events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import structlog
+
+from cairn_core import (
+    DEGRADABLE,
+    CairnError,
+    CitationError,
+    GenerateRequest,
+    GroundedAnswer,
+    ReasonCode,
+    StopReason,
+    Usage,
+    check_grounded,
+    json_schema,
+)
+
+from .metrics import GatewayMetrics
+from .prompting import build_messages
+from .providers.base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
+from .registry import ModelEntry, Registry
+from .settings import GatewaySettings
+
+log = structlog.get_logger("generation")
+
+# Failures that say something about the provider's health, and so count towards its circuit breaker.
+_CIRCUIT_FAILURES = frozenset({
+    ReasonCode.PROVIDER_TIMEOUT, ReasonCode.PROVIDER_UNAVAILABLE, ReasonCode.PROVIDER_ERROR,
+    ReasonCode.STREAM_INTERRUPTED,
+})
+
+
+def _as_cairn_error(exc: BaseException) -> CairnError:
+    if isinstance(exc, CairnError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return ProviderError(ReasonCode.PROVIDER_TIMEOUT, "The model did not answer in time.")
+    return ProviderError(ReasonCode.PROVIDER_ERROR, f"The provider failed: {exc!r}")
+
+
+@dataclass
+class Completed:
+    entry: ModelEntry
+    result: ProviderResult
+    grounded: GroundedAnswer | None
+    fallback_reason: CairnError | None
+    provider_s: float
+
+
+@dataclass
+class StreamHandle:
+    """An opened stream whose first chunk is already in hand. Iterate `chunks()` exactly once."""
+
+    entry: ModelEntry
+    first: ProviderChunk
+    agen: AsyncIterator[ProviderChunk]
+    stack: AsyncExitStack
+    deadline: float
+    idle_timeout_s: float
+    ttft_s: float
+    fallback_reason: CairnError | None = None
+    text: list[str] = field(default_factory=list)
+
+    @property
+    def provider_name(self) -> str:
+        return self.entry.spec.provider
+
+    @property
+    def model(self) -> str:
+        return getattr(self.entry.provider, "model", None) or self.entry.alias
+
+    async def chunks(self) -> AsyncIterator[ProviderChunk]:
+        breaker = self.entry.breaker
+        try:
+            chunk: ProviderChunk | None = self.first
+            while chunk is not None:
+                if chunk.text:
+                    self.text.append(chunk.text)
+                yield chunk
+                wait = min(self.idle_timeout_s, self.deadline - time.monotonic())
+                try:
+                    async with asyncio.timeout(max(wait, 0.001)):
+                        chunk = await anext(self.agen, None)
+                except TimeoutError:
+                    raise ProviderError(ReasonCode.PROVIDER_TIMEOUT,
+                                        "The model stopped producing tokens in time.") from None
+        except asyncio.CancelledError:
+            breaker.release_probe()
+            raise
+        except BaseException as exc:
+            err = _as_cairn_error(exc)
+            if err.reason_code in _CIRCUIT_FAILURES:
+                breaker.failure()
+            raise err from exc
+        else:
+            breaker.success()
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.agen, "aclose", None)
+        try:
+            if aclose is not None:
+                await aclose()
+        finally:
+            await self.stack.aclose()
+
+
+class GenerationService:
+    def __init__(self, settings: GatewaySettings, registry: Registry, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+
+    # --- request shaping -------------------------------------------------------------------------------
+
+    def provider_request(self, req: GenerateRequest) -> ProviderRequest:
+        s = self.settings
+        max_tokens = req.max_tokens or min(s.default_max_tokens, s.max_tokens)
+        if max_tokens > s.max_tokens:
+            raise CairnError(ReasonCode.TOKEN_LIMIT,
+                             f"max_tokens={max_tokens} exceeds this gateway's limit of {s.max_tokens}.")
+        schema = json_schema([c.chunk_id for c in req.context_chunks]) if req.citations_required else None
+        return ProviderRequest(
+            messages=build_messages(req),
+            max_tokens=max_tokens,
+            temperature=s.temperature if req.temperature is None else req.temperature,
+            top_p=req.top_p,
+            stop=list(req.stop or []),
+            seed=req.seed,
+            json_schema=schema,
+            context=list(req.context_chunks),
+            timeout_s=self.total_timeout_s(req),
+        )
+
+    def total_timeout_s(self, req: GenerateRequest) -> float:
+        limit = self.settings.timeout_ms if req.timeout_ms is None else min(req.timeout_ms, self.settings.timeout_ms)
+        return limit / 1000
+
+    # --- non-streaming ---------------------------------------------------------------------------------
+
+    async def complete(self, req: GenerateRequest) -> Completed:
+        preq = self.provider_request(req)
+        failures: list[CairnError] = []
+        for entry in self.registry.chain(self.registry.resolve(req.model)):
+            try:
+                done = await self._complete_one(entry, req, preq)
+            except CairnError as exc:
+                if exc.reason_code not in DEGRADABLE:
+                    raise
+                log.warning("provider_failed", model=entry.alias, reason_code=exc.reason_code, error=exc.message)
+                failures.append(exc)
+                continue
+            done.fallback_reason = failures[0] if failures else None
+            return done
+        raise failures[0]
+
+    async def _complete_one(self, entry: ModelEntry, req: GenerateRequest, preq: ProviderRequest) -> Completed:
+        if entry.provider is None:
+            raise CairnError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {entry.alias!r} is not loaded.")
+        provider = entry.provider
+        async with entry.admission.slot():
+            entry.breaker.before_call()
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(preq.timeout_s):
+                    result = await provider.generate(preq)
+            except asyncio.CancelledError:
+                entry.breaker.release_probe()
+                raise
+            except Exception as exc:
+                err = _as_cairn_error(exc)
+                if err.reason_code in _CIRCUIT_FAILURES:
+                    entry.breaker.failure()
+                raise err from exc
+            entry.breaker.success()
+            provider_s = time.perf_counter() - started
+        grounded = None
+        if req.citations_required:
+            try:
+                grounded = check_grounded(result.text, req.context_chunks)
+            except CitationError as exc:
+                raise CairnError(exc.reason_code, exc.message) from None
+        return Completed(entry, result, grounded, None, provider_s)
+
+    # --- streaming -------------------------------------------------------------------------------------
+
+    async def open_stream(self, req: GenerateRequest) -> StreamHandle:
+        preq = self.provider_request(req)
+        failures: list[CairnError] = []
+        for entry in self.registry.chain(self.registry.resolve(req.model)):
+            try:
+                handle = await self._open_one(entry, preq)
+            except CairnError as exc:
+                if exc.reason_code not in DEGRADABLE:
+                    raise
+                log.warning("provider_failed", model=entry.alias, reason_code=exc.reason_code, error=exc.message)
+                failures.append(exc)
+                continue
+            handle.fallback_reason = failures[0] if failures else None
+            return handle
+        raise failures[0]
+
+    async def _open_one(self, entry: ModelEntry, preq: ProviderRequest) -> StreamHandle:
+        if entry.provider is None:
+            raise CairnError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {entry.alias!r} is not loaded.")
+        stack = AsyncExitStack()
+        await stack.enter_async_context(entry.admission.slot())
+        agen: AsyncIterator[ProviderChunk] | None = None
+        try:
+            entry.breaker.before_call()
+            started = time.monotonic()
+            deadline = started + preq.timeout_s
+            agen = entry.provider.stream(preq)
+            first_wait = min(self.settings.first_token_timeout_ms / 1000, preq.timeout_s)
+            try:
+                async with asyncio.timeout(first_wait):
+                    first = await anext(agen)
+            except TimeoutError:
+                raise ProviderError(ReasonCode.PROVIDER_TIMEOUT,
+                                    f"The model sent no first token within {first_wait:.1f} s.") from None
+            except StopAsyncIteration:
+                raise ProviderError(ReasonCode.STREAM_INTERRUPTED, "The model ended the stream at once.") from None
+        except asyncio.CancelledError:
+            entry.breaker.release_probe()
+            await _close_quietly(agen, stack)
+            raise
+        except Exception as exc:
+            err = _as_cairn_error(exc)
+            if err.reason_code in _CIRCUIT_FAILURES:
+                entry.breaker.failure()
+            await _close_quietly(agen, stack)
+            raise err from exc
+        return StreamHandle(entry, first, agen, stack, deadline, self.settings.idle_timeout_ms / 1000,
+                            ttft_s=time.monotonic() - started)
+
+    # --- bookkeeping -----------------------------------------------------------------------------------
+
+    def record(self, endpoint: str, status: str, reason: ReasonCode | None, provider: str | None,
+               latency_s: float, usage: Usage | None, gen_s: float | None = None) -> None:
+        m = self.metrics
+        m.requests.labels(endpoint, status, reason.value if reason else "", provider or "").inc()
+        m.latency.labels(endpoint).observe(latency_s)
+        if usage is not None and provider:
+            m.tokens.labels(provider, "prompt").inc(usage.prompt_tokens)
+            m.tokens.labels(provider, "completion").inc(usage.completion_tokens)
+            if gen_s and usage.completion_tokens:
+                m.tokens_per_second.labels(provider).observe(usage.completion_tokens / gen_s)
+        if status == "fallback" and reason is not None:
+            m.fallbacks.labels(reason.value).inc()
+
+
+async def _close_quietly(agen: AsyncIterator[ProviderChunk] | None, stack: AsyncExitStack) -> None:
+    try:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    except Exception:  # noqa: BLE001 - closing a failed provider stream must not mask its error
+        pass
+    finally:
+        await stack.aclose()
+
+

@@ -1,0 +1,88 @@
+"""Gateway settings: one pydantic-settings class, env prefix `LLM_`, documented in .env.example."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelSpec(BaseModel):
+    """One declared model: what `model` in a request may name (see docs/models.md)."""
+
+    alias: str
+    provider: str
+    model: str = ""  # upstream model name (openai_compat) or a label
+    path: str | None = None  # a file (GGUF) or folder (ONNX genai) for in-process providers
+    sha256: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    load: bool = True  # load at start-up (in-process providers)
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore", frozen=False)
+
+    host: str = "127.0.0.1"
+    port: int = 8082
+    log_level: str = "INFO"
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+
+    # The default model. `provider` picks the module; the rest configures it.
+    provider: str = "llamacpp"
+    model: str = ""
+    base_url: str = "http://127.0.0.1:8090/v1"
+    api_key: SecretStr | None = None
+    model_path: str | None = None
+    model_sha256: str | None = None
+    onnx_model_dir: str | None = None
+    embed_provider: str = "onnx"
+    models: str = ""  # JSON list of ModelSpec: extra models beside the default
+    admin_token: SecretStr | None = None
+
+    # Generation defaults and limits.
+    max_tokens: int = Field(512, ge=1)  # hard cap per request → 400 TOKEN_LIMIT above it
+    default_max_tokens: int = Field(256, ge=1)
+    temperature: float = 0.2
+    timeout_ms: int = Field(30_000, ge=1)  # total time of one generation
+    first_token_timeout_ms: int = Field(15_000, ge=1)
+    idle_timeout_ms: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1_000)
+    max_embed_inputs: int = Field(256, ge=1)
+
+    # Admission control, per model.
+    max_concurrency: int = Field(2, ge=1)
+    queue_size: int = Field(5, ge=0)
+
+    # Resilience.
+    retries: int = Field(2, ge=0)
+    retry_max_wait_ms: int = Field(2_000, ge=0)
+    circuit_failures: int = Field(5, ge=1)
+    circuit_reset_ms: int = Field(10_000, ge=1)
+    fallback_providers: str = ""  # comma-separated provider names tried in order, e.g. "toy"
+
+    # Provider specifics.
+    toy_delay_ms: float = Field(0.0, ge=0)
+    memory_limit_mb: int = Field(4_096, ge=1)
+    threads: int | None = None
+    context_size: int = Field(4096, ge=256)
+
+    @field_validator("provider", "embed_provider")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.strip().lower()
+
+    @cached_property
+    def fallback_list(self) -> list[str]:
+        return [p.strip().lower() for p in self.fallback_providers.split(",") if p.strip()]
+
+    @cached_property
+    def model_specs(self) -> list[ModelSpec]:
+        default = ModelSpec(
+            alias=self.model or self.provider, provider=self.provider, model=self.model,
+            path=self.model_path if self.provider != "onnx" else self.onnx_model_dir, sha256=self.model_sha256,
+        )
+        extra = [ModelSpec.model_validate(m) for m in json.loads(self.models)] if self.models.strip() else []
+        return [default, *[m for m in extra if m.alias != default.alias]]
