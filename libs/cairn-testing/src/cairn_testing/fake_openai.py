@@ -84,7 +84,13 @@ def create_app() -> Starlette:
         if "busy" in marks:
             return JSONResponse({"error": {"message": "busy"}}, status_code=429, headers={"Retry-After": "0"})
         if "slow_first" in marks:
-            await asyncio.sleep(float(marks["slow_first"] or 5))
+            # Poll for a disconnect while "thinking", so tests can see that a caller's cancel reached us.
+            until = time.monotonic() + float(marks["slow_first"] or 5)
+            while time.monotonic() < until:
+                if await request.is_disconnected():
+                    state.disconnected.append(rid)
+                    return Response(status_code=499)
+                await asyncio.sleep(0.05)
         if "malformed" in marks and not body.get("stream"):
             return Response(b"{not json", media_type="application/json")
         text = _answer(body, marks)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import time
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -56,7 +58,7 @@ async def generate(request: Request) -> Response:
     try:
         done: Completed = await cancel_on_disconnect(request, service.complete(req))
     except CairnError as exc:
-        if exc.reason_code not in _CITATION_CODES:
+        if not (req.citations_required and exc.reason_code in _CITATION_CODES):
             service.record("generate", "error", exc.reason_code, None, time.perf_counter() - started, None)
             raise
         # The model answered, but not with valid citations: a controlled fallback, never the bad citation.
@@ -132,9 +134,17 @@ async def embeddings_openai(request: Request) -> Response:
     vectors, tokens, model = await _embed(request, body)
     return JSONResponse({
         "object": "list", "model": model,
-        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "data": [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+                 for i, v in enumerate(vectors)],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     })
+
+
+def _encode(vector: list[float], encoding: str | None) -> list[float] | str:
+    # The openai SDK asks for base64 by default: little-endian float32, as OpenAI sends it.
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+    return vector
 
 
 async def _embed(request: Request, body: EmbedRequest) -> tuple[list[list[float]], int, str]:

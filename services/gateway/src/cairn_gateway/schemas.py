@@ -54,7 +54,7 @@ class EmbedRequest(BaseModel):
 
     input: str | list[str]
     model: str | None = None
-    encoding_format: Literal["float"] | None = None
+    encoding_format: Literal["float", "base64"] | None = None
 
     @field_validator("input")
     @classmethod

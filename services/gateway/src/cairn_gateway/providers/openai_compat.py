@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import structlog
+from httpx_sse import SSEError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base
 
@@ -63,6 +64,8 @@ def _error_from_status(resp: httpx.Response, body: str) -> ProviderError:
 
 
 def _map_transport_error(exc: httpx.HTTPError) -> ProviderError:
+    if isinstance(exc, SSEError):  # a 200 that is not an event stream, e.g. a JSON error body
+        return ProviderError(ReasonCode.PROVIDER_ERROR, f"The model server did not answer with a stream: {exc}")
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return RetryableUpstream(ReasonCode.PROVIDER_UNAVAILABLE, f"Cannot reach the model server: {exc!r}")
     if isinstance(exc, httpx.TimeoutException):

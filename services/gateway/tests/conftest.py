@@ -1,0 +1,64 @@
+"""Real processes on loopback: the fake OpenAI-compatible server and gateways configured against it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from cairn_testing import ServerProcess, start_server
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[ServerProcess]:
+    srv = start_server("fake-openai", ["cairn_testing.fake_openai", "--port", "{port}"], health_path="/healthz")
+    yield srv
+    srv.stop()
+
+
+def start_gateway(fake: ServerProcess | None, **env: str) -> ServerProcess:
+    base = {
+        "LLM_PORT": "{port}",
+        "LLM_PROVIDER": "openai_compat" if fake else "toy",
+        "LLM_BASE_URL": f"{fake.url}/v1" if fake else "",
+        "LLM_MODEL": "fake-model",
+        "LLM_EMBED_PROVIDER": "toy",
+        "LLM_FIRST_TOKEN_TIMEOUT_MS": "1500",
+        "LLM_IDLE_TIMEOUT_MS": "1500",
+        "LLM_TIMEOUT_MS": "4000",
+        "LLM_RETRY_MAX_WAIT_MS": "50",
+        "LLM_CIRCUIT_FAILURES": "1000",
+        "LLM_MAX_CONCURRENCY": "8",
+        "LLM_QUEUE_SIZE": "16",
+    }
+    return start_server("gateway", ["cairn_gateway"], env={**base, **env}, health_path="/readyz")
+
+
+@pytest.fixture(scope="module")
+def gateway(fake: ServerProcess) -> Iterator[ServerProcess]:
+    srv = start_gateway(fake)
+    yield srv
+    srv.stop()
+
+
+def sse(text: str) -> list[tuple[str, Any]]:
+    """Parse an SSE body into (event, json-data) pairs."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        name, data = "message", []
+        for line in block.splitlines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        if data:
+            raw = "\n".join(data)
+            events.append((name, raw if raw == "[DONE]" else json.loads(raw)))
+    return events
+
+
+def stats(fake: ServerProcess) -> dict[str, Any]:
+    return httpx.get(f"{fake.url}/_stats").json()

@@ -1,0 +1,177 @@
+"""/v1/generate against a real gateway process relaying to a real fake OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+
+from cairn_testing import ServerProcess
+
+from .conftest import sse, stats
+
+
+def post(gw: ServerProcess, body: dict, rid: str | None = None, **kw) -> httpx.Response:
+    headers = {"X-Request-ID": rid} if rid else {}
+    return httpx.post(f"{gw.url}/v1/generate", json=body, headers=headers, timeout=kw.pop("timeout", 15))
+
+
+def test_non_stream_success_has_the_contract_fields(gateway: ServerProcess, fake: ServerProcess) -> None:
+    rid = uuid.uuid4().hex
+    resp = post(gateway, {"prompt": "hello [[tokens:4]]", "max_tokens": 20, "seed": 7}, rid)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["status"] == "ok"
+    assert body["text"] == "tok0 tok1 tok2 tok3"
+    assert body["provider"] == "openai_compat" and body["model"] == "fake-model"
+    assert body["usage"] == {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+    assert body["request_id"] == rid and resp.headers["x-request-id"] == rid
+    assert body["reason_code"] is None and body["stop_reason"] == "eos"
+    assert float(resp.headers["x-gateway-overhead-ms"]) >= 0
+    upstream = stats(fake)["last_body"]
+    assert upstream["stream"] is False and upstream["max_tokens"] == 20 and upstream["seed"] == 7
+    assert stats(fake)["last_headers"]["x-request-id"] == rid
+    assert "traceparent" in stats(fake)["last_headers"]
+
+
+def test_stream_success_orders_events_and_ends_with_done(gateway: ServerProcess) -> None:
+    resp = post(gateway, {"prompt": "hi [[tokens:5]]", "stream": True})
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+    events = sse(resp.text)
+    names = [e for e, _ in events]
+    assert names[0] == "meta" and names[-1] == "done"
+    assert names.count("delta") == 5
+    assert "".join(d["text"] for e, d in events if e == "delta") == "tok0 tok1 tok2 tok3 tok4"
+    done = events[-1][1]
+    assert done["status"] == "ok" and done["usage"]["completion_tokens"] == 5  # from include_usage, not invented
+
+
+def test_timeout_before_first_byte(gateway: ServerProcess) -> None:
+    for stream in (False, True):
+        resp = post(gateway, {"prompt": "[[slow_first:10]]", "stream": stream, "timeout_ms": 800})
+        assert resp.status_code == 504, resp.text
+        assert resp.json()["reason_code"] == "PROVIDER_TIMEOUT"
+        assert resp.json()["request_id"]
+
+
+def test_silent_upstream_times_out_on_first_token(gateway: ServerProcess) -> None:
+    resp = post(gateway, {"prompt": "[[silent]]", "stream": True})
+    assert resp.status_code == 504
+    assert resp.json()["reason_code"] == "PROVIDER_TIMEOUT"
+
+
+def test_malformed_json_is_a_clear_error(gateway: ServerProcess) -> None:
+    resp = post(gateway, {"prompt": "[[malformed]]"})
+    assert resp.status_code == 502
+    assert resp.json()["reason_code"] == "MALFORMED_OUTPUT"
+    # In a stream, a non-JSON line is skipped and the answer still arrives.
+    events = sse(post(gateway, {"prompt": "[[malformed]] [[tokens:3]]", "stream": True}).text)
+    assert events[-1][1]["status"] == "ok"
+    assert "".join(d["text"] for e, d in events if e == "delta") == "tok0 tok1 tok2"
+
+
+def test_500_then_success_retries_once(gateway: ServerProcess, fake: ServerProcess) -> None:
+    for stream in (False, True):
+        rid = uuid.uuid4().hex
+        resp = post(gateway, {"prompt": "[[fail_once]] [[tokens:3]]", "stream": stream}, rid)
+        assert resp.status_code == 200
+        assert stats(fake)["attempts"][rid] == 2
+        if stream:
+            events = sse(resp.text)
+            assert "".join(d["text"] for e, d in events if e == "delta") == "tok0 tok1 tok2"  # not duplicated
+        else:
+            assert resp.json()["text"] == "tok0 tok1 tok2"
+
+
+def test_non_retryable_status_is_not_retried(gateway: ServerProcess, fake: ServerProcess) -> None:
+    rid = uuid.uuid4().hex
+    resp = post(gateway, {"prompt": "[[fail_always]]"}, rid)
+    assert resp.status_code == 502 and resp.json()["reason_code"] == "PROVIDER_ERROR"
+    assert stats(fake)["attempts"][rid] == 3  # 500 is retried: 1 + LLM_RETRIES (2)
+
+
+def test_disconnect_mid_stream_ends_with_error_and_done(gateway: ServerProcess) -> None:
+    events = sse(post(gateway, {"prompt": "[[disconnect_mid]] [[tokens:6]]", "stream": True}).text)
+    names = [e for e, _ in events]
+    assert names[-2:] == ["error", "done"]
+    assert names.count("delta") == 2
+    assert events[-2][1]["reason_code"] == "STREAM_INTERRUPTED"
+    assert events[-1][1]["status"] == "error" and events[-1][1]["reason_code"] == "STREAM_INTERRUPTED"
+
+
+def test_in_band_error_frame(gateway: ServerProcess) -> None:
+    events = sse(post(gateway, {"prompt": "[[error_frame]] [[tokens:6]]", "stream": True}).text)
+    assert [e for e, _ in events][-2:] == ["error", "done"]
+    assert "upstream exploded" in events[-2][1]["message"]
+
+
+def test_stream_without_done_sentinel_is_interrupted(gateway: ServerProcess) -> None:
+    events = sse(post(gateway, {"prompt": "[[no_done]] [[tokens:3]]", "stream": True}).text)
+    assert [e for e, _ in events][-2:] == ["error", "done"]
+    assert events[-1][1]["reason_code"] == "STREAM_INTERRUPTED"
+
+
+def test_client_disconnect_cancels_upstream_stream(gateway: ServerProcess, fake: ServerProcess) -> None:
+    rid = uuid.uuid4().hex
+    with httpx.stream("POST", f"{gateway.url}/v1/generate", json={"prompt": "[[endless]]", "stream": True},
+                      headers={"X-Request-ID": rid}, timeout=10) as resp:
+        seen = 0
+        for line in resp.iter_lines():
+            seen += line.startswith("event: delta")
+            if seen >= 3:
+                break
+    _wait_for(lambda: rid in stats(fake)["disconnected"])
+    sent = stats(fake)["tokens_sent"][rid]
+    time.sleep(0.5)
+    assert stats(fake)["tokens_sent"][rid] == sent  # nothing more is generated for a client that left
+
+
+def test_client_disconnect_cancels_upstream_non_stream(gateway: ServerProcess, fake: ServerProcess) -> None:
+    rid = uuid.uuid4().hex
+    try:
+        post(gateway, {"prompt": "[[slow_first:3]]"}, rid, timeout=0.5)
+    except httpx.ReadTimeout:
+        pass
+    _wait_for(lambda: rid in stats(fake)["disconnected"])
+
+
+def test_bad_input_gets_reason_codes(gateway: ServerProcess) -> None:
+    cases = [
+        ({"prompt": "x", "max_tokens": 100_000}, 400, "TOKEN_LIMIT"),
+        ({"prompt": ""}, 400, "BAD_REQUEST"),
+        ({"prompt": "x", "messages": [{"role": "user", "content": "y"}]}, 400, "BAD_REQUEST"),
+        ({"prompt": "x", "citations_required": True}, 400, "BAD_REQUEST"),
+        ({"prompt": "x", "temperature": 9}, 400, "BAD_REQUEST"),
+        ({"prompt": "x", "model": "no-such-model"}, 404, "MODEL_NOT_FOUND"),
+    ]
+    for body, status, code in cases:
+        resp = post(gateway, body)
+        assert resp.status_code == status, (body, resp.text)
+        assert resp.json()["reason_code"] == code and resp.json()["message"] and resp.json()["request_id"]
+    resp = httpx.post(f"{gateway.url}/v1/generate", content=b"{not json", timeout=5)
+    assert resp.status_code == 400 and resp.json()["reason_code"] == "BAD_REQUEST"
+    resp = httpx.post(f"{gateway.url}/v1/generate", content=b"x" * 2_000_000, timeout=5)
+    assert resp.status_code == 413 and resp.json()["reason_code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_models_health_and_metrics(gateway: ServerProcess) -> None:
+    models = httpx.get(f"{gateway.url}/v1/models").json()["data"]
+    assert models[0]["id"] == "fake-model" and models[0]["provider"] == "openai_compat" and models[0]["default"]
+    assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
+    post(gateway, {"prompt": "[[tokens:2]]", "stream": True})
+    text = httpx.get(f"{gateway.url}/metrics").text
+    for name in ("cairn_gateway_requests_total", "cairn_gateway_time_to_first_token_seconds_bucket",
+                 "cairn_gateway_queue_depth", "cairn_gateway_circuit_state", "cairn_gateway_in_flight",
+                 "cairn_gateway_tokens_total", "process_resident_memory_bytes"):
+        assert name in text, name
+    assert 'reason_code="PROVIDER_TIMEOUT"' in text
+
+
+def _wait_for(cond, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
