@@ -153,25 +153,30 @@ def metrics_response(registry: CollectorRegistry) -> Response:
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run `work`, cancelling it if the client disconnects first (a plain response has no other signal).
+    """Await `work`, cancelling it if the client disconnects first (a plain response has no other signal).
 
-    Cancelling the task closes whatever upstream request it has open, so the next hop sees the disconnect too.
+    The work runs in the caller's task; one watcher task cancels that task on `http.disconnect`. Cancelling
+    closes whatever upstream request the work has open, so the next hop sees the disconnect too.
     """
-    task = asyncio.ensure_future(work)
+    me = asyncio.current_task()
+    disconnected = False
 
     async def watch() -> None:
+        nonlocal disconnected
         while (await request.receive())["type"] != "http.disconnect":
             pass
+        disconnected = True
+        if me is not None:
+            me.cancel()
 
     watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if disconnected:
+            if me is not None:
+                me.uncancel()  # the cancel was ours, not the server's: don't leak it into later awaits
+            raise ClientDisconnected() from None
+        raise
     finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            watcher.cancel()
-            raise ClientDisconnected()
         watcher.cancel()
-    return task.result()

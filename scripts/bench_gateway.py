@@ -1,0 +1,155 @@
+"""Gateway overhead benchmark: the fake upstream called directly and through the gateway, in one run.
+
+Prints p50/p99 latency, time to first token, requests/s at concurrency 16 and 64, and the gateway's CPU ms per
+request, for each HTTP transport the gateway can use (aiohttp via httpx-aiohttp, and httpcore). Ratios compare
+with the direct numbers measured in the same run, on the same machine, at the same moment.
+Run: `make bench` (all benchmarks) or `.venv/bin/python scripts/bench_gateway.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from cairn_testing import ServerProcess, start_server
+
+TICKS = os.sysconf("SC_CLK_TCK")
+_TOKEN = b'"content":"tok'
+BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "bench [[tokens:16]]"}], "max_tokens": 32}
+# A model-like upstream: 16 tokens, 5 ms apart (200 tokens/s), streamed.
+PACED = {**BODY, "messages": [{"role": "user", "content": "bench [[tokens:16]] [[delay_ms:5]]"}]}
+
+
+@dataclass
+class Result:
+    latencies: list[float]
+    ttfts: list[float]
+    rps: float
+
+    def p(self, q: float, data: list[float] | None = None) -> float:
+        data = sorted(data if data is not None else self.latencies)
+        return data[min(len(data) - 1, int(q * len(data)))] * 1000 if data else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+async def _one(session: aiohttp.ClientSession, url: str, stream: bool, paced: bool = False) -> tuple[float, float]:
+    body = {**(PACED if paced else BODY), "stream": stream}
+    start = time.perf_counter()
+    ttft = float("nan")
+    async with session.post(url, json=body) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"{url}: HTTP {resp.status} {await resp.text()}")
+        if stream:
+            async for line in resp.content:
+                if ttft != ttft and _TOKEN in line.replace(b" ", b""):
+                    ttft = time.perf_counter() - start
+        else:
+            await resp.read()
+    return time.perf_counter() - start, ttft
+
+
+async def load(url: str, concurrency: int, total: int, stream: bool, paced: bool = False) -> Result:
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(min(20, total)):  # warm up connections and code paths
+            await _one(session, url, stream, paced)
+        queue = iter(range(total))
+
+        async def worker() -> None:
+            for _ in queue:
+                lat, ttft = await _one(session, url, stream, paced)
+                latencies.append(lat)
+                if stream:
+                    ttfts.append(ttft)
+
+        start = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        elapsed = time.perf_counter() - start
+    return Result(latencies, ttfts, total / elapsed)
+
+
+def start_fake() -> ServerProcess:
+    return start_server("bench-fake", ["cairn_testing.fake_openai", "--port", "{port}"], health_path="/healthz")
+
+
+def start_gateway(fake: ServerProcess, transport: str) -> ServerProcess:
+    env = {"LLM_PORT": "{port}", "LLM_PROVIDER": "openai_compat", "LLM_BASE_URL": f"{fake.url}/v1",
+           "LLM_MODEL": "fake-model", "LLM_EMBED_PROVIDER": "toy", "LLM_MAX_CONCURRENCY": "256",
+           "LLM_QUEUE_SIZE": "256", "LLM_HTTP_TRANSPORT": transport, "LLM_LOG_LEVEL": "WARNING"}
+    return start_server(f"bench-gateway-{transport}", ["cairn_gateway"], env=env, health_path="/readyz")
+
+
+async def measure(url: str, n: int, pid: int | None = None) -> dict[str, float]:
+    seq = await load(url, 1, n, stream=False)
+    seq_stream = await load(url, 1, n, stream=True)
+    out = {"p50": seq.p(0.5), "p99": seq.p(0.99), "ttft_p50": seq_stream.p(0.5, seq_stream.ttfts),
+           "ttft_p99": seq_stream.p(0.99, seq_stream.ttfts)}
+    for c in (16, 64):
+        cpu0 = cpu_seconds(pid) if pid else 0.0
+        res = await load(url, c, n * 4, stream=False)
+        out[f"rps{c}"] = res.rps
+        if pid and c == 64:
+            out["cpu_ms"] = (cpu_seconds(pid) - cpu0) * 1000 / (n * 4 + 20)
+    paced = await load(url, 64, n * 2, stream=True, paced=True)
+    out["paced_rps64"], out["paced_ttft_p50"] = paced.rps, paced.p(0.5, paced.ttfts)
+    out["paced_p50"] = paced.p(0.5)
+    return out
+
+
+def table(direct: dict[str, float], via: dict[str, dict[str, float]]) -> str:
+    rows = ["| path | p50 ms | p99 ms | TTFT p50 ms | TTFT p99 ms | req/s c=16 | req/s c=64 | gateway CPU ms/req |",
+            "|---|---|---|---|---|---|---|---|"]
+    rows.append(f"| direct to upstream | {direct['p50']:.2f} | {direct['p99']:.2f} | {direct['ttft_p50']:.2f} | "
+                f"{direct['ttft_p99']:.2f} | {direct['rps16']:.0f} | {direct['rps64']:.0f} | – |")
+    for name, r in via.items():
+        rows.append(
+            f"| via gateway ({name}) | {r['p50']:.2f} (+{r['p50'] - direct['p50']:.2f}) | {r['p99']:.2f} | "
+            f"{r['ttft_p50']:.2f} (+{r['ttft_p50'] - direct['ttft_p50']:.2f}) | {r['ttft_p99']:.2f} | "
+            f"{r['rps16']:.0f} ({r['rps16'] / direct['rps16']:.2f}×) | {r['rps64']:.0f} "
+            f"({r['rps64'] / direct['rps64']:.2f}×) | {r['cpu_ms']:.2f} |")
+    rows += ["", "Model-like upstream (16 streamed tokens, 5 ms apart), concurrency 64:", "",
+             "| path | req/s | p50 ms | TTFT p50 ms |", "|---|---|---|---|",
+             f"| direct to upstream | {direct['paced_rps64']:.0f} | {direct['paced_p50']:.1f} | "
+             f"{direct['paced_ttft_p50']:.2f} |"]
+    for name, r in via.items():
+        rows.append(f"| via gateway ({name}) | {r['paced_rps64']:.0f} ({r['paced_rps64'] / direct['paced_rps64']:.2f}×) "
+                    f"| {r['paced_p50']:.1f} | {r['paced_ttft_p50']:.2f} |")
+    return "\n".join(rows)
+
+
+async def main(quick: bool) -> None:
+    n = 100 if quick else 400
+    fake = start_fake()
+    gateways = {t: start_gateway(fake, t) for t in ("aiohttp", "httpx")}
+    try:
+        direct = await measure(f"{fake.url}/v1/chat/completions", n)
+        via = {t: await measure(f"{g.url}/v1/chat/completions", n, g.proc.pid) for t, g in gateways.items()}
+    finally:
+        for g in gateways.values():
+            g.stop()
+        fake.stop()
+    print("### LLM gateway overhead (fake upstream, /v1/chat/completions, 16 tokens)\n")
+    print(table(direct, via))
+    print("\nraw:", json.dumps({"direct": direct, **via}, default=lambda x: round(x, 3)))
+    print(f"\nmachine: {os.cpu_count()} cores; n={n} sequential, {n * 4} per concurrency level;"
+          f" p50 spread {statistics.pstdev([direct['p50']]):.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    asyncio.run(main(parser.parse_args().quick))
