@@ -15,8 +15,9 @@ fi
 
 if "$UV" sync --frozen --all-packages --all-extras --dry-run 2>&1 | grep -q "Would build llama-cpp-python\|Building llama-cpp-python\|llama-cpp-python" \
    && ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
-  echo "==> llama-cpp-python has no binary wheel for this platform: compiling llama.cpp from source."
-  echo "    This happens once (about 9 minutes on 2 cores); uv caches the build for every later run."
+  echo "==> installing llama-cpp-python. It has no binary wheel for this platform, so the first setup on a"
+  echo "    machine compiles llama.cpp from source (about 9 minutes on 2 cores); uv caches that build and"
+  echo "    every later setup, fresh clones included, reuses it in seconds."
   ( start=$SECONDS; while sleep 30; do echo "    ... still compiling llama.cpp ($((SECONDS - start)) s)"; done ) &
   ticker=$!
   trap 'kill $ticker 2>/dev/null || true' EXIT
