@@ -17,12 +17,15 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
-
 from cairn_testing import ServerProcess, start_server
 
 TICKS = os.sysconf("SC_CLK_TCK")
 _TOKEN = b'"content":"tok'
-BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "bench [[tokens:16]]"}], "max_tokens": 32}
+BODY = {
+    "model": "fake-model",
+    "messages": [{"role": "user", "content": "bench [[tokens:16]]"}],
+    "max_tokens": 32,
+}
 # A model-like upstream: 16 tokens, 5 ms apart (200 tokens/s), streamed.
 PACED = {**BODY, "messages": [{"role": "user", "content": "bench [[tokens:16]] [[delay_ms:5]]"}]}
 
@@ -44,7 +47,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def _one(session: aiohttp.ClientSession, url: str, stream: bool, paced: bool = False) -> tuple[float, float]:
+async def _one(
+    session: aiohttp.ClientSession, url: str, stream: bool, paced: bool = False
+) -> tuple[float, float]:
     body = {**(PACED if paced else BODY), "stream": stream}
     start = time.perf_counter()
     ttft = float("nan")
@@ -83,21 +88,35 @@ async def load(url: str, concurrency: int, total: int, stream: bool, paced: bool
 
 
 def start_fake() -> ServerProcess:
-    return start_server("bench-fake", ["cairn_testing.fake_openai", "--port", "{port}"], health_path="/healthz")
+    return start_server(
+        "bench-fake", ["cairn_testing.fake_openai", "--port", "{port}"], health_path="/healthz"
+    )
 
 
 def start_gateway(fake: ServerProcess, transport: str) -> ServerProcess:
-    env = {"LLM_PORT": "{port}", "LLM_PROVIDER": "openai_compat", "LLM_BASE_URL": f"{fake.url}/v1",
-           "LLM_MODEL": "fake-model", "LLM_EMBED_PROVIDER": "toy", "LLM_MAX_CONCURRENCY": "256",
-           "LLM_QUEUE_SIZE": "256", "LLM_HTTP_TRANSPORT": transport, "LLM_LOG_LEVEL": "WARNING"}
+    env = {
+        "LLM_PORT": "{port}",
+        "LLM_PROVIDER": "openai_compat",
+        "LLM_BASE_URL": f"{fake.url}/v1",
+        "LLM_MODEL": "fake-model",
+        "LLM_EMBED_PROVIDER": "toy",
+        "LLM_MAX_CONCURRENCY": "256",
+        "LLM_QUEUE_SIZE": "256",
+        "LLM_HTTP_TRANSPORT": transport,
+        "LLM_LOG_LEVEL": "WARNING",
+    }
     return start_server(f"bench-gateway-{transport}", ["cairn_gateway"], env=env, health_path="/readyz")
 
 
 async def measure(url: str, n: int, pid: int | None = None) -> dict[str, float]:
     seq = await load(url, 1, n, stream=False)
     seq_stream = await load(url, 1, n, stream=True)
-    out = {"p50": seq.p(0.5), "p99": seq.p(0.99), "ttft_p50": seq_stream.p(0.5, seq_stream.ttfts),
-           "ttft_p99": seq_stream.p(0.99, seq_stream.ttfts)}
+    out = {
+        "p50": seq.p(0.5),
+        "p99": seq.p(0.99),
+        "ttft_p50": seq_stream.p(0.5, seq_stream.ttfts),
+        "ttft_p99": seq_stream.p(0.99, seq_stream.ttfts),
+    }
     for c in (16, 64):
         cpu0 = cpu_seconds(pid) if pid else 0.0
         res = await load(url, c, n * 4, stream=False)
@@ -111,23 +130,35 @@ async def measure(url: str, n: int, pid: int | None = None) -> dict[str, float]:
 
 
 def table(direct: dict[str, float], via: dict[str, dict[str, float]]) -> str:
-    rows = ["| path | p50 ms | p99 ms | TTFT p50 ms | TTFT p99 ms | req/s c=16 | req/s c=64 | gateway CPU ms/req |",
-            "|---|---|---|---|---|---|---|---|"]
-    rows.append(f"| direct to upstream | {direct['p50']:.2f} | {direct['p99']:.2f} | {direct['ttft_p50']:.2f} | "
-                f"{direct['ttft_p99']:.2f} | {direct['rps16']:.0f} | {direct['rps64']:.0f} | – |")
+    rows = [
+        "| path | p50 ms | p99 ms | TTFT p50 ms | TTFT p99 ms | req/s c=16 | req/s c=64 | gateway CPU ms/req |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows.append(
+        f"| direct to upstream | {direct['p50']:.2f} | {direct['p99']:.2f} | {direct['ttft_p50']:.2f} | "
+        f"{direct['ttft_p99']:.2f} | {direct['rps16']:.0f} | {direct['rps64']:.0f} | – |"
+    )
     for name, r in via.items():
         rows.append(
             f"| via gateway ({name}) | {r['p50']:.2f} (+{r['p50'] - direct['p50']:.2f}) | {r['p99']:.2f} | "
             f"{r['ttft_p50']:.2f} (+{r['ttft_p50'] - direct['ttft_p50']:.2f}) | {r['ttft_p99']:.2f} | "
             f"{r['rps16']:.0f} ({r['rps16'] / direct['rps16']:.2f}×) | {r['rps64']:.0f} "
-            f"({r['rps64'] / direct['rps64']:.2f}×) | {r['cpu_ms']:.2f} |")
-    rows += ["", "Model-like upstream (16 streamed tokens, 5 ms apart), concurrency 64:", "",
-             "| path | req/s | p50 ms | TTFT p50 ms |", "|---|---|---|---|",
-             f"| direct to upstream | {direct['paced_rps64']:.0f} | {direct['paced_p50']:.1f} | "
-             f"{direct['paced_ttft_p50']:.2f} |"]
+            f"({r['rps64'] / direct['rps64']:.2f}×) | {r['cpu_ms']:.2f} |"
+        )
+    rows += [
+        "",
+        "Model-like upstream (16 streamed tokens, 5 ms apart), concurrency 64:",
+        "",
+        "| path | req/s | p50 ms | TTFT p50 ms |",
+        "|---|---|---|---|",
+        f"| direct to upstream | {direct['paced_rps64']:.0f} | {direct['paced_p50']:.1f} | "
+        f"{direct['paced_ttft_p50']:.2f} |",
+    ]
     for name, r in via.items():
-        rows.append(f"| via gateway ({name}) | {r['paced_rps64']:.0f} ({r['paced_rps64'] / direct['paced_rps64']:.2f}×) "
-                    f"| {r['paced_p50']:.1f} | {r['paced_ttft_p50']:.2f} |")
+        rows.append(
+            f"| via gateway ({name}) | {r['paced_rps64']:.0f} ({r['paced_rps64'] / direct['paced_rps64']:.2f}×) "
+            f"| {r['paced_p50']:.1f} | {r['paced_ttft_p50']:.2f} |"
+        )
     return "\n".join(rows)
 
 
@@ -145,8 +176,10 @@ async def main(quick: bool) -> None:
     print("### LLM gateway overhead (fake upstream, /v1/chat/completions, 16 tokens)\n")
     print(table(direct, via))
     print("\nraw:", json.dumps({"direct": direct, **via}, default=lambda x: round(x, 3)))
-    print(f"\nmachine: {os.cpu_count()} cores; n={n} sequential, {n * 4} per concurrency level;"
-          f" p50 spread {statistics.pstdev([direct['p50']]):.2f}")
+    print(
+        f"\nmachine: {os.cpu_count()} cores; n={n} sequential, {n * 4} per concurrency level;"
+        f" p50 spread {statistics.pstdev([direct['p50']]):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from cairn_core import (
     AnswerExtractor,
     CitationError,
@@ -17,26 +16,32 @@ from cairn_core import (
 CHUNKS = [ContextChunk(chunk_id="a:0", title="A", url="u", text="x"), ContextChunk(chunk_id="b:1", text="y")]
 
 
-@pytest.mark.parametrize("text", [
-    '{"answer": "yes", "citations": [{"chunk_id": "a:0"}]}',
-    'Sure! Here it is:\n```json\n{"answer": "yes", "citations": [{"chunk_id": "a:0"}]}\n```\nDone.',
-    'prefix {"answer": "yes", "citations": [{"chunk_id": "a:0"},],} suffix',
-    '{"answer": "yes", "citations": ["a:0"]}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"answer": "yes", "citations": [{"chunk_id": "a:0"}]}',
+        'Sure! Here it is:\n```json\n{"answer": "yes", "citations": [{"chunk_id": "a:0"}]}\n```\nDone.',
+        'prefix {"answer": "yes", "citations": [{"chunk_id": "a:0"},],} suffix',
+        '{"answer": "yes", "citations": ["a:0"]}',
+    ],
+)
 def test_tolerant_parser_accepts_common_model_quirks(text: str) -> None:
     grounded = check_grounded(text, CHUNKS)
     assert grounded.answer == "yes"
     assert [c.model_dump() for c in grounded.citations] == [{"chunk_id": "a:0", "title": "A", "url": "u"}]
 
 
-@pytest.mark.parametrize(("text", "code"), [
-    ("no json here", ReasonCode.MALFORMED_OUTPUT),
-    ('{"answer": "", "citations": [{"chunk_id": "a:0"}]}', ReasonCode.MALFORMED_OUTPUT),
-    ('{"answer": "yes", "citations": []}', ReasonCode.MISSING_CITATIONS),
-    ('{"answer": "yes"}', ReasonCode.MISSING_CITATIONS),
-    ('{"answer": "yes", "citations": [{"chunk_id": "zzz"}]}', ReasonCode.INVALID_CITATION),
-    ('{"answer": "yes", "citations": [{"id": "a:0"}]}', ReasonCode.MALFORMED_OUTPUT),
-])
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("no json here", ReasonCode.MALFORMED_OUTPUT),
+        ('{"answer": "", "citations": [{"chunk_id": "a:0"}]}', ReasonCode.MALFORMED_OUTPUT),
+        ('{"answer": "yes", "citations": []}', ReasonCode.MISSING_CITATIONS),
+        ('{"answer": "yes"}', ReasonCode.MISSING_CITATIONS),
+        ('{"answer": "yes", "citations": [{"chunk_id": "zzz"}]}', ReasonCode.INVALID_CITATION),
+        ('{"answer": "yes", "citations": [{"id": "a:0"}]}', ReasonCode.MALFORMED_OUTPUT),
+    ],
+)
 def test_invalid_outputs_get_their_reason_code(text: str, code: ReasonCode) -> None:
     with pytest.raises(CitationError) as err:
         check_grounded(text, CHUNKS)
@@ -55,8 +60,10 @@ def test_schema_enumerates_ids() -> None:
 
 
 def test_answer_extractor_streams_across_split_escapes() -> None:
-    payload = json.dumps({"answer": 'He said "hi"\nthen left \u00e9 \\o/', "citations": [{"chunk_id": "a:0"}]},
-                         ensure_ascii=True)
+    payload = json.dumps(
+        {"answer": 'He said "hi"\nthen left \u00e9 \\o/', "citations": [{"chunk_id": "a:0"}]},
+        ensure_ascii=True,
+    )
     for size in (1, 2, 3, 7):
         ex = AnswerExtractor()
         out = "".join(ex.feed(payload[i : i + size]) for i in range(0, len(payload), size))

@@ -1,27 +1,33 @@
 from __future__ import annotations
 
-import httpx
-
 import cairn_core
+import httpx
 from cairn_core import DeltaEvent, ReasonCode, aiter_sse, encode_event, error_body
 
 
 async def test_encode_decode_round_trip_including_newlines() -> None:
-    body = encode_event("delta", DeltaEvent(text="line one\nline two")) + encode_event("done", {"status": "ok"})
+    body = encode_event("delta", DeltaEvent(text="line one\nline two")) + encode_event(
+        "done", {"status": "ok"}
+    )
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        async with client.stream("GET", "http://x/") as resp:
-            msgs = [m async for m in aiter_sse(resp)]
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
+        client.stream("GET", "http://x/") as resp,
+    ):
+        msgs = [m async for m in aiter_sse(resp)]
     assert [m.event for m in msgs] == ["delta", "done"]
     assert msgs[0].json() == {"text": "line one\nline two"}
 
 
 def test_error_body_shape() -> None:
     assert error_body(ReasonCode.QUEUE_FULL, "busy", "r1") == {
-        "reason_code": "QUEUE_FULL", "message": "busy", "request_id": "r1"}
+        "reason_code": "QUEUE_FULL",
+        "message": "busy",
+        "request_id": "r1",
+    }
 
 
 def test_exported_members_exist() -> None:

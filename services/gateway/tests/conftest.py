@@ -8,13 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
-
 from cairn_testing import ServerProcess, start_server
 
 
 @pytest.fixture(scope="session")
 def fake() -> Iterator[ServerProcess]:
-    srv = start_server("fake-openai", ["cairn_testing.fake_openai", "--port", "{port}"], health_path="/healthz")
+    srv = start_server(
+        "fake-openai", ["cairn_testing.fake_openai", "--port", "{port}"], health_path="/healthz"
+    )
     yield srv
     srv.stop()
 

@@ -3,32 +3,44 @@
 from __future__ import annotations
 
 import httpx
-
 from cairn_testing import ServerProcess
 
 from .conftest import sse, stats
 
 CHUNKS = [
-    {"chunk_id": "handbook:0", "title": "Handbook", "url": "https://example.test/h", "text": "Cairns mark trails."},
+    {
+        "chunk_id": "handbook:0",
+        "title": "Handbook",
+        "url": "https://example.test/h",
+        "text": "Cairns mark trails.",
+    },
     {"chunk_id": "handbook:1", "title": "Handbook", "text": "Stack stones carefully."},
 ]
 
 
 def ask(gw: ServerProcess, prompt: str, stream: bool = False) -> httpx.Response:
-    return httpx.post(f"{gw.url}/v1/generate", timeout=10, json={
-        "prompt": prompt, "citations_required": True, "context_chunks": CHUNKS, "stream": stream})
+    return httpx.post(
+        f"{gw.url}/v1/generate",
+        timeout=10,
+        json={"prompt": prompt, "citations_required": True, "context_chunks": CHUNKS, "stream": stream},
+    )
 
 
-def test_schema_restricts_chunk_ids_and_valid_citations_are_enriched(gateway: ServerProcess,
-                                                                   fake: ServerProcess) -> None:
+def test_schema_restricts_chunk_ids_and_valid_citations_are_enriched(
+    gateway: ServerProcess, fake: ServerProcess
+) -> None:
     body = ask(gateway, "What marks trails?").json()
     assert body["status"] == "ok"
-    assert body["citations"] == [{"chunk_id": "handbook:0", "title": "Handbook", "url": "https://example.test/h"}]
+    assert body["citations"] == [
+        {"chunk_id": "handbook:0", "title": "Handbook", "url": "https://example.test/h"}
+    ]
     assert body["answer"] == "The fake server read the sources."
     sent = stats(fake)["last_body"]
     schema = sent["response_format"]["json_schema"]["schema"]
-    assert schema["properties"]["citations"]["items"]["properties"]["chunk_id"]["enum"] == ["handbook:0",
-                                                                                           "handbook:1"]
+    assert schema["properties"]["citations"]["items"]["properties"]["chunk_id"]["enum"] == [
+        "handbook:0",
+        "handbook:1",
+    ]
     system = sent["messages"][0]
     assert system["role"] == "system" and "[handbook:1]" in system["content"]
 

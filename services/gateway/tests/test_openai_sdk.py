@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import openai
 import pytest
-
 from cairn_testing import ServerProcess
 
 
@@ -16,7 +15,8 @@ def client(gateway: ServerProcess) -> openai.AsyncOpenAI:
 async def test_sdk_non_stream(client: openai.AsyncOpenAI) -> None:
     async with client:
         out = await client.chat.completions.create(
-            model="fake-model", messages=[{"role": "user", "content": "hi [[tokens:3]]"}], max_tokens=10)
+            model="fake-model", messages=[{"role": "user", "content": "hi [[tokens:3]]"}], max_tokens=10
+        )
     assert out.choices[0].message.content == "tok0 tok1 tok2"
     assert out.choices[0].finish_reason == "stop"
     assert out.usage is not None and out.usage.completion_tokens == 3
@@ -25,8 +25,11 @@ async def test_sdk_non_stream(client: openai.AsyncOpenAI) -> None:
 async def test_sdk_stream_with_usage(client: openai.AsyncOpenAI) -> None:
     async with client:
         stream = await client.chat.completions.create(
-            model="fake-model", messages=[{"role": "user", "content": "hi [[tokens:4]]"}], stream=True,
-            stream_options={"include_usage": True})
+            model="fake-model",
+            messages=[{"role": "user", "content": "hi [[tokens:4]]"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         text, usage, finish = "", None, None
         async for chunk in stream:
             if chunk.choices:
@@ -42,13 +45,15 @@ async def test_sdk_sees_openai_shaped_errors(client: openai.AsyncOpenAI) -> None
     async with client:
         with pytest.raises(openai.BadRequestError) as bad:
             await client.chat.completions.create(
-                model="fake-model", messages=[{"role": "user", "content": "x"}], max_tokens=100_000)
+                model="fake-model", messages=[{"role": "user", "content": "x"}], max_tokens=100_000
+            )
         assert bad.value.code == "TOKEN_LIMIT"
         with pytest.raises(openai.NotFoundError):
             await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
         with pytest.raises(openai.APIStatusError) as timeout:
             await client.chat.completions.create(
-                model="fake-model", messages=[{"role": "user", "content": "[[slow_first:10]]"}])
+                model="fake-model", messages=[{"role": "user", "content": "[[slow_first:10]]"}]
+            )
         assert timeout.value.status_code == 504
 
 

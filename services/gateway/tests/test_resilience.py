@@ -8,7 +8,6 @@ import uuid
 
 import httpx
 import pytest
-
 from cairn_testing import ServerProcess
 
 from .conftest import sse, start_gateway, stats
@@ -25,13 +24,13 @@ def test_500_storm_opens_the_circuit_then_it_recovers(fake: ServerProcess) -> No
         assert r.status_code == 503 and r.json()["reason_code"] == "CIRCUIT_OPEN"
         assert int(r.headers["retry-after"]) >= 1
         assert stats(fake)["requests"] == before  # open circuit: the upstream is not called at all
-        assert "cairn_gateway_circuit_state{model=\"fake-model\"} 2.0" in httpx.get(f"{gw.url}/metrics").text
+        assert 'cairn_gateway_circuit_state{model="fake-model"} 2.0' in httpx.get(f"{gw.url}/metrics").text
         time.sleep(0.8)
         r = httpx.post(f"{gw.url}/v1/generate", json={"prompt": "[[tokens:2]]"})  # the half-open probe
         assert r.status_code == 200 and r.json()["status"] == "ok"
         r = httpx.post(f"{gw.url}/v1/generate", json={"prompt": "[[tokens:2]]"})
         assert r.status_code == 200
-        assert "cairn_gateway_circuit_state{model=\"fake-model\"} 0.0" in httpx.get(f"{gw.url}/metrics").text
+        assert 'cairn_gateway_circuit_state{model="fake-model"} 0.0' in httpx.get(f"{gw.url}/metrics").text
     finally:
         gw.stop()
 
@@ -41,7 +40,9 @@ async def test_queue_overflow_fails_fast_with_retry_after(fake: ServerProcess) -
     try:
         async with httpx.AsyncClient(timeout=20) as client:
             body = {"prompt": "[[tokens:10]] [[delay_ms:80]]", "stream": True}
-            results = await asyncio.gather(*[client.post(f"{gw.url}/v1/generate", json=body) for _ in range(5)])
+            results = await asyncio.gather(
+                *[client.post(f"{gw.url}/v1/generate", json=body) for _ in range(5)]
+            )
         codes = sorted(r.status_code for r in results)
         assert codes.count(200) == 2, codes  # one running, one queued
         rejected = [r for r in results if r.status_code == 429]
@@ -67,15 +68,23 @@ def test_fallback_chain_reports_what_failed(with_fallback: ServerProcess) -> Non
     body = r.json()
     assert r.status_code == 200 and body["status"] == "fallback"
     assert body["provider"] == "toy" and body["reason_code"] == "PROVIDER_ERROR" and body["text"]
-    events = sse(httpx.post(f"{with_fallback.url}/v1/generate",
-                            json={"prompt": "[[fail_always]]", "stream": True}).text)
+    events = sse(
+        httpx.post(
+            f"{with_fallback.url}/v1/generate", json={"prompt": "[[fail_always]]", "stream": True}
+        ).text
+    )
     assert events[0][1]["provider"] == "toy"
     assert events[-1][1]["status"] == "fallback" and events[-1][1]["reason_code"] == "PROVIDER_ERROR"
 
 
 def test_fallback_is_never_used_after_the_first_byte(with_fallback: ServerProcess) -> None:
     rid = uuid.uuid4().hex
-    events = sse(httpx.post(f"{with_fallback.url}/v1/generate", headers={"X-Request-ID": rid},
-                            json={"prompt": "[[disconnect_mid]] [[tokens:6]]", "stream": True}).text)
+    events = sse(
+        httpx.post(
+            f"{with_fallback.url}/v1/generate",
+            headers={"X-Request-ID": rid},
+            json={"prompt": "[[disconnect_mid]] [[tokens:6]]", "stream": True},
+        ).text
+    )
     assert {d.get("provider") for e, d in events if e == "meta"} == {"openai_compat"}
     assert events[-1][1]["status"] == "error"

@@ -8,7 +8,6 @@ import json
 import httpx
 import pytest
 import respx
-
 from cairn_core import CairnError, ChatMessage, ReasonCode, StopReason
 from cairn_gateway.admission import Admission
 from cairn_gateway.circuit import CircuitBreaker, CircuitState
@@ -27,15 +26,25 @@ def _provider(**kw) -> tuple[OpenAICompatProvider, httpx.AsyncClient]:
 
 
 def _req(**kw) -> ProviderRequest:
-    return ProviderRequest(messages=[ChatMessage(role="system", content="s"), ChatMessage(role="user", content="q")],
-                           max_tokens=kw.pop("max_tokens", 33), temperature=0.1, **kw)
+    return ProviderRequest(
+        messages=[ChatMessage(role="system", content="s"), ChatMessage(role="user", content="q")],
+        max_tokens=kw.pop("max_tokens", 33),
+        temperature=0.1,
+        **kw,
+    )
 
 
 @respx.mock
 async def test_payload_carries_model_messages_and_limits() -> None:
-    route = respx.post(f"{BASE}/chat/completions").mock(return_value=httpx.Response(200, json={
-        "choices": [{"message": {"content": "hi"}, "finish_reason": "length"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1}}))
+    route = respx.post(f"{BASE}/chat/completions").mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "choices": [{"message": {"content": "hi"}, "finish_reason": "length"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+            },
+        )
+    )
     provider, http = _provider(api_key="sekrit")
     async with http:
         result = await provider.generate(_req(stop=["\n"], seed=4, json_schema={"type": "object"}))
@@ -45,15 +54,20 @@ async def test_payload_carries_model_messages_and_limits() -> None:
     assert sent["stop"] == ["\n"] and sent["seed"] == 4
     assert sent["response_format"]["type"] == "json_schema"
     assert route.calls.last.request.headers["authorization"] == "Bearer sekrit"
-    assert result.text == "hi" and result.finish_reason is StopReason.LENGTH and result.usage.total_tokens == 4
+    assert (
+        result.text == "hi" and result.finish_reason is StopReason.LENGTH and result.usage.total_tokens == 4
+    )
 
 
 @respx.mock
 async def test_stream_payload_asks_for_usage() -> None:
-    body = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":2,' \
-           b'"completion_tokens":1}}\n\ndata: [DONE]\n\n'
+    body = (
+        b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":2,'
+        b'"completion_tokens":1}}\n\ndata: [DONE]\n\n'
+    )
     route = respx.post(f"{BASE}/chat/completions").mock(
-        return_value=httpx.Response(200, content=body, headers={"content-type": "text/event-stream"}))
+        return_value=httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+    )
     provider, http = _provider()
     async with http:
         chunks = [c async for c in provider.stream(_req())]
@@ -63,9 +77,13 @@ async def test_stream_payload_asks_for_usage() -> None:
 
 @respx.mock
 async def test_retries_honour_retry_after_and_stop_at_the_limit() -> None:
-    route = respx.post(f"{BASE}/chat/completions").mock(side_effect=[
-        httpx.Response(503, headers={"Retry-After": "0"}), httpx.Response(429, headers={"Retry-After": "0"}),
-        httpx.Response(200, json={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})])
+    route = respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=[
+            httpx.Response(503, headers={"Retry-After": "0"}),
+            httpx.Response(429, headers={"Retry-After": "0"}),
+            httpx.Response(200, json={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}),
+        ]
+    )
     provider, http = _provider(retries=2)
     async with http:
         assert (await provider.generate(_req())).text == "ok"
@@ -74,7 +92,9 @@ async def test_retries_honour_retry_after_and_stop_at_the_limit() -> None:
 
 @respx.mock
 async def test_client_errors_are_not_retried() -> None:
-    route = respx.post(f"{BASE}/chat/completions").mock(return_value=httpx.Response(400, json={"error": "bad"}))
+    route = respx.post(f"{BASE}/chat/completions").mock(
+        return_value=httpx.Response(400, json={"error": "bad"})
+    )
     provider, http = _provider(retries=3)
     async with http:
         with pytest.raises(ProviderError) as err:
@@ -94,8 +114,10 @@ async def test_connect_error_is_unavailable_after_retries() -> None:
 
 def test_circuit_breaker_opens_probes_and_closes() -> None:
     cb = CircuitBreaker("m", failure_threshold=2, reset_after_s=0.05)
-    cb.before_call(); cb.failure()  # noqa: E702
-    cb.before_call(); cb.failure()  # noqa: E702
+    cb.before_call()
+    cb.failure()
+    cb.before_call()
+    cb.failure()
     assert cb.state is CircuitState.OPEN
     with pytest.raises(CairnError) as err:
         cb.before_call()
@@ -148,6 +170,8 @@ async def test_toy_is_deterministic_and_honours_limits() -> None:
 
 async def test_toy_embedder_ranks_lexical_overlap() -> None:
     emb = ToyEmbedder()
-    (q, near, far), _ = await emb.embed(["stone cairn trail", "a cairn of stone on the trail", "stock markets"])
+    (q, near, far), _ = await emb.embed(
+        ["stone cairn trail", "a cairn of stone on the trail", "stock markets"]
+    )
     dot = lambda x, y: sum(i * j for i, j in zip(x, y, strict=True))  # noqa: E731
     assert dot(q, near) > dot(q, far)

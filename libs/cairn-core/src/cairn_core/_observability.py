@@ -130,7 +130,9 @@ class RequestContextMiddleware:
             await send(message)
 
         with self.tracer.start_as_current_span(
-            f"{scope['method']} {path}", context=ctx, kind=SpanKind.SERVER,
+            f"{scope['method']} {path}",
+            context=ctx,
+            kind=SpanKind.SERVER,
             attributes={"http.request.method": scope["method"], "url.path": path, "cairn.request_id": rid},
         ) as span:
             trace_id = format(span.get_span_context().trace_id, "032x")

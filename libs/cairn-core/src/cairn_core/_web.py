@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import asyncio
-import contextlib
+import json
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -42,8 +41,13 @@ def log_fields(request: Request) -> dict[str, Any]:
 
 
 def error_response(
-    reason_code: ReasonCode, message: str, request_id: str | None, *,
-    status_code: int | None = None, retry_after: float | None = None, **extra: Any,
+    reason_code: ReasonCode,
+    message: str,
+    request_id: str | None,
+    *,
+    status_code: int | None = None,
+    retry_after: float | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
     return JSONResponse(
@@ -57,16 +61,23 @@ async def _cairn_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CairnError)
     log_fields(request)["reason_code"] = exc.reason_code.value
     return error_response(
-        exc.reason_code, exc.message, request_id_of(request),
-        status_code=exc.status_code, retry_after=exc.retry_after,
+        exc.reason_code,
+        exc.message,
+        request_id_of(request),
+        status_code=exc.status_code,
+        retry_after=exc.retry_after,
     )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: ReasonCode.NOT_FOUND, 401: ReasonCode.UNAUTHORIZED, 413: ReasonCode.PAYLOAD_TOO_LARGE,
-            415: ReasonCode.UNSUPPORTED_MEDIA_TYPE, 429: ReasonCode.RATE_LIMITED}.get(
-        exc.status_code, ReasonCode.BAD_REQUEST if exc.status_code < 500 else ReasonCode.INTERNAL_ERROR)
+    code = {
+        404: ReasonCode.NOT_FOUND,
+        401: ReasonCode.UNAUTHORIZED,
+        413: ReasonCode.PAYLOAD_TOO_LARGE,
+        415: ReasonCode.UNSUPPORTED_MEDIA_TYPE,
+        429: ReasonCode.RATE_LIMITED,
+    }.get(exc.status_code, ReasonCode.BAD_REQUEST if exc.status_code < 500 else ReasonCode.INTERNAL_ERROR)
     return error_response(code, str(exc.detail), request_id_of(request), status_code=exc.status_code)
 
 
@@ -79,8 +90,11 @@ async def _disconnected(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Never a stack trace to the client: log it with the request id, answer with a reason code.
     log.error("unhandled_exception", exc_info=exc, path=request.url.path)
-    return error_response(ReasonCode.INTERNAL_ERROR, "Internal error; see the server log for this request id.",
-                          request_id_of(request))
+    return error_response(
+        ReasonCode.INTERNAL_ERROR,
+        "Internal error; see the server log for this request id.",
+        request_id_of(request),
+    )
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

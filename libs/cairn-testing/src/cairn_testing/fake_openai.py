@@ -57,7 +57,9 @@ def _answer(body: dict[str, Any], marks: dict[str, str]) -> str:
         return json.dumps({"answer": "Made up.", "citations": [{"chunk_id": "not-a-real-chunk"}]})
     if "good_citation" in marks or body.get("response_format"):
         ids = _schema_ids(body) or ["unknown"]
-        return json.dumps({"answer": "The fake server read the sources.", "citations": [{"chunk_id": ids[0]}]})
+        return json.dumps(
+            {"answer": "The fake server read the sources.", "citations": [{"chunk_id": ids[0]}]}
+        )
     n = int(marks.get("tokens") or 8)
     return " ".join(f"tok{i}" for i in range(n))
 
@@ -97,41 +99,83 @@ def create_app() -> Starlette:
         model = body.get("model", "fake")
         if not body.get("stream"):
             pieces = _pieces(text, body)
-            return JSONResponse({
-                "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 11, "completion_tokens": len(pieces), "total_tokens": 11 + len(pieces)},
-            })
+            return JSONResponse(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": 11,
+                        "completion_tokens": len(pieces),
+                        "total_tokens": 11 + len(pieces),
+                    },
+                }
+            )
         delay = float(marks.get("delay_ms") or 0) / 1000
-        return StreamingResponse(_stream(state, rid, body, marks, text, model, delay), media_type="text/event-stream")
+        return StreamingResponse(
+            _stream(state, rid, body, marks, text, model, delay), media_type="text/event-stream"
+        )
 
     async def models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "fake"}]})
+        return JSONResponse(
+            {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "fake"}]}
+        )
 
     async def stats(request: Request) -> Response:
-        return JSONResponse({"requests": state.requests, "attempts": dict(state.attempts),
-                             "disconnected": state.disconnected, "completed": state.completed,
-                             "tokens_sent": dict(state.tokens_sent), "last_body": state.last_body,
-                             "last_headers": state.last_headers})
+        return JSONResponse(
+            {
+                "requests": state.requests,
+                "attempts": dict(state.attempts),
+                "disconnected": state.disconnected,
+                "completed": state.completed,
+                "tokens_sent": dict(state.tokens_sent),
+                "last_body": state.last_body,
+                "last_headers": state.last_headers,
+            }
+        )
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(routes=[
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/models", models), Route("/_stats", stats), Route("/healthz", healthz),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models),
+            Route("/_stats", stats),
+            Route("/healthz", healthz),
+        ]
+    )
 
 
-async def _stream(state: FakeState, rid: str, body: dict[str, Any], marks: dict[str, str], text: str, model: str,
-                  delay: float):
+async def _stream(
+    state: FakeState,
+    rid: str,
+    body: dict[str, Any],
+    marks: dict[str, str],
+    text: str,
+    model: str,
+    delay: float,
+):
     def frame(data: dict[str, Any] | str) -> bytes:
         return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
 
     def chunk(content: str | None, finish: str | None = None) -> dict[str, Any]:
         delta = {"content": content} if content is not None else {}
-        return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
 
     try:
         if "silent" in marks:
@@ -159,8 +203,16 @@ async def _stream(state: FakeState, rid: str, body: dict[str, Any], marks: dict[
         yield frame(chunk(None, "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 11, "completion_tokens": len(pieces), "total_tokens": 11 + len(pieces)}
-            yield frame({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
-                         "choices": [], "usage": usage})
+            yield frame(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
         yield frame("[DONE]")
         state.completed.append(rid)
     except asyncio.CancelledError:

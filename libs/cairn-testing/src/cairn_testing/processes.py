@@ -63,8 +63,14 @@ class ServerProcess:
 
 
 def start_server(
-    name: str, module_args: list[str], *, port: int | None = None, env: dict[str, str] | None = None,
-    health_path: str = "/healthz", log_dir: Path | None = None, timeout_s: float = 60.0,
+    name: str,
+    module_args: list[str],
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    health_path: str = "/healthz",
+    log_dir: Path | None = None,
+    timeout_s: float = 60.0,
 ) -> ServerProcess:
     """Run `python -m <module_args>` with `env` on a free port (passed as the env var named by the caller)."""
     port = port or free_port()

@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-
 from cairn_core import (
     EXCEPTION_HANDLERS,
     BodyLimitMiddleware,
@@ -16,6 +13,8 @@ from cairn_core import (
     make_http_client,
     setup_tracing,
 )
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from .metrics import GatewayMetrics
 from .registry import Registry
@@ -35,7 +34,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         metrics = GatewayMetrics()
         async with make_http_client(
-            timeout_s=settings.timeout_ms / 1000, transport=settings.http_transport,
+            timeout_s=settings.timeout_ms / 1000,
+            transport=settings.http_transport,
             max_connections=max(64, settings.max_concurrency * 4),
         ) as http:
             registry = Registry(settings, http, metrics)

@@ -14,36 +14,58 @@ class GatewayMetrics:
         ProcessCollector(registry=self.registry)
         r = self.registry
         self.requests = Counter(
-            "cairn_gateway_requests", "Requests by endpoint, final status and reason code",
-            ["endpoint", "status", "reason_code", "provider"], registry=r,
+            "cairn_gateway_requests",
+            "Requests by endpoint, final status and reason code",
+            ["endpoint", "status", "reason_code", "provider"],
+            registry=r,
         )
         self.latency = Histogram(
-            "cairn_gateway_request_latency_seconds", "End-to-end latency of a generation",
-            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+            "cairn_gateway_request_latency_seconds",
+            "End-to-end latency of a generation",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.ttft = Histogram(
-            "cairn_gateway_time_to_first_token_seconds", "Time until the first token of a stream",
-            ["provider"], buckets=_LATENCY_BUCKETS, registry=r,
+            "cairn_gateway_time_to_first_token_seconds",
+            "Time until the first token of a stream",
+            ["provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.tokens = Counter(
-            "cairn_gateway_tokens", "Tokens processed", ["provider", "kind"], registry=r,
+            "cairn_gateway_tokens",
+            "Tokens processed",
+            ["provider", "kind"],
+            registry=r,
         )
         self.tokens_per_second = Histogram(
-            "cairn_gateway_tokens_per_second", "Completion tokens per second of a generation",
-            ["provider"], buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000), registry=r,
+            "cairn_gateway_tokens_per_second",
+            "Completion tokens per second of a generation",
+            ["provider"],
+            buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+            registry=r,
         )
         self.fallbacks = Counter(
-            "cairn_gateway_fallbacks", "Answers served by a fallback provider or degraded, by reason",
-            ["reason_code"], registry=r,
+            "cairn_gateway_fallbacks",
+            "Answers served by a fallback provider or degraded, by reason",
+            ["reason_code"],
+            registry=r,
         )
         self.in_flight = Gauge("cairn_gateway_in_flight", "Generations running now", ["model"], registry=r)
-        self.queue_depth = Gauge("cairn_gateway_queue_depth", "Requests waiting for a slot", ["model"], registry=r)
-        self.circuit_state = Gauge(
-            "cairn_gateway_circuit_state", "Circuit state per model: 0 closed, 1 half-open, 2 open",
-            ["model"], registry=r,
+        self.queue_depth = Gauge(
+            "cairn_gateway_queue_depth", "Requests waiting for a slot", ["model"], registry=r
         )
-        self.provider_up = Gauge("cairn_gateway_provider_up", "1 when the model answers health checks",
-                                 ["model"], registry=r)
-        self.model_memory = Gauge("cairn_gateway_model_memory_bytes", "Memory held by a loaded model",
-                                  ["model"], registry=r)
+        self.circuit_state = Gauge(
+            "cairn_gateway_circuit_state",
+            "Circuit state per model: 0 closed, 1 half-open, 2 open",
+            ["model"],
+            registry=r,
+        )
+        self.provider_up = Gauge(
+            "cairn_gateway_provider_up", "1 when the model answers health checks", ["model"], registry=r
+        )
+        self.model_memory = Gauge(
+            "cairn_gateway_model_memory_bytes", "Memory held by a loaded model", ["model"], registry=r
+        )
         self.embeddings = Counter("cairn_gateway_embedded_texts", "Texts embedded", ["model"], registry=r)

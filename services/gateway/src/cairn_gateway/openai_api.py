@@ -12,9 +12,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from cairn_core import HTTP_STATUS, CairnError, GenerateRequest, ReasonCode, StopReason, Usage
 from starlette.responses import JSONResponse
-
-from cairn_core import CairnError, GenerateRequest, HTTP_STATUS, ReasonCode, StopReason, Usage
 
 from .schemas import ChatCompletionRequest
 from .service import GenerationService, StreamHandle
@@ -29,7 +28,7 @@ def to_generate_request(body: ChatCompletionRequest) -> GenerateRequest:
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
-        stop=body.stop,
+        stop=[body.stop] if isinstance(body.stop, str) else body.stop,
         seed=body.seed,
         stream=body.stream,
     )
@@ -41,9 +40,18 @@ def openai_error(exc: CairnError, request_id: str | None) -> JSONResponse:
         kind = "rate_limit_error"
     headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after is not None else None
     return JSONResponse(
-        {"error": {"message": exc.message, "type": kind, "param": None, "code": exc.reason_code.value,
-                   "reason_code": exc.reason_code.value, "request_id": request_id}},
-        status_code=exc.status_code or HTTP_STATUS.get(exc.reason_code, 500), headers=headers,
+        {
+            "error": {
+                "message": exc.message,
+                "type": kind,
+                "param": None,
+                "code": exc.reason_code.value,
+                "reason_code": exc.reason_code.value,
+                "request_id": request_id,
+            }
+        },
+        status_code=exc.status_code or HTTP_STATUS.get(exc.reason_code, 500),
+        headers=headers,
     )
 
 
@@ -53,8 +61,14 @@ def completion_body(rid: str, model: str, text: str, finish: StopReason, usage: 
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": _FINISH.get(finish, "stop"), "logprobs": None}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": _FINISH.get(finish, "stop"),
+                "logprobs": None,
+            }
+        ],
         "usage": usage.model_dump(),
     }
 
@@ -65,27 +79,45 @@ def _frame(data: dict[str, Any] | str) -> bytes:
 
 
 async def chunk_stream(
-    service: GenerationService, handle: StreamHandle, body: ChatCompletionRequest, rid: str, started: float,
+    service: GenerationService,
+    handle: StreamHandle,
+    body: ChatCompletionRequest,
+    rid: str,
+    started: float,
     log_fields: dict[str, Any],
 ) -> AsyncIterator[bytes]:
-    base = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": handle.model}
+    base = {
+        "id": f"chatcmpl-{rid}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": handle.model,
+    }
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     usage = Usage()
     finish: StopReason = StopReason.EOS
     status, reason = "ok", None
-    yield _frame({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                      "finish_reason": None}]})
+    yield _frame(
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        }
+    )
     try:
         async for chunk in handle.chunks():
             if chunk.text:
-                yield _frame({**base, "choices": [{"index": 0, "delta": {"content": chunk.text},
-                                                  "finish_reason": None}]})
+                yield _frame(
+                    {
+                        **base,
+                        "choices": [{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}],
+                    }
+                )
             if chunk.finish_reason is not None:
                 finish = chunk.finish_reason
             if chunk.usage is not None:
                 usage = chunk.usage
-        yield _frame({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _FINISH.get(finish, "stop")}]})
+        yield _frame(
+            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _FINISH.get(finish, "stop")}]}
+        )
         if include_usage:
             yield _frame({**base, "choices": [], "usage": usage.model_dump()})
     except asyncio.CancelledError:
@@ -93,13 +125,29 @@ async def chunk_stream(
         raise
     except CairnError as exc:
         status, reason = "error", exc.reason_code
-        yield _frame({"error": {"message": exc.message, "type": "server_error", "code": exc.reason_code.value,
-                                "reason_code": exc.reason_code.value, "request_id": rid}})
+        yield _frame(
+            {
+                "error": {
+                    "message": exc.message,
+                    "type": "server_error",
+                    "code": exc.reason_code.value,
+                    "reason_code": exc.reason_code.value,
+                    "request_id": rid,
+                }
+            }
+        )
     finally:
         latency = time.perf_counter() - started
-        log_fields.update(provider=handle.provider_name, model=handle.model, outcome=status, reason_code=reason,
-                          prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+        log_fields.update(
+            provider=handle.provider_name,
+            model=handle.model,
+            outcome=status,
+            reason_code=reason,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
         service.metrics.ttft.labels(handle.provider_name).observe(handle.ttft_s)
-        service.record("chat_completions", status, reason, handle.provider_name, latency, usage,
-                       latency - handle.ttft_s)
+        service.record(
+            "chat_completions", status, reason, handle.provider_name, latency, usage, latency - handle.ttft_s
+        )
     yield _frame("[DONE]")

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import structlog
-
 from cairn_core import CairnError, ReasonCode
 
 from .admission import Admission
@@ -70,8 +69,10 @@ class Registry:
         s = self.settings
         return ModelEntry(
             spec=spec,
-            admission=Admission(int(spec.params.get("max_concurrency", s.max_concurrency)),
-                                int(spec.params.get("queue_size", s.queue_size))),
+            admission=Admission(
+                int(spec.params.get("max_concurrency", s.max_concurrency)),
+                int(spec.params.get("queue_size", s.queue_size)),
+            ),
             breaker=CircuitBreaker(spec.alias, s.circuit_failures, s.circuit_reset_ms / 1000),
         )
 
@@ -133,8 +134,10 @@ class Registry:
     def get(self, alias: str) -> ModelEntry:
         entry = self.entries.get(alias)
         if entry is None:
-            raise CairnError(ReasonCode.MODEL_NOT_FOUND,
-                             f"Unknown model {alias!r}; GET /v1/models lists the available ones.")
+            raise CairnError(
+                ReasonCode.MODEL_NOT_FOUND,
+                f"Unknown model {alias!r}; GET /v1/models lists the available ones.",
+            )
         return entry
 
     def resolve(self, model: str | None) -> ModelEntry:
@@ -160,7 +163,11 @@ class Registry:
             m.in_flight.labels(entry.alias).set(entry.admission.in_flight)
             m.queue_depth.labels(entry.alias).set(entry.admission.waiting)
             m.circuit_state.labels(entry.alias).set(int(entry.breaker.state))
-            info = entry.provider.info() if entry.provider is not None and hasattr(entry.provider, "info") else {}
+            info = (
+                entry.provider.info()
+                if entry.provider is not None and hasattr(entry.provider, "info")
+                else {}
+            )
             m.model_memory.labels(entry.alias).set(float(info.get("memory_mb", 0)) * 1024 * 1024)
 
     async def aclose(self) -> None:

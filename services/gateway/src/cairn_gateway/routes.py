@@ -7,10 +7,6 @@ import hmac
 import time
 
 import numpy as np
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
-
 from cairn_core import (
     CairnError,
     GenerateRequest,
@@ -23,6 +19,9 @@ from cairn_core import (
     parse_json_body,
     request_id_of,
 )
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from .openai_api import chunk_stream, completion_body, openai_error, to_generate_request
 from .schemas import AdminModelRequest, ChatCompletionRequest, EmbedRequest
@@ -62,8 +61,13 @@ async def generate(request: Request) -> Response:
             service.record("generate", "error", exc.reason_code, None, time.perf_counter() - started, None)
             raise
         # The model answered, but not with valid citations: a controlled fallback, never the bad citation.
-        body = GenerateResponse(status=Status.FALLBACK, reason_code=exc.reason_code, message=exc.message,
-                                request_id=rid, latency_ms=round((time.perf_counter() - started) * 1000, 2))
+        body = GenerateResponse(
+            status=Status.FALLBACK,
+            reason_code=exc.reason_code,
+            message=exc.message,
+            request_id=rid,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
         service.record("generate", "fallback", exc.reason_code, None, time.perf_counter() - started, None)
         fields.update(outcome="fallback", reason_code=exc.reason_code)
         return JSONResponse(body.model_dump(mode="json"))
@@ -86,8 +90,14 @@ async def generate(request: Request) -> Response:
         request_id=rid,
     )
     service.record("generate", status.value, reason, body.provider, latency, result.usage, done.provider_s)
-    fields.update(provider=body.provider, model=body.model, outcome=status.value, reason_code=reason,
-                  prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens)
+    fields.update(
+        provider=body.provider,
+        model=body.model,
+        outcome=status.value,
+        reason_code=reason,
+        prompt_tokens=result.usage.prompt_tokens,
+        completion_tokens=result.usage.completion_tokens,
+    )
     return JSONResponse(body.model_dump(mode="json"), headers=_overhead_header(started, done.provider_s))
 
 
@@ -102,42 +112,70 @@ async def chat_completions(request: Request) -> Response:
         if body.stream:
             handle = await cancel_on_disconnect(request, service.open_stream(req))
             return StreamingResponse(
-                chunk_stream(service, handle, body, rid, started, fields), media_type="text/event-stream",
+                chunk_stream(service, handle, body, rid, started, fields),
+                media_type="text/event-stream",
                 headers={**SSE_HEADERS, **_overhead_header(started, handle.ttft_s)},
             )
         done: Completed = await cancel_on_disconnect(request, service.complete(req))
     except CairnError as exc:
-        service.record("chat_completions", "error", exc.reason_code, None, time.perf_counter() - started, None)
+        service.record(
+            "chat_completions", "error", exc.reason_code, None, time.perf_counter() - started, None
+        )
         fields.update(reason_code=exc.reason_code)
         return openai_error(exc, rid)
     model = getattr(done.entry.provider, "model", None) or done.entry.alias
     latency = time.perf_counter() - started
     status = "fallback" if done.fallback_reason else "ok"
     reason = done.fallback_reason.reason_code if done.fallback_reason else None
-    service.record("chat_completions", status, reason, done.entry.spec.provider, latency, done.result.usage,
-                   done.provider_s)
-    fields.update(provider=done.entry.spec.provider, model=model, outcome=status, reason_code=reason,
-                  completion_tokens=done.result.usage.completion_tokens)
-    return JSONResponse(completion_body(rid, model, done.result.text, done.result.finish_reason, done.result.usage),
-                        headers=_overhead_header(started, done.provider_s))
+    service.record(
+        "chat_completions",
+        status,
+        reason,
+        done.entry.spec.provider,
+        latency,
+        done.result.usage,
+        done.provider_s,
+    )
+    fields.update(
+        provider=done.entry.spec.provider,
+        model=model,
+        outcome=status,
+        reason_code=reason,
+        completion_tokens=done.result.usage.completion_tokens,
+    )
+    return JSONResponse(
+        completion_body(rid, model, done.result.text, done.result.finish_reason, done.result.usage),
+        headers=_overhead_header(started, done.provider_s),
+    )
 
 
 async def embed(request: Request) -> Response:
     body = await parse_json_body(request, EmbedRequest)
     vectors, tokens, model = await _embed(request, body)
-    return JSONResponse({"embeddings": vectors, "model": model, "dims": len(vectors[0]) if vectors else 0,
-                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+    return JSONResponse(
+        {
+            "embeddings": vectors,
+            "model": model,
+            "dims": len(vectors[0]) if vectors else 0,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
 
 
 async def embeddings_openai(request: Request) -> Response:
     body = await parse_json_body(request, EmbedRequest)
     vectors, tokens, model = await _embed(request, body)
-    return JSONResponse({
-        "object": "list", "model": model,
-        "data": [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
-                 for i, v in enumerate(vectors)],
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+    return JSONResponse(
+        {
+            "object": "list",
+            "model": model,
+            "data": [
+                {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+                for i, v in enumerate(vectors)
+            ],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
 
 
 def _encode(vector: list[float], encoding: str | None) -> list[float] | str:
@@ -154,7 +192,9 @@ async def _embed(request: Request, body: EmbedRequest) -> tuple[list[list[float]
     if len(texts) > limit:
         raise CairnError(ReasonCode.BAD_REQUEST, f"At most {limit} inputs per embedding request.")
     if registry.embedder is None:
-        raise CairnError(ReasonCode.PROVIDER_UNAVAILABLE, "No embedding model is configured (LLM_EMBED_PROVIDER).")
+        raise CairnError(
+            ReasonCode.PROVIDER_UNAVAILABLE, "No embedding model is configured (LLM_EMBED_PROVIDER)."
+        )
     vectors, tokens = await cancel_on_disconnect(request, registry.embedder.embed(texts))
     registry.metrics.embeddings.labels(registry.embedder.model).inc(len(texts))
     return vectors, tokens, registry.embedder.model
@@ -165,8 +205,17 @@ async def models(request: Request) -> Response:
     data = [{**e.info(), "default": e.alias == registry.default_alias} for e in registry.all_entries()]
     embedder = registry.embedder
     if embedder is not None:
-        data.append({"id": embedder.model, "object": "model", "owned_by": "cairn", "provider": embedder.name,
-                     "kind": "embedding", "state": "loaded", "dims": embedder.dims})
+        data.append(
+            {
+                "id": embedder.model,
+                "object": "model",
+                "owned_by": "cairn",
+                "provider": embedder.name,
+                "kind": "embedding",
+                "state": "loaded",
+                "dims": embedder.dims,
+            }
+        )
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -179,10 +228,17 @@ async def readyz(request: Request) -> Response:
     entry = registry.get(registry.default_alias)
     ok = entry.provider is not None and await entry.provider.health()
     registry.metrics.provider_up.labels(entry.alias).set(1 if ok else 0)
-    body = {"status": "ready" if ok else "unavailable", "model": entry.alias, "provider": entry.spec.provider}
+    body: dict[str, str | None] = {
+        "status": "ready" if ok else "unavailable",
+        "model": entry.alias,
+        "provider": entry.spec.provider,
+    }
     if not ok:
-        body.update(reason_code=ReasonCode.PROVIDER_UNAVAILABLE.value, request_id=request_id_of(request),
-                    message=entry.error or "The default model is not usable.")
+        body.update(
+            reason_code=ReasonCode.PROVIDER_UNAVAILABLE.value,
+            request_id=request_id_of(request),
+            message=entry.error or "The default model is not usable.",
+        )
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
@@ -199,7 +255,9 @@ def _require_admin(request: Request) -> None:
     token = _service(request).settings.admin_token
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if token is None or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-        raise CairnError(ReasonCode.UNAUTHORIZED, "Admin endpoints need 'Authorization: Bearer <LLM_ADMIN_TOKEN>'.")
+        raise CairnError(
+            ReasonCode.UNAUTHORIZED, "Admin endpoints need 'Authorization: Bearer <LLM_ADMIN_TOKEN>'."
+        )
 
 
 async def admin_action(request: Request) -> Response:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from cairn_core import ChatMessage
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class OpenAIMessage(BaseModel):
@@ -19,8 +18,9 @@ class OpenAIMessage(BaseModel):
         content = self.content
         if isinstance(content, list):  # content parts: keep the text ones
             content = "".join(p.get("text", "") for p in content if p.get("type") == "text")
-        role = "system" if self.role in ("system", "developer") else "assistant" if self.role == "assistant" else "user"
-        return ChatMessage(role=role, content=content or "")
+        if self.role in ("system", "developer"):
+            return ChatMessage(role="system", content=content or "")
+        return ChatMessage(role="assistant" if self.role == "assistant" else "user", content=content or "")
 
 
 class StreamOptions(BaseModel):

@@ -15,7 +15,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import structlog
-
 from cairn_core import (
     DEGRADABLE,
     CairnError,
@@ -23,7 +22,6 @@ from cairn_core import (
     GenerateRequest,
     GroundedAnswer,
     ReasonCode,
-    StopReason,
     Usage,
     check_grounded,
     json_schema,
@@ -38,10 +36,14 @@ from .settings import GatewaySettings
 log = structlog.get_logger("generation")
 
 # Failures that say something about the provider's health, and so count towards its circuit breaker.
-_CIRCUIT_FAILURES = frozenset({
-    ReasonCode.PROVIDER_TIMEOUT, ReasonCode.PROVIDER_UNAVAILABLE, ReasonCode.PROVIDER_ERROR,
-    ReasonCode.STREAM_INTERRUPTED,
-})
+_CIRCUIT_FAILURES = frozenset(
+    {
+        ReasonCode.PROVIDER_TIMEOUT,
+        ReasonCode.PROVIDER_UNAVAILABLE,
+        ReasonCode.PROVIDER_ERROR,
+        ReasonCode.STREAM_INTERRUPTED,
+    }
+)
 
 
 def _as_cairn_error(exc: BaseException) -> CairnError:
@@ -96,8 +98,9 @@ class StreamHandle:
                     async with asyncio.timeout(max(wait, 0.001)):
                         chunk = await anext(self.agen, None)
                 except TimeoutError:
-                    raise ProviderError(ReasonCode.PROVIDER_TIMEOUT,
-                                        "The model stopped producing tokens in time.") from None
+                    raise ProviderError(
+                        ReasonCode.PROVIDER_TIMEOUT, "The model stopped producing tokens in time."
+                    ) from None
         except asyncio.CancelledError:
             breaker.release_probe()
             raise
@@ -132,8 +135,10 @@ class GenerationService:
         s = self.settings
         max_tokens = req.max_tokens or min(s.default_max_tokens, s.max_tokens)
         if max_tokens > s.max_tokens:
-            raise CairnError(ReasonCode.TOKEN_LIMIT,
-                             f"max_tokens={max_tokens} exceeds this gateway's limit of {s.max_tokens}.")
+            raise CairnError(
+                ReasonCode.TOKEN_LIMIT,
+                f"max_tokens={max_tokens} exceeds this gateway's limit of {s.max_tokens}.",
+            )
         schema = json_schema([c.chunk_id for c in req.context_chunks]) if req.citations_required else None
         return ProviderRequest(
             messages=build_messages(req),
@@ -148,7 +153,11 @@ class GenerationService:
         )
 
     def total_timeout_s(self, req: GenerateRequest) -> float:
-        limit = self.settings.timeout_ms if req.timeout_ms is None else min(req.timeout_ms, self.settings.timeout_ms)
+        limit = (
+            self.settings.timeout_ms
+            if req.timeout_ms is None
+            else min(req.timeout_ms, self.settings.timeout_ms)
+        )
         return limit / 1000
 
     # --- non-streaming ---------------------------------------------------------------------------------
@@ -162,14 +171,18 @@ class GenerationService:
             except CairnError as exc:
                 if exc.reason_code not in DEGRADABLE:
                     raise
-                log.warning("provider_failed", model=entry.alias, reason_code=exc.reason_code, error=exc.message)
+                log.warning(
+                    "provider_failed", model=entry.alias, reason_code=exc.reason_code, error=exc.message
+                )
                 failures.append(exc)
                 continue
             done.fallback_reason = failures[0] if failures else None
             return done
         raise failures[0]
 
-    async def _complete_one(self, entry: ModelEntry, req: GenerateRequest, preq: ProviderRequest) -> Completed:
+    async def _complete_one(
+        self, entry: ModelEntry, req: GenerateRequest, preq: ProviderRequest
+    ) -> Completed:
         if entry.provider is None:
             raise CairnError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {entry.alias!r} is not loaded.")
         provider = entry.provider
@@ -208,7 +221,9 @@ class GenerationService:
             except CairnError as exc:
                 if exc.reason_code not in DEGRADABLE:
                     raise
-                log.warning("provider_failed", model=entry.alias, reason_code=exc.reason_code, error=exc.message)
+                log.warning(
+                    "provider_failed", model=entry.alias, reason_code=exc.reason_code, error=exc.message
+                )
                 failures.append(exc)
                 continue
             handle.fallback_reason = failures[0] if failures else None
@@ -231,10 +246,13 @@ class GenerationService:
                 async with asyncio.timeout(first_wait):
                     first = await anext(agen)
             except TimeoutError:
-                raise ProviderError(ReasonCode.PROVIDER_TIMEOUT,
-                                    f"The model sent no first token within {first_wait:.1f} s.") from None
+                raise ProviderError(
+                    ReasonCode.PROVIDER_TIMEOUT, f"The model sent no first token within {first_wait:.1f} s."
+                ) from None
             except StopAsyncIteration:
-                raise ProviderError(ReasonCode.STREAM_INTERRUPTED, "The model ended the stream at once.") from None
+                raise ProviderError(
+                    ReasonCode.STREAM_INTERRUPTED, "The model ended the stream at once."
+                ) from None
         except asyncio.CancelledError:
             entry.breaker.release_probe()
             await _close_quietly(agen, stack)
@@ -245,13 +263,28 @@ class GenerationService:
                 entry.breaker.failure()
             await _close_quietly(agen, stack)
             raise err from exc
-        return StreamHandle(entry, first, agen, stack, deadline, self.settings.idle_timeout_ms / 1000,
-                            ttft_s=time.monotonic() - started)
+        return StreamHandle(
+            entry,
+            first,
+            agen,
+            stack,
+            deadline,
+            self.settings.idle_timeout_ms / 1000,
+            ttft_s=time.monotonic() - started,
+        )
 
     # --- bookkeeping -----------------------------------------------------------------------------------
 
-    def record(self, endpoint: str, status: str, reason: ReasonCode | None, provider: str | None,
-               latency_s: float, usage: Usage | None, gen_s: float | None = None) -> None:
+    def record(
+        self,
+        endpoint: str,
+        status: str,
+        reason: ReasonCode | None,
+        provider: str | None,
+        latency_s: float,
+        usage: Usage | None,
+        gen_s: float | None = None,
+    ) -> None:
         m = self.metrics
         m.requests.labels(endpoint, status, reason.value if reason else "", provider or "").inc()
         m.latency.labels(endpoint).observe(latency_s)
@@ -269,9 +302,7 @@ async def _close_quietly(agen: AsyncIterator[ProviderChunk] | None, stack: Async
         aclose = getattr(agen, "aclose", None)
         if aclose is not None:
             await aclose()
-    except Exception:  # noqa: BLE001 - closing a failed provider stream must not mask its error
+    except Exception:
         pass
     finally:
         await stack.aclose()
-
-

@@ -81,8 +81,11 @@ class GatewaySettings(BaseSettings):
     @cached_property
     def model_specs(self) -> list[ModelSpec]:
         default = ModelSpec(
-            alias=self.model or self.provider, provider=self.provider, model=self.model,
-            path=self.model_path if self.provider != "onnx" else self.onnx_model_dir, sha256=self.model_sha256,
+            alias=self.model or self.provider,
+            provider=self.provider,
+            model=self.model,
+            path=self.model_path if self.provider != "onnx" else self.onnx_model_dir,
+            sha256=self.model_sha256,
         )
         extra = [ModelSpec.model_validate(m) for m in json.loads(self.models)] if self.models.strip() else []
         return [default, *[m for m in extra if m.alias != default.alias]]

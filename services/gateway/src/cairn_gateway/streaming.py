@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
-
 from cairn_core import (
     AnswerExtractor,
     CairnError,
@@ -33,8 +32,12 @@ log = structlog.get_logger("generation")
 
 
 async def generate_events(
-    service: GenerationService, handle: StreamHandle, req: GenerateRequest, request_id: str | None,
-    started: float, log_fields: dict[str, Any],
+    service: GenerationService,
+    handle: StreamHandle,
+    req: GenerateRequest,
+    request_id: str | None,
+    started: float,
+    log_fields: dict[str, Any],
 ) -> AsyncIterator[bytes]:
     model, provider = handle.model, handle.provider_name
     yield encode_event("meta", MetaEvent(request_id=request_id, model=model, provider=provider))
@@ -58,9 +61,17 @@ async def generate_events(
                     usage = chunk.usage
         except CairnError as exc:
             status, reason = Status.ERROR, exc.reason_code
-            finish = StopReason.TIMEOUT if exc.reason_code is ReasonCode.PROVIDER_TIMEOUT else StopReason.ERROR
-            code = exc.reason_code if exc.reason_code is ReasonCode.PROVIDER_TIMEOUT else ReasonCode.STREAM_INTERRUPTED
-            yield encode_event("error", ErrorEvent(reason_code=code, message=exc.message, request_id=request_id))
+            finish = (
+                StopReason.TIMEOUT if exc.reason_code is ReasonCode.PROVIDER_TIMEOUT else StopReason.ERROR
+            )
+            code = (
+                exc.reason_code
+                if exc.reason_code is ReasonCode.PROVIDER_TIMEOUT
+                else ReasonCode.STREAM_INTERRUPTED
+            )
+            yield encode_event(
+                "error", ErrorEvent(reason_code=code, message=exc.message, request_id=request_id)
+            )
             reason = code
         else:
             if extractor is not None:
@@ -68,31 +79,57 @@ async def generate_events(
                     grounded = check_grounded("".join(handle.text), req.context_chunks)
                 except CitationError as exc:
                     status, reason = Status.FALLBACK, exc.reason_code
-                    yield encode_event("error", ErrorEvent(reason_code=exc.reason_code, message=exc.message,
-                                                           request_id=request_id))
+                    yield encode_event(
+                        "error",
+                        ErrorEvent(reason_code=exc.reason_code, message=exc.message, request_id=request_id),
+                    )
                 else:
                     if not streamed_answer:
                         yield encode_event("delta", DeltaEvent(text=grounded.answer))
                     yield encode_event("citations", CitationsEvent(citations=grounded.citations))
         latency = time.perf_counter() - started
-        yield encode_event("done", DoneEvent(
-            status=status, stop_reason=finish, usage=usage, latency_ms=round(latency * 1000, 2),
-            reason_code=reason, model=model, provider=provider,
-        ))
+        yield encode_event(
+            "done",
+            DoneEvent(
+                status=status,
+                stop_reason=finish,
+                usage=usage,
+                latency_ms=round(latency * 1000, 2),
+                reason_code=reason,
+                model=model,
+                provider=provider,
+            ),
+        )
     except asyncio.CancelledError:
         status, reason, finish = Status.ERROR, ReasonCode.CANCELLED, StopReason.CANCELLED
         raise
-    except Exception as exc:  # noqa: BLE001 - a stream must end with error + done, never just stop
+    except Exception as exc:
         log.error("stream_failed", exc_info=exc)
         status, reason = Status.ERROR, ReasonCode.INTERNAL_ERROR
-        yield encode_event("error", ErrorEvent(reason_code=reason, message="Internal error in the gateway.",
-                                               request_id=request_id))
-        yield encode_event("done", DoneEvent(status=status, stop_reason=StopReason.ERROR, reason_code=reason,
-                                             model=model, provider=provider))
+        yield encode_event(
+            "error",
+            ErrorEvent(reason_code=reason, message="Internal error in the gateway.", request_id=request_id),
+        )
+        yield encode_event(
+            "done",
+            DoneEvent(
+                status=status,
+                stop_reason=StopReason.ERROR,
+                reason_code=reason,
+                model=model,
+                provider=provider,
+            ),
+        )
     finally:
         latency = time.perf_counter() - started
-        log_fields.update(provider=provider, model=model, outcome=status.value, reason_code=reason,
-                          prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                          ttft_ms=round(handle.ttft_s * 1000, 2))
+        log_fields.update(
+            provider=provider,
+            model=model,
+            outcome=status.value,
+            reason_code=reason,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            ttft_ms=round(handle.ttft_s * 1000, 2),
+        )
         service.metrics.ttft.labels(provider).observe(handle.ttft_s)
         service.record("generate", status.value, reason, provider, latency, usage, latency - handle.ttft_s)

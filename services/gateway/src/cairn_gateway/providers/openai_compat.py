@@ -14,11 +14,10 @@ from typing import Any
 
 import httpx
 import structlog
+from cairn_core import ReasonCode, StopReason, Usage, aiter_sse, outgoing_headers
 from httpx_sse import SSEError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base
-
-from cairn_core import ReasonCode, StopReason, Usage, aiter_sse, outgoing_headers
 
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
@@ -57,15 +56,24 @@ class _WaitRetryAfter(wait_base):
 def _error_from_status(resp: httpx.Response, body: str) -> ProviderError:
     message = f"Upstream answered HTTP {resp.status_code}: {body[:300]}"
     if resp.status_code in RETRY_STATUSES:
-        code = ReasonCode.PROVIDER_TIMEOUT if resp.status_code == 504 else (
-            ReasonCode.PROVIDER_UNAVAILABLE if resp.status_code in (429, 503) else ReasonCode.PROVIDER_ERROR)
+        code = (
+            ReasonCode.PROVIDER_TIMEOUT
+            if resp.status_code == 504
+            else (
+                ReasonCode.PROVIDER_UNAVAILABLE
+                if resp.status_code in (429, 503)
+                else ReasonCode.PROVIDER_ERROR
+            )
+        )
         return RetryableUpstream(code, message, retry_after=_retry_after(resp))
     return ProviderError(ReasonCode.PROVIDER_ERROR, message)
 
 
 def _map_transport_error(exc: httpx.HTTPError) -> ProviderError:
     if isinstance(exc, SSEError):  # a 200 that is not an event stream, e.g. a JSON error body
-        return ProviderError(ReasonCode.PROVIDER_ERROR, f"The model server did not answer with a stream: {exc}")
+        return ProviderError(
+            ReasonCode.PROVIDER_ERROR, f"The model server did not answer with a stream: {exc}"
+        )
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return RetryableUpstream(ReasonCode.PROVIDER_UNAVAILABLE, f"Cannot reach the model server: {exc!r}")
     if isinstance(exc, httpx.TimeoutException):
@@ -86,7 +94,9 @@ def _usage(data: dict[str, Any] | None) -> Usage | None:
 def _frame_error(data: dict[str, Any]) -> ProviderError:
     err = data.get("error")
     message = err.get("message") if isinstance(err, dict) else str(err)
-    return ProviderError(ReasonCode.PROVIDER_ERROR, f"The model server reported an error mid-stream: {message}")
+    return ProviderError(
+        ReasonCode.PROVIDER_ERROR, f"The model server reported an error mid-stream: {message}"
+    )
 
 
 class OpenAICompatProvider:
@@ -95,7 +105,9 @@ class OpenAICompatProvider:
     def __init__(self, spec: ModelSpec, settings: GatewaySettings, http: httpx.AsyncClient) -> None:
         self.model = spec.model or settings.model or "default"
         self.base_url = str(spec.params.get("base_url", settings.base_url)).rstrip("/")
-        key = spec.params.get("api_key") or (settings.api_key.get_secret_value() if settings.api_key else None)
+        key = spec.params.get("api_key") or (
+            settings.api_key.get_secret_value() if settings.api_key else None
+        )
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = http
         self.retries = settings.retries
@@ -135,13 +147,15 @@ class OpenAICompatProvider:
             wait=_WaitRetryAfter(self.retry_cap_s),
             reraise=True,
             before_sleep=lambda rs: log.warning(
-                "upstream_retry", attempt=rs.attempt_number, error=repr(rs.outcome.exception())
+                "upstream_retry", attempt=rs.attempt_number, error=repr(rs.outcome and rs.outcome.exception())
             ),
         )
 
     async def _open(self, req: ProviderRequest, stream: bool) -> httpx.Response:
         request = self.http.build_request(
-            "POST", f"{self.base_url}/chat/completions", json=self.payload(req, stream),
+            "POST",
+            f"{self.base_url}/chat/completions",
+            json=self.payload(req, stream),
             headers={**self.headers, **outgoing_headers()},
             timeout=httpx.Timeout(req.timeout_s, read=self.idle_timeout_s if stream else req.timeout_s),
         )
@@ -177,7 +191,9 @@ class OpenAICompatProvider:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise ProviderError(ReasonCode.MALFORMED_OUTPUT, f"Unreadable answer from the model server: {exc!r}")
+            raise ProviderError(
+                ReasonCode.MALFORMED_OUTPUT, f"Unreadable answer from the model server: {exc!r}"
+            ) from None
         finish = _FINISH.get(choice.get("finish_reason") or "stop", StopReason.EOS)
         return ProviderResult(text, finish, _usage(data.get("usage")) or Usage())
 
@@ -212,7 +228,9 @@ class OpenAICompatProvider:
         finally:
             await resp.aclose()
         if not saw_done and finish is None:
-            raise ProviderError(ReasonCode.STREAM_INTERRUPTED, "The model server closed the stream mid-answer.")
+            raise ProviderError(
+                ReasonCode.STREAM_INTERRUPTED, "The model server closed the stream mid-answer."
+            )
         yield ProviderChunk(finish_reason=finish or StopReason.EOS, usage=usage)
 
     async def health(self) -> bool:

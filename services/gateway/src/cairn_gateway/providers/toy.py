@@ -17,16 +17,42 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-
 from cairn_core import StopReason, Usage
 
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ProviderResult
 
-_VOCAB = (
-    "the a cairn marks the path over stone and moss while careful hikers read each sign "
-    "before the ridge where wind and light meet quiet water under open sky"
-).split()
+_VOCAB = [
+    "the",
+    "a",
+    "cairn",
+    "marks",
+    "the",
+    "path",
+    "over",
+    "stone",
+    "and",
+    "moss",
+    "while",
+    "careful",
+    "hikers",
+    "read",
+    "each",
+    "sign",
+    "before",
+    "the",
+    "ridge",
+    "where",
+    "wind",
+    "and",
+    "light",
+    "meet",
+    "quiet",
+    "water",
+    "under",
+    "open",
+    "sky",
+]
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -76,7 +102,9 @@ def _count_tokens(text: str) -> int:
 class ToyProvider:
     name = "toy"
 
-    def __init__(self, spec: ModelSpec, settings: GatewaySettings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, settings: GatewaySettings, http: httpx.AsyncClient | None = None
+    ) -> None:
         self.model = spec.model or "toy"
         self.delay_s = float(spec.params.get("delay_ms", settings.toy_delay_ms)) / 1000
 
