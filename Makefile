@@ -37,9 +37,9 @@ test-fast: setup ## the suite without the real-model and browser tests
 	@$(PY) -m pytest -q -m "not model and not browser"
 
 lint: setup ## ruff and mypy
-	@$(UV) run --frozen ruff check libs services tests scripts
-	@$(UV) run --frozen ruff format --check libs services tests scripts
-	@$(UV) run --frozen mypy libs/cairn-core/src services/gateway/src services/query/src services/bff/src
+	@.venv/bin/ruff check libs services tests scripts
+	@.venv/bin/ruff format --check libs services tests scripts
+	@.venv/bin/mypy libs/cairn-core/src services/gateway/src services/query/src services/bff/src
 
 bench: setup ## benchmarks; ratios against direct calls measured in the same run
 	@$(PY) scripts/bench.py
