@@ -27,8 +27,10 @@ def machine() -> str:
     except OSError:
         pass
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} cores · {cpu} · "
-            f"{mem_gib:.0f} GiB · Python {platform.python_version()} · {platform.system()} {platform.machine()}")
+    return (
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} cores · {cpu} · "
+        f"{mem_gib:.0f} GiB · Python {platform.python_version()} · {platform.system()} {platform.machine()}"
+    )
 
 
 def main() -> int:
