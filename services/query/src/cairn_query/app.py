@@ -1,0 +1,56 @@
+"""`create_app(settings)`: the query service's Starlette app; everything stateful is built in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from cairn_core import (
+    EXCEPTION_HANDLERS,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    configure_logging,
+    make_http_client,
+    setup_tracing,
+)
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from .gateway import GatewayClient
+from .routes import ROUTES
+from .service import QueryService
+from .settings import QuerySettings
+from .store import SQLiteStore
+
+SERVICE_NAME = "query-service"
+
+
+def create_app(settings: QuerySettings | None = None) -> Starlette:
+    settings = settings or QuerySettings()
+    configure_logging(SERVICE_NAME, settings.log_level)
+    tracer_provider = setup_tracing(SERVICE_NAME)
+    tracer = tracer_provider.get_tracer(SERVICE_NAME)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await asyncio.to_thread(SQLiteStore, settings.db_path)
+        async with make_http_client(
+            timeout_s=settings.gateway_timeout_ms / 1000, transport=settings.http_transport
+        ) as http:
+            try:
+                app.state.service = QueryService.build(settings, store, GatewayClient(settings, http, tracer))
+                yield
+            finally:
+                store.close()
+                tracer_provider.shutdown()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            Middleware(RequestContextMiddleware, tracer=tracer),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        ],
+    )

@@ -1,0 +1,220 @@
+"""Grounded chat: cache → retrieve → generate with citations → validate → cache; any failure → search results.
+
+The decision tree (docs/query-service.md): a cache hit answers at once; no relevant chunk answers NO_CONTEXT
+without calling the model; otherwise the question and the retrieved chunks (within the token budget) go to
+`/v1/generate` with `citations_required`. Whatever goes wrong on the way (gateway down, timeout, QUEUE_FULL,
+CIRCUIT_OPEN, malformed output, a citation outside what was retrieved) becomes a `fallback`: the search
+results with a plain message and the reason code. Never a 500, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from cairn_core import (
+    ChatMessage,
+    Citation,
+    ContextChunk,
+    GenerateRequest,
+    ReasonCode,
+    UpstreamError,
+)
+
+from .cache import AnswerCache, cache_key
+from .gateway import GatewayClient
+from .metrics import QueryMetrics
+from .retrieval import Hit, Retriever, SearchOutcome
+from .schemas import ChatRequest
+from .settings import QuerySettings
+from .store import SQLiteStore
+
+log = structlog.get_logger("chat")
+
+NO_CONTEXT_MESSAGE = "I could not find anything about this in your documents."
+
+
+def fallback_message(code: ReasonCode) -> str:
+    if code is ReasonCode.NO_CONTEXT:
+        return NO_CONTEXT_MESSAGE
+    why = {
+        ReasonCode.PROVIDER_TIMEOUT: "it did not answer in time",
+        ReasonCode.QUEUE_FULL: "it is busy with other questions",
+        ReasonCode.CIRCUIT_OPEN: "it failed several times in a row",
+        ReasonCode.PROVIDER_UNAVAILABLE: "it cannot be reached",
+        ReasonCode.INVALID_CITATION: "its answer cited sources that were not retrieved",
+        ReasonCode.MISSING_CITATIONS: "its answer cited no sources",
+        ReasonCode.MALFORMED_OUTPUT: "its answer could not be read",
+    }.get(code, "it returned an error")
+    return (
+        f"The model is unavailable right now ({why}; {code.value}). "
+        "Here are the most relevant passages from your documents."
+    )
+
+
+@dataclass
+class Prepared:
+    """Everything decided before the model is called."""
+
+    key: str
+    cached: dict[str, Any] | None
+    outcome: SearchOutcome | None = None
+    context: list[ContextChunk] | None = None
+
+    @property
+    def sources(self) -> list[dict[str, Any]]:
+        if self.cached is not None:
+            return list(self.cached["sources"])
+        return [h.public() for h in (self.outcome.hits if self.outcome else [])]
+
+    @property
+    def allowed(self) -> dict[str, ContextChunk]:
+        return {c.chunk_id: c for c in self.context or []}
+
+
+def budget(hits: list[Hit], tokens: int) -> list[ContextChunk]:
+    """The best chunks that fit in `tokens` (about 4 characters each); the first one always goes, cut if need be."""
+    out: list[ContextChunk] = []
+    left = tokens * 4
+    for hit in hits:
+        text = hit.chunk.text
+        if len(text) > left:
+            if out:
+                continue
+            text = text[:left]
+        out.append(
+            ContextChunk(chunk_id=hit.chunk.chunk_id, title=hit.chunk.title, url=hit.chunk.url, text=text)
+        )
+        left -= len(text)
+    return out
+
+
+class ChatService:
+    def __init__(
+        self,
+        settings: QuerySettings,
+        store: SQLiteStore,
+        retriever: Retriever,
+        gateway: GatewayClient,
+        cache: AnswerCache,
+        metrics: QueryMetrics,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.retriever = retriever
+        self.gateway = gateway
+        self.cache = cache
+        self.metrics = metrics
+
+    def top_k(self, req: ChatRequest) -> int:
+        return req.top_k or self.settings.top_k
+
+    async def prepare(self, req: ChatRequest) -> Prepared:
+        # The version is read before retrieval: an ingest racing with this request makes the key stale, never
+        # the cached answer newer than its key.
+        version = await asyncio.to_thread(self.store.version)
+        model = req.model or self.settings.model
+        conv = [(m.role, m.content) for m in req.conversation()]
+        key = cache_key(conv, req.collection, req.filters, self.top_k(req), model, version)
+        cached = self.cache.get(key) if self.settings.cache_size else None
+        self.metrics.cache.labels("hit" if cached else "miss").inc()
+        if cached is not None:
+            return Prepared(key, cached)
+        outcome = await self.retriever.search(req.question, self.top_k(req), req.collection, req.filters)
+        return Prepared(key, None, outcome, budget(outcome.relevant, self.settings.context_tokens))
+
+    def generate_request(self, req: ChatRequest, prep: Prepared, stream: bool) -> GenerateRequest:
+        messages = req.conversation()
+        context = prep.context or []
+        if not req.citations_required:
+            # The gateway renders sources only for grounded requests; without citations QS adds them itself.
+            sources = "\n\n".join(f"[{c.chunk_id}] {c.title or ''}\n{c.text}" for c in context)
+            system = f"Answer using the sources below when they help.\n\nSources:\n{sources}"
+            messages = [ChatMessage(role="system", content=system), *messages]
+        return GenerateRequest(
+            messages=messages,
+            model=req.model or self.settings.model,
+            max_tokens=req.max_tokens or self.settings.max_tokens,
+            stream=stream,
+            timeout_ms=self.settings.gateway_timeout_ms,
+            citations_required=req.citations_required,
+            context_chunks=context if req.citations_required else [],
+        )
+
+    def check_citations(self, prep: Prepared, citations: list[Citation]) -> list[Citation]:
+        """Second line of defence: every cited id must be one QS retrieved and sent (the gateway checks too)."""
+        allowed = prep.allowed
+        bad = [c.chunk_id for c in citations if c.chunk_id not in allowed]
+        if bad:
+            raise UpstreamError(ReasonCode.INVALID_CITATION, f"Cited chunks that were not retrieved: {bad}.")
+        out: list[Citation] = []
+        for c in citations:
+            if c.chunk_id not in {x.chunk_id for x in out}:
+                src = allowed[c.chunk_id]
+                out.append(Citation(chunk_id=c.chunk_id, title=src.title, url=src.url))
+        return out
+
+    def fallback_body(self, prep: Prepared, code: ReasonCode, rid: str | None) -> dict[str, Any]:
+        self.metrics.fallbacks.labels(code.value).inc()
+        return {
+            "answer": fallback_message(code),
+            "citations": [],
+            "sources": prep.sources if code is not ReasonCode.NO_CONTEXT else [],
+            "status": "fallback",
+            "reason_code": code.value,
+            "message": fallback_message(code),
+            "cache": "off",
+            "model": None,
+            "provider": None,
+            "request_id": rid,
+        }
+
+    def remember(self, prep: Prepared, body: dict[str, Any]) -> None:
+        self.cache.put(
+            prep.key,
+            {k: body[k] for k in ("answer", "citations", "sources", "model", "provider")},
+        )
+
+    async def answer(self, req: ChatRequest, rid: str | None) -> dict[str, Any]:
+        prep = await self.prepare(req)
+        if prep.cached is not None:
+            return {
+                **prep.cached,
+                "status": "ok",
+                "reason_code": None,
+                "message": None,
+                "cache": "hit",
+                "request_id": rid,
+            }
+        if not prep.context:
+            return self.fallback_body(prep, ReasonCode.NO_CONTEXT, rid)
+        started = time.perf_counter()
+        try:
+            resp = await self.gateway.generate(self.generate_request(req, prep, stream=False))
+            if resp.status != "ok" or resp.answer is None:
+                raise UpstreamError(
+                    resp.reason_code or ReasonCode.PROVIDER_ERROR, resp.message or "The model failed."
+                )
+            citations = self.check_citations(prep, resp.citations) if req.citations_required else []
+        except UpstreamError as exc:
+            log.info("chat_fallback", reason_code=exc.reason_code.value, detail=exc.message)
+            return self.fallback_body(prep, exc.reason_code, rid)
+        finally:
+            self.metrics.gateway_latency.labels("false").observe(time.perf_counter() - started)
+        body = {
+            "answer": resp.answer,
+            "citations": [c.model_dump(mode="json") for c in citations],
+            "sources": prep.sources,
+            "status": "ok",
+            "reason_code": None,
+            "message": None,
+            "cache": "miss",
+            "model": resp.model,
+            "provider": resp.provider,
+            "request_id": rid,
+        }
+        self.remember(prep, body)
+        return body

@@ -1,0 +1,40 @@
+"""Prometheus metrics of the query service, on a registry owned by the app (no module-level state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+_FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+_SLOW = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class QueryMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        r = self.registry
+        self.requests = Counter(
+            "cairn_qs_requests", "Requests by endpoint and outcome", ["endpoint", "status"], registry=r
+        )
+        self.cache = Counter("cairn_qs_cache", "Answer cache lookups", ["result"], registry=r)
+        self.fallbacks = Counter(
+            "cairn_qs_fallbacks", "Answers degraded to search results, by reason", ["reason_code"], registry=r
+        )
+        self.retrieval_latency = Histogram(
+            "cairn_qs_retrieval_latency_seconds",
+            "Hybrid retrieval time, query embedding included",
+            ["mode"],
+            buckets=_FAST,
+            registry=r,
+        )
+        self.gateway_latency = Histogram(
+            "cairn_qs_gateway_latency_seconds",
+            "Time of /v1/generate calls",
+            ["stream"],
+            buckets=_SLOW,
+            registry=r,
+        )
+        self.ingested_chunks = Counter("cairn_qs_ingested_chunks", "Chunks written", registry=r)
+        self.circuit_open = Gauge("cairn_qs_circuit_open", "1 while the gateway circuit is open", registry=r)
+        self.documents = Gauge("cairn_qs_documents", "Documents in the store", registry=r)
+        self.chunks = Gauge("cairn_qs_chunks", "Chunks in the store", registry=r)

@@ -1,0 +1,228 @@
+"""Thin handlers: parse, call the services, shape the response. Errors map to HTTP in `app.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from cairn_core import (
+    BadRequest,
+    CairnError,
+    ReasonCode,
+    format_validation_error,
+    log_fields,
+    metrics_response,
+    parse_json_body,
+    request_id_of,
+)
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .extract import extract
+from .hybrid import hybrid_query
+from .schemas import ChatRequest, DocumentIn, SearchRequest
+from .service import QueryService
+from .streaming import chat_events
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _svc(request: Request) -> QueryService:
+    return request.app.state.service
+
+
+async def _document_from_multipart(request: Request, max_bytes: int) -> DocumentIn:
+    async with request.form(max_files=1, max_fields=20) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise BadRequest("Multipart upload needs a file in the field 'file'.")
+        data = await upload.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise BadRequest(
+                f"The file exceeds the limit of {max_bytes} bytes.", ReasonCode.PAYLOAD_TOO_LARGE
+            )
+        filename = upload.filename or "upload.txt"
+        text, found_title = await asyncio.to_thread(extract, filename, upload.content_type, data)
+        fields: dict[str, Any] = {
+            k: v for k in ("collection", "url", "id") if isinstance(v := form.get(k), str) and v
+        }
+        raw_meta = form.get("metadata")
+        if isinstance(raw_meta, str) and raw_meta.strip():
+            try:
+                fields["metadata"] = json.loads(raw_meta)
+            except json.JSONDecodeError:
+                raise BadRequest("'metadata' must be a JSON object.") from None
+        title = form.get("title")
+        fields["title"] = title if isinstance(title, str) and title else (found_title or filename)
+    if not text.strip():
+        raise BadRequest(f"No text could be extracted from {filename!r}.")
+    try:
+        return DocumentIn.model_validate({**fields, "text": text})
+    except ValidationError as exc:
+        raise BadRequest(format_validation_error(exc)) from None
+
+
+async def create_document(request: Request) -> Response:
+    svc = _svc(request)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        doc = await _document_from_multipart(request, svc.settings.max_upload_bytes)
+    elif ctype in ("application/json", ""):
+        doc = await parse_json_body(request, DocumentIn)
+    else:
+        raise BadRequest(
+            f"Send JSON or multipart/form-data, not {ctype!r}.", ReasonCode.UNSUPPORTED_MEDIA_TYPE
+        )
+    stored, created, changed = await svc.documents.ingest(doc)
+    log_fields(request).update(document_id=stored["id"], chunks=stored["chunks"], changed=changed)
+    return JSONResponse(
+        {**stored, "created": created, "changed": changed}, status_code=201 if changed else 200
+    )
+
+
+def _int_param(request: Request, name: str, default: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > high:
+        raise BadRequest(f"'{name}' must be an integer from 0 to {high}.")
+    return int(raw)
+
+
+async def list_documents(request: Request) -> Response:
+    svc = _svc(request)
+    collection = request.query_params.get("collection") or None
+    limit = _int_param(request, "limit", 100, 1000)
+    offset = _int_param(request, "offset", 0, 10**9)
+    docs, total = await asyncio.to_thread(svc.store.list_documents, collection, limit, offset)
+    return JSONResponse({"documents": docs, "total": total})
+
+
+def _not_found(what: str, ident: str) -> CairnError:
+    return CairnError(ReasonCode.NOT_FOUND, f"No {what} with id {ident!r}.")
+
+
+async def get_document(request: Request) -> Response:
+    doc_id = request.path_params["doc_id"]
+    doc = await asyncio.to_thread(_svc(request).store.get_document, doc_id, True)
+    if doc is None:
+        raise _not_found("document", doc_id)
+    return JSONResponse(doc)
+
+
+async def delete_document(request: Request) -> Response:
+    doc_id = request.path_params["doc_id"]
+    n = await asyncio.to_thread(_svc(request).store.delete_document, doc_id)
+    if n is None:
+        raise _not_found("document", doc_id)
+    return JSONResponse({"id": doc_id, "deleted": True, "chunks": n})
+
+
+async def get_chunk(request: Request) -> Response:
+    chunk_id = request.path_params["chunk_id"]
+    chunk = await asyncio.to_thread(_svc(request).store.get_chunk, chunk_id)
+    if chunk is None:
+        raise _not_found("chunk", chunk_id)
+    return JSONResponse(chunk.public())
+
+
+async def search(request: Request) -> Response:
+    svc = _svc(request)
+    body = await parse_json_body(request, SearchRequest)
+    outcome = await svc.retriever.search(
+        body.query, body.top_k or svc.settings.top_k, body.collection, body.filters
+    )
+    svc.metrics.requests.labels("search", "ok").inc()
+    log_fields(request).update(mode=outcome.mode, results=len(outcome.hits))
+    return JSONResponse(
+        {
+            "results": [h.public() for h in outcome.hits],
+            "mode": outcome.mode,
+            "took_ms": outcome.took_ms,
+            "request_id": request_id_of(request),
+        }
+    )
+
+
+async def chat(request: Request) -> Response:
+    svc = _svc(request)
+    rid = request_id_of(request)
+    fields = log_fields(request)
+    body = await parse_json_body(request, ChatRequest)
+    if body.stream:
+        prep = await svc.chat.prepare(body)
+        svc.metrics.requests.labels("chat_stream", "started").inc()
+        return StreamingResponse(
+            chat_events(svc.chat, body, prep, rid, fields),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, "X-Cache": "hit" if prep.cached is not None else "miss"},
+        )
+    result = await svc.chat.answer(body, rid)
+    svc.metrics.requests.labels("chat", result["status"]).inc()
+    fields.update(outcome=result["status"], reason_code=result["reason_code"], cache=result["cache"])
+    return JSONResponse(result, headers={"X-Cache": result["cache"]})
+
+
+async def hybrid(request: Request) -> Response:
+    svc = _svc(request)
+    body = await parse_json_body(request, ChatRequest)
+    if body.stream:
+        raise BadRequest("/v1/hybrid-query does not stream; use /v1/chat for streams.")
+    result = await hybrid_query(svc, body, request_id_of(request))
+    svc.metrics.requests.labels("hybrid_query", result["status"]).inc()
+    return JSONResponse(result)
+
+
+async def reembed(request: Request) -> Response:
+    return JSONResponse(await _svc(request).documents.reembed())
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    svc = _svc(request)
+    try:
+        stats = await asyncio.to_thread(svc.store.stats)
+    except Exception as exc:  # the store is the one thing QS cannot work without
+        return JSONResponse(
+            {
+                "status": "unavailable",
+                "reason_code": ReasonCode.INTERNAL_ERROR.value,
+                "message": f"The store is not usable: {type(exc).__name__}.",
+                "request_id": request_id_of(request),
+            },
+            status_code=503,
+        )
+    circuit = "open" if svc.gateway.circuit.is_open else "closed"
+    return JSONResponse({"status": "ready", **stats, "gateway_circuit": circuit})
+
+
+async def metrics(request: Request) -> Response:
+    svc = _svc(request)
+    stats = await asyncio.to_thread(svc.store.stats)
+    svc.metrics.documents.set(stats["documents"])
+    svc.metrics.chunks.set(stats["chunks"])
+    svc.metrics.circuit_open.set(1 if svc.gateway.circuit.is_open else 0)
+    return metrics_response(svc.metrics.registry)
+
+
+ROUTES = [
+    Route("/v1/documents", create_document, methods=["POST"]),
+    Route("/v1/documents", list_documents, methods=["GET"]),
+    Route("/v1/documents/{doc_id}", get_document, methods=["GET"]),
+    Route("/v1/documents/{doc_id}", delete_document, methods=["DELETE"]),
+    Route("/v1/chunks/{chunk_id}", get_chunk, methods=["GET"]),
+    Route("/v1/search", search, methods=["POST"]),
+    Route("/v1/chat", chat, methods=["POST"]),
+    Route("/v1/hybrid-query", hybrid, methods=["POST"]),
+    Route("/admin/reembed", reembed, methods=["POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

@@ -1,0 +1,88 @@
+"""Wire models of the query service's API (docs/query-service.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cairn_core import ChatMessage
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_NAME = r"^[A-Za-z0-9._-]{1,64}$"
+MetadataValue = str | int | float | bool | None
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(max_length=5_000_000)
+    title: str | None = Field(default=None, max_length=500)
+    url: str | None = Field(default=None, max_length=2000)
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    collection: str = Field(default="default", pattern=_NAME)
+    id: str | None = Field(default=None, pattern=_NAME)
+
+    @field_validator("text")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("'text' must not be empty")
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _flat(cls, v: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        if len(v) > 50 or any(len(k) > 64 or not k for k in v):
+            raise ValueError("at most 50 metadata keys of 1-64 characters")
+        return v
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=4000)
+    top_k: int | None = Field(default=None, ge=1, le=50)
+    collection: str | None = Field(default=None, pattern=_NAME)
+    filters: dict[str, MetadataValue] = Field(default_factory=dict)
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | None = Field(default=None, max_length=4000)
+    messages: list[ChatMessage] | None = Field(default=None, max_length=50)
+    collection: str | None = Field(default=None, pattern=_NAME)
+    filters: dict[str, MetadataValue] = Field(default_factory=dict)
+    top_k: int | None = Field(default=None, ge=1, le=20)
+    stream: bool = False
+    citations_required: bool = True
+    model: str | None = Field(default=None, max_length=200)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> ChatRequest:
+        if (self.query is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'query' or 'messages'")
+        if self.query is not None and not self.query.strip():
+            raise ValueError("'query' must not be empty")
+        if self.messages is not None and not any(
+            m.role == "user" and m.content.strip() for m in self.messages
+        ):
+            raise ValueError("'messages' needs at least one non-empty user message")
+        return self
+
+    @property
+    def question(self) -> str:
+        """The retrieval query: the last user message."""
+        if self.query is not None:
+            return self.query.strip()
+        assert self.messages is not None
+        return next(m.content for m in reversed(self.messages) if m.role == "user" and m.content.strip())
+
+    def conversation(self) -> list[ChatMessage]:
+        if self.messages is not None:
+            return list(self.messages)
+        return [ChatMessage(role="user", content=self.question)]
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")

@@ -1,0 +1,49 @@
+"""Query service settings: one pydantic-settings class, env prefix `QS_`, documented in .env.example."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class QuerySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QS_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8081
+    log_level: str = "INFO"
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+
+    # Relative to the working directory; `make up` runs from the repository root.
+    db_path: str = "./.run/cairn-qs.sqlite3"
+    max_body_bytes: int = Field(12_000_000, ge=1_000)
+    max_upload_bytes: int = Field(10_000_000, ge=1_000)
+
+    # Chunking: sizes in characters (about 4 per token).
+    chunk_chars: int = Field(800, ge=100)
+    chunk_overlap_chars: int = Field(150, ge=0)
+
+    # Retrieval.
+    top_k: int = Field(5, ge=1, le=50)
+    rrf_k: int = Field(60, ge=1)
+    candidates: int = Field(50, ge=1)  # per list, before fusion
+    min_similarity: float = Field(0.35, ge=-1.0, le=1.0)  # a vector hit counts as relevant above this
+    context_tokens: int = Field(1500, ge=50)  # budget for the chunks sent to the model
+
+    # Gateway.
+    gateway_url: str = "http://127.0.0.1:8082"
+    model: str | None = None  # alias sent as `model`; None = the gateway's default
+    max_tokens: int | None = Field(None, ge=1)
+    gateway_timeout_ms: int = Field(30_000, ge=1)  # whole generation
+    first_token_timeout_ms: int = Field(15_000, ge=1)  # until the gateway's first byte
+    embed_timeout_ms: int = Field(10_000, ge=1)
+    retries: int = Field(2, ge=0)  # before the first byte only
+    retry_wait_ms: int = Field(100, ge=0)
+    circuit_failures: int = Field(5, ge=1)
+    circuit_reset_ms: int = Field(10_000, ge=1)
+
+    # Answer cache (in process, LRU).
+    cache_size: int = Field(1024, ge=0)  # 0 = off
+    cache_ttl_s: float = Field(3600.0, gt=0)

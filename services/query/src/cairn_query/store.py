@@ -1,0 +1,509 @@
+"""The embedded store: SQLite (WAL) with documents, chunks, an FTS5 index (BM25) and the vectors.
+
+One file holds everything, so a document and all its chunks, index rows and vectors are written in one
+transaction (nothing half-way) and survive restarts. Two connections: writes go through one, serialised by a
+lock; reads use the other, and WAL lets them run while a write is in progress. All calls are blocking and are
+run in a worker thread by the caller (`asyncio.to_thread`).
+
+Vector search is numpy brute force over a float32 matrix held in memory, rebuilt when the corpus version in
+`meta` changes (so several processes on one file agree). At tens of thousands of chunks a matrix-vector
+product takes milliseconds, below what an ANN index would save (see `make bench`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    collection TEXT NOT NULL,
+    title TEXT,
+    url TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    text TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS documents_collection ON documents(collection, seq);
+CREATE TABLE IF NOT EXISTS chunks (
+    rowid INTEGER PRIMARY KEY,
+    chunk_id TEXT NOT NULL UNIQUE,
+    document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    embedding BLOB
+);
+CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, title, tokenize='porter unicode61');
+"""
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Words that match almost every chunk and would make any question look answerable.
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "should",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "about",
+        "into",
+        "please",
+        "tell",
+        "know",
+    ]
+)
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def fts_query(text: str) -> str | None:
+    words = [w.lower() for w in _WORD.findall(text)]
+    terms = list(dict.fromkeys(w for w in words if len(w) > 1 and w not in STOPWORDS))
+    return " OR ".join(f'"{t}"' for t in terms[:32]) if terms else None
+
+
+@dataclass
+class ChunkRow:
+    rowid: int
+    chunk_id: str
+    document_id: str
+    index: int
+    text: str
+    title: str | None
+    url: str | None
+    collection: str
+    metadata: dict[str, Any]
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "chunk_id": self.chunk_id,
+            "document_id": self.document_id,
+            "index": self.index,
+            "title": self.title,
+            "url": self.url,
+            "collection": self.collection,
+            "metadata": self.metadata,
+            "text": self.text,
+        }
+
+
+@dataclass
+class NewDocument:
+    id: str
+    collection: str
+    title: str | None
+    url: str | None
+    metadata: dict[str, Any]
+    text: str
+    content_hash: str
+    chunks: list[str]
+    embeddings: list[list[float]] | None = None
+    embed_model: str | None = None
+
+
+@dataclass
+class _VectorIndex:
+    version: int = -1
+    model: str | None = None
+    rowids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+
+
+class SQLiteStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        self._write = self._connect()
+        self._read = self._connect()
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        self._index = _VectorIndex()
+        with self._write_lock:
+            self._write.executescript(_SCHEMA)
+            self._write.execute("INSERT OR IGNORE INTO meta VALUES ('version', '0')")
+            self._write.commit()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def close(self) -> None:
+        self._write.close()
+        self._read.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            self._write.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._write
+            except BaseException:
+                self._write.execute("ROLLBACK")
+                raise
+            self._write.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._read_lock:
+            return self._read.execute(sql, params).fetchall()
+
+    # --- meta -------------------------------------------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        return {r["key"]: r["value"] for r in self._query("SELECT key, value FROM meta")}
+
+    def version(self) -> int:
+        return int(self._query("SELECT value FROM meta WHERE key='version'")[0][0])
+
+    def embed_model(self) -> tuple[str | None, int | None]:
+        meta = self.meta()
+        dims = meta.get("embed_dims")
+        return meta.get("embed_model"), int(dims) if dims else None
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='version'")
+
+    def stats(self) -> dict[str, int]:
+        docs = self._query("SELECT COUNT(*) FROM documents")[0][0]
+        chunks = self._query("SELECT COUNT(*) FROM chunks")[0][0]
+        return {"documents": int(docs), "chunks": int(chunks)}
+
+    # --- documents --------------------------------------------------------------------------------------
+
+    def content_hash(self, doc_id: str) -> str | None:
+        rows = self._query("SELECT content_hash FROM documents WHERE id=?", (doc_id,))
+        return rows[0][0] if rows else None
+
+    def upsert(self, doc: NewDocument) -> tuple[dict[str, Any], bool]:
+        """Write a document with its chunks, FTS rows and vectors in one transaction; returns (doc, created)."""
+        blobs: list[bytes | None] = [None] * len(doc.chunks)
+        with self._tx() as conn:
+            if doc.embeddings is not None:
+                model, dims = _meta_embed(conn)
+                vec_dims = len(doc.embeddings[0]) if doc.embeddings else 0
+                if model is None or (model == doc.embed_model and dims == vec_dims):
+                    blobs = [_blob(v) for v in doc.embeddings]
+                    if model is None and vec_dims:
+                        _set_embed_meta(conn, doc.embed_model or "unknown", vec_dims)
+                # else: the store holds another model's vectors; leave these NULL until /admin/reembed.
+            old = conn.execute("SELECT created_at FROM documents WHERE id=?", (doc.id,)).fetchone()
+            if old is not None:
+                _delete_chunks(conn, doc.id)
+                conn.execute("DELETE FROM documents WHERE id=?", (doc.id,))
+            now = now_iso()
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM documents").fetchone()[0]
+            conn.execute(
+                "INSERT INTO documents (id, collection, title, url, metadata, text, content_hash, created_at,"
+                " updated_at, seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    doc.id,
+                    doc.collection,
+                    doc.title,
+                    doc.url,
+                    json.dumps(doc.metadata, ensure_ascii=False),
+                    doc.text,
+                    doc.content_hash,
+                    old["created_at"] if old else now,
+                    now,
+                    seq,
+                ),
+            )
+            for i, (text, blob) in enumerate(zip(doc.chunks, blobs, strict=True)):
+                cur = conn.execute(
+                    "INSERT INTO chunks (chunk_id, document_id, idx, text, embedding) VALUES (?,?,?,?,?)",
+                    (f"{doc.id}:{i}", doc.id, i, text, blob),
+                )
+                conn.execute(
+                    "INSERT INTO chunks_fts (rowid, text, title) VALUES (?,?,?)",
+                    (cur.lastrowid, text, doc.title or ""),
+                )
+            self._bump(conn)
+        got = self.get_document(doc.id)
+        assert got is not None
+        return got, old is None
+
+    def delete_document(self, doc_id: str) -> int | None:
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone() is None:
+                return None
+            n = _delete_chunks(conn, doc_id)
+            conn.execute("DELETE FROM documents WHERE id=?", (doc_id,))
+            self._bump(conn)
+            return n
+
+    def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT d.*, (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n FROM documents d"
+            " WHERE d.id=?",
+            (doc_id,),
+        )
+        if not rows:
+            return None
+        doc = _doc(rows[0])
+        if with_text:
+            doc["text"] = rows[0]["text"]
+            ids = self._query("SELECT chunk_id FROM chunks WHERE document_id=? ORDER BY idx", (doc_id,))
+            doc["chunk_ids"] = [r[0] for r in ids]
+        return doc
+
+    def list_documents(self, collection: str | None, limit: int, offset: int) -> tuple[list[dict], int]:
+        where, params = ("WHERE d.collection=?", [collection]) if collection else ("", [])
+        rows = self._query(
+            "SELECT d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at,"
+            " (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
+            f" FROM documents d {where} ORDER BY d.seq DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        total = self._query(f"SELECT COUNT(*) FROM documents d {where}", params)[0][0]
+        return [_doc(r) for r in rows], int(total)
+
+    # --- chunks -----------------------------------------------------------------------------------------
+
+    _CHUNK_SELECT = (
+        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, d.title, d.url, d.collection, d.metadata"
+        " FROM chunks c JOIN documents d ON d.id = c.document_id"
+    )
+
+    def get_chunk(self, chunk_id: str) -> ChunkRow | None:
+        rows = self._query(f"{self._CHUNK_SELECT} WHERE c.chunk_id=?", (chunk_id,))
+        return _chunk(rows[0]) if rows else None
+
+    def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, ChunkRow]:
+        if not rowids:
+            return {}
+        marks = ",".join("?" * len(rowids))
+        rows = self._query(f"{self._CHUNK_SELECT} WHERE c.rowid IN ({marks})", list(rowids))
+        return {r["rowid"]: _chunk(r) for r in rows}
+
+    def vectors_of(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not chunk_ids:
+            return {}
+        marks = ",".join("?" * len(chunk_ids))
+        rows = self._query(
+            f"SELECT chunk_id, embedding FROM chunks WHERE chunk_id IN ({marks}) AND embedding IS NOT NULL",
+            list(chunk_ids),
+        )
+        return {r[0]: np.frombuffer(r[1], dtype=np.float32) for r in rows}
+
+    def all_chunk_texts(self, after_rowid: int, limit: int) -> list[tuple[int, str]]:
+        rows = self._query(
+            "SELECT rowid, text FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?", (after_rowid, limit)
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def set_vectors(self, model: str, vectors: dict[int, list[float]], reset: bool) -> None:
+        with self._tx() as conn:
+            if reset:
+                conn.execute("UPDATE chunks SET embedding = NULL")
+                dims = len(next(iter(vectors.values()))) if vectors else 0
+                _set_embed_meta(conn, model, dims)
+            conn.executemany(
+                "UPDATE chunks SET embedding=? WHERE rowid=?", [(_blob(v), r) for r, v in vectors.items()]
+            )
+            self._bump(conn)
+
+    # --- retrieval --------------------------------------------------------------------------------------
+
+    def _scope(self, collection: str | None, filters: dict[str, Any]) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if collection:
+            clauses.append("d.collection = ?")
+            params.append(collection)
+        for key, value in filters.items():
+            clauses.append("json_extract(d.metadata, ?) = ?")
+            params += [f'$."{key}"', value]
+        return (" AND ".join(clauses), params)
+
+    def bm25(self, query: str, limit: int, collection: str | None, filters: dict[str, Any]) -> list[int]:
+        match = fts_query(query)
+        if match is None:
+            return []
+        scope, params = self._scope(collection, filters)
+        extra = f" AND {scope}" if scope else ""
+        rows = self._query(
+            "SELECT f.rowid FROM chunks_fts f JOIN chunks c ON c.rowid = f.rowid"
+            " JOIN documents d ON d.id = c.document_id"
+            f" WHERE chunks_fts MATCH ?{extra} ORDER BY bm25(chunks_fts, 1.0, 0.5) LIMIT ?",
+            [match, *params, limit],
+        )
+        return [r[0] for r in rows]
+
+    def allowed_rowids(self, collection: str | None, filters: dict[str, Any]) -> np.ndarray | None:
+        scope, params = self._scope(collection, filters)
+        if not scope:
+            return None
+        rows = self._query(
+            f"SELECT c.rowid FROM chunks c JOIN documents d ON d.id = c.document_id WHERE {scope}", params
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def _vector_index(self) -> _VectorIndex:
+        version = self.version()
+        with self._index_lock:
+            if self._index.version != version:
+                model, _ = self.embed_model()
+                rows = self._query("SELECT rowid, embedding FROM chunks WHERE embedding IS NOT NULL")
+                if rows:
+                    rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                    matrix = np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+                else:
+                    rowids, matrix = np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+                self._index = _VectorIndex(version, model, rowids, matrix)
+            return self._index
+
+    def vector_search(
+        self,
+        vector: list[float],
+        model: str,
+        limit: int,
+        collection: str | None,
+        filters: dict[str, Any],
+    ) -> list[tuple[int, float]] | None:
+        """Top chunks by cosine similarity; None when the stored vectors come from another model."""
+        index = self._vector_index()
+        if index.model is None or len(index.rowids) == 0:
+            return []
+        q = _normalise(np.asarray(vector, dtype=np.float32))
+        if index.model != model or index.matrix.shape[1] != q.shape[0]:
+            return None
+        sims = index.matrix @ q
+        allowed = self.allowed_rowids(collection, filters)
+        if allowed is not None:
+            sims = np.where(np.isin(index.rowids, allowed), sims, -np.inf)
+        k = min(limit, len(sims))
+        top = np.argpartition(-sims, k - 1)[:k]
+        top = top[np.argsort(-sims[top])]
+        return [(int(index.rowids[i]), float(sims[i])) for i in top if np.isfinite(sims[i])]
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm else v
+
+
+def _blob(vector: list[float]) -> bytes:
+    # Stored normalised, so cosine similarity is a dot product.
+    return _normalise(np.asarray(vector, dtype=np.float32)).astype(np.float32).tobytes()
+
+
+def _meta_embed(conn: sqlite3.Connection) -> tuple[str | None, int | None]:
+    rows = dict(
+        conn.execute("SELECT key, value FROM meta WHERE key IN ('embed_model','embed_dims')").fetchall()
+    )
+    return rows.get("embed_model"), int(rows["embed_dims"]) if "embed_dims" in rows else None
+
+
+def _set_embed_meta(conn: sqlite3.Connection, model: str, dims: int) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('embed_model', ?)", (model,))
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('embed_dims', ?)", (str(dims),))
+
+
+def _delete_chunks(conn: sqlite3.Connection, doc_id: str) -> int:
+    rowids = [r[0] for r in conn.execute("SELECT rowid FROM chunks WHERE document_id=?", (doc_id,))]
+    conn.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(r,) for r in rowids])
+    conn.execute("DELETE FROM chunks WHERE document_id=?", (doc_id,))
+    return len(rowids)
+
+
+def _doc(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "collection": row["collection"],
+        "title": row["title"],
+        "url": row["url"],
+        "metadata": json.loads(row["metadata"]),
+        "chunks": int(row["n"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def _chunk(row: sqlite3.Row) -> ChunkRow:
+    return ChunkRow(
+        rowid=row["rowid"],
+        chunk_id=row["chunk_id"],
+        document_id=row["document_id"],
+        index=row["idx"],
+        text=row["text"],
+        title=row["title"],
+        url=row["url"],
+        collection=row["collection"],
+        metadata=json.loads(row["metadata"]),
+    )

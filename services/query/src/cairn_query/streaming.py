@@ -1,0 +1,202 @@
+"""`/v1/chat` as Server-Sent Events: `sources`, then the gateway's frames relayed byte for byte, then `done`.
+
+The relay parses each frame only to decide what to do with it; the bytes it forwards are the gateway's own
+(no re-encoding, no buffering of the answer). `meta` and `delta` pass straight through; `citations` passes after
+its ids are checked against what QS retrieved; the gateway's `error` is held back, and a `done` that is not ok
+(or any failure: no first byte in time, a broken stream, a silent gateway) becomes QS's own `fallback` event
+and `done` with `status: "fallback"` and the reason code. The stream always ends with `done`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import structlog
+from cairn_core import (
+    Citation,
+    DoneEvent,
+    MetaEvent,
+    ReasonCode,
+    Status,
+    StopReason,
+    UpstreamError,
+    encode_event,
+)
+
+from .chat import ChatService, Prepared, fallback_message
+from .schemas import ChatRequest
+
+log = structlog.get_logger("chat")
+
+
+def _parse(frame: bytes) -> tuple[str, str]:
+    name, data = "message", []
+    for line in frame.decode("utf-8", errors="replace").split("\n"):
+        if line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    return name, "\n".join(data)
+
+
+class _Relay:
+    """State of one relayed stream, so the final frames can say what happened."""
+
+    def __init__(self) -> None:
+        self.answer: list[str] = []
+        self.citations: list[Citation] = []
+        self.model: str | None = None
+        self.provider: str | None = None
+        self.error: ReasonCode | None = None
+
+
+async def chat_events(
+    service: ChatService, req: ChatRequest, prep: Prepared, rid: str | None, fields: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    started = time.perf_counter()
+    yield encode_event("sources", {"sources": prep.sources})
+    if prep.cached is not None:
+        fields.update(cache="hit", outcome="ok")
+        cached = prep.cached
+        yield encode_event("meta", MetaEvent(request_id=rid, model=cached.get("model"), provider="cache"))
+        yield encode_event("delta", {"text": cached["answer"]})
+        yield encode_event("citations", {"citations": cached["citations"]})
+        yield encode_event(
+            "done",
+            DoneEvent(
+                status=Status.OK,
+                stop_reason=StopReason.EOS,
+                model=cached.get("model"),
+                provider="cache",
+                latency_ms=_ms(started),
+            ),
+        )
+        return
+    if not prep.context:
+        async for frame in _fallback(service, ReasonCode.NO_CONTEXT, False, started, None, fields):
+            yield frame
+        return
+    relay = _Relay()
+    code: ReasonCode | None = None
+    try:
+        try:
+            resp = await service.gateway.open_stream(service.generate_request(req, prep, stream=True))
+        except UpstreamError as exc:
+            code = exc.reason_code
+        else:
+            async for frame in _relay(service, req, prep, resp, relay, started):
+                yield frame
+            if relay.error is None:
+                fields.update(cache="miss", outcome="ok", model=relay.model, provider=relay.provider)
+                service.remember(
+                    prep,
+                    {
+                        "answer": "".join(relay.answer),
+                        "citations": [c.model_dump(mode="json") for c in relay.citations],
+                        "sources": prep.sources,
+                        "model": relay.model,
+                        "provider": relay.provider,
+                    },
+                )
+                return
+            code = relay.error
+    finally:
+        service.metrics.gateway_latency.labels("true").observe(time.perf_counter() - started)
+    async for frame in _fallback(service, code, bool(relay.answer), started, relay, fields):
+        yield frame
+
+
+async def _relay(
+    service: ChatService,
+    req: ChatRequest,
+    prep: Prepared,
+    resp: httpx.Response,
+    relay: _Relay,
+    started: float,
+) -> AsyncIterator[bytes]:
+    """Forward the gateway's frames; on any problem set `relay.error` and stop (the caller ends the stream)."""
+    deadline = started + service.settings.gateway_timeout_ms / 1000
+    buffer = b""
+    chunks = resp.aiter_raw()
+    try:
+        while True:
+            try:
+                piece = await asyncio.wait_for(anext(chunks), max(0.001, deadline - time.perf_counter()))
+            except StopAsyncIteration:
+                relay.error = ReasonCode.STREAM_INTERRUPTED  # ended without `done`
+                return
+            buffer += piece
+            while b"\n\n" in buffer:
+                frame, buffer = buffer.split(b"\n\n", 1)
+                name, data = _parse(frame)
+                out = frame + b"\n\n"
+                if name == "meta":
+                    meta = json.loads(data)
+                    relay.model, relay.provider = meta.get("model"), meta.get("provider")
+                    yield out
+                elif name == "delta":
+                    relay.answer.append(json.loads(data).get("text", ""))
+                    yield out
+                elif name == "citations":
+                    cited = [Citation.model_validate(c) for c in json.loads(data).get("citations", [])]
+                    try:
+                        relay.citations = service.check_citations(prep, cited)
+                    except UpstreamError as exc:
+                        relay.error = exc.reason_code
+                        return
+                    yield out
+                elif name == "error":
+                    relay.error = ReasonCode(json.loads(data).get("reason_code", "PROVIDER_ERROR"))
+                elif name == "done":
+                    done = json.loads(data)
+                    if done.get("status") != "ok" or relay.error is not None:
+                        relay.error = relay.error or ReasonCode(done.get("reason_code") or "PROVIDER_ERROR")
+                        return
+                    if req.citations_required and not relay.citations:
+                        relay.error = ReasonCode.MISSING_CITATIONS
+                        return
+                    yield out
+                    return
+    except TimeoutError:
+        relay.error = ReasonCode.PROVIDER_TIMEOUT
+    except httpx.TimeoutException:
+        relay.error = ReasonCode.PROVIDER_TIMEOUT
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        log.warning("relay_failed", error=type(exc).__name__)
+        relay.error = ReasonCode.STREAM_INTERRUPTED
+    finally:
+        await resp.aclose()
+
+
+async def _fallback(
+    service: ChatService,
+    code: ReasonCode,
+    discard: bool,
+    started: float,
+    relay: _Relay | None,
+    fields: dict[str, Any],
+) -> AsyncIterator[bytes]:
+    service.metrics.fallbacks.labels(code.value).inc()
+    fields.update(outcome="fallback", reason_code=code.value, cache="off")
+    message = fallback_message(code)
+    yield encode_event("fallback", {"reason_code": code.value, "message": message, "discard_answer": discard})
+    yield encode_event(
+        "done",
+        DoneEvent(
+            status=Status.FALLBACK,
+            stop_reason=StopReason.TIMEOUT if code is ReasonCode.PROVIDER_TIMEOUT else None,
+            reason_code=code,
+            latency_ms=_ms(started),
+            model=relay.model if relay else None,
+            provider=relay.provider if relay else None,
+        ),
+    )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
