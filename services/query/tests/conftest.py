@@ -1,0 +1,121 @@
+"""Real processes on loopback: gateways (toy, or openai_compat against the fake server) and query services."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cairn_testing import ServerProcess, start_server
+
+DOCS = [
+    {
+        "id": "leave",
+        "title": "Leave policy",
+        "url": "https://wiki.example/leave",
+        "metadata": {"team": "hr"},
+        "text": "Employees get 25 days of paid leave per year. Leave must be requested two weeks ahead.\n\n"
+        "Unused leave expires at the end of March of the following year.",
+    },
+    {
+        "id": "office",
+        "title": "Office hours",
+        "metadata": {"team": "facilities"},
+        "text": "The office opens at 8am and closes at 6pm on weekdays. The building is closed on public holidays.",
+    },
+    {
+        "id": "vpn",
+        "title": "VPN setup",
+        "collection": "it",
+        "metadata": {"team": "it"},
+        "text": "Install the WireGuard client and import the profile from the IT portal to connect to the VPN.",
+    },
+]
+
+
+def start_gateway(fake: ServerProcess | None = None, **env: str) -> ServerProcess:
+    base = {
+        "LLM_PORT": "{port}",
+        "LLM_PROVIDER": "openai_compat" if fake else "toy",
+        "LLM_BASE_URL": f"{fake.url}/v1" if fake else "",
+        "LLM_MODEL": "fake-model" if fake else "",
+        "LLM_EMBED_PROVIDER": "toy",
+        "LLM_RETRY_MAX_WAIT_MS": "50",
+        "LLM_CIRCUIT_FAILURES": "1000",
+    }
+    return start_server("gateway", ["cairn_gateway"], env={**base, **env}, health_path="/readyz")
+
+
+def start_qs(gateway_url: str, db_path: Path, **env: str) -> ServerProcess:
+    base = {
+        "QS_PORT": "{port}",
+        "QS_GATEWAY_URL": gateway_url,
+        "QS_DB_PATH": str(db_path),
+        "QS_RETRY_WAIT_MS": "10",
+    }
+    return start_server("query", ["cairn_query"], env={**base, **env}, health_path="/readyz")
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[ServerProcess]:
+    srv = start_server("fake-openai", ["cairn_testing.fake_openai", "--port", "{port}"])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def toy_gateway() -> Iterator[ServerProcess]:
+    srv = start_gateway()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def qs(toy_gateway: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = start_qs(toy_gateway.url, tmp_path_factory.mktemp("qs") / "qs.sqlite3")
+    client = httpx.Client(base_url=srv.url, timeout=20)
+    for doc in DOCS:
+        assert client.post("/v1/documents", json=doc).status_code in (200, 201)
+    yield srv
+    srv.stop()
+
+
+def sse(text: str) -> list[tuple[str, Any]]:
+    """Parse an SSE body into (event, json-data) pairs."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        name, data = "message", []
+        for line in block.splitlines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+        if data:
+            events.append((name, json.loads("\n".join(data))))
+    return events
+
+
+def minimal_pdf(text: str) -> bytes:
+    """A one-page PDF with `text` in Helvetica, written by hand so the test needs no PDF writer."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, obj in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n".encode() + obj + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)

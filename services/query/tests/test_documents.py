@@ -1,0 +1,198 @@
+"""Ingestion against real processes: JSON and file uploads, idempotency, deletion, bad input, restarts."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+
+import httpx
+import pytest
+from cairn_testing import ServerProcess
+
+from .conftest import minimal_pdf, start_qs
+
+
+@pytest.fixture()
+def client(qs: ServerProcess) -> httpx.Client:
+    return httpx.Client(base_url=qs.url, timeout=20)
+
+
+def search_ids(client: httpx.Client, query: str, **kw: object) -> list[str]:
+    resp = client.post("/v1/search", json={"query": query, **kw})
+    assert resp.status_code == 200, resp.text
+    return [r["chunk_id"] for r in resp.json()["results"]]
+
+
+def bm25_ids(client: httpx.Client, query: str) -> list[str]:
+    """Chunks whose text matched the query words (vector search ranks every chunk, so it can't tell)."""
+    results = client.post("/v1/search", json={"query": query}).json()["results"]
+    return [r["chunk_id"] for r in results if r["bm25_rank"] is not None]
+
+
+def test_ingest_then_search_finds_the_chunk_with_title_url_and_scores(client: httpx.Client) -> None:
+    body = client.post("/v1/search", json={"query": "how many days of paid leave", "top_k": 3}).json()
+    assert body["mode"] == "hybrid"
+    top = body["results"][0]
+    assert top["chunk_id"] == "leave:0"
+    assert top["title"] == "Leave policy" and top["url"] == "https://wiki.example/leave"
+    assert top["bm25_rank"] == 1 and top["score"] > 0 and "25 days" in top["text"]
+    assert len(body["results"]) <= 3
+
+
+def test_collection_and_metadata_filters(client: httpx.Client) -> None:
+    assert search_ids(client, "VPN WireGuard", collection="it") == ["vpn:0"]
+    assert "vpn:0" not in search_ids(client, "VPN WireGuard", collection="default")
+    assert search_ids(client, "office closes", filters={"team": "hr"}) == ["leave:0"]
+    assert search_ids(client, "office closes", filters={"team": "nobody"}) == []
+
+
+def test_reingest_is_idempotent_and_a_change_replaces_chunks(client: httpx.Client) -> None:
+    doc = {
+        "id": "tmp-idem",
+        "title": "Parking",
+        "text": "Parking spots are assigned by lottery every quarter.",
+    }
+    first = client.post("/v1/documents", json=doc)
+    again = client.post("/v1/documents", json=doc)
+    assert first.status_code == 201 and first.json()["created"] is True
+    assert again.status_code == 200 and again.json()["changed"] is False
+    changed = client.post(
+        "/v1/documents", json={**doc, "text": "Parking spots are first come, first served."}
+    )
+    assert changed.status_code == 201 and changed.json()["created"] is False
+    assert client.get("/v1/chunks/tmp-idem:0").json()["text"] == "Parking spots are first come, first served."
+    assert "tmp-idem:0" not in bm25_ids(client, "lottery quarter")
+    # Without an id, the same url gives the same document.
+    a = client.post("/v1/documents", json={"url": "https://x.example/a", "text": "Alpha text."}).json()
+    b = client.post("/v1/documents", json={"url": "https://x.example/a", "text": "Alpha text."}).json()
+    assert a["id"] == b["id"] and b["changed"] is False
+
+
+def test_delete_removes_the_document_from_every_index(client: httpx.Client) -> None:
+    client.post("/v1/documents", json={"id": "tmp-del", "text": "Zebras graze on the savannah plains."})
+    assert search_ids(client, "zebras savannah")[0] == "tmp-del:0"
+    resp = client.delete("/v1/documents/tmp-del")
+    assert resp.json() == {"id": "tmp-del", "deleted": True, "chunks": 1}
+    assert "tmp-del:0" not in search_ids(client, "zebras savannah")
+    assert bm25_ids(client, "zebras savannah") == []
+    assert client.get("/v1/chunks/tmp-del:0").status_code == 404
+    assert client.get("/v1/documents/tmp-del").json()["reason_code"] == "NOT_FOUND"
+    assert client.delete("/v1/documents/tmp-del").status_code == 404
+
+
+def test_get_and_list_documents(client: httpx.Client) -> None:
+    doc = client.get("/v1/documents/leave").json()
+    assert doc["chunk_ids"] == ["leave:0"] and "25 days" in doc["text"]
+    listed = client.get("/v1/documents", params={"collection": "it"}).json()
+    assert listed["total"] == 1 and listed["documents"][0]["id"] == "vpn"
+    assert client.get("/v1/documents", params={"limit": "x"}).json()["reason_code"] == "BAD_REQUEST"
+
+
+@pytest.mark.parametrize(
+    ("name", "ctype", "data", "expect"),
+    [
+        ("notes.txt", "text/plain", b"Printer toner is in the supply closet.", "supply closet"),
+        ("guide.md", "text/markdown", b"# Guide\n\nThe **kitchen** is cleaned on Fridays.", "Fridays"),
+        (
+            "page.html",
+            "text/html",
+            b"<html><head><title>Wiki page</title><style>p{}</style></head>"
+            b"<body><p>Badges are renewed yearly.</p><script>alert(1)</script></body></html>",
+            "renewed yearly",
+        ),
+        ("memo.pdf", "application/pdf", minimal_pdf("Fire drills happen every April."), "Fire drills"),
+    ],
+)
+def test_upload_files(client: httpx.Client, name: str, ctype: str, data: bytes, expect: str) -> None:
+    resp = client.post("/v1/documents", files={"file": (name, data, ctype)}, data={"collection": "uploads"})
+    assert resp.status_code in (200, 201), resp.text
+    doc = client.get(f"/v1/documents/{resp.json()['id']}").json()
+    assert expect in doc["text"] and doc["collection"] == "uploads"
+    assert "alert" not in doc["text"]
+    if name.endswith(".html"):
+        assert doc["title"] == "Wiki page"
+
+
+def test_bad_input_is_a_clear_4xx_and_stores_nothing(client: httpx.Client) -> None:
+    before = client.get("/v1/documents").json()["total"]
+    cases = [
+        (client.post("/v1/documents", json={"text": "   "}), 400, "BAD_REQUEST"),
+        (
+            client.post("/v1/documents", content=b"{not json", headers={"content-type": "application/json"}),
+            400,
+            "BAD_REQUEST",
+        ),
+        (client.post("/v1/documents", json={"text": "x", "collection": "bad name!"}), 400, "BAD_REQUEST"),
+        (
+            client.post("/v1/documents", files={"file": ("x.exe", b"MZ", "application/octet-stream")}),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            client.post(
+                "/v1/documents", files={"file": ("broken.pdf", b"%PDF-1.4 garbage", "application/pdf")}
+            ),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            client.post("/v1/documents", files={"file": ("empty.txt", b"  \n", "text/plain")}),
+            400,
+            "BAD_REQUEST",
+        ),
+        (client.post("/v1/documents", files={"other": ("a.txt", b"text", "text/plain")}), 400, "BAD_REQUEST"),
+        (
+            client.post("/v1/documents", content=b"text", headers={"content-type": "text/plain"}),
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+    ]
+    for resp, status, code in cases:
+        assert resp.status_code == status, resp.text
+        body = resp.json()
+        assert body["reason_code"] == code and body["message"] and body["request_id"]
+    assert client.get("/v1/documents").json()["total"] == before
+
+
+def test_oversize_upload_is_413(toy_gateway: ServerProcess, tmp_path: Path) -> None:
+    srv = start_qs(toy_gateway.url, tmp_path / "small.sqlite3", QS_MAX_UPLOAD_BYTES="2000")
+    try:
+        resp = httpx.post(
+            f"{srv.url}/v1/documents", files={"file": ("big.txt", b"word " * 1000, "text/plain")}
+        )
+        assert resp.status_code == 413 and resp.json()["reason_code"] == "PAYLOAD_TOO_LARGE"
+        assert httpx.get(f"{srv.url}/v1/documents").json()["total"] == 0
+    finally:
+        srv.stop()
+
+
+def test_restart_keeps_documents_and_concurrent_ingest_with_queries(
+    toy_gateway: ServerProcess, tmp_path: Path
+) -> None:
+    db = tmp_path / "restart.sqlite3"
+    srv = start_qs(toy_gateway.url, db)
+    try:
+        url = srv.url
+
+        def ingest(i: int) -> int:
+            text = f"Document number {i} talks about topic{i} and the shared subject of lighthouses."
+            return httpx.post(
+                f"{url}/v1/documents", json={"id": f"d{i}", "text": text}, timeout=30
+            ).status_code
+
+        def query(i: int) -> int:
+            return httpx.post(f"{url}/v1/search", json={"query": "lighthouses"}, timeout=30).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(ingest, range(20))) + list(pool.map(query, range(20)))
+        assert set(statuses[:20]) == {201} and set(statuses[20:]) == {200}
+    finally:
+        srv.stop()
+    srv = start_qs(toy_gateway.url, db)
+    try:
+        assert httpx.get(f"{srv.url}/v1/documents").json()["total"] == 20
+        hits = httpx.post(f"{srv.url}/v1/search", json={"query": "topic7"}).json()["results"]
+        assert hits[0]["chunk_id"] == "d7:0"
+        assert httpx.get(f"{srv.url}/readyz").json()["chunks"] == 20
+    finally:
+        srv.stop()
