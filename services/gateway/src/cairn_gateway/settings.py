@@ -68,6 +68,8 @@ class GatewaySettings(BaseSettings):
     memory_limit_mb: int = Field(4_096, ge=1)
     threads: int | None = None
     context_size: int = Field(4096, ge=256)
+    model_cache_dir: str | None = None  # where the packaged GGUF is assembled; default ~/.cache/cairn/models
+    embed_batch_size: int = Field(32, ge=1)  # texts per ONNX Runtime call
 
     @field_validator("provider", "embed_provider")
     @classmethod

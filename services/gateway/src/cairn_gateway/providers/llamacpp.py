@@ -1,0 +1,267 @@
+"""In-process generation with llama.cpp (llama-cpp-python): any GGUF, by default the packaged Gemma 3 270M.
+
+- The model is loaded in `start()` (the app's lifespan), in a thread: one `Llama` per concurrency slot, all
+  mapping the same file (mmap), so weights are shared and each slot only adds its own KV cache.
+- Each generation runs in a worker thread (`models.stream_in_thread`) that hands text to the event loop token
+  by token, and checks a cancel flag per token through llama.cpp's `stopping_criteria`: a disconnect or a
+  timeout stops it within a token.
+- Gemma 3 270M is a base model with no chat template, so messages are rendered into a plain completion prompt
+  (see `render_prompt` and docs/models.md); `chat_format="gemma"` makes it echo the question.
+- Grounded requests carry a JSON schema whose `chunk_id` is an enum of the retrieved ids: it becomes a
+  llama.cpp grammar, so the citation JSON always parses and cites only given ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+import httpx
+from cairn_core import CairnError, ReasonCode, StopReason, Usage
+
+from ..models import check_memory, resolve_gguf, rss_mb, stream_in_thread, verify_sha256
+from ..models.prompt import StopScanner, render_prompt
+from ..settings import GatewaySettings, ModelSpec
+from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
+
+# JSON punctuation around the answer and each citation, in tokens, when budgeting the answer's length.
+_JSON_OVERHEAD_TOKENS = 12
+_CITATION_TOKENS = 10
+
+
+def budget_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """Bound the answer string so the JSON can close within `max_tokens` (a token is at least one char)."""
+    out = json.loads(json.dumps(schema))
+    citations = out.get("properties", {}).get("citations", {})
+    max_items = int(citations.get("maxItems", 5))
+    room = max_tokens - _JSON_OVERHEAD_TOKENS - _CITATION_TOKENS * max_items
+    if room < 8:  # a tiny budget: one citation only, and whatever answer fits
+        citations["maxItems"] = max_items = 1
+        room = max_tokens - _JSON_OVERHEAD_TOKENS - _CITATION_TOKENS
+    answer = out.get("properties", {}).get("answer")
+    if isinstance(answer, dict):
+        answer["maxLength"] = max(1, room)
+    return out
+
+
+@dataclass
+class _Counters:
+    """Token accounting, visible in /v1/models: how many tokens ran after a cancel (the bound we promise)."""
+
+    generated: int = 0
+    active: int = 0
+    last_after_cancel: int = 0
+    max_after_cancel: int = 0
+
+
+class LlamaCppProvider:
+    name = "llamacpp"
+
+    def __init__(
+        self, spec: ModelSpec, settings: GatewaySettings, http: httpx.AsyncClient | None = None
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.slots = max(1, int(spec.params.get("max_concurrency", settings.max_concurrency)))
+        cores = os.cpu_count() or 1
+        # Slots share the cores: more threads than cores makes llama.cpp's spinning workers slow each other.
+        self.threads = int(spec.params.get("threads", settings.threads or max(1, cores // self.slots)))
+        self.n_ctx = int(spec.params.get("context_size", settings.context_size))
+        self.memory_limit_mb = int(spec.params.get("memory_limit_mb", settings.memory_limit_mb))
+        self.model = spec.model or ""
+        self.path: Path | None = None
+        self._pool: Queue[Any] = Queue()
+        self._executor: ThreadPoolExecutor | None = None
+        self._memory_mb = 0.0
+        self._lock = threading.Lock()
+        self.counters = _Counters()
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.slots + 1, thread_name_prefix=f"llamacpp-{self.spec.alias}"
+        )
+
+    def _load(self) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise CairnError(
+                ReasonCode.PROVIDER_UNAVAILABLE,
+                "llama-cpp-python is not installed: run `make setup` (it builds llama.cpp once per machine).",
+            ) from None
+        path, packaged_sha = resolve_gguf(self.spec.path, self.settings.model_cache_dir)
+        verify_sha256(path, self.spec.sha256 or packaged_sha)
+        # Each slot adds its KV cache: about 64 MiB per 1k tokens of context for Gemma 3 270M (measured).
+        check_memory(path, self.memory_limit_mb, overhead_mb=64.0 * self.n_ctx / 1024 * self.slots)
+        before = rss_mb()
+        try:
+            for _ in range(self.slots):
+                self._pool.put(
+                    Llama(
+                        model_path=str(path),
+                        n_ctx=self.n_ctx,
+                        n_threads=self.threads,
+                        n_threads_batch=self.threads,
+                        seed=int(self.spec.params.get("seed", 0xC41F)),
+                        verbose=False,
+                    )
+                )
+        except ValueError as exc:  # llama-cpp-python's way of saying the file is not a loadable model
+            raise CairnError(ReasonCode.MODEL_REJECTED, f"llama.cpp could not load {path}: {exc}") from None
+        self.path = path
+        self.model = self.model or path.stem
+        self._memory_mb = max(rss_mb() - before, path.stat().st_size / (1 << 20))
+
+    async def aclose(self) -> None:
+        if self._executor is not None:
+            # Running generations see their consumer gone and stop within a token; wait for them.
+            await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
+            self._executor = None
+        while not self._pool.empty():
+            llm = self._pool.get_nowait()
+            close = getattr(llm, "close", None)
+            if close is not None:
+                close()
+
+    async def health(self) -> bool:
+        return self._executor is not None
+
+    def info(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "state": "loaded" if self._executor is not None else "not_loaded",
+            "memory_mb": round(self._memory_mb, 1),
+            "path": str(self.path) if self.path else None,
+            "slots": self.slots,
+            "threads": self.threads,
+            "context_size": self.n_ctx,
+            "generating": c.active,
+            "tokens_generated": c.generated,
+            "tokens_after_cancel_last": c.last_after_cancel,
+            "tokens_after_cancel_max": c.max_after_cancel,
+        }
+
+    # --- generation ------------------------------------------------------------------------------------
+
+    async def generate(self, req: ProviderRequest) -> ProviderResult:
+        text: list[str] = []
+        finish, usage = StopReason.EOS, Usage()
+        async for chunk in self.stream(req):
+            text.append(chunk.text)
+            if chunk.finish_reason is not None:
+                finish, usage = chunk.finish_reason, chunk.usage or usage
+        return ProviderResult("".join(text), finish, usage)
+
+    async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
+        if self._executor is None:
+            raise ProviderError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {self.spec.alias!r} is not loaded.")
+        async for chunk in stream_in_thread(
+            self._executor, lambda emit, cancel: self._run(req, emit, cancel)
+        ):
+            yield chunk
+
+    def _run(
+        self, req: ProviderRequest, emit: Callable[[ProviderChunk], None], cancel: threading.Event
+    ) -> None:
+        """The worker thread: borrow a model instance, generate, give the instance back."""
+        llm = self._pool.get()  # admission keeps this short: at most a token's wait for a cancelled run
+        with self._lock:
+            self.counters.active += 1
+        try:
+            self._generate(llm, req, emit, cancel)
+        finally:
+            with self._lock:
+                self.counters.active -= 1
+            self._pool.put(llm)
+
+    def _generate(
+        self, llm: Any, req: ProviderRequest, emit: Callable[[ProviderChunk], None], cancel: threading.Event
+    ) -> None:
+        grounded = req.json_schema is not None
+        prompt = render_prompt(req.messages, grounded)
+        prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True))
+        if prompt_tokens + req.max_tokens > self.n_ctx:
+            raise CairnError(
+                ReasonCode.TOKEN_LIMIT,
+                f"The prompt ({prompt_tokens} tokens) plus max_tokens={req.max_tokens} exceeds this model's "
+                f"context of {self.n_ctx} tokens.",
+            )
+        grammar = None
+        if grounded:
+            from llama_cpp import LlamaGrammar
+
+            schema = budget_schema(req.json_schema or {}, req.max_tokens)
+            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        # JSON output is never cut by stop strings: the grammar decides where it ends.
+        scanner = StopScanner([] if grounded else req.stop)
+        sampled = 0
+        after_cancel = 0
+
+        def stopping(_ids: Any, _logits: Any) -> bool:
+            # Called once per sampled token: count it, and stop as soon as the consumer is gone or a stop
+            # string was seen.
+            nonlocal sampled, after_cancel
+            sampled += 1
+            if cancel.is_set():
+                after_cancel += 1
+                return True
+            return scanner.hit is not None
+
+        from llama_cpp import StoppingCriteriaList
+
+        finish: str | None = None
+        try:
+            for part in llm.create_completion(
+                prompt,
+                max_tokens=req.max_tokens,
+                temperature=req.temperature,
+                top_p=req.top_p if req.top_p is not None else 0.95,
+                seed=req.seed,
+                stream=True,
+                grammar=grammar,
+                stopping_criteria=StoppingCriteriaList([stopping]),
+            ):
+                choice = part["choices"][0]
+                finish = choice.get("finish_reason") or finish
+                text = scanner.feed(choice.get("text") or "")
+                if text:
+                    emit(ProviderChunk(text=text))
+                if scanner.hit is not None or cancel.is_set():
+                    break
+        finally:
+            with self._lock:
+                c = self.counters
+                c.generated += sampled
+                if cancel.is_set():
+                    c.last_after_cancel = after_cancel
+                    c.max_after_cancel = max(c.max_after_cancel, after_cancel)
+        if cancel.is_set():
+            return
+        tail = scanner.flush() if scanner.hit is None else ""
+        if tail:
+            emit(ProviderChunk(text=tail))
+        if scanner.hit is not None:
+            reason = StopReason.STOP if scanner.hit in scanner.user else StopReason.EOS
+        elif finish == "length":
+            reason = StopReason.LENGTH
+        else:
+            reason = StopReason.EOS
+        # The end-of-sequence token is sampled (and counted above) but is not part of the answer.
+        completion = max(0, sampled - (1 if reason == StopReason.EOS and scanner.hit is None else 0))
+        emit(
+            ProviderChunk(
+                finish_reason=reason,
+                usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=min(completion, req.max_tokens)),
+            )
+        )
