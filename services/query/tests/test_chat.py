@@ -1,0 +1,177 @@
+"""Grounded chat against real QS and gateway processes: citations, streams, cache, degradation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cairn_testing import ServerProcess
+
+from .conftest import DOCS, sse, start_gateway, start_qs
+
+
+def chat(srv: ServerProcess, **body: object) -> httpx.Response:
+    return httpx.post(f"{srv.url}/v1/chat", json=body, timeout=30)
+
+
+def test_chat_answers_with_valid_citations_and_sources(qs: ServerProcess) -> None:
+    resp = chat(qs, query="How many days of paid leave do employees get?")
+    body = resp.json()
+    assert resp.status_code == 200 and body["status"] == "ok" and body["reason_code"] is None
+    assert body["citations"] == [
+        {"chunk_id": "leave:0", "title": "Leave policy", "url": "https://wiki.example/leave"}
+    ]
+    assert "25 days" in body["answer"]
+    assert body["sources"][0]["chunk_id"] == "leave:0"
+    assert body["request_id"] == resp.headers["x-request-id"]
+
+
+def test_multi_turn_uses_the_last_user_message_for_retrieval(qs: ServerProcess) -> None:
+    body = chat(
+        qs,
+        messages=[
+            {"role": "user", "content": "How many days of paid leave do employees get?"},
+            {"role": "assistant", "content": "25 days."},
+            {"role": "user", "content": "When does the office close on weekdays?"},
+        ],
+    ).json()
+    assert body["status"] == "ok" and body["citations"][0]["chunk_id"] == "office:0"
+
+
+def test_stream_sources_first_then_relayed_events_then_done(qs: ServerProcess) -> None:
+    resp = chat(qs, query="When does the office close on weekdays?", stream=True)
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    events = sse(resp.text)
+    names = [n for n, _ in events]
+    assert names[0] == "sources" and names[1] == "meta"
+    assert names[-2:] == ["citations", "done"] and set(names[2:-2]) == {"delta"}
+    assert events[0][1]["sources"][0]["chunk_id"] == "office:0"
+    answer = "".join(d["text"] for n, d in events if n == "delta")
+    assert "6pm" in answer
+    assert events[-2][1]["citations"][0]["chunk_id"] == "office:0"
+    assert events[-1][1]["status"] == "ok"
+
+
+def test_cache_hit_then_invalidated_by_new_documents(qs: ServerProcess) -> None:
+    q = "When is the building closed?"
+    first = chat(qs, query=q).json()
+    second = chat(qs, query="  when is the BUILDING closed? ").json()
+    assert first["cache"] == "miss" and second["cache"] == "hit"
+    assert second["answer"] == first["answer"] and second["citations"] == first["citations"]
+    streamed = chat(qs, query=q, stream=True)
+    assert streamed.headers["x-cache"] == "hit" and sse(streamed.text)[-1][1]["status"] == "ok"
+    httpx.post(f"{qs.url}/v1/documents", json={"id": "tmp-cache", "text": "A new memo about something."})
+    assert chat(qs, query=q).json()["cache"] == "miss"
+    metrics = httpx.get(f"{qs.url}/metrics").text
+    assert 'cairn_qs_cache_total{result="hit"}' in metrics
+
+
+def test_no_context_does_not_call_the_model(qs: ServerProcess) -> None:
+    body = chat(qs, query="Explain quantum chromodynamics").json()
+    assert body["status"] == "fallback" and body["reason_code"] == "NO_CONTEXT"
+    assert body["sources"] == [] and body["citations"] == [] and body["answer"]
+    events = sse(chat(qs, query="Explain quantum chromodynamics", stream=True).text)
+    assert [n for n, _ in events] == ["sources", "fallback", "done"]
+    assert events[-1][1]["reason_code"] == "NO_CONTEXT"
+
+
+def test_bad_chat_requests_are_400(qs: ServerProcess) -> None:
+    for body in (
+        {},
+        {"query": ""},
+        {"query": "x", "messages": [{"role": "user", "content": "y"}]},
+        {"query": "x", "top_k": 0},
+        {"messages": [{"role": "assistant", "content": "y"}]},
+    ):
+        resp = chat(qs, **body)
+        assert resp.status_code == 400 and resp.json()["reason_code"] == "BAD_REQUEST"
+
+
+def test_hybrid_query_scores_a_grounded_answer(qs: ServerProcess) -> None:
+    body = httpx.post(f"{qs.url}/v1/hybrid-query", json={"query": "When does the office close?"}).json()
+    assert body["status"] == "ok" and "6pm" in body["text"]
+    assert 0 < body["relevance"] <= 1 and 0 < body["grounding"] <= 1
+    assert body["score"] == pytest.approx(0.5 * body["relevance"] + 0.5 * body["grounding"], abs=1e-3)
+
+
+# --- degradation ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def qs_on_fake(fake: ServerProcess, tmp_path: Path) -> Iterator[ServerProcess]:
+    gw = start_gateway(fake)
+    srv = start_qs(
+        gw.url, tmp_path / "fake.sqlite3", QS_FIRST_TOKEN_TIMEOUT_MS="1000", QS_GATEWAY_TIMEOUT_MS="1500"
+    )
+    for doc in DOCS:
+        httpx.post(f"{srv.url}/v1/documents", json=doc, timeout=20)
+    yield srv
+    srv.stop()
+    gw.stop()
+
+
+def test_invalid_citations_never_leak(qs_on_fake: ServerProcess) -> None:
+    q = "How many days of paid leave? [[bad_citation]]"
+    body = chat(qs_on_fake, query=q).json()
+    assert body["status"] == "fallback" and body["reason_code"] == "INVALID_CITATION"
+    assert body["citations"] == [] and "not-a-real-chunk" not in str(body)
+    assert body["sources"][0]["chunk_id"] == "leave:0"
+    events = sse(chat(qs_on_fake, query=q, stream=True).text)
+    names = [n for n, _ in events]
+    assert "citations" not in names and "error" not in names and names[-2:] == ["fallback", "done"]
+    assert events[-1][1] == {**events[-1][1], "status": "fallback", "reason_code": "INVALID_CITATION"}
+    assert "not-a-real-chunk" not in str(events)
+    # The answer text had already streamed: the client is told to drop it.
+    assert "delta" in names and events[-2][1]["discard_answer"] is True
+
+
+def test_valid_citations_through_a_real_openai_server(qs_on_fake: ServerProcess, fake: ServerProcess) -> None:
+    resp = chat(qs_on_fake, query="How many days of paid leave?", stream=True)
+    events = sse(resp.text)
+    assert events[-1][1]["status"] == "ok" and events[-2][0] == "citations"
+    # The request id travelled QS → gateway → provider.
+    stats = httpx.get(f"{fake.url}/_stats").json()
+    assert stats["last_headers"].get("x-request-id") == resp.headers["x-request-id"]
+
+
+def test_gateway_slow_times_out_into_search_results(qs_on_fake: ServerProcess) -> None:
+    q = "How many days of paid leave? [[slow_first:5]]"
+    body = chat(qs_on_fake, query=q).json()
+    assert body["status"] == "fallback" and body["reason_code"] == "PROVIDER_TIMEOUT"
+    assert body["sources"][0]["chunk_id"] == "leave:0"
+    events = sse(chat(qs_on_fake, query=q, stream=True).text)
+    assert [n for n, _ in events] == ["sources", "fallback", "done"]
+    assert events[-1][1]["reason_code"] == "PROVIDER_TIMEOUT"
+
+
+def test_gateway_down_falls_back_to_bm25_search(tmp_path: Path) -> None:
+    gw = start_gateway()
+    srv = start_qs(gw.url, tmp_path / "down.sqlite3", QS_CIRCUIT_FAILURES="2")
+    try:
+        for doc in DOCS:
+            httpx.post(f"{srv.url}/v1/documents", json=doc, timeout=20)
+        gw.stop()
+        assert httpx.get(f"{srv.url}/readyz").status_code == 200
+        search = httpx.post(f"{srv.url}/v1/search", json={"query": "paid leave days"}).json()
+        assert search["mode"] == "bm25" and search["results"][0]["chunk_id"] == "leave:0"
+        body = chat(srv, query="How many days of paid leave?").json()
+        assert body["status"] == "fallback" and body["sources"][0]["chunk_id"] == "leave:0"
+        assert body["reason_code"] in ("PROVIDER_UNAVAILABLE", "CIRCUIT_OPEN")
+        assert "unavailable" in body["answer"]
+        events = sse(chat(srv, query="How many days of paid leave?", stream=True).text)
+        assert [n for n, _ in events] == ["sources", "fallback", "done"]
+        assert events[-1][1]["status"] == "fallback"
+        assert chat(srv, query="How many days of paid leave?").json()["reason_code"] == "CIRCUIT_OPEN"
+        assert httpx.get(f"{srv.url}/readyz").json()["gateway_circuit"] == "open"
+        # Ingest still works without embeddings, and the document is searchable by BM25.
+        resp = httpx.post(f"{srv.url}/v1/documents", json={"id": "late", "text": "Gondolas need tickets."})
+        assert resp.status_code == 201
+        assert httpx.post(f"{srv.url}/v1/search", json={"query": "gondolas"}).json()["results"][0][
+            "chunk_id"
+        ] == ("late:0")
+        assert 'cairn_qs_fallbacks_total{reason_code="CIRCUIT_OPEN"}' in httpx.get(f"{srv.url}/metrics").text
+    finally:
+        srv.stop()
+        gw.stop()
