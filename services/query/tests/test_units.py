@@ -1,0 +1,170 @@
+"""Unit tests of single modules: chunking, extraction, the store, the cache key, and the gateway client."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+import structlog
+from cairn_core import BadRequest, GenerateRequest, ReasonCode, UpstreamError
+from cairn_query.cache import AnswerCache, cache_key
+from cairn_query.chunking import chunk_text
+from cairn_query.extract import extract, html_to_text
+from cairn_query.gateway import GatewayClient
+from cairn_query.settings import QuerySettings
+from cairn_query.store import NewDocument, SQLiteStore, fts_query
+from opentelemetry.trace import NoOpTracer
+
+# --- chunking ---------------------------------------------------------------------------------------------
+
+
+def test_chunks_break_on_sentences_overlap_and_are_deterministic() -> None:
+    text = " ".join(f"Sentence number {i} says something useful." for i in range(60))
+    chunks = chunk_text(text, size=300, overlap=80)
+    assert len(chunks) > 5 and all(len(c) <= 300 for c in chunks)
+    assert all(c.endswith(".") for c in chunks)  # whole sentences only
+    for prev, nxt in itertools.pairwise(chunks):
+        assert nxt.split(". ")[0] in prev  # the next chunk starts with the tail of the previous one
+    assert chunk_text(text, size=300, overlap=80) == chunks
+
+
+def test_paragraph_breaks_end_sentences_and_long_sentences_are_cut() -> None:
+    chunks = chunk_text("Title without a period\n\nBody text here.", size=100, overlap=0)
+    assert chunks == ["Title without a period\nBody text here."]
+    long = "word " * 500
+    assert all(len(c) <= 200 for c in chunk_text(long, size=200, overlap=0))
+    assert chunk_text("   \n\n ") == []
+
+
+# --- extraction -------------------------------------------------------------------------------------------
+
+
+def test_html_text_drops_scripts_and_keeps_the_title() -> None:
+    text, title = html_to_text(
+        "<html><head><title>T &amp; C</title><script>var x</script></head><body><h1>Head</h1><p>A&nbsp;b</p></body>"
+    )
+    assert title == "T & C" and "var x" not in text and "Head" in text and "A\xa0b" in text
+
+
+def test_unsupported_and_broken_files_are_refused_with_reason_codes() -> None:
+    with pytest.raises(BadRequest) as exc:
+        extract("x.docx", None, b"PK")
+    assert exc.value.reason_code is ReasonCode.UNSUPPORTED_MEDIA_TYPE
+    with pytest.raises(BadRequest) as exc:
+        extract("x.pdf", "application/pdf", b"not a pdf")
+    assert exc.value.reason_code is ReasonCode.BAD_REQUEST
+    with pytest.raises(BadRequest):
+        extract("x.txt", "text/plain", b"\xff\xfe\x00bad")
+
+
+# --- store ------------------------------------------------------------------------------------------------
+
+
+def _doc(doc_id: str, chunks: list[str], vectors: list[list[float]] | None, model: str = "m1") -> NewDocument:
+    return NewDocument(doc_id, "default", None, None, {}, " ".join(chunks), doc_id, chunks, vectors, model)
+
+
+def test_store_is_atomic_and_vectors_of_another_model_are_not_mixed(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.sqlite3"))
+    store.upsert(_doc("a", ["red apples", "green pears"], [[1, 0, 0], [0, 1, 0]]))
+    assert store.embed_model() == ("m1", 3)
+    hits = store.vector_search([1, 0.1, 0], "m1", 5, None, {})
+    assert hits is not None and next(r for r, _ in hits) == store.get_chunk("a:0").rowid  # type: ignore[union-attr]
+    # Another embedding model: the query is refused (None) and new vectors are not stored beside the old ones.
+    assert store.vector_search([1, 0, 0, 0], "m2", 5, None, {}) is None
+    store.upsert(_doc("b", ["blue plums"], [[0, 0, 1, 0]], model="m2"))
+    assert store.vectors_of(["b:0"]) == {}
+    # A failure inside the transaction leaves nothing behind (two chunks, one vector).
+    version = store.version()
+    with pytest.raises(ValueError):
+        store.upsert(_doc("c", ["one", "two"], [[1, 0, 0]]))
+    assert store.get_document("c") is None and store.get_chunk("c:0") is None and store.version() == version
+    # Re-embedding with the new model replaces every vector and the recorded model.
+    store.set_vectors(
+        "m2", {store.get_chunk(c).rowid: [1, 0, 0, 0] for c in ("a:0", "a:1", "b:0")}, reset=True
+    )  # type: ignore[union-attr]
+    assert store.embed_model() == ("m2", 4)
+    assert len(store.vector_search([1, 0, 0, 0], "m2", 5, None, {}) or []) == 3
+    store.close()
+
+
+def test_fts_query_drops_stopwords_and_quotes_terms() -> None:
+    assert fts_query("What is the VPN's setup?") == '"vpn" OR "setup"'
+    assert fts_query("what is the") is None
+
+
+def test_cache_key_normalises_and_changes_with_the_corpus() -> None:
+    k1 = cache_key([("user", "Hello  World")], None, {}, 5, None, 1)
+    assert k1 == cache_key([("user", " hello world ")], None, {}, 5, None, 1)
+    assert k1 != cache_key([("user", "hello world")], None, {}, 5, None, 2)
+    assert k1 != cache_key([("user", "hello world")], "hr", {}, 5, None, 1)
+    cache = AnswerCache(size=1, ttl_s=60)
+    cache.put("a", {"x": 1})
+    cache.put("b", {"x": 2})
+    assert cache.get("a") is None and cache.get("b") == {"x": 2}
+
+
+# --- gateway client (respx) -------------------------------------------------------------------------------
+
+
+def _client(**overrides: object) -> GatewayClient:
+    settings = QuerySettings(gateway_url="http://gw.test", retry_wait_ms=0, **overrides)  # type: ignore[arg-type]
+    return GatewayClient(settings, httpx.AsyncClient(), NoOpTracer())
+
+
+_REQ = GenerateRequest(prompt="hi")
+_OK = {"status": "ok", "text": "hello", "answer": "hello"}
+
+
+@respx.mock
+async def test_retries_503_before_the_first_byte_then_succeeds() -> None:
+    route = respx.post("http://gw.test/v1/generate").mock(
+        side_effect=[
+            httpx.Response(503, json={"reason_code": "PROVIDER_UNAVAILABLE", "message": "x"}),
+            httpx.Response(200, json=_OK),
+        ]
+    )
+    structlog.contextvars.bind_contextvars(request_id="rid-123")
+    try:
+        resp = await _client().generate(_REQ)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    assert resp.answer == "hello" and route.call_count == 2
+    assert [c.request.headers["x-request-id"] for c in route.calls] == ["rid-123", "rid-123"]
+
+
+@respx.mock
+async def test_queue_full_is_not_retried_and_keeps_its_reason_code() -> None:
+    route = respx.post("http://gw.test/v1/generate").mock(
+        return_value=httpx.Response(429, json={"reason_code": "QUEUE_FULL", "message": "full"})
+    )
+    with pytest.raises(UpstreamError) as exc:
+        await _client().generate(_REQ)
+    assert exc.value.reason_code is ReasonCode.QUEUE_FULL and route.call_count == 1
+
+
+@respx.mock
+async def test_circuit_opens_after_consecutive_failures() -> None:
+    route = respx.post("http://gw.test/v1/generate").mock(side_effect=httpx.ConnectError("refused"))
+    client = _client(retries=0, circuit_failures=2)
+    for _ in range(2):
+        with pytest.raises(UpstreamError) as exc:
+            await client.generate(_REQ)
+        assert exc.value.reason_code is ReasonCode.PROVIDER_UNAVAILABLE
+    with pytest.raises(UpstreamError) as exc:
+        await client.generate(_REQ)
+    assert exc.value.reason_code is ReasonCode.CIRCUIT_OPEN and route.call_count == 2
+
+
+@respx.mock
+async def test_embed_batches_under_the_gateway_cap() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        n = len(httpx.Response(200, content=request.content).json()["input"])
+        return httpx.Response(200, json={"embeddings": [[1.0, 0.0]] * n, "model": "toy", "dims": 2})
+
+    route = respx.post("http://gw.test/v1/embed").mock(side_effect=answer)
+    vectors, model = await _client().embed([f"t{i}" for i in range(130)])
+    assert len(vectors) == 130 and model == "toy" and route.call_count == 3
