@@ -52,6 +52,8 @@ class ModelEntry:
             "memory_mb": extra.get("memory_mb", 0),
             "circuit": self.breaker.state.name.lower(),
             "error": self.error,
+            # Provider details (path, slots, token counters of in-process models) follow the common fields.
+            **{k: v for k, v in extra.items() if k not in ("state", "memory_mb")},
         }
 
 

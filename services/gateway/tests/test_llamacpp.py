@@ -1,0 +1,149 @@
+"""The llamacpp provider with the real packaged Gemma 3 270M, through a real gateway process.
+
+One gateway per module, started with the product defaults (no LLM_PROVIDER / LLM_EMBED_PROVIDER set: llamacpp
+and onnx). Kept lean for a 2-core machine: small max_tokens, temperature 0 where text is compared.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from cairn_testing import ServerProcess, start_server
+
+from .conftest import sse
+
+pytestmark = pytest.mark.model
+
+QUESTION = "What is the capital of France?"
+STORY = "Write a very long story about a dragon who lives in the mountains and guards a village."
+
+
+@pytest.fixture(scope="module")
+def gw() -> Iterator[ServerProcess]:
+    srv = start_server(
+        "gateway-llamacpp",
+        ["cairn_gateway"],
+        # The product defaults, spelled out so that an LLM_* in the caller's environment can't change them.
+        env={"LLM_PORT": "{port}", "LLM_PROVIDER": "llamacpp", "LLM_EMBED_PROVIDER": "onnx", "LLM_MODEL": ""},
+        health_path="/readyz",
+        timeout_s=120,
+    )
+    yield srv
+    srv.stop()
+
+
+def generate(gw: ServerProcess, **body: Any) -> dict[str, Any]:
+    resp = httpx.post(f"{gw.url}/v1/generate", json=body, timeout=60)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def stream(gw: ServerProcess, **body: Any) -> list[tuple[str, Any]]:
+    resp = httpx.post(f"{gw.url}/v1/generate", json={**body, "stream": True}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    return sse(resp.text)
+
+
+def model_info(gw: ServerProcess) -> dict[str, Any]:
+    data = httpx.get(f"{gw.url}/v1/models", timeout=10).json()["data"]
+    return next(m for m in data if m["provider"] == "llamacpp")
+
+
+def test_default_gateway_loads_gemma_and_minilm(gw: ServerProcess) -> None:
+    data = httpx.get(f"{gw.url}/v1/models", timeout=10).json()["data"]
+    gen = next(m for m in data if m.get("default"))
+    assert gen["provider"] == "llamacpp" and gen["state"] == "loaded"
+    assert gen["upstream_model"] == "gemma-3-270m-q4_k_m"
+    assert gen["memory_mb"] > 200  # the 253 MB weights at least
+    emb = next(m for m in data if m.get("kind") == "embedding")
+    assert emb["provider"] == "onnx" and emb["dims"] == 384
+    metrics = httpx.get(f"{gw.url}/metrics", timeout=10).text
+    assert "process_resident_memory_bytes" in metrics
+    line = next(x for x in metrics.splitlines() if x.startswith('cairn_gateway_model_memory_bytes{model="llamacpp"}'))
+    assert float(line.split()[-1]) > 200 * 1024 * 1024
+
+
+def test_generate_answers_from_the_real_model(gw: ServerProcess) -> None:
+    body = generate(gw, prompt=QUESTION, max_tokens=24, temperature=0)
+    assert body["status"] == "ok" and body["provider"] == "llamacpp"
+    assert "Paris" in body["text"]
+    assert body["stop_reason"] == "eos"
+    assert body["usage"]["prompt_tokens"] > 5 and 0 < body["usage"]["completion_tokens"] <= 24
+
+
+def test_stream_yields_the_same_text_token_by_token(gw: ServerProcess) -> None:
+    whole = generate(gw, prompt=QUESTION, max_tokens=24, temperature=0)["text"]
+    events = stream(gw, prompt=QUESTION, max_tokens=24, temperature=0)
+    names = [name for name, _ in events]
+    assert names[0] == "meta" and names[-1] == "done"
+    deltas = [data["text"] for name, data in events if name == "delta"]
+    assert len(deltas) >= 3  # pieces as they are produced, not one buffered blob
+    assert "".join(deltas) == whole
+    assert events[-1][1]["status"] == "ok"
+
+
+def test_max_tokens_ends_with_length(gw: ServerProcess) -> None:
+    body = generate(gw, prompt=STORY, max_tokens=8, temperature=0)
+    assert body["stop_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 8
+
+
+def test_stop_sequence_cuts_the_answer(gw: ServerProcess) -> None:
+    full = generate(gw, prompt=STORY, max_tokens=32, temperature=0)["text"]
+    words = full.split()
+    assert len(words) >= 6, full
+    stop = " " + words[4]  # a word from the middle of the greedy answer
+    body = generate(gw, prompt=STORY, max_tokens=32, temperature=0, stop=[stop])
+    assert body["stop_reason"] == "stop"
+    assert body["text"] == full[: full.index(stop)]
+    assert stop not in body["text"]
+
+
+def test_seed_makes_sampling_reproducible(gw: ServerProcess) -> None:
+    a = generate(gw, prompt=STORY, max_tokens=16, temperature=1.0, seed=1234)["text"]
+    b = generate(gw, prompt=STORY, max_tokens=16, temperature=1.0, seed=1234)["text"]
+    assert a == b
+
+
+def test_disconnect_stops_generation_within_a_token_or_two(gw: ServerProcess) -> None:
+    before = model_info(gw)["tokens_generated"]
+    seen = 0
+    with httpx.Client(timeout=30) as client:
+        body = {"prompt": STORY, "max_tokens": 400, "temperature": 0.8, "stream": True}
+        with client.stream("POST", f"{gw.url}/v1/generate", json=body) as resp:
+            for line in resp.iter_lines():
+                seen += line.startswith("event: delta")
+                if seen >= 3:
+                    break  # leaving the block closes the connection mid-stream
+    deadline = time.monotonic() + 10
+    info = model_info(gw)
+    while info["generating"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+        info = model_info(gw)
+    assert info["generating"] == 0
+    # The worker saw the cancel at the next token: at most 2 tokens ran after it.
+    assert 1 <= info["tokens_after_cancel_last"] <= 2
+    produced = info["tokens_generated"] - before
+    # Far from the 400 asked for: the only slack is the time the server takes to notice the disconnect.
+    assert produced < seen + 40, produced
+    time.sleep(0.5)
+    assert model_info(gw)["tokens_generated"] == info["tokens_generated"]  # nothing runs on in the background
+
+
+def test_embeddings_rank_paraphrase_above_unrelated(gw: ServerProcess) -> None:
+    texts = ["The cat sits on the mat", "A feline rests on a rug", "Stock markets fell sharply today"]
+    resp = httpx.post(f"{gw.url}/v1/embed", json={"input": texts}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["dims"] == 384 and body["model"] == "all-MiniLM-L6-v2-onnx-int8"
+    a, b, c = body["embeddings"]
+    cos_ab = sum(x * y for x, y in zip(a, b, strict=True))
+    cos_ac = sum(x * y for x, y in zip(a, c, strict=True))
+    assert cos_ab == pytest.approx(0.55, abs=0.05)
+    assert cos_ac == pytest.approx(0.05, abs=0.05)
+    openai = httpx.post(f"{gw.url}/v1/embeddings", json={"input": texts[0]}, timeout=30).json()
+    assert openai["data"][0]["embedding"] == pytest.approx(a, abs=1e-6)
