@@ -1,0 +1,1 @@
+"""Cairn BFF: serves the web chat page and `/api`, checks keys and rate limits, proxies streams byte for byte."""

@@ -1,0 +1,84 @@
+"""`create_app(settings)`: the BFF's Starlette app; upstream clients and the rate limiter live in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from cairn_core import (
+    EXCEPTION_HANDLERS,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    configure_logging,
+    make_http_client,
+    setup_tracing,
+)
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from .auth import ApiGuardMiddleware
+from .metrics import BffMetrics
+from .proxy import Upstream
+from .ratelimit import RateLimiter
+from .routes import ROUTES
+from .security import SecurityHeadersMiddleware
+from .settings import BffSettings
+
+SERVICE_NAME = "bff"
+
+
+def create_app(settings: BffSettings | None = None) -> Starlette:
+    settings = settings or BffSettings()
+    configure_logging(SERVICE_NAME, settings.log_level)
+    tracer_provider = setup_tracing(SERVICE_NAME)
+    tracer = tracer_provider.get_tracer(SERVICE_NAME)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client_args = {
+            "timeout_s": settings.upstream_timeout_s,
+            "connect_timeout_s": settings.connect_timeout_s,
+            "transport": settings.http_transport,
+        }
+        async with (
+            make_http_client(settings.qs_url, **client_args) as qs_http,
+            make_http_client(settings.gateway_url, **client_args) as gw_http,
+        ):
+            app.state.settings = settings
+            app.state.qs = Upstream("query service", qs_http, tracer, app.state.metrics)
+            app.state.gateway = Upstream("LLM gateway", gw_http, tracer, app.state.metrics)
+            try:
+                yield
+            finally:
+                tracer_provider.shutdown()
+
+    metrics = BffMetrics()
+    # The guard needs the limiter and metrics before the lifespan runs (middleware is built on first call).
+    limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    middleware = [
+        Middleware(RequestContextMiddleware, tracer=tracer),
+        Middleware(SecurityHeadersMiddleware),
+    ]
+    if (
+        settings.cors_origin_list
+    ):  # closed by default: no CORS headers at all, so browsers refuse other origins
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origin_list,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "Retry-After", "X-Cache"],
+            )
+        )
+    middleware += [
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(ApiGuardMiddleware, settings=settings, limiter=limiter, metrics=metrics),
+    ]
+    app = Starlette(
+        routes=ROUTES, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS, middleware=middleware
+    )
+    app.state.metrics = metrics
+    app.state.limiter = limiter
+    return app

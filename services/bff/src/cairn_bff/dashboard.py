@@ -1,0 +1,104 @@
+"""Live generation metrics for the dashboard page: the services' Prometheus text, summarised into small JSON.
+
+Parsed server-side with `prometheus_client.parser` so the page stays a few lines of plain JS and never needs
+to reach the gateway or QS itself (they may not be reachable from the browser at all).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+
+def parse(text: str) -> list[Sample]:
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _sum_by(samples: list[Sample], name: str, label: str) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for s in samples:
+        if s.name == name:
+            out[s.labels.get(label, "") or "none"] += s.value
+    return dict(out)
+
+
+def _gauge_by(samples: list[Sample], name: str, label: str) -> dict[str, float]:
+    return {s.labels.get(label, ""): s.value for s in samples if s.name == name}
+
+
+def histogram(samples: list[Sample], name: str) -> dict[str, float | None]:
+    """Count, mean and bucket-estimated p50/p95 of a histogram, summed over its labels."""
+    buckets: dict[float, float] = defaultdict(float)
+    count = total = 0.0
+    for s in samples:
+        if s.name == f"{name}_bucket":
+            buckets[float(s.labels["le"])] += s.value
+        elif s.name == f"{name}_count":
+            count += s.value
+        elif s.name == f"{name}_sum":
+            total += s.value
+    return {
+        "count": count,
+        "mean": total / count if count else None,
+        "p50": _quantile(buckets, count, 0.5),
+        "p95": _quantile(buckets, count, 0.95),
+    }
+
+
+def _quantile(buckets: dict[float, float], count: float, q: float) -> float | None:
+    # Linear interpolation inside the bucket, as PromQL's histogram_quantile does.
+    if not count:
+        return None
+    rank = q * count
+    lower, below = 0.0, 0.0
+    for le in sorted(buckets):
+        cumulative = buckets[le]
+        if cumulative >= rank:
+            if math.isinf(le):
+                return lower
+            width = cumulative - below
+            return lower + (le - lower) * ((rank - below) / width if width else 1.0)
+        lower, below = le, cumulative
+    return lower
+
+
+def gateway_summary(samples: list[Sample]) -> dict[str, Any]:
+    requests_by_status = _sum_by(samples, "cairn_gateway_requests_total", "status")
+    return {
+        "time_to_first_token_s": histogram(samples, "cairn_gateway_time_to_first_token_seconds"),
+        "tokens_per_second": histogram(samples, "cairn_gateway_tokens_per_second"),
+        "latency_s": histogram(samples, "cairn_gateway_request_latency_seconds"),
+        "requests_total": sum(requests_by_status.values()),
+        "requests_by_status": requests_by_status,
+        "requests_by_reason": _sum_by(samples, "cairn_gateway_requests_total", "reason_code"),
+        "fallbacks_by_reason": _sum_by(samples, "cairn_gateway_fallbacks_total", "reason_code"),
+        "queue_depth": _gauge_by(samples, "cairn_gateway_queue_depth", "model"),
+        "in_flight": _gauge_by(samples, "cairn_gateway_in_flight", "model"),
+        "provider_up": _gauge_by(samples, "cairn_gateway_provider_up", "model"),
+        "circuit_state": _gauge_by(samples, "cairn_gateway_circuit_state", "model"),
+        "tokens": _sum_by(samples, "cairn_gateway_tokens_total", "kind"),
+    }
+
+
+def query_summary(samples: list[Sample]) -> dict[str, Any]:
+    requests_by_status = _sum_by(samples, "cairn_qs_requests_total", "status")
+    return {
+        "requests_total": sum(requests_by_status.values()),
+        "requests_by_status": requests_by_status,
+        "fallbacks_by_reason": _sum_by(samples, "cairn_qs_fallbacks_total", "reason_code"),
+        "cache": _sum_by(samples, "cairn_qs_cache_total", "result"),
+        "retrieval_latency_s": histogram(samples, "cairn_qs_retrieval_latency_seconds"),
+    }
+
+
+def bff_summary(samples: list[Sample]) -> dict[str, Any]:
+    return {
+        "requests_by_status": _sum_by(samples, "cairn_bff_requests_total", "status"),
+        "rejected_by_reason": _sum_by(samples, "cairn_bff_rejected_total", "reason_code"),
+        "streams_active": sum(_gauge_by(samples, "cairn_bff_streams_active", "").values()),
+        "streams_by_outcome": _sum_by(samples, "cairn_bff_streams_total", "outcome"),
+    }

@@ -1,0 +1,167 @@
+"""The BFF's hops to QS and the gateway: plain requests forwarded as they are, and a byte-for-byte SSE relay.
+
+The relay never parses, re-splits or re-encodes what QS sends: each chunk `aiter_raw()` yields is written to the
+browser as it arrives. It only keeps the last few KB to notice a stream that broke off without its terminal
+`done` frame, and then appends `error` + `done` itself, so the browser always sees a stream end on purpose.
+When the browser goes away, Starlette cancels the relay and closing the upstream response cancels QS (and
+through it the gateway).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+from cairn_core import (
+    CairnError,
+    DoneEvent,
+    ErrorEvent,
+    ReasonCode,
+    Status,
+    cancel_on_disconnect,
+    client_span,
+    current_request_id,
+    encode_event,
+    outgoing_headers,
+)
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Tracer
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from .metrics import BffMetrics
+
+log = structlog.get_logger("proxy")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Upstream headers worth passing on; hop-by-hop and framing headers are the server's own business.
+_PASS = ("content-type", "x-cache", "retry-after")
+_TAIL_BYTES = 4096
+
+
+def passthrough_headers(upstream: httpx.Headers) -> dict[str, str]:
+    return {k: upstream[k] for k in _PASS if k in upstream}
+
+
+def stream_ended(tail: bytes) -> bool:
+    """True when the last frame seen is a complete `done` frame (a line that starts `event: done`)."""
+    return tail.endswith(b"\n\n") and b"\nevent: done\n" in b"\n" + tail
+
+
+def terminal_frames(tail: bytes, message: str) -> bytes:
+    # Close a frame that was cut in half first, so the error frame is not glued onto it.
+    prefix = b"" if not tail or tail.endswith(b"\n\n") else b"\n\n"
+    code = ReasonCode.STREAM_INTERRUPTED
+    rid = current_request_id()
+    return (
+        prefix
+        + encode_event("error", ErrorEvent(reason_code=code, message=message, request_id=rid))
+        + encode_event("done", DoneEvent(status=Status.ERROR, reason_code=code))
+    )
+
+
+class Upstream:
+    """One upstream service (QS or the gateway) behind a shared httpx client made in the lifespan."""
+
+    def __init__(self, label: str, client: httpx.AsyncClient, tracer: Tracer, metrics: BffMetrics) -> None:
+        self.label = label
+        self.client = client
+        self.tracer = tracer
+        self.metrics = metrics
+
+    def _failure(self, exc: httpx.HTTPError) -> CairnError:
+        if isinstance(exc, httpx.TimeoutException):
+            return CairnError(ReasonCode.PROVIDER_TIMEOUT, f"The {self.label} did not answer in time.")
+        return CairnError(
+            ReasonCode.PROVIDER_UNAVAILABLE,
+            f"The {self.label} at {self.client.base_url} is unreachable: {type(exc).__name__}.",
+        )
+
+    async def forward(
+        self,
+        request: Request,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: Any = None,
+        content_type: str | None = None,
+    ) -> Response:
+        """Send one request and return the upstream's answer as it is (status, body, content type)."""
+        with client_span(self.tracer, f"{self.label} {method}", **{"url.path": path}):
+            headers = outgoing_headers({"content-type": content_type} if content_type else None)
+            call = self.client.request(method, path, content=content, params=params, headers=headers)
+            try:
+                resp = await cancel_on_disconnect(request, call)
+            except httpx.HTTPError as exc:
+                raise self._failure(exc) from None
+        return Response(resp.content, status_code=resp.status_code, headers=passthrough_headers(resp.headers))
+
+    async def get_text(self, path: str, timeout_s: float) -> str:
+        resp = await self.client.get(path, timeout=timeout_s, headers=outgoing_headers())
+        resp.raise_for_status()
+        return resp.text
+
+    async def open_stream(self, request: Request, path: str, content: bytes) -> Response:
+        """POST and relay an SSE answer byte for byte; a non-SSE answer (an error) is returned as it is."""
+        span = self.tracer.start_span(f"{self.label} POST stream", kind=SpanKind.CLIENT)
+        span.set_attribute("url.path", path)
+        with trace.use_span(span, end_on_exit=False):
+            headers = outgoing_headers({"content-type": "application/json", "accept": "text/event-stream"})
+        upstream_request = self.client.build_request("POST", path, content=content, headers=headers)
+        try:
+            resp = await cancel_on_disconnect(request, self.client.send(upstream_request, stream=True))
+        except httpx.HTTPError as exc:
+            span.end()
+            raise self._failure(exc) from None
+        except BaseException:
+            span.end()
+            raise
+        ctype = resp.headers.get("content-type", "")
+        if resp.status_code != 200 or not ctype.startswith("text/event-stream"):
+            try:
+                body = await resp.aread()
+            finally:
+                await resp.aclose()
+                span.end()
+            return Response(body, status_code=resp.status_code, headers=passthrough_headers(resp.headers))
+        extra = {k: v for k, v in passthrough_headers(resp.headers).items() if k != "content-type"}
+        return StreamingResponse(
+            self._relay(resp, span), media_type="text/event-stream", headers={**SSE_HEADERS, **extra}
+        )
+
+    async def _relay(self, resp: httpx.Response, span: Span) -> AsyncIterator[bytes]:
+        started = time.perf_counter()
+        self.metrics.streams.inc()
+        outcome = "client_gone"  # what is left if the browser leaves and Starlette cancels us mid-yield
+        tail = b""
+        try:
+            try:
+                async for chunk in resp.aiter_raw():
+                    tail = (tail + chunk)[-_TAIL_BYTES:]
+                    yield chunk
+                outcome = "complete" if stream_ended(tail) else "upstream_broken"
+            except httpx.HTTPError as exc:
+                log.warning("upstream_stream_failed", upstream=self.label, error=type(exc).__name__)
+                outcome = "upstream_broken"
+            if outcome == "upstream_broken":
+                yield terminal_frames(tail, f"The {self.label} stream broke off before it was complete.")
+        finally:
+            # Starlette cancels this generator when the browser leaves; shield the close so the upstream
+            # connection really is closed (that is what cancels the generation upstream).
+            with anyio.CancelScope(shield=True):
+                await resp.aclose()
+            self.metrics.streams.dec()
+            self.metrics.stream_outcomes.labels(outcome).inc()
+            span.set_attribute("cairn.stream_outcome", outcome)
+            span.end()
+            log.info(
+                "stream_relayed",
+                upstream=self.label,
+                outcome=outcome,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )

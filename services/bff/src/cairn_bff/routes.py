@@ -1,0 +1,164 @@
+"""Thin handlers: the page, `/api/*` forwarded to QS or the gateway, the dashboard JSON, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from cairn_core import (
+    BadRequest,
+    ReasonCode,
+    error_response,
+    metrics_response,
+    parse_json_body,
+    request_id_of,
+)
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from . import dashboard as dash
+from .proxy import Upstream
+from .schemas import ChatProxyRequest
+
+STATIC_DIR = Path(__file__).parent / "static"
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def _qs(request: Request) -> Upstream:
+    return request.app.state.qs
+
+
+def _gateway(request: Request) -> Upstream:
+    return request.app.state.gateway
+
+
+def _segment(request: Request, name: str) -> str:
+    # Path parameters are decoded by Starlette; encode again so an id can never change the upstream path.
+    return quote(request.path_params[name], safe="")
+
+
+# --- the page ------------------------------------------------------------------------------------------------
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers=_NO_CACHE)
+
+
+async def dashboard_page(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "dashboard.html", headers=_NO_CACHE)
+
+
+# --- /api: chat, documents, chunks, search, models -------------------------------------------------------------
+
+
+async def chat(request: Request) -> Response:
+    body = await request.body()
+    parsed = await parse_json_body(request, ChatProxyRequest)  # 400 on non-JSON; the rest is QS's to check
+    if parsed.stream:
+        return await _qs(request).open_stream(request, "/v1/chat", body)
+    return await _qs(request).forward(
+        request, "POST", "/v1/chat", content=body, content_type="application/json"
+    )
+
+
+async def documents(request: Request) -> Response:
+    qs = _qs(request)
+    if request.method == "GET":
+        return await qs.forward(request, "GET", "/v1/documents", params=request.query_params.multi_items())
+    ctype = request.headers.get("content-type")
+    if not ctype:
+        raise BadRequest("Upload a file as multipart/form-data (field 'file') or send a JSON document.")
+    # Read whole (bounded by BFF_MAX_BODY_BYTES) so the upload reaches QS with its own Content-Length.
+    return await qs.forward(
+        request, "POST", "/v1/documents", content=await request.body(), content_type=ctype
+    )
+
+
+async def document(request: Request) -> Response:
+    path = f"/v1/documents/{_segment(request, 'doc_id')}"
+    return await _qs(request).forward(request, request.method, path)
+
+
+async def chunk(request: Request) -> Response:
+    return await _qs(request).forward(request, "GET", f"/v1/chunks/{_segment(request, 'chunk_id')}")
+
+
+async def search(request: Request) -> Response:
+    body = await request.body()
+    return await _qs(request).forward(
+        request, "POST", "/v1/search", content=body, content_type="application/json"
+    )
+
+
+async def models(request: Request) -> Response:
+    return await _gateway(request).forward(request, "GET", "/v1/models")
+
+
+async def dashboard_data(request: Request) -> Response:
+    """One poll of the dashboard: every service's /metrics, summarised; a service that is down shows as down."""
+    timeout = request.app.state.settings.metrics_timeout_s
+    gw, qs = await asyncio.gather(
+        _gateway(request).get_text("/metrics", timeout),
+        _qs(request).get_text("/metrics", timeout),
+        return_exceptions=True,
+    )
+    own = dash.parse(metrics_response(request.app.state.metrics.registry).body.decode())
+    return JSONResponse(
+        {
+            "at": time.time(),
+            "gateway": {"up": True, **dash.gateway_summary(dash.parse(gw))}
+            if isinstance(gw, str)
+            else {"up": False, "error": type(gw).__name__},
+            "query": {"up": True, **dash.query_summary(dash.parse(qs))}
+            if isinstance(qs, str)
+            else {"up": False, "error": type(qs).__name__},
+            "bff": dash.bff_summary(own),
+        },
+        headers=_NO_CACHE,
+    )
+
+
+# --- operations ----------------------------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when QS answers its health check: without QS the page can do nothing useful."""
+    try:
+        await _qs(request).get_text("/healthz", request.app.state.settings.metrics_timeout_s)
+    except Exception as exc:
+        return error_response(
+            ReasonCode.PROVIDER_UNAVAILABLE,
+            f"The query service is not reachable: {type(exc).__name__}.",
+            request_id_of(request),
+            status="unavailable",
+        )
+    return JSONResponse({"status": "ready", "query_service": "up"})
+
+
+async def metrics(request: Request) -> Response:
+    return metrics_response(request.app.state.metrics.registry)
+
+
+ROUTES = [
+    Route("/", index, methods=["GET"]),
+    Route("/dashboard", dashboard_page, methods=["GET"]),
+    Route("/api/chat", chat, methods=["POST"]),
+    Route("/api/documents", documents, methods=["GET", "POST"]),
+    Route("/api/documents/{doc_id}", document, methods=["GET", "DELETE"]),
+    Route("/api/chunks/{chunk_id}", chunk, methods=["GET"]),
+    Route("/api/search", search, methods=["POST"]),
+    Route("/api/models", models, methods=["GET"]),
+    Route("/api/dashboard", dashboard_data, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+]

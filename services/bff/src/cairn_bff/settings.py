@@ -1,0 +1,56 @@
+"""BFF settings: one pydantic-settings class, env prefix `BFF_`, documented in .env.example (# BEGIN bff)."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class BffSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BFF_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "INFO"
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+
+    # Upstreams.
+    qs_url: str = "http://127.0.0.1:8081"
+    gateway_url: str = "http://127.0.0.1:8082"
+    upstream_timeout_s: float = Field(120.0, gt=0)  # a whole non-stream answer / gap between stream bytes
+    connect_timeout_s: float = Field(5.0, gt=0)
+    metrics_timeout_s: float = Field(2.0, gt=0)  # dashboard scrapes of the services' /metrics
+
+    # Auth: API keys for programmatic clients; local mode lets the page on loopback in without one.
+    api_keys: SecretStr = SecretStr("")  # comma-separated
+    local_mode: bool = True
+    local_networks: str = "127.0.0.0/8,::1/128"  # clients that count as "local" in local mode
+
+    # Rate limit per API key (or per client IP without a key): a token bucket.
+    rate_limit_per_minute: float = Field(120.0, ge=0)  # 0 = off
+    rate_limit_burst: int = Field(30, ge=1)
+
+    # CORS: closed unless origins are listed (comma-separated, exact, e.g. https://chat.example.com).
+    cors_origins: str = ""
+
+    max_body_bytes: int = Field(12_000_000, ge=1_000)  # uploads go through here; QS has its own limit
+
+    @cached_property
+    def key_list(self) -> list[bytes]:
+        return [k.strip().encode() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    @cached_property
+    def local_network_list(self) -> list[IPNetwork]:
+        return [
+            ipaddress.ip_network(n.strip(), strict=False) for n in self.local_networks.split(",") if n.strip()
+        ]
+
+    @cached_property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]

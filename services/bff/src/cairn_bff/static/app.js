@@ -1,0 +1,348 @@
+// Cairn chat page: plain JS, no build step. All text from the server is set with textContent, never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let current = null; // the answer being streamed: {controller, el}
+
+// --- HTTP helpers --------------------------------------------------------------------------------------------
+
+function authHeaders(extra) {
+  const headers = Object.assign({}, extra || {});
+  const key = $("api-key").value.trim();
+  if (key) headers["Authorization"] = "Bearer " + key;
+  return headers;
+}
+
+async function api(path, options) {
+  const opts = Object.assign({}, options || {});
+  opts.headers = authHeaders(opts.headers);
+  const resp = await fetch(path, opts);
+  if (!resp.ok) {
+    let body = {};
+    try { body = await resp.json(); } catch (_) { body = { message: resp.statusText }; }
+    const err = new Error((body.reason_code || "HTTP " + resp.status) + ": " + (body.message || ""));
+    err.body = body;
+    err.status = resp.status;
+    throw err;
+  }
+  return resp;
+}
+
+// Reads a text/event-stream body and calls onEvent(name, data) per frame, as frames arrive.
+async function readSSE(resp, onEvent) {
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.search(/\r?\n\r?\n/)) !== -1) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
+      let name = "message";
+      const data = [];
+      for (const line of block.split(/\r?\n/)) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (!data.length) continue;
+      let parsed;
+      try { parsed = JSON.parse(data.join("\n")); } catch (_) { continue; } // a frame cut in half
+      onEvent(name, parsed);
+    }
+  }
+}
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// --- models and documents ------------------------------------------------------------------------------------
+
+async function loadModels() {
+  const select = $("model-select");
+  try {
+    const data = await (await api("/api/models")).json();
+    for (const m of data.data || []) {
+      if (m.kind === "embedding") continue;
+      const opt = el("option", "", m.id + (m.provider ? " · " + m.provider : "") + (m.default ? " (default)" : ""));
+      opt.value = m.default ? "" : m.id;
+      if (m.default) select.replaceChildren(opt);
+      else select.append(opt);
+    }
+  } catch (err) {
+    select.title = "Models unavailable: " + err.message;
+  }
+}
+
+async function loadDocs() {
+  const list = $("doc-list");
+  try {
+    const data = await (await api("/api/documents?limit=200")).json();
+    list.replaceChildren(...(data.documents || []).map(docItem));
+    if (!list.children.length) list.append(el("li", "hint", "No documents yet: upload one to ask about it."));
+  } catch (err) {
+    list.replaceChildren(el("li", "error", "Cannot list documents: " + err.message));
+  }
+}
+
+function docItem(doc) {
+  const li = el("li", "doc");
+  li.dataset.id = doc.id;
+  li.append(el("span", "doc-title", doc.title || doc.id), el("span", "hint", " " + doc.chunks + " chunks"));
+  const del = el("button", "link delete", "delete");
+  del.type = "button";
+  del.title = "Delete " + (doc.title || doc.id);
+  del.addEventListener("click", async () => {
+    try {
+      await api("/api/documents/" + encodeURIComponent(doc.id), { method: "DELETE" });
+    } catch (err) {
+      $("upload-status").textContent = err.message;
+    }
+    loadDocs();
+  });
+  li.append(del);
+  return li;
+}
+
+async function upload(event) {
+  event.preventDefault();
+  const input = $("file-input");
+  if (!input.files.length) return;
+  const form = new FormData();
+  form.append("file", input.files[0]);
+  const status = $("upload-status");
+  status.textContent = "Uploading " + input.files[0].name + "…";
+  status.className = "status";
+  try {
+    const doc = await (await api("/api/documents", { method: "POST", body: form })).json();
+    status.textContent = "Added “" + (doc.title || doc.id) + "” (" + doc.chunks + " chunks).";
+    input.value = "";
+  } catch (err) {
+    status.textContent = "Upload failed: " + err.message;
+    status.className = "status error";
+  }
+  loadDocs();
+}
+
+// --- chunks (cited sources) ----------------------------------------------------------------------------------
+
+async function openChunk(chunkId) {
+  const dialog = $("chunk-dialog");
+  $("chunk-title").textContent = chunkId;
+  $("chunk-meta").textContent = "";
+  $("chunk-text").textContent = "Loading…";
+  if (!dialog.open) dialog.showModal();
+  try {
+    const chunk = await (await api("/api/chunks/" + encodeURIComponent(chunkId))).json();
+    $("chunk-title").textContent = chunk.title || chunk.document_id;
+    $("chunk-meta").textContent = chunk.chunk_id + (chunk.url ? " · " + chunk.url : "");
+    $("chunk-text").textContent = chunk.text;
+  } catch (err) {
+    $("chunk-text").textContent = "Cannot load this source: " + err.message;
+  }
+}
+
+// --- one answer ------------------------------------------------------------------------------------------------
+
+function newAnswer() {
+  const box = el("article", "msg assistant");
+  box.dataset.state = "streaming";
+  box.dataset.deltas = "0";
+  const parts = {
+    meta: el("div", "meta", "…"),
+    notice: el("div", "notice"),
+    answer: el("div", "answer"),
+    citations: el("ol", "citations"),
+    sources: el("div", "sources"),
+    footer: el("div", "footer hint"),
+  };
+  parts.notice.hidden = true;
+  box.append(parts.meta, parts.notice, parts.answer, parts.citations, parts.sources, parts.footer);
+  return { box, parts, text: "", sources: [], citations: [], numbers: new Map(), fallback: null, error: null };
+}
+
+// Answer text with [chunk-id] markers turned into numbered, clickable citations once they are known.
+function renderAnswer(a) {
+  const nodes = [];
+  const re = /\[([A-Za-z0-9._:-]+)\]/g;
+  let last = 0;
+  let m;
+  while ((m = re.exec(a.text)) !== null) {
+    const chunkId = m[1];
+    const n = a.numbers.get(chunkId);
+    if (n === undefined) continue;
+    nodes.push(document.createTextNode(a.text.slice(last, m.index)));
+    const ref = el("button", "ref", "[" + n + "]");
+    ref.type = "button";
+    ref.title = chunkId;
+    ref.addEventListener("click", () => openChunk(chunkId));
+    nodes.push(ref);
+    last = m.index + m[0].length;
+  }
+  nodes.push(document.createTextNode(a.text.slice(last)));
+  a.parts.answer.replaceChildren(...nodes);
+}
+
+function renderCitations(a) {
+  const items = a.citations.map((c, i) => {
+    a.numbers.set(c.chunk_id, i + 1);
+    const li = el("li", "citation");
+    const link = el("button", "link", c.title || c.chunk_id);
+    link.type = "button";
+    link.dataset.chunkId = c.chunk_id;
+    link.addEventListener("click", () => openChunk(c.chunk_id));
+    li.append(link, el("span", "hint", " " + c.chunk_id));
+    return li;
+  });
+  a.parts.citations.replaceChildren(...items);
+  renderAnswer(a);
+}
+
+function renderSourcesAsResults(a) {
+  if (!a.sources.length) return;
+  const list = el("ol", "results");
+  for (const s of a.sources) {
+    const li = el("li");
+    const link = el("button", "link", s.title || s.chunk_id);
+    link.type = "button";
+    link.addEventListener("click", () => openChunk(s.chunk_id));
+    li.append(link, el("p", "snippet", s.snippet || (s.text || "").slice(0, 300)));
+    list.append(li);
+  }
+  a.parts.sources.replaceChildren(el("h4", "", "Most relevant passages"), list);
+}
+
+function showNotice(a, kind, title, message) {
+  a.parts.notice.hidden = false;
+  a.parts.notice.className = "notice " + kind;
+  a.parts.notice.replaceChildren(el("strong", "", title), el("span", "", " " + (message || "")));
+}
+
+function handleEvent(a, name, data) {
+  switch (name) {
+    case "sources":
+      a.sources = data.sources || [];
+      break;
+    case "meta":
+      a.parts.meta.textContent = [data.model, data.provider].filter(Boolean).join(" · ");
+      break;
+    case "delta":
+      a.text += data.text;
+      a.box.dataset.deltas = String(Number(a.box.dataset.deltas) + 1);
+      renderAnswer(a);
+      break;
+    case "citations":
+      a.citations = data.citations || [];
+      renderCitations(a);
+      break;
+    case "fallback":
+      a.fallback = data;
+      if (data.discard_answer) {
+        a.parts.answer.classList.add("discarded");
+        a.parts.answer.title = "The model's answer was withdrawn: it could not be checked against your documents.";
+      }
+      showNotice(a, "fallback", "Fallback answer (" + data.reason_code + ").", data.message);
+      renderSourcesAsResults(a);
+      break;
+    case "error":
+      a.error = data;
+      break;
+    case "done":
+      finishAnswer(a, data);
+      break;
+  }
+}
+
+function finishAnswer(a, done) {
+  if (done.status === "ok") a.box.dataset.state = "done";
+  else a.box.dataset.state = done.status || "error";
+  if (done.status !== "ok" && !a.fallback) {
+    const code = done.reason_code || (a.error && a.error.reason_code) || "ERROR";
+    const message = (a.error && a.error.message) || "The answer could not be completed.";
+    showNotice(a, done.status === "fallback" ? "fallback" : "error", "Fallback answer (" + code + ").", message);
+    renderSourcesAsResults(a);
+  }
+  const bits = [];
+  if (done.stop_reason) bits.push("stop: " + done.stop_reason);
+  if (done.usage && done.usage.completion_tokens) bits.push(done.usage.completion_tokens + " tokens");
+  if (done.latency_ms) bits.push(Math.round(done.latency_ms) + " ms");
+  a.parts.footer.textContent = bits.join(" · ");
+}
+
+function setBusy(busy) {
+  $("send-btn").disabled = busy;
+  $("stop-btn").disabled = !busy;
+}
+
+async function ask(question) {
+  const messages = $("messages");
+  messages.append(el("article", "msg user", question));
+  const a = newAnswer();
+  messages.append(a.box);
+  const controller = new AbortController();
+  current = { controller, a };
+  setBusy(true);
+  const body = { query: question, stream: true };
+  const model = $("model-select").value;
+  if (model) body.model = model;
+  try {
+    const resp = await api("/api/chat", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      body: JSON.stringify(body),
+      signal: controller.signal,
+    });
+    await readSSE(resp, (name, data) => handleEvent(a, name, data));
+    if (a.box.dataset.state === "streaming") {
+      a.box.dataset.state = "error";
+      showNotice(a, "error", "Connection lost.", "The answer stopped before it was complete.");
+    }
+  } catch (err) {
+    if (err.name === "AbortError") {
+      a.box.dataset.state = "stopped";
+      a.parts.footer.textContent = "Stopped: generation cancelled.";
+    } else {
+      a.box.dataset.state = "error";
+      showNotice(a, "error", "Request failed.", err.message);
+    }
+  } finally {
+    current = null;
+    setBusy(false);
+    messages.scrollTop = messages.scrollHeight;
+  }
+}
+
+// --- wiring ----------------------------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  const keyInput = $("api-key");
+  keyInput.value = sessionStorage.getItem("cairn-api-key") || "";
+  keyInput.addEventListener("change", () => {
+    sessionStorage.setItem("cairn-api-key", keyInput.value.trim());
+    loadModels();
+    loadDocs();
+  });
+  $("upload-form").addEventListener("submit", upload);
+  $("ask-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const q = $("question").value.trim();
+    if (!q || current) return;
+    $("question").value = "";
+    ask(q);
+  });
+  $("question").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      $("ask-form").requestSubmit();
+    }
+  });
+  $("stop-btn").addEventListener("click", () => { if (current) current.controller.abort(); });
+  loadModels();
+  loadDocs();
+});
