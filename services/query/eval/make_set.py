@@ -1,0 +1,254 @@
+"""Writes documents.jsonl and questions.jsonl: the evaluation set, kept as readable Python data here.
+
+Run `python services/query/eval/make_set.py` after editing; `make eval` reads the .jsonl files.
+A fictional company (Fernhill Robotics) so that no model can answer from what it memorised.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# (id, title, text)
+DOCUMENTS = [
+    (
+        "leave",
+        "Annual leave",
+        "Every employee at Fernhill Robotics receives 27 days of paid annual leave per calendar year. Leave requests must be submitted in the HR portal at least ten working days in advance. Up to five unused days can be carried over into the next year; carried-over days expire on 31 March.",
+    ),
+    (
+        "sick-leave",
+        "Sick leave",
+        "If you are ill, notify your team lead before 10:00 on the first day of absence. A doctor's note is required from the fourth consecutive day of sickness. Sick days do not reduce your annual leave balance.",
+    ),
+    (
+        "parental-leave",
+        "Parental leave",
+        "Fernhill offers 20 weeks of fully paid parental leave to every new parent, regardless of gender. Parental leave can be split into at most three blocks and must be taken within 24 months of the birth or adoption.",
+    ),
+    (
+        "remote-work",
+        "Remote work",
+        "Employees may work remotely up to three days per week. Tuesdays are office days for every team, so that meetings can happen in person. Working from another country requires approval from HR for stays longer than 30 days.",
+    ),
+    (
+        "office-hours",
+        "Office hours and access",
+        "The Lyon office is open from 7:30 to 20:00 on weekdays. Badges are needed to enter after 18:00. The office is closed on weekends and on French public holidays.",
+    ),
+    (
+        "badges",
+        "Badges",
+        "Lost badges must be reported to reception within 24 hours. A replacement badge costs 15 euros, deducted from the next salary. Visitor badges are issued at reception and must be returned on leaving.",
+    ),
+    (
+        "expenses",
+        "Expense reports",
+        "Submit expense reports in Ledgerly within 30 days of the purchase, with a photo of the receipt. Expenses above 500 euros need prior approval from your budget owner. Reimbursements are paid with the monthly salary.",
+    ),
+    (
+        "travel",
+        "Business travel",
+        "Book business trips through the Voyago portal. Trains are preferred for trips under five hours. Economy class is the default for flights; business class is allowed for flights longer than eight hours. The hotel budget is 160 euros per night in Paris and 120 euros elsewhere.",
+    ),
+    (
+        "per-diem",
+        "Meal allowance on trips",
+        "During business travel the daily meal allowance is 45 euros. Alcohol is not reimbursed. Client dinners are covered separately and need the client's name on the expense report.",
+    ),
+    (
+        "equipment",
+        "Laptops and equipment",
+        "New employees choose between a 14-inch ThinkPad and a MacBook Pro. Laptops are replaced every four years. Each employee also gets a 300 euro home-office budget once, for a chair, screen or desk.",
+    ),
+    (
+        "vpn",
+        "VPN access",
+        "To reach internal services from outside the office, connect with the WireGuard VPN. Download your personal profile from the IT portal at it.fernhill.example; profiles are valid for 90 days and must then be renewed.",
+    ),
+    (
+        "passwords",
+        "Passwords and MFA",
+        "Passwords must be at least 14 characters long. Multi-factor authentication with a hardware key is mandatory for email, the code forge and the HR portal. Never reuse a Fernhill password on another site.",
+    ),
+    (
+        "security-incidents",
+        "Reporting security incidents",
+        "Report suspected phishing or a lost device immediately to security@fernhill.example or on the #sec-incidents channel. The on-call security engineer answers within 15 minutes, day and night.",
+    ),
+    (
+        "onboarding",
+        "Onboarding",
+        "On the first day, new employees meet their onboarding buddy at 9:30 at reception. The first week includes a safety training in the robotics lab and a tour of the assembly line. The probation period lasts four months.",
+    ),
+    (
+        "lab-safety",
+        "Robotics lab safety",
+        "Safety glasses are mandatory in the robotics lab at all times. Robot arms must be in locked mode before anyone enters the fenced cell. The emergency stop buttons are red and located at every exit of the lab.",
+    ),
+    (
+        "assembly-line",
+        "Assembly line",
+        "The assembly line runs two shifts, from 6:00 to 14:00 and from 14:00 to 22:00. Each shift starts with a ten-minute safety briefing. Quality checks happen at station 7, before packaging.",
+    ),
+    (
+        "product-kestrel",
+        "Kestrel robot",
+        "Kestrel is Fernhill's warehouse picking robot. It carries up to 18 kilograms, runs for nine hours on one charge, and navigates with lidar and ceiling markers. Kestrel was launched in 2023.",
+    ),
+    (
+        "product-heron",
+        "Heron arm",
+        "Heron is a collaborative robot arm for laboratories. It has six axes, a reach of 850 millimetres and a payload of 5 kilograms. Heron stops within 50 milliseconds when it touches a person.",
+    ),
+    (
+        "support-hours",
+        "Customer support",
+        "Customer support answers tickets from 8:00 to 18:00 Central European Time on weekdays. Customers with a Premium contract get a phone line that is staffed around the clock. The target first response time is four business hours.",
+    ),
+    (
+        "warranty",
+        "Warranty",
+        "All Fernhill robots carry a two-year warranty on parts and labour. Batteries are covered for 18 months. The warranty is void if the robot was opened by someone who is not a certified technician.",
+    ),
+    (
+        "returns",
+        "Returns",
+        "Customers can return an unused robot within 30 days for a full refund. Return shipping is paid by Fernhill. Robots that were deployed in production can only be returned through the warranty process.",
+    ),
+    (
+        "salary",
+        "Salary and payday",
+        "Salaries are paid on the 25th of each month. If the 25th falls on a weekend, payment happens on the previous Friday. Payslips are available in the HR portal.",
+    ),
+    (
+        "bonus",
+        "Annual bonus",
+        "The annual bonus is up to 10 percent of the yearly base salary. It depends half on company results and half on personal objectives, and is paid in April.",
+    ),
+    (
+        "training",
+        "Training budget",
+        "Every employee has a yearly training budget of 1,200 euros for courses, conferences and books. Requests go to your manager at least three weeks before the course starts.",
+    ),
+    (
+        "canteen",
+        "Canteen",
+        "The canteen serves lunch from 11:45 to 14:00. A vegetarian dish is offered every day, and Thursdays are fully vegetarian. Meals cost 4.50 euros for employees thanks to a company subsidy.",
+    ),
+    (
+        "parking",
+        "Parking and bikes",
+        "The car park has 60 spaces, assigned by a monthly lottery. Bicycle parking in the basement is free and has charging points for e-bikes. Employees who cycle to work receive 35 euros a month.",
+    ),
+    (
+        "code-review",
+        "Code review",
+        "Every change to the robot firmware needs approval from two reviewers, one of whom must be from the safety team. Reviews should be done within one business day. Merges to the main branch are blocked on Fridays after 15:00.",
+    ),
+    (
+        "releases",
+        "Firmware releases",
+        "Firmware is released every six weeks. Release candidates run for one week on the test fleet of twelve Kestrel robots before they go to customers. Hotfixes can skip the test fleet only with the CTO's approval.",
+    ),
+    (
+        "on-call",
+        "On-call rotation",
+        "Engineers join the on-call rotation after their probation period. A shift lasts one week, from Monday 10:00 to the next Monday 10:00. On-call engineers receive 250 euros per week of on-call duty.",
+    ),
+    (
+        "meeting-rooms",
+        "Meeting rooms",
+        "Meeting rooms are booked in the calendar. The largest room, Summit, seats 24 people and has a video-conference system. Rooms booked but unused for 15 minutes are released automatically.",
+    ),
+    (
+        "recycling",
+        "Waste and recycling",
+        "Electronic waste and used batteries go to the yellow bins next to the loading dock. Paper and cardboard go to the blue bins on every floor. The facilities team empties the yellow bins every Wednesday.",
+    ),
+    (
+        "whistleblowing",
+        "Whistleblowing",
+        "Concerns about fraud, safety or discrimination can be reported anonymously through the EthicsLine website. Reports are handled by the compliance officer, and retaliation against a reporter is a dismissible offence.",
+    ),
+]
+
+# (question, expected chunk ids, expected fact in the answer)
+QUESTIONS = [
+    ("How many days of paid annual leave do employees get?", ["leave:0"], "27"),
+    ("How far in advance must leave requests be submitted?", ["leave:0"], "ten"),
+    ("When do carried-over leave days expire?", ["leave:0"], "31 March"),
+    ("From which day of sickness is a doctor's note required?", ["sick-leave:0"], "fourth"),
+    ("How long is parental leave?", ["parental-leave:0"], "20 weeks"),
+    ("How many days per week can I work remotely?", ["remote-work:0"], "three"),
+    ("Which day is an office day for every team?", ["remote-work:0"], "Tuesday"),
+    ("Until what time is the Lyon office open on weekdays?", ["office-hours:0"], "20:00"),
+    ("How much does a replacement badge cost?", ["badges:0"], "15"),
+    ("Which tool is used for expense reports?", ["expenses:0"], "Ledgerly"),
+    ("Above what amount do expenses need prior approval?", ["expenses:0"], "500"),
+    ("What is the hotel budget per night in Paris?", ["travel:0"], "160"),
+    ("When is business class allowed on flights?", ["travel:0"], "eight hours"),
+    ("What is the daily meal allowance during business travel?", ["per-diem:0"], "45"),
+    ("How often are laptops replaced?", ["equipment:0"], "four years"),
+    ("How big is the home-office budget?", ["equipment:0"], "300"),
+    ("Which VPN client do I use to reach internal services?", ["vpn:0"], "WireGuard"),
+    ("How long are VPN profiles valid?", ["vpn:0"], "90 days"),
+    ("What is the minimum password length?", ["passwords:0"], "14"),
+    ("Where do I report a phishing email?", ["security-incidents:0"], "security@fernhill.example"),
+    ("How long is the probation period?", ["onboarding:0"], "four months"),
+    ("What must I wear in the robotics lab?", ["lab-safety:0"], "glasses"),
+    ("What color are the emergency stop buttons?", ["lab-safety:0"], "red"),
+    ("When does the second assembly line shift end?", ["assembly-line:0"], "22:00"),
+    ("At which station are quality checks done?", ["assembly-line:0"], "7"),
+    ("How much weight can the Kestrel robot carry?", ["product-kestrel:0"], "18"),
+    ("How long does Kestrel run on one charge?", ["product-kestrel:0"], "nine hours"),
+    ("What is the reach of the Heron arm?", ["product-heron:0"], "850"),
+    ("What are customer support hours?", ["support-hours:0"], "8:00"),
+    ("How long is the warranty on robots?", ["warranty:0"], "two-year"),
+    ("How long are batteries covered by the warranty?", ["warranty:0"], "18 months"),
+    ("Within how many days can a customer return an unused robot?", ["returns:0"], "30 days"),
+    ("On which day of the month are salaries paid?", ["salary:0"], "25"),
+    ("What is the maximum annual bonus?", ["bonus:0"], "10 percent"),
+    ("How large is the yearly training budget?", ["training:0"], "1,200"),
+    ("Which day is fully vegetarian in the canteen?", ["canteen:0"], "Thursday"),
+    ("How much do employees get for cycling to work?", ["parking:0"], "35"),
+    ("How many reviewers must approve a firmware change?", ["code-review:0"], "two"),
+    ("How often is firmware released?", ["releases:0"], "six weeks"),
+    ("How much is paid per week of on-call duty?", ["on-call:0"], "250"),
+    ("How many people does the Summit meeting room seat?", ["meeting-rooms:0"], "24"),
+    ("Where do used batteries go?", ["recycling:0"], "yellow"),
+]
+
+# Questions the documents do not answer: the right outcome is NO_CONTEXT (reported separately).
+NEGATIVES = [
+    "What is the capital of Australia?",
+    "Who won the football world cup in 1998?",
+    "Explain quantum chromodynamics.",
+]
+
+
+def main() -> None:
+    with (HERE / "documents.jsonl").open("w") as f:
+        for doc_id, title, text in DOCUMENTS:
+            row = {
+                "id": doc_id,
+                "title": title,
+                "url": f"https://wiki.fernhill.example/{doc_id}",
+                "text": text,
+            }
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with (HERE / "questions.jsonl").open("w") as f:
+        for question, ids, fact in QUESTIONS:
+            f.write(
+                json.dumps({"question": question, "chunk_ids": ids, "fact": fact}, ensure_ascii=False) + "\n"
+            )
+        for question in NEGATIVES:
+            f.write(
+                json.dumps({"question": question, "chunk_ids": [], "fact": None}, ensure_ascii=False) + "\n"
+            )
+
+
+if __name__ == "__main__":
+    main()
