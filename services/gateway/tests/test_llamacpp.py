@@ -63,7 +63,9 @@ def test_default_gateway_loads_gemma_and_minilm(gw: ServerProcess) -> None:
     assert emb["provider"] == "onnx" and emb["dims"] == 384
     metrics = httpx.get(f"{gw.url}/metrics", timeout=10).text
     assert "process_resident_memory_bytes" in metrics
-    line = next(x for x in metrics.splitlines() if x.startswith('cairn_gateway_model_memory_bytes{model="llamacpp"}'))
+    line = next(
+        x for x in metrics.splitlines() if x.startswith('cairn_gateway_model_memory_bytes{model="llamacpp"}')
+    )
     assert float(line.split()[-1]) > 200 * 1024 * 1024
 
 
@@ -147,3 +149,92 @@ def test_embeddings_rank_paraphrase_above_unrelated(gw: ServerProcess) -> None:
     assert cos_ac == pytest.approx(0.05, abs=0.05)
     openai = httpx.post(f"{gw.url}/v1/embeddings", json={"input": texts[0]}, timeout=30).json()
     assert openai["data"][0]["embedding"] == pytest.approx(a, abs=1e-6)
+
+
+# --- grounded answers: the grammar keeps the citation JSON valid -----------------------------------------
+
+_SOURCES = {
+    "kb/cairn#0": (
+        "Cairn",
+        "Cairn is a self-hosted chat stack that answers questions from a team's documents.",
+    ),
+    "kb/gateway#1": ("Gateway", "The LLM gateway listens on port 8082 and routes requests to a provider."),
+    "kb/bff#0": ("BFF", "The BFF serves the web chat page on port 8080 and proxies streams byte for byte."),
+    "kb/query#2": (
+        "Query",
+        "The query service retrieves chunks with BM25 and vectors, then asks the gateway.",
+    ),
+    "kb/vacation#0": (
+        "Vacation",
+        "Employees get 25 days of paid vacation per year, booked in the HR portal.",
+    ),
+    "kb/vpn#3": ("VPN", "To reach the VPN, install WireGuard and import the profile from the IT wiki."),
+    "kb/coffee#0": (
+        "Coffee",
+        "The coffee machine on floor 2 is descaled every Friday by the facilities team.",
+    ),
+    "kb/deploy#4": (
+        "Deploys",
+        "Production deploys happen on Tuesdays and Thursdays after the 10:00 stand-up.",
+    ),
+}
+_CASES = [
+    ("What is Cairn?", ["kb/cairn#0", "kb/gateway#1"]),
+    ("Which port does the gateway use?", ["kb/gateway#1", "kb/bff#0"]),
+    ("What does the BFF do?", ["kb/bff#0", "kb/query#2", "kb/cairn#0"]),
+    ("How are chunks retrieved?", ["kb/query#2"]),
+    ("How many vacation days do I get?", ["kb/vacation#0", "kb/vpn#3"]),
+    ("How do I connect to the VPN?", ["kb/vpn#3", "kb/vacation#0", "kb/coffee#0"]),
+    ("When is the coffee machine descaled?", ["kb/coffee#0", "kb/deploy#4"]),
+    ("When can I deploy to production?", ["kb/deploy#4", "kb/coffee#0"]),
+    ("Where do I book vacation?", ["kb/vacation#0"]),
+    ("Who descales the coffee machine?", ["kb/coffee#0", "kb/vacation#0", "kb/vpn#3", "kb/deploy#4"]),
+    ("What is the capital of France?", ["kb/cairn#0", "kb/vpn#3"]),  # not in the sources
+    ("Summarise the architecture.", ["kb/bff#0", "kb/gateway#1", "kb/query#2"]),
+    ("Does Cairn need the cloud?", ["kb/cairn#0"]),
+    ("Which tool do I install for the VPN?", ["kb/vpn#3"]),
+    ("What happens after the stand-up on Tuesday?", ["kb/deploy#4", "kb/cairn#0"]),
+    ("port?", ["kb/gateway#1", "kb/bff#0"]),
+    ("Tell me everything about streams and proxies.", ["kb/bff#0", "kb/query#2"]),
+    ("¿Cuántos días de vacaciones tengo?", ["kb/vacation#0", "kb/coffee#0"]),  # another language
+    ('Quote "descaled" and explain the word.', ["kb/coffee#0"]),
+    ("List the services and their ports in one sentence.", ["kb/gateway#1", "kb/bff#0", "kb/query#2"]),
+]
+
+
+def _chunks(ids: list[str]) -> list[dict[str, str]]:
+    return [{"chunk_id": i, "title": _SOURCES[i][0], "text": _SOURCES[i][1]} for i in ids]
+
+
+@pytest.mark.parametrize(("question", "ids"), _CASES, ids=[f"q{i:02d}" for i in range(len(_CASES))])
+def test_constrained_citations_always_parse(gw: ServerProcess, question: str, ids: list[str]) -> None:
+    body = generate(
+        gw,
+        prompt=question,
+        citations_required=True,
+        context_chunks=_chunks(ids),
+        max_tokens=64,
+        temperature=0.7,
+        seed=len(question),
+    )
+    # Never a fallback: the grammar makes the JSON parse and restricts chunk_id to the given ids.
+    assert body["status"] == "ok", body
+    assert body["answer"].strip()
+    assert body["citations"] and {c["chunk_id"] for c in body["citations"]} <= set(ids)
+
+
+def test_constrained_citations_stream_as_a_citations_event(gw: ServerProcess) -> None:
+    ids = ["kb/vpn#3", "kb/vacation#0"]
+    events = stream(
+        gw,
+        prompt="How do I connect to the VPN?",
+        citations_required=True,
+        context_chunks=_chunks(ids),
+        max_tokens=64,
+        temperature=0,
+    )
+    names = [n for n, _ in events]
+    assert names[0] == "meta" and names[-1] == "done" and "citations" in names
+    cites = next(d for n, d in events if n == "citations")
+    assert {c["chunk_id"] for c in cites["citations"]} <= set(ids)
+    assert events[-1][1]["status"] == "ok"

@@ -52,6 +52,21 @@ def budget_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
     return out
 
 
+def json_grammar(schema: dict[str, Any]) -> str:
+    """GBNF for the schema, with raw control characters barred from strings.
+
+    llama-cpp-python's converter lets a string hold a raw newline (`char ::= [^"\\] | ...`), which JSON
+    forbids and Gemma readily writes; the rule below is the JSON spec's (and llama.cpp's own converter's).
+    """
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    lines = json_schema_to_gbnf(json.dumps(schema)).splitlines()
+    return "\n".join(_JSON_CHAR if line.startswith("char ::= ") else line for line in lines)
+
+
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+
+
 @dataclass
 class _Counters:
     """Token accounting, visible in /v1/models: how many tokens ran after a cancel (the bound we promise)."""
@@ -202,7 +217,7 @@ class LlamaCppProvider:
             from llama_cpp import LlamaGrammar
 
             schema = budget_schema(req.json_schema or {}, req.max_tokens)
-            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            grammar = LlamaGrammar.from_string(json_grammar(schema), verbose=False)
         # JSON output is never cut by stop strings: the grammar decides where it ends.
         scanner = StopScanner([] if grounded else req.stop)
         sampled = 0

@@ -30,7 +30,9 @@ from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
 class OnnxGenAIProvider:
     name = "onnx"
 
-    def __init__(self, spec: ModelSpec, settings: GatewaySettings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, settings: GatewaySettings, http: httpx.AsyncClient | None = None
+    ) -> None:
         self.spec = spec
         self.settings = settings
         self.model = spec.model or ""
@@ -99,7 +101,9 @@ class OnnxGenAIProvider:
     async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
         if self._executor is None:
             raise ProviderError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {self.spec.alias!r} is not loaded.")
-        async for chunk in stream_in_thread(self._executor, lambda emit, cancel: self._run(req, emit, cancel)):
+        async for chunk in stream_in_thread(
+            self._executor, lambda emit, cancel: self._run(req, emit, cancel)
+        ):
             yield chunk
 
     def _prompt(self, messages: list[ChatMessage], grounded: bool) -> str:
@@ -114,7 +118,9 @@ class OnnxGenAIProvider:
             pass
         return render_prompt(messages, grounded)
 
-    def _run(self, req: ProviderRequest, emit: Callable[[ProviderChunk], None], cancel: threading.Event) -> None:
+    def _run(
+        self, req: ProviderRequest, emit: Callable[[ProviderChunk], None], cancel: threading.Event
+    ) -> None:
         import onnxruntime_genai as og
 
         grounded = req.json_schema is not None
