@@ -1,0 +1,132 @@
+"""Model registry with in-process models: declared aliases, admin load/unload/default, the sha256 manifest
+check and the memory guard, against a real gateway process with the packaged Gemma 3 270M."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from cairn_testing import ServerProcess, start_server
+
+pytestmark = pytest.mark.model
+
+TOKEN = "test-admin-token"
+MODELS = [
+    # The same packaged GGUF under a second alias, loaded only on request.
+    {"alias": "gemma-b", "provider": "llamacpp", "load": False, "params": {"max_concurrency": 1}},
+    {"alias": "gemma-bad-sha", "provider": "llamacpp", "load": False, "sha256": "0" * 64},
+    {"alias": "gemma-small-limit", "provider": "llamacpp", "load": False, "params": {"memory_limit_mb": 64}},
+    {"alias": "toy", "provider": "toy"},
+]
+
+
+@pytest.fixture(scope="module")
+def gw() -> Iterator[ServerProcess]:
+    srv = start_server(
+        "gateway-registry",
+        ["cairn_gateway"],
+        env={
+            "LLM_PORT": "{port}",
+            "LLM_PROVIDER": "llamacpp",
+            "LLM_MODEL": "gemma",
+            "LLM_EMBED_PROVIDER": "toy",
+            "LLM_ADMIN_TOKEN": TOKEN,
+            "LLM_MODELS": json.dumps(MODELS),
+        },
+        health_path="/readyz",
+        timeout_s=120,
+    )
+    yield srv
+    srv.stop()
+
+
+def models(gw: ServerProcess) -> dict[str, dict[str, Any]]:
+    data = httpx.get(f"{gw.url}/v1/models", timeout=10).json()["data"]
+    return {m["id"]: m for m in data}
+
+
+def admin(gw: ServerProcess, action: str, alias: str, token: str | None = TOKEN) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.post(f"{gw.url}/admin/models/{action}", json={"alias": alias}, headers=headers, timeout=60)
+
+
+def ask(gw: ServerProcess, model: str) -> httpx.Response:
+    body = {"prompt": "What is the capital of France?", "model": model, "max_tokens": 8, "temperature": 0}
+    return httpx.post(f"{gw.url}/v1/generate", json=body, timeout=60)
+
+
+def test_models_lists_declared_models_with_state_and_memory(gw: ServerProcess) -> None:
+    m = models(gw)
+    assert m["gemma"]["state"] == "loaded" and m["gemma"]["default"] is True
+    assert m["gemma"]["memory_mb"] > 200 and m["gemma"]["provider"] == "llamacpp"
+    assert m["gemma-b"]["state"] == "not_loaded" and m["gemma-b"]["memory_mb"] == 0
+    assert m["toy"]["state"] == "loaded"
+
+
+def test_admin_needs_the_token(gw: ServerProcess) -> None:
+    for token in (None, "wrong"):
+        resp = admin(gw, "load", "gemma-b", token)
+        assert resp.status_code == 401 and resp.json()["reason_code"] == "UNAUTHORIZED"
+    assert models(gw)["gemma-b"]["state"] == "not_loaded"
+
+
+def test_load_use_unload_and_switch_default_without_restart(gw: ServerProcess) -> None:
+    assert ask(gw, "gemma-b").json()["reason_code"] == "PROVIDER_UNAVAILABLE"
+    resp = admin(gw, "load", "gemma-b")
+    assert resp.status_code == 200 and resp.json()["state"] == "loaded"
+    assert resp.json()["slots"] == 1
+    body = ask(gw, "gemma-b").json()
+    assert body["status"] == "ok" and body["provider"] == "llamacpp"
+
+    assert admin(gw, "default", "toy").json()["default"] is True
+    plain = httpx.post(f"{gw.url}/v1/generate", json={"prompt": "hi", "max_tokens": 8}, timeout=30).json()
+    assert plain["provider"] == "toy"
+    assert admin(gw, "default", "gemma").status_code == 200
+
+    resp = admin(gw, "unload", "gemma-b")
+    assert resp.status_code == 200 and resp.json()["state"] == "not_loaded"
+    assert models(gw)["gemma-b"]["state"] == "not_loaded"
+    assert ask(gw, "gemma-b").status_code == 503
+
+
+def test_sha256_mismatch_is_refused_with_a_clear_error(gw: ServerProcess) -> None:
+    resp = admin(gw, "load", "gemma-bad-sha")
+    assert resp.status_code == 422, resp.text
+    body = resp.json()
+    assert body["reason_code"] == "MODEL_REJECTED"
+    assert "sha256" in body["message"] and "0" * 64 in body["message"]
+    entry = models(gw)["gemma-bad-sha"]
+    assert entry["state"] == "not_loaded" and "sha256" in entry["error"]
+
+
+def test_memory_guard_refuses_a_model_over_the_limit(gw: ServerProcess) -> None:
+    resp = admin(gw, "load", "gemma-small-limit")
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["reason_code"] == "MODEL_REJECTED"
+    assert "LLM_MEMORY_LIMIT_MB=64" in resp.json()["message"]
+    assert models(gw)["gemma-small-limit"]["state"] == "not_loaded"
+
+
+def test_unknown_model_is_404(gw: ServerProcess) -> None:
+    resp = ask(gw, "no-such-model")
+    assert resp.status_code == 404 and resp.json()["reason_code"] == "MODEL_NOT_FOUND"
+
+
+def test_default_model_over_the_memory_limit_stops_start_up_with_the_reason() -> None:
+    with pytest.raises(RuntimeError) as info:
+        start_server(
+            "gateway-memory-guard",
+            ["cairn_gateway"],
+            env={
+                "LLM_PORT": "{port}",
+                "LLM_PROVIDER": "llamacpp",
+                "LLM_EMBED_PROVIDER": "toy",
+                "LLM_MEMORY_LIMIT_MB": "100",
+            },
+            health_path="/readyz",
+            timeout_s=60,
+        )
+    assert "LLM_MEMORY_LIMIT_MB=100" in str(info.value)
