@@ -74,7 +74,9 @@ class Upstream:
         self.metrics = metrics
 
     def _failure(self, exc: httpx.HTTPError) -> CairnError:
-        if isinstance(exc, httpx.TimeoutException):
+        # Not being able to connect is "unavailable" whatever the transport calls it (httpx-aiohttp reports a
+        # refused connection as ConnectTimeout); only a slow answer from a live upstream is a timeout.
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
             return CairnError(ReasonCode.PROVIDER_TIMEOUT, f"The {self.label} did not answer in time.")
         return CairnError(
             ReasonCode.PROVIDER_UNAVAILABLE,

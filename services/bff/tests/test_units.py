@@ -1,0 +1,69 @@
+"""Pure pieces: the token bucket, key comparison, metric summaries, stream-end detection."""
+
+from __future__ import annotations
+
+import pytest
+from cairn_bff import dashboard
+from cairn_bff.auth import key_matches
+from cairn_bff.proxy import stream_ended, terminal_frames
+from cairn_bff.ratelimit import RateLimiter
+from cairn_bff.settings import BffSettings
+
+
+def test_token_bucket_refills_at_the_configured_rate() -> None:
+    rl = RateLimiter(per_minute=60, burst=2)
+    assert rl.check("k", now=0.0) == 0 and rl.check("k", now=0.0) == 0
+    assert rl.check("k", now=0.0) == pytest.approx(1.0)
+    assert rl.check("k", now=0.5) == pytest.approx(0.5)
+    assert rl.check("k", now=1.0) == 0
+    assert rl.check("other", now=1.0) == 0
+
+
+def test_token_bucket_off_and_bounded() -> None:
+    assert RateLimiter(per_minute=0, burst=1).check("k") == 0
+    rl = RateLimiter(per_minute=60, burst=1, max_identities=10)
+    for i in range(100):
+        rl.check(f"ip{i}", now=float(i) / 1000)
+    assert len(rl._buckets) <= 10
+
+
+def test_key_matches_only_whole_keys() -> None:
+    keys = [b"alpha", b"beta"]
+    assert key_matches("beta", keys)
+    assert not key_matches("bet", keys) and not key_matches("betaa", keys) and not key_matches("", keys)
+    assert not key_matches("alpha", [])
+
+
+def test_settings_lists() -> None:
+    s = BffSettings(
+        api_keys=" a , ,b", cors_origins="https://x.example/, https://y.example", local_networks="10.0.0.0/8"
+    )
+    assert s.key_list == [b"a", b"b"]
+    assert s.cors_origin_list == ["https://x.example", "https://y.example"]
+    assert str(s.local_network_list[0]) == "10.0.0.0/8"
+
+
+def test_stream_end_detection() -> None:
+    done = b'event: delta\ndata: {"text":"event: done"}\n\nevent: done\ndata: {"status":"ok"}\n\n'
+    assert stream_ended(done)
+    assert not stream_ended(b'event: delta\ndata: {"text":"x\\nevent: done\\n"}\n\n')
+    assert not stream_ended(b"event: done\ndata: {")
+    frames = terminal_frames(b"event: delta\ndata: {", "broke")
+    assert frames.startswith(b"\n\nevent: error\n") and frames.endswith(b"\n\n")
+    assert b'"reason_code":"STREAM_INTERRUPTED"' in frames and b"event: done\n" in frames
+
+
+def test_histogram_summary() -> None:
+    text = """\
+# TYPE h histogram
+h_bucket{le="1.0"} 2.0
+h_bucket{le="2.0"} 4.0
+h_bucket{le="+Inf"} 5.0
+h_count 5.0
+h_sum 7.5
+"""
+    h = dashboard.histogram(dashboard.parse(text), "h")
+    assert h["count"] == 5 and h["mean"] == pytest.approx(1.5)
+    assert h["p50"] == pytest.approx(1.25)  # rank 2.5 of 5 sits a quarter into the (1, 2] bucket
+    assert h["p95"] == pytest.approx(2.0)  # in the +Inf bucket: the last finite bound
+    assert dashboard.histogram([], "h") == {"count": 0, "mean": None, "p50": None, "p95": None}
