@@ -181,9 +181,11 @@ class LlamaCppProvider:
     async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
         if self._executor is None:
             raise ProviderError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {self.spec.alias!r} is not loaded.")
-        async for chunk in stream_in_thread(
-            self._executor, lambda emit, cancel: self._run(req, emit, cancel)
-        ):
+
+        def produce(emit: Callable[[ProviderChunk], None], cancel: threading.Event) -> None:
+            self._run(req, emit, cancel)
+
+        async for chunk in stream_in_thread(self._executor, produce):
             yield chunk
 
     def _run(

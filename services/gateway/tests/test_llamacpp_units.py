@@ -1,0 +1,173 @@
+"""Pieces of the in-process providers that need no model: prompt rendering, stop strings, the answer budget,
+the grammar, model files (sha256 stamp, manifest check), the memory guard and the thread bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from cairn_core import CairnError, ChatMessage, ReasonCode, json_schema
+from cairn_gateway.models import check_memory, stream_in_thread, verify_sha256
+from cairn_gateway.models.files import cached_sha256, sha256_file
+from cairn_gateway.models.prompt import StopScanner, render_prompt
+from cairn_gateway.providers.llamacpp import budget_schema, json_grammar
+from cairn_gateway.settings import GatewaySettings
+
+
+def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LLM_PROVIDER", "LLM_EMBED_PROVIDER", "LLM_MODEL", "LLM_MODEL_PATH", "LLM_MODELS"):
+        monkeypatch.delenv(name, raising=False)
+    s = GatewaySettings(_env_file=None)  # type: ignore[call-arg]
+    assert (s.provider, s.embed_provider) == ("llamacpp", "onnx")
+    assert s.model_specs[0].path is None  # → the packaged Gemma 3 270M
+
+
+def test_render_prompt_is_a_plain_completion_prompt() -> None:
+    msgs = [
+        ChatMessage(role="system", content="Be brief."),
+        ChatMessage(role="user", content="Hi?"),
+        ChatMessage(role="assistant", content="Hello."),
+        ChatMessage(role="user", content="What is 2+2?"),
+    ]
+    assert render_prompt(msgs) == "Be brief.\nQ: Hi?\nA: Hello.\nQ: What is 2+2?\nA:"
+    assert render_prompt(msgs[-1:], grounded=True) == "Q: What is 2+2?\nA (JSON):"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stops", "text", "hit"),
+    [
+        (["Par", "is is", " nice\n", "Q: next"], [], "Paris is nice", "\nQ:"),
+        (["one, t", "wo, th", "ree"], ["two"], "one, ", "two"),
+        (["a\n", "\nb"], [], "a", "\n\n"),
+        (["no stop ", "here"], ["zzz"], "no stop here", None),
+        (["ends with \n"], [], "ends with \n", None),  # a held-back tail comes out at the end
+    ],
+)
+def test_stop_scanner(pieces: list[str], stops: list[str], text: str, hit: str | None) -> None:
+    scanner = StopScanner(stops)
+    out = ""
+    for p in pieces:
+        out += scanner.feed(p)
+        if scanner.hit:
+            break
+    if scanner.hit is None:
+        out += scanner.flush()
+    assert (out, scanner.hit) == (text, hit)
+
+
+def test_stop_scanner_holds_back_a_possible_stop_prefix() -> None:
+    scanner = StopScanner(["END"])
+    assert scanner.feed("abc E") == "abc "
+    assert scanner.feed("N") == ""
+    assert scanner.feed("x") == "ENx"
+
+
+@pytest.mark.parametrize("max_tokens", [16, 64, 512])
+def test_budget_leaves_room_for_the_json_to_close(max_tokens: int) -> None:
+    schema = budget_schema(json_schema(["a", "b"]), max_tokens)
+    cites = schema["properties"]["citations"]
+    answer_len = schema["properties"]["answer"]["maxLength"]
+    assert answer_len >= 1 and answer_len + 12 + 10 * cites["maxItems"] <= max(max_tokens, 23)
+    assert cites["items"]["properties"]["chunk_id"]["enum"] == ["a", "b"]
+
+
+def test_grammar_bars_control_characters_and_keeps_the_enum() -> None:
+    gbnf = json_grammar(json_schema(["doc#1", "doc#2"]))
+    char = next(line for line in gbnf.splitlines() if line.startswith("char ::= "))
+    assert r"\x00-\x1F" in char
+    assert '"\\"doc#1\\""' in gbnf and '"\\"doc#2\\""' in gbnf
+
+
+def test_sha256_stamp_and_manifest_check(tmp_path: Path) -> None:
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"not really a model")
+    digest = sha256_file(f)
+    assert cached_sha256(f) == digest and (tmp_path / "m.gguf.sha256.json").exists()
+    verify_sha256(f, digest.upper())  # case does not matter
+    verify_sha256(f, None)  # nothing declared, nothing checked
+    with pytest.raises(CairnError) as info:
+        verify_sha256(f, "ab" * 32)
+    assert info.value.reason_code == ReasonCode.MODEL_REJECTED and digest in info.value.message
+    # A changed file is re-hashed, never trusted from the stamp.
+    time.sleep(0.01)
+    f.write_bytes(b"another model")
+    assert cached_sha256(f) == sha256_file(f) != digest
+
+
+def test_memory_guard(tmp_path: Path) -> None:
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"\0" * (3 << 20))
+    assert check_memory(f, limit_mb=10, overhead_mb=2) == pytest.approx(5)
+    with pytest.raises(CairnError) as info:
+        check_memory(f, limit_mb=4, overhead_mb=2)
+    assert info.value.reason_code == ReasonCode.MODEL_REJECTED
+    assert "LLM_MEMORY_LIMIT_MB=4" in info.value.message
+
+
+def _counter_producer(produced: list[int], started: threading.Event) -> Callable[..., None]:
+    def produce(emit: Callable[[int], None], cancel: threading.Event) -> None:
+        started.set()
+        for i in range(10_000):
+            if cancel.is_set():
+                return
+            produced.append(i)
+            emit(i)
+            time.sleep(0.002)  # a "token"
+
+    return produce
+
+
+async def test_thread_bridge_streams_and_stops_when_the_consumer_leaves() -> None:
+    produced: list[int] = []
+    started = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        agen = stream_in_thread(pool, _counter_producer(produced, started))
+        got = [await anext(agen) for _ in range(5)]
+        await agen.aclose()
+        n = len(produced)
+        await asyncio.sleep(0.1)
+        assert got == [0, 1, 2, 3, 4]
+        assert len(produced) <= n + 1  # at most the token in flight when the consumer left
+        assert len(produced) < 100
+
+
+async def test_thread_bridge_stops_on_cancellation_and_reraises_errors() -> None:
+    produced: list[int] = []
+    started = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+
+        async def consume() -> None:
+            async for _ in stream_in_thread(pool, _counter_producer(produced, started)):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.to_thread(started.wait, 5)
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        n = len(produced)
+        await asyncio.sleep(0.1)
+        assert len(produced) <= n + 1 and n < 1000
+
+        def boom(emit: Callable[[int], None], cancel: threading.Event) -> None:
+            emit(1)
+            raise ValueError("broken model")
+
+        agen = stream_in_thread(pool, boom)
+        assert await anext(agen) == 1
+        with pytest.raises(ValueError, match="broken model"):
+            await anext(agen)
+
+
+def test_budget_schema_does_not_change_its_input() -> None:
+    schema = json_schema(["x"])
+    before = json.dumps(schema, sort_keys=True)
+    budget_schema(schema, 32)
+    assert json.dumps(schema, sort_keys=True) == before

@@ -1,0 +1,69 @@
+"""The ONNX providers in process: MiniLM embeddings (real model from its PyPI package) and the genai provider's
+configuration errors. Fast enough to run everywhere, so not marked `model`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cairn_core import CairnError, ReasonCode
+from cairn_gateway.providers.onnx_embed import MAX_TOKENS, OnnxEmbedder, mean_pool
+from cairn_gateway.providers.onnx_genai import OnnxGenAIProvider
+from cairn_gateway.settings import GatewaySettings, ModelSpec
+
+
+@pytest.fixture(scope="module")
+def embedder() -> OnnxEmbedder:
+    e = OnnxEmbedder(GatewaySettings(embed_batch_size=4))
+    e._load()  # the blocking part of start(), without an event loop
+    return e
+
+
+def test_similarity_ordering(embedder: OnnxEmbedder) -> None:
+    v, tokens = embedder.embed_sync(
+        ["The cat sits on the mat", "A feline rests on a rug", "Stock markets fell sharply today"]
+    )
+    assert v.shape == (3, 384) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert float(v[0] @ v[1]) == pytest.approx(0.55, abs=0.05)
+    assert float(v[0] @ v[2]) == pytest.approx(0.05, abs=0.05)
+    assert tokens == 24  # [CLS] … [SEP] of each sentence, padding not counted
+
+
+def test_batching_and_padding_do_not_change_vectors(embedder: OnnxEmbedder) -> None:
+    texts = [f"Sentence number {i} " + "word " * (i % 7) for i in range(10)]
+    together, _ = embedder.embed_sync(texts)  # batches of 4 with padding to the longest
+    alone = np.concatenate([embedder.embed_sync([t])[0] for t in texts])
+    assert np.allclose(together, alone, atol=2e-3)
+
+
+def test_long_input_is_truncated_not_rejected(embedder: OnnxEmbedder) -> None:
+    v, tokens = embedder.embed_sync(["word " * 2000])
+    assert v.shape == (1, 384) and tokens == MAX_TOKENS
+
+
+async def test_async_embed_and_empty_input() -> None:
+    e = OnnxEmbedder(GatewaySettings())
+    await e.start()
+    try:
+        assert await e.embed([]) == ([], 0)
+        vectors, _ = await e.embed(["hello"])
+        assert len(vectors) == 1 and len(vectors[0]) == 384
+    finally:
+        await e.aclose()
+
+
+def test_mean_pool_ignores_padding() -> None:
+    hidden = np.array([[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]], dtype=np.float32)
+    mask = np.array([[1, 1, 0]])
+    assert np.allclose(mean_pool(hidden, mask), [[1.0, 0.0]])
+
+
+async def test_genai_without_a_model_folder_is_a_clear_error(tmp_path: Path) -> None:
+    for path in (None, str(tmp_path)):
+        provider = OnnxGenAIProvider(ModelSpec(alias="onnx", provider="onnx", path=path), GatewaySettings())
+        with pytest.raises(CairnError) as info:
+            await provider.start()
+        assert info.value.reason_code == ReasonCode.PROVIDER_UNAVAILABLE
+        assert "genai_config.json" in info.value.message
