@@ -1,0 +1,71 @@
+"""Cross-service fixtures: the three real services (gateway with the toy provider, QS, BFF) as processes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cairn_testing import ServerProcess, start_server
+
+QS_APP = Path(__file__).resolve().parents[1] / "services" / "query" / "src" / "cairn_query" / "app.py"
+
+# The e2e and browser tests need the real query service; until it exists they skip with this reason.
+needs_query_service = pytest.mark.skipif(not QS_APP.exists(), reason="services/query is not built yet")
+
+
+@dataclass
+class Stack:
+    gateway: ServerProcess
+    query: ServerProcess
+    bff: ServerProcess
+
+    @property
+    def all(self) -> tuple[ServerProcess, ServerProcess, ServerProcess]:
+        return (self.gateway, self.query, self.bff)
+
+    def stop(self) -> None:
+        for server in reversed(self.all):
+            server.stop()
+
+
+def start_stack(data_dir: Path, env: dict[str, str] | None = None, *, toy_delay_ms: int = 0) -> Stack:
+    """Gateway (toy provider and embedder), QS on a fresh SQLite file, BFF in front: real processes."""
+    env = env or {}
+    gateway = start_server(
+        "gateway",
+        ["cairn_gateway"],
+        env={
+            "LLM_PORT": "{port}",
+            "LLM_PROVIDER": "toy",
+            "LLM_EMBED_PROVIDER": "toy",
+            "LLM_TOY_DELAY_MS": str(toy_delay_ms),
+            **env,
+        },
+        health_path="/readyz",
+    )
+    started = [gateway]
+    try:
+        query = start_server(
+            "query",
+            ["cairn_query"],
+            env={
+                "QS_PORT": "{port}",
+                "QS_GATEWAY_URL": gateway.url,
+                "QS_DB_PATH": str(data_dir / "qs.sqlite3"),
+                **env,
+            },
+            health_path="/healthz",
+        )
+        started.append(query)
+        bff = start_server(
+            "bff",
+            ["cairn_bff"],
+            env={"BFF_PORT": "{port}", "BFF_QS_URL": query.url, "BFF_GATEWAY_URL": gateway.url, **env},
+            health_path="/readyz",
+        )
+    except Exception:
+        for server in reversed(started):
+            server.stop()
+        raise
+    return Stack(gateway, query, bff)
