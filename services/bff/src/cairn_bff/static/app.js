@@ -248,7 +248,9 @@ function handleEvent(a, name, data) {
         a.parts.answer.title = "The model's answer was withdrawn: it could not be checked against your documents.";
       }
       showNotice(a, "fallback", "Fallback answer (" + data.reason_code + ").", data.message);
-      renderSourcesAsResults(a);
+      if (a.parts.meta.textContent === "…") a.parts.meta.textContent = "no model answer";
+      // NO_CONTEXT means nothing retrieved was relevant: listing it as "relevant passages" would mislead.
+      if (data.reason_code !== "NO_CONTEXT") renderSourcesAsResults(a);
       break;
     case "error":
       a.error = data;
@@ -271,7 +273,7 @@ function finishAnswer(a, done) {
   const bits = [];
   if (done.stop_reason) bits.push("stop: " + done.stop_reason);
   if (done.usage && done.usage.completion_tokens) bits.push(done.usage.completion_tokens + " tokens");
-  if (done.latency_ms) bits.push(Math.round(done.latency_ms) + " ms");
+  if (done.latency_ms) bits.push(done.latency_ms < 1 ? "<1 ms" : Math.round(done.latency_ms) + " ms");
   a.parts.footer.textContent = bits.join(" · ");
 }
 
@@ -306,6 +308,7 @@ async function ask(question) {
   } catch (err) {
     if (err.name === "AbortError") {
       a.box.dataset.state = "stopped";
+      if (a.parts.meta.textContent === "…") a.parts.meta.textContent = "";
       a.parts.footer.textContent = "Stopped: generation cancelled.";
     } else {
       a.box.dataset.state = "error";

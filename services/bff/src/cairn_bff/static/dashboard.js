@@ -48,7 +48,11 @@ function render(d) {
     $("tps").textContent = fmtNum(gw.tokens_per_second.mean);
     $("tps-detail").textContent = "mean · p50 " + fmtNum(gw.tokens_per_second.p50);
     $("requests").textContent = fmtNum(gw.requests_total);
-    fillTable("requests-table", entries(gw.requests_by_status).map(([k, v]) => [k, fmtNum(v)]));
+    const reasons = entries(gw.requests_by_reason).filter(([k]) => k !== "none");
+    fillTable("requests-table", [
+      ...entries(gw.requests_by_status).map(([k, v]) => [k, fmtNum(v)]),
+      ...reasons.map(([k, v]) => ["  " + k, fmtNum(v)]),
+    ]);
     fillTable("queue-table", entries(gw.queue_depth).map(([k, v]) => [k, fmtNum(v) + " waiting · " + fmtNum(gw.in_flight[k] || 0) + " running"]));
     fillTable("health-table", entries(gw.provider_up).map(([k, v]) => [k, v ? "up" : "down", v ? "up" : "down"]), "no health check yet");
   } else {

@@ -1,0 +1,146 @@
+"""The web page in a real Chromium (Debian's, driven by Playwright) against the three real services.
+
+Upload a document, ask, watch the answer stream in with numbered citations, open a cited chunk, stop a second
+answer mid-stream (the gateway sees the cancel), and save a screenshot to artifacts/browser/chat.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Stack, needs_query_service, start_stack
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_query_service]
+
+CHROMIUM = os.environ.get("CAIRN_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HANDBOOK = """# Staff handbook
+
+Employees get 25 days of paid leave a year, plus public holidays.
+
+Leave requests go to your manager at least two weeks before the first day of leave, through the HR portal, so
+that the team calendar stays accurate and cover can be arranged for customer support shifts.
+"""
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium; installed with apt when missing (Playwright's own browser download does not work)."""
+    if not Path(CHROMIUM).exists():
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            pytest.fail(f"{CHROMIUM} is missing; install it with: apt-get install -y chromium")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, timeout=900)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # Toy tokens 30 ms apart: slow enough to see the answer stream and to press stop in the middle of it.
+    s = start_stack(tmp_path_factory.mktemp("browser"), toy_delay_ms=30)
+    yield s
+    s.stop()
+
+
+def _cancelled_generations(stack: Stack) -> float:
+    text = httpx.get(f"{stack.gateway.url}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("cairn_gateway_requests_total{") and 'reason_code="CANCELLED"' in line
+    )
+
+
+def test_chat_page_end_to_end(stack: Stack, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = ensure_chromium()
+    doc = tmp_path / "handbook.md"
+    doc.write_text(HANDBOOK)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(stack.bff.url)
+            expect(page.locator("#model-select")).to_contain_text("toy")
+
+            # Upload.
+            page.set_input_files("#file-input", str(doc))
+            page.click("#upload-btn")
+            expect(page.locator("#upload-status")).to_contain_text("Added")
+            expect(page.locator("#doc-list .doc")).to_have_count(1)
+
+            # Ask: the answer streams in (seen unfinished with text), then ends with numbered citations.
+            page.fill("#question", "How many days of paid leave do employees get?")
+            page.click("#send-btn")
+            first = page.locator(".msg.assistant").nth(0)
+            page.wait_for_selector(".msg.assistant[data-state=streaming] .answer:not(:empty)", timeout=15_000)
+            expect(first).to_have_attribute("data-state", "done", timeout=20_000)
+            assert int(first.get_attribute("data-deltas") or 0) >= 3, "the answer did not arrive in pieces"
+            expect(first.locator(".answer")).to_contain_text("25 days of paid leave")
+            expect(first.locator(".answer .ref")).to_have_text(["[1]"])
+            expect(first.locator(".citations li")).to_have_count(1)
+            expect(first.locator(".notice")).to_be_hidden()
+
+            # A numbered citation opens the cited chunk's text.
+            first.locator(".answer .ref").first.click()
+            expect(page.locator("#chunk-dialog")).to_be_visible()
+            expect(page.locator("#chunk-text")).to_contain_text("Employees get 25 days of paid leave")
+            page.click("#chunk-close")
+            expect(page.locator("#chunk-dialog")).to_be_hidden()
+
+            # Second question: press stop while it streams; the generation is cancelled up to the gateway.
+            cancelled_before = _cancelled_generations(stack)
+            page.fill("#question", "When must leave requests reach the manager through the HR portal?")
+            page.click("#send-btn")
+            second = page.locator(".msg.assistant").nth(1)
+            expect(second.locator(".answer")).not_to_be_empty(timeout=15_000)
+            expect(second).to_have_attribute("data-state", "streaming")
+            page.click("#stop-btn")
+            expect(second).to_have_attribute("data-state", "stopped")
+            expect(second.locator(".footer")).to_contain_text("Stopped")
+            expect(page.locator("#send-btn")).to_be_enabled()
+            deadline = time.monotonic() + 10
+            while _cancelled_generations(stack) <= cancelled_before and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _cancelled_generations(stack) > cancelled_before, "the gateway never saw the cancel"
+
+            # A question with no context shows the fallback notice, unmistakably.
+            page.fill("#question", "zyxwv qwerty plugh xyzzy")
+            page.click("#send-btn")
+            third = page.locator(".msg.assistant").nth(2)
+            expect(third).to_have_attribute("data-state", "fallback", timeout=15_000)
+            expect(third.locator(".notice.fallback")).to_contain_text("NO_CONTEXT")
+
+            page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+            assert not errors, errors
+
+            # The dashboard shows the gateway's live numbers.
+            page.goto(f"{stack.bff.url}/dashboard")
+            expect(page.locator("#requests")).not_to_have_text("–", timeout=10_000)
+            expect(page.locator("#health-table")).to_contain_text("up")
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
