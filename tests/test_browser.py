@@ -32,14 +32,15 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# The toy model answers with the first sentence (up to 160 characters) of the best chunk: a long one keeps the
+# second answer streaming for over a second, so pressing stop lands in the middle of it.
 HANDBOOK = """# Staff handbook
 
-Employees get 25 days of paid leave a year, plus public holidays.
+Employees get 25 days of paid leave a year, plus public holidays, and requests for leave go to your manager at
+least two weeks ahead through the HR portal.
 
-Leave requests go to your manager at least two weeks before the first day of leave, through the HR portal, so
-that the team calendar stays accurate and cover can be arranged for customer support shifts.
+Cover for customer support shifts is arranged by the team lead once the leave is approved.
 """
-
 
 def ensure_chromium() -> str:
     """Debian's chromium; installed with apt when missing (Playwright's own browser download does not work)."""
@@ -54,8 +55,8 @@ def ensure_chromium() -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    # Toy tokens 30 ms apart: slow enough to see the answer stream and to press stop in the middle of it.
-    s = start_stack(tmp_path_factory.mktemp("browser"), toy_delay_ms=30)
+    # Toy tokens 40 ms apart: slow enough to see the answer stream and to press stop in the middle of it.
+    s = start_stack(tmp_path_factory.mktemp("browser"), toy_delay_ms=40)
     yield s
     s.stop()
 
