@@ -59,6 +59,10 @@ st=$(json 'd["status"]')
 [ -n "$(json 'd["answer"].strip()')" ] || fail "non-stream chat returned an empty answer"
 [ "$(json 'len(d["sources"]) > 0')" = True ] || fail "non-stream chat returned no sources"
 ok "non-stream chat: status $st, $(json 'len(d["citations"])') citation(s): $(json 'd["answer"][:80]')"
+# A tiny model may copy the prompt's JSON example instead of answering: worth a loud warning, not a failure.
+if [ "$(json 'd["answer"].strip().startswith("<") and d["answer"].strip().endswith(">")')" = True ]; then
+  echo "WARN the answer looks like a template placeholder, not an answer: the model copied the prompt's example" >&2
+fi
 
 # 2. stream chat: several SSE events, the last one `done`
 code=$(curl -sS -N -o "$TMP/stream" -w '%{http_code}' --max-time "$TIMEOUT" "${AUTH[@]}" -X POST \
