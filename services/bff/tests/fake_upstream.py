@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -57,7 +58,7 @@ def frame(event: str, data: dict) -> bytes:
 
 
 def create_app() -> Starlette:
-    stats = {"chat": 0, "cancelled": 0, "completed": 0, "headers": {}}
+    stats: dict[str, Any] = {"chat": 0, "cancelled": 0, "completed": 0, "headers": {}}
     release = asyncio.Event()
 
     async def chat(request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ def _stats(upstream: ServerProcess) -> dict:
     return httpx.get(f"{upstream.url}/_stats").json()
 
 
-def _wait_for(predicate, what: str, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
