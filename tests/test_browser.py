@@ -42,6 +42,7 @@ least two weeks ahead through the HR portal.
 Cover for customer support shifts is arranged by the team lead once the leave is approved.
 """
 
+
 def ensure_chromium() -> str:
     """Debian's chromium; installed with apt when missing (Playwright's own browser download does not work)."""
     if not Path(CHROMIUM).exists():
