@@ -29,9 +29,17 @@ class Stack:
             server.stop()
 
 
-def start_stack(data_dir: Path, env: dict[str, str] | None = None, *, toy_delay_ms: int = 0) -> Stack:
-    """Gateway (toy provider and embedder), QS on a fresh SQLite file, BFF in front: real processes."""
+def start_stack(
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    toy_delay_ms: int = 0,
+    gateway_env: dict[str, str] | None = None,
+) -> Stack:
+    """Gateway (toy provider and embedder unless `gateway_env` says otherwise), QS on a fresh SQLite file, BFF
+    in front: real processes."""
     env = env or {}
+    gateway_env = gateway_env or {}
     gateway = start_server(
         "gateway",
         ["cairn_gateway"],
@@ -41,8 +49,10 @@ def start_stack(data_dir: Path, env: dict[str, str] | None = None, *, toy_delay_
             "LLM_EMBED_PROVIDER": "toy",
             "LLM_TOY_DELAY_MS": str(toy_delay_ms),
             **env,
+            **gateway_env,
         },
-        health_path="/readyz",
+        # A gateway whose model is down is alive but not ready; the stack must still start to show fallbacks.
+        health_path="/healthz" if gateway_env else "/readyz",
     )
     started = [gateway]
     try:

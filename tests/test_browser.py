@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cairn_testing import free_port
 
 from .conftest import Stack, needs_query_service, start_stack
 
@@ -146,3 +147,42 @@ def test_chat_page_end_to_end(stack: Stack, tmp_path: Path) -> None:
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_model_down_shows_an_unmistakable_fallback(tmp_path: Path) -> None:
+    """The gateway's model server is unreachable: the page says so, with the reason code and the passages."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = ensure_chromium()
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    stack = start_stack(
+        tmp_path,
+        gateway_env={
+            "LLM_PROVIDER": "openai_compat",
+            "LLM_BASE_URL": dead,
+            "LLM_MODEL": "m",
+            "LLM_RETRIES": "0",
+        },
+    )
+    try:
+        doc = {"id": "leave", "title": "Leave policy", "text": HANDBOOK}
+        assert httpx.post(f"{stack.bff.url}/api/documents", json=doc, timeout=30).status_code in (200, 201)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 700})
+                page.goto(stack.bff.url)
+                page.fill("#question", "How many days of paid leave do employees get?")
+                page.click("#send-btn")
+                answer = page.locator(".msg.assistant").nth(0)
+                expect(answer).to_have_attribute("data-state", "fallback", timeout=30_000)
+                notice = answer.locator(".notice.fallback")
+                expect(notice).to_be_visible()
+                expect(notice).to_contain_text("Fallback answer (PROVIDER_")
+                expect(answer.locator(".sources")).to_contain_text("Leave policy")
+                expect(answer.locator(".citations li")).to_have_count(0)
+                page.screenshot(path=str(ARTIFACTS / "fallback.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        stack.stop()
