@@ -134,6 +134,7 @@ def create_app() -> Starlette:
             Route("/v1/models", models, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", healthz, methods=["GET"]),
             Route("/_release", release_hold, methods=["GET"]),
             Route("/_stats", get_stats, methods=["GET"]),
         ]

@@ -110,6 +110,7 @@ def test_upload_list_delete_chunk_models_pass_through(bff: ServerProcess) -> Non
     assert deleted.json()["raw_path"] == "/v1/documents/doc%20x%3Fy%23z"
     assert httpx.get(f"{bff.url}/api/chunks/doc:3").json()["chunk_id"] == "doc:3"
     assert httpx.get(f"{bff.url}/api/models").json()["data"][0]["id"] == "toy"
+    assert httpx.get(f"{bff.url}/readyz").json() == {"status": "ready", "query_service": "up"}
 
 
 @pytest.mark.slow

@@ -130,9 +130,10 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready when QS answers its health check: without QS the page can do nothing useful."""
+    """Ready when QS is ready (its store answers): without QS the page can do nothing useful. QS is ready
+    without the gateway, because it degrades to search results; so is the BFF."""
     try:
-        await _qs(request).get_text("/healthz", request.app.state.settings.metrics_timeout_s)
+        await _qs(request).get_text("/readyz", request.app.state.settings.metrics_timeout_s)
     except Exception as exc:
         return error_response(
             ReasonCode.PROVIDER_UNAVAILABLE,
