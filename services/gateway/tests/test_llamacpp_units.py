@@ -36,7 +36,10 @@ def test_render_prompt_is_a_plain_completion_prompt() -> None:
         ChatMessage(role="user", content="What is 2+2?"),
     ]
     assert render_prompt(msgs) == "Be brief.\nQ: Hi?\nA: Hello.\nQ: What is 2+2?\nA:"
-    assert render_prompt(msgs[-1:], grounded=True) == "Q: What is 2+2?\nA (JSON):"
+    grounded = render_prompt(msgs[-1:], grounded=True)
+    # Grounded prompts start with one worked example (a base model copies a placeholder otherwise).
+    assert grounded.startswith("Example.\n") and '"chunk_id": "example:1"' in grounded
+    assert grounded.endswith("\n\nQ: What is 2+2?\nA (JSON):")
 
 
 @pytest.mark.parametrize(

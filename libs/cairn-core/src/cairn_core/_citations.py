@@ -24,7 +24,7 @@ def json_schema(chunk_ids: Sequence[str], max_citations: int = 5) -> dict[str, A
     return {
         "type": "object",
         "properties": {
-            "answer": {"type": "string"},
+            "answer": {"type": "string", "minLength": 1},
             "citations": {
                 "type": "array",
                 "items": {

@@ -11,10 +11,10 @@ from __future__ import annotations
 from cairn_core import ChatMessage, ContextChunk, GenerateRequest
 
 GROUNDED_INSTRUCTIONS = (
-    "Answer the question using only the sources below. "
-    'Reply with one JSON object: {"answer": "<the answer>", "citations": [{"chunk_id": "<id of a source '
-    'you used>"}]}. Cite only ids listed below. If the sources do not contain the answer, say so in the answer '
-    "and cite the closest source."
+    'Answer the question using only the sources below. Reply with a JSON object whose "answer" is your '
+    'answer in one or two sentences, taken from the sources, and whose "citations" lists the sources you '
+    'used by their id ("chunk_id"). Cite only ids listed below. If the sources do not contain the answer, '
+    "say so in the answer and cite the closest source."
 )
 
 

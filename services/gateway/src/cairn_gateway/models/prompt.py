@@ -30,7 +30,17 @@ def render_prompt(messages: list[ChatMessage], grounded: bool = False) -> str:
         else:
             parts.append(f"Q: {text}\n")
     parts.append("A (JSON):" if grounded else "A:")
-    return "\n".join(p.rstrip("\n") for p in parts[:-1]) + "\n" + parts[-1]
+    body = "\n".join(p.rstrip("\n") for p in parts[:-1]) + "\n" + parts[-1]
+    # A base model follows an example far better than an instruction: one worked example shows it that the
+    # answer is a sentence taken from a source, not a placeholder or a number.
+    return (GROUNDED_EXAMPLE + body) if grounded else body
+
+
+GROUNDED_EXAMPLE = (
+    "Example.\nSources:\n[example:1] Opening hours\nThe library opens at 9 am and closes at 6 pm on weekdays.\n"
+    "Q: When does the library open?\n"
+    'A (JSON): {"answer": "The library opens at 9 am on weekdays.", "citations": [{"chunk_id": "example:1"}]}\n\n'
+)
 
 
 class StopScanner:
