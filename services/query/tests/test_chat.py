@@ -25,6 +25,8 @@ def test_chat_answers_with_valid_citations_and_sources(qs: ServerProcess) -> Non
     ]
     assert "25 days" in body["answer"]
     assert body["sources"][0]["chunk_id"] == "leave:0"
+    # Sources are the relevant chunks only: nothing about VPNs for a leave question.
+    assert "vpn:0" not in {s["chunk_id"] for s in body["sources"]}
     assert body["request_id"] == resp.headers["x-request-id"]
 
 
@@ -74,7 +76,7 @@ def test_no_context_does_not_call_the_model(qs: ServerProcess) -> None:
     assert body["sources"] == [] and body["citations"] == [] and body["answer"]
     events = sse(chat(qs, query="Explain quantum chromodynamics", stream=True).text)
     assert [n for n, _ in events] == ["sources", "fallback", "done"]
-    assert events[-1][1]["reason_code"] == "NO_CONTEXT"
+    assert events[0][1] == {"sources": []} and events[-1][1]["reason_code"] == "NO_CONTEXT"
 
 
 def test_bad_chat_requests_are_400(qs: ServerProcess) -> None:

@@ -68,7 +68,8 @@ class Prepared:
     def sources(self) -> list[dict[str, Any]]:
         if self.cached is not None:
             return list(self.cached["sources"])
-        return [h.public() for h in (self.outcome.hits if self.outcome else [])]
+        # Only relevant chunks: a vector hit far below the similarity floor is noise to the reader.
+        return [h.public() for h in (self.outcome.relevant if self.outcome else [])]
 
     @property
     def allowed(self) -> dict[str, ContextChunk]:
