@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -101,17 +103,25 @@ def test_hybrid_query_scores_a_grounded_answer(qs: ServerProcess) -> None:
 # --- degradation ------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def qs_via_fake(fake: ServerProcess, db: Path, **env: str) -> Iterator[ServerProcess]:
+    gw = start_gateway(fake)
+    srv = start_qs(gw.url, db, **env)
+    try:
+        for doc in DOCS:
+            httpx.post(f"{srv.url}/v1/documents", json=doc, timeout=20)
+        yield srv
+    finally:
+        srv.stop()
+        gw.stop()
+
+
 @pytest.fixture()
 def qs_on_fake(fake: ServerProcess, tmp_path: Path) -> Iterator[ServerProcess]:
-    gw = start_gateway(fake)
-    srv = start_qs(
-        gw.url, tmp_path / "fake.sqlite3", QS_FIRST_TOKEN_TIMEOUT_MS="1000", QS_GATEWAY_TIMEOUT_MS="1500"
-    )
-    for doc in DOCS:
-        httpx.post(f"{srv.url}/v1/documents", json=doc, timeout=20)
-    yield srv
-    srv.stop()
-    gw.stop()
+    with qs_via_fake(
+        fake, tmp_path / "fake.sqlite3", QS_FIRST_TOKEN_TIMEOUT_MS="1000", QS_GATEWAY_TIMEOUT_MS="1500"
+    ) as srv:
+        yield srv
 
 
 def test_invalid_citations_never_leak(qs_on_fake: ServerProcess) -> None:
@@ -177,3 +187,27 @@ def test_gateway_down_falls_back_to_bm25_search(tmp_path: Path) -> None:
     finally:
         srv.stop()
         gw.stop()
+
+
+def test_client_disconnect_cancels_the_generation_upstream(fake: ServerProcess, tmp_path: Path) -> None:
+    rid = "qs-disconnect-test"
+    body = {"query": "How many days of paid leave? [[endless]]", "stream": True}
+    # Long timeouts, so that only the disconnect (not a deadline or QS stopping) can end the endless answer.
+    with qs_via_fake(fake, tmp_path / "dc.sqlite3", QS_GATEWAY_TIMEOUT_MS="60000") as srv:
+        headers = {"X-Request-ID": rid}
+        with httpx.stream("POST", f"{srv.url}/v1/chat", json=body, headers=headers, timeout=10) as resp:
+            for line in resp.iter_lines():
+                if line == "event: delta":
+                    break  # leave mid-answer
+        for _ in range(100):  # the fake records the disconnect once the gateway closed its request
+            if rid in httpx.get(f"{fake.url}/_stats").json()["disconnected"]:
+                break
+            time.sleep(0.05)
+        assert rid in httpx.get(f"{fake.url}/_stats").json()["disconnected"]
+
+
+def test_reembed_rewrites_every_vector(qs: ServerProcess) -> None:
+    ready = httpx.get(f"{qs.url}/readyz").json()
+    body = httpx.post(f"{qs.url}/admin/reembed", timeout=30).json()
+    assert body == {"chunks": ready["chunks"], "model": "toy-hash-256", "dims": 256}
+    assert httpx.post(f"{qs.url}/v1/search", json={"query": "paid leave"}).json()["mode"] == "hybrid"
