@@ -101,9 +101,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--embed-batches", type=int, default=20)
-    parser.add_argument(
-        "--threads", type=int, default=int(os.environ.get("LLM_THREADS") or os.cpu_count() or 1)
-    )
+    # The gateway's default per slot: cores ÷ 2 slots (more threads than free cores makes llama.cpp crawl).
+    default_threads = int(os.environ.get("LLM_THREADS") or max(1, (os.cpu_count() or 1) // 2))
+    parser.add_argument("--threads", type=int, default=default_threads)
     args, _ = parser.parse_known_args()
 
     from cairn_core import ChatMessage
