@@ -82,7 +82,14 @@ class Registry:
         for spec in self.settings.model_specs:
             self.entries[spec.alias] = entry = self._entry(spec)
             if spec.load:
-                await self.load(spec.alias)
+                try:
+                    await self.load(spec.alias)
+                except CairnError as exc:
+                    # One readable line before start-up fails (sha256 mismatch, memory guard, missing file).
+                    log.error(
+                        "model_load_failed", alias=spec.alias, reason_code=exc.reason_code, error=exc.message
+                    )
+                    raise
         for name in self.settings.fallback_list:
             entry = self._entry(ModelSpec(alias=f"fallback:{name}", provider=name))
             await self._load_entry(entry)
