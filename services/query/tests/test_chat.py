@@ -88,6 +88,7 @@ def test_bad_chat_requests_are_400(qs: ServerProcess) -> None:
         {"query": "x", "messages": [{"role": "user", "content": "y"}]},
         {"query": "x", "top_k": 0},
         {"messages": [{"role": "assistant", "content": "y"}]},
+        {"query": "x", "filters": {'a") OR 1=1 --': "x"}},
     ):
         resp = chat(qs, **body)
         assert resp.status_code == 400 and resp.json()["reason_code"] == "BAD_REQUEST"

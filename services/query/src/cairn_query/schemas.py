@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cairn_core import ChatMessage
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NAME = r"^[A-Za-z0-9._-]{1,64}$"
+_FILTER_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MetadataValue = str | int | float | bool | None
+
+
+def _check_filters(v: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+    # Keys become a JSON path in SQL: only plain names, and a handful of them.
+    if len(v) > 10 or not all(_FILTER_KEY.match(k) for k in v):
+        raise ValueError("at most 10 filters, keys of letters, digits, '_' or '-'")
+    return v
 
 
 class DocumentIn(BaseModel):
@@ -44,6 +53,11 @@ class SearchRequest(BaseModel):
     collection: str | None = Field(default=None, pattern=_NAME)
     filters: dict[str, MetadataValue] = Field(default_factory=dict)
 
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, v: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        return _check_filters(v)
+
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -53,6 +67,12 @@ class ChatRequest(BaseModel):
     collection: str | None = Field(default=None, pattern=_NAME)
     filters: dict[str, MetadataValue] = Field(default_factory=dict)
     top_k: int | None = Field(default=None, ge=1, le=20)
+
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, v: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        return _check_filters(v)
+
     stream: bool = False
     citations_required: bool = True
     model: str | None = Field(default=None, max_length=200)
