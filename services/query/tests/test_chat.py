@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,8 +106,10 @@ def test_hybrid_query_scores_a_grounded_answer(qs: ServerProcess) -> None:
 
 
 @contextmanager
-def qs_via_fake(fake: ServerProcess, db: Path, **env: str) -> Iterator[ServerProcess]:
-    gw = start_gateway(fake)
+def qs_via_fake(
+    fake: ServerProcess, db: Path, gateway_env: dict[str, str] | None = None, **env: str
+) -> Iterator[ServerProcess]:
+    gw = start_gateway(fake, **(gateway_env or {}))
     srv = start_qs(gw.url, db, **env)
     try:
         for doc in DOCS:
@@ -212,3 +215,21 @@ def test_reembed_rewrites_every_vector(qs: ServerProcess) -> None:
     body = httpx.post(f"{qs.url}/admin/reembed", timeout=30).json()
     assert body == {"chunks": ready["chunks"], "model": "toy-hash-256", "dims": 256}
     assert httpx.post(f"{qs.url}/v1/search", json={"query": "paid leave"}).json()["mode"] == "hybrid"
+
+
+def test_queue_full_at_the_gateway_degrades_to_search_results(fake: ServerProcess, tmp_path: Path) -> None:
+    gateway_env = {"LLM_MAX_CONCURRENCY": "1", "LLM_QUEUE_SIZE": "0"}
+    with (
+        qs_via_fake(fake, tmp_path / "q.sqlite3", gateway_env, QS_GATEWAY_TIMEOUT_MS="20000") as srv,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        seen = httpx.get(f"{fake.url}/_stats").json()["requests"]
+        slow = pool.submit(chat, srv, query="How many days of paid leave? [[slow_first:3]]")
+        for _ in range(200):  # wait until the slow request holds the gateway's only slot
+            if httpx.get(f"{fake.url}/_stats").json()["requests"] > seen:
+                break
+            time.sleep(0.02)
+        body = chat(srv, query="When does the office close on weekdays?").json()
+        assert body["status"] == "fallback" and body["reason_code"] == "QUEUE_FULL"
+        assert body["sources"][0]["chunk_id"] == "office:0" and "busy" in body["answer"]
+        assert slow.result().json()["status"] == "ok"
