@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from cairn_core import (
     EXCEPTION_HANDLERS,
     BodyLimitMiddleware,
@@ -36,15 +37,15 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client_args = {
-            "timeout_s": settings.upstream_timeout_s,
-            "connect_timeout_s": settings.connect_timeout_s,
-            "transport": settings.http_transport,
-        }
-        async with (
-            make_http_client(settings.qs_url, **client_args) as qs_http,
-            make_http_client(settings.gateway_url, **client_args) as gw_http,
-        ):
+        def client(base_url: str) -> httpx.AsyncClient:
+            return make_http_client(
+                base_url,
+                timeout_s=settings.upstream_timeout_s,
+                connect_timeout_s=settings.connect_timeout_s,
+                transport=settings.http_transport,
+            )
+
+        async with client(settings.qs_url) as qs_http, client(settings.gateway_url) as gw_http:
             app.state.settings = settings
             app.state.qs = Upstream("query service", qs_http, tracer, app.state.metrics)
             app.state.gateway = Upstream("LLM gateway", gw_http, tracer, app.state.metrics)

@@ -106,7 +106,7 @@ async def dashboard_data(request: Request) -> Response:
         _qs(request).get_text("/metrics", timeout),
         return_exceptions=True,
     )
-    own = dash.parse(metrics_response(request.app.state.metrics.registry).body.decode())
+    own = dash.parse(bytes(metrics_response(request.app.state.metrics.registry).body).decode())
     return JSONResponse(
         {
             "at": time.time(),
