@@ -178,6 +178,7 @@ class _VectorIndex:
     model: str | None = None
     rowids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class SQLiteStore:
@@ -434,6 +435,26 @@ class SQLiteStore:
                 self._index = _VectorIndex(version, model, rowids, matrix)
             return self._index
 
+    def _mask(
+        self, index: _VectorIndex, collection: str | None, filters: dict[str, Any]
+    ) -> np.ndarray | None:
+        """Which rows of the matrix a collection/filter scope allows; cached per corpus version (scopes repeat)."""
+        if not collection and not filters:
+            return None
+        key = json.dumps([collection, filters], sort_keys=True)
+        with self._index_lock:
+            cached = index.masks.get(key)
+        if cached is None:
+            allowed = self.allowed_rowids(collection, filters)
+            cached = (
+                np.isin(index.rowids, allowed) if allowed is not None else np.ones(len(index.rowids), bool)
+            )
+            with self._index_lock:
+                if len(index.masks) >= 64:
+                    index.masks.clear()
+                index.masks[key] = cached
+        return cached
+
     def vector_search(
         self,
         vector: list[float],
@@ -450,9 +471,9 @@ class SQLiteStore:
         if index.model != model or index.matrix.shape[1] != q.shape[0]:
             return None
         sims = index.matrix @ q
-        allowed = self.allowed_rowids(collection, filters)
-        if allowed is not None:
-            sims = np.where(np.isin(index.rowids, allowed), sims, -np.inf)
+        mask = self._mask(index, collection, filters)
+        if mask is not None:
+            sims = np.where(mask, sims, -np.inf)
         k = min(limit, len(sims))
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top])]

@@ -58,7 +58,28 @@ class _Relay:
 async def chat_events(
     service: ChatService, req: ChatRequest, prep: Prepared, rid: str | None, fields: dict[str, Any]
 ) -> AsyncIterator[bytes]:
+    """The stream of one chat; a bug on the way still ends it with `fallback` and `done`, never a cut."""
     started = time.perf_counter()
+    done_sent = False
+    try:
+        async for frame in _events(service, req, prep, rid, fields, started):
+            done_sent = frame.startswith(b"event: done")
+            yield frame
+    except Exception as exc:
+        log.error("chat_stream_failed", exc_info=exc)
+        if not done_sent:
+            async for frame in _fallback(service, ReasonCode.INTERNAL_ERROR, True, started, None, fields):
+                yield frame
+
+
+async def _events(
+    service: ChatService,
+    req: ChatRequest,
+    prep: Prepared,
+    rid: str | None,
+    fields: dict[str, Any],
+    started: float,
+) -> AsyncIterator[bytes]:
     yield encode_event("sources", {"sources": prep.sources})
     if prep.cached is not None:
         fields.update(cache="hit", outcome="ok")
