@@ -16,7 +16,7 @@ export BFF_GATEWAY_URL=${BFF_GATEWAY_URL:-http://127.0.0.1:$LLM_PORT}
 SERVICES=("gateway cairn_gateway $LLM_PORT /readyz" "query cairn_query $QS_PORT /healthz" "bff cairn_bff $BFF_PORT /healthz")
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
-healthy() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1$2"; }
+healthy() { curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$1$2"; }
 
 wait_ready() { # name port path timeout
   local deadline=$((SECONDS + $4))
