@@ -74,6 +74,15 @@ class DocumentService:
             # Still stored and searchable by BM25; POST /admin/reembed fills the vectors in later.
             log.warning("ingest_without_embeddings", document_id=doc_id, reason_code=exc.reason_code.value)
         stored, created = await asyncio.to_thread(self.store.upsert, new)
+        store_model, _ = await asyncio.to_thread(self.store.embed_model)
+        if new.embed_model is not None and store_model != new.embed_model:
+            # The vectors were not stored (another model's are); BM25 still finds the document.
+            log.warning(
+                "embedding_model_changed",
+                store_model=store_model,
+                gateway_model=new.embed_model,
+                fix="POST /admin/reembed",
+            )
         self.metrics.ingested_chunks.inc(len(chunks))
         return stored, created, True
 
