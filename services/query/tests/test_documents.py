@@ -9,7 +9,7 @@ import httpx
 import pytest
 from cairn_testing import ServerProcess
 
-from .conftest import minimal_pdf, start_qs
+from .conftest import minimal_pdf, start_gateway, start_qs
 
 
 @pytest.fixture()
@@ -196,3 +196,32 @@ def test_restart_keeps_documents_and_concurrent_ingest_with_queries(
         assert httpx.get(f"{srv.url}/readyz").json()["chunks"] == 20
     finally:
         srv.stop()
+
+
+def test_embedding_model_change_is_refused_then_reembedded(
+    toy_gateway: ServerProcess, tmp_path: Path
+) -> None:
+    """Vectors of two models never mix: after a switch search is BM25 only until /admin/reembed."""
+    db = tmp_path / "switch.sqlite3"
+    srv = start_qs(toy_gateway.url, db)
+    try:
+        httpx.post(f"{srv.url}/v1/documents", json={"id": "cats", "text": "The cat sits on the mat."})
+    finally:
+        srv.stop()
+    onnx_gw = start_gateway(LLM_EMBED_PROVIDER="onnx")
+    srv = start_qs(onnx_gw.url, db)
+    try:
+        search = {"query": "feline resting on a rug"}
+        assert httpx.post(f"{srv.url}/v1/search", json=search).json()["mode"] == "bm25"
+        # Ingest keeps working meanwhile; its vectors wait for the re-embed.
+        assert (
+            httpx.post(f"{srv.url}/v1/documents", json={"id": "dogs", "text": "Dogs bark."}).status_code
+            == 201
+        )
+        body = httpx.post(f"{srv.url}/admin/reembed", timeout=60).json()
+        assert body["chunks"] == 2 and body["dims"] == 384 and body["model"] != "toy-hash-256"
+        result = httpx.post(f"{srv.url}/v1/search", json=search).json()
+        assert result["mode"] == "hybrid" and result["results"][0]["chunk_id"] == "cats:0"
+    finally:
+        srv.stop()
+        onnx_gw.stop()
