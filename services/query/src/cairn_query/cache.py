@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -19,7 +20,7 @@ def normalise(text: str) -> str:
 
 
 def cache_key(
-    conversation: list[tuple[str, str]],
+    conversation: Sequence[tuple[str, str]],
     collection: str | None,
     filters: dict[str, Any],
     top_k: int,
