@@ -80,7 +80,10 @@ async def _events(
     fields: dict[str, Any],
     started: float,
 ) -> AsyncIterator[bytes]:
-    yield encode_event("sources", {"sources": prep.sources})
+    # NO_CONTEXT: nothing relevant was found, so no sources, as in the JSON answer.
+    yield encode_event(
+        "sources", {"sources": prep.sources if prep.cached is not None or prep.context else []}
+    )
     if prep.cached is not None:
         fields.update(cache="hit", outcome="ok")
         cached = prep.cached
