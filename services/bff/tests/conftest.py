@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from cairn_bff.app import create_app
 from cairn_bff.settings import BffSettings
 from cairn_testing import ServerProcess, start_server
+from cairn_testing import parse_sse as sse  # noqa: F401 - re-exported for the tests
 
 HERE = Path(__file__).parent
 
@@ -50,20 +50,3 @@ async def app_client(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080") as client,
     ):
         yield client
-
-
-def sse(text: str) -> list[tuple[str, Any]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        name, data = "message", []
-        for line in block.splitlines():
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
-        if data:
-            try:
-                events.append((name, json.loads("\n".join(data))))
-            except json.JSONDecodeError:
-                events.append((name, None))
-    return events

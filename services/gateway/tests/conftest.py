@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from cairn_testing import ServerProcess, start_server
+from cairn_testing import parse_sse as sse  # noqa: F401 - re-exported for the tests
 
 
 @pytest.fixture(scope="session")
@@ -43,22 +43,6 @@ def gateway(fake: ServerProcess) -> Iterator[ServerProcess]:
     srv = start_gateway(fake)
     yield srv
     srv.stop()
-
-
-def sse(text: str) -> list[tuple[str, Any]]:
-    """Parse an SSE body into (event, json-data) pairs."""
-    events = []
-    for block in text.strip().split("\n\n"):
-        name, data = "message", []
-        for line in block.splitlines():
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
-        if data:
-            raw = "\n".join(data)
-            events.append((name, raw if raw == "[DONE]" else json.loads(raw)))
-    return events
 
 
 def stats(fake: ServerProcess) -> dict[str, Any]:

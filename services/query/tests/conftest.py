@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from cairn_testing import ServerProcess, start_server
+from cairn_testing import parse_sse as sse  # noqa: F401 - re-exported for the tests
 
 DOCS = [
     {
@@ -81,21 +80,6 @@ def qs(toy_gateway: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> 
         assert client.post("/v1/documents", json=doc).status_code in (200, 201)
     yield srv
     srv.stop()
-
-
-def sse(text: str) -> list[tuple[str, Any]]:
-    """Parse an SSE body into (event, json-data) pairs."""
-    events = []
-    for block in text.strip().split("\n\n"):
-        name, data = "message", []
-        for line in block.splitlines():
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
-        if data:
-            events.append((name, json.loads("\n".join(data))))
-    return events
 
 
 def minimal_pdf(text: str) -> bytes:
