@@ -72,6 +72,17 @@ class Embedder(Protocol):
     async def aclose(self) -> None: ...
 
 
+async def collect(chunks: AsyncIterator[ProviderChunk]) -> ProviderResult:
+    """A whole answer from a stream, for providers whose only native mode is streaming (in-process models)."""
+    text: list[str] = []
+    finish, usage = StopReason.EOS, Usage()
+    async for chunk in chunks:
+        text.append(chunk.text)
+        if chunk.finish_reason is not None:
+            finish, usage = chunk.finish_reason, chunk.usage or usage
+    return ProviderResult("".join(text), finish, usage)
+
+
 # Imported only when chosen, so `llama_cpp` and `onnxruntime` load only in processes that use them.
 PROVIDERS: dict[str, str] = {
     "toy": "cairn_gateway.providers.toy:ToyProvider",

@@ -30,7 +30,7 @@ from cairn_core import CairnError, ReasonCode, StopReason, Usage
 from ..models import check_memory, resolve_gguf, rss_mb, stream_in_thread, verify_sha256
 from ..models.prompt import StopScanner, render_prompt
 from ..settings import GatewaySettings, ModelSpec
-from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
+from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult, collect
 
 # JSON punctuation around the answer and each citation, in tokens, when budgeting the answer's length.
 _JSON_OVERHEAD_TOKENS = 12
@@ -170,13 +170,7 @@ class LlamaCppProvider:
     # --- generation ------------------------------------------------------------------------------------
 
     async def generate(self, req: ProviderRequest) -> ProviderResult:
-        text: list[str] = []
-        finish, usage = StopReason.EOS, Usage()
-        async for chunk in self.stream(req):
-            text.append(chunk.text)
-            if chunk.finish_reason is not None:
-                finish, usage = chunk.finish_reason, chunk.usage or usage
-        return ProviderResult("".join(text), finish, usage)
+        return await collect(self.stream(req))
 
     async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
         if self._executor is None:

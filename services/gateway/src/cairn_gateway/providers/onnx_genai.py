@@ -24,7 +24,7 @@ from ..models import check_memory, rss_mb, stream_in_thread
 from ..models.files import cached_sha256
 from ..models.prompt import StopScanner, render_prompt
 from ..settings import GatewaySettings, ModelSpec
-from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
+from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult, collect
 
 
 class OnnxGenAIProvider:
@@ -90,13 +90,7 @@ class OnnxGenAIProvider:
         }
 
     async def generate(self, req: ProviderRequest) -> ProviderResult:
-        text: list[str] = []
-        finish, usage = StopReason.EOS, Usage()
-        async for chunk in self.stream(req):
-            text.append(chunk.text)
-            if chunk.finish_reason is not None:
-                finish, usage = chunk.finish_reason, chunk.usage or usage
-        return ProviderResult("".join(text), finish, usage)
+        return await collect(self.stream(req))
 
     async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
         if self._executor is None:
