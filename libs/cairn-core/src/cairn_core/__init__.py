@@ -1,5 +1,6 @@
 """Shared pieces of every Cairn service: the contract, reason codes, SSE, HTTP client, errors, observability."""
 
+from ._app import serve, service_app
 from ._citations import (
     AnswerExtractor,
     CitationError,
@@ -40,7 +41,6 @@ from ._observability import (
     trace_id_hex,
 )
 from ._reason_codes import DEGRADABLE, HTTP_STATUS, ReasonCode
-from ._settings import CommonSettings
 from ._sse import SSEMessage, aiter_sse, encode_event
 from ._web import (
     EXCEPTION_HANDLERS,
@@ -71,7 +71,6 @@ __all__ = [
     "CitationError",
     "CitationsEvent",
     "ClientDisconnected",
-    "CommonSettings",
     "ContextChunk",
     "DeltaEvent",
     "DoneEvent",
@@ -106,6 +105,8 @@ __all__ = [
     "parse_grounded",
     "parse_json_body",
     "request_id_of",
+    "serve",
+    "service_app",
     "setup_tracing",
     "trace_id_hex",
     "validate_citations",

@@ -7,11 +7,9 @@ from contextlib import asynccontextmanager
 
 import httpx
 from cairn_core import (
-    EXCEPTION_HANDLERS,
-    BodyLimitMiddleware,
-    RequestContextMiddleware,
     configure_logging,
     make_http_client,
+    service_app,
     setup_tracing,
 )
 from starlette.applications import Starlette
@@ -57,14 +55,11 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
     metrics = BffMetrics()
     # The guard needs the limiter and metrics before the lifespan runs (middleware is built on first call).
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-    middleware = [
-        Middleware(RequestContextMiddleware, tracer=tracer),
-        Middleware(SecurityHeadersMiddleware),
-    ]
+    outer = [Middleware(SecurityHeadersMiddleware)]
     if (
         settings.cors_origin_list
     ):  # closed by default: no CORS headers at all, so browsers refuse other origins
-        middleware.append(
+        outer.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origin_list,
@@ -73,12 +68,13 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
                 expose_headers=["X-Request-ID", "Retry-After", "X-Cache"],
             )
         )
-    middleware += [
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
-        Middleware(ApiGuardMiddleware, settings=settings, limiter=limiter, metrics=metrics),
-    ]
-    app = Starlette(
-        routes=ROUTES, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS, middleware=middleware
+    app = service_app(
+        routes=ROUTES,
+        lifespan=lifespan,
+        tracer=tracer,
+        max_body_bytes=settings.max_body_bytes,
+        outer=outer,
+        inner=[Middleware(ApiGuardMiddleware, settings=settings, limiter=limiter, metrics=metrics)],
     )
     app.state.metrics = metrics
     app.state.limiter = limiter

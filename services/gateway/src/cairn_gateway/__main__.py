@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uvicorn
+from cairn_core import serve
 
 from .app import create_app
 from .settings import GatewaySettings
@@ -10,13 +10,7 @@ from .settings import GatewaySettings
 
 def main() -> None:
     settings = GatewaySettings()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        timeout_graceful_shutdown=5,
-    )
+    serve(create_app(settings), settings.host, settings.port)
 
 
 if __name__ == "__main__":

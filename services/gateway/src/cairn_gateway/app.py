@@ -6,15 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from cairn_core import (
-    EXCEPTION_HANDLERS,
-    BodyLimitMiddleware,
-    RequestContextMiddleware,
     configure_logging,
     make_http_client,
+    service_app,
     setup_tracing,
 )
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 
 from .metrics import GatewayMetrics
 from .registry import Registry
@@ -47,12 +44,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
                 await registry.aclose()
                 tracer_provider.shutdown()
 
-    return Starlette(
+    return service_app(
         routes=ROUTES,
         lifespan=lifespan,
-        exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[
-            Middleware(RequestContextMiddleware, tracer=tracer_provider.get_tracer(SERVICE_NAME)),
-            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
-        ],
+        tracer=tracer_provider.get_tracer(SERVICE_NAME),
+        max_body_bytes=settings.max_body_bytes,
     )

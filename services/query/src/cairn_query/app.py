@@ -7,15 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from cairn_core import (
-    EXCEPTION_HANDLERS,
-    BodyLimitMiddleware,
-    RequestContextMiddleware,
     configure_logging,
     make_http_client,
+    service_app,
     setup_tracing,
 )
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 
 from .gateway import GatewayClient
 from .routes import ROUTES
@@ -45,12 +42,6 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
                 store.close()
                 tracer_provider.shutdown()
 
-    return Starlette(
-        routes=ROUTES,
-        lifespan=lifespan,
-        exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[
-            Middleware(RequestContextMiddleware, tracer=tracer),
-            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
-        ],
+    return service_app(
+        routes=ROUTES, lifespan=lifespan, tracer=tracer, max_body_bytes=settings.max_body_bytes
     )
