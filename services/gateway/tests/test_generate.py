@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 
@@ -33,6 +34,23 @@ def test_non_stream_success_has_the_contract_fields(gateway: ServerProcess, fake
     assert upstream["stream"] is False and upstream["max_tokens"] == 20 and upstream["seed"] == 7
     assert stats(fake)["last_headers"]["x-request-id"] == rid
     assert "traceparent" in stats(fake)["last_headers"]
+    # One JSON access line for the request, carrying what operators filter on.
+    lines = [json.loads(line) for line in gateway.log_text().splitlines() if rid in line]
+    access = [entry for entry in lines if entry.get("event") == "request"]
+    assert len(access) == 1, lines
+    assert access[0] | {"trace_id": "x"} == access[0] | {
+        "service": "llm-gateway",
+        "request_id": rid,
+        "trace_id": "x",
+        "status": 200,
+        "provider": "openai_compat",
+        "model": "fake-model",
+        "outcome": "ok",
+        "reason_code": None,
+        "prompt_tokens": 11,
+        "completion_tokens": 4,
+    }
+    assert len(access[0]["trace_id"]) == 32 and access[0]["duration_ms"] > 0
 
 
 def test_stream_success_orders_events_and_ends_with_done(gateway: ServerProcess) -> None:
