@@ -76,6 +76,12 @@ class OtlpReceiver:
             return [s for s in self.spans if s["trace_id"] == trace_id]
 
 
+def _tree_is_whole(spans: list[dict[str, Any]]) -> bool:
+    """Every parent a span names has arrived too (so the roots are the only spans without one)."""
+    ids = {s["span_id"] for s in spans}
+    return len(spans) >= 5 and all(s["parent"] in ids for s in spans if s["parent"] is not None)
+
+
 @pytest.fixture
 def receiver() -> Iterator[OtlpReceiver]:
     r = OtlpReceiver()
@@ -132,11 +138,13 @@ def test_one_chat_request_is_one_trace_across_all_three_services(
             time.sleep(0.1)
         assert trace_id, "no BFF log line carries the request id"
 
-        # Spans arrive in batches (every 0.5 s per process): wait until all three services exported theirs.
+        # Spans arrive in batches (every 0.5 s per process), and a parent ends, so is exported, after its
+        # children: a child can be here while its parent is still in the next batch. Wait for the whole tree.
+        deadline = time.monotonic() + 15
         spans: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             spans = receiver.of_trace(trace_id)
-            if {s["service"] for s in spans} >= SERVICES and len(spans) >= 5:
+            if {s["service"] for s in spans} >= SERVICES and _tree_is_whole(spans):
                 break
             time.sleep(0.2)
         services = {s["service"] for s in spans}
