@@ -8,11 +8,39 @@ aiohttp transport keeps the httpx API and far more of the throughput. `transport
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
 Transport = Literal["aiohttp", "httpx"]
+
+
+class _NoCookies(httpx.Cookies):
+    """A jar that never stores anything."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class ServiceClient(httpx.AsyncClient):
+    """An `httpx.AsyncClient` without a cookie jar.
+
+    One client serves every request of a process, so a cookie one upstream answer sets must not ride along
+    on the next user's request. It is also cheaper: httpx copies each response into a urllib-style request
+    to feed its jar, about 5 % of the gateway's CPU per relayed request (py-spy, docs/benchmarks.md).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, value: object) -> None:
+        raise ValueError("a ServiceClient keeps no cookies; send a Cookie header if one is needed")
 
 
 def make_http_client(
@@ -23,18 +51,16 @@ def make_http_client(
     max_connections: int = 256,
     headers: dict[str, str] | None = None,
     transport: Transport = "aiohttp",
-) -> httpx.AsyncClient:
+) -> ServiceClient:
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
     if transport == "aiohttp":
         from httpx_aiohttp import AiohttpTransport
 
-        return httpx.AsyncClient(
+        return ServiceClient(
             base_url=base_url,
             timeout=timeout,
             headers=headers,
             transport=AiohttpTransport(limits=limits, trust_env=False),
         )
-    return httpx.AsyncClient(
-        base_url=base_url, timeout=timeout, limits=limits, headers=headers, trust_env=False
-    )
+    return ServiceClient(base_url=base_url, timeout=timeout, limits=limits, headers=headers, trust_env=False)

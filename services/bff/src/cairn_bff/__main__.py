@@ -10,7 +10,7 @@ from .settings import BffSettings
 
 def main() -> None:
     settings = BffSettings()
-    serve(create_app(settings), settings.host, settings.port)
+    serve(create_app(settings), settings.host, settings.port, proxy_headers=True)
 
 
 if __name__ == "__main__":

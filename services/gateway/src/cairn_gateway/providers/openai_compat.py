@@ -109,6 +109,8 @@ class OpenAICompatProvider:
             settings.api_key.get_secret_value() if settings.api_key else None
         )
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        # Parsed once: httpx would otherwise re-parse the URL string on every request.
+        self.completions_url = httpx.URL(f"{self.base_url}/chat/completions")
         self.http = http
         self.retries = settings.retries
         self.retry_cap_s = settings.retry_max_wait_ms / 1000
@@ -154,7 +156,7 @@ class OpenAICompatProvider:
     async def _open(self, req: ProviderRequest, stream: bool) -> httpx.Response:
         request = self.http.build_request(
             "POST",
-            f"{self.base_url}/chat/completions",
+            self.completions_url,
             json=self.payload(req, stream),
             headers={**self.headers, **outgoing_headers()},
             timeout=httpx.Timeout(req.timeout_s, read=self.idle_timeout_s if stream else req.timeout_s),
