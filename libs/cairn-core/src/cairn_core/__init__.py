@@ -29,6 +29,9 @@ from ._contract import (
 )
 from ._errors import BadRequest, CairnError, UpstreamError, error_body
 from ._http import make_http_client
+from ._json import JSONDecodeError, JSONResponse
+from ._json import dumps as json_dumps
+from ._json import loads as json_loads
 from ._observability import (
     REQUEST_ID_HEADER,
     RequestContextMiddleware,
@@ -78,6 +81,8 @@ __all__ = [
     "GenerateRequest",
     "GenerateResponse",
     "GroundedAnswer",
+    "JSONDecodeError",
+    "JSONResponse",
     "MetaEvent",
     "ReasonCode",
     "RequestContextMiddleware",
@@ -96,6 +101,8 @@ __all__ = [
     "error_body",
     "error_response",
     "format_validation_error",
+    "json_dumps",
+    "json_loads",
     "json_schema",
     "log_fields",
     "make_http_client",

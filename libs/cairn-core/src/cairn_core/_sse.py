@@ -6,7 +6,6 @@ which handles multi-line data, comments and CRLF.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,8 @@ import httpx
 from httpx_sse import EventSource
 from pydantic import BaseModel
 
+from ._json import dumps, loads
+
 
 def encode_event(event: str | None, data: BaseModel | dict[str, Any] | str) -> bytes:
     if isinstance(data, BaseModel):
@@ -22,7 +23,7 @@ def encode_event(event: str | None, data: BaseModel | dict[str, Any] | str) -> b
     elif isinstance(data, str):
         payload = data
     else:
-        payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        payload = dumps(data).decode()
     head = f"event: {event}\n" if event else ""
     # A payload with newlines must be split across data lines, or the frame breaks.
     body = "".join(f"data: {line}\n" for line in payload.split("\n"))
@@ -35,7 +36,7 @@ class SSEMessage:
     data: str
 
     def json(self) -> Any:
-        return json.loads(self.data)
+        return loads(self.data)
 
 
 async def aiter_sse(response: httpx.Response) -> AsyncIterator[SSEMessage]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -12,10 +11,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._errors import CairnError, error_body
+from ._json import JSONDecodeError, JSONResponse, loads
 from ._reason_codes import HTTP_STATUS, ReasonCode
 
 log = structlog.get_logger("errors")
@@ -109,8 +109,8 @@ async def parse_json_body(request: Request, model: type[M]) -> M:
     """Read and validate a JSON body; every failure becomes a 400 with a readable message."""
     raw = await request.body()
     try:
-        data = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = loads(raw or b"null")
+    except JSONDecodeError as exc:  # invalid UTF-8 included
         raise CairnError(ReasonCode.BAD_REQUEST, f"Request body is not valid JSON: {exc}") from None
     try:
         return model.model_validate(data)

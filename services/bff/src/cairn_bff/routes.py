@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from cairn_core import (
     BadRequest,
+    JSONResponse,
     ReasonCode,
     error_response,
     metrics_response,
@@ -16,7 +17,7 @@ from cairn_core import (
     request_id_of,
 )
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 

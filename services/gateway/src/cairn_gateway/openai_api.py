@@ -7,13 +7,20 @@ Works unchanged with the official `openai` SDK: `chat.completion` objects, `chat
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cairn_core import HTTP_STATUS, CairnError, GenerateRequest, ReasonCode, StopReason, Usage
-from starlette.responses import JSONResponse
+from cairn_core import (
+    HTTP_STATUS,
+    CairnError,
+    GenerateRequest,
+    JSONResponse,
+    ReasonCode,
+    StopReason,
+    Usage,
+    json_dumps,
+)
 
 from .schemas import ChatCompletionRequest
 from .service import GenerationService, StreamHandle
@@ -74,8 +81,8 @@ def completion_body(rid: str, model: str, text: str, finish: StopReason, usage: 
 
 
 def _frame(data: dict[str, Any] | str) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"data: {payload}\n\n".encode()
+    payload = data.encode() if isinstance(data, str) else json_dumps(data)
+    return b"data: " + payload + b"\n\n"
 
 
 async def chunk_stream(

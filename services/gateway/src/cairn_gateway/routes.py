@@ -11,6 +11,7 @@ from cairn_core import (
     CairnError,
     GenerateRequest,
     GenerateResponse,
+    JSONResponse,
     ReasonCode,
     Status,
     cancel_on_disconnect,
@@ -20,7 +21,7 @@ from cairn_core import (
     request_id_of,
 )
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .openai_api import chunk_stream, completion_body, openai_error, to_generate_request

@@ -9,6 +9,7 @@ from typing import Any
 from cairn_core import (
     BadRequest,
     CairnError,
+    JSONResponse,
     ReasonCode,
     format_validation_error,
     log_fields,
@@ -19,7 +20,7 @@ from cairn_core import (
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .extract import extract

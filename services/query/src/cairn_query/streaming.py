@@ -10,7 +10,6 @@ and `done` with `status: "fallback"` and the reason code. The stream always ends
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +25,7 @@ from cairn_core import (
     StopReason,
     UpstreamError,
     encode_event,
+    json_loads,
 )
 
 from .chat import ChatService, Prepared, fallback_message
@@ -160,14 +160,14 @@ async def _relay(
                 name, data = _parse(frame)
                 out = frame + b"\n\n"
                 if name == "meta":
-                    meta = json.loads(data)
+                    meta = json_loads(data)
                     relay.model, relay.provider = meta.get("model"), meta.get("provider")
                     yield out
                 elif name == "delta":
-                    relay.answer.append(json.loads(data).get("text", ""))
+                    relay.answer.append(json_loads(data).get("text", ""))
                     yield out
                 elif name == "citations":
-                    cited = [Citation.model_validate(c) for c in json.loads(data).get("citations", [])]
+                    cited = [Citation.model_validate(c) for c in json_loads(data).get("citations", [])]
                     try:
                         relay.citations = service.check_citations(prep, cited)
                     except UpstreamError as exc:
@@ -175,9 +175,9 @@ async def _relay(
                         return
                     yield out
                 elif name == "error":
-                    relay.error = ReasonCode(json.loads(data).get("reason_code", "PROVIDER_ERROR"))
+                    relay.error = ReasonCode(json_loads(data).get("reason_code", "PROVIDER_ERROR"))
                 elif name == "done":
-                    done = json.loads(data)
+                    done = json_loads(data)
                     if done.get("status") != "ok" or relay.error is not None:
                         relay.error = relay.error or ReasonCode(done.get("reason_code") or "PROVIDER_ERROR")
                         return

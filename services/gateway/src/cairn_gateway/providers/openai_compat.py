@@ -8,13 +8,12 @@ after the first byte of an answer was produced. A 200 stream can still carry an 
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import structlog
-from cairn_core import ReasonCode, StopReason, Usage, aiter_sse, outgoing_headers
+from cairn_core import ReasonCode, StopReason, Usage, aiter_sse, json_loads, outgoing_headers
 from httpx_sse import SSEError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base
@@ -187,7 +186,7 @@ class OpenAICompatProvider:
         finally:
             await resp.aclose()
         try:
-            data = json.loads(raw)
+            data = json_loads(raw)
             if "error" in data:
                 raise _frame_error(data)
             choice = data["choices"][0]
@@ -210,7 +209,7 @@ class OpenAICompatProvider:
                     saw_done = True
                     break
                 try:
-                    data = json.loads(msg.data)
+                    data = json_loads(msg.data)
                 except ValueError:
                     log.warning("upstream_non_json_line", line=msg.data[:200])
                     continue
