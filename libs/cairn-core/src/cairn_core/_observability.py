@@ -102,12 +102,18 @@ class RequestContextMiddleware:
         self.app = app
         self.tracer = tracer
         self.skip_paths = skip_paths
+        # The request id, and whatever the configured propagators read (traceparent, tracestate, baggage).
+        fields = propagate.get_global_textmap().fields
+        self.context_headers = frozenset({REQUEST_ID_HEADER.encode(), *(f.lower().encode() for f in fields)})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        # Only the few headers this needs, decoded: a full dict of every header showed up in the profile.
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in self.context_headers
+        }
         rid = headers.get(REQUEST_ID_HEADER, "")
         if not _VALID_REQUEST_ID.match(rid):
             rid = new_request_id()

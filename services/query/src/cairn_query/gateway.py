@@ -21,6 +21,7 @@ from cairn_core import (
     ReasonCode,
     UpstreamError,
     client_span,
+    json_dumps,
     outgoing_headers,
 )
 from opentelemetry.trace import Tracer
@@ -116,8 +117,8 @@ class GatewayClient:
         request = self.http.build_request(
             "POST",
             f"{self.base}{path}",
-            json=body,
-            headers=outgoing_headers(),
+            content=json_dumps(body),
+            headers=outgoing_headers({"Content-Type": "application/json"}),
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
         )
         try:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import structlog
-from cairn_core import ReasonCode, StopReason, Usage, aiter_sse, json_loads, outgoing_headers
+from cairn_core import ReasonCode, StopReason, Usage, aiter_sse, json_dumps, json_loads, outgoing_headers
 from httpx_sse import SSEError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base
@@ -108,6 +108,7 @@ class OpenAICompatProvider:
             settings.api_key.get_secret_value() if settings.api_key else None
         )
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.post_headers = {**self.headers, "Content-Type": "application/json"}
         # Parsed once: httpx would otherwise re-parse the URL string on every request.
         self.completions_url = httpx.URL(f"{self.base_url}/chat/completions")
         self.http = http
@@ -156,8 +157,8 @@ class OpenAICompatProvider:
         request = self.http.build_request(
             "POST",
             self.completions_url,
-            json=self.payload(req, stream),
-            headers={**self.headers, **outgoing_headers()},
+            content=json_dumps(self.payload(req, stream)),
+            headers={**self.post_headers, **outgoing_headers()},
             timeout=httpx.Timeout(req.timeout_s, read=self.idle_timeout_s if stream else req.timeout_s),
         )
         async for attempt in self._retrying():
