@@ -1,27 +1,37 @@
-"""Unit tests of single pieces: the openai_compat client (respx), circuit breaker, admission, toy provider."""
+"""Unit tests of single pieces: the openai_compat client (aioresponses), circuit breaker, admission, toy provider."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 
-import httpx
+import aiohttp
 import pytest
-import respx
-from cairn_core import CairnError, ChatMessage, ReasonCode, StopReason
+import yarl
+from aioresponses import aioresponses
+from cairn_core import CairnError, ChatMessage, ReasonCode, StopReason, make_aiohttp_session
 from cairn_gateway.admission import Admission
 from cairn_gateway.circuit import CircuitBreaker, CircuitState
 from cairn_gateway.providers.base import ProviderError, ProviderRequest
 from cairn_gateway.providers.openai_compat import OpenAICompatProvider
 from cairn_gateway.providers.toy import ToyEmbedder, ToyProvider
 from cairn_gateway.settings import GatewaySettings, ModelSpec
+from cairn_testing import free_port
 
 BASE = "http://upstream.test/v1"
+URL = f"{BASE}/chat/completions"
 
 
-def _provider(**kw) -> tuple[OpenAICompatProvider, httpx.AsyncClient]:
+@pytest.fixture
+def upstream() -> Iterator[aioresponses]:
+    with aioresponses() as mocked:
+        yield mocked
+
+
+def _provider(**kw) -> tuple[OpenAICompatProvider, aiohttp.ClientSession]:
     settings = GatewaySettings(provider="openai_compat", base_url=BASE, model="m1", retry_max_wait_ms=0, **kw)
-    http = httpx.AsyncClient()
+    http = make_aiohttp_session()
     return OpenAICompatProvider(settings.model_specs[0], settings, http), http
 
 
@@ -34,82 +44,90 @@ def _req(**kw) -> ProviderRequest:
     )
 
 
-@respx.mock
-async def test_payload_carries_model_messages_and_limits() -> None:
-    route = respx.post(f"{BASE}/chat/completions").mock(
-        return_value=httpx.Response(
-            200,
-            json={
-                "choices": [{"message": {"content": "hi"}, "finish_reason": "length"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1},
-            },
-        )
+def _sent(upstream: aioresponses) -> list[tuple[dict, dict]]:
+    """The JSON bodies and headers of every call made to the upstream, in order."""
+    calls = upstream.requests[("POST", yarl.URL(URL))]
+    return [(json.loads(c.kwargs["data"]), c.kwargs["headers"]) for c in calls]
+
+
+async def test_payload_carries_model_messages_and_limits(upstream: aioresponses) -> None:
+    upstream.post(
+        URL,
+        payload={
+            "choices": [{"message": {"content": "hi"}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+        },
     )
     provider, http = _provider(api_key="sekrit")
     async with http:
         result = await provider.generate(_req(stop=["\n"], seed=4, json_schema={"type": "object"}))
-    sent = json.loads(route.calls.last.request.content)
+    [(sent, headers)] = _sent(upstream)
     assert sent["model"] == "m1" and sent["max_tokens"] == 33 and sent["stream"] is False
     assert sent["messages"] == [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
     assert sent["stop"] == ["\n"] and sent["seed"] == 4
     assert sent["response_format"]["type"] == "json_schema"
-    assert route.calls.last.request.headers["authorization"] == "Bearer sekrit"
+    assert headers["Authorization"] == "Bearer sekrit" and headers["Content-Type"] == "application/json"
     assert (
         result.text == "hi" and result.finish_reason is StopReason.LENGTH and result.usage.total_tokens == 4
     )
 
 
-@respx.mock
-async def test_stream_payload_asks_for_usage() -> None:
+async def test_stream_payload_asks_for_usage(upstream: aioresponses) -> None:
     body = (
-        b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":2,'
-        b'"completion_tokens":1}}\n\ndata: [DONE]\n\n'
+        b'data: {"choices":[{"delta":{"content":"a"}}]}\r\n\r\n: a comment\ndata: {"choices":[],'
+        b'"usage":{"prompt_tokens":2,\ndata: "completion_tokens":1}}\n\ndata: [DONE]\n\n'
     )
-    route = respx.post(f"{BASE}/chat/completions").mock(
-        return_value=httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
-    )
+    upstream.post(URL, body=body, content_type="text/event-stream")
     provider, http = _provider()
     async with http:
         chunks = [c async for c in provider.stream(_req())]
-    assert json.loads(route.calls.last.request.content)["stream_options"] == {"include_usage": True}
+    [(sent, _)] = _sent(upstream)
+    assert sent["stream_options"] == {"include_usage": True}
+    # CRLF line ends, a comment line and a data field split over two lines are all read as SSE says.
     assert [c.text for c in chunks if c.text] == ["a"] and chunks[-1].usage.completion_tokens == 1
 
 
-@respx.mock
-async def test_retries_honour_retry_after_and_stop_at_the_limit() -> None:
-    route = respx.post(f"{BASE}/chat/completions").mock(
-        side_effect=[
-            httpx.Response(503, headers={"Retry-After": "0"}),
-            httpx.Response(429, headers={"Retry-After": "0"}),
-            httpx.Response(200, json={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}),
-        ]
-    )
+async def test_a_200_that_is_not_a_stream_is_a_provider_error(upstream: aioresponses) -> None:
+    upstream.post(URL, payload={"error": {"message": "model not found"}})
+    provider, http = _provider()
+    async with http:
+        with pytest.raises(ProviderError) as err:
+            [c async for c in provider.stream(_req())]
+    assert err.value.reason_code is ReasonCode.PROVIDER_ERROR and "model not found" in err.value.message
+
+
+async def test_retries_honour_retry_after_and_stop_at_the_limit(upstream: aioresponses) -> None:
+    upstream.post(URL, status=503, headers={"Retry-After": "0"})
+    upstream.post(URL, status=429, headers={"Retry-After": "0"})
+    upstream.post(URL, payload={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})
     provider, http = _provider(retries=2)
     async with http:
         assert (await provider.generate(_req())).text == "ok"
-    assert route.call_count == 3
+    assert len(_sent(upstream)) == 3
 
 
-@respx.mock
-async def test_client_errors_are_not_retried() -> None:
-    route = respx.post(f"{BASE}/chat/completions").mock(
-        return_value=httpx.Response(400, json={"error": "bad"})
-    )
+async def test_client_errors_are_not_retried(upstream: aioresponses) -> None:
+    upstream.post(URL, status=400, payload={"error": "bad"}, repeat=True)
     provider, http = _provider(retries=3)
     async with http:
         with pytest.raises(ProviderError) as err:
             await provider.generate(_req())
-    assert route.call_count == 1 and err.value.reason_code is ReasonCode.PROVIDER_ERROR
+    assert len(_sent(upstream)) == 1 and err.value.reason_code is ReasonCode.PROVIDER_ERROR
 
 
-@respx.mock
 async def test_connect_error_is_unavailable_after_retries() -> None:
-    route = respx.post(f"{BASE}/chat/completions").mock(side_effect=httpx.ConnectError("refused"))
-    provider, http = _provider(retries=1)
-    async with http:
+    # A real refused connection: a port nothing listens on.
+    settings = GatewaySettings(
+        provider="openai_compat",
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+        retries=1,
+        retry_max_wait_ms=0,
+    )
+    async with make_aiohttp_session() as http:
+        provider = OpenAICompatProvider(settings.model_specs[0], settings, http)
         with pytest.raises(ProviderError) as err:
             await provider.generate(_req())
-    assert route.call_count == 2 and err.value.reason_code is ReasonCode.PROVIDER_UNAVAILABLE
+    assert err.value.reason_code is ReasonCode.PROVIDER_UNAVAILABLE
 
 
 def test_circuit_breaker_opens_probes_and_closes() -> None:

@@ -28,7 +28,7 @@ from ._contract import (
     Usage,
 )
 from ._errors import BadRequest, CairnError, UpstreamError, error_body
-from ._http import make_http_client
+from ._http import make_aiohttp_session, make_http_client
 from ._json import JSONDecodeError, JSONResponse
 from ._json import dumps as json_dumps
 from ._json import loads as json_loads
@@ -44,7 +44,7 @@ from ._observability import (
     trace_id_hex,
 )
 from ._reason_codes import DEGRADABLE, HTTP_STATUS, ReasonCode
-from ._sse import SSEMessage, aiter_sse, encode_event
+from ._sse import SSEMessage, aiter_sse, aiter_sse_chunks, encode_event
 from ._web import (
     EXCEPTION_HANDLERS,
     BodyLimitMiddleware,
@@ -92,6 +92,7 @@ __all__ = [
     "UpstreamError",
     "Usage",
     "aiter_sse",
+    "aiter_sse_chunks",
     "cancel_on_disconnect",
     "check_grounded",
     "client_span",
@@ -105,6 +106,7 @@ __all__ = [
     "json_loads",
     "json_schema",
     "log_fields",
+    "make_aiohttp_session",
     "make_http_client",
     "metrics_response",
     "new_request_id",

@@ -1,15 +1,19 @@
-"""The one factory for outgoing HTTP clients.
+"""The factories for outgoing HTTP clients, created in each app's lifespan.
 
-Every hop (BFF → QS → gateway → provider) uses an `httpx.AsyncClient` created here, in the app's lifespan.
-The default transport is aiohttp through `httpx-aiohttp`: measured in `make bench` (docs/benchmarks.md), a relay
-on httpcore's pool loses most of its throughput at 64 concurrent streams on this class of machine, while the
-aiohttp transport keeps the httpx API and far more of the throughput. `transport="httpx"` selects httpcore.
+- `make_http_client`: the `httpx.AsyncClient` of the BFF → QS → gateway hops. The default transport is aiohttp
+  through `httpx-aiohttp`: measured in `make bench` (docs/benchmarks.md), a relay on httpcore's pool loses most
+  of its throughput at 64 concurrent streams on this class of machine, while the aiohttp transport keeps the
+  httpx API and far more of the throughput. `transport="httpx"` selects httpcore.
+- `make_aiohttp_session`: the gateway → model server hop, the one every token crosses. There even httpx's own
+  request/response layers were 40 % of the gateway's CPU per relayed request, so that hop talks aiohttp
+  directly (measured both ways in one run, docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 
 Transport = Literal["aiohttp", "httpx"]
@@ -64,3 +68,15 @@ def make_http_client(
             transport=AiohttpTransport(limits=limits, trust_env=False),
         )
     return ServiceClient(base_url=base_url, timeout=timeout, limits=limits, headers=headers, trust_env=False)
+
+
+def make_aiohttp_session(
+    *, max_connections: int = 256, connect_timeout_s: float = 5.0
+) -> aiohttp.ClientSession:
+    """A pooled aiohttp session with no cookie jar (see ServiceClient) and no proxy settings from the env."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=300),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s),
+        trust_env=False,
+    )

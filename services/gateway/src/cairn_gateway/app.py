@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from cairn_core import (
     configure_logging,
-    make_http_client,
+    make_aiohttp_session,
     service_app,
     setup_tracing,
 )
@@ -30,11 +30,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         metrics = GatewayMetrics()
-        async with make_http_client(
-            timeout_s=settings.timeout_ms / 1000,
-            transport=settings.http_transport,
-            max_connections=max(64, settings.max_concurrency * 4),
-        ) as http:
+        async with make_aiohttp_session(max_connections=max(64, settings.max_concurrency * 4)) as http:
             registry = Registry(settings, http, metrics)
             try:
                 await registry.start()

@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
 from cairn_core import CairnError, ReasonCode
 
@@ -58,7 +58,9 @@ class ModelEntry:
 
 
 class Registry:
-    def __init__(self, settings: GatewaySettings, http: httpx.AsyncClient, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, settings: GatewaySettings, http: aiohttp.ClientSession, metrics: GatewayMetrics
+    ) -> None:
         self.settings = settings
         self.http = http
         self.metrics = metrics

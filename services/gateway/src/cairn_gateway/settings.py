@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,7 +28,6 @@ class GatewaySettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8082
     log_level: str = "INFO"
-    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     # The default model. `provider` picks the module; the rest configures it.
     provider: str = "llamacpp"

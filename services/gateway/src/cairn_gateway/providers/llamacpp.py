@@ -24,7 +24,7 @@ from pathlib import Path
 from queue import Queue
 from typing import Any
 
-import httpx
+import aiohttp
 from cairn_core import CairnError, ReasonCode, StopReason, Usage
 
 from ..models import check_memory, resolve_gguf, rss_mb, stream_in_thread, verify_sha256
@@ -81,7 +81,7 @@ class LlamaCppProvider:
     name = "llamacpp"
 
     def __init__(
-        self, spec: ModelSpec, settings: GatewaySettings, http: httpx.AsyncClient | None = None
+        self, spec: ModelSpec, settings: GatewaySettings, http: aiohttp.ClientSession | None = None
     ) -> None:
         self.spec = spec
         self.settings = settings

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from cairn_core import CairnError, ChatMessage, ReasonCode, StopReason, Usage
 
 from ..models import check_memory, rss_mb, stream_in_thread
@@ -31,7 +31,7 @@ class OnnxGenAIProvider:
     name = "onnx"
 
     def __init__(
-        self, spec: ModelSpec, settings: GatewaySettings, http: httpx.AsyncClient | None = None
+        self, spec: ModelSpec, settings: GatewaySettings, http: aiohttp.ClientSession | None = None
     ) -> None:
         self.spec = spec
         self.settings = settings

@@ -1,20 +1,29 @@
 """Any OpenAI-compatible server: llama.cpp server, Ollama, vLLM, OpenAI.
 
-Calls `{LLM_BASE_URL}/chat/completions` with `stream=false|true`. Retries live here and only here (tenacity):
-connect errors and 429/500/502/503/504, honouring `Retry-After`, and only while opening the request, so never
-after the first byte of an answer was produced. A 200 stream can still carry an error frame
-(`data: {"error": …}`, as vLLM and llama.cpp server send it), non-JSON lines, or end without `[DONE]`.
+Calls `{LLM_BASE_URL}/chat/completions` with `stream=false|true` over the gateway's aiohttp session (this is
+the hop every token crosses; httpx's layers cost 40 % of the gateway's CPU here, docs/benchmarks.md). Retries
+live here and only here (tenacity): connect errors and 429/500/502/503/504, honouring `Retry-After`, and only
+while opening the request, so never after the first byte of an answer was produced. A 200 stream can still
+carry an error frame (`data: {"error": …}`, as vLLM and llama.cpp server send it), non-JSON lines, or end
+without `[DONE]`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
-from cairn_core import ReasonCode, StopReason, Usage, aiter_sse, json_dumps, json_loads, outgoing_headers
-from httpx_sse import SSEError
+from cairn_core import (
+    ReasonCode,
+    StopReason,
+    Usage,
+    aiter_sse_chunks,
+    json_dumps,
+    json_loads,
+    outgoing_headers,
+)
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base
 
@@ -24,6 +33,7 @@ from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
 log = structlog.get_logger("openai_compat")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+CONNECT_TIMEOUT_S = 5.0
 _FINISH = {"stop": StopReason.EOS, "length": StopReason.LENGTH, "eos": StopReason.EOS}
 
 
@@ -31,8 +41,8 @@ class RetryableUpstream(ProviderError):
     pass
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
     try:
         return float(value) if value is not None else None
     except ValueError:
@@ -52,31 +62,34 @@ class _WaitRetryAfter(wait_base):
         return float(min(base, self.cap_s))
 
 
-def _error_from_status(resp: httpx.Response, body: str) -> ProviderError:
-    message = f"Upstream answered HTTP {resp.status_code}: {body[:300]}"
-    if resp.status_code in RETRY_STATUSES:
+def _error_from_status(status: int, headers: Mapping[str, str], body: str) -> ProviderError:
+    message = f"Upstream answered HTTP {status}: {body[:300]}"
+    if status in RETRY_STATUSES:
         code = (
             ReasonCode.PROVIDER_TIMEOUT
-            if resp.status_code == 504
-            else (
-                ReasonCode.PROVIDER_UNAVAILABLE
-                if resp.status_code in (429, 503)
-                else ReasonCode.PROVIDER_ERROR
-            )
+            if status == 504
+            else (ReasonCode.PROVIDER_UNAVAILABLE if status in (429, 503) else ReasonCode.PROVIDER_ERROR)
         )
-        return RetryableUpstream(code, message, retry_after=_retry_after(resp))
+        return RetryableUpstream(code, message, retry_after=_retry_after(headers))
     return ProviderError(ReasonCode.PROVIDER_ERROR, message)
 
 
-def _map_transport_error(exc: httpx.HTTPError) -> ProviderError:
-    if isinstance(exc, SSEError):  # a 200 that is not an event stream, e.g. a JSON error body
-        return ProviderError(
-            ReasonCode.PROVIDER_ERROR, f"The model server did not answer with a stream: {exc}"
-        )
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+def _open_error(exc: BaseException) -> ProviderError:
+    """A failure before any answer arrived: the server could not be reached, or not in time."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
         return RetryableUpstream(ReasonCode.PROVIDER_UNAVAILABLE, f"Cannot reach the model server: {exc!r}")
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        # A pooled keep-alive connection the server had already closed: nothing was answered, try again.
+        return RetryableUpstream(ReasonCode.PROVIDER_UNAVAILABLE, "The model server closed the connection.")
+    if isinstance(exc, TimeoutError):
         return ProviderError(ReasonCode.PROVIDER_TIMEOUT, "The model server did not answer in time.")
+    return ProviderError(ReasonCode.PROVIDER_UNAVAILABLE, f"The request to the model server failed: {exc!r}")
+
+
+def _read_error(exc: BaseException) -> ProviderError:
+    """A failure while the answer was arriving."""
+    if isinstance(exc, TimeoutError):
+        return ProviderError(ReasonCode.PROVIDER_TIMEOUT, "The model server stopped sending in time.")
     return ProviderError(ReasonCode.STREAM_INTERRUPTED, f"The connection to the model server broke: {exc!r}")
 
 
@@ -101,7 +114,7 @@ def _frame_error(data: dict[str, Any]) -> ProviderError:
 class OpenAICompatProvider:
     name = "openai_compat"
 
-    def __init__(self, spec: ModelSpec, settings: GatewaySettings, http: httpx.AsyncClient) -> None:
+    def __init__(self, spec: ModelSpec, settings: GatewaySettings, http: aiohttp.ClientSession) -> None:
         self.model = spec.model or settings.model or "default"
         self.base_url = str(spec.params.get("base_url", settings.base_url)).rstrip("/")
         key = spec.params.get("api_key") or (
@@ -109,8 +122,7 @@ class OpenAICompatProvider:
         )
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.post_headers = {**self.headers, "Content-Type": "application/json"}
-        # Parsed once: httpx would otherwise re-parse the URL string on every request.
-        self.completions_url = httpx.URL(f"{self.base_url}/chat/completions")
+        self.completions_url = f"{self.base_url}/chat/completions"
         self.http = http
         self.retries = settings.retries
         self.retry_cap_s = settings.retry_max_wait_ms / 1000
@@ -153,39 +165,44 @@ class OpenAICompatProvider:
             ),
         )
 
-    async def _open(self, req: ProviderRequest, stream: bool) -> httpx.Response:
-        request = self.http.build_request(
-            "POST",
-            self.completions_url,
-            content=json_dumps(self.payload(req, stream)),
-            headers={**self.post_headers, **outgoing_headers()},
-            timeout=httpx.Timeout(req.timeout_s, read=self.idle_timeout_s if stream else req.timeout_s),
+    async def _open(self, req: ProviderRequest, stream: bool) -> aiohttp.ClientResponse:
+        body = json_dumps(self.payload(req, stream))
+        headers = {**self.post_headers, **outgoing_headers()}
+        connect_s = min(CONNECT_TIMEOUT_S, req.timeout_s)
+        # A stream may last as long as the service's deadline allows, but must keep sending: the idle limit
+        # is the read timeout. A plain answer gets the whole budget for the whole exchange.
+        timeout = (
+            aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=self.idle_timeout_s)
+            if stream
+            else aiohttp.ClientTimeout(total=req.timeout_s, sock_connect=connect_s)
         )
         async for attempt in self._retrying():
             with attempt:
                 try:
-                    resp = await self.http.send(request, stream=True)
-                except httpx.HTTPError as exc:
-                    raise _map_transport_error(exc) from exc
-                if resp.status_code != 200:
+                    resp = await self.http.post(
+                        self.completions_url, data=body, headers=headers, timeout=timeout
+                    )
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise _open_error(exc) from exc
+                if resp.status != 200:
                     try:
-                        body = (await resp.aread()).decode(errors="replace")
-                    except httpx.HTTPError:
-                        body = ""
+                        text = await resp.text(errors="replace")
+                    except (aiohttp.ClientError, TimeoutError):
+                        text = ""
                     finally:
-                        await resp.aclose()
-                    raise _error_from_status(resp, body)
+                        resp.release()
+                    raise _error_from_status(resp.status, resp.headers, text)
                 return resp
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def generate(self, req: ProviderRequest) -> ProviderResult:
         resp = await self._open(req, stream=False)
         try:
-            raw = await resp.aread()
-        except httpx.HTTPError as exc:
-            raise _map_transport_error(exc) from exc
+            raw = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _read_error(exc) from exc
         finally:
-            await resp.aclose()
+            resp.release()
         try:
             data = json_loads(raw)
             if "error" in data:
@@ -205,7 +222,13 @@ class OpenAICompatProvider:
         usage: Usage | None = None
         saw_done = False
         try:
-            async for msg in aiter_sse(resp):
+            if resp.content_type != "text/event-stream":  # e.g. a JSON error body with status 200
+                body = (await resp.text(errors="replace"))[:300]
+                raise ProviderError(
+                    ReasonCode.PROVIDER_ERROR,
+                    f"The model server did not answer with a stream ({resp.content_type}): {body}",
+                )
+            async for msg in aiter_sse_chunks(resp.content.iter_any()):
                 if msg.data.strip() == "[DONE]":
                     saw_done = True
                     break
@@ -225,10 +248,14 @@ class OpenAICompatProvider:
                         yield ProviderChunk(text=piece)
                     if choice.get("finish_reason"):
                         finish = _FINISH.get(choice["finish_reason"], StopReason.EOS)
-        except httpx.HTTPError as exc:
-            raise _map_transport_error(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _read_error(exc) from exc
         finally:
-            await resp.aclose()
+            # Closing (not releasing) an unfinished stream drops the connection, so the server sees the cancel.
+            if saw_done or finish is not None:
+                resp.release()
+            else:
+                resp.close()
         if not saw_done and finish is None:
             raise ProviderError(
                 ReasonCode.STREAM_INTERRUPTED, "The model server closed the stream mid-answer."
@@ -237,10 +264,12 @@ class OpenAICompatProvider:
 
     async def health(self) -> bool:
         try:
-            resp = await self.http.get(f"{self.base_url}/models", headers=self.headers, timeout=2.0)
-        except httpx.HTTPError:
+            async with self.http.get(
+                f"{self.base_url}/models", headers=self.headers, timeout=aiohttp.ClientTimeout(total=2.0)
+            ) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             return False
-        return resp.status_code == 200
 
     async def aclose(self) -> None:
         return None

@@ -16,7 +16,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 from cairn_core import StopReason, Usage
 
 from ..settings import GatewaySettings, ModelSpec
@@ -103,7 +103,7 @@ class ToyProvider:
     name = "toy"
 
     def __init__(
-        self, spec: ModelSpec, settings: GatewaySettings, http: httpx.AsyncClient | None = None
+        self, spec: ModelSpec, settings: GatewaySettings, http: aiohttp.ClientSession | None = None
     ) -> None:
         self.model = spec.model or "toy"
         self.delay_s = float(spec.params.get("delay_ms", settings.toy_delay_ms)) / 1000
