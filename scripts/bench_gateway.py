@@ -1,8 +1,8 @@
 """Gateway overhead benchmark: the fake upstream called directly and through the gateway, in one run.
 
 Prints p50/p99 latency, time to first token, requests/s at concurrency 16 and 64, and the gateway's CPU ms per
-request, for each HTTP transport the gateway can use (aiohttp via httpx-aiohttp, and httpcore). Ratios compare
-with the direct numbers measured in the same run, on the same machine, at the same moment.
+request. Ratios compare with the direct numbers measured in the same run, on the same machine, at the same
+moment.
 Run: `make bench` (all benchmarks) or `.venv/bin/python scripts/bench_gateway.py [--quick]`.
 """
 
@@ -94,7 +94,7 @@ def start_fake() -> ServerProcess:
     )
 
 
-def start_gateway(fake: ServerProcess, transport: str) -> ServerProcess:
+def start_gateway(fake: ServerProcess) -> ServerProcess:
     env = {
         "LLM_PORT": "{port}",
         "LLM_PROVIDER": "openai_compat",
@@ -103,10 +103,9 @@ def start_gateway(fake: ServerProcess, transport: str) -> ServerProcess:
         "LLM_EMBED_PROVIDER": "toy",
         "LLM_MAX_CONCURRENCY": "256",
         "LLM_QUEUE_SIZE": "256",
-        "LLM_HTTP_TRANSPORT": transport,
         "LLM_LOG_LEVEL": "WARNING",
     }
-    return start_server(f"bench-gateway-{transport}", ["cairn_gateway"], env=env, health_path="/readyz")
+    return start_server("bench-gateway", ["cairn_gateway"], env=env, health_path="/readyz")
 
 
 async def measure(url: str, n: int, pid: int | None = None) -> dict[str, float]:
@@ -166,7 +165,7 @@ def table(direct: dict[str, float], via: dict[str, dict[str, float]]) -> str:
 async def main(quick: bool) -> None:
     n = 100 if quick else 400
     fake = start_fake()
-    gateways = {t: start_gateway(fake, t) for t in ("aiohttp", "httpx")}
+    gateways = {"aiohttp": start_gateway(fake)}
     try:
         direct = await measure(f"{fake.url}/v1/chat/completions", n)
         via = {t: await measure(f"{g.url}/v1/chat/completions", n, g.proc.pid) for t, g in gateways.items()}

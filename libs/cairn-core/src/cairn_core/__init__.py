@@ -47,8 +47,10 @@ from ._reason_codes import DEGRADABLE, HTTP_STATUS, ReasonCode
 from ._sse import SSEMessage, aiter_sse, aiter_sse_chunks, encode_event
 from ._web import (
     EXCEPTION_HANDLERS,
+    SSE_HEADERS,
     BodyLimitMiddleware,
     ClientDisconnected,
+    EventStreamResponse,
     cancel_on_disconnect,
     error_response,
     format_validation_error,
@@ -65,6 +67,7 @@ __all__ = [
     "EXCEPTION_HANDLERS",
     "HTTP_STATUS",
     "REQUEST_ID_HEADER",
+    "SSE_HEADERS",
     "AnswerExtractor",
     "BadRequest",
     "BodyLimitMiddleware",
@@ -78,6 +81,7 @@ __all__ = [
     "DeltaEvent",
     "DoneEvent",
     "ErrorEvent",
+    "EventStreamResponse",
     "GenerateRequest",
     "GenerateResponse",
     "GroundedAnswer",

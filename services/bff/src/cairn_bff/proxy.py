@@ -20,6 +20,7 @@ from cairn_core import (
     CairnError,
     DoneEvent,
     ErrorEvent,
+    EventStreamResponse,
     ReasonCode,
     Status,
     cancel_on_disconnect,
@@ -31,13 +32,12 @@ from cairn_core import (
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Tracer
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from .metrics import BffMetrics
 
 log = structlog.get_logger("proxy")
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Upstream headers worth passing on; hop-by-hop and framing headers are the server's own business.
 _PASS = ("content-type", "x-cache", "retry-after")
 _TAIL_BYTES = 4096
@@ -132,9 +132,7 @@ class Upstream:
                 span.end()
             return Response(body, status_code=resp.status_code, headers=passthrough_headers(resp.headers))
         extra = {k: v for k, v in passthrough_headers(resp.headers).items() if k != "content-type"}
-        return StreamingResponse(
-            self._relay(resp, span), media_type="text/event-stream", headers={**SSE_HEADERS, **extra}
-        )
+        return EventStreamResponse(self._relay(resp, span), headers=extra)
 
     async def _relay(self, resp: httpx.Response, span: Span) -> AsyncIterator[bytes]:
         started = time.perf_counter()

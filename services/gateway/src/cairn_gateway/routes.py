@@ -9,6 +9,7 @@ import time
 import numpy as np
 from cairn_core import (
     CairnError,
+    EventStreamResponse,
     GenerateRequest,
     GenerateResponse,
     JSONResponse,
@@ -21,7 +22,7 @@ from cairn_core import (
     request_id_of,
 )
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .openai_api import chunk_stream, completion_body, openai_error, to_generate_request
@@ -29,7 +30,6 @@ from .schemas import AdminModelRequest, ChatCompletionRequest, EmbedRequest
 from .service import Completed, GenerationService
 from .streaming import generate_events
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _CITATION_CODES = {ReasonCode.MALFORMED_OUTPUT, ReasonCode.INVALID_CITATION, ReasonCode.MISSING_CITATIONS}
 
 
@@ -50,10 +50,9 @@ async def generate(request: Request) -> Response:
     req = await parse_json_body(request, GenerateRequest)
     if req.stream:
         handle = await cancel_on_disconnect(request, service.open_stream(req))
-        return StreamingResponse(
+        return EventStreamResponse(
             generate_events(service, handle, req, rid, started, fields),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, **_overhead_header(started, handle.ttft_s)},
+            headers=_overhead_header(started, handle.ttft_s),
         )
     try:
         done: Completed = await cancel_on_disconnect(request, service.complete(req))
@@ -112,10 +111,9 @@ async def chat_completions(request: Request) -> Response:
         req = to_generate_request(body)
         if body.stream:
             handle = await cancel_on_disconnect(request, service.open_stream(req))
-            return StreamingResponse(
+            return EventStreamResponse(
                 chunk_stream(service, handle, body, rid, started, fields),
-                media_type="text/event-stream",
-                headers={**SSE_HEADERS, **_overhead_header(started, handle.ttft_s)},
+                headers=_overhead_header(started, handle.ttft_s),
             )
         done: Completed = await cancel_on_disconnect(request, service.complete(req))
     except CairnError as exc:

@@ -9,6 +9,7 @@ from typing import Any
 from cairn_core import (
     BadRequest,
     CairnError,
+    EventStreamResponse,
     JSONResponse,
     ReasonCode,
     format_validation_error,
@@ -20,7 +21,7 @@ from cairn_core import (
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .extract import extract
@@ -28,8 +29,6 @@ from .hybrid import hybrid_query
 from .schemas import ChatRequest, DocumentIn, SearchRequest
 from .service import QueryService
 from .streaming import chat_events
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _svc(request: Request) -> QueryService:
@@ -157,10 +156,9 @@ async def chat(request: Request) -> Response:
     if body.stream:
         prep = await svc.chat.prepare(body)
         svc.metrics.requests.labels("chat_stream", "started").inc()
-        return StreamingResponse(
+        return EventStreamResponse(
             chat_events(svc.chat, body, prep, rid, fields),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, "X-Cache": "hit" if prep.cached is not None else "miss"},
+            headers={"X-Cache": "hit" if prep.cached is not None else "miss"},
         )
     result = await svc.chat.answer(body, rid)
     svc.metrics.requests.labels("chat", result["status"]).inc()
