@@ -103,7 +103,9 @@ async def chunk_stream(
     usage = Usage()
     finish: StopReason = StopReason.EOS
     status, reason = "ok", None
-    yield _frame(
+    # The role frame goes out in the same write as the first token (or whatever comes first): one send less
+    # on the way to the first token, the same frames for the client.
+    pending = _frame(
         {
             **base,
             "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
@@ -112,19 +114,21 @@ async def chunk_stream(
     try:
         async for chunk in handle.chunks():
             if chunk.text:
-                yield _frame(
+                yield pending + _frame(
                     {
                         **base,
                         "choices": [{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}],
                     }
                 )
+                pending = b""
             if chunk.finish_reason is not None:
                 finish = chunk.finish_reason
             if chunk.usage is not None:
                 usage = chunk.usage
-        yield _frame(
+        yield pending + _frame(
             {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _FINISH.get(finish, "stop")}]}
         )
+        pending = b""
         if include_usage:
             yield _frame({**base, "choices": [], "usage": usage.model_dump()})
     except asyncio.CancelledError:
@@ -132,7 +136,7 @@ async def chunk_stream(
         raise
     except CairnError as exc:
         status, reason = "error", exc.reason_code
-        yield _frame(
+        yield pending + _frame(
             {
                 "error": {
                     "message": exc.message,
