@@ -10,9 +10,17 @@ import aiohttp
 import pytest
 import yarl
 from aioresponses import aioresponses
-from cairn_core import CairnError, ChatMessage, ReasonCode, StopReason, make_aiohttp_session
+from cairn_core import (
+    CairnError,
+    ChatMessage,
+    CircuitBreaker,
+    CircuitState,
+    ReasonCode,
+    StopReason,
+    UpstreamError,
+    make_aiohttp_session,
+)
 from cairn_gateway.admission import Admission
-from cairn_gateway.circuit import CircuitBreaker, CircuitState
 from cairn_gateway.providers.base import ProviderError, ProviderRequest
 from cairn_gateway.providers.openai_compat import OpenAICompatProvider
 from cairn_gateway.providers.toy import ToyEmbedder, ToyProvider
@@ -143,12 +151,15 @@ def test_circuit_breaker_opens_probes_and_closes() -> None:
     import time
 
     time.sleep(0.06)
-    assert cb.state is CircuitState.HALF_OPEN
+    assert cb.state is CircuitState.HALF_OPEN and not cb.is_open
     cb.before_call()  # the one probe
-    with pytest.raises(CairnError):
+    assert cb.is_open
+    with pytest.raises(UpstreamError):  # QS degrades on UpstreamError, the gateway on any CairnError
         cb.before_call()  # a second caller while the probe runs
+    cb.release_probe()  # the probe's client went away: no verdict, the next caller probes
+    cb.before_call()
     cb.success()
-    assert cb.state is CircuitState.CLOSED
+    assert cb.state is CircuitState.CLOSED and not cb.is_open
 
 
 async def test_admission_queues_then_rejects() -> None:

@@ -1,6 +1,7 @@
 """Shared pieces of every Cairn service: the contract, reason codes, SSE, HTTP client, errors, observability."""
 
 from ._app import serve, service_app
+from ._circuit import CircuitBreaker, CircuitState
 from ._citations import (
     AnswerExtractor,
     CitationError,
@@ -73,6 +74,8 @@ __all__ = [
     "BodyLimitMiddleware",
     "CairnError",
     "ChatMessage",
+    "CircuitBreaker",
+    "CircuitState",
     "Citation",
     "CitationError",
     "CitationsEvent",

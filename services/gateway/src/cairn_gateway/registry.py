@@ -12,10 +12,9 @@ from typing import Any
 
 import aiohttp
 import structlog
-from cairn_core import CairnError, ReasonCode
+from cairn_core import CairnError, CircuitBreaker, ReasonCode
 
 from .admission import Admission
-from .circuit import CircuitBreaker
 from .metrics import GatewayMetrics
 from .providers.base import EMBEDDERS, Embedder, Provider, provider_class
 from .settings import GatewaySettings, ModelSpec
@@ -77,7 +76,7 @@ class Registry:
                 int(spec.params.get("max_concurrency", s.max_concurrency)),
                 int(spec.params.get("queue_size", s.queue_size)),
             ),
-            breaker=CircuitBreaker(spec.alias, s.circuit_failures, s.circuit_reset_ms / 1000),
+            breaker=CircuitBreaker(f"Model {spec.alias!r}", s.circuit_failures, s.circuit_reset_ms / 1000),
         )
 
     async def start(self) -> None:

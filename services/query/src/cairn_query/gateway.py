@@ -10,12 +10,12 @@ CIRCUIT_OPEN, so the chat service can degrade on them.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
 from cairn_core import (
+    CircuitBreaker,
     GenerateRequest,
     GenerateResponse,
     ReasonCode,
@@ -31,34 +31,6 @@ from .settings import QuerySettings
 
 T = TypeVar("T")
 _RETRY_STATUS = {502, 503, 504}
-
-
-class CircuitBreaker:
-    """Closed → open after N consecutive failures → one probe after `reset_s` → closed on success."""
-
-    def __init__(self, failures: int, reset_s: float) -> None:
-        self.threshold = failures
-        self.reset_s = reset_s
-        self.failures = 0
-        self.opened_at: float | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self.opened_at is not None and time.monotonic() - self.opened_at < self.reset_s
-
-    def check(self) -> None:
-        if self.is_open:
-            raise UpstreamError(
-                ReasonCode.CIRCUIT_OPEN, "The gateway failed repeatedly; calls to it are paused for a moment."
-            )
-
-    def success(self) -> None:
-        self.failures, self.opened_at = 0, None
-
-    def failure(self) -> None:
-        self.failures += 1
-        if self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
 
 
 class _Retryable(Exception):
@@ -88,12 +60,14 @@ class GatewayClient:
         self.settings = settings
         self.http = http
         self.tracer = tracer
-        self.circuit = CircuitBreaker(settings.circuit_failures, settings.circuit_reset_ms / 1000)
+        self.circuit = CircuitBreaker(
+            "The gateway", settings.circuit_failures, settings.circuit_reset_ms / 1000
+        )
         self.base = settings.gateway_url.rstrip("/")
 
     async def _with_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt` (which raises _Retryable for a retryable failure) with the circuit around it."""
-        self.circuit.check()
+        self.circuit.before_call()
         try:
             async for tries in AsyncRetrying(
                 stop=stop_after_attempt(self.settings.retries + 1),
@@ -109,6 +83,11 @@ class GatewayClient:
         except UpstreamError as exc:
             if exc.reason_code in (ReasonCode.PROVIDER_TIMEOUT, ReasonCode.PROVIDER_UNAVAILABLE):
                 self.circuit.failure()
+            else:
+                self.circuit.release_probe()
+            raise
+        except BaseException:  # cancelled (client gone, or the caller's deadline): neither verdict
+            self.circuit.release_probe()
             raise
         self.circuit.success()
         return result

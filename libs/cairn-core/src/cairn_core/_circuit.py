@@ -1,7 +1,8 @@
-"""A per-provider circuit breaker: closed → open after N consecutive failures → half-open probe → closed.
+"""The circuit breaker of every hop: closed → open after N consecutive failures → half-open probe → closed.
 
-While open, calls fail at once with CIRCUIT_OPEN (and the service tries the fallback chain), which keeps a dead
-model server from holding every request for a full timeout.
+While open, calls fail at once with CIRCUIT_OPEN (the gateway then tries its fallback chain, QS answers with
+search results), which keeps a dead dependency from holding every request for a full timeout. In half-open
+state exactly one call probes; the rest still fail fast until it succeeds.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import time
 from enum import IntEnum
 
-from cairn_core import CairnError, ReasonCode
+from ._errors import UpstreamError
+from ._reason_codes import ReasonCode
 
 
 class CircuitState(IntEnum):
@@ -43,9 +45,9 @@ class CircuitBreaker:
             self._probe_in_flight = True
             return
         wait = max(0.0, self.reset_after_s - (time.monotonic() - self._opened_at))
-        raise CairnError(
+        raise UpstreamError(
             ReasonCode.CIRCUIT_OPEN,
-            f"Provider {self.name!r} failed {self.failures} times in a row; calls are paused.",
+            f"{self.name} failed {self.failures} times in a row; calls to it are paused for a moment.",
             retry_after=max(1.0, wait),
         )
 
@@ -61,6 +63,13 @@ class CircuitBreaker:
         if was_probe or self.failures >= self.failure_threshold:
             self._state = CircuitState.OPEN
             self._opened_at = time.monotonic()
+
+    @property
+    def is_open(self) -> bool:
+        """Calls are being refused (a half-open circuit whose probe is out counts as open)."""
+        return self.state is CircuitState.OPEN or (
+            self.state is CircuitState.HALF_OPEN and self._probe_in_flight
+        )
 
     def release_probe(self) -> None:
         """A probe that ended neither in success nor failure (client went away) frees the slot."""
