@@ -34,6 +34,9 @@ DOCS = [
     },
 ]
 
+ADMIN_TOKEN = "qs-test-admin"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 
 def start_gateway(fake: ServerProcess | None = None, **env: str) -> ServerProcess:
     base = {
@@ -54,6 +57,7 @@ def start_qs(gateway_url: str, db_path: Path, **env: str) -> ServerProcess:
         "QS_GATEWAY_URL": gateway_url,
         "QS_DB_PATH": str(db_path),
         "QS_RETRY_WAIT_MS": "10",
+        "QS_ADMIN_TOKEN": ADMIN_TOKEN,
     }
     return start_server("query", ["cairn_query"], env={**base, **env}, health_path="/readyz")
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from cairn_testing import ServerProcess
 
-from .conftest import DOCS, sse, start_gateway, start_qs
+from .conftest import ADMIN, DOCS, sse, start_gateway, start_qs
 
 
 def chat(srv: ServerProcess, **body: object) -> httpx.Response:
@@ -212,7 +212,11 @@ def test_client_disconnect_cancels_the_generation_upstream(fake: ServerProcess, 
 
 def test_reembed_rewrites_every_vector(qs: ServerProcess) -> None:
     ready = httpx.get(f"{qs.url}/readyz").json()
-    body = httpx.post(f"{qs.url}/admin/reembed", timeout=30).json()
+    refused = httpx.post(f"{qs.url}/admin/reembed", timeout=30)
+    assert refused.status_code == 401 and refused.json()["reason_code"] == "UNAUTHORIZED"
+    wrong = httpx.post(f"{qs.url}/admin/reembed", headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert wrong.status_code == 401
+    body = httpx.post(f"{qs.url}/admin/reembed", headers=ADMIN, timeout=30).json()
     assert body == {"chunks": ready["chunks"], "model": "toy-hash-256", "dims": 256}
     assert httpx.post(f"{qs.url}/v1/search", json={"query": "paid leave"}).json()["mode"] == "hybrid"
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from cairn_testing import ServerProcess
 
-from .conftest import minimal_pdf, start_gateway, start_qs
+from .conftest import ADMIN, minimal_pdf, start_gateway, start_qs
 
 
 @pytest.fixture()
@@ -218,7 +218,7 @@ def test_embedding_model_change_is_refused_then_reembedded(
             httpx.post(f"{srv.url}/v1/documents", json={"id": "dogs", "text": "Dogs bark."}).status_code
             == 201
         )
-        body = httpx.post(f"{srv.url}/admin/reembed", timeout=60).json()
+        body = httpx.post(f"{srv.url}/admin/reembed", headers=ADMIN, timeout=60).json()
         assert body["chunks"] == 2 and body["dims"] == 384 and body["model"] != "toy-hash-256"
         result = httpx.post(f"{srv.url}/v1/search", json=search).json()
         assert result["mode"] == "hybrid" and result["results"][0]["chunk_id"] == "cats:0"

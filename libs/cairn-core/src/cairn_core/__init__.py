@@ -59,6 +59,7 @@ from ._web import (
     metrics_response,
     parse_json_body,
     request_id_of,
+    require_bearer,
 )
 
 __all__ = [
@@ -121,6 +122,7 @@ __all__ = [
     "parse_grounded",
     "parse_json_body",
     "request_id_of",
+    "require_bearer",
     "serve",
     "service_app",
     "setup_tracing",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hmac
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ from cairn_core import (
     metrics_response,
     parse_json_body,
     request_id_of,
+    require_bearer,
 )
 from starlette.requests import Request
 from starlette.responses import Response
@@ -251,12 +251,7 @@ async def metrics(request: Request) -> Response:
 
 
 def _require_admin(request: Request) -> None:
-    token = _service(request).settings.admin_token
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if token is None or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-        raise CairnError(
-            ReasonCode.UNAUTHORIZED, "Admin endpoints need 'Authorization: Bearer <LLM_ADMIN_TOKEN>'."
-        )
+    require_bearer(request, _service(request).settings.admin_token, "LLM_ADMIN_TOKEN")
 
 
 async def admin_action(request: Request) -> Response:

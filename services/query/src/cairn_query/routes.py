@@ -17,6 +17,7 @@ from cairn_core import (
     metrics_response,
     parse_json_body,
     request_id_of,
+    require_bearer,
 )
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -177,6 +178,7 @@ async def hybrid(request: Request) -> Response:
 
 
 async def reembed(request: Request) -> Response:
+    require_bearer(request, _svc(request).settings.admin_token, "QS_ADMIN_TOKEN")
     return JSONResponse(await _svc(request).documents.reembed())
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +14,7 @@ class QuerySettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8081
     log_level: str = "INFO"
+    admin_token: SecretStr | None = None  # enables POST /admin/reembed
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     # Relative to the working directory; `make up` runs from the repository root.
