@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 from cairn_core import (
@@ -34,6 +35,7 @@ from .registry import ModelEntry, Registry
 from .settings import GatewaySettings
 
 log = structlog.get_logger("generation")
+R = TypeVar("R")
 
 # Failures that say something about the provider's health, and so count towards its circuit breaker.
 _CIRCUIT_FAILURES = frozenset(
@@ -160,14 +162,15 @@ class GenerationService:
         )
         return limit / 1000
 
-    # --- non-streaming ---------------------------------------------------------------------------------
-
-    async def complete(self, req: GenerateRequest) -> Completed:
-        preq = self.provider_request(req)
+    async def _first_that_answers(
+        self, req: GenerateRequest, attempt: Callable[[ModelEntry], Awaitable[R]]
+    ) -> tuple[R, CairnError | None]:
+        """Try the requested model, then the fallback chain, until one answers; a failure that is not
+        degradable (bad input, cancellation) ends the walk at once. Returns the answer and the first failure."""
         failures: list[CairnError] = []
         for entry in self.registry.chain(self.registry.resolve(req.model)):
             try:
-                done = await self._complete_one(entry, req, preq)
+                answer = await attempt(entry)
             except CairnError as exc:
                 if exc.reason_code not in DEGRADABLE:
                     raise
@@ -176,9 +179,18 @@ class GenerationService:
                 )
                 failures.append(exc)
                 continue
-            done.fallback_reason = failures[0] if failures else None
-            return done
+            return answer, failures[0] if failures else None
         raise failures[0]
+
+    # --- non-streaming ---------------------------------------------------------------------------------
+
+    async def complete(self, req: GenerateRequest) -> Completed:
+        preq = self.provider_request(req)
+        done, fallback_reason = await self._first_that_answers(
+            req, lambda entry: self._complete_one(entry, req, preq)
+        )
+        done.fallback_reason = fallback_reason
+        return done
 
     async def _complete_one(
         self, entry: ModelEntry, req: GenerateRequest, preq: ProviderRequest
@@ -214,21 +226,11 @@ class GenerationService:
 
     async def open_stream(self, req: GenerateRequest) -> StreamHandle:
         preq = self.provider_request(req)
-        failures: list[CairnError] = []
-        for entry in self.registry.chain(self.registry.resolve(req.model)):
-            try:
-                handle = await self._open_one(entry, preq)
-            except CairnError as exc:
-                if exc.reason_code not in DEGRADABLE:
-                    raise
-                log.warning(
-                    "provider_failed", model=entry.alias, reason_code=exc.reason_code, error=exc.message
-                )
-                failures.append(exc)
-                continue
-            handle.fallback_reason = failures[0] if failures else None
-            return handle
-        raise failures[0]
+        handle, fallback_reason = await self._first_that_answers(
+            req, lambda entry: self._open_one(entry, preq)
+        )
+        handle.fallback_reason = fallback_reason
+        return handle
 
     async def _open_one(self, entry: ModelEntry, preq: ProviderRequest) -> StreamHandle:
         if entry.provider is None:
