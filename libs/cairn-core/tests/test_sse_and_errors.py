@@ -34,3 +34,16 @@ def test_exported_members_exist() -> None:
     for name in cairn_core.__all__:
         assert hasattr(cairn_core, name), name
     assert sorted(cairn_core.__all__) == sorted(set(cairn_core.__all__))
+
+
+async def test_sse_from_raw_chunks_split_anywhere() -> None:
+    raw = 'event: delta\r\ndata: {"text":"café"}\r\n\r\n: keep-alive\rdata: a\rdata: b\r\rdata: never ended'.encode()
+
+    async def chunks():
+        for i in range(len(raw)):  # one byte at a time: splits "é" and every line end
+            yield raw[i : i + 1]
+
+    got = [(m.event, m.data) async for m in cairn_core.aiter_sse_chunks(chunks())]
+    # CRLF and bare CR both end lines, comments are skipped, data lines join with "\n", and the last event,
+    # never closed by a blank line, is dropped as the SSE spec says.
+    assert got == [("delta", '{"text":"café"}'), ("message", "a\nb")]

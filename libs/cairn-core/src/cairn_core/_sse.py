@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
-# Not re-exported by httpx-sse: the version is pinned in uv.lock and tests/test_sse_and_errors.py covers them.
+# Not re-exported by httpx-sse: the version is pinned in uv.lock, and libs/cairn-core/tests/test_sse_and_errors.py
+# covers what is used here.
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from pydantic import BaseModel
 
