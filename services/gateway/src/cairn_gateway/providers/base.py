@@ -8,11 +8,16 @@ circuit breaking, fallbacks and citation checks, so a provider stays a thin adap
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from cairn_core import ChatMessage, ReasonCode, StopReason, UpstreamError, Usage
+
+from ..models.threaded import stream_in_thread
+from ..settings import ModelSpec
 
 
 @dataclass(slots=True)
@@ -81,6 +86,35 @@ async def collect(chunks: AsyncIterator[ProviderChunk]) -> ProviderResult:
         if chunk.finish_reason is not None:
             finish, usage = chunk.finish_reason, chunk.usage or usage
     return ProviderResult("".join(text), finish, usage)
+
+
+class ThreadedProvider:
+    """`generate()` and `stream()` for in-process models, which produce tokens in a worker thread.
+
+    A subclass sets `spec` and `_executor` (None while unloaded) and implements `_run(req, emit, cancel)`: the
+    blocking generation, calling `emit` per chunk and checking `cancel` once per token.
+    """
+
+    spec: ModelSpec
+    _executor: Executor | None
+
+    def _run(
+        self, req: ProviderRequest, emit: Callable[[ProviderChunk], None], cancel: threading.Event
+    ) -> None:
+        raise NotImplementedError
+
+    async def generate(self, req: ProviderRequest) -> ProviderResult:
+        return await collect(self.stream(req))
+
+    async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
+        if self._executor is None:
+            raise ProviderError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {self.spec.alias!r} is not loaded.")
+
+        def produce(emit: Callable[[ProviderChunk], None], cancel: threading.Event) -> None:
+            self._run(req, emit, cancel)
+
+        async for chunk in stream_in_thread(self._executor, produce):
+            yield chunk
 
 
 # Imported only when chosen, so `llama_cpp` and `onnxruntime` load only in processes that use them.

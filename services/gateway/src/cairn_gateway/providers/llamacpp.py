@@ -17,7 +17,7 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +27,10 @@ from typing import Any
 import aiohttp
 from cairn_core import CairnError, ReasonCode, StopReason, Usage
 
-from ..models import check_memory, resolve_gguf, rss_mb, stream_in_thread, verify_sha256
+from ..models import check_memory, resolve_gguf, rss_mb, verify_sha256
 from ..models.prompt import StopScanner, render_prompt
 from ..settings import GatewaySettings, ModelSpec
-from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult, collect
+from .base import ProviderChunk, ProviderRequest, ThreadedProvider
 
 # JSON punctuation around the answer and each citation, in tokens, when budgeting the answer's length.
 _JSON_OVERHEAD_TOKENS = 12
@@ -77,7 +77,7 @@ class _Counters:
     max_after_cancel: int = 0
 
 
-class LlamaCppProvider:
+class LlamaCppProvider(ThreadedProvider):
     name = "llamacpp"
 
     def __init__(
@@ -168,19 +168,6 @@ class LlamaCppProvider:
         }
 
     # --- generation ------------------------------------------------------------------------------------
-
-    async def generate(self, req: ProviderRequest) -> ProviderResult:
-        return await collect(self.stream(req))
-
-    async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
-        if self._executor is None:
-            raise ProviderError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {self.spec.alias!r} is not loaded.")
-
-        def produce(emit: Callable[[ProviderChunk], None], cancel: threading.Event) -> None:
-            self._run(req, emit, cancel)
-
-        async for chunk in stream_in_thread(self._executor, produce):
-            yield chunk
 
     def _run(
         self, req: ProviderRequest, emit: Callable[[ProviderChunk], None], cancel: threading.Event

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,14 @@ from typing import Any
 import aiohttp
 from cairn_core import CairnError, ChatMessage, ReasonCode, StopReason, Usage
 
-from ..models import check_memory, rss_mb, stream_in_thread
+from ..models import check_memory, rss_mb
 from ..models.files import cached_sha256
 from ..models.prompt import StopScanner, render_prompt
 from ..settings import GatewaySettings, ModelSpec
-from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult, collect
+from .base import ProviderChunk, ProviderRequest, ThreadedProvider
 
 
-class OnnxGenAIProvider:
+class OnnxGenAIProvider(ThreadedProvider):
     name = "onnx"
 
     def __init__(
@@ -88,19 +88,6 @@ class OnnxGenAIProvider:
             "memory_mb": round(self._memory_mb, 1),
             "path": self.spec.path,
         }
-
-    async def generate(self, req: ProviderRequest) -> ProviderResult:
-        return await collect(self.stream(req))
-
-    async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
-        if self._executor is None:
-            raise ProviderError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {self.spec.alias!r} is not loaded.")
-
-        def produce(emit: Callable[[ProviderChunk], None], cancel: threading.Event) -> None:
-            self._run(req, emit, cancel)
-
-        async for chunk in stream_in_thread(self._executor, produce):
-            yield chunk
 
     def _prompt(self, messages: list[ChatMessage], grounded: bool) -> str:
         try:
