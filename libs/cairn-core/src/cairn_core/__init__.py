@@ -35,6 +35,7 @@ from ._json import dumps as json_dumps
 from ._json import loads as json_loads
 from ._observability import (
     REQUEST_ID_HEADER,
+    ContextOnlyTracerProvider,
     RequestContextMiddleware,
     client_span,
     configure_logging,
@@ -82,6 +83,7 @@ __all__ = [
     "CitationsEvent",
     "ClientDisconnected",
     "ContextChunk",
+    "ContextOnlyTracerProvider",
     "DeltaEvent",
     "DoneEvent",
     "ErrorEvent",
