@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -47,14 +48,20 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _add_service(service),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            # orjson: half the cost of the stdlib encoder on the one access line every request writes.
+            structlog.processors.JSONRenderer(serializer=_log_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.BytesLoggerFactory(file=sys.stdout.buffer),
         cache_logger_on_first_use=False,
     )
     # uvicorn's own access log would duplicate our one line per request.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def _log_dumps(obj: Any, default: Any = None) -> bytes:
+    # Keys that are not strings (an int-keyed dict in a log field) must not cost the line.
+    return orjson.dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _add_service(service: str) -> Any:
