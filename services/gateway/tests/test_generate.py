@@ -67,6 +67,17 @@ def test_stream_success_orders_events_and_ends_with_done(gateway: ServerProcess)
     )  # from include_usage, not invented
 
 
+def test_finished_streams_reuse_the_upstream_connection(gateway: ServerProcess, fake: ServerProcess) -> None:
+    # The fake ends each body 50 ms after [DONE]: a connection given back before that end would be closed, and
+    # every stream would pay for a new one (a TLS handshake, with a remote server).
+    before = stats(fake)["connections"]
+    for _ in range(4):
+        resp = post(gateway, {"prompt": "[[tokens:3]] [[linger_ms:50]]", "stream": True})
+        assert [e for e, _ in sse(resp.text)][-1] == "done"
+        time.sleep(0.2)  # past the linger, so the connection is back in the pool
+    assert stats(fake)["connections"] - before <= 1
+
+
 def test_timeout_before_first_byte(gateway: ServerProcess) -> None:
     for stream in (False, True):
         resp = post(gateway, {"prompt": "[[slow_first:10]]", "stream": stream, "timeout_ms": 800})

@@ -4,8 +4,10 @@ Run: `python -m cairn_testing.fake_openai --port 8090`. A marker in the last use
 `[[ok]]` (default), `[[tokens:N]]`, `[[delay_ms:N]]`, `[[slow_first:S]]` (no answer for S seconds),
 `[[silent]]` (200 headers, then nothing), `[[malformed]]`, `[[fail_once]]` (500, then success, per request id),
 `[[fail_always]]`, `[[busy]]` (429 with Retry-After), `[[disconnect_mid]]`, `[[error_frame]]`, `[[no_done]]`,
-`[[endless]]` (tokens until the client goes away), `[[bad_citation]]`, `[[good_citation]]`.
-`GET /_stats` reports what the server saw, including requests whose client disconnected mid-answer.
+`[[endless]]` (tokens until the client goes away), `[[bad_citation]]`, `[[good_citation]]`,
+`[[linger_ms:N]]` (the stream's body ends N ms after `[DONE]`, as a slow network delivers it).
+`GET /_stats` reports what the server saw, including requests whose client disconnected mid-answer and how
+many connections the chat requests came over.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class FakeState:
         self.tokens_sent: Counter[str] = Counter()
         self.last_body: dict[str, Any] = {}
         self.last_headers: dict[str, str] = {}
+        self.connections: set[str] = set()
 
 
 def _answer(body: dict[str, Any], marks: dict[str, str]) -> str:
@@ -79,6 +82,8 @@ def create_app() -> Starlette:
         rid = request.headers.get("x-request-id", "")
         state.requests += 1
         state.attempts[rid] += 1
+        if request.client is not None:
+            state.connections.add(f"{request.client.host}:{request.client.port}")
         state.last_body, state.last_headers = body, dict(request.headers)
         marks = _markers(body)
         if "fail_always" in marks or ("fail_once" in marks and state.attempts[rid] == 1):
@@ -139,6 +144,7 @@ def create_app() -> Starlette:
                 "tokens_sent": dict(state.tokens_sent),
                 "last_body": state.last_body,
                 "last_headers": state.last_headers,
+                "connections": len(state.connections),
             }
         )
 
@@ -215,6 +221,8 @@ async def _stream(
             )
         yield frame("[DONE]")
         state.completed.append(rid)
+        if "linger_ms" in marks:
+            await asyncio.sleep(float(marks["linger_ms"] or 50) / 1000)
     except asyncio.CancelledError:
         state.disconnected.append(rid)
         raise

@@ -35,6 +35,8 @@ log = structlog.get_logger("openai_compat")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONNECT_TIMEOUT_S = 5.0
+# How long a finished stream's connection may wait for the server to end the response before it is dropped.
+DRAIN_TIMEOUT_S = 2.0
 _FINISH = {"stop": StopReason.EOS, "length": StopReason.LENGTH, "eos": StopReason.EOS}
 
 
@@ -121,6 +123,20 @@ def _frame_error(data: dict[str, Any]) -> ProviderError:
     )
 
 
+async def _drain_then_release(resp: aiohttp.ClientResponse) -> None:
+    try:
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            while await resp.content.readany():
+                pass  # anything after [DONE] is not part of the answer
+    except (TimeoutError, aiohttp.ClientError):
+        resp.close()
+        return
+    except asyncio.CancelledError:
+        resp.close()
+        raise
+    resp.release()
+
+
 class OpenAICompatProvider:
     name = "openai_compat"
 
@@ -137,6 +153,7 @@ class OpenAICompatProvider:
         self.retries = settings.retries
         self.retry_cap_s = settings.retry_max_wait_ms / 1000
         self.idle_timeout_s = settings.idle_timeout_ms / 1000
+        self._drains: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         return None
@@ -273,7 +290,7 @@ class OpenAICompatProvider:
         finally:
             # Closing (not releasing) an unfinished stream drops the connection, so the server sees the cancel.
             if saw_done or finish is not None:
-                resp.release()
+                self._release_when_ended(resp)
             else:
                 resp.close()
         if not saw_done and finish is None:
@@ -281,6 +298,20 @@ class OpenAICompatProvider:
                 ReasonCode.STREAM_INTERRUPTED, "The model server closed the stream mid-answer."
             )
         yield ProviderChunk(finish_reason=finish or StopReason.EOS, usage=usage)
+
+    def _release_when_ended(self, resp: aiohttp.ClientResponse) -> None:
+        """Give a finished stream's connection back to the pool once the server has ended the response.
+
+        `[DONE]` often arrives a moment before the end of the chunked body; releasing before that end closes
+        the connection, and the next request pays for a new one (a TLS handshake, for a remote server). The
+        wait happens off the answer's path: the client already has its last frame.
+        """
+        if resp.content.is_eof():
+            resp.release()
+            return
+        task = asyncio.get_running_loop().create_task(_drain_then_release(resp))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
 
     async def health(self) -> bool:
         try:
@@ -292,7 +323,8 @@ class OpenAICompatProvider:
             return False
 
     async def aclose(self) -> None:
-        return None
+        for task in list(self._drains):
+            task.cancel()
 
     def info(self) -> dict[str, Any]:
         return {"state": "remote", "memory_mb": 0, "base_url": self.base_url}
