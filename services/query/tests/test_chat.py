@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,6 +58,29 @@ def test_stream_sources_first_then_relayed_events_then_done(qs: ServerProcess) -
     assert "6pm" in answer
     assert events[-2][1]["citations"][0]["chunk_id"] == "office:0"
     assert events[-1][1]["status"] == "ok"
+
+
+def _closed_connections_to(port: int) -> int:
+    """Connections to `port` this machine closed itself (they wait in TIME_WAIT for a minute on Linux)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "06" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    count += 1
+    return count
+
+
+def test_finished_streams_keep_the_gateway_connection(qs: ServerProcess, toy_gateway: ServerProcess) -> None:
+    # QS stops reading at `done`; the gateway ends its chunked body in the same write, so the pooled connection
+    # stays open. If the end ever came apart from `done`, closing there would cost a new connection per chat.
+    before = _closed_connections_to(toy_gateway.port)
+    for i in range(4):
+        resp = chat(qs, query=f"When does the office close on weekdays, question {i}?", stream=True)
+        assert sse(resp.text)[-1][1]["status"] == "ok"
+        time.sleep(0.1)
+    assert _closed_connections_to(toy_gateway.port) - before == 0
 
 
 def test_cache_hit_then_invalidated_by_new_documents(qs: ServerProcess) -> None:
