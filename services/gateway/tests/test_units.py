@@ -223,3 +223,22 @@ async def test_no_retries_configured_means_one_call(upstream: aioresponses) -> N
         with pytest.raises(ProviderError):
             await provider.generate(_req())
     assert len(_sent(upstream)) == 1
+
+
+@pytest.mark.parametrize(
+    "dropped",
+    [
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientOSError(None, "Can not write request body"),
+        aiohttp.ClientConnectionResetError("Cannot write to closing transport"),
+    ],
+)
+async def test_a_connection_dropped_before_the_answer_is_retried(
+    upstream: aioresponses, dropped: Exception
+) -> None:
+    # A pooled keep-alive connection the server closed just as the request went out: nothing was answered.
+    upstream.post(URL, exception=dropped)
+    upstream.post(URL, payload={"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]})
+    provider, http = _provider(retries=1)
+    async with http:
+        assert (await provider.generate(_req())).text == "ok"

@@ -18,6 +18,11 @@ import httpx
 
 Transport = Literal["aiohttp", "httpx"]
 
+# How long an idle pooled connection is kept. Servers close idle keep-alive connections too (uvicorn after 5 s,
+# so every Cairn service), and a client that keeps one longer can send a request just as the server closes it:
+# the request fails without an answer. Closing ours first, a second earlier, avoids that race.
+IDLE_KEEPALIVE_S = 4.0
+
 
 class _NoCookies(httpx.Cookies):
     """A jar that never stores anything."""
@@ -56,7 +61,11 @@ def make_http_client(
     headers: dict[str, str] | None = None,
     transport: Transport = "aiohttp",
 ) -> ServiceClient:
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=IDLE_KEEPALIVE_S,
+    )
     timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
     if transport == "aiohttp":
         from httpx_aiohttp import AiohttpTransport
@@ -75,7 +84,9 @@ def make_aiohttp_session(
 ) -> aiohttp.ClientSession:
     """A pooled aiohttp session with no cookie jar (see ServiceClient) and no proxy settings from the env."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=max_connections, ttl_dns_cache=300),
+        connector=aiohttp.TCPConnector(
+            limit=max_connections, ttl_dns_cache=300, keepalive_timeout=IDLE_KEEPALIVE_S
+        ),
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s),
         trust_env=False,

@@ -90,11 +90,14 @@ def _open_error(exc: BaseException) -> ProviderError:
     """A failure before any answer arrived: the server could not be reached, or not in time."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
         return RetryableUpstream(ReasonCode.PROVIDER_UNAVAILABLE, f"Cannot reach the model server: {exc!r}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        # A pooled keep-alive connection the server had already closed: nothing was answered, try again.
-        return RetryableUpstream(ReasonCode.PROVIDER_UNAVAILABLE, "The model server closed the connection.")
     if isinstance(exc, TimeoutError):
         return ProviderError(ReasonCode.PROVIDER_TIMEOUT, "The model server did not answer in time.")
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        # The connection dropped before any answer: typically a pooled keep-alive connection the server closed
+        # just as the request went out ("server disconnected", "cannot write request body"). Try again.
+        return RetryableUpstream(
+            ReasonCode.PROVIDER_UNAVAILABLE, f"The connection to the model server dropped: {exc!r}"
+        )
     return ProviderError(ReasonCode.PROVIDER_UNAVAILABLE, f"The request to the model server failed: {exc!r}")
 
 
