@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -170,26 +171,40 @@ def table(direct: dict[str, float], via: dict[str, dict[str, float]]) -> str:
 
 
 async def main(quick: bool) -> None:
-    n = 100 if quick else 400
+    # Rounds alternate the three paths, and each number is the median over rounds: a small VM's speed drifts
+    # within minutes, and interleaving puts every path in the same minutes.
+    n, rounds = (100, 1) if quick else (200, 5)
     fake = start_fake()
     relays = {"bare relay (floor)": start_floor(fake), "via gateway": start_gateway(fake)}
+    paths = {"direct": (fake.url, None)} | {t: (g.url, g.proc.pid) for t, g in relays.items()}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
     try:
-        direct = await measure(f"{fake.url}/v1/chat/completions", n)
-        via = {t: await measure(f"{g.url}/v1/chat/completions", n, g.proc.pid) for t, g in relays.items()}
+        for _ in range(rounds):
+            for name, (url, pid) in paths.items():
+                runs[name].append(await measure(f"{url}/v1/chat/completions", n, pid))
     finally:
         for g in relays.values():
             g.stop()
         fake.stop()
+    med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+    direct = med.pop("direct")
     print("### LLM gateway overhead (fake upstream, /v1/chat/completions, 16 tokens)\n")
-    print(table(direct, via))
-    floor, gw = via["bare relay (floor)"], via["via gateway"]
+    print(table(direct, med))
+    floor, gw = med["bare relay (floor)"], med["via gateway"]
     print(
         f"\ngateway over the bare relay: CPU +{gw['cpu_ms'] - floor['cpu_ms']:.2f} ms/req, "
         f"p50 +{gw['p50'] - floor['p50']:.2f} ms, TTFT +{gw['ttft_p50'] - floor['ttft_p50']:.2f} ms, "
         f"c=64 throughput {gw['rps64'] / floor['rps64']:.2f}× the relay's"
     )
-    print("\nraw:", json.dumps({"direct": direct, **via}, default=lambda x: round(x, 3)))
-    print(f"\nmachine: {os.cpu_count()} cores; n={n} sequential, {n * 4} per concurrency level")
+    spread = {
+        name: {k: [round(r[k], 2) for r in rs] for k in ("p50", "ttft_p50", "rps64", "cpu_ms") if k in rs[0]}
+        for name, rs in runs.items()
+    }
+    print("\nper round:", json.dumps(spread))
+    print(
+        f"\nmachine: {os.cpu_count()} cores; {rounds} interleaved rounds, medians; per round and path "
+        f"n={n} sequential, {n * 4} per concurrency level"
+    )
 
 
 if __name__ == "__main__":
