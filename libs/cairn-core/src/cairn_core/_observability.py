@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -116,7 +117,6 @@ class ContextOnlyTracer(Tracer):
         span_id = self._ids.generate_span_id()
         return NonRecordingSpan(SpanContext(trace_id, span_id, False, flags, state))
 
-    @contextmanager
     def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
@@ -128,10 +128,24 @@ class ContextOnlyTracer(Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> Iterator[Span]:
-        span = self.start_span(name, context)
-        with trace.use_span(span, end_on_exit=False) as current:
-            yield current
+    ) -> _CurrentSpan:
+        return _CurrentSpan(self.start_span(name, context))
+
+
+class _CurrentSpan:
+    """Makes a span current for a `with` block: a plain class, cheaper than two generator context managers."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def __enter__(self) -> Span:
+        self.token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self.token)
 
 
 class ContextOnlyTracerProvider(trace.TracerProvider):
@@ -180,6 +194,9 @@ class RequestContextMiddleware:
         # The request id, and whatever the configured propagators read (traceparent, tracestate, baggage).
         fields = propagate.get_global_textmap().fields
         self.context_headers = frozenset({REQUEST_ID_HEADER.encode(), *(f.lower().encode() for f in fields)})
+        # Bound once: structlog's lazy proxy would build a new logger (and its output object) on every call.
+        # The stack is built on the app's first event, after `configure_logging`.
+        self.access_log = structlog.get_logger("access").bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -223,7 +240,7 @@ class RequestContextMiddleware:
             finally:
                 span.set_attribute("http.response.status_code", status_holder["status"])
                 if path not in self.skip_paths:
-                    structlog.get_logger("access").info(
+                    self.access_log.info(
                         "request",
                         method=scope["method"],
                         path=path,
