@@ -41,6 +41,7 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Idempotent: every process configures structlog once, at app creation."""
     lvl = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    binary = getattr(sys.stdout, "buffer", None)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -49,10 +50,15 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             _add_service(service),
             structlog.processors.format_exc_info,
             # orjson: half the cost of the stdlib encoder on the one access line every request writes.
-            structlog.processors.JSONRenderer(serializer=_log_dumps),
+            structlog.processors.JSONRenderer(serializer=_log_dumps if binary else _log_dumps_text),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.BytesLoggerFactory(file=sys.stdout.buffer),
+        # Bytes straight to the buffer; a stdout without one (a notebook's) gets text lines.
+        logger_factory=(
+            structlog.BytesLoggerFactory(file=binary)
+            if binary
+            else structlog.PrintLoggerFactory(file=sys.stdout)
+        ),
         cache_logger_on_first_use=False,
     )
     # uvicorn's own access log would duplicate our one line per request.
@@ -62,6 +68,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 def _log_dumps(obj: Any, default: Any = None) -> bytes:
     # Keys that are not strings (an int-keyed dict in a log field) must not cost the line.
     return orjson.dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _log_dumps_text(obj: Any, default: Any = None) -> str:
+    return _log_dumps(obj, default).decode()
 
 
 def _add_service(service: str) -> Any:
