@@ -206,23 +206,15 @@ async def test_toy_embedder_ranks_lexical_overlap() -> None:
     assert dot(q, near) > dot(q, far)
 
 
-async def test_retries_stop_at_the_limit_with_the_last_failure(upstream: aioresponses) -> None:
+@pytest.mark.parametrize("retries", [2, 0])
+async def test_retries_stop_at_the_limit_with_the_last_failure(upstream: aioresponses, retries: int) -> None:
     upstream.post(URL, status=503, headers={"Retry-After": "0"}, repeat=True)
-    provider, http = _provider(retries=2)
+    provider, http = _provider(retries=retries)
     async with http:
         with pytest.raises(ProviderError) as err:
             await provider.generate(_req())
     # One first call and exactly `retries` more, whichever layer runs them.
-    assert len(_sent(upstream)) == 3 and err.value.reason_code is ReasonCode.PROVIDER_UNAVAILABLE
-
-
-async def test_no_retries_configured_means_one_call(upstream: aioresponses) -> None:
-    upstream.post(URL, status=503, headers={"Retry-After": "0"}, repeat=True)
-    provider, http = _provider(retries=0)
-    async with http:
-        with pytest.raises(ProviderError):
-            await provider.generate(_req())
-    assert len(_sent(upstream)) == 1
+    assert len(_sent(upstream)) == 1 + retries and err.value.reason_code is ReasonCode.PROVIDER_UNAVAILABLE
 
 
 @pytest.mark.parametrize(
