@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from pathlib import Path
 
 import httpx
@@ -168,3 +170,46 @@ async def test_embed_batches_under_the_gateway_cap() -> None:
     route = respx.post("http://gw.test/v1/embed").mock(side_effect=answer)
     vectors, model = await _client().embed([f"t{i}" for i in range(130)])
     assert len(vectors) == 130 and model == "toy" and route.call_count == 3
+
+
+class _GatedBytes(httpx.AsyncByteStream):
+    """A gateway body whose next chunk arrives only when the test says so."""
+
+    def __init__(self) -> None:
+        self.next: asyncio.Future[bytes] | None = None
+
+    async def __aiter__(self):
+        while True:
+            self.next = asyncio.get_running_loop().create_future()
+            yield await self.next
+
+
+@pytest.mark.parametrize("turns_before_cancel", [0, 1, 2, 3])
+async def test_relay_keeps_a_disconnect_that_arrives_with_a_chunk(turns_before_cancel: int) -> None:
+    # The client leaves in the same instant a gateway chunk arrives. The relay must stop (and so close the
+    # gateway's stream); asyncio.wait_for on Python 3.11 lost exactly this cancel, in some of these timings.
+    from types import SimpleNamespace
+
+    from cairn_query.streaming import _Relay, _relay
+
+    body = _GatedBytes()
+    resp = httpx.Response(200, stream=body)
+    service = SimpleNamespace(settings=SimpleNamespace(gateway_timeout_ms=10_000))
+    req = SimpleNamespace(citations_required=False)
+    frames: list[bytes] = []
+
+    async def consume() -> None:
+        async for frame in _relay(service, req, None, resp, _Relay(), time.perf_counter()):  # type: ignore[arg-type]
+            frames.append(frame)
+
+    task = asyncio.ensure_future(consume())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert body.next is not None
+    body.next.set_result(b'event: delta\ndata: {"text": "a"}\n\n')
+    for _ in range(turns_before_cancel):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(task), 2)
+    assert task.cancelled()

@@ -151,7 +151,8 @@ class GatewayClient:
 
         with client_span(self.tracer, "gateway.generate"):
             try:
-                return await asyncio.wait_for(self._with_retries(attempt), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    return await self._with_retries(attempt)
             except TimeoutError:
                 self.circuit.failure()
                 raise UpstreamError(
@@ -172,7 +173,8 @@ class GatewayClient:
             return await self._send("/v1/generate", body, idle_s, stream=True)
 
         try:
-            return await asyncio.wait_for(self._with_retries(attempt), first_s)
+            async with asyncio.timeout(first_s):
+                return await self._with_retries(attempt)
         except TimeoutError:
             self.circuit.failure()
             raise UpstreamError(

@@ -150,7 +150,11 @@ async def _relay(
     try:
         while True:
             try:
-                piece = await asyncio.wait_for(anext(chunks), max(0.001, deadline - time.perf_counter()))
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel that a client
+                # disconnect sends when the chunk arrives in the same instant, and the relay then streamed the
+                # whole answer to nobody while the gateway kept generating it.
+                async with asyncio.timeout(max(0.001, deadline - time.perf_counter())):
+                    piece = await anext(chunks)
             except StopAsyncIteration:
                 relay.error = ReasonCode.STREAM_INTERRUPTED  # ended without `done`
                 return
