@@ -29,6 +29,15 @@ from ._contract import (
     Usage,
 )
 from ._errors import BadRequest, CairnError, UpstreamError, error_body
+from ._grounding import (
+    SupportVerdict,
+    check_support,
+    content_words,
+    dedupe_sentences,
+    numbers,
+    overlap,
+    split_sentences,
+)
 from ._http import make_aiohttp_session, make_http_client
 from ._json import JSONDecodeError, JSONResponse
 from ._json import dumps as json_dumps
@@ -99,15 +108,19 @@ __all__ = [
     "SSEMessage",
     "Status",
     "StopReason",
+    "SupportVerdict",
     "UpstreamError",
     "Usage",
     "aiter_sse",
     "aiter_sse_chunks",
     "cancel_on_disconnect",
     "check_grounded",
+    "check_support",
     "client_span",
     "configure_logging",
+    "content_words",
     "current_request_id",
+    "dedupe_sentences",
     "encode_event",
     "error_body",
     "error_response",
@@ -120,7 +133,9 @@ __all__ = [
     "make_http_client",
     "metrics_response",
     "new_request_id",
+    "numbers",
     "outgoing_headers",
+    "overlap",
     "parse_grounded",
     "parse_json_body",
     "request_id_of",
@@ -128,6 +143,7 @@ __all__ = [
     "serve",
     "service_app",
     "setup_tracing",
+    "split_sentences",
     "trace_id_hex",
     "validate_citations",
 ]

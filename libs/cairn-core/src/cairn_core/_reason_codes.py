@@ -17,6 +17,7 @@ class ReasonCode(StrEnum):
     MALFORMED_OUTPUT = "MALFORMED_OUTPUT"
     INVALID_CITATION = "INVALID_CITATION"
     MISSING_CITATIONS = "MISSING_CITATIONS"
+    UNSUPPORTED_ANSWER = "UNSUPPORTED_ANSWER"
     NO_CONTEXT = "NO_CONTEXT"
     QUEUE_FULL = "QUEUE_FULL"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
@@ -43,6 +44,7 @@ HTTP_STATUS: dict[ReasonCode, int] = {
     ReasonCode.MALFORMED_OUTPUT: 502,
     ReasonCode.INVALID_CITATION: 502,
     ReasonCode.MISSING_CITATIONS: 502,
+    ReasonCode.UNSUPPORTED_ANSWER: 502,
     ReasonCode.NO_CONTEXT: 200,
     ReasonCode.QUEUE_FULL: 429,
     ReasonCode.CIRCUIT_OPEN: 503,
@@ -70,6 +72,7 @@ DEGRADABLE: frozenset[ReasonCode] = frozenset(
         ReasonCode.MALFORMED_OUTPUT,
         ReasonCode.INVALID_CITATION,
         ReasonCode.MISSING_CITATIONS,
+        ReasonCode.UNSUPPORTED_ANSWER,
         ReasonCode.QUEUE_FULL,
         ReasonCode.CIRCUIT_OPEN,
         ReasonCode.INTERNAL_ERROR,

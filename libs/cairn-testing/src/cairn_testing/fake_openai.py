@@ -1,7 +1,7 @@
 """A real OpenAI-compatible HTTP server whose failures are chosen by the request, for tests and benchmarks.
 
 Run: `python -m cairn_testing.fake_openai --port 8090`. A marker in the last user message picks the behaviour:
-`[[ok]]` (default), `[[tokens:N]]`, `[[delay_ms:N]]`, `[[slow_first:S]]` (no answer for S seconds),
+`[[ok]]` (default), `[[made_up_number]]` (a valid citation on an invented number), `[[tokens:N]]`, `[[delay_ms:N]]`, `[[slow_first:S]]` (no answer for S seconds),
 `[[silent]]` (200 headers, then nothing), `[[malformed]]`, `[[fail_once]]` (500, then success, per request id),
 `[[fail_always]]`, `[[busy]]` (429 with Retry-After), `[[disconnect_mid]]`, `[[error_frame]]`, `[[no_done]]`,
 `[[endless]]` (tokens until the client goes away), `[[bad_citation]]`, `[[good_citation]]`,
@@ -55,14 +55,24 @@ class FakeState:
         self.connections: set[str] = set()
 
 
+def _first_sentence_of(body: dict[str, Any], chunk_id: str) -> str:
+    """The first sentence under `[chunk_id]` in the prompt's sources: what a faithful model would quote."""
+    prompt = "\n".join(str(m.get("content") or "") for m in body.get("messages", []))
+    head = prompt.find(f"[{chunk_id}]")
+    lines = prompt[head:].split("\n")[1:2] if head != -1 else []
+    text = lines[0].strip() if lines else ""
+    return re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0] or "The fake server read the sources."
+
+
 def _answer(body: dict[str, Any], marks: dict[str, str]) -> str:
     if "bad_citation" in marks:
         return json.dumps({"answer": "Made up.", "citations": [{"chunk_id": "not-a-real-chunk"}]})
-    if "good_citation" in marks or body.get("response_format"):
+    if "good_citation" in marks or "made_up_number" in marks or body.get("response_format"):
         ids = _schema_ids(body) or ["unknown"]
-        return json.dumps(
-            {"answer": "The fake server read the sources.", "citations": [{"chunk_id": ids[0]}]}
-        )
+        answer = _first_sentence_of(body, ids[0])
+        if "made_up_number" in marks:  # a valid citation on an invented figure
+            answer = "The answer is 4711 days."
+        return json.dumps({"answer": answer, "citations": [{"chunk_id": ids[0]}]})
     n = int(marks.get("tokens") or 8)
     return " ".join(f"tok{i}" for i in range(n))
 

@@ -1,10 +1,11 @@
 """Grounded chat: cache → retrieve → generate with citations → validate → cache; any failure → search results.
 
-The decision tree (docs/query-service.md): a cache hit answers at once; no relevant chunk answers NO_CONTEXT
-without calling the model; otherwise the question and the retrieved chunks (within the token budget) go to
-`/v1/generate` with `citations_required`. Whatever goes wrong on the way (gateway down, timeout, QUEUE_FULL,
-CIRCUIT_OPEN, malformed output, a citation outside what was retrieved) becomes a `fallback`: the search
-results with a plain message and the reason code. Never a 500, never a hang.
+The decision tree (docs/query-service.md): a cache hit answers at once; no relevant chunk, or no sentence in
+them close enough to the question (evidence.py), answers NO_CONTEXT without calling the model; otherwise the
+question and the best sentences go to `/v1/generate` with `citations_required`, and the answer must be
+supported by the chunks it cites (`check_support`). Whatever goes wrong on the way (gateway down, timeout,
+QUEUE_FULL, CIRCUIT_OPEN, malformed output, a citation outside what was retrieved, an unsupported answer)
+becomes a `fallback`: the search results with a plain message and the reason code. Never a 500, never a hang.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from cairn_core import (
     GenerateRequest,
     ReasonCode,
     UpstreamError,
+    check_support,
 )
 
 from .cache import AnswerCache, cache_key
+from .evidence import select_evidence
 from .gateway import GatewayClient
 from .metrics import QueryMetrics
 from .retrieval import Hit, Retriever, SearchOutcome
@@ -37,9 +40,15 @@ log = structlog.get_logger("chat")
 NO_CONTEXT_MESSAGE = "I could not find anything about this in your documents."
 
 
-def fallback_message(code: ReasonCode) -> str:
+def fallback_message(code: ReasonCode, detail: str | None = None) -> str:
     if code is ReasonCode.NO_CONTEXT:
         return NO_CONTEXT_MESSAGE
+    if code is ReasonCode.UNSUPPORTED_ANSWER:
+        because = f" ({detail})" if detail else ""
+        return (
+            f"The model's answer was not supported by your documents{because}, so it is not shown "
+            f"({code.value}). Here are the most relevant passages from your documents."
+        )
     why = {
         ReasonCode.PROVIDER_TIMEOUT: "it did not answer in time",
         ReasonCode.QUEUE_FULL: "it is busy with other questions",
@@ -74,6 +83,21 @@ class Prepared:
     @property
     def allowed(self) -> dict[str, ContextChunk]:
         return {c.chunk_id: c for c in self.context or []}
+
+    def cited_texts(self, citations: list[Citation]) -> list[str]:
+        """The whole chunks behind `citations` (not only the sentences sent), title first."""
+        chunks = {h.chunk.chunk_id: h.chunk for h in (self.outcome.hits if self.outcome else [])}
+        return [
+            f"{c.title or ''}\n{c.text}" for cit in citations if (c := chunks.get(cit.chunk_id)) is not None
+        ]
+
+
+class Unsupported(UpstreamError):
+    """The answer is not backed by the chunks it cites; `detail` says which part, for the user."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(ReasonCode.UNSUPPORTED_ANSWER, f"Unsupported answer: {detail}.")
+        self.detail = detail
 
 
 def budget(hits: list[Hit], tokens: int) -> list[ContextChunk]:
@@ -125,7 +149,17 @@ class ChatService:
         if cached is not None:
             return Prepared(key, cached)
         outcome = await self.retriever.search(req.question, self.top_k(req), req.collection, req.filters)
-        return Prepared(key, None, outcome, budget(outcome.relevant, self.settings.context_tokens))
+        if not self.settings.evidence_sentences:
+            return Prepared(key, None, outcome, budget(outcome.relevant, self.settings.context_tokens))
+        evidence = await select_evidence(self.settings, self.gateway, req.question, outcome)
+        answerable = evidence.answerable(self.settings.min_evidence)
+        log.info(
+            "evidence",
+            sentences=len(evidence.sentences),
+            best=None if evidence.best is None else round(evidence.best, 4),
+            answerable=answerable,
+        )
+        return Prepared(key, None, outcome, evidence.context() if answerable else [])
 
     def generate_request(self, req: ChatRequest, prep: Prepared, stream: bool) -> GenerateRequest:
         messages = req.conversation()
@@ -158,15 +192,24 @@ class ChatService:
                 out.append(Citation(chunk_id=c.chunk_id, title=src.title, url=src.url))
         return out
 
-    def fallback_body(self, prep: Prepared, code: ReasonCode, rid: str | None) -> dict[str, Any]:
+    def check_support(self, prep: Prepared, answer: str, citations: list[Citation]) -> None:
+        """Raise `Unsupported` unless every sentence, number and name of the answer is in a cited chunk."""
+        verdict = check_support(answer, prep.cited_texts(citations), self.settings.support_min_overlap)
+        if not verdict:
+            raise Unsupported(verdict.reason)
+
+    def fallback_body(
+        self, prep: Prepared, code: ReasonCode, rid: str | None, detail: str | None = None
+    ) -> dict[str, Any]:
         self.metrics.fallbacks.labels(code.value).inc()
+        message = fallback_message(code, detail)
         return {
-            "answer": fallback_message(code),
+            "answer": message,
             "citations": [],
             "sources": prep.sources if code is not ReasonCode.NO_CONTEXT else [],
             "status": "fallback",
             "reason_code": code.value,
-            "message": fallback_message(code),
+            "message": message,
             "cache": "off",
             "model": None,
             "provider": None,
@@ -200,9 +243,11 @@ class ChatService:
                     resp.reason_code or ReasonCode.PROVIDER_ERROR, resp.message or "The model failed."
                 )
             citations = self.check_citations(prep, resp.citations) if req.citations_required else []
+            if req.citations_required:
+                self.check_support(prep, resp.answer, citations)
         except UpstreamError as exc:
             log.info("chat_fallback", reason_code=exc.reason_code.value, detail=exc.message)
-            return self.fallback_body(prep, exc.reason_code, rid)
+            return self.fallback_body(prep, exc.reason_code, rid, getattr(exc, "detail", None))
         finally:
             self.metrics.gateway_latency.labels("false").observe(time.perf_counter() - started)
         body = {

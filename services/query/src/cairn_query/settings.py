@@ -31,7 +31,13 @@ class QuerySettings(BaseSettings):
     rrf_k: int = Field(60, ge=1)
     candidates: int = Field(50, ge=1)  # per list, before fusion
     min_similarity: float = Field(0.35, ge=-1.0, le=1.0)  # a vector hit counts as relevant above this
-    context_tokens: int = Field(1500, ge=50)  # budget for the chunks sent to the model
+    context_tokens: int = Field(1500, ge=50)  # budget for whole chunks, when evidence_sentences is 0
+
+    # Evidence and honesty (evidence.py, cairn_core check_support); calibrated in docs/eval.md.
+    evidence_sentences: int = Field(6, ge=0, le=9)  # sentences sent to the model; 0 = whole chunks
+    evidence_lexical_weight: float = Field(0.3, ge=0.0)
+    min_evidence: float = Field(0.45, ge=-2.0, le=2.0)  # below it the documents do not answer: NO_CONTEXT
+    support_min_overlap: float = Field(0.6, ge=0.0, le=1.0)  # share of a sentence's words in its sources
 
     # Gateway.
     gateway_url: str = "http://127.0.0.1:8082"

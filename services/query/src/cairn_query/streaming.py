@@ -3,8 +3,9 @@
 The relay parses each frame only to decide what to do with it; the bytes it forwards are the gateway's own
 (no re-encoding, no buffering of the answer). `meta` and `delta` pass straight through; `citations` passes after
 its ids are checked against what QS retrieved; the gateway's `error` is held back, and a `done` that is not ok
-(or any failure: no first byte in time, a broken stream, a silent gateway) becomes QS's own `fallback` event
-and `done` with `status: "fallback"` and the reason code. The stream always ends with `done`.
+(or any failure: no first byte in time, a broken stream, a silent gateway, an answer that its citations do
+not support) becomes QS's own `fallback` event and `done` with `status: "fallback"` and the reason code; the
+`fallback` event's `discard_answer` tells the page to drop the text it drew. The stream always ends with `done`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from cairn_core import (
     json_loads,
 )
 
-from .chat import ChatService, Prepared, fallback_message
+from .chat import ChatService, Prepared, Unsupported, fallback_message
 from .schemas import ChatRequest
 
 log = structlog.get_logger("chat")
@@ -53,6 +54,7 @@ class _Relay:
         self.model: str | None = None
         self.provider: str | None = None
         self.error: ReasonCode | None = None
+        self.detail: str | None = None  # what made the answer unsupported, for the user
 
 
 async def chat_events(
@@ -188,6 +190,13 @@ async def _relay(
                     if req.citations_required and not relay.citations:
                         relay.error = ReasonCode.MISSING_CITATIONS
                         return
+                    if req.citations_required:
+                        try:
+                            service.check_support(prep, "".join(relay.answer), relay.citations)
+                        except Unsupported as exc:
+                            log.info("chat_fallback", reason_code=exc.reason_code.value, detail=exc.message)
+                            relay.error, relay.detail = exc.reason_code, exc.detail
+                            return
                     yield out
                     return
     except TimeoutError:
@@ -211,7 +220,7 @@ async def _fallback(
 ) -> AsyncIterator[bytes]:
     service.metrics.fallbacks.labels(code.value).inc()
     fields.update(outcome="fallback", reason_code=code.value, cache="off")
-    message = fallback_message(code)
+    message = fallback_message(code, relay.detail if relay else None)
     yield encode_event("fallback", {"reason_code": code.value, "message": message, "discard_answer": discard})
     yield encode_event(
         "done",

@@ -1,0 +1,108 @@
+"""The evidence sent to the model: the few sentences of the retrieved chunks that bear on the question.
+
+Whole chunks cost a small model about 1,100 prompt tokens per question, most of them about something else, and
+a 270M model copies a neighbouring number as readily as the right one. So each relevant chunk is split into
+sentences, every sentence is embedded with its chunk's title in front (the title says whose policy it is), and
+scored against the question: cosine similarity plus a bonus for the question's content words that it holds.
+The best `QS_EVIDENCE_SENTENCES` go to the model, best first, each under its chunk's id, so citations still
+name chunks.
+
+The best score is also the answerability signal: when no sentence reaches `QS_MIN_EVIDENCE`, the documents do
+not answer the question, and QS says so (NO_CONTEXT) instead of asking the model to make something up.
+Thresholds are calibrated on the shipped evaluation set (docs/eval.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+from cairn_core import ContextChunk, UpstreamError, content_words, split_sentences
+
+from .gateway import GatewayClient
+from .retrieval import Hit, SearchOutcome
+from .settings import QuerySettings
+
+log = structlog.get_logger("evidence")
+
+
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    hit: Hit
+    text: str
+    position: int  # index of the sentence within its chunk
+    similarity: float | None
+    lexical: float
+    score: float
+
+
+@dataclass
+class Evidence:
+    sentences: list[Sentence]  # best first
+    best: float | None  # the best sentence's score; None when there was nothing to score
+    by_meaning: bool = True  # False when no embeddings were to be had: lexical scores only
+
+    def answerable(self, threshold: float) -> bool:
+        if not self.sentences or self.best is None:
+            return False
+        # Without embeddings the scale is not the calibrated one; BM25 relevance already holds, and the
+        # support check still guards the answer.
+        return self.best >= threshold or not self.by_meaning
+
+    def context(self) -> list[ContextChunk]:
+        """The chosen sentences as context chunks, best first; sentences of one chunk go under one id, in
+        the order of their scores (the gateway numbers them in this order)."""
+        out: dict[str, ContextChunk] = {}
+        for s in self.sentences:
+            c = s.hit.chunk
+            if c.chunk_id in out:
+                out[c.chunk_id].text += " " + s.text
+            else:
+                out[c.chunk_id] = ContextChunk(chunk_id=c.chunk_id, title=c.title, url=c.url, text=s.text)
+        return list(out.values())
+
+
+def lexical(question: set[str], text: str) -> float:
+    """Share of the question's content words that `text` contains."""
+    return len(question & content_words(text)) / len(question) if question else 0.0
+
+
+def labelled(hit: Hit, sentence: str) -> str:
+    return f"{hit.chunk.title}: {sentence}" if hit.chunk.title else sentence
+
+
+async def select_evidence(
+    settings: QuerySettings, gateway: GatewayClient, question: str, outcome: SearchOutcome
+) -> Evidence:
+    candidates: list[tuple[Hit, int, str]] = []
+    seen: set[str] = set()
+    for hit in outcome.relevant:
+        for i, sentence in enumerate(split_sentences(hit.chunk.text)):
+            key = " ".join(sentence.lower().split())
+            if key not in seen:  # chunks overlap, so neighbours share sentences
+                seen.add(key)
+                candidates.append((hit, i, sentence))
+    if not candidates:
+        return Evidence([], None)
+    qwords = content_words(question)
+    sims: list[float | None] = [None] * len(candidates)
+    if outcome.query_vector is not None:
+        try:
+            vectors, model = await gateway.embed([labelled(h, s) for h, _, s in candidates])
+        except UpstreamError as exc:  # lexical scores only: slower to be right, never down
+            log.warning("evidence_embedding_failed", reason_code=exc.reason_code.value)
+        else:
+            if model == outcome.embed_model:
+                q = outcome.query_vector / (np.linalg.norm(outcome.query_vector) or 1.0)
+                m = np.asarray(vectors, dtype=np.float32)
+                m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
+                sims = [float(x) for x in m @ q]
+    scored = []
+    for (hit, i, sentence), sim in zip(candidates, sims, strict=True):
+        lex = lexical(qwords, labelled(hit, sentence))
+        score = (sim if sim is not None else 0.0) + settings.evidence_lexical_weight * lex
+        scored.append(Sentence(hit, sentence, i, sim, lex, score))
+    scored.sort(key=lambda s: -s.score)
+    chosen = scored[: settings.evidence_sentences]
+    return Evidence(chosen, chosen[0].score, by_meaning=sims[0] is not None)
