@@ -3,14 +3,14 @@
 Starts a real gateway and a real query service on a fresh store, ingests services/query/eval/documents.jsonl,
 asks every question in questions.jsonl, and prints one markdown table per provider:
 
-- recall@5: share of the expected chunks found in the top 5 of /v1/search (mean over questions);
-- parse rate: model answers whose output was parseable JSON (not MALFORMED_OUTPUT), over model calls;
-- valid-citation rate: parseable answers whose citations all name retrieved chunks, over parseable answers;
+- right fact: ok answers containing the expected fact (case-insensitive), over answerable questions, in all
+  and per question type (direct, paraphrase, lookalike);
+- right document cited: look-alike ok answers whose citations include the expected chunk;
+- refused: unanswerable questions that ended in NO_CONTEXT or UNSUPPORTED_ANSWER (no answer given);
+- numbers in ok answers absent from the chunks they cite, answers that repeat a sentence (both must be 0);
 - invalid citations at the client: cited ids that were not among the returned sources (must be 0);
-- cites expected chunk: ok answers citing one of the expected chunks;
-- fact in answer: ok answers containing the expected fact (case-insensitive), over answerable questions;
-- fallback rate: answerable questions answered with status=fallback;
-- NO_CONTEXT on negatives: unanswerable questions that got NO_CONTEXT without calling the model.
+- recall@5: share of the expected chunks found in the top 5 of /v1/search (mean over questions);
+- parse rate, fallback rate, model calls, /v1/chat p50 and p95.
 
 Usage: python scripts/eval.py [--providers toy,llamacpp] [--embed auto|toy|onnx] [--limit N]
 The llamacpp provider (Gemma 3 270M) is skipped with a note when the gateway does not have it.
@@ -28,11 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cairn_core import numbers, split_sentences
 from cairn_testing import ServerProcess, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_DIR = ROOT / "services" / "query" / "eval"
 CITATION_CODES = {"MALFORMED_OUTPUT", "INVALID_CITATION", "MISSING_CITATIONS"}
+# What counts as declining to answer: nothing found, or an answer that its sources did not support.
+REFUSALS = {"NO_CONTEXT", "UNSUPPORTED_ANSWER"}
 
 
 def load(name: str) -> list[dict[str, Any]]:
@@ -106,23 +109,35 @@ def ask(client: httpx.Client, q: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     body = client.post("/v1/chat", json={"query": q["question"]}).json()
     latency = time.perf_counter() - started
-    sources = {s["chunk_id"] for s in body["sources"]}
+    sources = {s["chunk_id"]: s for s in body["sources"]}
     cited = [c["chunk_id"] for c in body["citations"]]
     expected = q["chunk_ids"]
+    ok = body["status"] == "ok"
+    cited_text = "\n".join(f"{sources[c]['title']}\n{sources[c]['text']}" for c in cited if c in sources)
+    sentences = [" ".join(s.lower().split()) for s in split_sentences(body["answer"])]
     return {
         "question": q["question"],
+        "type": q.get("type") or ("direct" if expected else "unanswerable"),
         "positive": bool(expected),
         "recall": len(set(expected) & set(top)) / len(expected) if expected else None,
         "status": body["status"],
         "reason": body["reason_code"],
         "called_model": body["reason_code"] != "NO_CONTEXT"
-        and (body["status"] == "ok" or body["reason_code"] in CITATION_CODES),
+        and (ok or body["reason_code"] in CITATION_CODES | {"UNSUPPORTED_ANSWER"}),
         "invalid_at_client": sum(1 for c in cited if c not in sources),
         "cites_expected": bool(set(cited) & set(expected)),
-        "fact": bool(q["fact"]) and body["status"] == "ok" and q["fact"].lower() in body["answer"].lower(),
+        "fact": bool(q["fact"]) and ok and q["fact"].lower() in body["answer"].lower(),
+        "refused": not ok and body["reason_code"] in REFUSALS,
+        "unsupported_numbers": sorted(numbers(body["answer"]) - numbers(cited_text)) if ok else [],
+        "repeats": ok and len(sentences) != len(set(sentences)),
         "answer": body["answer"],
+        "cited": cited,
         "latency_s": latency,
     }
+
+
+def _share(rows: list[dict[str, Any]], key: str) -> float | None:
+    return sum(bool(r[key]) for r in rows) / len(rows) if rows else None
 
 
 def summarise(provider: str, embed: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -130,52 +145,73 @@ def summarise(provider: str, embed: str, rows: list[dict[str, Any]]) -> dict[str
     neg = [r for r in rows if not r["positive"]]
     calls = [r for r in rows if r["called_model"]]
     parsed = [r for r in calls if r["reason"] != "MALFORMED_OUTPUT"]
-    valid = [r for r in parsed if r["status"] == "ok"]
-    ok = [r for r in pos if r["status"] == "ok"]
+    valid = [r for r in parsed if r["status"] == "ok" or r["reason"] == "UNSUPPORTED_ANSWER"]
+    of_type = {t: [r for r in pos if r["type"] == t] for t in ("direct", "paraphrase", "lookalike")}
+    lookalike_ok = [r for r in of_type["lookalike"] if r["status"] == "ok"]
     reasons: dict[str, int] = {}
     for r in rows:
         if r["reason"]:
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    latencies = sorted(r["latency_s"] for r in rows)
     return {
         "provider": provider,
         "embed": embed,
         "questions": len(pos),
         "negatives": len(neg),
+        "counts": {t: len(v) for t, v in of_type.items()},
         "recall@5": statistics.mean(r["recall"] for r in pos) if pos else 0.0,
-        "parse_rate": len(parsed) / len(calls) if calls else 0.0,
-        "valid_citation_rate": len(valid) / len(parsed) if parsed else 0.0,
+        "parse_rate": len(parsed) / len(calls) if calls else None,
+        "valid_citation_rate": len(valid) / len(parsed) if parsed else None,
         "invalid_at_client": sum(r["invalid_at_client"] for r in rows),
-        "cites_expected": sum(r["cites_expected"] for r in ok) / len(ok) if ok else 0.0,
-        "fact_rate": sum(r["fact"] for r in pos) / len(pos) if pos else 0.0,
-        "fallback_rate": sum(r["status"] == "fallback" for r in pos) / len(pos) if pos else 0.0,
-        "no_context_on_negatives": sum(r["reason"] == "NO_CONTEXT" for r in neg) / len(neg) if neg else 0.0,
+        "fact_rate": _share(pos, "fact"),
+        **{f"fact_{t}": _share(v, "fact") for t, v in of_type.items()},
+        "lookalike_right_doc": _share(lookalike_ok, "cites_expected"),
+        "lookalike_ok": len(lookalike_ok),
+        "refused_unanswerable": _share(neg, "refused"),
+        "unsupported_numbers": sum(len(r["unsupported_numbers"]) for r in rows),
+        "repeats": sum(bool(r["repeats"]) for r in rows),
+        "fallback_rate": _share([{"f": r["status"] == "fallback"} for r in pos], "f"),
         "model_calls": len(calls),
         "reasons": reasons,
-        "mean_chat_s": statistics.mean(r["latency_s"] for r in rows) if rows else 0.0,
+        "p50_chat_s": statistics.median(latencies) if latencies else 0.0,
+        "p95_chat_s": latencies[max(0, round(0.95 * len(latencies)) - 1)] if latencies else 0.0,
         "rows": rows,
     }
 
 
+METRICS = [
+    ("right fact, all answerable questions", "fact_rate", "{:.1%}", ">= 75%"),
+    ("right fact, direct questions", "fact_direct", "{:.1%}", ""),
+    ("right fact, paraphrased questions", "fact_paraphrase", "{:.1%}", ">= 60%"),
+    ("right fact, look-alike documents", "fact_lookalike", "{:.1%}", ""),
+    ("right document cited, look-alike ok answers", "lookalike_right_doc", "{:.1%}", ">= 90%"),
+    ("unanswerable questions refused or NO_CONTEXT", "refused_unanswerable", "{:.1%}", ">= 90%"),
+    ("numbers in ok answers absent from the cited chunks", "unsupported_numbers", "{}", "0"),
+    ("answers that repeat a sentence", "repeats", "{}", "0"),
+    ("invalid citations reaching the client", "invalid_at_client", "{}", "0"),
+    ("retrieval recall@5", "recall@5", "{:.3f}", ">= 0.95"),
+    ("citation parse rate (model calls)", "parse_rate", "{:.1%}", ""),
+    ("fallback rate, answerable questions", "fallback_rate", "{:.1%}", ""),
+    ("model calls", "model_calls", "{}", ""),
+    ("/v1/chat p50 (s)", "p50_chat_s", "{:.2f}", ""),
+    ("/v1/chat p95 (s)", "p95_chat_s", "{:.2f}", ""),
+]
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    metrics = [
-        ("recall@5", "recall@5", "{:.3f}"),
-        ("citation parse rate", "parse_rate", "{:.1%}"),
-        ("valid-citation rate", "valid_citation_rate", "{:.1%}"),
-        ("invalid citations reaching the client", "invalid_at_client", "{}"),
-        ("ok answers citing an expected chunk", "cites_expected", "{:.1%}"),
-        ("answers containing the expected fact", "fact_rate", "{:.1%}"),
-        ("fallback rate", "fallback_rate", "{:.1%}"),
-        ("NO_CONTEXT on unanswerable questions", "no_context_on_negatives", "{:.1%}"),
-        ("model calls", "model_calls", "{}"),
-        ("mean /v1/chat time (s)", "mean_chat_s", "{:.2f}"),
-    ]
-    head = "| metric | " + " | ".join(f"{r['provider']} (embed: {r['embed']})" for r in results) + " |"
-    lines = [head, "|---|" + "---|" * len(results)]
-    for label, key, fmt in metrics:
-        lines.append(f"| {label} | " + " | ".join(fmt.format(r[key]) for r in results) + " |")
-    lines.append("| fallback reasons | " + " | ".join(json.dumps(r["reasons"]) for r in results) + " |")
+    head = (
+        "| metric | target | " + " | ".join(f"{r['provider']} (embed: {r['embed']})" for r in results) + " |"
+    )
+    lines = [head, "|---|---|" + "---|" * len(results)]
+    for label, key, fmt, target in METRICS:
+        cells = ["–" if r[key] is None else fmt.format(r[key]) for r in results]
+        lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
+    lines.append("| fallback reasons | | " + " | ".join(json.dumps(r["reasons"]) for r in results) + " |")
     n = results[0]
-    return f"{n['questions']} answerable questions, {n['negatives']} unanswerable\n\n" + "\n".join(lines)
+    counts = ", ".join(f"{v} {k}" for k, v in n["counts"].items())
+    return f"{n['questions']} answerable questions ({counts}), {n['negatives']} unanswerable\n\n" + "\n".join(
+        lines
+    )
 
 
 def main() -> int:

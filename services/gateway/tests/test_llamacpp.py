@@ -256,3 +256,58 @@ def test_two_slots_generate_side_by_side_without_mixing_state(gw: ServerProcess)
         )
     assert together == alone
     assert model_info(gw)["slots"] == 2
+
+
+def test_first_delta_does_not_wait_for_the_whole_answer(gw: ServerProcess) -> None:
+    """Measured against the same stream's own end, so the check holds on a slow machine too."""
+    arrivals: list[tuple[str, float]] = []
+    started = time.perf_counter()
+    body = {"prompt": SEQUENCE, "max_tokens": 48, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{gw.url}/v1/generate", json=body, timeout=60) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                arrivals.append((line[6:].strip(), time.perf_counter() - started))
+    deltas = [t for name, t in arrivals if name == "delta"]
+    done = next(t for name, t in arrivals if name == "done")
+    assert len(deltas) >= 10
+    # 48 tokens take the model far longer than its first one: the first delta comes in the first half.
+    assert deltas[0] < done / 2, arrivals
+
+
+def test_grounded_answers_in_json_mode_still_parse_and_cite_given_ids() -> None:
+    """LLM_GROUNDED_MODE=json: the model writes the citation JSON under a grammar instead of picking."""
+    env = {"LLM_PORT": "{port}", "LLM_PROVIDER": "llamacpp", "LLM_EMBED_PROVIDER": "toy", "LLM_MODEL": ""}
+    srv = start_server(
+        "gateway-llamacpp-json",
+        ["cairn_gateway"],
+        env={**env, "LLM_GROUNDED_MODE": "json", "LLM_MAX_CONCURRENCY": "1"},
+        health_path="/readyz",
+        timeout_s=120,
+    )
+    try:
+        assert model_info(srv)["grounded_mode"] == "json"
+        ids = ["kb/vpn#3", "kb/vacation#0"]
+        body = generate(
+            srv,
+            prompt="How do I connect to the VPN?",
+            citations_required=True,
+            context_chunks=_chunks(ids),
+            max_tokens=48,
+            temperature=0,
+        )
+        assert body["status"] == "ok" and body["citations"]
+        assert {c["chunk_id"] for c in body["citations"]} <= set(ids)
+    finally:
+        srv.stop()
+
+
+def test_extractive_answer_quotes_a_given_sentence_and_reuses_the_prompt_prefix(gw: ServerProcess) -> None:
+    ids = ["kb/vpn#3", "kb/vacation#0", "kb/coffee#0"]
+    sentences = {_SOURCES[i][1] for i in ids}
+    for question in ("How do I connect to the VPN?", "When is the coffee machine descaled?"):
+        body = generate(gw, prompt=question, citations_required=True, context_chunks=_chunks(ids))
+        assert body["status"] == "ok" and body["answer"] in sentences, body
+        # One forward pass picks the sentence: one completion token, whatever the answer's length.
+        assert body["usage"]["completion_tokens"] == 1
+    info = model_info(gw)
+    assert info["grounded_mode"] == "extractive" and info["threads"] >= 1

@@ -174,3 +174,27 @@ def test_budget_schema_does_not_change_its_input() -> None:
     before = json.dumps(schema, sort_keys=True)
     budget_schema(schema, 32)
     assert json.dumps(schema, sort_keys=True) == before
+
+
+def test_extractive_prompt_numbers_sentences_best_first_and_asks_for_one() -> None:
+    from cairn_core import ContextChunk, check_grounded
+    from cairn_gateway.models import extractive
+
+    chunks = [
+        ContextChunk(chunk_id="a:0", title="Mileage", text="The rate is 0.42 euros. Claims are monthly."),
+        ContextChunk(chunk_id="b:0", title=None, text="Parking is free."),
+    ]
+    numbered = extractive.number_sentences(chunks)
+    assert [(s.chunk_id, s.text) for s in numbered] == [
+        ("a:0", "The rate is 0.42 euros."),
+        ("a:0", "Claims are monthly."),
+        ("b:0", "Parking is free."),
+    ]
+    assert len(extractive.number_sentences(chunks * 5)) == extractive.MAX_SENTENCES
+    prompt = extractive.render(numbered, "What is the rate?")
+    # The fixed part comes first, so llama.cpp can keep its KV cache between requests.
+    assert prompt.startswith(extractive.PREFIX)
+    assert prompt.endswith("[3] Parking is free.\nQuestion: What is the rate?\nAnswer: [")
+    # What the provider writes is the contract's citation JSON, cited to the sentence's chunk.
+    grounded = check_grounded(extractive.as_grounded_json(numbered[2]), chunks)
+    assert grounded.answer == "Parking is free." and [c.chunk_id for c in grounded.citations] == ["b:0"]

@@ -1,7 +1,15 @@
 """Writes documents.jsonl and questions.jsonl: the evaluation set, kept as readable Python data here.
 
 Run `python services/query/eval/make_set.py` after editing; `make eval` reads the .jsonl files.
-A fictional company (Fernhill Robotics) so that no model can answer from what it memorised.
+A fictional company (Fernhill Robotics) so that no model can answer from what it memorised, plus two
+look-alike fictional companies (Brindlewick Logistics, Corvale Foods) whose policies share topics and wording
+but not values. Every question has a type:
+  direct        the wording of the question is close to the wording of the answer,
+  paraphrase    the question shares no content word with the sentence that answers it,
+  lookalike     a question about Brindlewick or Corvale, whose twin document at the other company gives
+                a different value,
+  unanswerable  no document answers it (some share many words with the documents); the right outcome is
+                NO_CONTEXT.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # (id, title, text)
-DOCUMENTS = [
+FERNHILL_DOCUMENTS = [
     (
         "leave",
         "Annual leave",
@@ -175,9 +183,9 @@ DOCUMENTS = [
     ),
 ]
 
-# (question, expected chunk ids, expected fact in the answer)
+# Type "direct": (question, expected chunk ids, expected fact in the answer)
 QUESTIONS = [
-    ("How many days of paid annual leave do employees get?", ["leave:0"], "27"),
+    ("How many days of paid annual leave do Fernhill employees get?", ["leave:0"], "27"),
     ("How far in advance must leave requests be submitted?", ["leave:0"], "ten"),
     ("When do carried-over leave days expire?", ["leave:0"], "31 March"),
     ("From which day of sickness is a doctor's note required?", ["sick-leave:0"], "fourth"),
@@ -197,7 +205,7 @@ QUESTIONS = [
     ("How long are VPN profiles valid?", ["vpn:0"], "90 days"),
     ("What is the minimum password length?", ["passwords:0"], "14"),
     ("Where do I report a phishing email?", ["security-incidents:0"], "security@fernhill.example"),
-    ("How long is the probation period?", ["onboarding:0"], "four months"),
+    ("How long is the probation period at Fernhill?", ["onboarding:0"], "four months"),
     ("What must I wear in the robotics lab?", ["lab-safety:0"], "glasses"),
     ("What color are the emergency stop buttons?", ["lab-safety:0"], "red"),
     ("When does the second assembly line shift end?", ["assembly-line:0"], "22:00"),
@@ -221,12 +229,225 @@ QUESTIONS = [
     ("Where do used batteries go?", ["recycling:0"], "yellow"),
 ]
 
-# Questions the documents do not answer: the right outcome is NO_CONTEXT (reported separately).
+# Type "paraphrase": (question, expected chunk ids, expected fact in the answer). The question shares no
+# content word with the sentence of the document that holds the fact, and avoids the document's title.
+# None is about a topic that Brindlewick or Corvale also covers (holidays, probation), so that each has one
+# answer.
+PARAPHRASES = [
+    (
+        "By what date must vacation time brought forward from the previous period be taken?",
+        ["leave:0"],
+        "31 March",
+    ),
+    ("When must I bring a medical certificate for being unwell?", ["sick-leave:0"], "fourth"),
+    ("How much time off do mothers and fathers get after a baby arrives?", ["parental-leave:0"], "20 weeks"),
+    ("Into how many parts may I divide my baby time off?", ["parental-leave:0"], "three"),
+    ("How often can staff do their job from home?", ["remote-work:0"], "three"),
+    ("On what weekday must all groups be on site?", ["remote-work:0"], "Tuesday"),
+    ("How early does the building unlock from Monday to Friday?", ["office-hours:0"], "7:30"),
+    ("What do I pay if I need a new pass after losing mine?", ["badges:0"], "15"),
+    ("Past what sum must spending be signed off beforehand?", ["expenses:0"], "500"),
+    ("Up to what journey duration should I go by rail?", ["travel:0"], "five"),
+    ("How much can I spend on accommodation outside the capital?", ["travel:0"], "120"),
+    ("How much can I claim for food each day when away for work?", ["per-diem:0"], "45"),
+    ("Which notebook computers can a fresh hire pick from?", ["equipment:0"], "ThinkPad"),
+    ("How much can I spend a single time on furniture for my remote workspace?", ["equipment:0"], "300"),
+    ("Where can I get my tunnel configuration file?", ["vpn:0"], "it.fernhill.example"),
+    ("What is the shortest allowed secret for logging in?", ["passwords:0"], "14"),
+    ("What physical device is required for two-step sign-in?", ["passwords:0"], "hardware key"),
+    (
+        "How quickly does the duty responder reply to a reported breach?",
+        ["security-incidents:0"],
+        "15 minutes",
+    ),
+    (
+        "At what time should recent hires show up at the front desk on their start date?",
+        ["onboarding:0"],
+        "9:30",
+    ),
+    (
+        "What state should the machines be set to ahead of a person stepping inside the enclosure?",
+        ["lab-safety:0"],
+        "locked mode",
+    ),
+    (
+        "How long is the talk at the beginning of every production rotation?",
+        ["assembly-line:0"],
+        "ten-minute",
+    ),
+    ("Which sensing technology helps the warehouse picker find its way?", ["product-kestrel:0"], "lidar"),
+    ("How fast does the lab cobot halt after bumping into someone?", ["product-heron:0"], "50 milliseconds"),
+    ("How many joints does the laboratory cobot have?", ["product-heron:0"], "six"),
+    ("Which plan gives clients 24/7 telephone help?", ["support-hours:0"], "Premium"),
+    ("How quickly should buyers expect an initial reply?", ["support-hours:0"], "four business hours"),
+    ("Who may take apart a machine without losing the guarantee?", ["warranty:0"], "certified technician"),
+    (
+        "How do I send back a machine that has already been used on a live site?",
+        ["returns:0"],
+        "warranty process",
+    ),
+    ("When do wages arrive if the usual payout date is a Saturday or Sunday?", ["salary:0"], "Friday"),
+    ("In what month is the yearly performance reward handed out?", ["bonus:0"], "April"),
+    ("How early must I ask my boss about a class I want to attend?", ["training:0"], "three weeks"),
+    ("What do staff pay for lunch?", ["canteen:0"], "4.50"),
+    ("How many automobile slots does our garage offer?", ["parking:0"], "60"),
+    (
+        "From what hour at the end of the week is integrating into trunk forbidden?",
+        ["code-review:0"],
+        "15:00",
+    ),
+    ("How many machines are in the pre-launch trial group?", ["releases:0"], "twelve"),
+    ("On which weekday does the pager handover happen?", ["on-call:0"], "Monday"),
+    ("How soon is a reserved space freed if nobody shows up?", ["meeting-rooms:0"], "15 minutes"),
+    ("On what weekday are the containers for old electronics cleared out?", ["recycling:0"], "Wednesday"),
+    ("Where can I flag misconduct without giving my name?", ["whistleblowing:0"], "EthicsLine"),
+]
+
+# Look-alike companies: (key, full name, short name).
+COMPANIES = [
+    ("brindlewick", "Brindlewick Logistics", "Brindlewick"),
+    ("corvale", "Corvale Foods", "Corvale"),
+]
+
+# One document per topic and company, with the same wording and a different value; each gives one question of
+# type "lookalike" whose fact is that value. {company} is the full name, {short} the short one.
+# (topic, title, text, question, {company key: value})
+LOOKALIKE_TOPICS = [
+    (
+        "mileage",
+        "{short} mileage policy",
+        "{company} reimburses business journeys made in a private car at {value} per kilometre. Claims are filed once a month in the travel tool, with the start and end address of every trip.",
+        "What mileage rate does {short} pay for private cars?",
+        {"brindlewick": "0.42 euros", "corvale": "0.38 euros"},
+    ),
+    (
+        "night-shift",
+        "{short} night-shift bonus",
+        "{company} pays a night-shift bonus of {value} on top of the normal hourly wage. The bonus applies to every hour worked between 23:00 and 6:00.",
+        "How big is the night-shift bonus at {short}?",
+        {"brindlewick": "25 percent", "corvale": "18 percent"},
+    ),
+    (
+        "uniform",
+        "{short} uniform allowance",
+        "{company} gives every warehouse and delivery employee a uniform allowance of {value} per year. The allowance is paid in January and covers safety shoes, jackets and trousers.",
+        "How much is the yearly uniform allowance at {short}?",
+        {"brindlewick": "180 euros", "corvale": "240 euros"},
+    ),
+    (
+        "probation",
+        "{short} probation period",
+        "At {company} the probation period for new employees lasts {value}. Managers hold a review meeting with the new employee halfway through probation.",
+        "How long is the probation period at {short}?",
+        {"brindlewick": "six months", "corvale": "three months"},
+    ),
+    (
+        "notice",
+        "{short} notice period",
+        "{company} employees who resign after probation must give a notice period of {value}. The same notice period applies when the company ends the contract.",
+        "What notice period must {short} employees give when they resign?",
+        {"brindlewick": "two months", "corvale": "one month"},
+    ),
+    (
+        "pension",
+        "{short} pension plan",
+        "{company} pays {value} of each employee's gross salary into the company pension plan. Contributions start on the first day of employment.",
+        "How much does {short} pay into the company pension?",
+        {"brindlewick": "6 percent", "corvale": "4.5 percent"},
+    ),
+    (
+        "overtime",
+        "{short} overtime pay",
+        "{company} pays overtime at {value} of the normal hourly rate. Overtime must be approved in advance by the shift manager.",
+        "What is the overtime pay rate at {short}?",
+        {"brindlewick": "150 percent", "corvale": "125 percent"},
+    ),
+    (
+        "fleet-service",
+        "{short} fleet service",
+        "{company} company cars are serviced at the fleet garage every {value}. Tyres are switched between summer and winter sets in October and April.",
+        "How often are {short} company cars serviced?",
+        {"brindlewick": "20,000 kilometres", "corvale": "15,000 kilometres"},
+    ),
+    (
+        "gym",
+        "{short} gym subsidy",
+        "{company} subsidises gym memberships with {value} per month. Receipts are uploaded once per quarter in the HR portal.",
+        "How much does {short} contribute to a gym membership?",
+        {"brindlewick": "30 euros", "corvale": "25 euros"},
+    ),
+    (
+        "holidays",
+        "{short} holidays",
+        "{company} employees receive {value} of paid holiday per calendar year. Holiday requests are approved by the shift manager.",
+        "How many days of paid holiday do {short} employees get?",
+        {"brindlewick": "25 days", "corvale": "29 days"},
+    ),
+    (
+        "phone",
+        "{short} phone allowance",
+        "{company} pays a mobile phone allowance of {value} per month to employees who use their own phone for work. The allowance is paid with the salary.",
+        "How much is the mobile phone allowance at {short}?",
+        {"brindlewick": "20 euros", "corvale": "12 euros"},
+    ),
+    (
+        "referral",
+        "{short} referral bonus",
+        "{company} pays a referral bonus of {value} when a recommended candidate is hired. Half is paid on the new colleague's first day and half after probation.",
+        "How large is the referral bonus at {short}?",
+        {"brindlewick": "1,500 euros", "corvale": "800 euros"},
+    ),
+]
+
+
+def lookalikes() -> tuple[list[tuple[str, str, str]], list[tuple[str, list[str], str]]]:
+    """The look-alike documents and their questions, from LOOKALIKE_TOPICS."""
+    docs, questions = [], []
+    for topic, title, text, question, values in LOOKALIKE_TOPICS:
+        for key, company, short in COMPANIES:
+            doc_id, value = f"{key}-{topic}", values[key]
+            docs.append(
+                (doc_id, title.format(short=short), text.format(company=company, short=short, value=value))
+            )
+            questions.append((question.format(short=short), [f"{doc_id}:0"], value))
+    return docs, questions
+
+
+LOOKALIKE_DOCUMENTS, LOOKALIKES = lookalikes()
+DOCUMENTS = FERNHILL_DOCUMENTS + LOOKALIKE_DOCUMENTS
+
+# Type "unanswerable": questions the documents do not answer: the right outcome is NO_CONTEXT (reported
+# separately). The first three share nothing with the documents; the others share words with them.
 NEGATIVES = [
     "What is the capital of Australia?",
     "Who won the football world cup in 1998?",
     "Explain quantum chromodynamics.",
+    "What is the population of Lyon?",
+    "What is the Wi-Fi password in the Lyon office?",
+    "Who is the CEO of Fernhill Robotics?",
+    "How many employees does Corvale Foods have?",
+    "Where is Corvale Foods headquartered?",
+    "What tyre pressure should Brindlewick company cars use?",
+    "How many kilometres can a Brindlewick truck drive on one tank?",
+    "How many weeks of parental leave does Brindlewick offer?",
+    "What is the hotel budget per night at Corvale Foods?",
+    "What night-shift bonus does Fernhill Robotics pay?",
+    "What mileage rate does Fernhill pay for private cars?",
+    "How much is the gym subsidy at Fernhill Robotics?",
+    "How much does Fernhill pay into the company pension?",
+    "What is the overtime pay rate at Fernhill Robotics?",
+    "What notice period must Fernhill employees give when they resign?",
+    "How much does a Kestrel robot cost?",
+    "How much does the Heron arm itself weigh?",
+    "Which airline does Fernhill use for business flights?",
+    "How many meeting rooms does the Lyon office have?",
 ]
+
+
+def url(doc_id: str) -> str:
+    company = doc_id.split("-")[0]
+    host = company if company in {key for key, _, _ in COMPANIES} else "fernhill"
+    return f"https://wiki.{host}.example/{doc_id}"
 
 
 def main() -> None:
@@ -235,19 +456,20 @@ def main() -> None:
             row = {
                 "id": doc_id,
                 "title": title,
-                "url": f"https://wiki.fernhill.example/{doc_id}",
+                "url": url(doc_id),
                 "text": text,
             }
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    rows = [
+        *((q, ids, fact, "direct") for q, ids, fact in QUESTIONS),
+        *((q, ids, fact, "paraphrase") for q, ids, fact in PARAPHRASES),
+        *((q, ids, fact, "lookalike") for q, ids, fact in LOOKALIKES),
+        *((q, [], None, "unanswerable") for q in NEGATIVES),
+    ]
     with (HERE / "questions.jsonl").open("w") as f:
-        for question, ids, fact in QUESTIONS:
-            f.write(
-                json.dumps({"question": question, "chunk_ids": ids, "fact": fact}, ensure_ascii=False) + "\n"
-            )
-        for question in NEGATIVES:
-            f.write(
-                json.dumps({"question": question, "chunk_ids": [], "fact": None}, ensure_ascii=False) + "\n"
-            )
+        for question, ids, fact, kind in rows:
+            row = {"question": question, "chunk_ids": ids, "fact": fact, "type": kind}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

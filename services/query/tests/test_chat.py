@@ -261,3 +261,27 @@ def test_queue_full_at_the_gateway_degrades_to_search_results(fake: ServerProces
         assert body["status"] == "fallback" and body["reason_code"] == "QUEUE_FULL"
         assert body["sources"][0]["chunk_id"] == "office:0" and "busy" in body["answer"]
         assert slow.result().json()["status"] == "ok"
+
+
+def test_a_made_up_number_under_a_valid_citation_becomes_unsupported_answer(
+    qs_on_fake: ServerProcess,
+) -> None:
+    q = "How many days of paid leave? [[made_up_number]]"
+    body = chat(qs_on_fake, query=q).json()
+    # The fake cites a real chunk but says "4711 days": the citation is valid, the answer is not.
+    assert body["status"] == "fallback" and body["reason_code"] == "UNSUPPORTED_ANSWER", body
+    assert "4711" in body["message"] and body["citations"] == []
+    assert body["sources"][0]["chunk_id"] == "leave:0"
+    events = sse(chat(qs_on_fake, query=q, stream=True).text)
+    names = [n for n, _ in events]
+    # The text was already streamed: the fallback event tells the page to discard it, and says why.
+    fallback = next(d for n, d in events if n == "fallback")
+    assert fallback["reason_code"] == "UNSUPPORTED_ANSWER" and fallback["discard_answer"] is True
+    assert "4711" in fallback["message"] and names[-1] == "done"
+    assert events[-1][1]["status"] == "fallback" and events[-1][1]["reason_code"] == "UNSUPPORTED_ANSWER"
+
+
+def test_a_quoted_answer_from_the_sources_is_ok(qs_on_fake: ServerProcess) -> None:
+    body = chat(qs_on_fake, query="How many days of paid leave? [[good_citation]]").json()
+    assert body["status"] == "ok", body
+    assert body["answer"] == "Employees get 25 days of paid leave per year."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,7 +65,11 @@ class GatewaySettings(BaseSettings):
     # Provider specifics.
     toy_delay_ms: float = Field(0.0, ge=0)
     memory_limit_mb: int = Field(4_096, ge=1)
-    threads: int | None = None
+    threads: int | None = None  # llamacpp: the most threads one generation uses; default all cores
+    # llamacpp grounded answers: "extractive" (the model picks a source sentence in one forward pass) or
+    # "json" (it writes the citation JSON under a grammar, 3-4x slower per token); docs/models.md.
+    grounded_mode: Literal["extractive", "json"] = "extractive"
+    extractive_position_prior: float = Field(1.0, ge=0.0)  # logits taken off per place down QS's ranking
     context_size: int = Field(4096, ge=256)
     model_cache_dir: str | None = None  # where the packaged GGUF is assembled; default ~/.cache/cairn/models
     embed_batch_size: int = Field(32, ge=1)  # texts per ONNX Runtime call

@@ -151,7 +151,7 @@ class ChatService:
         outcome = await self.retriever.search(req.question, self.top_k(req), req.collection, req.filters)
         if not self.settings.evidence_sentences:
             return Prepared(key, None, outcome, budget(outcome.relevant, self.settings.context_tokens))
-        evidence = await select_evidence(self.settings, self.gateway, req.question, outcome)
+        evidence = await select_evidence(self.settings, self.store, self.gateway, req.question, outcome)
         answerable = evidence.answerable(self.settings.min_evidence)
         log.info(
             "evidence",

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import structlog
-from cairn_core import BadRequest, UpstreamError
+from cairn_core import BadRequest, UpstreamError, split_sentences
 
 from .chunking import chunk_text
 from .gateway import GatewayClient
@@ -67,9 +67,7 @@ class DocumentService:
             raise BadRequest("The document has no text to index.")
         new = NewDocument(doc_id, doc.collection, doc.title, doc.url, doc.metadata, doc.text, digest, chunks)
         try:
-            # The title goes into the vector too: it often names what the chunk is about.
-            texts = [f"{doc.title}\n{c}" if doc.title else c for c in chunks]
-            new.embeddings, new.embed_model = await self.gateway.embed(texts)
+            new.embeddings, new.embed_model = await self._embed([(doc.title, c) for c in chunks])
         except UpstreamError as exc:
             # Still stored and searchable by BM25; POST /admin/reembed fills the vectors in later.
             log.warning("ingest_without_embeddings", document_id=doc_id, reason_code=exc.reason_code.value)
@@ -96,8 +94,8 @@ class DocumentService:
             if not batch:
                 break
             rowids = [r for r, _ in batch]
-            texts = await asyncio.to_thread(self._texts_with_titles, rowids)
-            got, model = await self.gateway.embed(texts)
+            rows = await asyncio.to_thread(self.store.chunks_by_rowid, rowids)
+            got, model = await self._embed([(rows[r].title, rows[r].text) for r in rowids])
             vectors.update(zip(rowids, got, strict=True))
             after = rowids[-1]
         if model is not None:
@@ -105,6 +103,21 @@ class DocumentService:
         _, dims = await asyncio.to_thread(self.store.embed_model)
         return {"chunks": len(vectors), "model": model, "dims": dims}
 
-    def _texts_with_titles(self, rowids: list[int]) -> list[str]:
-        rows = self.store.chunks_by_rowid(rowids)
-        return [f"{rows[r].title}\n{rows[r].text}" if rows[r].title else rows[r].text for r in rowids]
+    async def _embed(self, chunks: list[tuple[str | None, str]]) -> tuple[list[list[list[float]]], str]:
+        """Per (title, text) chunk: its vectors (`vector_texts`), in one batched call to the gateway."""
+        texts = [vector_texts(title, text) for title, text in chunks]
+        flat, model = await self.gateway.embed([t for group in texts for t in group])
+        out, i = [], 0
+        for group in texts:
+            out.append(flat[i : i + len(group)])
+            i += len(group)
+        return out, model
+
+
+def vector_texts(title: str | None, text: str) -> list[str]:
+    """What is embedded for a chunk: the chunk, then each of its sentences, all with the title in front (it
+    names what the chunk is about: whose policy, which product). Retrieval scores a chunk by the best of
+    them; evidence.py reuses the sentence vectors, in `split_sentences` order."""
+    sentences = split_sentences(text)
+    head = [f"{title}\n{text}" if title else text]
+    return head + ([f"{title}: {s}" if title else s for s in sentences] if len(sentences) > 1 else [])

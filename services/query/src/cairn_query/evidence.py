@@ -2,8 +2,10 @@
 
 Whole chunks cost a small model about 1,100 prompt tokens per question, most of them about something else, and
 a 270M model copies a neighbouring number as readily as the right one. So each relevant chunk is split into
-sentences, every sentence is embedded with its chunk's title in front (the title says whose policy it is), and
-scored against the question: cosine similarity plus a bonus for the question's content words that it holds.
+sentences, and every sentence is scored against the question: the cosine similarity of its vector (embedded
+at ingest with its chunk's title in front, which says whose policy it is; documents.vector_texts) plus a
+bonus for the question's content words that it holds. Only sentences without a stored vector are embedded
+now.
 The best `QS_EVIDENCE_SENTENCES` go to the model, best first, each under its chunk's id, so citations still
 name chunks.
 
@@ -14,6 +16,7 @@ Thresholds are calibrated on the shipped evaluation set (docs/eval.md).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +26,7 @@ from cairn_core import ContextChunk, UpstreamError, content_words, split_sentenc
 from .gateway import GatewayClient
 from .retrieval import Hit, SearchOutcome
 from .settings import QuerySettings
+from .store import SQLiteStore
 
 log = structlog.get_logger("evidence")
 
@@ -72,8 +76,46 @@ def labelled(hit: Hit, sentence: str) -> str:
     return f"{hit.chunk.title}: {sentence}" if hit.chunk.title else sentence
 
 
+async def _sentence_vectors(
+    store: SQLiteStore, gateway: GatewayClient, outcome: SearchOutcome, candidates: list[tuple[Hit, int, str]]
+) -> np.ndarray | None:
+    """One row per candidate: the stored sentence vector where there is one, else embedded now."""
+    stored = await asyncio.to_thread(store.vectors_of, [h.chunk.chunk_id for h, _, _ in candidates])
+    store_model, _ = await asyncio.to_thread(store.embed_model)
+    rows: list[np.ndarray | None] = []
+    for hit, i, _ in candidates:
+        block = stored.get(hit.chunk.chunk_id) if store_model == outcome.embed_model else None
+        # Row 0 is the whole chunk; a chunk of one sentence has no other row, and that row is the sentence.
+        n = len(split_sentences(hit.chunk.text))
+        if block is not None and len(block) == n + 1:
+            rows.append(block[i + 1])
+        elif block is not None and n == 1 and len(block) == 1:
+            rows.append(block[0])
+        else:
+            rows.append(None)
+    missing = [k for k, r in enumerate(rows) if r is None]
+    if missing:
+        try:
+            vectors, model = await gateway.embed(
+                [labelled(candidates[k][0], candidates[k][2]) for k in missing]
+            )
+        except UpstreamError as exc:  # lexical scores only: slower to be right, never down
+            log.warning("evidence_embedding_failed", reason_code=exc.reason_code.value)
+            return None
+        if model != outcome.embed_model:
+            return None
+        for k, v in zip(missing, vectors, strict=True):
+            rows[k] = np.asarray(v, dtype=np.float32)
+    m = np.vstack([r for r in rows if r is not None])
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
+
+
 async def select_evidence(
-    settings: QuerySettings, gateway: GatewayClient, question: str, outcome: SearchOutcome
+    settings: QuerySettings,
+    store: SQLiteStore,
+    gateway: GatewayClient,
+    question: str,
+    outcome: SearchOutcome,
 ) -> Evidence:
     candidates: list[tuple[Hit, int, str]] = []
     seen: set[str] = set()
@@ -88,16 +130,10 @@ async def select_evidence(
     qwords = content_words(question)
     sims: list[float | None] = [None] * len(candidates)
     if outcome.query_vector is not None:
-        try:
-            vectors, model = await gateway.embed([labelled(h, s) for h, _, s in candidates])
-        except UpstreamError as exc:  # lexical scores only: slower to be right, never down
-            log.warning("evidence_embedding_failed", reason_code=exc.reason_code.value)
-        else:
-            if model == outcome.embed_model:
-                q = outcome.query_vector / (np.linalg.norm(outcome.query_vector) or 1.0)
-                m = np.asarray(vectors, dtype=np.float32)
-                m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
-                sims = [float(x) for x in m @ q]
+        m = await _sentence_vectors(store, gateway, outcome, candidates)
+        if m is not None:
+            q = outcome.query_vector / (np.linalg.norm(outcome.query_vector) or 1.0)
+            sims = [float(x) for x in m @ q]
     scored = []
     for (hit, i, sentence), sim in zip(candidates, sims, strict=True):
         lex = lexical(qwords, labelled(hit, sentence))

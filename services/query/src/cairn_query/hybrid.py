@@ -41,7 +41,7 @@ async def hybrid_query(svc: QueryService, req: ChatRequest, rid: str | None) -> 
             vectors = []
         stored = await asyncio.to_thread(svc.store.vectors_of, cited)
         store_model, _ = await asyncio.to_thread(svc.store.embed_model)
-        chunks = [stored[c] for c in cited if c in stored]
+        chunks = [stored[c][0] for c in cited if c in stored]  # the whole chunk's vector
         if vectors and model == store_model:
             relevance = _mean_cos(np.asarray(vectors[0], dtype=np.float32), chunks)
             if ok:

@@ -1,7 +1,7 @@
 """Hybrid retrieval: BM25 (FTS5) and embedding similarity, fused by reciprocal rank.
 
-RRF needs no score calibration between the two lists: each chunk scores Σ 1/(k + rank) over the lists it is
-in. A chunk counts as *relevant* (worth sending to the model) when BM25 matched one of the query's content
+RRF needs no score calibration between the two lists: each chunk scores Σ w/(k + rank) over the lists it is
+in, with w = `QS_BM25_WEIGHT` for BM25 and 1 for the vectors. A chunk counts as *relevant* (worth sending to the model) when BM25 matched one of the query's content
 words or its cosine similarity reaches `QS_MIN_SIMILARITY`; a question with no relevant chunk is NO_CONTEXT.
 When the gateway cannot embed the query, the search is BM25 only instead of failing.
 """
@@ -122,9 +122,9 @@ class Retriever:
         bm25_rank = {rowid: i + 1 for i, rowid in enumerate(bm25)}
         vec_rank = {rowid: i + 1 for i, (rowid, _) in enumerate(dense or [])}
         sims = dict(dense or [])
-        for ranks in (bm25_rank, vec_rank):
+        for ranks, weight in ((bm25_rank, self.settings.bm25_weight), (vec_rank, 1.0)):
             for rowid, rank in ranks.items():
-                scores[rowid] = scores.get(rowid, 0.0) + 1.0 / (k + rank)
+                scores[rowid] = scores.get(rowid, 0.0) + weight / (k + rank)
         top = sorted(scores, key=lambda r: (-scores[r], r))[:top_k]
         rows = self.store.chunks_by_rowid(top)
         hits = []

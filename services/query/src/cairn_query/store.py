@@ -168,16 +168,21 @@ class NewDocument:
     text: str
     content_hash: str
     chunks: list[str]
-    embeddings: list[list[float]] | None = None
+    # Per chunk: the vector of the whole chunk, then one per sentence (documents.vector_texts).
+    embeddings: list[list[list[float]]] | None = None
     embed_model: str | None = None
 
 
 @dataclass
 class _VectorIndex:
+    """Every stored vector as a row; a chunk's rows are contiguous, starting at `starts[i]` for `chunks[i]`."""
+
     version: int = -1
     model: str | None = None
-    rowids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    rowids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # chunk rowid per row
     matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    starts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    chunks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -258,7 +263,7 @@ class SQLiteStore:
         with self._tx() as conn:
             if doc.embeddings is not None:
                 model, dims = _meta_embed(conn)
-                vec_dims = len(doc.embeddings[0]) if doc.embeddings else 0
+                vec_dims = len(doc.embeddings[0][0]) if doc.embeddings else 0
                 if model is None or (model == doc.embed_model and dims == vec_dims):
                     blobs = [_blob(v) for v in doc.embeddings]
                     if model is None and vec_dims:
@@ -354,14 +359,16 @@ class SQLiteStore:
         return {r["rowid"]: _chunk(r) for r in rows}
 
     def vectors_of(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Each chunk's vectors as rows: the whole chunk's first, then its sentences' (when stored)."""
         if not chunk_ids:
             return {}
+        _, dims = self.embed_model()
         marks = ",".join("?" * len(chunk_ids))
         rows = self._query(
             f"SELECT chunk_id, embedding FROM chunks WHERE chunk_id IN ({marks}) AND embedding IS NOT NULL",
             list(chunk_ids),
         )
-        return {r[0]: np.frombuffer(r[1], dtype=np.float32) for r in rows}
+        return {r[0]: _rows(r[1], dims) for r in rows}
 
     def all_chunk_texts(self, after_rowid: int, limit: int) -> list[tuple[int, str]]:
         rows = self._query(
@@ -369,11 +376,11 @@ class SQLiteStore:
         )
         return [(r[0], r[1]) for r in rows]
 
-    def set_vectors(self, model: str, vectors: dict[int, list[float]], reset: bool) -> None:
+    def set_vectors(self, model: str, vectors: dict[int, list[list[float]]], reset: bool) -> None:
         with self._tx() as conn:
             if reset:
                 conn.execute("UPDATE chunks SET embedding = NULL")
-                dims = len(next(iter(vectors.values()))) if vectors else 0
+                dims = len(next(iter(vectors.values()))[0]) if vectors else 0
                 _set_embed_meta(conn, model, dims)
             conn.executemany(
                 "UPDATE chunks SET embedding=? WHERE rowid=?", [(_blob(v), r) for r, v in vectors.items()]
@@ -425,14 +432,18 @@ class SQLiteStore:
         version = self.version()
         with self._index_lock:
             if self._index.version != version:
-                model, _ = self.embed_model()
+                model, dims = self.embed_model()
                 rows = self._query("SELECT rowid, embedding FROM chunks WHERE embedding IS NOT NULL")
                 if rows:
-                    rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                    matrix = np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+                    blocks = [_rows(r[1], dims) for r in rows]
+                    sizes = np.fromiter((len(b) for b in blocks), dtype=np.int64, count=len(blocks))
+                    chunks = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+                    index = _VectorIndex(version, model, np.repeat(chunks, sizes), np.vstack(blocks))
+                    index.starts, index.chunks = starts, chunks
                 else:
-                    rowids, matrix = np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-                self._index = _VectorIndex(version, model, rowids, matrix)
+                    index = _VectorIndex(version, model)
+                self._index = index
             return self._index
 
     def _mask(
@@ -463,7 +474,12 @@ class SQLiteStore:
         collection: str | None,
         filters: dict[str, Any],
     ) -> list[tuple[int, float]] | None:
-        """Top chunks by cosine similarity; None when the stored vectors come from another model."""
+        """Top chunks by cosine similarity; None when the stored vectors come from another model.
+
+        A chunk scores the best of its vectors: the whole chunk's, or one sentence's. A question phrased in
+        other words than its document still lands close to the one sentence that answers it, where the
+        average over a whole chunk blurs it.
+        """
         index = self._vector_index()
         if index.model is None or len(index.rowids) == 0:
             return []
@@ -474,10 +490,11 @@ class SQLiteStore:
         mask = self._mask(index, collection, filters)
         if mask is not None:
             sims = np.where(mask, sims, -np.inf)
-        k = min(limit, len(sims))
-        top = np.argpartition(-sims, k - 1)[:k]
-        top = top[np.argsort(-sims[top])]
-        return [(int(index.rowids[i]), float(sims[i])) for i in top if np.isfinite(sims[i])]
+        best = np.maximum.reduceat(sims, index.starts)
+        k = min(limit, len(best))
+        top = np.argpartition(-best, k - 1)[:k]
+        top = top[np.argsort(-best[top])]
+        return [(int(index.chunks[i]), float(best[i])) for i in top if np.isfinite(best[i])]
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -485,7 +502,17 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     return v / norm if norm else v
 
 
-def _blob(vector: list[float]) -> bytes:
+def _rows(blob: bytes, dims: int | None) -> np.ndarray:
+    flat = np.frombuffer(blob, dtype=np.float32)
+    return flat.reshape(-1, dims or len(flat))
+
+
+def _blob(vectors: list[list[float]]) -> bytes:
+    """One chunk's vectors, each L2-normalised, as one float32 blob of shape (n, dims)."""
+    return b"".join(_one_blob(v) for v in vectors)
+
+
+def _one_blob(vector: list[float]) -> bytes:
     # Stored normalised, so cosine similarity is a dot product.
     return _normalise(np.asarray(vector, dtype=np.float32)).astype(np.float32).tobytes()
 

@@ -2,13 +2,19 @@
 
 - The model is loaded in `start()` (the app's lifespan), in a thread: one `Llama` per concurrency slot, all
   mapping the same file (mmap), so weights are shared and each slot only adds its own KV cache.
+- Threads follow the load: a generation alone gets every core, and when k run at once each gets cores/k,
+  set again before every token (`_fit_threads`). So a lone user's prompt runs at the 2-thread speed, while
+  two users together get today's throughput of two 1-thread slots, and never more threads than cores.
 - Each generation runs in a worker thread (`models.stream_in_thread`) that hands text to the event loop token
   by token, and checks a cancel flag per token through llama.cpp's `stopping_criteria`: a disconnect or a
   timeout stops it within a token.
 - Gemma 3 270M is a base model with no chat template, so messages are rendered into a plain completion prompt
   (see `render_prompt` and docs/models.md); `chat_format="gemma"` makes it echo the question.
-- Grounded requests carry a JSON schema whose `chunk_id` is an enum of the retrieved ids: it becomes a
-  llama.cpp grammar, so the citation JSON always parses and cites only given ids.
+- Grounded requests are extractive by default (`models/extractive.py`): the model picks the source sentence
+  that answers, in one forward pass, and the answer quotes it. `LLM_GROUNDED_MODE=json` instead turns the
+  citation JSON schema (whose `chunk_id` is an enum of the retrieved ids) into a llama.cpp grammar.
+- Each slot keeps its KV cache between requests, and a prompt that starts like the previous one (the fixed
+  instructions and examples) re-evaluates only what differs.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 import aiohttp
 from cairn_core import CairnError, ReasonCode, StopReason, Usage
 
-from ..models import check_memory, resolve_gguf, rss_mb, verify_sha256
+from ..models import check_memory, extractive, resolve_gguf, rss_mb, verify_sha256
 from ..models.prompt import StopScanner, render_prompt
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ThreadedProvider
@@ -86,9 +92,11 @@ class LlamaCppProvider(ThreadedProvider):
         self.spec = spec
         self.settings = settings
         self.slots = max(1, int(spec.params.get("max_concurrency", settings.max_concurrency)))
-        cores = os.cpu_count() or 1
-        # Slots share the cores: more threads than cores makes llama.cpp's spinning workers slow each other.
-        self.threads = int(spec.params.get("threads", settings.threads or max(1, cores // self.slots)))
+        self.cores = os.cpu_count() or 1
+        # The most threads one generation may use; `_fit_threads` shares them out when several run at once.
+        self.threads = int(spec.params.get("threads", settings.threads or self.cores))
+        self.grounded_mode = str(spec.params.get("grounded_mode", settings.grounded_mode))
+        self.position_prior = float(spec.params.get("position_prior", settings.extractive_position_prior))
         self.n_ctx = int(spec.params.get("context_size", settings.context_size))
         self.memory_limit_mb = int(spec.params.get("memory_limit_mb", settings.memory_limit_mb))
         self.model = spec.model or ""
@@ -98,6 +106,8 @@ class LlamaCppProvider(ThreadedProvider):
         self._memory_mb = 0.0
         self._lock = threading.Lock()
         self.counters = _Counters()
+        self._threads_of: dict[int, int] = {}  # id(Llama) -> the thread count last set on it
+        self._digits: list[int] = []  # token ids of "1".."9" after "[", for extractive answers
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -136,6 +146,7 @@ class LlamaCppProvider(ThreadedProvider):
             raise CairnError(ReasonCode.MODEL_REJECTED, f"llama.cpp could not load {path}: {exc}") from None
         self.path = path
         self.model = self.model or path.stem
+        self._digits = _digit_tokens(self._pool.queue[0])
         self._memory_mb = max(rss_mb() - before, path.stat().st_size / (1 << 20))
 
     async def aclose(self) -> None:
@@ -160,6 +171,8 @@ class LlamaCppProvider(ThreadedProvider):
             "path": str(self.path) if self.path else None,
             "slots": self.slots,
             "threads": self.threads,
+            "threads_policy": "all cores for a lone generation, cores/k for k at once",
+            "grounded_mode": self.grounded_mode,
             "context_size": self.n_ctx,
             "generating": c.active,
             "tokens_generated": c.generated,
@@ -183,10 +196,23 @@ class LlamaCppProvider(ThreadedProvider):
                 self.counters.active -= 1
             self._pool.put(llm)
 
+    def _fit_threads(self, llm: Any) -> None:
+        """Give this generation its share of the cores: all of them alone, cores/k when k run at once."""
+        from llama_cpp import llama_set_n_threads
+
+        want = max(1, min(self.threads, self.cores // max(1, self.counters.active)))
+        if self._threads_of.get(id(llm)) != want:
+            llama_set_n_threads(llm.ctx, want, want)
+            self._threads_of[id(llm)] = want
+
     def _generate(
         self, llm: Any, req: ProviderRequest, emit: Callable[[ProviderChunk], None], cancel: threading.Event
     ) -> None:
+        self._fit_threads(llm)
         grounded = req.json_schema is not None
+        if grounded and self.grounded_mode == "extractive" and req.context:
+            self._extract(llm, req, emit)
+            return
         prompt = render_prompt(req.messages, grounded)
         prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True))
         if prompt_tokens + req.max_tokens > self.n_ctx:
@@ -211,6 +237,7 @@ class LlamaCppProvider(ThreadedProvider):
             # string was seen.
             nonlocal sampled, after_cancel
             sampled += 1
+            self._fit_threads(llm)
             if cancel.is_set():
                 after_cancel += 1
                 return True
@@ -263,3 +290,52 @@ class LlamaCppProvider(ThreadedProvider):
                 usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=min(completion, req.max_tokens)),
             )
         )
+
+    def _extract(self, llm: Any, req: ProviderRequest, emit: Callable[[ProviderChunk], None]) -> None:
+        """One forward pass over the numbered sentences; the best one is the answer (models/extractive.py)."""
+        import numpy as np
+        from llama_cpp import llama_get_logits_ith
+
+        sentences = extractive.number_sentences(req.context, min(len(self._digits), extractive.MAX_SENTENCES))
+        prompt = extractive.render(sentences, extractive.question_of(req.messages))
+        tokens = llm.tokenize(prompt.encode(), add_bos=True)
+        if len(tokens) + 1 > self.n_ctx:
+            raise CairnError(
+                ReasonCode.TOKEN_LIMIT,
+                f"The prompt ({len(tokens)} tokens) exceeds this model's context of {self.n_ctx} tokens.",
+            )
+        # Keep the KV cache of the part this prompt shares with the slot's last one (the fixed examples);
+        # at least the last token is evaluated again, for its logits.
+        shared = 0
+        for a, b in zip(llm.input_ids[: llm.n_tokens].tolist(), tokens, strict=False):
+            if a != b:
+                break
+            shared += 1
+        llm.n_tokens = min(shared, len(tokens) - 1)
+        llm.eval(tokens[llm.n_tokens :])
+        logits = np.ctypeslib.as_array(llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+        # QS sends the sentences best first: a prior per position, in logits, weighs its ranking against
+        # the model's reading (calibrated on the evaluation set, docs/eval.md).
+        prior = -self.position_prior * np.arange(len(sentences), dtype=np.float32)
+        choice = int(np.argmax(logits[self._digits[: len(sentences)]] + prior))
+        with self._lock:
+            self.counters.generated += 1
+        emit(ProviderChunk(text=extractive.as_grounded_json(sentences[choice])))
+        emit(
+            ProviderChunk(
+                finish_reason=StopReason.EOS,
+                usage=Usage(prompt_tokens=len(tokens), completion_tokens=1),
+            )
+        )
+
+
+def _digit_tokens(llm: Any) -> list[int]:
+    """The token of each digit 1-9 as it follows "[" (a tokenizer may merge a digit with what precedes it)."""
+    head = llm.tokenize(b"Answer: [", add_bos=False)
+    out = []
+    for d in range(1, 10):
+        ids = llm.tokenize(f"Answer: [{d}".encode(), add_bos=False)
+        if ids[: len(head)] != head or len(ids) != len(head) + 1:
+            break  # this tokenizer does not give single-token digits here: fewer choices
+        out.append(ids[-1])
+    return out
