@@ -196,5 +196,9 @@ def test_extractive_prompt_numbers_sentences_best_first_and_asks_for_one() -> No
     assert prompt.startswith(extractive.PREFIX)
     assert prompt.endswith("[3] Parking is free.\nQuestion: What is the rate?\nAnswer: [")
     # What the provider writes is the contract's citation JSON, cited to the sentence's chunk.
-    grounded = check_grounded(extractive.as_grounded_json(numbered[2]), chunks)
+    grounded = check_grounded(extractive.as_grounded_json(extractive.quote(numbered, 2, 2)), chunks)
     assert grounded.answer == "Parking is free." and [c.chunk_id for c in grounded.citations] == ["b:0"]
+    # A second sentence is quoted only from the chosen sentence's own chunk.
+    two = extractive.quote(numbered, 1, 2)
+    assert [s.text for s in two] == ["Claims are monthly.", "The rate is 0.42 euros."]
+    assert [s.text for s in extractive.quote(numbered, 1, 1)] == ["Claims are monthly."]

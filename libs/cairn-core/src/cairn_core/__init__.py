@@ -34,9 +34,11 @@ from ._grounding import (
     check_support,
     content_words,
     dedupe_sentences,
+    names_in,
     numbers,
     overlap,
     split_sentences,
+    without_names,
 )
 from ._http import make_aiohttp_session, make_http_client
 from ._json import JSONDecodeError, JSONResponse
@@ -132,6 +134,7 @@ __all__ = [
     "make_aiohttp_session",
     "make_http_client",
     "metrics_response",
+    "names_in",
     "new_request_id",
     "numbers",
     "outgoing_headers",
@@ -146,4 +149,5 @@ __all__ = [
     "split_sentences",
     "trace_id_hex",
     "validate_citations",
+    "without_names",
 ]

@@ -91,6 +91,30 @@ def names(sentence: str) -> set[str]:
     return {_stem(w) for w in [*first, *words[1:]] if w[0].isupper() and _stem(w) not in _STOPWORDS}
 
 
+_CALENDAR = frozenset(
+    ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
+)
+
+
+def names_in(text: str) -> set[str]:
+    """The names a text mentions, without weekdays and months: `names` of each sentence, and a sentence's
+    first word when the text never writes it in lower case ("Fernhill offers …", but not "Parental leave …"
+    in a text that also says "parental")."""
+    lower = {_stem(w) for w in _WORD.findall(text) if w[0].islower()}
+    out: set[str] = set()
+    for sentence in split_sentences(text):
+        out |= names(sentence)
+        words = _WORD.findall(sentence)
+        if words and words[0][0].isupper() and (first := _stem(words[0])) not in lower | _STOPWORDS:
+            out.add(first)
+    return out - _CALENDAR
+
+
+def without_names(text: str, names: set[str]) -> str:
+    """`text` with the words whose stem is in `names` left out."""
+    return " ".join(_WORD.sub(lambda m: "" if _stem(m.group(0)) in names else m.group(0), text).split())
+
+
 def overlap(sentence: str, source: str) -> float:
     """Share of the sentence's content words that the source contains (1.0 for a sentence with none)."""
     words = content_words(sentence)

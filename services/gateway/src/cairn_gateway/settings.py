@@ -69,7 +69,8 @@ class GatewaySettings(BaseSettings):
     # llamacpp grounded answers: "extractive" (the model picks a source sentence in one forward pass) or
     # "json" (it writes the citation JSON under a grammar, 3-4x slower per token); docs/models.md.
     grounded_mode: Literal["extractive", "json"] = "extractive"
-    extractive_position_prior: float = Field(1.0, ge=0.0)  # logits taken off per place down QS's ranking
+    extractive_position_prior: float = Field(2.0, ge=0.0)  # logits taken off per place down QS's ranking
+    extractive_sentences: int = Field(2, ge=1, le=3)  # the most sentences of the chosen chunk quoted
     context_size: int = Field(4096, ge=256)
     model_cache_dir: str | None = None  # where the packaged GGUF is assembled; default ~/.cache/cairn/models
     embed_batch_size: int = Field(32, ge=1)  # texts per ONNX Runtime call

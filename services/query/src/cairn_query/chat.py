@@ -156,7 +156,7 @@ class ChatService:
         log.info(
             "evidence",
             sentences=len(evidence.sentences),
-            best=None if evidence.best is None else round(evidence.best, 4),
+            match=None if evidence.match is None else round(evidence.match, 4),
             answerable=answerable,
         )
         return Prepared(key, None, outcome, evidence.context() if answerable else [])

@@ -9,8 +9,15 @@ now.
 The best `QS_EVIDENCE_SENTENCES` go to the model, best first, each under its chunk's id, so citations still
 name chunks.
 
-The best score is also the answerability signal: when no sentence reaches `QS_MIN_EVIDENCE`, the documents do
-not answer the question, and QS says so (NO_CONTEXT) instead of asking the model to make something up.
+A sentence whose chunk is about someone else is no evidence: when the question names something (a company,
+a product, a place) that the chunk does not mention, and the chunk names something the question does not,
+the chunk answers for another party ("What mileage rate does Fernhill pay?" against Brindlewick's policy),
+and its sentences are dropped.
+
+Whether the documents answer at all is judged on the best sentence with every name taken out of it and of
+the question: "What is the population of Lyon?" and "The Lyon office is open from 7:30" are close only
+through "Lyon", and far apart without it, while a paraphrase stays close to the sentence that answers it.
+Below `QS_MIN_EVIDENCE` QS says so (NO_CONTEXT) instead of asking the model to make something up.
 Thresholds are calibrated on the shipped evaluation set (docs/eval.md).
 """
 
@@ -21,7 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import structlog
-from cairn_core import ContextChunk, UpstreamError, content_words, split_sentences
+from cairn_core import (
+    ContextChunk,
+    UpstreamError,
+    content_words,
+    names_in,
+    split_sentences,
+    without_names,
+)
 
 from .gateway import GatewayClient
 from .retrieval import Hit, SearchOutcome
@@ -44,15 +58,15 @@ class Sentence:
 @dataclass
 class Evidence:
     sentences: list[Sentence]  # best first
-    best: float | None  # the best sentence's score; None when there was nothing to score
-    by_meaning: bool = True  # False when no embeddings were to be had: lexical scores only
+    # How close the best sentence is to the question with the names taken out; None without embeddings.
+    match: float | None = None
 
     def answerable(self, threshold: float) -> bool:
-        if not self.sentences or self.best is None:
+        if not self.sentences:
             return False
-        # Without embeddings the scale is not the calibrated one; BM25 relevance already holds, and the
+        # Without embeddings there is nothing calibrated to judge by; BM25 relevance already holds, and the
         # support check still guards the answer.
-        return self.best >= threshold or not self.by_meaning
+        return self.match is None or self.match >= threshold
 
     def context(self) -> list[ContextChunk]:
         """The chosen sentences as context chunks, best first; sentences of one chunk go under one id, in
@@ -70,6 +84,12 @@ class Evidence:
 def lexical(question: set[str], text: str) -> float:
     """Share of the question's content words that `text` contains."""
     return len(question & content_words(text)) / len(question) if question else 0.0
+
+
+def about_someone_else(question: str, hit: Hit) -> bool:
+    """The question and the chunk each name something the other does not: another party's document."""
+    text = f"{hit.chunk.title or ''}\n{hit.chunk.text}"
+    return bool(names_in(question) - content_words(text)) and bool(names_in(text) - content_words(question))
 
 
 def labelled(hit: Hit, sentence: str) -> str:
@@ -120,13 +140,15 @@ async def select_evidence(
     candidates: list[tuple[Hit, int, str]] = []
     seen: set[str] = set()
     for hit in outcome.relevant:
+        if about_someone_else(question, hit):
+            continue
         for i, sentence in enumerate(split_sentences(hit.chunk.text)):
             key = " ".join(sentence.lower().split())
             if key not in seen:  # chunks overlap, so neighbours share sentences
                 seen.add(key)
                 candidates.append((hit, i, sentence))
     if not candidates:
-        return Evidence([], None)
+        return Evidence([])
     qwords = content_words(question)
     sims: list[float | None] = [None] * len(candidates)
     if outcome.query_vector is not None:
@@ -141,4 +163,18 @@ async def select_evidence(
         scored.append(Sentence(hit, sentence, i, sim, lex, score))
     scored.sort(key=lambda s: -s.score)
     chosen = scored[: settings.evidence_sentences]
-    return Evidence(chosen, chosen[0].score, by_meaning=sims[0] is not None)
+    match = None
+    if sims[0] is not None:
+        match = await _match_without_names(gateway, question, chosen[0].text)
+    return Evidence(chosen, match)
+
+
+async def _match_without_names(gateway: GatewayClient, question: str, sentence: str) -> float | None:
+    names = names_in(question) | names_in(sentence)
+    try:
+        vectors, _ = await gateway.embed([without_names(question, names), without_names(sentence, names)])
+    except UpstreamError as exc:
+        log.warning("evidence_embedding_failed", reason_code=exc.reason_code.value)
+        return None
+    q, s = (np.asarray(v, dtype=np.float32) for v in vectors)
+    return float(q @ s / ((np.linalg.norm(q) * np.linalg.norm(s)) or 1.0))

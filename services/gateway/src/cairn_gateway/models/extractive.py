@@ -74,8 +74,15 @@ def render(sentences: list[Numbered], question: str) -> str:
     return PREFIX + "\n".join(lines) + f"\nQuestion: {question}\nAnswer: ["
 
 
-def as_grounded_json(sentence: Numbered) -> str:
-    """The chosen sentence in the contract's citation JSON, as any provider would have written it."""
-    return json.dumps(
-        {"answer": sentence.text, "citations": [{"chunk_id": sentence.chunk_id}]}, ensure_ascii=False
-    )
+def quote(sentences: list[Numbered], choice: int, most: int) -> list[Numbered]:
+    """The chosen sentence and, up to `most` in all, the next ones of the same chunk in the order given:
+    a fact is often split over two sentences ("Fernhill offers 20 weeks…" / "It can be split…")."""
+    chosen = sentences[choice]
+    rest = [s for i, s in enumerate(sentences) if i != choice and s.chunk_id == chosen.chunk_id]
+    return [chosen, *rest[: max(0, most - 1)]]
+
+
+def as_grounded_json(quoted: list[Numbered]) -> str:
+    """The quoted sentences in the contract's citation JSON, as any provider would have written it."""
+    answer = " ".join(s.text for s in quoted)
+    return json.dumps({"answer": answer, "citations": [{"chunk_id": quoted[0].chunk_id}]}, ensure_ascii=False)

@@ -97,6 +97,7 @@ class LlamaCppProvider(ThreadedProvider):
         self.threads = int(spec.params.get("threads", settings.threads or self.cores))
         self.grounded_mode = str(spec.params.get("grounded_mode", settings.grounded_mode))
         self.position_prior = float(spec.params.get("position_prior", settings.extractive_position_prior))
+        self.quote_sentences = int(spec.params.get("quote_sentences", settings.extractive_sentences))
         self.n_ctx = int(spec.params.get("context_size", settings.context_size))
         self.memory_limit_mb = int(spec.params.get("memory_limit_mb", settings.memory_limit_mb))
         self.model = spec.model or ""
@@ -320,7 +321,8 @@ class LlamaCppProvider(ThreadedProvider):
         choice = int(np.argmax(logits[self._digits[: len(sentences)]] + prior))
         with self._lock:
             self.counters.generated += 1
-        emit(ProviderChunk(text=extractive.as_grounded_json(sentences[choice])))
+        quoted = extractive.quote(sentences, choice, self.quote_sentences)
+        emit(ProviderChunk(text=extractive.as_grounded_json(quoted)))
         emit(
             ProviderChunk(
                 finish_reason=StopReason.EOS,
