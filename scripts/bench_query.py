@@ -99,7 +99,8 @@ def build_store(path: str, n_chunks: int, rng: np.random.Generator) -> tuple[SQL
     vectors = rng.standard_normal((n_chunks, DIMS), dtype=np.float32)
     for d in range(n_chunks // per_doc):
         texts = [" ".join(sentence(r) for _ in range(4)) for _ in range(per_doc)]
-        vecs = vectors[d * per_doc : (d + 1) * per_doc].tolist()
+        # One vector per chunk: the chunk's own (a real store also keeps one per sentence, ~4x the rows).
+        vecs = [[v] for v in vectors[d * per_doc : (d + 1) * per_doc].tolist()]
         store.upsert(
             NewDocument(f"d{d}", "default", f"Doc {d}", None, {"n": d % 7}, "", str(d), texts, vecs, "m")
         )

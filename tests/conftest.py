@@ -63,6 +63,8 @@ def start_stack(
                 "QS_PORT": "{port}",
                 "QS_GATEWAY_URL": gateway.url,
                 "QS_DB_PATH": str(data_dir / "qs.sqlite3"),
+                # Calibrated on MiniLM's cosines, not on the toy embedder's hashed words: gate off behind it.
+                **({} if gateway_env.get("LLM_EMBED_PROVIDER") else {"QS_MIN_EVIDENCE": "-1"}),
                 **env,
             },
             health_path="/healthz",

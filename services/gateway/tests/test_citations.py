@@ -34,7 +34,7 @@ def test_schema_restricts_chunk_ids_and_valid_citations_are_enriched(
     assert body["citations"] == [
         {"chunk_id": "handbook:0", "title": "Handbook", "url": "https://example.test/h"}
     ]
-    assert body["answer"] == "The fake server read the sources."
+    assert body["answer"] == "Cairns mark trails."  # the fake quotes its first source
     sent = stats(fake)["last_body"]
     schema = sent["response_format"]["json_schema"]["schema"]
     assert schema["properties"]["citations"]["items"]["properties"]["chunk_id"]["enum"] == [
@@ -58,7 +58,7 @@ def test_stream_sends_answer_text_then_validated_citations(gateway: ServerProces
     events = sse(ask(gateway, "What marks trails?", stream=True).text)
     names = [e for e, _ in events]
     assert names[0] == "meta" and names[-2:] == ["citations", "done"]
-    assert "".join(d["text"] for e, d in events if e == "delta") == "The fake server read the sources."
+    assert "".join(d["text"] for e, d in events if e == "delta") == "Cairns mark trails."
     assert events[-2][1]["citations"][0]["chunk_id"] == "handbook:0"
 
 

@@ -27,7 +27,9 @@ def qs_gemma(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
         health_path="/readyz",
         timeout_s=180,
     )
-    srv = start_qs(gw.url, Path(tmp_path_factory.mktemp("gemma")) / "qs.sqlite3", QS_MAX_TOKENS="96")
+    srv = start_qs(
+        gw.url, Path(tmp_path_factory.mktemp("gemma")) / "qs.sqlite3", toy_embedder=False, QS_MAX_TOKENS="96"
+    )
     try:
         for doc in DOCS:
             assert httpx.post(f"{srv.url}/v1/documents", json=doc, timeout=60).status_code == 201
@@ -67,3 +69,63 @@ def test_gemma_no_context_question_never_reaches_the_model(qs_gemma: ServerProce
         f"{qs_gemma.url}/v1/chat", json={"query": "Explain quantum chromodynamics"}, timeout=60
     ).json()
     assert body["reason_code"] == "NO_CONTEXT" and body["sources"] == []
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How many parking spaces does the office have?",
+        "What is the Wi-Fi password in the office?",
+        "How much does the VPN client cost?",
+    ],
+)
+def test_gemma_stack_refuses_a_question_the_documents_do_not_answer(
+    qs_gemma: ServerProcess, question: str
+) -> None:
+    # Each shares words with a document ("office", "VPN"), so retrieval finds something; none is an answer.
+    body = httpx.post(f"{qs_gemma.url}/v1/chat", json={"query": question}, timeout=90).json()
+    assert body["status"] == "fallback" and body["reason_code"] == "NO_CONTEXT", body
+    assert body["citations"] == []
+
+
+def test_gemma_stack_quotes_the_sentence_that_answers(qs_gemma: ServerProcess) -> None:
+    body = httpx.post(
+        f"{qs_gemma.url}/v1/chat", json={"query": "How long in advance must leave be requested?"}, timeout=90
+    ).json()
+    assert body["status"] == "ok", body
+    assert "two weeks" in body["answer"] and [c["chunk_id"] for c in body["citations"]] == ["leave:0"]
+
+
+def test_gemma_made_up_number_is_rejected_as_unsupported(tmp_path: Path) -> None:
+    """The grammar-JSON mode lets Gemma write its own answer; asked for a figure the documents lack, it
+    invents one under a valid citation, and QS turns that into UNSUPPORTED_ANSWER instead of an ok answer."""
+    gw = start_server(
+        "gateway-llamacpp-json",
+        ["cairn_gateway"],
+        env={
+            "LLM_PORT": "{port}",
+            "LLM_PROVIDER": "llamacpp",
+            "LLM_EMBED_PROVIDER": "onnx",
+            "LLM_MODEL": "",
+            "LLM_GROUNDED_MODE": "json",
+            "LLM_TEMPERATURE": "0",
+            "LLM_MAX_CONCURRENCY": "1",
+        },
+        health_path="/readyz",
+        timeout_s=180,
+    )
+    # Evidence gating off, so that the question reaches the model at all.
+    srv = start_qs(
+        gw.url, tmp_path / "qs.sqlite3", toy_embedder=False, QS_MIN_EVIDENCE="-2", QS_MAX_TOKENS="64"
+    )
+    try:
+        for doc in DOCS:
+            assert httpx.post(f"{srv.url}/v1/documents", json=doc, timeout=60).status_code == 201
+        question = "What does a VPN licence cost per year in euros?"
+        body = httpx.post(f"{srv.url}/v1/chat", json={"query": question}, timeout=120).json()
+        assert body["status"] == "fallback" and body["reason_code"] == "UNSUPPORTED_ANSWER", body
+        assert "does not appear in the cited sources" in body["message"] and body["citations"] == []
+        assert body["sources"] and body["request_id"]
+    finally:
+        srv.stop()
+        gw.stop()

@@ -66,7 +66,9 @@ def test_unsupported_and_broken_files_are_refused_with_reason_codes() -> None:
 
 
 def _doc(doc_id: str, chunks: list[str], vectors: list[list[float]] | None, model: str = "m1") -> NewDocument:
-    return NewDocument(doc_id, "default", None, None, {}, " ".join(chunks), doc_id, chunks, vectors, model)
+    """One vector per chunk (the chunk's own; sentence vectors have their own test)."""
+    per_chunk = [[v] for v in vectors] if vectors is not None else None
+    return NewDocument(doc_id, "default", None, None, {}, " ".join(chunks), doc_id, chunks, per_chunk, model)
 
 
 def test_store_is_atomic_and_vectors_of_another_model_are_not_mixed(tmp_path: Path) -> None:
@@ -86,10 +88,26 @@ def test_store_is_atomic_and_vectors_of_another_model_are_not_mixed(tmp_path: Pa
     assert store.get_document("c") is None and store.get_chunk("c:0") is None and store.version() == version
     # Re-embedding with the new model replaces every vector and the recorded model.
     store.set_vectors(
-        "m2", {store.get_chunk(c).rowid: [1, 0, 0, 0] for c in ("a:0", "a:1", "b:0")}, reset=True
+        "m2", {store.get_chunk(c).rowid: [[1, 0, 0, 0]] for c in ("a:0", "a:1", "b:0")}, reset=True
     )  # type: ignore[union-attr]
     assert store.embed_model() == ("m2", 4)
     assert len(store.vector_search([1, 0, 0, 0], "m2", 5, None, {}) or []) == 3
+    store.close()
+
+
+def test_a_chunk_scores_its_best_sentence_vector(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.sqlite3"))
+    # Chunk a: its own vector points one way, its second sentence's another; chunk b sits in between.
+    doc_a = NewDocument("a", "default", None, None, {}, "x", "a", ["x"], [[[1, 0, 0], [0, 0, 1]]], "m")
+    doc_b = NewDocument("b", "default", None, None, {}, "y", "b", ["y"], [[[0, 0.6, 0.8]]], "m")
+    store.upsert(doc_a)
+    store.upsert(doc_b)
+    hits = store.vector_search([0, 0, 1], "m", 5, None, {})
+    assert hits is not None
+    rowid_a = store.get_chunk("a:0").rowid  # type: ignore[union-attr]
+    # a's sentence vector matches exactly, so a ranks first with similarity 1, and appears once.
+    assert hits[0] == (rowid_a, pytest.approx(1.0)) and len(hits) == 2
+    assert store.vectors_of(["a:0"])["a:0"].shape == (2, 3)
     store.close()
 
 

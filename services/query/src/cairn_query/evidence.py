@@ -14,8 +14,8 @@ a product, a place) that the chunk does not mention, and the chunk names somethi
 the chunk answers for another party ("What mileage rate does Fernhill pay?" against Brindlewick's policy),
 and its sentences are dropped.
 
-Whether the documents answer at all is judged on the best sentence with every name taken out of it and of
-the question: "What is the population of Lyon?" and "The Lyon office is open from 7:30" are close only
+Whether the documents answer at all is judged on the best sentence (with the next best of its chunk, as an
+extractive answer quotes them) and the question, with every name taken out of both: "What is the population of Lyon?" and "The Lyon office is open from 7:30" are close only
 through "Lyon", and far apart without it, while a paraphrase stays close to the sentence that answers it.
 Below `QS_MIN_EVIDENCE` QS says so (NO_CONTEXT) instead of asking the model to make something up.
 Thresholds are calibrated on the shipped evaluation set (docs/eval.md).
@@ -165,7 +165,10 @@ async def select_evidence(
     chosen = scored[: settings.evidence_sentences]
     match = None
     if sims[0] is not None:
-        match = await _match_without_names(gateway, question, chosen[0].text)
+        # Judged on what an extractive answer would quote: the best sentence and the next one of its chunk.
+        same_chunk = [s for s in chosen[1:] if s.hit.chunk.chunk_id == chosen[0].hit.chunk.chunk_id]
+        quoted = " ".join(s.text for s in [chosen[0], *same_chunk[:1]])
+        match = await _match_without_names(gateway, question, quoted)
     return Evidence(chosen, match)
 
 

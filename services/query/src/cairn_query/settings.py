@@ -40,7 +40,7 @@ class QuerySettings(BaseSettings):
     # Evidence and honesty (evidence.py, cairn_core check_support); calibrated in docs/eval.md.
     evidence_sentences: int = Field(6, ge=0, le=9)  # sentences sent to the model; 0 = whole chunks
     evidence_lexical_weight: float = Field(0.3, ge=0.0)
-    min_evidence: float = Field(0.4, ge=-2.0, le=2.0)  # below it the documents do not answer: NO_CONTEXT
+    min_evidence: float = Field(0.41, ge=-2.0, le=2.0)  # below it the documents do not answer: NO_CONTEXT
     support_min_overlap: float = Field(0.6, ge=0.0, le=1.0)  # share of a sentence's words in its sources
 
     # Gateway.
