@@ -8,7 +8,8 @@
 3. The default stack (`make up`'s defaults: llamacpp + ONNX MiniLM, QS, BFF), the shipped evaluation set:
    time from question to first `delta` (streamed) and the whole non-stream answer, p50/p95, for 1 user and
    for 2 users at once. Differences from the defaults: QS's answer cache is off (every question reaches the
-   model) and the BFF's rate limit is off (one client sends every question).
+   model) and the BFF's rate limit is off (one client sends every question). The same stack runs again with
+   `LLM_THREADS=1` (each slot one thread, the policy before): throughput under load must not drop below it.
 
 Only one side runs at a time: the raw model is closed before the stack starts (the machine may have 2 cores).
 Targets (issue 9): first delta p50 <= 1.5 s, p95 <= 3 s, non-stream p50 <= 5 s, grounded >= 0.8x free.
@@ -154,11 +155,17 @@ def measure(path: str, threads: int) -> dict[str, Any]:
 # --- 3: the stack -------------------------------------------------------------------------------------------
 
 
-def start_stack(tmp: str) -> list[ServerProcess]:
+def start_stack(tmp: str, **gateway_env: str) -> list[ServerProcess]:
     gw = start_server(
         "bench-gateway",
         ["cairn_gateway"],
-        env={"LLM_PORT": "{port}", "LLM_PROVIDER": "llamacpp", "LLM_EMBED_PROVIDER": "onnx", "LLM_MODEL": ""},
+        env={
+            "LLM_PORT": "{port}",
+            "LLM_PROVIDER": "llamacpp",
+            "LLM_EMBED_PROVIDER": "onnx",
+            "LLM_MODEL": "",
+            **gateway_env,
+        },
         health_path="/readyz",
         timeout_s=180,
     )
@@ -239,11 +246,55 @@ def run_users(bff: ServerProcess, questions: list[str], users: int) -> dict[str,
     }
 
 
+def stack_runs(quick: bool, policies: dict[str, dict[str, str]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    questions = [q["question"] for q in load("questions.jsonl")]
+    if quick:
+        questions = questions[::3]
+    out = []
+    for name, env in policies.items():
+        tmp = tempfile.mkdtemp(prefix="cairn-bench-grounded-")
+        procs = start_stack(tmp, **env)
+        _, qs, bff = procs
+        try:
+            with httpx.Client(base_url=qs.url, timeout=120) as client:
+                for doc in load("documents.jsonl"):
+                    client.post("/v1/documents", json=doc).raise_for_status()
+            run_users(bff, questions[:4], 1)  # warm-up
+            out.append((name, [run_users(bff, questions, users) for users in (1, 2)]))
+        finally:
+            for p in reversed(procs):
+                p.stop()
+    return out
+
+
+def print_stack(name: str, rows: list[dict[str, Any]]) -> None:
+    n = rows[0]["answers"] + rows[0]["refusals"]
+    print(
+        f"\nDefault stack through the BFF, {name}: {n} questions of the evaluation set, each asked streamed "
+        "and then whole (cache off, rate limit off):\n"
+    )
+    print(
+        "| users | first delta p50 (s) | first delta p95 (s) | whole answer p50 (s) | whole answer p95 (s) | "
+        "refusals (no delta), p50 (s) | answers/s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['users']} | {r['ttfd_p50']:.2f} | {r['ttfd_p95']:.2f} | {r['whole_p50']:.2f} | "
+            f"{r['whole_p95']:.2f} | {r['refusals']}: {r['refusal_p50']:.2f} | {r['answers_per_s']:.2f} |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a third of the questions")
+    parser.add_argument("--stack-only", action="store_true", help="only the stack (e.g. an older checkout's)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
+    if args.stack_only:
+        for name, rows in stack_runs(args.quick, {"as checked out": {}}):
+            print_stack(name, rows)
+        return 0
     try:
         raw = raw_model(sorted({1, cores}))
     except ImportError:
@@ -268,35 +319,14 @@ def main() -> int:
             f"{r['grounded_vs_free']:.2f}x (target >= 0.8x) |"
         )
 
-    questions = [q["question"] for q in load("questions.jsonl")]
-    if args.quick:
-        questions = questions[::3]
-    tmp = tempfile.mkdtemp(prefix="cairn-bench-grounded-")
-    procs = start_stack(tmp)
-    _, qs, bff = procs
-    try:
-        with httpx.Client(base_url=qs.url, timeout=120) as client:
-            for doc in load("documents.jsonl"):
-                client.post("/v1/documents", json=doc).raise_for_status()
-        run_users(bff, questions[:4], 1)  # warm-up
-        rows = [run_users(bff, questions, users) for users in (1, 2)]
-    finally:
-        for p in reversed(procs):
-            p.stop()
-    print(
-        f"\nDefault stack through the BFF, {len(questions)} questions of the evaluation set, each asked "
-        "streamed and then whole (cache off, rate limit off):\n"
-    )
-    print(
-        "| users | first delta p50 (s) | first delta p95 (s) | whole answer p50 (s) | whole answer p95 (s) | "
-        "refusals (no delta), p50 (s) | answers/s |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['users']} | {r['ttfd_p50']:.2f} | {r['ttfd_p95']:.2f} | {r['whole_p50']:.2f} | "
-            f"{r['whole_p95']:.2f} | {r['refusals']}: {r['refusal_p50']:.2f} | {r['answers_per_s']:.2f} |"
-        )
+    policies = {
+        "threads follow the load (default)": {},
+        "1 thread per slot (the policy before)": {"LLM_THREADS": "1"},
+    }
+    runs = stack_runs(args.quick, policies)
+    for name, rows in runs:
+        print_stack(name, rows)
+    rows = runs[0][1]
     one = rows[0]
     print("\nTargets, one user:")
     for label, value, target in (
@@ -305,6 +335,12 @@ def main() -> int:
         ("whole answer p50", one["whole_p50"], 5.0),
     ):
         print(f"- {label} {value:.2f} s (target <= {target} s): {'met' if value <= target else 'not met'}")
+    load_now, load_before = runs[0][1][1]["answers_per_s"], runs[1][1][1]["answers_per_s"]
+    verdict = "met" if load_now >= load_before else "not met"
+    print(
+        f"- 2 users, answers/s against 1 thread per slot: {load_now:.2f} / {load_before:.2f} = "
+        f"{load_now / load_before:.2f}x (target >= 1.0x): {verdict}"
+    )
     ratio = min(r["grounded_vs_free"] for r in raw["rows"])
     print(f"- grounded vs free {ratio:.2f}x (target >= 0.8x): {'met' if ratio >= 0.8 else 'not met'}")
     return 0

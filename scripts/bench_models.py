@@ -101,8 +101,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--embed-batches", type=int, default=20)
-    # The gateway's default per slot: cores ÷ 2 slots (more threads than free cores makes llama.cpp crawl).
-    default_threads = int(os.environ.get("LLM_THREADS") or max(1, (os.cpu_count() or 1) // 2))
+    # The gateway's default for a lone generation: every core (docs/models.md, "Threads follow the load").
+    default_threads = int(os.environ.get("LLM_THREADS") or os.cpu_count() or 1)
     parser.add_argument("--threads", type=int, default=default_threads)
     args, _ = parser.parse_known_args()
 

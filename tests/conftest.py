@@ -40,6 +40,7 @@ def start_stack(
     in front: real processes."""
     env = env or {}
     gateway_env = gateway_env or {}
+    toy_embedder = {**env, **gateway_env}.get("LLM_EMBED_PROVIDER", "toy") == "toy"
     gateway = start_server(
         "gateway",
         ["cairn_gateway"],
@@ -64,7 +65,7 @@ def start_stack(
                 "QS_GATEWAY_URL": gateway.url,
                 "QS_DB_PATH": str(data_dir / "qs.sqlite3"),
                 # Calibrated on MiniLM's cosines, not on the toy embedder's hashed words: gate off behind it.
-                **({} if gateway_env.get("LLM_EMBED_PROVIDER") else {"QS_MIN_EVIDENCE": "-1"}),
+                **({"QS_MIN_EVIDENCE": "-1"} if toy_embedder else {}),
                 **env,
             },
             health_path="/healthz",

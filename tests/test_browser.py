@@ -186,3 +186,46 @@ def test_model_down_shows_an_unmistakable_fallback(tmp_path: Path) -> None:
                 browser.close()
     finally:
         stack.stop()
+
+
+def test_an_unsupported_answer_is_withdrawn_and_the_page_says_why(tmp_path: Path) -> None:
+    """A real OpenAI-compatible server cites a real chunk but invents a number: the text it streamed is struck
+    through, its citations go, and the notice names the number that the sources do not hold."""
+    from cairn_testing import start_server
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = ensure_chromium()
+    fake = start_server("fake-openai", ["cairn_testing.fake_openai", "--port", "{port}"])
+    stack = start_stack(
+        tmp_path,
+        gateway_env={
+            "LLM_PROVIDER": "openai_compat",
+            "LLM_BASE_URL": f"{fake.url}/v1",
+            "LLM_MODEL": "fake-model",
+            "LLM_EMBED_PROVIDER": "toy",
+        },
+    )
+    try:
+        doc = {"id": "leave", "title": "Leave policy", "text": HANDBOOK}
+        assert httpx.post(f"{stack.bff.url}/api/documents", json=doc, timeout=30).status_code in (200, 201)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 700})
+                page.goto(stack.bff.url)
+                page.fill("#question", "How many days of paid leave do employees get? [[made_up_number]]")
+                page.click("#send-btn")
+                answer = page.locator(".msg.assistant").nth(0)
+                expect(answer).to_have_attribute("data-state", "fallback", timeout=30_000)
+                notice = answer.locator(".notice.fallback")
+                expect(notice).to_contain_text("Fallback answer (UNSUPPORTED_ANSWER)")
+                expect(notice).to_contain_text("4711 does not appear in the cited sources")
+                expect(answer.locator(".answer.discarded")).to_have_count(1)
+                expect(answer.locator(".citations li")).to_have_count(0)
+                expect(answer.locator(".sources")).to_contain_text("Leave policy")
+                page.screenshot(path=str(ARTIFACTS / "unsupported.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        stack.stop()
+        fake.stop()

@@ -246,6 +246,9 @@ function handleEvent(a, name, data) {
       if (data.discard_answer) {
         a.parts.answer.classList.add("discarded");
         a.parts.answer.title = "The model's answer was withdrawn: it could not be checked against your documents.";
+        // A withdrawn answer keeps no citations: they would lend it the sources' authority.
+        a.citations = [];
+        renderCitations(a);
       }
       showNotice(a, "fallback", "Fallback answer (" + data.reason_code + ").", data.message);
       if (a.parts.meta.textContent === "…") a.parts.meta.textContent = "no model answer";
