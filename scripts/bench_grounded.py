@@ -246,10 +246,14 @@ def run_users(bff: ServerProcess, questions: list[str], users: int) -> dict[str,
     }
 
 
-def stack_runs(quick: bool, policies: dict[str, dict[str, str]]) -> list[tuple[str, list[dict[str, Any]]]]:
+def stack_runs(
+    quick: bool, policies: dict[str, dict[str, str]], limit: int = 0
+) -> list[tuple[str, list[dict[str, Any]]]]:
     questions = [q["question"] for q in load("questions.jsonl")]
     if quick:
         questions = questions[::3]
+    if limit:
+        questions = questions[:: max(1, len(questions) // limit)][:limit]
     out = []
     for name, env in policies.items():
         tmp = tempfile.mkdtemp(prefix="cairn-bench-grounded-")
@@ -289,10 +293,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a third of the questions")
     parser.add_argument("--stack-only", action="store_true", help="only the stack (e.g. an older checkout's)")
+    parser.add_argument("--limit", type=int, default=0, help="this many questions, spread over the set")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     if args.stack_only:
-        for name, rows in stack_runs(args.quick, {"as checked out": {}}):
+        for name, rows in stack_runs(args.quick, {"as checked out": {}}, args.limit):
             print_stack(name, rows)
         return 0
     try:
@@ -323,7 +328,7 @@ def main() -> int:
         "threads follow the load (default)": {},
         "1 thread per slot (the policy before)": {"LLM_THREADS": "1"},
     }
-    runs = stack_runs(args.quick, policies)
+    runs = stack_runs(args.quick, policies, args.limit)
     for name, rows in runs:
         print_stack(name, rows)
     rows = runs[0][1]

@@ -217,3 +217,30 @@ def _wait_for(cond, timeout_s: float = 5.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def test_an_empty_admin_token_turns_admin_endpoints_off() -> None:
+    """LLM_ADMIN_TOKEN= (set, but empty) once matched an empty Authorization header and let anyone in."""
+    from .conftest import start_gateway
+
+    gw = start_gateway(None, LLM_ADMIN_TOKEN="")
+    try:
+        for headers in ({}, {"Authorization": "Bearer "}):
+            resp = httpx.post(
+                f"{gw.url}/admin/models/unload", json={"alias": "toy"}, headers=headers, timeout=30
+            )
+            assert resp.status_code == 401 and resp.json()["reason_code"] == "UNAUTHORIZED", resp.text
+        assert httpx.get(f"{gw.url}/readyz", timeout=10).status_code == 200  # nothing was unloaded
+    finally:
+        gw.stop()
+
+
+def test_openai_requests_outside_the_contract_are_400_not_500(gateway: ServerProcess) -> None:
+    for body, why in (
+        ({"messages": [{"role": "user", "content": "hi"}], "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]}, "content"),
+    ):
+        resp = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
+        assert resp.status_code == 400, resp.text
+        error = resp.json()["error"]
+        assert error["reason_code"] == "BAD_REQUEST" and why in error["message"] and error["request_id"]

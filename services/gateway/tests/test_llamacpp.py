@@ -311,3 +311,13 @@ def test_extractive_answer_quotes_a_given_sentence_and_reuses_the_prompt_prefix(
         assert body["usage"]["completion_tokens"] == 1
     info = model_info(gw)
     assert info["grounded_mode"] == "extractive" and info["threads"] >= 1
+    # The fixed instructions and examples were not evaluated again: a slot kept their KV cache.
+    before = info["prompt_tokens_reused"]
+    for _ in range(info["slots"] + 1):  # at least one slot serves twice
+        generate(
+            gw,
+            prompt="Who descales the coffee machine?",
+            citations_required=True,
+            context_chunks=_chunks(ids),
+        )
+    assert model_info(gw)["prompt_tokens_reused"] - before > 100

@@ -285,3 +285,15 @@ def test_a_quoted_answer_from_the_sources_is_ok(qs_on_fake: ServerProcess) -> No
     body = chat(qs_on_fake, query="How many days of paid leave? [[good_citation]]").json()
     assert body["status"] == "ok", body
     assert body["answer"] == "Employees get 25 days of paid leave per year."
+
+
+def test_an_empty_admin_token_turns_admin_endpoints_off(toy_gateway: ServerProcess, tmp_path: Path) -> None:
+    """QS_ADMIN_TOKEN= (set, but empty) once matched an empty Authorization header and let anyone re-embed."""
+    srv = start_qs(toy_gateway.url, tmp_path / "q.sqlite3", QS_ADMIN_TOKEN="")
+    try:
+        for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": ""}):
+            resp = httpx.post(f"{srv.url}/admin/reembed", headers=headers, timeout=30)
+            assert resp.status_code == 401 and resp.json()["reason_code"] == "UNAUTHORIZED", resp.text
+            assert "QS_ADMIN_TOKEN is not set" in resp.json()["message"]
+    finally:
+        srv.stop()

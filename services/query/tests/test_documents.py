@@ -225,3 +225,10 @@ def test_embedding_model_change_is_refused_then_reembedded(
     finally:
         srv.stop()
         onnx_gw.stop()
+
+
+@pytest.mark.parametrize("limit", ["²", "1" * 5000, "-1", "1001", "ten"])
+def test_a_bad_limit_is_a_400_not_a_500(client: httpx.Client, limit: str) -> None:
+    resp = client.get("/v1/documents", params={"limit": limit})
+    assert resp.status_code == 400 and resp.json()["reason_code"] == "BAD_REQUEST", resp.text
+    assert "'limit' must be an integer" in resp.json()["message"]

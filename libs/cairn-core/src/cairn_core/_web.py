@@ -164,10 +164,13 @@ class BodyLimitMiddleware:
 
 
 def require_bearer(request: Request, token: SecretStr | None, setting: str) -> None:
-    """Admin endpoints: `Authorization: Bearer <token>`, compared in constant time. No token set = disabled."""
+    """Admin endpoints: `Authorization: Bearer <token>`, compared in constant time. No token set = disabled,
+    and so is a token set to the empty string (`LLM_ADMIN_TOKEN=`), which would otherwise match an empty
+    header and let anyone in."""
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if token is None or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-        state = "" if token is not None else f" ({setting} is not set, so admin endpoints are off)"
+    secret = token.get_secret_value().strip() if token is not None else ""
+    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+        state = "" if secret else f" ({setting} is not set, so admin endpoints are off)"
         raise CairnError(
             ReasonCode.UNAUTHORIZED, f"Admin endpoints need 'Authorization: Bearer <{setting}>'{state}."
         )

@@ -19,8 +19,10 @@ from cairn_core import (
     ReasonCode,
     StopReason,
     Usage,
+    format_validation_error,
     json_dumps,
 )
+from pydantic import ValidationError
 
 from .schemas import ChatCompletionRequest
 from .service import GenerationService, StreamHandle
@@ -29,16 +31,20 @@ _FINISH = {StopReason.LENGTH: "length", StopReason.STOP: "stop", StopReason.EOS:
 
 
 def to_generate_request(body: ChatCompletionRequest) -> GenerateRequest:
-    return GenerateRequest(
-        messages=[m.to_chat() for m in body.messages],
-        model=body.model,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=[body.stop] if isinstance(body.stop, str) else body.stop,
-        seed=body.seed,
-        stream=body.stream,
-    )
+    """The contract's request; its own limits (at most 4 stop strings, …) are a 400 here too, never a 500."""
+    try:
+        return GenerateRequest(
+            messages=[m.to_chat() for m in body.messages],
+            model=body.model,
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=[body.stop] if isinstance(body.stop, str) else body.stop,
+            seed=body.seed,
+            stream=body.stream,
+        )
+    except ValidationError as exc:
+        raise CairnError(ReasonCode.BAD_REQUEST, format_validation_error(exc)) from None
 
 
 def openai_error(exc: CairnError, request_id: str | None) -> JSONResponse:

@@ -14,6 +14,15 @@ class OpenAIMessage(BaseModel):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict[str, Any]] | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _text_parts_have_text(cls, v: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        if isinstance(v, list) and any(
+            p.get("type") == "text" and not isinstance(p.get("text"), str) for p in v
+        ):
+            raise ValueError("a content part of type 'text' needs a string 'text'")
+        return v
+
     def to_chat(self) -> ChatMessage:
         content = self.content
         if isinstance(content, list):  # content parts: keep the text ones

@@ -89,7 +89,8 @@ def _int_param(request: Request, name: str, default: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) > high:
+    # ASCII digits only ("²".isdigit() is true), and few enough that int() takes them (it refuses > 4,300).
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)) or int(raw) > high:
         raise BadRequest(f"'{name}' must be an integer from 0 to {high}.")
     return int(raw)
 

@@ -41,6 +41,8 @@ from .base import ProviderChunk, ProviderRequest, ThreadedProvider
 # JSON punctuation around the answer and each citation, in tokens, when budgeting the answer's length.
 _JSON_OVERHEAD_TOKENS = 12
 _CITATION_TOKENS = 10
+# Prompt tokens evaluated between two looks at how many generations share the cores.
+_EVAL_PIECE = 64
 
 
 def budget_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
@@ -78,6 +80,7 @@ class _Counters:
     """Token accounting, visible in /v1/models: how many tokens ran after a cancel (the bound we promise)."""
 
     generated: int = 0
+    prompt_reused: int = 0  # prompt tokens whose KV cache a slot kept from its previous request
     active: int = 0
     last_after_cancel: int = 0
     max_after_cancel: int = 0
@@ -177,6 +180,7 @@ class LlamaCppProvider(ThreadedProvider):
             "context_size": self.n_ctx,
             "generating": c.active,
             "tokens_generated": c.generated,
+            "prompt_tokens_reused": c.prompt_reused,
             "tokens_after_cancel_last": c.last_after_cancel,
             "tokens_after_cancel_max": c.max_after_cancel,
         }
@@ -313,7 +317,13 @@ class LlamaCppProvider(ThreadedProvider):
                 break
             shared += 1
         llm.n_tokens = min(shared, len(tokens) - 1)
-        llm.eval(tokens[llm.n_tokens :])
+        with self._lock:
+            self.counters.prompt_reused += llm.n_tokens
+        # In pieces, so that a request arriving meanwhile gets its share of the cores at the next piece rather
+        # than after the whole prompt (more threads than cores slows both).
+        while llm.n_tokens < len(tokens):
+            self._fit_threads(llm)
+            llm.eval(tokens[llm.n_tokens : llm.n_tokens + _EVAL_PIECE])
         logits = np.ctypeslib.as_array(llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
         # QS sends the sentences best first: a prior per position, in logits, weighs its ranking against
         # the model's reading (calibrated on the evaluation set, docs/eval.md).
