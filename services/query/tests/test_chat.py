@@ -291,7 +291,7 @@ def test_an_empty_admin_token_turns_admin_endpoints_off(toy_gateway: ServerProce
     """QS_ADMIN_TOKEN= (set, but empty) once matched an empty Authorization header and let anyone re-embed."""
     srv = start_qs(toy_gateway.url, tmp_path / "q.sqlite3", QS_ADMIN_TOKEN="")
     try:
-        for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": ""}):
+        for headers in ({}, {"Authorization": ""}, {"Authorization": "Bearer"}):
             resp = httpx.post(f"{srv.url}/admin/reembed", headers=headers, timeout=30)
             assert resp.status_code == 401 and resp.json()["reason_code"] == "UNAUTHORIZED", resp.text
             assert "QS_ADMIN_TOKEN is not set" in resp.json()["message"]

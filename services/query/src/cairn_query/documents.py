@@ -86,7 +86,7 @@ class DocumentService:
 
     async def reembed(self) -> dict[str, Any]:
         """Re-embed every chunk with the gateway's current embedder (after a model or dimension change)."""
-        vectors: dict[int, list[float]] = {}
+        vectors: dict[int, list[list[float]]] = {}
         model = None
         after = 0
         while True:
