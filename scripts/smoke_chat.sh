@@ -91,7 +91,8 @@ read -r n_events n_deltas last st reason kinds <<<"$summary"
 [ "$last" = done ] || fail "stream chat: the last event is '$last', not 'done' (events: $kinds)"
 [ "$n_events" -ge 3 ] || fail "stream chat: only $n_events events (events: $kinds)"
 [[ " $ALLOWED " == *" $st "* ]] || fail "stream chat ended with status '$st' ($reason); set SMOKE_ALLOW_FALLBACK=1 to accept a degraded answer"
-if [ "$st" = ok ]; then [ "$n_deltas" -ge 2 ] || fail "stream chat: status ok but $n_deltas delta events (not streamed?)"; fi
+# An extractive answer (the default llamacpp model) arrives as its quoted sentences, so one delta is enough.
+if [ "$st" = ok ]; then [ "$n_deltas" -ge 1 ] || fail "stream chat: status ok but no delta event"; fi
 ok "stream chat: $n_events events ($kinds), $n_deltas deltas, done status $st"
 
 # 3. the "no chunks" fallback: a collection with no documents can never have context
