@@ -38,6 +38,7 @@ from ._grounding import (
     numbers,
     overlap,
     split_sentences,
+    strip_markers,
     without_names,
 )
 from ._http import make_aiohttp_session, make_http_client
@@ -147,6 +148,7 @@ __all__ = [
     "service_app",
     "setup_tracing",
     "split_sentences",
+    "strip_markers",
     "trace_id_hex",
     "validate_citations",
     "without_names",

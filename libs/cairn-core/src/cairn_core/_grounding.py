@@ -141,6 +141,11 @@ def overlap(sentence: str, source: str) -> float:
     return len(words & content_words(source)) / len(words) if words else 1.0
 
 
+def strip_markers(text: str) -> str:
+    """`text` without inline citation markers such as [2] or [leave:0]."""
+    return _MARKER.sub("", text)
+
+
 def _normal(sentence: str) -> str:
     return " ".join(_WORD.findall(sentence.lower()))
 
@@ -162,7 +167,7 @@ def check_support(answer: str, sources: Sequence[str], min_overlap: float = 0.6)
     source_numbers = numbers(joined)
     source_words = content_words(joined)
     seen: set[str] = set()
-    for sentence in split_sentences(_MARKER.sub("", answer)):
+    for sentence in split_sentences(strip_markers(answer)):
         key = _normal(sentence)
         if key and key in seen:
             return SupportVerdict(False, f"the answer repeats a sentence: {sentence!r}")
