@@ -110,13 +110,22 @@ def test_gemma_made_up_number_is_rejected_as_unsupported(tmp_path: Path) -> None
             "LLM_GROUNDED_MODE": "json",
             "LLM_TEMPERATURE": "0",
             "LLM_MAX_CONCURRENCY": "1",
+            # The grammar runs at a quarter of the free speed: generous timeouts for a busy CI box.
+            "LLM_TIMEOUT_MS": "120000",
+            "LLM_FIRST_TOKEN_TIMEOUT_MS": "60000",
         },
         health_path="/readyz",
         timeout_s=180,
     )
     # Evidence gating off, so that the question reaches the model at all.
     srv = start_qs(
-        gw.url, tmp_path / "qs.sqlite3", toy_embedder=False, QS_MIN_EVIDENCE="-2", QS_MAX_TOKENS="64"
+        gw.url,
+        tmp_path / "qs.sqlite3",
+        toy_embedder=False,
+        QS_MIN_EVIDENCE="-2",
+        QS_MAX_TOKENS="64",
+        QS_GATEWAY_TIMEOUT_MS="120000",
+        QS_FIRST_TOKEN_TIMEOUT_MS="60000",
     )
     try:
         for doc in DOCS:
