@@ -69,3 +69,21 @@ def test_stream_with_invalid_citation_ends_in_fallback_without_citations(gateway
     assert "citations" not in names and names[-2:] == ["error", "done"]
     assert events[-1][1] == {**events[-1][1], "status": "fallback", "reason_code": "INVALID_CITATION"}
     assert "not-a-real-chunk" not in "".join(str(d) for e, d in events if e in ("delta", "citations", "done"))
+
+
+def test_an_escaped_surrogate_pair_from_the_model_arrives_as_one_character(gateway: ServerProcess) -> None:
+    # The emoji comes as `\ud83d\ude00`, split across stream pieces; decoded half by half it became two lone
+    # surrogates, which no encoder writes, and the stream died without its terminal event.
+    body = ask(gateway, "[[surrogate_pair]]").json()
+    assert body["status"] == "ok" and body["answer"].endswith("\U0001f600")
+    events = sse(ask(gateway, "[[surrogate_pair]]", stream=True).text)
+    assert [e for e, _ in events][-2:] == ["citations", "done"]
+    assert "".join(d["text"] for e, d in events if e == "delta").endswith("\U0001f600")
+
+
+def test_json_nested_deeper_than_the_stack_is_malformed_output_not_a_500(gateway: ServerProcess) -> None:
+    resp = ask(gateway, "[[deep_json]]")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["reason_code"] == "MALFORMED_OUTPUT"
+    events = sse(ask(gateway, "[[deep_json]]", stream=True).text)
+    assert events[-1][0] == "done" and events[-1][1]["reason_code"] == "MALFORMED_OUTPUT"

@@ -69,13 +69,22 @@ def _candidates(text: str) -> list[str]:
     return out
 
 
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def scrub_surrogates(text: str) -> str:
+    """Replace lone surrogates with U+FFFD. Python's JSON decoder turns an escaped surrogate that has no partner
+    (`"\\ud800"`) into a lone one, which no UTF-8 encoder accepts: left in, it aborts the response."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def parse_grounded(text: str) -> dict[str, Any]:
     """Find the JSON object in model output; raises CitationError(MALFORMED_OUTPUT) when there is none."""
     for cand in _candidates(text):
         for attempt in (cand, _TRAILING_COMMA.sub(r"\1", cand)):
             try:
                 data = json.loads(attempt)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # nesting deeper than the interpreter's stack
                 continue
             if isinstance(data, dict):
                 return data
@@ -104,7 +113,7 @@ def validate_citations(data: dict[str, Any], chunks: Sequence[ContextChunk]) -> 
                 ReasonCode.INVALID_CITATION, f"The model cited {cid!r}, which is not among the given sources."
             )
         seen.setdefault(chunk.chunk_id, Citation(chunk_id=chunk.chunk_id, title=chunk.title, url=chunk.url))
-    return GroundedAnswer(answer=answer.strip(), citations=list(seen.values()))
+    return GroundedAnswer(answer=scrub_surrogates(answer.strip()), citations=list(seen.values()))
 
 
 def check_grounded(text: str, chunks: Sequence[ContextChunk]) -> GroundedAnswer:
@@ -148,13 +157,11 @@ class AnswerExtractor:
                     break
                 esc = buf[i + 1]
                 if esc == "u":
-                    if i + 6 > len(buf):
+                    taken = _unicode_escape(buf, i)
+                    if taken is None:  # not all of it has arrived yet
                         break
-                    try:
-                        out.append(chr(int(buf[i + 2 : i + 6], 16)))
-                    except ValueError:
-                        out.append(buf[i : i + 6])
-                    i += 6
+                    char, i = taken
+                    out.append(char)
                     continue
                 out.append(self._ESCAPES.get(esc, esc))
                 i += 2
@@ -163,3 +170,29 @@ class AnswerExtractor:
             i += 1
         self._pos = i
         return "".join(out)
+
+
+_HEX4 = re.compile(r"[0-9a-fA-F]{4}")
+
+
+def _unicode_escape(buf: str, i: int) -> tuple[str, int] | None:
+    """Decode the `\\uXXXX` escape at `buf[i]`, joining a surrogate pair (`\\ud83d\\ude00` is one emoji);
+    returns (text, index after it), or None while the escape, or its pair's second half, is incomplete."""
+    if i + 6 > len(buf):
+        return None
+    head = buf[i + 2 : i + 6]
+    if not _HEX4.fullmatch(head):
+        return buf[i : i + 6], i + 6
+    code = int(head, 16)
+    if 0xD800 <= code < 0xDC00:  # a high surrogate: the low half must follow as its own escape
+        if i + 12 > len(buf):
+            if len(buf) <= i + 6 or buf[i + 6] == "\\":
+                return None
+        else:
+            tail = buf[i + 8 : i + 12]
+            if buf.startswith("\\u", i + 6) and _HEX4.fullmatch(tail) and 0xDC00 <= int(tail, 16) < 0xE000:
+                return chr(0x10000 + ((code - 0xD800) << 10) + (int(tail, 16) - 0xDC00)), i + 12
+        return "\ufffd", i + 6
+    if 0xDC00 <= code < 0xE000:  # a low half with no high half before it
+        return "\ufffd", i + 6
+    return chr(code), i + 6

@@ -5,7 +5,9 @@ Run: `python -m cairn_testing.fake_openai --port 8090`. A marker in the last use
 `[[silent]]` (200 headers, then nothing), `[[malformed]]`, `[[fail_once]]` (500, then success, per request id),
 `[[fail_always]]`, `[[busy]]` (429 with Retry-After), `[[disconnect_mid]]`, `[[error_frame]]`, `[[no_done]]`,
 `[[endless]]` (tokens until the client goes away), `[[bad_citation]]`, `[[good_citation]]`,
-`[[linger_ms:N]]` (the stream's body ends N ms after `[DONE]`, as a slow network delivers it).
+`[[linger_ms:N]]` (the stream's body ends N ms after `[DONE]`, as a slow network delivers it),
+`[[surrogate_pair]]` (an answer with an emoji written as the escaped pair `\\ud83d\\ude00`), `[[deep_json]]`
+(JSON nested 5,000 deep).
 `GET /_stats` reports what the server saw, including requests whose client disconnected mid-answer and how
 many connections the chat requests came over.
 """
@@ -65,6 +67,12 @@ def _first_sentence_of(body: dict[str, Any], chunk_id: str) -> str:
 
 
 def _answer(body: dict[str, Any], marks: dict[str, str]) -> str:
+    if "deep_json" in marks:
+        return '{"answer": ' + "[" * 5000 + "]" * 5000 + "}"
+    if "surrogate_pair" in marks:  # json.dumps escapes the emoji as a surrogate pair, as many models write it
+        ids = _schema_ids(body) or ["unknown"]
+        answer = _first_sentence_of(body, ids[0]) + " \U0001f600"
+        return json.dumps({"answer": answer, "citations": [{"chunk_id": ids[0]}]})
     if "bad_citation" in marks:
         return json.dumps({"answer": "Made up.", "citations": [{"chunk_id": "not-a-real-chunk"}]})
     if "good_citation" in marks or "made_up_number" in marks or body.get("response_format"):
