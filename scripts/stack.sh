@@ -12,6 +12,16 @@ export QS_GATEWAY_URL=${QS_GATEWAY_URL:-http://127.0.0.1:$LLM_PORT}
 export BFF_QS_URL=${BFF_QS_URL:-http://127.0.0.1:$QS_PORT}
 export BFF_GATEWAY_URL=${BFF_GATEWAY_URL:-http://127.0.0.1:$LLM_PORT}
 
+# The token QS and the gateway require from their callers (docs/operations.md, Security): without it, anyone
+# on this machine could reach them around the BFF. Generated once, kept private to this user.
+if [ -z "${CAIRN_INTERNAL_TOKEN:-}" ]; then
+  if [ ! -s "$RUN/internal-token" ]; then
+    (umask 077; "$PY" -c "import secrets; print(secrets.token_hex(32))" >"$RUN/internal-token")
+  fi
+  CAIRN_INTERNAL_TOKEN=$(cat "$RUN/internal-token")
+fi
+export CAIRN_INTERNAL_TOKEN
+
 # name  module         port        readiness path
 SERVICES=("gateway cairn_gateway $LLM_PORT /readyz" "query cairn_query $QS_PORT /healthz" "bff cairn_bff $BFF_PORT /healthz")
 
@@ -41,6 +51,8 @@ up() {
   echo "Cairn is up:  http://127.0.0.1:$BFF_PORT"
   echo "  dashboard:   http://127.0.0.1:$BFF_PORT/dashboard"
   echo "  query API:   http://127.0.0.1:$QS_PORT    gateway: http://127.0.0.1:$LLM_PORT/v1"
+  echo "  (both need the internal token: header X-Cairn-Internal-Token, or Bearer on the gateway;"
+  echo "   it is in $RUN/internal-token unless CAIRN_INTERNAL_TOKEN is set)"
   echo "  logs: make logs   stop: make down"
 }
 

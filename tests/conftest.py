@@ -29,6 +29,10 @@ class Stack:
             server.stop()
 
 
+# Every end-to-end stack runs as `make up` runs it: QS and the gateway require the internal token.
+INTERNAL_TOKEN = "e2e-internal-token"
+
+
 def start_stack(
     data_dir: Path,
     env: dict[str, str] | None = None,
@@ -38,7 +42,7 @@ def start_stack(
 ) -> Stack:
     """Gateway (toy provider and embedder unless `gateway_env` says otherwise), QS on a fresh SQLite file, BFF
     in front: real processes."""
-    env = env or {}
+    env = {"CAIRN_INTERNAL_TOKEN": INTERNAL_TOKEN, **(env or {})}
     gateway_env = gateway_env or {}
     toy_embedder = {**env, **gateway_env}.get("LLM_EMBED_PROVIDER", "toy") == "toy"
     gateway = start_server(

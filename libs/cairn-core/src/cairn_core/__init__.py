@@ -1,6 +1,16 @@
 """Shared pieces of every Cairn service: the contract, reason codes, SSE, HTTP client, errors, observability."""
 
 from ._app import serve, service_app
+from ._auth import (
+    INTERNAL_TOKEN_ENV,
+    INTERNAL_TOKEN_HEADER,
+    InternalAuthMiddleware,
+    internal_headers,
+    is_loopback_host,
+    require_token_off_loopback,
+    secret_of,
+    token_matches,
+)
 from ._circuit import CircuitBreaker, CircuitState
 from ._citations import (
     AnswerExtractor,
@@ -81,6 +91,8 @@ __all__ = [
     "EVENT_TYPES",
     "EXCEPTION_HANDLERS",
     "HTTP_STATUS",
+    "INTERNAL_TOKEN_ENV",
+    "INTERNAL_TOKEN_HEADER",
     "REQUEST_ID_HEADER",
     "SSE_HEADERS",
     "AnswerExtractor",
@@ -103,6 +115,7 @@ __all__ = [
     "GenerateRequest",
     "GenerateResponse",
     "GroundedAnswer",
+    "InternalAuthMiddleware",
     "JSONDecodeError",
     "JSONResponse",
     "MetaEvent",
@@ -128,6 +141,8 @@ __all__ = [
     "error_body",
     "error_response",
     "format_validation_error",
+    "internal_headers",
+    "is_loopback_host",
     "json_dumps",
     "json_loads",
     "json_schema",
@@ -144,11 +159,14 @@ __all__ = [
     "parse_json_body",
     "request_id_of",
     "require_bearer",
+    "require_token_off_loopback",
+    "secret_of",
     "serve",
     "service_app",
     "setup_tracing",
     "split_sentences",
     "strip_markers",
+    "token_matches",
     "trace_id_hex",
     "validate_citations",
     "without_names",

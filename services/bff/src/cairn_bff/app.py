@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 from cairn_core import (
     configure_logging,
+    internal_headers,
     make_http_client,
     service_app,
     setup_tracing,
@@ -40,6 +41,7 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
                 base_url,
                 timeout_s=settings.upstream_timeout_s,
                 connect_timeout_s=settings.connect_timeout_s,
+                headers=internal_headers(settings.internal_token),
                 transport=settings.http_transport,
             )
 

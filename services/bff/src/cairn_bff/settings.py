@@ -13,7 +13,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class BffSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BFF_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BFF_", extra="ignore", populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -26,6 +26,8 @@ class BffSettings(BaseSettings):
     upstream_timeout_s: float = Field(120.0, gt=0)  # a whole non-stream answer / gap between stream bytes
     connect_timeout_s: float = Field(5.0, gt=0)
     metrics_timeout_s: float = Field(2.0, gt=0)  # dashboard scrapes of the services' /metrics
+    # Sent on every hop to QS and the gateway, which require it when it is set (cairn_core _auth).
+    internal_token: SecretStr | None = Field(None, validation_alias="CAIRN_INTERNAL_TOKEN")
 
     # Auth: API keys for programmatic clients; local mode lets the page on loopback in without one.
     api_keys: SecretStr = SecretStr("")  # comma-separated

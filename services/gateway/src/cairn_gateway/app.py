@@ -6,13 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from cairn_core import (
+    InternalAuthMiddleware,
     configure_logging,
     make_aiohttp_session,
     service_app,
     setup_tracing,
 )
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
+from .keys import KeyStore
 from .metrics import GatewayMetrics
 from .registry import Registry
 from .routes import ROUTES
@@ -26,6 +29,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     settings = settings or GatewaySettings()
     configure_logging(SERVICE_NAME, settings.log_level)
     tracer_provider = setup_tracing(SERVICE_NAME)
+    # Built before the lifespan: the auth middleware needs it on the first request.
+    keys = KeyStore(settings.internal_token, settings.master_key, settings.keys_path)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -37,12 +42,23 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
                 app.state.service = GenerationService(settings, registry, metrics)
                 yield
             finally:
+                keys.close()
                 await registry.aclose()
                 tracer_provider.shutdown()
 
-    return service_app(
+    auth = Middleware(
+        InternalAuthMiddleware,
+        token=settings.internal_token,
+        also_admit=keys.admits if keys.enforced else None,
+        hint=", or 'Authorization: Bearer <key>' with LLM_MASTER_KEY or a virtual key",
+        own_auth_prefixes=("/admin/", "/key/"),
+    )
+    app = service_app(
         routes=ROUTES,
         lifespan=lifespan,
         tracer=tracer_provider.get_tracer(SERVICE_NAME),
         max_body_bytes=settings.max_body_bytes,
+        outer=[auth],
     )
+    app.state.keys = keys
+    return app

@@ -25,8 +25,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .keys import KeyStore
 from .openai_api import chunk_stream, completion_body, openai_error, to_generate_request
-from .schemas import AdminModelRequest, ChatCompletionRequest, EmbedRequest
+from .schemas import (
+    AdminModelRequest,
+    ChatCompletionRequest,
+    EmbedRequest,
+    KeyDeleteRequest,
+    KeyGenerateRequest,
+)
 from .service import Completed, GenerationService
 from .streaming import generate_events
 
@@ -270,6 +277,36 @@ async def admin_action(request: Request) -> Response:
     return JSONResponse({**entry.info(), "default": entry.alias == registry.default_alias})
 
 
+# --- virtual keys: created, listed and revoked with LLM_MASTER_KEY (keys.py) ----------------------------------
+
+
+def _keys(request: Request) -> KeyStore:
+    keys: KeyStore = request.app.state.keys
+    if not keys.master:
+        raise CairnError(ReasonCode.NOT_FOUND, "Virtual keys are off: set LLM_MASTER_KEY to manage them.")
+    if not keys.is_master(request.headers):
+        raise CairnError(
+            ReasonCode.UNAUTHORIZED, "Managing keys needs 'Authorization: Bearer <LLM_MASTER_KEY>'."
+        )
+    return keys
+
+
+async def key_generate(request: Request) -> Response:
+    keys = _keys(request)
+    body = await parse_json_body(request, KeyGenerateRequest)
+    return JSONResponse(keys.generate(body.key_alias))
+
+
+async def key_list(request: Request) -> Response:
+    return JSONResponse({"keys": _keys(request).listed()})
+
+
+async def key_delete(request: Request) -> Response:
+    keys = _keys(request)
+    body = await parse_json_body(request, KeyDeleteRequest)
+    return JSONResponse({"deleted_keys": keys.delete(body.keys)})
+
+
 ROUTES = [
     Route("/v1/generate", generate, methods=["POST"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -277,6 +314,9 @@ ROUTES = [
     Route("/v1/embeddings", embeddings_openai, methods=["POST"]),
     Route("/v1/models", models, methods=["GET"]),
     Route("/admin/models/{action}", admin_action, methods=["POST"]),
+    Route("/key/generate", key_generate, methods=["POST"]),
+    Route("/key/list", key_list, methods=["GET"]),
+    Route("/key/delete", key_delete, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

@@ -76,3 +76,11 @@ class EmbedRequest(BaseModel):
 
 class AdminModelRequest(BaseModel):
     alias: str
+
+
+class KeyGenerateRequest(BaseModel):
+    key_alias: str | None = Field(default=None, max_length=200)
+
+
+class KeyDeleteRequest(BaseModel):
+    keys: list[str] = Field(min_length=1, max_length=1000)

@@ -23,7 +23,7 @@ class ModelSpec(BaseModel):
 
 
 class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore", frozen=False)
+    model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore", frozen=False, populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = 8082
@@ -40,6 +40,12 @@ class GatewaySettings(BaseSettings):
     embed_provider: str = "onnx"
     models: str = ""  # JSON list of ModelSpec: extra models beside the default
     admin_token: SecretStr | None = None
+
+    # Who may call (keys.py): the token shared by the Cairn services, the operator's master key, and where
+    # the virtual keys it creates are kept.
+    internal_token: SecretStr | None = Field(None, validation_alias="CAIRN_INTERNAL_TOKEN")
+    master_key: SecretStr | None = None
+    keys_path: str = "./.run/cairn-gateway-keys.sqlite3"
 
     # Generation defaults and limits.
     max_tokens: int = Field(512, ge=1)  # hard cap per request → 400 TOKEN_LIMIT above it

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cairn_core import serve
+from cairn_core import require_token_off_loopback, serve
 
 from .app import create_app
 from .settings import QuerySettings
@@ -10,6 +10,7 @@ from .settings import QuerySettings
 
 def main() -> None:
     settings = QuerySettings()
+    require_token_off_loopback("query service", settings.host, settings.internal_token)
     serve(create_app(settings), settings.host, settings.port)
 
 

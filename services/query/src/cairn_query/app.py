@@ -7,12 +7,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from cairn_core import (
+    InternalAuthMiddleware,
     configure_logging,
+    internal_headers,
     make_http_client,
     service_app,
     setup_tracing,
 )
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from .gateway import GatewayClient
 from .routes import ROUTES
@@ -33,7 +36,9 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = await asyncio.to_thread(SQLiteStore, settings.db_path)
         async with make_http_client(
-            timeout_s=settings.gateway_timeout_ms / 1000, transport=settings.http_transport
+            timeout_s=settings.gateway_timeout_ms / 1000,
+            headers=internal_headers(settings.internal_token),
+            transport=settings.http_transport,
         ) as http:
             try:
                 app.state.service = QueryService.build(settings, store, GatewayClient(settings, http, tracer))
@@ -43,5 +48,9 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
                 tracer_provider.shutdown()
 
     return service_app(
-        routes=ROUTES, lifespan=lifespan, tracer=tracer, max_body_bytes=settings.max_body_bytes
+        routes=ROUTES,
+        lifespan=lifespan,
+        tracer=tracer,
+        max_body_bytes=settings.max_body_bytes,
+        outer=[Middleware(InternalAuthMiddleware, token=settings.internal_token)],
     )

@@ -9,12 +9,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class QuerySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="QS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="QS_", extra="ignore", populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = 8081
     log_level: str = "INFO"
     admin_token: SecretStr | None = None  # enables POST /admin/reembed
+    # Shared by the Cairn services: required from callers when set, sent to the gateway (cairn_core _auth).
+    internal_token: SecretStr | None = Field(None, validation_alias="CAIRN_INTERNAL_TOKEN")
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     # Relative to the working directory; `make up` runs from the repository root.
