@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cairn_testing import free_port, start_server
+from cairn_testing import ServerProcess, free_port, start_server
 
 from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
 
@@ -136,3 +136,169 @@ def test_without_a_token_a_loopback_service_stays_open_for_development(tmp_path:
         assert httpx.get(f"{gw.url}/v1/models").status_code == 200
     finally:
         gw.stop()
+
+
+# --- the BFF's doors ---------------------------------------------------------------------------------------
+
+
+def start_bff(stack: Stack, **env: str) -> ServerProcess:
+    base = {
+        "BFF_PORT": "{port}",
+        "BFF_QS_URL": stack.query.url,
+        "BFF_GATEWAY_URL": stack.gateway.url,
+        "CAIRN_INTERNAL_TOKEN": INTERNAL_TOKEN,
+    }
+    return start_server("bff", ["cairn_bff"], env={**base, **env}, health_path="/readyz")
+
+
+def test_a_dns_rebinding_page_is_refused_by_its_host_name(stack: Stack) -> None:
+    bff = start_bff(stack, BFF_ALLOWED_HOSTS="chat.example.com")
+    try:
+        port = bff.port
+        rebound = {
+            "Host": f"rebind.attacker.example:{port}",
+            "Origin": f"http://rebind.attacker.example:{port}",
+            "Sec-Fetch-Site": "same-origin",
+        }
+        for method, path in (("GET", "/api/documents"), ("DELETE", "/api/documents/t1"), ("GET", "/")):
+            resp = httpx.request(method, f"{bff.url}{path}", headers=rebound)
+            assert resp.status_code == 400, (method, path, resp.text)
+            assert (
+                resp.json()["reason_code"] == "BAD_REQUEST" and "BFF_ALLOWED_HOSTS" in resp.json()["message"]
+            )
+        # Loopback names and the configured name are served; probes answer under any name.
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", "chat.example.com"):
+            assert httpx.get(f"{bff.url}/api/documents", headers={"Host": host}).status_code == 200, host
+        assert httpx.get(f"{bff.url}/healthz", headers={"Host": "10.0.0.7:8080"}).status_code == 200
+    finally:
+        bff.stop()
+
+
+def test_forwarded_for_is_not_believed_unless_the_proxy_is_trusted(stack: Stack) -> None:
+    limits = {"BFF_RATE_LIMIT_PER_MINUTE": "6", "BFF_RATE_LIMIT_BURST": "3"}
+    bff = start_bff(stack, **limits)
+    try:
+        codes = [
+            httpx.get(f"{bff.url}/api/documents", headers={"X-Forwarded-For": f"127.1.0.{n}"}).status_code
+            for n in range(8)
+        ]
+        assert codes[:3] == [200, 200, 200] and set(codes[3:]) == {429}, codes
+    finally:
+        bff.stop()
+    proxied = start_bff(stack, BFF_TRUSTED_PROXIES="127.0.0.1", **limits)
+    try:  # behind a configured proxy each forwarded client has its own bucket
+        codes = [
+            httpx.get(f"{proxied.url}/api/documents", headers={"X-Forwarded-For": f"127.1.0.{n}"}).status_code
+            for n in range(8)
+        ]
+        assert codes == [200] * 8, codes
+    finally:
+        proxied.stop()
+
+
+def test_failed_authentications_are_rate_limited_even_for_a_right_key_after(stack: Stack) -> None:
+    bff = start_bff(
+        stack, BFF_API_KEYS="right-key", BFF_AUTH_FAILURES_PER_MINUTE="6", BFF_AUTH_FAILURES_BURST="4"
+    )
+    try:
+        url = f"{bff.url}/api/documents"
+        guesses = [httpx.get(url, headers={"Authorization": f"Bearer guess-{n}"}) for n in range(7)]
+        assert [r.status_code for r in guesses] == [401] * 4 + [429] * 3
+        assert (
+            guesses[-1].json()["reason_code"] == "RATE_LIMITED"
+            and int(guesses[-1].headers["retry-after"]) >= 1
+        )
+        # The guessing address is paused whatever it sends: a guess that happens to be right is not told so.
+        assert httpx.get(url, headers={"Authorization": "Bearer right-key"}).status_code == 429
+    finally:
+        bff.stop()
+
+
+async def test_one_client_cannot_hold_more_than_its_share_of_generations(stack: Stack) -> None:
+    import asyncio
+
+    bff = start_bff(
+        stack, BFF_API_KEYS="alice,bob", BFF_MAX_INFLIGHT_PER_CLIENT="2", BFF_RATE_LIMIT_PER_MINUTE="0"
+    )
+    try:
+        async with httpx.AsyncClient(base_url=bff.url, timeout=30) as client:
+
+            async def ask(key: str) -> int:
+                body = {"query": "[[slow_first:1.5]] green tea temperature", "stream": True}
+                async with client.stream(
+                    "POST", "/api/chat", json=body, headers={"Authorization": f"Bearer {key}"}
+                ) as r:
+                    await r.aread()
+                    return r.status_code
+
+            alice = [asyncio.create_task(ask("alice")) for _ in range(4)]
+            await asyncio.sleep(0.3)
+            bob = await ask("bob")
+            codes = sorted(await asyncio.gather(*alice))
+        assert codes == [200, 200, 429, 429], codes
+        assert bob == 200
+    finally:
+        bff.stop()
+
+
+def test_unknown_api_paths_share_one_metrics_label(stack: Stack) -> None:
+    bff = start_bff(stack, BFF_RATE_LIMIT_PER_MINUTE="0")
+    try:
+        for n in range(50):
+            assert httpx.get(f"{bff.url}/api/probe-{n}").status_code == 404
+        httpx.get(f"{bff.url}/api/documents/some-id")
+        metrics = httpx.get(f"{bff.url}/metrics").text
+        lines = [line for line in metrics.splitlines() if line.startswith("cairn_bff_requests_total{")]
+        assert not any("probe-" in line for line in lines)
+        assert any('route="unmatched"' in line and 'status="404"' in line for line in lines)
+        assert any('route="/api/documents/{doc_id}"' in line for line in lines)
+    finally:
+        bff.stop()
+
+
+def test_half_sent_requests_are_closed_and_connections_are_capped(stack: Stack) -> None:
+    import socket
+    import time
+
+    bff = start_bff(stack, BFF_HEADER_TIMEOUT_S="1", BFF_BODY_TIMEOUT_S="1", BFF_MAX_CONNECTIONS="30")
+    try:
+        slow = []
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", bff.port))
+            s.sendall(b"GET /api/documents HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            slow.append(s)
+        body = socket.create_connection(("127.0.0.1", bff.port))
+        body.sendall(
+            b"POST /api/search HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"query": '
+        )
+        started = time.monotonic()
+        for s in [*slow, body]:
+            s.settimeout(5)
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+            assert b" 408 " in answer.split(b"\r\n", 1)[0], answer[:200]
+            s.close()
+        # Before the guards every one of them was still open after 12 s; now all are answered by the deadline.
+        assert time.monotonic() - started < 10
+        # Beyond the connection cap the server answers 503 with a reason code and closes.
+        held = [socket.create_connection(("127.0.0.1", bff.port)) for _ in range(30)]
+        extra = socket.create_connection(("127.0.0.1", bff.port))
+        extra.settimeout(5)
+        refused = extra.recv(4096)
+        assert b" 503 " in refused.split(b"\r\n", 1)[0] and b"QUEUE_FULL" in refused
+        for s in [*held, extra]:
+            s.close()
+    finally:
+        bff.stop()
+
+
+def test_a_huge_question_sent_as_messages_is_refused(stack: Stack) -> None:
+    big = "x " * 480_000  # 960 KB
+    resp = httpx.post(
+        f"{stack.bff.url}/api/chat", json={"messages": [{"role": "user", "content": big}]}, timeout=30
+    )
+    assert resp.status_code == 400 and resp.json()["reason_code"] == "BAD_REQUEST", resp.text[:300]
+    history = [{"role": "assistant", "content": "y" * 7000}] * 6 + [{"role": "user", "content": "and?"}]
+    assert httpx.post(f"{stack.bff.url}/api/chat", json={"messages": history}, timeout=30).status_code == 400

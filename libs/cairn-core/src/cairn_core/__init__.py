@@ -4,6 +4,7 @@ from ._app import serve, service_app
 from ._auth import (
     INTERNAL_TOKEN_ENV,
     INTERNAL_TOKEN_HEADER,
+    OWNER_HEADER,
     InternalAuthMiddleware,
     internal_headers,
     is_loopback_host,
@@ -93,6 +94,7 @@ __all__ = [
     "HTTP_STATUS",
     "INTERNAL_TOKEN_ENV",
     "INTERNAL_TOKEN_HEADER",
+    "OWNER_HEADER",
     "REQUEST_ID_HEADER",
     "SSE_HEADERS",
     "AnswerExtractor",

@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from ._observability import RequestContextMiddleware
+from ._server import guarded_protocol
 from ._web import EXCEPTION_HANDLERS, BodyLimitMiddleware
 
 
@@ -28,6 +29,7 @@ def service_app(
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]],
     tracer: Tracer,
     max_body_bytes: int,
+    body_timeout_s: float = 60.0,
     outer: Sequence[Middleware] = (),
     inner: Sequence[Middleware] = (),
 ) -> Starlette:
@@ -39,7 +41,7 @@ def service_app(
         middleware=[
             Middleware(RequestContextMiddleware, tracer=tracer),
             *outer,
-            Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes),
+            Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, timeout_s=body_timeout_s),
             *inner,
         ],
     )
@@ -73,12 +75,21 @@ def _freeze_heap_after(
     return wrapped
 
 
-def serve(app: Starlette, host: str, port: int, *, proxy_headers: bool = False) -> None:
-    """uvicorn with our logging (its access log is replaced by one JSON line per request) and a short drain.
+def serve(
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    trusted_proxies: str = "",
+    header_timeout_s: float = 10.0,
+    max_connections: int = 1000,
+) -> None:
+    """uvicorn with our logging (its access log is replaced by one JSON line per request), a short drain, and
+    the slow-client guards of `_server.py`.
 
-    `proxy_headers`: only the service that faces clients (the BFF) reads `X-Forwarded-For` from a proxy on
-    loopback; the internal hops never sit behind one, and skipping uvicorn's middleware saves a little CPU
-    on every request.
+    `trusted_proxies`: comma-separated addresses or networks whose `X-Forwarded-For` is believed. Empty (the
+    default) believes nobody: uvicorn's own default trusts 127.0.0.1, so any local process could pick its
+    client address and with it a fresh rate-limit bucket per request.
     """
     uvicorn.run(
         app,
@@ -86,5 +97,7 @@ def serve(app: Starlette, host: str, port: int, *, proxy_headers: bool = False) 
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=5,
-        proxy_headers=proxy_headers,
+        proxy_headers=bool(trusted_proxies.strip()),
+        forwarded_allow_ips=trusted_proxies.strip() or None,
+        http=guarded_protocol(header_timeout_s, max_connections),
     )

@@ -27,6 +27,9 @@ from ._web import error_response
 
 INTERNAL_TOKEN_ENV = "CAIRN_INTERNAL_TOKEN"
 INTERNAL_TOKEN_HEADER = "X-Cairn-Internal-Token"
+# Who a write is made for, set by the BFF (an API key's fingerprint, or "local"); QS believes it because only
+# holders of the internal token can reach QS once that is set.
+OWNER_HEADER = "X-Cairn-Owner"
 # Probes and the metrics scrape stay open: orchestrators and Prometheus call them without credentials, and
 # they reveal counts, not documents.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

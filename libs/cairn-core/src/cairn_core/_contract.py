@@ -40,9 +40,9 @@ class ChatMessage(BaseModel):
 
 class ContextChunk(BaseModel):
     chunk_id: str = Field(min_length=1, max_length=200)
-    title: str | None = None
-    url: str | None = None
-    text: str
+    title: str | None = Field(default=None, max_length=500)
+    url: str | None = Field(default=None, max_length=2000)
+    text: str = Field(max_length=20_000)
 
 
 class Citation(BaseModel):
@@ -77,7 +77,7 @@ class GenerateRequest(BaseModel):
     stream: bool = False
     timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
     citations_required: bool = False
-    context_chunks: list[ContextChunk] = Field(default_factory=list)
+    context_chunks: list[ContextChunk] = Field(default_factory=list, max_length=50)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -90,8 +90,8 @@ class GenerateRequest(BaseModel):
         if v is not None:
             if len(v) > 4:
                 raise ValueError("at most 4 stop sequences")
-            if any(not s for s in v):
-                raise ValueError("stop sequences must not be empty")
+            if any(not s or len(s) > 200 for s in v):
+                raise ValueError("stop sequences must be 1 to 200 characters")
         return v
 
     @model_validator(mode="after")

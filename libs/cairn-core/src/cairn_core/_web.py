@@ -61,13 +61,16 @@ def error_response(
 async def _cairn_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CairnError)
     log_fields(request)["reason_code"] = exc.reason_code.value
-    return error_response(
+    response = error_response(
         exc.reason_code,
         exc.message,
         request_id_of(request),
         status_code=exc.status_code,
         retry_after=exc.retry_after,
     )
+    if exc.status_code == 408:  # the rest of that body is never read: the connection cannot be reused
+        response.headers["Connection"] = "close"
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -128,11 +131,14 @@ def format_validation_error(exc: ValidationError) -> str:
 
 
 class BodyLimitMiddleware:
-    """Refuses bodies over `max_bytes` with 413 PAYLOAD_TOO_LARGE, by header and while streaming."""
+    """Refuses bodies over `max_bytes` with 413 PAYLOAD_TOO_LARGE, by header and while streaming, and bodies
+    that take longer than `timeout_s` to arrive with 408: a client that trickles its body would otherwise hold
+    a request (and whatever it has reserved) open forever."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 60.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,14 +149,30 @@ class BodyLimitMiddleware:
                 await self._reject(scope, receive, send)
                 return
         seen = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # after the body only `http.disconnect` is left to wait for, as long as it takes
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise CairnError(
+                    ReasonCode.BAD_REQUEST,
+                    f"The request body did not arrive within {self.timeout_s:g} s.",
+                    status_code=408,
+                ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     raise CairnError(ReasonCode.PAYLOAD_TOO_LARGE, self._message())
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         await self.app(scope, limited_receive, send)

@@ -10,7 +10,14 @@ from .settings import BffSettings
 
 def main() -> None:
     settings = BffSettings()
-    serve(create_app(settings), settings.host, settings.port, proxy_headers=True)
+    serve(
+        create_app(settings),
+        settings.host,
+        settings.port,
+        trusted_proxies=settings.trusted_proxies,
+        header_timeout_s=settings.header_timeout_s,
+        max_connections=settings.max_connections,
+    )
 
 
 if __name__ == "__main__":

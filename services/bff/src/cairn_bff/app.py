@@ -22,7 +22,7 @@ from .metrics import BffMetrics
 from .proxy import Upstream
 from .ratelimit import RateLimiter
 from .routes import ROUTES
-from .security import SecurityHeadersMiddleware
+from .security import HostGuardMiddleware, SecurityHeadersMiddleware
 from .settings import BffSettings
 
 SERVICE_NAME = "bff"
@@ -57,7 +57,13 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
     metrics = BffMetrics()
     # The guard needs the limiter and metrics before the lifespan runs (middleware is built on first call).
     limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-    outer = [Middleware(SecurityHeadersMiddleware)]
+    failures = RateLimiter(settings.auth_failures_per_minute, settings.auth_failures_burst)
+    # The address the BFF is bound to is a name it is reached by; a wildcard bind names nothing.
+    own = [] if settings.host in ("0.0.0.0", "::", "") else [settings.host.lower()]
+    outer = [
+        Middleware(HostGuardMiddleware, allowed=[*settings.allowed_host_list, *own]),
+        Middleware(SecurityHeadersMiddleware),
+    ]
     if (
         settings.cors_origin_list
     ):  # closed by default: no CORS headers at all, so browsers refuse other origins
@@ -75,8 +81,18 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
         lifespan=lifespan,
         tracer=tracer,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
         outer=outer,
-        inner=[Middleware(ApiGuardMiddleware, settings=settings, limiter=limiter, metrics=metrics)],
+        inner=[
+            Middleware(
+                ApiGuardMiddleware,
+                settings=settings,
+                limiter=limiter,
+                failures=failures,
+                metrics=metrics,
+                routes=ROUTES,
+            )
+        ],
     )
     app.state.metrics = metrics
     app.state.limiter = limiter

@@ -8,6 +8,11 @@ Rules (docs/bff.md):
   browser cannot drive the API (no CSRF through localhost). Anything else is 401.
 - Every admitted request spends one token of its identity's bucket (the key's fingerprint, or the client IP
   in local mode); an empty bucket is 429 RATE_LIMITED with Retry-After.
+- Every refused request spends one token of its client IP's failure bucket (BFF_AUTH_FAILURES_PER_MINUTE);
+  while that is empty, the IP gets 429 before its key is even looked at, so keys cannot be guessed at speed.
+- At most BFF_MAX_INFLIGHT_PER_CLIENT chat, search and upload requests of one identity run at once (a
+  stream counts until it ends); more is 429, so one client cannot take the gateway's slots and queue.
+- The client IP is the socket's peer unless it is one of BFF_TRUSTED_PROXIES (see cairn_core `serve`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from urllib.parse import urlsplit
 
 from cairn_core import ReasonCode, error_response
 from starlette.datastructures import Headers
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .metrics import BffMetrics
@@ -86,16 +92,61 @@ def identify(scope: Scope, settings: BffSettings) -> str:
     raise AuthError("An API key is required: send 'Authorization: Bearer <key>' (see BFF_API_KEYS).")
 
 
+# The requests that make work downstream (a generation, a search, an embedding); reads are cheap.
+_COSTLY = frozenset({("POST", "/api/chat"), ("POST", "/api/search"), ("POST", "/api/documents")})
+
+
+class InFlight:
+    """Requests of each identity in flight now; an identity is forgotten when its count drops to zero."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.counts: dict[str, int] = {}
+
+    def enter(self, identity: str) -> bool:
+        n = self.counts.get(identity, 0)
+        if self.limit and n >= self.limit:
+            return False
+        self.counts[identity] = n + 1
+        return True
+
+    def leave(self, identity: str) -> None:
+        n = self.counts.get(identity, 1) - 1
+        if n <= 0:
+            self.counts.pop(identity, None)
+        else:
+            self.counts[identity] = n
+
+
+def route_label(routes: list[BaseRoute], scope: Scope) -> str:
+    """The route template (`/api/documents/{doc_id}`) for the metrics label, never the raw path: every
+    unknown path would otherwise become a Prometheus series of its own."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
+
+
 class ApiGuardMiddleware:
     """Pure ASGI so streams pass through untouched; guards only paths under /api/."""
 
     def __init__(
-        self, app: ASGIApp, settings: BffSettings, limiter: RateLimiter, metrics: BffMetrics
+        self,
+        app: ASGIApp,
+        settings: BffSettings,
+        limiter: RateLimiter,
+        failures: RateLimiter,
+        metrics: BffMetrics,
+        routes: list[BaseRoute],
     ) -> None:
         self.app = app
         self.settings = settings
         self.limiter = limiter
+        self.failures = failures
         self.metrics = metrics
+        self.routes = routes
+        self.inflight = InFlight(settings.max_inflight_per_client)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -106,27 +157,51 @@ class ApiGuardMiddleware:
             await self.app(scope, receive, send)
             return
         rid = scope.get("state", {}).get("request_id")
+        client = scope.get("client")
+        peer = f"ip:{client[0] if client else '?'}"
+        wait = self.failures.wait(peer)
+        if wait > 0:
+            message = f"Too many failed authentications from this address; retry in {wait:.1f} s."
+            await self._limited(scope, receive, send, message, wait)
+            return
         try:
             identity = identify(scope, self.settings)
         except AuthError as exc:
+            self.failures.check(peer)
             self.metrics.rejected.labels(ReasonCode.UNAUTHORIZED.value).inc()
             response = error_response(ReasonCode.UNAUTHORIZED, exc.message, rid)
             response.headers["WWW-Authenticate"] = 'Bearer realm="cairn"'
             await response(scope, receive, send)
             return
+        # Who owns what this request writes: the key, or "local" for the page and tools on this machine
+        # (they are one user, whatever loopback address they come from). QS scopes document ids by it.
+        scope.setdefault("state", {})["owner"] = identity if identity.startswith("key:") else "local"
         wait = self.limiter.check(identity)
         if wait > 0:
-            self.metrics.rejected.labels(ReasonCode.RATE_LIMITED.value).inc()
-            message = f"Too many requests; retry in {wait:.1f} s."
-            await error_response(ReasonCode.RATE_LIMITED, message, rid, retry_after=wait)(
-                scope, receive, send
-            )
+            await self._limited(scope, receive, send, f"Too many requests; retry in {wait:.1f} s.", wait)
             return
-        route = API_PREFIX + scope["path"][len(API_PREFIX) :].split("/", 1)[0]  # ids stay out of the labels
+        costly = (scope["method"], scope["path"].rstrip("/")) in _COSTLY
+        if costly and not self.inflight.enter(identity):
+            limit = self.inflight.limit
+            message = (
+                f"At most {limit} chat, search or upload requests at once per client; retry when one ends."
+            )
+            await self._limited(scope, receive, send, message, 1.0)
+            return
+        route = route_label(self.routes, scope)
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 self.metrics.requests.labels(route, str(message["status"])).inc()
             await send(message)
 
-        await self.app(scope, receive, counting_send)
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            if costly:
+                self.inflight.leave(identity)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, message: str, wait: float) -> None:
+        self.metrics.rejected.labels(ReasonCode.RATE_LIMITED.value).inc()
+        rid = scope.get("state", {}).get("request_id")
+        await error_response(ReasonCode.RATE_LIMITED, message, rid, retry_after=wait)(scope, receive, send)

@@ -92,10 +92,12 @@ class Upstream:
         content: bytes | None = None,
         params: Any = None,
         content_type: str | None = None,
+        extra_headers: dict[str, str] | None = None,
     ) -> Response:
         """Send one request and return the upstream's answer as it is (status, body, content type)."""
         with client_span(self.tracer, f"{self.label} {method}", **{"url.path": path}):
-            headers = outgoing_headers({"content-type": content_type} if content_type else None)
+            extra = {**({"content-type": content_type} if content_type else {}), **(extra_headers or {})}
+            headers = outgoing_headers(extra)
             call = self.client.request(method, path, content=content, params=params, headers=headers)
             try:
                 resp = await cancel_on_disconnect(request, call)

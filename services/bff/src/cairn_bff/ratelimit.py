@@ -45,6 +45,15 @@ class RateLimiter:
             return 0.0
         return (1.0 - bucket.tokens) / self.rate
 
+    def wait(self, identity: str, now: float | None = None) -> float:
+        """What `check` would answer, without spending a token."""
+        bucket = self._buckets.get(identity)
+        if not self.enabled or bucket is None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def _prune(self, now: float) -> None:
         # Buckets that have refilled completely carry no information: drop them to bound memory.
         full_after = self.burst / self.rate

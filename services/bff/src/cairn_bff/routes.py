@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from cairn_core import (
+    OWNER_HEADER,
     BadRequest,
     JSONResponse,
     ReasonCode,
@@ -35,6 +36,12 @@ def _qs(request: Request) -> Upstream:
 
 def _gateway(request: Request) -> Upstream:
     return request.app.state.gateway
+
+
+def _owner(request: Request) -> dict[str, str]:
+    # Set by the API guard; QS lets only the owner of a document id overwrite or delete it.
+    owner = getattr(request.state, "owner", None)
+    return {OWNER_HEADER: owner} if owner else {}
 
 
 def _segment(request: Request, name: str) -> str:
@@ -75,13 +82,18 @@ async def documents(request: Request) -> Response:
         raise BadRequest("Upload a file as multipart/form-data (field 'file') or send a JSON document.")
     # Read whole (bounded by BFF_MAX_BODY_BYTES) so the upload reaches QS with its own Content-Length.
     return await qs.forward(
-        request, "POST", "/v1/documents", content=await request.body(), content_type=ctype
+        request,
+        "POST",
+        "/v1/documents",
+        content=await request.body(),
+        content_type=ctype,
+        extra_headers=_owner(request),
     )
 
 
 async def document(request: Request) -> Response:
     path = f"/v1/documents/{_segment(request, 'doc_id')}"
-    return await _qs(request).forward(request, request.method, path)
+    return await _qs(request).forward(request, request.method, path, extra_headers=_owner(request))
 
 
 async def chunk(request: Request) -> Response:

@@ -1,7 +1,9 @@
-"""Security headers on every response: the page gets a strict CSP (no inline script, same-origin only)."""
+"""Security headers on every response (a strict CSP: no inline script, same-origin only), and the Host check."""
 
 from __future__ import annotations
 
+from cairn_core import ReasonCode, error_response, is_loopback_host
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The page is plain files served by us: nothing inline, nothing from elsewhere, never framed.
@@ -37,3 +39,48 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# Probes come from orchestrators under whatever Host they use (a pod IP); they reveal nothing.
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def host_name(host_header: str) -> str:
+    """`Host` without its port, lower case: `[::1]:8080` → `[::1]`, `Example.com:80` → `example.com`."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def host_allowed(host: str, allowed: list[str]) -> bool:
+    if is_loopback_host(host) or host.endswith(".localhost") or "*" in allowed:
+        return True
+    return any(host == a or (a.startswith("*.") and host.endswith(a[1:])) for a in allowed)
+
+
+class HostGuardMiddleware:
+    """Serves only requests addressed to this server by a name it knows (loopback, or BFF_ALLOWED_HOSTS).
+
+    DNS rebinding: a page on attacker.example re-points its own name at 127.0.0.1, and the browser then
+    treats the BFF as that page's origin, so Origin and Sec-Fetch-Site look same-origin. Only the Host header
+    still says which name the browser thinks it is talking to; refusing unknown names closes the door.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _PROBES:
+            await self.app(scope, receive, send)
+            return
+        host = host_name(Headers(scope=scope).get("host", ""))
+        if host_allowed(host, self.allowed):
+            await self.app(scope, receive, send)
+            return
+        rid = scope.get("state", {}).get("request_id")
+        message = (
+            f"Host {host!r} is not served here; add it to BFF_ALLOWED_HOSTS if it is this server's name."
+        )
+        await error_response(ReasonCode.POLICY_REJECTED, message, rid)(scope, receive, send)

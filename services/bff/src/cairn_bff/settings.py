@@ -37,6 +37,25 @@ class BffSettings(BaseSettings):
     # Rate limit per API key (or per client IP without a key): a token bucket.
     rate_limit_per_minute: float = Field(120.0, ge=0)  # 0 = off
     rate_limit_burst: int = Field(30, ge=1)
+    # Failed authentications per client IP, so keys cannot be guessed at speed; beyond them 429.
+    auth_failures_per_minute: float = Field(10.0, ge=0)  # 0 = off
+    auth_failures_burst: int = Field(10, ge=1)
+    # Chat, search and upload requests in flight per API key (or client IP): one client cannot take every
+    # generation slot and the whole queue of the gateway (LLM_MAX_CONCURRENCY + LLM_QUEUE_SIZE = 7).
+    max_inflight_per_client: int = Field(3, ge=0)  # 0 = off
+
+    # Who the BFF believes and serves (docs/operations.md, Security).
+    # Host headers served besides loopback names and addresses: a DNS-rebinding page reaches the BFF under
+    # its own host name, so that name must be refused. Comma-separated; "*.example.com" matches subdomains,
+    # "*" turns the check off.
+    allowed_hosts: str = ""
+    # Proxies whose X-Forwarded-For is believed (addresses or networks, comma-separated); empty = nobody.
+    trusted_proxies: str = ""
+
+    # Slow and greedy clients.
+    header_timeout_s: float = Field(10.0, gt=0)  # request headers must be complete by then: 408
+    body_timeout_s: float = Field(60.0, gt=0)  # the whole request body: 408
+    max_connections: int = Field(1000, ge=1)  # open connections at once; beyond them 503
 
     # CORS: closed unless origins are listed (comma-separated, exact, e.g. https://chat.example.com).
     cors_origins: str = ""
@@ -52,6 +71,10 @@ class BffSettings(BaseSettings):
         return [
             ipaddress.ip_network(n.strip(), strict=False) for n in self.local_networks.split(",") if n.strip()
         ]
+
+    @cached_property
+    def allowed_host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
 
     @cached_property
     def cors_origin_list(self) -> list[str]:

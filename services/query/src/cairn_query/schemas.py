@@ -13,10 +13,21 @@ _FILTER_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MetadataValue = str | int | float | bool | None
 
 
+# Text caps. The body limit (12 MB, for uploads) is no cap on a question: a 960 KB question sent as
+# `messages` went to retrieval and the model whole. The question itself is held to the same 4,000 characters
+# as `query`; the conversation around it gets room for a few long answers, no more.
+MAX_QUESTION_CHARS = 4000
+MAX_MESSAGE_CHARS = 8000
+MAX_CONVERSATION_CHARS = 32_000
+MAX_FILTER_VALUE_CHARS = 500
+
+
 def _check_filters(v: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
     # Keys become a JSON path in SQL: only plain names, and a handful of them.
     if len(v) > 10 or not all(_FILTER_KEY.match(k) for k in v):
         raise ValueError("at most 10 filters, keys of letters, digits, '_' or '-'")
+    if any(isinstance(x, str) and len(x) > MAX_FILTER_VALUE_CHARS for x in v.values()):
+        raise ValueError(f"filter values of at most {MAX_FILTER_VALUE_CHARS} characters")
     return v
 
 
@@ -48,7 +59,7 @@ class DocumentIn(BaseModel):
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1, max_length=4000)
+    query: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     top_k: int | None = Field(default=None, ge=1, le=50)
     collection: str | None = Field(default=None, pattern=_NAME)
     filters: dict[str, MetadataValue] = Field(default_factory=dict)
@@ -62,7 +73,7 @@ class SearchRequest(BaseModel):
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str | None = Field(default=None, max_length=4000)
+    query: str | None = Field(default=None, max_length=MAX_QUESTION_CHARS)
     messages: list[ChatMessage] | None = Field(default=None, max_length=50)
     collection: str | None = Field(default=None, pattern=_NAME)
     filters: dict[str, MetadataValue] = Field(default_factory=dict)
@@ -84,10 +95,15 @@ class ChatRequest(BaseModel):
             raise ValueError("give exactly one of 'query' or 'messages'")
         if self.query is not None and not self.query.strip():
             raise ValueError("'query' must not be empty")
-        if self.messages is not None and not any(
-            m.role == "user" and m.content.strip() for m in self.messages
-        ):
-            raise ValueError("'messages' needs at least one non-empty user message")
+        if self.messages is not None:
+            if not any(m.role == "user" and m.content.strip() for m in self.messages):
+                raise ValueError("'messages' needs at least one non-empty user message")
+            if len(self.question) > MAX_QUESTION_CHARS:
+                raise ValueError(f"the last user message must be at most {MAX_QUESTION_CHARS} characters")
+            if any(len(m.content) > MAX_MESSAGE_CHARS for m in self.messages):
+                raise ValueError(f"each message must be at most {MAX_MESSAGE_CHARS} characters")
+            if sum(len(m.content) for m in self.messages) > MAX_CONVERSATION_CHARS:
+                raise ValueError(f"'messages' must be at most {MAX_CONVERSATION_CHARS} characters in all")
         return self
 
     @property
