@@ -35,10 +35,14 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
         async with make_http_client(
             timeout_s=settings.gateway_timeout_ms / 1000, transport=settings.http_transport
         ) as http:
+            service: QueryService | None = None
             try:
-                app.state.service = QueryService.build(settings, store, GatewayClient(settings, http, tracer))
+                service = QueryService.build(settings, store, GatewayClient(settings, http, tracer))
+                app.state.service = service
                 yield
             finally:
+                if service is not None:
+                    service.documents.close()
                 store.close()
                 tracer_provider.shutdown()
 

@@ -28,6 +28,9 @@ class QuerySettings(BaseSettings):
     parse_memory_mb: int = Field(1024, ge=128)
     parse_concurrency: int = Field(2, ge=1)
 
+    # Storage limits: one document, and the whole store (every chunk's vectors are held in memory).
+    max_document_chars: int = Field(1_000_000, ge=1_000, le=5_000_000)  # about 1,250 chunks
+    max_total_chunks: int = Field(200_000, ge=1)
 
     # Chunking: sizes in characters (about 4 per token).
     chunk_chars: int = Field(800, ge=100)
