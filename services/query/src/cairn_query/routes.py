@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from cairn_core import (
     BadRequest,
     CairnError,
     EventStreamResponse,
+    JSONDecodeError,
     JSONResponse,
     ReasonCode,
     format_validation_error,
+    json_loads,
     log_fields,
     metrics_response,
     parse_json_body,
@@ -54,9 +55,11 @@ async def _document_from_multipart(request: Request, svc: QueryService) -> Docum
         raw_meta = form.get("metadata")
         if isinstance(raw_meta, str) and raw_meta.strip():
             try:
-                fields["metadata"] = json.loads(raw_meta)
-            except json.JSONDecodeError:
-                raise BadRequest("'metadata' must be a JSON object.") from None
+                # orjson, as for JSON bodies: it refuses NaN, lone surrogates and deep nesting, where the
+                # stdlib accepts the first two and overflows the stack on the third.
+                fields["metadata"] = json_loads(raw_meta)
+            except JSONDecodeError as exc:
+                raise BadRequest(f"'metadata' must be a JSON object: {exc}") from None
         title = form.get("title")
         given_title = title if isinstance(title, str) and title else None
     text, found_title = await svc.parser.extract(filename, content_type, data)
