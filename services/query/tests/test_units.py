@@ -14,8 +14,9 @@ import structlog
 from cairn_core import BadRequest, GenerateRequest, ReasonCode, UpstreamError
 from cairn_query.cache import AnswerCache, cache_key
 from cairn_query.chunking import chunk_text
-from cairn_query.extract import extract, html_to_text
+from cairn_query.extract import ExtractError, extract_file, html_to_text
 from cairn_query.gateway import GatewayClient
+from cairn_query.parsing import kind_of
 from cairn_query.settings import QuerySettings
 from cairn_query.store import NewDocument, SQLiteStore, fts_query
 from opentelemetry.trace import NoOpTracer
@@ -53,13 +54,17 @@ def test_html_text_drops_scripts_and_keeps_the_title() -> None:
 
 def test_unsupported_and_broken_files_are_refused_with_reason_codes() -> None:
     with pytest.raises(BadRequest) as exc:
-        extract("x.docx", None, b"PK")
+        kind_of("x.docx", None)
     assert exc.value.reason_code is ReasonCode.UNSUPPORTED_MEDIA_TYPE
-    with pytest.raises(BadRequest) as exc:
-        extract("x.pdf", "application/pdf", b"not a pdf")
-    assert exc.value.reason_code is ReasonCode.BAD_REQUEST
-    with pytest.raises(BadRequest):
-        extract("x.txt", "text/plain", b"\xff\xfe\x00bad")
+    with pytest.raises(ExtractError, match="PDF could not be read"):
+        extract_file("pdf", b"not a pdf")
+    with pytest.raises(ExtractError, match="not UTF-8"):
+        extract_file("text", b"\xff\xfe\x00bad")
+
+
+def test_a_broken_marked_section_is_dropped_and_the_rest_kept() -> None:
+    assert html_to_text("<p>hi</p><![ x") == ("hi", "")
+    assert html_to_text("<p>hi</p><![ x <p>more</p>") == ("hi\n\nmore", "")
 
 
 # --- store ------------------------------------------------------------------------------------------------

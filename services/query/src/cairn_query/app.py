@@ -40,10 +40,14 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
             headers=internal_headers(settings.internal_token),
             transport=settings.http_transport,
         ) as http:
+            service: QueryService | None = None
             try:
-                app.state.service = QueryService.build(settings, store, GatewayClient(settings, http, tracer))
+                service = QueryService.build(settings, store, GatewayClient(settings, http, tracer))
+                app.state.service = service
                 yield
             finally:
+                if service is not None:
+                    service.documents.close()
                 store.close()
                 tracer_provider.shutdown()
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
-from cairn_core import BadRequest, UpstreamError, split_sentences
+from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError, split_sentences
 
 from .chunking import chunk_text
 from .gateway import GatewayClient
 from .metrics import QueryMetrics
 from .schemas import DocumentIn
 from .settings import QuerySettings
-from .store import NewDocument, SQLiteStore
+from .store import NewDocument, SQLiteStore, StoreFull
 
 log = structlog.get_logger("ingest")
 
@@ -36,6 +37,22 @@ class DocumentService:
         self.store = store
         self.gateway = gateway
         self.metrics = metrics
+        # Chunking a long document is CPU work of up to a second; it runs here, off the event loop and out of
+        # the default pool that every store call waits in.
+        self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qs-chunking")
+
+    def close(self) -> None:
+        self._cpu.shutdown(wait=False, cancel_futures=True)
+
+    async def _off_loop(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
+
+    def _storage_full(self, exc: StoreFull) -> CairnError:
+        return CairnError(
+            ReasonCode.STORAGE_FULL,
+            f"The store holds {exc.stored} chunks and this document needs {exc.adding} more; the limit is "
+            f"{exc.limit} (QS_MAX_TOTAL_CHUNKS). Delete documents to make room.",
+        )
 
     def _hash(self, doc: DocumentIn) -> str:
         s = self.settings
@@ -56,22 +73,41 @@ class DocumentService:
 
     async def ingest(self, doc: DocumentIn) -> tuple[dict[str, Any], bool, bool]:
         """Store `doc`; returns (document, created, changed)."""
+        limit = self.settings.max_document_chars
+        if len(doc.text) > limit:
+            raise BadRequest(
+                f"The document has {len(doc.text)} characters of text; the limit is {limit}"
+                " (QS_MAX_DOCUMENT_CHARS). Split it into several documents.",
+                ReasonCode.PAYLOAD_TOO_LARGE,
+            )
         doc_id = document_id(doc)
-        digest = self._hash(doc)
+        digest = await self._off_loop(self._hash, doc)
         if await asyncio.to_thread(self.store.content_hash, doc_id) == digest:
             existing = await asyncio.to_thread(self.store.get_document, doc_id)
             if existing is not None:
                 return existing, False, False
-        chunks = chunk_text(doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars)
+        chunks = await self._off_loop(
+            chunk_text, doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars
+        )
         if not chunks:
             raise BadRequest("The document has no text to index.")
+        try:
+            # Before the embedding call, so a full store does not cost the gateway's time; upsert checks again.
+            await asyncio.to_thread(
+                self.store.check_room, doc_id, len(chunks), self.settings.max_total_chunks
+            )
+        except StoreFull as exc:
+            raise self._storage_full(exc) from None
         new = NewDocument(doc_id, doc.collection, doc.title, doc.url, doc.metadata, doc.text, digest, chunks)
         try:
             new.embeddings, new.embed_model = await self._embed([(doc.title, c) for c in chunks])
         except UpstreamError as exc:
             # Still stored and searchable by BM25; POST /admin/reembed fills the vectors in later.
             log.warning("ingest_without_embeddings", document_id=doc_id, reason_code=exc.reason_code.value)
-        stored, created = await asyncio.to_thread(self.store.upsert, new)
+        try:
+            stored, created = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
+        except StoreFull as exc:
+            raise self._storage_full(exc) from None
         store_model, _ = await asyncio.to_thread(self.store.embed_model)
         if new.embed_model is not None and store_model != new.embed_model:
             # The vectors were not stored (another model's are); BM25 still finds the document.
@@ -105,7 +141,7 @@ class DocumentService:
 
     async def _embed(self, chunks: list[tuple[str | None, str]]) -> tuple[list[list[list[float]]], str]:
         """Per (title, text) chunk: its vectors (`vector_texts`), in one batched call to the gateway."""
-        texts = [vector_texts(title, text) for title, text in chunks]
+        texts = await self._off_loop(lambda: [vector_texts(title, text) for title, text in chunks])
         flat, model = await self.gateway.embed([t for group in texts for t in group])
         out, i = [], 0
         for group in texts:

@@ -1,4 +1,9 @@
-"""Plain text out of uploaded files: .txt, .md, .html and .pdf. Anything else is refused with a reason code."""
+"""Plain text out of file bytes: .txt, .md, .html and .pdf.
+
+Imports only the standard library (pypdf lazily), because `parse_worker` runs this module in a fresh process
+for every HTML or PDF upload and its start-up time is each upload's overhead. Errors are `ExtractError`, whose
+message is safe to show the uploader; the caller turns it into a 4xx.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +12,9 @@ import io
 import re
 from html.parser import HTMLParser
 
-from cairn_core import BadRequest, ReasonCode
 
-SUPPORTED = {
-    ".txt": "text",
-    ".md": "text",
-    ".markdown": "text",
-    ".html": "html",
-    ".htm": "html",
-    ".pdf": "pdf",
-}
-_CONTENT_TYPES = {
-    "text/plain": "text",
-    "text/markdown": "text",
-    "text/x-markdown": "text",
-    "text/html": "html",
-    "application/pdf": "pdf",
-}
-
-
-def kind_of(filename: str, content_type: str | None) -> str:
-    name = filename.lower()
-    for ext, kind in SUPPORTED.items():
-        if name.endswith(ext):
-            return kind
-    ctype = (content_type or "").split(";")[0].strip().lower()
-    if ctype in _CONTENT_TYPES and "." not in name:
-        return _CONTENT_TYPES[ctype]
-    raise BadRequest(
-        f"Unsupported file type {filename!r}; upload .txt, .md, .html or .pdf.",
-        ReasonCode.UNSUPPORTED_MEDIA_TYPE,
-    )
+class ExtractError(ValueError):
+    """The file cannot be read as its type; the message says why, for the uploader."""
 
 
 class _HTMLText(HTMLParser):
@@ -75,6 +52,15 @@ class _HTMLText(HTMLParser):
         elif not self._skip:
             self.parts.append(data)
 
+    def parse_marked_section(self, i: int, report: bool = True) -> int:
+        # `<![ x` (neither CDATA nor a keyword) makes _markupbase raise AssertionError. Browsers treat it as a
+        # bogus comment: drop it up to its `>` (or to the end when there is none) and keep the rest.
+        try:
+            return super().parse_marked_section(i, report)
+        except AssertionError:
+            end = self.rawdata.find(">", i + 3)
+            return len(self.rawdata) if end < 0 else end + 1
+
 
 def html_to_text(raw: str) -> tuple[str, str]:
     parser = _HTMLText()
@@ -91,24 +77,27 @@ def pdf_to_text(data: bytes) -> str:
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
-            raise BadRequest("The PDF is encrypted; upload an unencrypted copy.")
+            raise ExtractError("The PDF is encrypted; upload an unencrypted copy.")
         pages = [page.extract_text() or "" for page in reader.pages]
-    except BadRequest:
+    except ExtractError:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, OSError, AttributeError) as exc:
-        raise BadRequest(f"The PDF could not be read: {type(exc).__name__}.") from None
+        raise ExtractError(f"The PDF could not be read: {type(exc).__name__}.") from None
     return "\n\n".join(p.strip() for p in pages if p.strip())
 
 
-def extract(filename: str, content_type: str | None, data: bytes) -> tuple[str, str | None]:
-    """Return (text, title found in the file or None)."""
-    kind = kind_of(filename, content_type)
+def decode_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ExtractError("The file is not UTF-8 text.") from None
+
+
+def extract_file(kind: str, data: bytes) -> tuple[str, str | None]:
+    """(text, title found in the file or None) of a file of `kind` ("text", "html" or "pdf")."""
     if kind == "pdf":
         return pdf_to_text(data), None
-    try:
-        raw = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadRequest(f"{filename!r} is not UTF-8 text.") from None
+    raw = decode_text(data)
     if kind == "html":
         text, title = html_to_text(raw)
         return text, title or None

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from cairn_core import (
     BadRequest,
     CairnError,
     EventStreamResponse,
+    JSONDecodeError,
     JSONResponse,
     ReasonCode,
     format_validation_error,
+    json_loads,
     log_fields,
     metrics_response,
     parse_json_body,
@@ -25,7 +26,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .extract import extract
 from .hybrid import hybrid_query
 from .schemas import ChatRequest, DocumentIn, SearchRequest
 from .service import QueryService
@@ -36,7 +36,8 @@ def _svc(request: Request) -> QueryService:
     return request.app.state.service
 
 
-async def _document_from_multipart(request: Request, max_bytes: int) -> DocumentIn:
+async def _document_from_multipart(request: Request, svc: QueryService) -> DocumentIn:
+    max_bytes = svc.settings.max_upload_bytes
     async with request.form(max_files=1, max_fields=20) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -47,20 +48,24 @@ async def _document_from_multipart(request: Request, max_bytes: int) -> Document
                 f"The file exceeds the limit of {max_bytes} bytes.", ReasonCode.PAYLOAD_TOO_LARGE
             )
         filename = upload.filename or "upload.txt"
-        text, found_title = await asyncio.to_thread(extract, filename, upload.content_type, data)
+        content_type = upload.content_type
         fields: dict[str, Any] = {
             k: v for k in ("collection", "url", "id") if isinstance(v := form.get(k), str) and v
         }
         raw_meta = form.get("metadata")
         if isinstance(raw_meta, str) and raw_meta.strip():
             try:
-                fields["metadata"] = json.loads(raw_meta)
-            except json.JSONDecodeError:
-                raise BadRequest("'metadata' must be a JSON object.") from None
+                # orjson, as for JSON bodies: it refuses NaN, lone surrogates and deep nesting, where the
+                # stdlib accepts the first two and overflows the stack on the third.
+                fields["metadata"] = json_loads(raw_meta)
+            except JSONDecodeError as exc:
+                raise BadRequest(f"'metadata' must be a JSON object: {exc}") from None
         title = form.get("title")
-        fields["title"] = title if isinstance(title, str) and title else (found_title or filename)
+        given_title = title if isinstance(title, str) and title else None
+    text, found_title = await svc.parser.extract(filename, content_type, data)
     if not text.strip():
         raise BadRequest(f"No text could be extracted from {filename!r}.")
+    fields["title"] = given_title or found_title or filename
     try:
         return DocumentIn.model_validate({**fields, "text": text})
     except ValidationError as exc:
@@ -71,7 +76,7 @@ async def create_document(request: Request) -> Response:
     svc = _svc(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        doc = await _document_from_multipart(request, svc.settings.max_upload_bytes)
+        doc = await _document_from_multipart(request, svc)
     elif ctype in ("application/json", ""):
         doc = await parse_json_body(request, DocumentIn)
     else:

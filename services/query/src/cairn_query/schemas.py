@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from typing import Any
 
@@ -11,6 +13,31 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 _NAME = r"^[A-Za-z0-9._-]{1,64}$"
 _FILTER_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MetadataValue = str | int | float | bool | None
+_METADATA_CHARS = 16_384  # as JSON; metadata is for filters and labels, not for content
+
+
+def _lone_surrogate(s: str) -> bool:
+    # JSON's "\ud800" escape decodes to a str that SQLite (and any UTF-8 writer) cannot store.
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_metadata(v: Any) -> Any:
+    """Readable refusals, before the type check, of what would break storing or filtering on it later."""
+    if not isinstance(v, dict):
+        raise ValueError("'metadata' must be a JSON object")
+    for key, value in v.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            # SQLite before 3.42 rejects the stored JSON, and every filtered search would fail with it.
+            raise ValueError(f"metadata {key!r} must be a finite number, not {value}")
+        if any(isinstance(s, str) and _lone_surrogate(s) for s in (key, value)):
+            raise ValueError(f"metadata {key!r} holds a lone surrogate (not valid Unicode)")
+    if len(json.dumps(v, ensure_ascii=False, default=str)) > _METADATA_CHARS:
+        raise ValueError(f"metadata must be at most {_METADATA_CHARS} characters as JSON")
+    return v
 
 
 # Text caps. The body limit (12 MB, for uploads) is no cap on a question: a 960 KB question sent as
@@ -47,6 +74,27 @@ class DocumentIn(BaseModel):
         if not v.strip():
             raise ValueError("'text' must not be empty")
         return v
+
+    @field_validator("text", "title", "url")
+    @classmethod
+    def _valid_unicode(cls, v: str | None) -> str | None:
+        if v is not None and _lone_surrogate(v):
+            raise ValueError("must be valid Unicode (it holds a lone surrogate)")
+        return v
+
+    @field_validator("id")
+    @classmethod
+    def _reachable(cls, v: str | None) -> str | None:
+        # The id is a path segment (/v1/documents/{id}); "." and ".." are resolved away by every URL client
+        # and the BFF, so such a document could never be fetched or deleted again.
+        if v in (".", ".."):
+            raise ValueError("'.' and '..' cannot be document ids")
+        return v
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata_storable(cls, v: Any) -> Any:
+        return _check_metadata(v)
 
     @field_validator("metadata")
     @classmethod

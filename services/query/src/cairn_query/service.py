@@ -9,6 +9,7 @@ from .chat import ChatService
 from .documents import DocumentService
 from .gateway import GatewayClient
 from .metrics import QueryMetrics
+from .parsing import FileParser
 from .retrieval import Retriever
 from .settings import QuerySettings
 from .store import SQLiteStore
@@ -22,6 +23,7 @@ class QueryService:
     metrics: QueryMetrics
     retriever: Retriever
     documents: DocumentService
+    parser: FileParser
     chat: ChatService
 
     @classmethod
@@ -35,6 +37,7 @@ class QueryService:
             metrics=metrics,
             retriever=retriever,
             documents=DocumentService(settings, store, gateway, metrics),
+            parser=FileParser(settings.parse_timeout_s, settings.parse_memory_mb, settings.parse_concurrency),
             chat=ChatService(
                 settings,
                 store,

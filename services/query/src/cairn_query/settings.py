@@ -24,6 +24,16 @@ class QuerySettings(BaseSettings):
     max_body_bytes: int = Field(12_000_000, ge=1_000)
     max_upload_bytes: int = Field(10_000_000, ge=1_000)
 
+    # Parsing uploads (parsing.py): each HTML or PDF file is read in a child process, killed past these limits
+    # (a crafted 30 KB HTML file took html.parser 16 s), with at most `parse_concurrency` at once.
+    parse_timeout_s: float = Field(10.0, gt=0)
+    parse_memory_mb: int = Field(1024, ge=128)
+    parse_concurrency: int = Field(2, ge=1)
+
+    # Storage limits: one document, and the whole store (every chunk's vectors are held in memory).
+    max_document_chars: int = Field(1_000_000, ge=1_000, le=5_000_000)  # about 1,250 chunks
+    max_total_chunks: int = Field(200_000, ge=1)
+
     # Chunking: sizes in characters (about 4 per token).
     chunk_chars: int = Field(800, ge=100)
     chunk_overlap_chars: int = Field(150, ge=0)

@@ -123,6 +123,14 @@ STOPWORDS = frozenset(
 )
 
 
+class StoreFull(Exception):
+    """Storing a document would pass the store's limit of chunks; nothing was written."""
+
+    def __init__(self, stored: int, adding: int, limit: int) -> None:
+        super().__init__(f"{stored} chunks stored, {adding} more would pass the limit of {limit}")
+        self.stored, self.adding, self.limit = stored, adding, limit
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -257,10 +265,30 @@ class SQLiteStore:
         rows = self._query("SELECT content_hash FROM documents WHERE id=?", (doc_id,))
         return rows[0][0] if rows else None
 
-    def upsert(self, doc: NewDocument) -> tuple[dict[str, Any], bool]:
-        """Write a document with its chunks, FTS rows and vectors in one transaction; returns (doc, created)."""
+    @staticmethod
+    def _room(conn: sqlite3.Connection, doc_id: str, adding: int, limit: int | None) -> None:
+        if limit is None:
+            return
+        # The document's own old chunks are replaced, so they do not count against it.
+        others = conn.execute(
+            "SELECT (SELECT COUNT(*) FROM chunks) - (SELECT COUNT(*) FROM chunks WHERE document_id=?)",
+            (doc_id,),
+        ).fetchone()[0]
+        if others + adding > limit:
+            raise StoreFull(int(others), adding, limit)
+
+    def check_room(self, doc_id: str, adding: int, limit: int) -> None:
+        """Raise StoreFull if `adding` chunks for `doc_id` would pass `limit`."""
+        with self._read_lock:
+            self._room(self._read, doc_id, adding, limit)
+
+    def upsert(self, doc: NewDocument, max_chunks: int | None = None) -> tuple[dict[str, Any], bool]:
+        """Write a document with its chunks, FTS rows and vectors in one transaction; returns (doc, created).
+        With `max_chunks`, raise StoreFull instead of passing it (checked inside the write transaction, so
+        concurrent uploads cannot both squeeze in)."""
         blobs: list[bytes | None] = [None] * len(doc.chunks)
         with self._tx() as conn:
+            self._room(conn, doc.id, len(doc.chunks), max_chunks)
             if doc.embeddings is not None:
                 model, dims = _meta_embed(conn)
                 vec_dims = len(doc.embeddings[0][0]) if doc.embeddings else 0
