@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from cairn_core import ChatMessage
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NAME = r"^[A-Za-z0-9._-]{1,64}$"
 _FILTER_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MetadataValue = str | int | float | bool | None
+# Finite floats only: NaN (which a multipart `metadata` field can carry, json.loads takes it) would be stored as
+# `NaN`, which is not JSON, and every filtered search over the store then failed in SQLite's json_extract.
+MetadataValue = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None
 
 
 def _check_filters(v: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
