@@ -15,6 +15,7 @@ from cairn_core import (
     format_validation_error,
     log_fields,
     metrics_response,
+    openapi_route,
     parse_json_body,
     request_id_of,
     require_bearer,
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import openapi
 from .extract import extract
 from .hybrid import hybrid_query
 from .schemas import ChatRequest, DocumentIn, SearchRequest
@@ -227,4 +229,5 @@ ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    openapi_route(openapi.document),
 ]
