@@ -39,7 +39,7 @@ from ._contract import (
     StopReason,
     Usage,
 )
-from ._errors import BadRequest, CairnError, UpstreamError, error_body
+from ._errors import BadRequest, CairnError, ErrorBody, UpstreamError, error_body
 from ._grounding import (
     SupportVerdict,
     check_support,
@@ -68,6 +68,19 @@ from ._observability import (
     setup_tracing,
     trace_id_hex,
 )
+from ._openapi import (
+    EVENT_STREAM,
+    HEALTHZ,
+    METRICS,
+    Health,
+    Operation,
+    Param,
+    Reply,
+    Stream,
+    openapi_document,
+    openapi_route,
+    operation_id,
+)
 from ._reason_codes import DEGRADABLE, HTTP_STATUS, ReasonCode
 from ._sse import SSEMessage, aiter_sse, aiter_sse_chunks, encode_event
 from ._web import (
@@ -89,11 +102,14 @@ from ._web import (
 __all__ = [
     "CONTRACT_VERSION",
     "DEGRADABLE",
+    "EVENT_STREAM",
     "EVENT_TYPES",
     "EXCEPTION_HANDLERS",
+    "HEALTHZ",
     "HTTP_STATUS",
     "INTERNAL_TOKEN_ENV",
     "INTERNAL_TOKEN_HEADER",
+    "METRICS",
     "OWNER_HEADER",
     "REQUEST_ID_HEADER",
     "SSE_HEADERS",
@@ -112,20 +128,26 @@ __all__ = [
     "ContextOnlyTracerProvider",
     "DeltaEvent",
     "DoneEvent",
+    "ErrorBody",
     "ErrorEvent",
     "EventStreamResponse",
     "GenerateRequest",
     "GenerateResponse",
     "GroundedAnswer",
+    "Health",
     "InternalAuthMiddleware",
     "JSONDecodeError",
     "JSONResponse",
     "MetaEvent",
+    "Operation",
+    "Param",
     "ReasonCode",
+    "Reply",
     "RequestContextMiddleware",
     "SSEMessage",
     "Status",
     "StopReason",
+    "Stream",
     "SupportVerdict",
     "UpstreamError",
     "Usage",
@@ -155,6 +177,9 @@ __all__ = [
     "names_in",
     "new_request_id",
     "numbers",
+    "openapi_document",
+    "openapi_route",
+    "operation_id",
     "outgoing_headers",
     "overlap",
     "parse_grounded",

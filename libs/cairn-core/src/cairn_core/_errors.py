@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from ._reason_codes import HTTP_STATUS, ReasonCode
 
 
@@ -48,3 +50,13 @@ class UpstreamError(CairnError):
 def error_body(reason_code: ReasonCode | str, message: str, request_id: str | None, **extra: Any) -> dict:
     """The JSON body of every non-OpenAI error response."""
     return {"reason_code": str(reason_code), "message": message, "request_id": request_id, **extra}
+
+
+class ErrorBody(BaseModel):
+    """`error_body` as a model, for the OpenAPI documents: some errors add fields (`status`, a limit)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    reason_code: ReasonCode
+    message: str
+    request_id: str | None

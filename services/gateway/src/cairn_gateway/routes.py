@@ -17,6 +17,7 @@ from cairn_core import (
     cancel_on_disconnect,
     log_fields,
     metrics_response,
+    openapi_route,
     parse_json_body,
     request_id_of,
     require_bearer,
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import openapi
 from .keys import KeyStore
 from .openai_api import chunk_stream, completion_body, openai_error, to_generate_request
 from .schemas import (
@@ -320,4 +322,5 @@ ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    openapi_route(openapi.document),
 ]

@@ -84,3 +84,140 @@ class KeyGenerateRequest(BaseModel):
 
 class KeyDeleteRequest(BaseModel):
     keys: list[str] = Field(min_length=1, max_length=1000)
+
+
+class KeyInfo(BaseModel):
+    key: str | None = None  # only in the answer to /key/generate
+    key_id: str
+    key_alias: str | None
+    created_at: float
+
+
+class KeyList(BaseModel):
+    keys: list[KeyInfo]
+
+
+class KeyDeleted(BaseModel):
+    deleted_keys: list[str]
+
+
+# --- what the gateway answers (for /openapi.json; handlers build these shapes in routes.py) ---------------
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]]
+    model: str
+    dims: int
+    usage: TokenUsage
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str  # a string when `encoding_format` is "base64"
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"]
+    model: str
+    data: list[EmbeddingItem]
+    usage: TokenUsage
+
+
+class ModelInfo(BaseModel):
+    """A chat model (registry entry) or the embedder; provider details follow the common fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["model"]
+    owned_by: str
+    provider: str
+    state: str
+    default: bool | None = None
+    kind: Literal["embedding"] | None = None
+    upstream_model: str | None = None
+    memory_mb: float | None = None
+    circuit: str | None = None
+    error: str | None = None
+    dims: int | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelInfo]
+
+
+class ChatChoiceMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatChoiceMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: ChatCompletionUsage
+
+
+class ChunkDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: ChunkDelta
+    finish_reason: Literal["stop", "length"] | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One `data:` frame of a streamed completion; the last one, with `include_usage`, has no choices."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: ChatCompletionUsage | None = None
+
+
+class OpenAIErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str
+    reason_code: str
+    request_id: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    error: OpenAIErrorDetail
+
+
+class GatewayReady(BaseModel):
+    status: Literal["ready"]
+    model: str
+    provider: str

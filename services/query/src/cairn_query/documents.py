@@ -16,7 +16,7 @@ from .gateway import GatewayClient
 from .metrics import QueryMetrics
 from .schemas import DocumentIn
 from .settings import QuerySettings
-from .store import NewDocument, SQLiteStore, StoreFull
+from .store import OPERATOR, NewDocument, NotOwner, SQLiteStore, StoreFull, may_write
 
 log = structlog.get_logger("ingest")
 
@@ -71,8 +71,9 @@ class DocumentService:
         )
         return hashlib.sha256(key.encode()).hexdigest()
 
-    async def ingest(self, doc: DocumentIn) -> tuple[dict[str, Any], bool, bool]:
-        """Store `doc`; returns (document, created, changed)."""
+    async def ingest(self, doc: DocumentIn, owner: str = OPERATOR) -> tuple[dict[str, Any], bool, bool]:
+        """Store `doc` for `owner`; returns (document, created, changed). Only the owner of an existing id
+        may replace it (store.may_write), so a client cannot put its text under another's title."""
         limit = self.settings.max_document_chars
         if len(doc.text) > limit:
             raise BadRequest(
@@ -86,6 +87,9 @@ class DocumentService:
             existing = await asyncio.to_thread(self.store.get_document, doc_id)
             if existing is not None:
                 return existing, False, False
+        exists, stored_owner = await asyncio.to_thread(self.store.owner_of, doc_id)
+        if exists and not may_write(stored_owner, owner):  # before any work; upsert checks again
+            raise not_owner(doc_id)
         chunks = await self._off_loop(
             chunk_text, doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars
         )
@@ -98,7 +102,9 @@ class DocumentService:
             )
         except StoreFull as exc:
             raise self._storage_full(exc) from None
-        new = NewDocument(doc_id, doc.collection, doc.title, doc.url, doc.metadata, doc.text, digest, chunks)
+        new = NewDocument(
+            doc_id, doc.collection, doc.title, doc.url, doc.metadata, doc.text, digest, chunks, owner=owner
+        )
         try:
             new.embeddings, new.embed_model = await self._embed([(doc.title, c) for c in chunks])
         except UpstreamError as exc:
@@ -108,6 +114,8 @@ class DocumentService:
             stored, created = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
         except StoreFull as exc:
             raise self._storage_full(exc) from None
+        except NotOwner:
+            raise not_owner(doc_id) from None
         store_model, _ = await asyncio.to_thread(self.store.embed_model)
         if new.embed_model is not None and store_model != new.embed_model:
             # The vectors were not stored (another model's are); BM25 still finds the document.
@@ -148,6 +156,14 @@ class DocumentService:
             out.append(flat[i : i + len(group)])
             i += len(group)
         return out, model
+
+
+def not_owner(doc_id: str) -> CairnError:
+    return CairnError(
+        ReasonCode.POLICY_REJECTED,
+        f"Document id {doc_id!r} belongs to another client; ids are scoped to the API key that created them."
+        " Choose another id.",
+    )
 
 
 def vector_texts(title: str | None, text: str) -> list[str]:

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from cairn_core import (
+    OWNER_HEADER,
     BadRequest,
     CairnError,
     EventStreamResponse,
@@ -16,6 +17,7 @@ from cairn_core import (
     json_loads,
     log_fields,
     metrics_response,
+    openapi_route,
     parse_json_body,
     request_id_of,
     require_bearer,
@@ -26,14 +28,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import openapi
+from .documents import not_owner
 from .hybrid import hybrid_query
 from .schemas import ChatRequest, DocumentIn, SearchRequest
 from .service import QueryService
+from .store import OPERATOR, NotOwner
 from .streaming import chat_events
 
 
 def _svc(request: Request) -> QueryService:
     return request.app.state.service
+
+
+def _owner(request: Request) -> str:
+    """Who a write is for: the BFF names its client; a caller at QS itself is the operator."""
+    owner = request.headers.get(OWNER_HEADER, "").strip()
+    if len(owner) > 100:
+        raise BadRequest(f"{OWNER_HEADER} must be at most 100 characters.")
+    return owner or OPERATOR
 
 
 async def _document_from_multipart(request: Request, svc: QueryService) -> DocumentIn:
@@ -83,7 +96,7 @@ async def create_document(request: Request) -> Response:
         raise BadRequest(
             f"Send JSON or multipart/form-data, not {ctype!r}.", ReasonCode.UNSUPPORTED_MEDIA_TYPE
         )
-    stored, created, changed = await svc.documents.ingest(doc)
+    stored, created, changed = await svc.documents.ingest(doc, _owner(request))
     log_fields(request).update(document_id=stored["id"], chunks=stored["chunks"], changed=changed)
     return JSONResponse(
         {**stored, "created": created, "changed": changed}, status_code=201 if changed else 200
@@ -123,7 +136,10 @@ async def get_document(request: Request) -> Response:
 
 async def delete_document(request: Request) -> Response:
     doc_id = request.path_params["doc_id"]
-    n = await asyncio.to_thread(_svc(request).store.delete_document, doc_id)
+    try:
+        n = await asyncio.to_thread(_svc(request).store.delete_document, doc_id, _owner(request))
+    except NotOwner:
+        raise not_owner(doc_id) from None
     if n is None:
         raise _not_found("document", doc_id)
     return JSONResponse({"id": doc_id, "deleted": True, "chunks": n})
@@ -232,4 +248,5 @@ ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    openapi_route(openapi.document),
 ]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from cairn_core import ChatMessage
+from cairn_core import ChatMessage, Citation, ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NAME = r"^[A-Za-z0-9._-]{1,64}$"
 _FILTER_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MetadataValue = str | int | float | bool | None
+# Finite floats only: NaN (which a multipart `metadata` field can carry, json.loads takes it) would be stored as
+# `NaN`, which is not JSON, and every filtered search over the store then failed in SQLite's json_extract.
+MetadataValue = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None
 _METADATA_CHARS = 16_384  # as JSON; metadata is for filters and labels, not for content
 
 
@@ -170,3 +172,119 @@ class ChatRequest(BaseModel):
 
 def dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json")
+
+
+# --- what QS answers (for /openapi.json; the handlers build these shapes from the store's rows) -----------
+
+
+class DocumentSummary(BaseModel):
+    id: str
+    collection: str
+    title: str | None
+    url: str | None
+    metadata: dict[str, MetadataValue]
+    chunks: int
+    created_at: str
+    updated_at: str
+
+
+class DocumentStored(DocumentSummary):
+    created: bool
+    changed: bool
+
+
+class DocumentDetail(DocumentSummary):
+    text: str
+    chunk_ids: list[str]
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentSummary]
+    total: int
+
+
+class DocumentDeleted(BaseModel):
+    id: str
+    deleted: Literal[True]
+    chunks: int
+
+
+class ChunkOut(BaseModel):
+    chunk_id: str
+    document_id: str
+    index: int
+    title: str | None
+    url: str | None
+    collection: str
+    metadata: dict[str, MetadataValue]
+    text: str
+
+
+class SearchHit(BaseModel):
+    chunk_id: str
+    document_id: str
+    title: str | None
+    url: str | None
+    score: float
+    bm25_rank: int | None
+    vector_rank: int | None
+    similarity: float | None
+    text: str
+    snippet: str
+    metadata: dict[str, MetadataValue]
+    collection: str
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchHit]
+    mode: Literal["hybrid", "bm25"]
+    took_ms: float
+    request_id: str | None
+
+
+class ChatResponse(BaseModel):
+    answer: str
+    citations: list[Citation]
+    sources: list[SearchHit]
+    status: Literal["ok", "fallback"]
+    reason_code: ReasonCode | None
+    message: str | None
+    cache: Literal["hit", "miss", "off"]
+    model: str | None
+    provider: str | None
+    request_id: str | None
+
+
+class HybridResponse(BaseModel):
+    text: str
+    score: float
+    relevance: float
+    grounding: float
+    sources: list[SearchHit]
+    citations: list[Citation]
+    status: Literal["ok", "fallback"]
+    reason_code: ReasonCode | None
+    request_id: str | None
+
+
+class SourcesEvent(BaseModel):
+    sources: list[SearchHit]
+
+
+class FallbackEvent(BaseModel):
+    reason_code: ReasonCode
+    message: str
+    discard_answer: bool
+
+
+class ReembedResult(BaseModel):
+    chunks: int
+    model: str | None
+    dims: int | None
+
+
+class QueryReady(BaseModel):
+    status: Literal["ready"]
+    documents: int
+    chunks: int
+    gateway_circuit: Literal["open", "closed"]

@@ -123,6 +123,25 @@ STOPWORDS = frozenset(
 )
 
 
+# Who owns a document (documents.owner): the BFF's "key:<fingerprint>" or "local", or OPERATOR for a
+# caller at QS itself (it holds the internal token, so it may write any id). Rows from before owners were
+# kept are the page's: that is who wrote them under the default local mode.
+OPERATOR = "operator"
+LEGACY_OWNER = "local"
+
+
+class NotOwner(Exception):
+    """The document id belongs to another client; nothing was written."""
+
+    def __init__(self, doc_id: str) -> None:
+        super().__init__(doc_id)
+        self.doc_id = doc_id
+
+
+def may_write(stored_owner: str | None, owner: str) -> bool:
+    return owner == OPERATOR or (stored_owner or LEGACY_OWNER) == owner
+
+
 class StoreFull(Exception):
     """Storing a document would pass the store's limit of chunks; nothing was written."""
 
@@ -179,6 +198,7 @@ class NewDocument:
     # Per chunk: the vector of the whole chunk, then one per sentence (documents.vector_texts).
     embeddings: list[list[list[float]]] | None = None
     embed_model: str | None = None
+    owner: str = OPERATOR
 
 
 @dataclass
@@ -207,6 +227,9 @@ class SQLiteStore:
         self._index = _VectorIndex()
         with self._write_lock:
             self._write.executescript(_SCHEMA)
+            columns = {r[1] for r in self._write.execute("PRAGMA table_info(documents)")}
+            if "owner" not in columns:  # stores from before ids were scoped to their owner
+                self._write.execute("ALTER TABLE documents ADD COLUMN owner TEXT")
             self._write.execute("INSERT OR IGNORE INTO meta VALUES ('version', '0')")
             self._write.commit()
 
@@ -297,7 +320,9 @@ class SQLiteStore:
                     if model is None and vec_dims:
                         _set_embed_meta(conn, doc.embed_model or "unknown", vec_dims)
                 # else: the store holds another model's vectors; leave these NULL until /admin/reembed.
-            old = conn.execute("SELECT created_at FROM documents WHERE id=?", (doc.id,)).fetchone()
+            old = conn.execute("SELECT created_at, owner FROM documents WHERE id=?", (doc.id,)).fetchone()
+            if old is not None and not may_write(old["owner"], doc.owner):
+                raise NotOwner(doc.id)
             if old is not None:
                 _delete_chunks(conn, doc.id)
                 conn.execute("DELETE FROM documents WHERE id=?", (doc.id,))
@@ -305,7 +330,7 @@ class SQLiteStore:
             seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM documents").fetchone()[0]
             conn.execute(
                 "INSERT INTO documents (id, collection, title, url, metadata, text, content_hash, created_at,"
-                " updated_at, seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " updated_at, seq, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     doc.id,
                     doc.collection,
@@ -317,6 +342,8 @@ class SQLiteStore:
                     old["created_at"] if old else now,
                     now,
                     seq,
+                    # An operator's rewrite keeps the owner, so the client can still manage its document.
+                    (old["owner"] or LEGACY_OWNER) if old and doc.owner == OPERATOR else doc.owner,
                 ),
             )
             for i, (text, blob) in enumerate(zip(doc.chunks, blobs, strict=True)):
@@ -333,10 +360,18 @@ class SQLiteStore:
         assert got is not None
         return got, old is None
 
-    def delete_document(self, doc_id: str) -> int | None:
+    def owner_of(self, doc_id: str) -> tuple[bool, str | None]:
+        """(the document exists, its owner)."""
+        rows = self._query("SELECT owner FROM documents WHERE id=?", (doc_id,))
+        return (True, rows[0]["owner"]) if rows else (False, None)
+
+    def delete_document(self, doc_id: str, owner: str = OPERATOR) -> int | None:
         with self._tx() as conn:
-            if conn.execute("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone() is None:
+            row = conn.execute("SELECT owner FROM documents WHERE id=?", (doc_id,)).fetchone()
+            if row is None:
                 return None
+            if not may_write(row["owner"], owner):
+                raise NotOwner(doc_id)
             n = _delete_chunks(conn, doc_id)
             conn.execute("DELETE FROM documents WHERE id=?", (doc_id,))
             self._bump(conn)
