@@ -22,6 +22,7 @@ from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
 pytestmark = [pytest.mark.slow, needs_query_service]
 
 ADMIN_TOKEN = "fuzz-admin"
+INTERNAL = {"X-Cairn-Internal-Token": INTERNAL_TOKEN}
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 SEED = os.environ.get("CAIRN_FUZZ_SEED", "20240610")
 # Per operation; the coverage phase adds its own boundary cases on top. About 10 s per service on 2 cores.
@@ -53,8 +54,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = start_stack(tmp_path_factory.mktemp("fuzz"), env)
     try:
         for doc in DOCS:
-            headers = {"X-Cairn-Internal-Token": INTERNAL_TOKEN}
-            resp = httpx.post(f"{stack.query.url}/v1/documents", json=doc, headers=headers, timeout=30)
+            resp = httpx.post(f"{stack.query.url}/v1/documents", json=doc, headers=INTERNAL, timeout=30)
             assert resp.status_code == 201
         yield stack
     finally:
@@ -123,7 +123,7 @@ def test_every_route_is_in_its_document(stack: Stack) -> None:
     from cairn_query.routes import ROUTES as QUERY
 
     for server, routes in ((stack.gateway, GATEWAY), (stack.query, QUERY), (stack.bff, BFF)):
-        doc = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
+        doc = httpx.get(f"{server.url}/openapi.json", headers=INTERNAL, timeout=10).json()
         declared = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
         served = {
             (m, r.path)

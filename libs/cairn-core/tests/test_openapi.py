@@ -69,7 +69,7 @@ def test_errors_share_one_body_that_allows_extra_fields() -> None:
     assert set(error["required"]) == {"reason_code", "message", "request_id"}
     assert error.get("additionalProperties", True) is True
     responses = doc["paths"]["/gen"]["post"]["responses"]
-    assert set(responses) == {"200", "400", "404", "413", "500"}
+    assert set(responses) == {"200", "400", "404", "408", "413", "500"}
     assert responses["404"]["content"]["application/json"]["schema"] == {"$ref": REF + "ErrorBody"}
 
 
