@@ -20,8 +20,10 @@ pytestmark = pytest.mark.model
 
 QUESTION = "What is the capital of France?"
 STORY = "Write a very long story about a dragon who lives in the mountains and guards a village."
-# Greedy Gemma 3 270M keeps counting to max_tokens here (no blank line, no "Q:"): a long generation.
-SEQUENCE = "Continue the sequence: " + ", ".join(str(i) for i in range(1, 21)) + ","
+# Greedy Gemma 3 270M keeps counting to max_tokens here (no blank line, no "Q:"): a long generation. Greedy
+# choices near a tie differ between llama.cpp builds (the CPU features it was compiled for): counting to 20
+# first ended at once with EOS on one build, so the sequence starts shorter, where the lead is wide.
+SEQUENCE = "Continue the sequence: " + ", ".join(str(i) for i in range(1, 11)) + ","
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,10 @@ def start_server(
 ) -> ServerProcess:
     """Run `python -m <module_args>` with `env` on a free port (passed as the env var named by the caller)."""
     port = port or free_port()
-    full_env = {**os.environ, **(env or {})}
+    # The operator's internal token (a .env the Makefile exports) is not inherited: a test or benchmark decides
+    # itself whether its services require one, and its clients know which.
+    inherited = {k: v for k, v in os.environ.items() if k != "CAIRN_INTERNAL_TOKEN"}
+    full_env = {**inherited, **(env or {})}
     full_env = {k: v.replace("{port}", str(port)) for k, v in full_env.items()}
     log_dir = log_dir or Path(os.environ.get("CAIRN_TEST_LOG_DIR", "/tmp/cairn-test-logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
