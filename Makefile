@@ -15,10 +15,11 @@ RUN_DIR := .run
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: ## create .venv with every service (first run builds llama-cpp-python: ~9 min on 2 cores)
+setup: ## create .venv with every service (first run builds llama-cpp-python: ~9 min on 2 cores, waited for)
 	@bash scripts/setup.sh
 
-up: setup ## start BFF, QS and the gateway in the background, wait until healthy, print the URL
+up: ## set up, start BFF, QS and the gateway in the background, print the URL (a first run compiles llama.cpp behind it)
+	@bash scripts/setup.sh --background
 	@bash scripts/stack.sh up
 
 down: ## stop the stack

@@ -49,6 +49,10 @@ up() {
   done
   echo
   echo "Cairn is up:  http://127.0.0.1:$BFF_PORT"
+  if [ -f "$RUN/llama-build.pid" ] && kill -0 "$(cat "$RUN/llama-build.pid")" 2>/dev/null; then
+    echo "  (llama.cpp is still compiling: answers are quoted from your documents until the model loads"
+    echo "   by itself; progress: make status)"
+  fi
   echo "  dashboard:   http://127.0.0.1:$BFF_PORT/dashboard"
   echo "  query API:   http://127.0.0.1:$QS_PORT    gateway: http://127.0.0.1:$LLM_PORT/v1"
   echo "  (both need the internal token: header X-Cairn-Internal-Token, or Bearer on the gateway;"
@@ -76,6 +80,14 @@ status() {
       echo "$name  pid $(cat "$RUN/$name.pid")  :$port  $s"
     else echo "$name  stopped"; fi
   done
+  # The model's own state: degraded while llama.cpp compiles on a first run, or when the model failed to load.
+  if alive gateway; then
+    curl -fs --max-time 2 "http://127.0.0.1:$LLM_PORT/readyz" 2>/dev/null | "$PY" -c "
+import json, sys
+d = json.load(sys.stdin)
+print('model  ' + d['status'] + '  ' + d.get('model', '') + (('  ' + d['message']) if d.get('message') else ''))
+" 2>/dev/null || echo "model  unavailable (see make logs)"
+  fi
 }
 
 logs() { tail -n 50 -F "$RUN"/*.log; }

@@ -53,6 +53,7 @@ def start_stack(
             "LLM_PROVIDER": "toy",
             "LLM_EMBED_PROVIDER": "toy",
             "LLM_TOY_DELAY_MS": str(toy_delay_ms),
+            "LLM_FALLBACK_PROVIDERS": "",  # tests that want the chain say so
             **env,
             **gateway_env,
         },

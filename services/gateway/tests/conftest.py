@@ -32,6 +32,8 @@ def start_gateway(fake: ServerProcess | None, **env: str) -> ServerProcess:
         "LLM_TIMEOUT_MS": "4000",
         "LLM_RETRY_MAX_WAIT_MS": "50",
         "LLM_CIRCUIT_FAILURES": "1000",
+        # No fallback chain unless a test asks for one: these tests watch the model's own failures.
+        "LLM_FALLBACK_PROVIDERS": "",
         "LLM_MAX_CONCURRENCY": "8",
         "LLM_QUEUE_SIZE": "16",
     }

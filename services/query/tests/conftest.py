@@ -47,6 +47,8 @@ def start_gateway(fake: ServerProcess | None = None, **env: str) -> ServerProces
         "LLM_EMBED_PROVIDER": "toy",
         "LLM_RETRY_MAX_WAIT_MS": "50",
         "LLM_CIRCUIT_FAILURES": "1000",
+        # No fallback chain unless a test asks for one: QS's own degradation is what these tests watch.
+        "LLM_FALLBACK_PROVIDERS": "",
     }
     return start_server("gateway", ["cairn_gateway"], env={**base, **env}, health_path="/readyz")
 

@@ -25,6 +25,7 @@ from ._citations import (
 from ._contract import (
     CONTRACT_VERSION,
     EVENT_TYPES,
+    AnsweredBy,
     ChatMessage,
     Citation,
     CitationsEvent,
@@ -114,6 +115,7 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "SSE_HEADERS",
     "AnswerExtractor",
+    "AnsweredBy",
     "BadRequest",
     "BodyLimitMiddleware",
     "CairnError",

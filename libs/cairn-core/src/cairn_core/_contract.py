@@ -31,6 +31,12 @@ class StopReason(StrEnum):
     ERROR = "error"
 
 
+# Who wrote an answer: the requested model, or a provider of the fallback chain (LLM_FALLBACK_PROVIDERS) after
+# the model failed; null when there is no answer. With `status: "fallback"` this is what tells "answered by a
+# fallback provider" (use it, labelled) apart from "not answered" (degrade). Additive: same contract version.
+AnsweredBy = Literal["model", "fallback_provider"]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -129,6 +135,7 @@ class GenerateResponse(BaseModel):
     reason_code: ReasonCode | None = None
     message: str | None = None
     request_id: str | None = None
+    answered_by: AnsweredBy | None = None
 
 
 # --- stream events: meta → delta… → citations? → error? → done ---------------------------------------------
@@ -163,6 +170,7 @@ class DoneEvent(BaseModel):
     reason_code: ReasonCode | None = None
     model: str | None = None
     provider: str | None = None
+    answered_by: AnsweredBy | None = None
 
 
 EVENT_TYPES: dict[str, type[BaseModel]] = {

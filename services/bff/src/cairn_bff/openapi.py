@@ -42,6 +42,7 @@ PROXIED = [
     ("qs", "/v1/chunks/{chunk_id}", "/api/chunks/{chunk_id}", ("get",)),
     ("qs", "/v1/search", "/api/search", ("post",)),
     ("gateway", "/v1/models", "/api/models", ("get",)),
+    ("gateway", "/readyz", "/api/status", ("get",)),
 ]
 # Local mode admits loopback without a key (docs/bff.md), hence the empty requirement first.
 API_SECURITY: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}, {"apiKey": []}]

@@ -112,6 +112,12 @@ async def models(request: Request) -> Response:
     return await _gateway(request).forward(request, "GET", "/v1/models")
 
 
+async def model_status(request: Request) -> Response:
+    """The gateway's readiness as the page's banner shows it: ready, degraded (answers come from the fallback
+    chain; on a first run, while llama.cpp compiles) with the reason, or unavailable."""
+    return await _gateway(request).forward(request, "GET", "/readyz")
+
+
 async def dashboard_data(request: Request) -> Response:
     """One poll of the dashboard: every service's /metrics, summarised; a service that is down shows as down."""
     timeout = request.app.state.settings.metrics_timeout_s
@@ -171,6 +177,7 @@ ROUTES = [
     Route("/api/chunks/{chunk_id}", chunk, methods=["GET"]),
     Route("/api/search", search, methods=["POST"]),
     Route("/api/models", models, methods=["GET"]),
+    Route("/api/status", model_status, methods=["GET"]),
     Route("/api/dashboard", dashboard_data, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,11 +38,15 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         metrics = GatewayMetrics()
         async with make_aiohttp_session(max_connections=max(64, settings.max_concurrency * 4)) as http:
             registry = Registry(settings, http, metrics)
+            retry: asyncio.Task[None] | None = None
             try:
                 await registry.start()
+                retry = asyncio.create_task(registry.retry_failed(settings.load_retry_s))
                 app.state.service = GenerationService(settings, registry, metrics)
                 yield
             finally:
+                if retry is not None:
+                    retry.cancel()
                 keys.close()
                 await registry.aclose()
                 tracer_provider.shutdown()

@@ -129,9 +129,9 @@ OPERATIONS = [
     Operation(
         "GET",
         "/readyz",
-        "Readiness: the default model answers",
+        "Readiness: the default model answers (`ready`), or only the fallback chain does (`degraded`)",
         {200: Reply(GatewayReady)},
-        error_replies={503: Reply(ErrorBody, description="The default model is not usable")},
+        error_replies={503: Reply(ErrorBody, description="Neither the default model nor a fallback answers")},
         tags=["ops"],
     ),
     METRICS,

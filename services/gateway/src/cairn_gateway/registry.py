@@ -16,6 +16,7 @@ from cairn_core import CairnError, CircuitBreaker, ReasonCode
 
 from .admission import Admission
 from .metrics import GatewayMetrics
+from .models.build import build_stamp
 from .providers.base import EMBEDDERS, Embedder, Provider, provider_class
 from .settings import GatewaySettings, ModelSpec
 
@@ -80,22 +81,56 @@ class Registry:
         )
 
     async def start(self) -> None:
+        """Load what is declared. A model that fails to load does not stop the gateway: it starts degraded,
+        requests walk the fallback chain, `/readyz` says why, and `retry_failed` tries the model again."""
         for spec in self.settings.model_specs:
-            self.entries[spec.alias] = entry = self._entry(spec)
+            self.entries[spec.alias] = self._entry(spec)
             if spec.load:
-                try:
-                    await self.load(spec.alias)
-                except CairnError as exc:
-                    # One readable line before start-up fails (sha256 mismatch, memory guard, missing file).
-                    log.error(
-                        "model_load_failed", alias=spec.alias, reason_code=exc.reason_code, error=exc.message
-                    )
-                    raise
+                await self._try_load(self.entries[spec.alias])
         for name in self.settings.fallback_list:
             entry = self._entry(ModelSpec(alias=f"fallback:{name}", provider=name))
             await self._load_entry(entry)
             self.fallbacks.append(entry)
         self.embedder = await self._load_embedder()
+
+    async def _try_load(self, entry: ModelEntry) -> bool:
+        try:
+            await self._load_entry(entry)
+        except Exception as exc:
+            err = (
+                exc if isinstance(exc, CairnError) else CairnError(ReasonCode.PROVIDER_UNAVAILABLE, repr(exc))
+            )
+            entry.error = err.message
+            log.error("model_load_failed", alias=entry.alias, reason_code=err.reason_code, error=err.message)
+            return False
+        return True
+
+    @property
+    def degraded(self) -> list[ModelEntry]:
+        """Declared models that should be loaded and are not."""
+        return [e for e in self.entries.values() if e.spec.load and e.provider is None and e.error]
+
+    async def retry_failed(self, every_s: float, cap_s: float = 300.0) -> None:
+        """Runs for the gateway's life: loads models whose load failed as soon as they can be loaded, with no
+        restart by hand. Each failure doubles the wait (a wrong file stays wrong; its checksum costs CPU),
+        but a change of the build status file (setup.sh finished compiling llama.cpp) retries at once."""
+        waits: dict[str, float] = {}
+        due: dict[str, float] = {}
+        seen = build_stamp(self.settings.build_status_path)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every_s)
+            stamp = build_stamp(self.settings.build_status_path)
+            changed, seen = stamp != seen, stamp
+            for entry in self.degraded:
+                if not changed and loop.time() < due.get(entry.alias, 0.0):
+                    continue
+                if await self._try_load(entry):
+                    log.info("model_recovered", alias=entry.alias)
+                    waits.pop(entry.alias, None)
+                    continue
+                waits[entry.alias] = min(cap_s, waits.get(entry.alias, every_s / 2) * 2)
+                due[entry.alias] = loop.time() + waits[entry.alias]
 
     async def _load_embedder(self) -> Embedder | None:
         name = self.settings.embed_provider

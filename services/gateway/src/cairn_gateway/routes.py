@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from typing import Any
 
 import numpy as np
 from cairn_core import (
@@ -28,6 +29,7 @@ from starlette.routing import Route
 
 from . import openapi
 from .keys import KeyStore
+from .models.build import build_note, build_status
 from .openai_api import chunk_stream, completion_body, openai_error, to_generate_request
 from .schemas import (
     AdminModelRequest,
@@ -97,6 +99,7 @@ async def generate(request: Request) -> Response:
         reason_code=reason,
         message=done.fallback_reason.message if done.fallback_reason else None,
         request_id=rid,
+        answered_by="fallback_provider" if done.fallback_reason else "model",
     )
     service.record("generate", status.value, reason, body.provider, latency, result.usage, done.provider_s)
     fields.update(
@@ -232,22 +235,28 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready when the default model answers; degraded (still 200: requests are served) when only the fallback
+    chain does, with the reason and, on a first run, the progress of the llama.cpp build; 503 when nothing
+    can answer."""
     registry = _service(request).registry
     entry = registry.get(registry.default_alias)
     ok = entry.provider is not None and await entry.provider.health()
     registry.metrics.provider_up.labels(entry.alias).set(1 if ok else 0)
-    body: dict[str, str | None] = {
-        "status": "ready" if ok else "unavailable",
-        "model": entry.alias,
-        "provider": entry.spec.provider,
-    }
-    if not ok:
-        body.update(
-            reason_code=ReasonCode.PROVIDER_UNAVAILABLE.value,
-            request_id=request_id_of(request),
-            message=entry.error or "The default model is not usable.",
-        )
-    return JSONResponse(body, status_code=200 if ok else 503)
+    body: dict[str, Any] = {"status": "ready", "model": entry.alias, "provider": entry.spec.provider}
+    if ok:
+        return JSONResponse(body)
+    fallbacks = [f.spec.provider for f in registry.fallbacks if f.provider is not None]
+    note = build_note(registry.settings.build_status_path)
+    message = entry.error or "The default model is not usable."
+    body.update(
+        status="degraded" if fallbacks else "unavailable",
+        reason_code=ReasonCode.PROVIDER_UNAVAILABLE.value,
+        request_id=request_id_of(request),
+        message=f"{message} {note}" if note else message,
+        fallbacks=fallbacks,
+        build=build_status(registry.settings.build_status_path) if note else None,
+    )
+    return JSONResponse(body, status_code=200 if fallbacks else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -218,6 +218,13 @@ class OpenAIErrorBody(BaseModel):
 
 
 class GatewayReady(BaseModel):
-    status: Literal["ready"]
+    """`degraded`: the default model is not usable, but the fallback chain answers (see `message`)."""
+
+    status: Literal["ready", "degraded"]
     model: str
     provider: str
+    reason_code: str | None = None
+    message: str | None = None
+    request_id: str | None = None
+    fallbacks: list[str] = []
+    build: dict[str, Any] | None = None

@@ -66,7 +66,12 @@ class GatewaySettings(BaseSettings):
     retry_max_wait_ms: int = Field(2_000, ge=0)
     circuit_failures: int = Field(5, ge=1)
     circuit_reset_ms: int = Field(10_000, ge=1)
-    fallback_providers: str = ""  # comma-separated provider names tried in order, e.g. "toy"
+    # Comma-separated providers tried in order when the model fails. "sources" ends the default chain: an
+    # answer quoted from the best source, labelled as such (providers/sources.py). "" = none.
+    fallback_providers: str = "sources"
+    load_retry_s: float = Field(10.0, gt=0)  # how often a model whose load failed is tried again
+    # Written by scripts/setup.sh while llama.cpp compiles in the background (first run); read to say so.
+    build_status_path: str = "./.run/llama-build.json"
 
     # Provider specifics.
     toy_delay_ms: float = Field(0.0, ge=0)

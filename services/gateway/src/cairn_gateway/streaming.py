@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from cairn_core import (
+    AnsweredBy,
     AnswerExtractor,
     CairnError,
     CitationError,
@@ -47,6 +48,8 @@ async def generate_events(
     usage = Usage()
     status = Status.FALLBACK if handle.fallback_reason else Status.OK
     reason = handle.fallback_reason.reason_code if handle.fallback_reason else None
+    # Set once the whole answer is known to be good; a failure after the first byte leaves it unanswered.
+    answered_by: AnsweredBy | None = None
     try:
         try:
             async for chunk in handle.chunks():
@@ -87,6 +90,9 @@ async def generate_events(
                     if not streamed_answer:
                         yield encode_event("delta", DeltaEvent(text=grounded.answer))
                     yield encode_event("citations", CitationsEvent(citations=grounded.citations))
+                    answered_by = "fallback_provider" if handle.fallback_reason else "model"
+            else:
+                answered_by = "fallback_provider" if handle.fallback_reason else "model"
         latency = time.perf_counter() - started
         yield encode_event(
             "done",
@@ -98,6 +104,7 @@ async def generate_events(
                 reason_code=reason,
                 model=model,
                 provider=provider,
+                answered_by=answered_by,
             ),
         )
     except asyncio.CancelledError:

@@ -40,6 +40,20 @@ log = structlog.get_logger("chat")
 NO_CONTEXT_MESSAGE = "I could not find anything about this in your documents."
 
 
+def answered_by_of(status: str, answered_by: str | None) -> str | None:
+    """Who wrote the gateway's answer; a gateway from before `answered_by` said only "ok" for the model."""
+    if answered_by in ("model", "fallback_provider"):
+        return answered_by
+    return "model" if status == "ok" else None
+
+
+def fallback_provider_message(provider: str | None, code: ReasonCode | str | None) -> str:
+    why = f" ({ReasonCode(code).value})" if code else ""
+    if provider == "sources":
+        return f"No model answered{why}: this is quoted word for word from the best-matching source."
+    return f"The model did not answer{why}; the fallback provider {provider or 'unknown'} did."
+
+
 def fallback_message(code: ReasonCode, detail: str | None = None) -> str:
     if code is ReasonCode.NO_CONTEXT:
         return NO_CONTEXT_MESSAGE
@@ -214,6 +228,7 @@ class ChatService:
             "model": None,
             "provider": None,
             "request_id": rid,
+            "answered_by": None,
         }
 
     def remember(self, prep: Prepared, body: dict[str, Any]) -> None:
@@ -232,13 +247,15 @@ class ChatService:
                 "message": None,
                 "cache": "hit",
                 "request_id": rid,
+                "answered_by": "model",
             }
         if not prep.context:
             return self.fallback_body(prep, ReasonCode.NO_CONTEXT, rid)
         started = time.perf_counter()
         try:
             resp = await self.gateway.generate(self.generate_request(req, prep, stream=False))
-            if resp.status != "ok" or resp.answer is None:
+            answered_by = answered_by_of(resp.status, resp.answered_by)
+            if answered_by is None or resp.answer is None:
                 raise UpstreamError(
                     resp.reason_code or ReasonCode.PROVIDER_ERROR, resp.message or "The model failed."
                 )
@@ -250,17 +267,20 @@ class ChatService:
             return self.fallback_body(prep, exc.reason_code, rid, getattr(exc, "detail", None))
         finally:
             self.metrics.gateway_latency.labels("false").observe(time.perf_counter() - started)
+        by_fallback = answered_by == "fallback_provider"
         body = {
             "answer": resp.answer,
             "citations": [c.model_dump(mode="json") for c in citations],
             "sources": prep.sources,
             "status": "ok",
-            "reason_code": None,
-            "message": None,
-            "cache": "miss",
+            "reason_code": resp.reason_code.value if by_fallback and resp.reason_code else None,
+            "message": fallback_provider_message(resp.provider, resp.reason_code) if by_fallback else None,
+            "cache": "off" if by_fallback else "miss",
             "model": resp.model,
             "provider": resp.provider,
             "request_id": rid,
+            "answered_by": answered_by,
         }
-        self.remember(prep, body)
+        if not by_fallback:  # the model answers the next asker again, once it is back
+            self.remember(prep, body)
         return body

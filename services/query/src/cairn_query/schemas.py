@@ -253,6 +253,9 @@ class ChatResponse(BaseModel):
     model: str | None
     provider: str | None
     request_id: str | None
+    # Who wrote `answer` when status is "ok": the model, or a fallback provider after the model failed (then
+    # `reason_code` says why, `provider` names it, and `message` says so in words). Null for fallbacks.
+    answered_by: Literal["model", "fallback_provider"] | None = None
 
 
 class HybridResponse(BaseModel):

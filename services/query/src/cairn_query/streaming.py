@@ -29,7 +29,7 @@ from cairn_core import (
     json_loads,
 )
 
-from .chat import ChatService, Prepared, Unsupported, fallback_message
+from .chat import ChatService, Prepared, Unsupported, answered_by_of, fallback_message
 from .schemas import ChatRequest
 
 log = structlog.get_logger("chat")
@@ -55,6 +55,7 @@ class _Relay:
         self.provider: str | None = None
         self.error: ReasonCode | None = None
         self.detail: str | None = None  # what made the answer unsupported, for the user
+        self.answered_by: str | None = None
 
 
 async def chat_events(
@@ -100,6 +101,7 @@ async def _events(
                 model=cached.get("model"),
                 provider="cache",
                 latency_ms=_ms(started),
+                answered_by="model",
             ),
         )
         return
@@ -117,6 +119,9 @@ async def _events(
         else:
             async for frame in _relay(service, req, prep, resp, relay, started):
                 yield frame
+            if relay.error is None and relay.answered_by == "fallback_provider":
+                fields.update(cache="off", outcome="ok", model=relay.model, provider=relay.provider)
+                return  # not cached: the model answers the next asker again, once it is back
             if relay.error is None:
                 fields.update(cache="miss", outcome="ok", model=relay.model, provider=relay.provider)
                 service.remember(
@@ -184,7 +189,8 @@ async def _relay(
                     relay.error = ReasonCode(json_loads(data).get("reason_code", "PROVIDER_ERROR"))
                 elif name == "done":
                     done = json_loads(data)
-                    if done.get("status") != "ok" or relay.error is not None:
+                    relay.answered_by = answered_by_of(done.get("status", ""), done.get("answered_by"))
+                    if relay.answered_by is None or relay.error is not None:
                         relay.error = relay.error or ReasonCode(done.get("reason_code") or "PROVIDER_ERROR")
                         return
                     if req.citations_required and not relay.citations:
@@ -197,6 +203,21 @@ async def _relay(
                             log.info("chat_fallback", reason_code=exc.reason_code.value, detail=exc.message)
                             relay.error, relay.detail = exc.reason_code, exc.detail
                             return
+                    if relay.answered_by == "fallback_provider":
+                        # A good answer from the fallback chain: the user gets it, labelled. QS's own `done`
+                        # says "ok" (answered), who answered, and why the model did not.
+                        yield encode_event(
+                            "done",
+                            DoneEvent.model_validate(
+                                {
+                                    **done,
+                                    "status": Status.OK,
+                                    "answered_by": "fallback_provider",
+                                    "latency_ms": _ms(started),
+                                }
+                            ),
+                        )
+                        return
                     yield out
                     return
     except TimeoutError:

@@ -266,6 +266,15 @@ function handleEvent(a, name, data) {
 
 function finishAnswer(a, done) {
   if (done.status === "ok") a.box.dataset.state = "done";
+  if (done.status === "ok" && done.answered_by === "fallback_provider") {
+    // A good answer, but not the model's: say who wrote it and why the model did not.
+    a.box.dataset.answeredBy = "fallback_provider";
+    const why = done.reason_code ? " (" + done.reason_code + ")" : "";
+    const text = done.provider === "sources"
+      ? "No model answered" + why + ": this is quoted word for word from the best-matching source."
+      : "The model did not answer" + why + "; the fallback provider " + (done.provider || "") + " did.";
+    showNotice(a, "fallback", "Answered without the model.", text);
+  }
   else a.box.dataset.state = done.status || "error";
   if (done.status !== "ok" && !a.fallback) {
     const code = done.reason_code || (a.error && a.error.reason_code) || "ERROR";
@@ -324,6 +333,29 @@ async function ask(question) {
   }
 }
 
+// --- the model's state: a banner while it is not ready (first run: llama.cpp compiling) --------------------------
+
+async function pollStatus() {
+  const banner = $("status-banner");
+  let ready = false;
+  try {
+    const resp = await fetch("/api/status", { headers: authHeaders() });
+    const body = await resp.json();
+    ready = body.status === "ready";
+    if (!ready) {
+      const lead = body.status === "degraded"
+        ? "The model is not available yet; answers are quoted from your documents meanwhile. "
+        : "No model can answer right now; you will get search results. ";
+      banner.replaceChildren(el("strong", "", lead), el("span", "", body.message || ""));
+      banner.dataset.state = body.status || "unavailable";
+    }
+  } catch (_) {
+    ready = false; // the BFF itself is unreachable: keep the last banner, try again
+  }
+  banner.hidden = ready;
+  setTimeout(pollStatus, ready ? 60000 : 5000);
+}
+
 // --- wiring ----------------------------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -351,4 +383,5 @@ document.addEventListener("DOMContentLoaded", () => {
   $("stop-btn").addEventListener("click", () => { if (current) current.controller.abort(); });
   loadModels();
   loadDocs();
+  pollStatus();
 });

@@ -120,6 +120,7 @@ class ThreadedProvider:
 # Imported only when chosen, so `llama_cpp` and `onnxruntime` load only in processes that use them.
 PROVIDERS: dict[str, str] = {
     "toy": "cairn_gateway.providers.toy:ToyProvider",
+    "sources": "cairn_gateway.providers.sources:SourcesProvider",
     "openai_compat": "cairn_gateway.providers.openai_compat:OpenAICompatProvider",
     "llamacpp": "cairn_gateway.providers.llamacpp:LlamaCppProvider",
     "onnx": "cairn_gateway.providers.onnx_genai:OnnxGenAIProvider",
