@@ -1,16 +1,12 @@
-"""The ONNX providers in process: MiniLM embeddings (real model from its PyPI package) and the genai provider's
-configuration errors. Fast enough to run everywhere, so not marked `model`."""
+"""The ONNX embedder in process: MiniLM embeddings, the real model from its PyPI package. Fast enough to run
+everywhere, so not marked `model`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from cairn_core import CairnError, ReasonCode
 from cairn_gateway.providers.onnx_embed import MAX_TOKENS, OnnxEmbedder, mean_pool
-from cairn_gateway.providers.onnx_genai import OnnxGenAIProvider
-from cairn_gateway.settings import GatewaySettings, ModelSpec
+from cairn_gateway.settings import GatewaySettings
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +54,3 @@ def test_mean_pool_ignores_padding() -> None:
     hidden = np.array([[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]], dtype=np.float32)
     mask = np.array([[1, 1, 0]])
     assert np.allclose(mean_pool(hidden, mask), [[1.0, 0.0]])
-
-
-async def test_genai_without_a_model_folder_is_a_clear_error(tmp_path: Path) -> None:
-    for path in (None, str(tmp_path)):
-        provider = OnnxGenAIProvider(ModelSpec(alias="onnx", provider="onnx", path=path), GatewaySettings())
-        with pytest.raises(CairnError) as info:
-            await provider.start()
-        assert info.value.reason_code == ReasonCode.PROVIDER_UNAVAILABLE
-        assert "genai_config.json" in info.value.message

@@ -36,7 +36,6 @@ class GatewaySettings(BaseSettings):
     api_key: SecretStr | None = None
     model_path: str | None = None
     model_sha256: str | None = None
-    onnx_model_dir: str | None = None
     embed_provider: str = "onnx"
     models: str = ""  # JSON list of ModelSpec: extra models beside the default
     admin_token: SecretStr | None = None
@@ -101,7 +100,7 @@ class GatewaySettings(BaseSettings):
             alias=self.model or self.provider,
             provider=self.provider,
             model=self.model,
-            path=self.model_path if self.provider != "onnx" else self.onnx_model_dir,
+            path=self.model_path,
             sha256=self.model_sha256,
         )
         extra = [ModelSpec.model_validate(m) for m in json.loads(self.models)] if self.models.strip() else []

@@ -123,7 +123,6 @@ PROVIDERS: dict[str, str] = {
     "sources": "cairn_gateway.providers.sources:SourcesProvider",
     "openai_compat": "cairn_gateway.providers.openai_compat:OpenAICompatProvider",
     "llamacpp": "cairn_gateway.providers.llamacpp:LlamaCppProvider",
-    "onnx": "cairn_gateway.providers.onnx_genai:OnnxGenAIProvider",
 }
 EMBEDDERS: dict[str, str] = {
     "toy": "cairn_gateway.providers.toy:ToyEmbedder",
