@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from . import openapi
 from .keys import KeyStore
-from .models.build import build_note, build_status
+from .models.build import LLAMA_MISSING, build_note, build_status
 from .openai_api import chunk_stream, completion_body, openai_error, to_generate_request
 from .schemas import (
     AdminModelRequest,
@@ -252,7 +252,8 @@ async def readyz(request: Request) -> Response:
         status="degraded" if fallbacks else "unavailable",
         reason_code=ReasonCode.PROVIDER_UNAVAILABLE.value,
         request_id=request_id_of(request),
-        message=f"{message} {note}" if note else message,
+        # While the first run's build is under way, "not installed" is its expected state, not advice to act on.
+        message=note if note and LLAMA_MISSING in message else f"{message} {note}" if note else message,
         fallbacks=fallbacks,
         build=build_status(registry.settings.build_status_path) if note else None,
     )

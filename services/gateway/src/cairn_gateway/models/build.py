@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The start of the llamacpp provider's error when the module cannot be imported (providers/llamacpp.py).
+LLAMA_MISSING = "llama-cpp-python is not installed"
+
 
 def build_stamp(path: str) -> tuple[float, int] | None:
     try:

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import threading
@@ -34,6 +35,7 @@ import aiohttp
 from cairn_core import CairnError, ReasonCode, StopReason, Usage
 
 from ..models import check_memory, extractive, resolve_gguf, rss_mb, verify_sha256
+from ..models.build import LLAMA_MISSING
 from ..models.prompt import StopScanner, render_prompt
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ThreadedProvider
@@ -122,12 +124,13 @@ class LlamaCppProvider(ThreadedProvider):
         )
 
     def _load(self) -> None:
+        importlib.invalidate_caches()  # setup.sh may have installed it since the last try (first run)
         try:
             from llama_cpp import Llama
         except ImportError:
             raise CairnError(
                 ReasonCode.PROVIDER_UNAVAILABLE,
-                "llama-cpp-python is not installed: run `make setup` (it builds llama.cpp once per machine).",
+                f"{LLAMA_MISSING}: run `make setup` (it builds llama.cpp once per machine).",
             ) from None
         path, packaged_sha = resolve_gguf(self.spec.path, self.settings.model_cache_dir)
         verify_sha256(path, self.spec.sha256 or packaged_sha)
