@@ -229,3 +229,49 @@ def test_an_unsupported_answer_is_withdrawn_and_the_page_says_why(tmp_path: Path
     finally:
         stack.stop()
         fake.stop()
+
+
+def test_a_model_that_is_not_there_yet_shows_a_banner_and_labelled_quotes(tmp_path: Path) -> None:
+    """The first run: llama.cpp still compiling (here: a model file that does not exist yet). The page shows
+    the banner with the reason, and answers quoted from the sources, labelled as not written by a model."""
+    import json
+
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = ensure_chromium()
+    status = tmp_path / "llama-build.json"
+    status.write_text(json.dumps({"state": "building", "started_at": time.time() - 70, "expected_s": 540}))
+    stack = start_stack(
+        tmp_path,
+        gateway_env={
+            "LLM_PROVIDER": "llamacpp",
+            "LLM_MODEL_PATH": str(tmp_path / "not-built.gguf"),
+            "LLM_FALLBACK_PROVIDERS": "sources",
+            "LLM_BUILD_STATUS_PATH": str(status),
+        },
+    )
+    try:
+        doc = {"id": "leave", "title": "Leave policy", "text": HANDBOOK}
+        assert httpx.post(f"{stack.bff.url}/api/documents", json=doc, timeout=30).status_code in (200, 201)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 700})
+                page.goto(stack.bff.url)
+                banner = page.locator("#status-banner")
+                expect(banner).to_be_visible(timeout=10_000)
+                expect(banner).to_contain_text("answers are quoted from your documents")
+                expect(banner).to_contain_text("llama.cpp is being compiled")
+                page.fill("#question", "How many days of paid leave do employees get?")
+                page.click("#send-btn")
+                answer = page.locator(".msg.assistant").nth(0)
+                expect(answer).to_have_attribute("data-state", "done", timeout=30_000)
+                expect(answer).to_have_attribute("data-answered-by", "fallback_provider")
+                expect(answer.locator(".notice")).to_contain_text("quoted word for word")
+                expect(answer.locator(".answer")).to_contain_text("25 days of paid leave")
+                expect(answer.locator(".citations li")).to_have_count(1)
+                page.screenshot(path=str(ARTIFACTS / "degraded.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        stack.stop()

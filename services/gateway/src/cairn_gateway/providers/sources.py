@@ -24,7 +24,9 @@ QUOTE_CHARS = 500
 
 
 def quote(text: str) -> str:
-    """The first sentences of `text`, whole, up to QUOTE_CHARS (at least one sentence)."""
+    """The first sentences of `text`, whole, up to QUOTE_CHARS (at least one sentence); Markdown headings are
+    left out, as they are labels, not statements."""
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     out: list[str] = []
     for sentence in split_sentences(text)[:QUOTE_SENTENCES]:
         if out and len(" ".join([*out, sentence])) > QUOTE_CHARS:
