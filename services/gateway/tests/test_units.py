@@ -234,3 +234,11 @@ async def test_a_connection_dropped_before_the_answer_is_retried(
     provider, http = _provider(retries=1)
     async with http:
         assert (await provider.generate(_req())).text == "ok"
+
+
+def test_sources_quote_is_whole_sentences_without_heading_marks() -> None:
+    from cairn_gateway.providers.sources import quote
+
+    assert quote("# Handbook\nLeave is 25 days. Ask early. Third.") == "Leave is 25 days. Ask early."
+    assert quote("# Handbook Leave is 25 days. Ask early.") == "Handbook Leave is 25 days. Ask early."
+    assert quote("One sentence only") == "One sentence only"

@@ -10,6 +10,7 @@ sources (plain chat) has nothing to quote: it fails with the reason, and the cal
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from cairn_core import ReasonCode, StopReason, Usage, split_sentences
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
 
+_HEADING_MARK = re.compile(r"(?m)^\s*#+\s*")
 QUOTE_SENTENCES = 2
 QUOTE_CHARS = 500
 
@@ -26,7 +28,10 @@ QUOTE_CHARS = 500
 def quote(text: str) -> str:
     """The first sentences of `text`, whole, up to QUOTE_CHARS (at least one sentence); Markdown headings are
     left out, as they are labels, not statements."""
-    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    lines = text.splitlines()
+    body = [line for line in lines if not line.lstrip().startswith("#")] if len(lines) > 1 else lines
+    # A heading glued to its first sentence (as sentence splitting leaves it) keeps its words, not its marks.
+    text = _HEADING_MARK.sub("", "\n".join(body or lines))
     out: list[str] = []
     for sentence in split_sentences(text)[:QUOTE_SENTENCES]:
         if out and len(" ".join([*out, sentence])) > QUOTE_CHARS:
