@@ -22,7 +22,7 @@ from cairn_core import CairnError, ChatMessage, ReasonCode, StopReason, Usage
 
 from ..models import check_memory, rss_mb
 from ..models.files import cached_sha256
-from ..models.prompt import StopScanner, render_prompt
+from ..models.prompt import FORMAT_STOPS, StopScanner, render_prompt
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ThreadedProvider
 
@@ -107,7 +107,8 @@ class OnnxGenAIProvider(ThreadedProvider):
         import onnxruntime_genai as og
 
         grounded = req.json_schema is not None
-        tokens = self._tokenizer.encode(self._prompt(req.messages, grounded))
+        prompt = req.messages[0].content if req.raw else self._prompt(req.messages, grounded)
+        tokens = self._tokenizer.encode(prompt)
         params = og.GeneratorParams(self._model)
         options: dict[str, Any] = {
             "max_length": len(tokens) + req.max_tokens,
@@ -127,7 +128,7 @@ class OnnxGenAIProvider(ThreadedProvider):
         generator = og.Generator(self._model, params)
         generator.append_tokens(tokens)
         decoder = self._tokenizer.create_stream()
-        scanner = StopScanner([] if grounded else req.stop)
+        scanner = StopScanner([] if grounded else req.stop, () if req.raw else FORMAT_STOPS)
         produced = 0
         while not generator.is_done() and produced < req.max_tokens and not cancel.is_set():
             generator.generate_next_token()
