@@ -6,6 +6,7 @@ and onnx). Kept lean for a 2-core machine: small max_tokens, temperature 0 where
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -324,3 +325,47 @@ def test_extractive_answer_quotes_a_given_sentence_and_reuses_the_prompt_prefix(
             context_chunks=_chunks(ids),
         )
     assert model_info(gw)["prompt_tokens_reused"] - before > 100
+
+
+def test_completions_continue_the_raw_prompt_and_json_formats_use_the_grammar(gw: ServerProcess) -> None:
+    """`/v1/completions` reaches Gemma without the Q/A wrapping that chat gets; `response_format` is a grammar."""
+    raw = httpx.post(
+        f"{gw.url}/v1/completions", json={"prompt": QUESTION, "max_tokens": 8, "temperature": 0}, timeout=60
+    )
+    assert raw.status_code == 200, raw.text
+    as_chat = httpx.post(
+        f"{gw.url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 8, "temperature": 0},
+        timeout=60,
+    )
+    assert as_chat.status_code == 200, as_chat.text
+    # The chat prompt is "Q: <question>\nA:": a few tokens more than the question alone.
+    assert raw.json()["usage"]["prompt_tokens"] < as_chat.json()["usage"]["prompt_tokens"]
+    assert raw.json()["object"] == "text_completion"
+
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}}
+    resp = httpx.post(
+        f"{gw.url}/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": QUESTION}],
+            "max_tokens": 40,
+            "temperature": 0,
+            "response_format": fmt,
+        },
+        timeout=60,
+    )
+    assert resp.status_code == 200, resp.text
+    assert isinstance(json.loads(resp.json()["choices"][0]["message"]["content"])["city"], str)
+
+    refused = httpx.post(
+        f"{gw.url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+        timeout=30,
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools"
+    assert "llamacpp provider" in refused.json()["error"]["message"]

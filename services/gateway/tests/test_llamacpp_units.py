@@ -7,17 +7,19 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cairn_core import CairnError, ChatMessage, ReasonCode, json_schema
 from cairn_gateway.models import check_memory, stream_in_thread, verify_sha256
 from cairn_gateway.models.files import cached_sha256, sha256_file
 from cairn_gateway.models.prompt import StopScanner, render_prompt
-from cairn_gateway.providers.llamacpp import budget_schema, json_grammar
-from cairn_gateway.settings import GatewaySettings
+from cairn_gateway.providers.base import ProviderChunk, ProviderRequest
+from cairn_gateway.providers.llamacpp import budget_schema, json_grammar, response_schema
+from cairn_gateway.settings import GatewaySettings, ModelSpec
 
 
 def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,3 +204,62 @@ def test_extractive_prompt_numbers_sentences_best_first_and_asks_for_one() -> No
     two = extractive.quote(numbered, 1, 2)
     assert [s.text for s in two] == ["Claims are monthly.", "The rate is 0.42 euros."]
     assert [s.text for s in extractive.quote(numbered, 1, 1)] == ["Claims are monthly."]
+
+
+class _RecordingLlama:
+    """Stands in for `llama_cpp.Llama`: records the prompt and grammar it is given, answers two pieces."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        self.pieces = pieces
+        self.calls: list[dict[str, Any]] = []
+
+    def tokenize(self, text: bytes, add_bos: bool = True) -> list[int]:
+        return list(range(len(text.split()) + int(add_bos)))
+
+    def create_completion(self, prompt: str, **kw: Any) -> Iterator[dict[str, Any]]:
+        self.calls.append({"prompt": prompt, **kw})
+        for piece in self.pieces:
+            yield {"choices": [{"text": piece, "finish_reason": None}]}
+
+
+def _run_llamacpp(req: ProviderRequest, pieces: list[str]) -> tuple[str, dict[str, Any]]:
+    from cairn_gateway.providers.llamacpp import LlamaCppProvider
+
+    provider = LlamaCppProvider(ModelSpec(alias="m", provider="llamacpp"), GatewaySettings(_env_file=None))  # type: ignore[call-arg]
+    provider._fit_threads = lambda llm: None  # type: ignore[method-assign]
+    llm = _RecordingLlama(pieces)
+    out: list[ProviderChunk] = []
+    provider._generate(llm, req, out.append, threading.Event())
+    return "".join(c.text for c in out), llm.calls[0]
+
+
+def test_a_raw_prompt_reaches_llama_cpp_as_is_and_only_the_callers_stops_end_it() -> None:
+    req = ProviderRequest(
+        messages=[ChatMessage(role="user", content="Roses are red,\n")],
+        max_tokens=16,
+        temperature=0.0,
+        stop=["END"],
+        raw=True,
+    )
+    text, call = _run_llamacpp(req, ["violets\n\n", "Q: are blue", " END more"])
+    assert call["prompt"] == "Roses are red,\n"  # no Q:/A: wrapping
+    assert text == "violets\n\nQ: are blue "  # the Q/A format's stops do not apply to a raw prompt
+    chat = ProviderRequest(messages=req.messages, max_tokens=16, temperature=0.0)
+    text, call = _run_llamacpp(chat, ["violets\n\n", "more"])
+    assert call["prompt"] == "Q: Roses are red,\nA:" and text == "violets"
+
+
+def test_response_format_json_becomes_a_grammar() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}
+    req = ProviderRequest(
+        messages=[ChatMessage(role="user", content="Capital of France?")],
+        max_tokens=16,
+        temperature=0.0,
+        stop=["}"],
+        openai={"response_format": fmt},
+    )
+    text, call = _run_llamacpp(req, ['{"city":', ' "Paris"}\n\n'])
+    assert call["grammar"] is not None and text == '{"city": "Paris"}\n\n'  # not cut by stops: JSON ends it
+    assert response_schema({"type": "json_object"}) == {"type": "object"}
+    assert response_schema(fmt) == schema and response_schema({"type": "text"}) is None

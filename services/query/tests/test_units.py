@@ -236,3 +236,26 @@ async def test_relay_keeps_a_disconnect_that_arrives_with_a_chunk(turns_before_c
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(asyncio.shield(task), 2)
     assert task.cancelled()
+
+
+# --- settings -----------------------------------------------------------------------------------------------
+
+
+def test_llm_url_and_llm_model_are_accepted_for_gateway_url_and_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("QS_GATEWAY_URL", "QS_MODEL", "QS_LLM_URL", "QS_LLM_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    assert QuerySettings().gateway_url == "http://127.0.0.1:8082" and QuerySettings().model is None
+    monkeypatch.setenv("QS_LLM_URL", "http://llm.test:9000")
+    monkeypatch.setenv("QS_LLM_MODEL", "gemma")
+    settings = QuerySettings()
+    assert settings.gateway_url == "http://llm.test:9000" and settings.model == "gemma"
+    # The canonical names win when both are set, and the field names still work in code.
+    monkeypatch.setenv("QS_GATEWAY_URL", "http://gateway.test:8082")
+    monkeypatch.setenv("QS_MODEL", "toy")
+    settings = QuerySettings()
+    assert settings.gateway_url == "http://gateway.test:8082" and settings.model == "toy"
+    assert (
+        QuerySettings(gateway_url="http://kw.test", model="m").model_dump()["gateway_url"] == "http://kw.test"
+    )

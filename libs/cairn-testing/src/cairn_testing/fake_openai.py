@@ -7,7 +7,9 @@ Run: `python -m cairn_testing.fake_openai --port 8090`. A marker in the last use
 `[[endless]]` (tokens until the client goes away), `[[bad_citation]]`, `[[good_citation]]`,
 `[[linger_ms:N]]` (the stream's body ends N ms after `[DONE]`, as a slow network delivers it),
 `[[surrogate_pair]]` (an answer with an emoji written as the escaped pair `\\ud83d\\ude00`), `[[deep_json]]`
-(JSON nested 5,000 deep).
+(JSON nested 5,000 deep), `[[tool_call]]` (a call of the first tool in `tools`, `finish_reason: "tool_calls"`).
+`logprobs: true` in a request adds logprobs to each choice. `POST /v1/completions` answers legacy completions
+(`text_completion`), with the markers read from the prompt.
 `GET /_stats` reports what the server saw, including requests whose client disconnected mid-answer and how
 many connections the chat requests came over.
 """
@@ -34,6 +36,7 @@ _MARK = re.compile(r"\[\[(\w+)(?::([^\]]*))?\]\]")
 def _markers(body: dict[str, Any]) -> dict[str, str]:
     messages = body.get("messages") or []
     text = " ".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
+    text += " " + str(body.get("prompt") or "")
     return {m.group(1): (m.group(2) or "") for m in _MARK.finditer(text)}
 
 
@@ -92,6 +95,16 @@ def _pieces(text: str, body: dict[str, Any]) -> list[str]:
     return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
 
 
+def _tool_call(body: dict[str, Any]) -> dict[str, Any]:
+    tools = body.get("tools") or [{"function": {"name": "lookup"}}]
+    name = (tools[0].get("function") or {}).get("name", "lookup")
+    return {"id": "call_fake", "type": "function", "function": {"name": name, "arguments": '{"q": "cairn"}'}}
+
+
+def _logprobs(pieces: list[str]) -> dict[str, Any]:
+    return {"content": [{"token": p, "logprob": -0.5, "bytes": None, "top_logprobs": []} for p in pieces]}
+
+
 def create_app() -> Starlette:
     state = FakeState()
 
@@ -120,21 +133,26 @@ def create_app() -> Starlette:
             return Response(b"{not json", media_type="application/json")
         text = _answer(body, marks)
         model = body.get("model", "fake")
+        legacy = request.url.path.endswith("/v1/completions")
         if not body.get("stream"):
             pieces = _pieces(text, body)
+            choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+            if legacy:
+                choice["text"] = text
+            elif "tool_call" in marks:
+                choice["message"] = {"role": "assistant", "content": None, "tool_calls": [_tool_call(body)]}
+                choice["finish_reason"] = "tool_calls"
+            else:
+                choice["message"] = {"role": "assistant", "content": text}
+            if body.get("logprobs"):
+                choice["logprobs"] = _logprobs(pieces)
             return JSONResponse(
                 {
-                    "id": "chatcmpl-fake",
-                    "object": "chat.completion",
+                    "id": "cmpl-fake" if legacy else "chatcmpl-fake",
+                    "object": "text_completion" if legacy else "chat.completion",
                     "created": int(time.time()),
                     "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
-                    ],
+                    "choices": [choice],
                     "usage": {
                         "prompt_tokens": 11,
                         "completion_tokens": len(pieces),
@@ -144,7 +162,7 @@ def create_app() -> Starlette:
             )
         delay = float(marks.get("delay_ms") or 0) / 1000
         return StreamingResponse(
-            _stream(state, rid, body, marks, text, model, delay), media_type="text/event-stream"
+            _stream(state, rid, body, marks, text, model, delay, legacy), media_type="text/event-stream"
         )
 
     async def models(request: Request) -> Response:
@@ -172,6 +190,7 @@ def create_app() -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", chat, methods=["POST"]),
             Route("/v1/models", models),
             Route("/_stats", stats),
             Route("/healthz", healthz),
@@ -187,24 +206,45 @@ async def _stream(
     text: str,
     model: str,
     delay: float,
+    legacy: bool = False,
 ):
     def frame(data: dict[str, Any] | str) -> bytes:
         return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
 
-    def chunk(content: str | None, finish: str | None = None) -> dict[str, Any]:
-        delta = {"content": content} if content is not None else {}
+    def chunk(content: str | None, finish: str | None = None, **delta_extra: Any) -> dict[str, Any]:
+        if legacy:  # a text_completion frame: the same object as the whole answer, piece by piece
+            choice: dict[str, Any] = {"index": 0, "text": content or "", "finish_reason": finish}
+        else:
+            delta = {"content": content} if content is not None else {}
+            choice = {"index": 0, "delta": {**delta, **delta_extra}, "finish_reason": finish}
+        if body.get("logprobs") and content:
+            choice["logprobs"] = _logprobs([content])
         return {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
+            "id": "cmpl-fake" if legacy else "chatcmpl-fake",
+            "object": "text_completion" if legacy else "chat.completion.chunk",
             "created": 0,
             "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "choices": [choice],
         }
 
     try:
         if "silent" in marks:
             await asyncio.sleep(3600)
         yield frame(chunk(""))
+        if "tool_call" in marks and not legacy:
+            # As OpenAI streams a tool call: the call's id and name first, then its arguments in pieces.
+            call = _tool_call(body)
+            args = call["function"]["arguments"]
+            head = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+            yield frame(chunk(None, tool_calls=[head]))
+            for i in range(0, len(args), 6):
+                yield frame(
+                    chunk(None, tool_calls=[{"index": 0, "function": {"arguments": args[i : i + 6]}}])
+                )
+            yield frame(chunk(None, "tool_calls"))
+            yield frame("[DONE]")
+            state.completed.append(rid)
+            return
         if "malformed" in marks:
             yield b"data: this is not json\n\n"
         pieces = _pieces(text, body)
@@ -229,8 +269,8 @@ async def _stream(
             usage = {"prompt_tokens": 11, "completion_tokens": len(pieces), "total_tokens": 11 + len(pieces)}
             yield frame(
                 {
-                    "id": "chatcmpl-fake",
-                    "object": "chat.completion.chunk",
+                    "id": "cmpl-fake" if legacy else "chatcmpl-fake",
+                    "object": "text_completion" if legacy else "chat.completion.chunk",
                     "created": 0,
                     "model": model,
                     "choices": [],

@@ -1,14 +1,15 @@
-"""`/v1/chat/completions` in OpenAI's shapes, on the same core as `/v1/generate`.
+"""`/v1/chat/completions` and `/v1/completions` in OpenAI's shapes, on the same core as `/v1/generate`.
 
-Works unchanged with the official `openai` SDK: `chat.completion` objects, `chat.completion.chunk` frames,
-`stream_options.include_usage`, the `[DONE]` sentinel, and `{"error": {...}}` bodies and frames.
+Works unchanged with the official `openai` SDK: `chat.completion` / `text_completion` objects, their streamed
+frames, `stream_options.include_usage`, the `[DONE]` sentinel, and `{"error": {...}}` bodies and frames. What an
+openai_compat upstream answers beyond text (tool calls, logprobs, its finish reason) is relayed as it came.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from cairn_core import (
@@ -24,27 +25,67 @@ from cairn_core import (
 )
 from pydantic import ValidationError
 
-from .schemas import ChatCompletionRequest
+from .openai_fields import forwarded
+from .providers.base import ProviderChunk, ProviderRequest, ProviderResult
+from .schemas import ChatCompletionRequest, CompletionRequest
 from .service import GenerationService, StreamHandle
 
 _FINISH = {StopReason.LENGTH: "length", StopReason.STOP: "stop", StopReason.EOS: "stop"}
+# An upstream's own finish reasons that say more than stop/length, relayed as they came.
+_NATIVE_FINISH = frozenset({"tool_calls", "content_filter", "function_call"})
 
 
-def to_generate_request(body: ChatCompletionRequest) -> GenerateRequest:
-    """The contract's request; its own limits (at most 4 stop strings, …) are a 400 here too, never a 500."""
+def _finish(reason: StopReason, native: str | None) -> str:
+    return native if native in _NATIVE_FINISH else _FINISH.get(reason, "stop")
+
+
+def _contract(build: Callable[[], GenerateRequest]) -> GenerateRequest:
+    """The contract's own limits (at most 4 stop strings, …) are a 400 here too, never a 500."""
     try:
-        return GenerateRequest(
+        return build()
+    except ValidationError as exc:
+        raise CairnError(ReasonCode.BAD_REQUEST, format_validation_error(exc)) from None
+
+
+def chat_request(
+    service: GenerationService, body: ChatCompletionRequest
+) -> tuple[GenerateRequest, ProviderRequest]:
+    req = _contract(
+        lambda: GenerateRequest(
             messages=[m.to_chat() for m in body.messages],
             model=body.model,
             max_tokens=body.max_completion_tokens or body.max_tokens,
             temperature=body.temperature,
             top_p=body.top_p,
-            stop=[body.stop] if isinstance(body.stop, str) else body.stop,
+            stop=body.stop,
             seed=body.seed,
             stream=body.stream,
         )
-    except ValidationError as exc:
-        raise CairnError(ReasonCode.BAD_REQUEST, format_validation_error(exc)) from None
+    )
+    fields = forwarded(body.sent())
+    # A tool conversation (or images) loses its meaning as plain text: an upstream gets the messages as sent.
+    if any(m.carries_more_than_text() for m in body.messages):
+        fields["messages"] = [m.to_wire() for m in body.messages]
+    return req, service.provider_request(req, openai=fields)
+
+
+def completion_request(
+    service: GenerationService, body: CompletionRequest
+) -> tuple[GenerateRequest, ProviderRequest]:
+    prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]  # the validator made it one
+    req = _contract(
+        lambda: GenerateRequest(
+            prompt=prompt,
+            model=body.model,
+            max_tokens=body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=body.stop,
+            seed=body.seed,
+            stream=body.stream,
+        )
+    )
+    return req, service.provider_request(req, raw=True, openai=forwarded(body.sent()))
 
 
 def openai_error(exc: CairnError, request_id: str | None) -> JSONResponse:
@@ -57,7 +98,7 @@ def openai_error(exc: CairnError, request_id: str | None) -> JSONResponse:
             "error": {
                 "message": exc.message,
                 "type": kind,
-                "param": None,
+                "param": getattr(exc, "param", None),
                 "code": exc.reason_code.value,
                 "reason_code": exc.reason_code.value,
                 "request_id": request_id,
@@ -68,7 +109,10 @@ def openai_error(exc: CairnError, request_id: str | None) -> JSONResponse:
     )
 
 
-def completion_body(rid: str, model: str, text: str, finish: StopReason, usage: Usage) -> dict[str, Any]:
+def chat_body(rid: str, model: str, result: ProviderResult) -> dict[str, Any]:
+    extra = result.message or {}
+    # OpenAI's answer that is only tool calls has `content: null`, and SDKs branch on it.
+    content = result.text if result.text or not extra.get("tool_calls") else None
     return {
         "id": f"chatcmpl-{rid}",
         "object": "chat.completion",
@@ -77,13 +121,78 @@ def completion_body(rid: str, model: str, text: str, finish: StopReason, usage: 
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": _FINISH.get(finish, "stop"),
-                "logprobs": None,
+                "message": {"role": "assistant", "content": content, **extra},
+                "finish_reason": _finish(result.finish_reason, result.native_finish),
+                "logprobs": result.logprobs,
             }
         ],
-        "usage": usage.model_dump(),
+        "usage": result.usage.model_dump(),
     }
+
+
+def text_body(rid: str, model: str, result: ProviderResult) -> dict[str, Any]:
+    return {
+        "id": f"cmpl-{rid}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "text": result.text,
+                "finish_reason": _finish(result.finish_reason, result.native_finish),
+                "logprobs": result.logprobs,
+            }
+        ],
+        "usage": result.usage.model_dump(),
+    }
+
+
+class ChatFrames:
+    """`chat.completion.chunk` frames: a role frame first, then deltas."""
+
+    endpoint = "chat_completions"
+
+    def __init__(self, rid: str, model: str) -> None:
+        self.base: dict[str, Any] = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk"}
+        self.base |= {"created": int(time.time()), "model": model}
+
+    def opening(self) -> dict[str, Any] | None:
+        delta = {"role": "assistant", "content": ""}
+        return {**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+
+    def piece(self, chunk: ProviderChunk) -> dict[str, Any]:
+        delta: dict[str, Any] = {"content": chunk.text} if chunk.text else {}
+        delta.update(chunk.delta or {})
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+        if chunk.logprobs is not None:
+            choice["logprobs"] = chunk.logprobs
+        return {**self.base, "choices": [choice]}
+
+    def last(self, finish: str) -> dict[str, Any]:
+        return {**self.base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
+
+
+class TextFrames:
+    """`text_completion` frames, as OpenAI streams a legacy completion: the same object, piece by piece."""
+
+    endpoint = "completions"
+
+    def __init__(self, rid: str, model: str) -> None:
+        self.base: dict[str, Any] = {"id": f"cmpl-{rid}", "object": "text_completion"}
+        self.base |= {"created": int(time.time()), "model": model}
+
+    def opening(self) -> dict[str, Any] | None:
+        return None
+
+    def _choice(self, text: str, finish: str | None, logprobs: Any = None) -> dict[str, Any]:
+        return {"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}
+
+    def piece(self, chunk: ProviderChunk) -> dict[str, Any]:
+        return {**self.base, "choices": [self._choice(chunk.text, None, chunk.logprobs)]}
+
+    def last(self, finish: str) -> dict[str, Any]:
+        return {**self.base, "choices": [self._choice("", finish)]}
 
 
 def _frame(data: dict[str, Any] | str) -> bytes:
@@ -91,52 +200,36 @@ def _frame(data: dict[str, Any] | str) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
-async def chunk_stream(
+async def openai_stream(
     service: GenerationService,
     handle: StreamHandle,
-    body: ChatCompletionRequest,
+    frames: ChatFrames | TextFrames,
+    include_usage: bool,
     rid: str,
     started: float,
     log_fields: dict[str, Any],
 ) -> AsyncIterator[bytes]:
-    base = {
-        "id": f"chatcmpl-{rid}",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": handle.model,
-    }
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
     usage = Usage()
     finish: StopReason = StopReason.EOS
+    native: str | None = None
     status, reason = "ok", None
-    # The role frame goes out in the same write as the first token (or whatever comes first): one send less
-    # on the way to the first token, the same frames for the client.
-    pending = _frame(
-        {
-            **base,
-            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-        }
-    )
+    # The opening frame goes out in the same write as the first token (or whatever comes first): one send
+    # less on the way to the first token, the same frames for the client.
+    opening = frames.opening()
+    pending = _frame(opening) if opening else b""
     try:
         async for chunk in handle.chunks():
-            if chunk.text:
-                yield pending + _frame(
-                    {
-                        **base,
-                        "choices": [{"index": 0, "delta": {"content": chunk.text}, "finish_reason": None}],
-                    }
-                )
+            if chunk.text or chunk.delta or chunk.logprobs is not None:
+                yield pending + _frame(frames.piece(chunk))
                 pending = b""
             if chunk.finish_reason is not None:
-                finish = chunk.finish_reason
+                finish, native = chunk.finish_reason, chunk.native_finish
             if chunk.usage is not None:
                 usage = chunk.usage
-        yield pending + _frame(
-            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _FINISH.get(finish, "stop")}]}
-        )
+        yield pending + _frame(frames.last(_finish(finish, native)))
         pending = b""
         if include_usage:
-            yield _frame({**base, "choices": [], "usage": usage.model_dump()})
+            yield _frame({**frames.base, "choices": [], "usage": usage.model_dump()})
     except asyncio.CancelledError:
         status, reason = "error", ReasonCode.CANCELLED
         raise
@@ -165,6 +258,6 @@ async def chunk_stream(
         )
         service.metrics.ttft.labels(handle.provider_name).observe(handle.ttft_s)
         service.record(
-            "chat_completions", status, reason, handle.provider_name, latency, usage, latency - handle.ttft_s
+            frames.endpoint, status, reason, handle.provider_name, latency, usage, latency - handle.ttft_s
         )
     yield _frame("[DONE]")

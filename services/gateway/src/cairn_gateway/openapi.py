@@ -24,6 +24,7 @@ from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    CompletionRequest,
     EmbeddingsResponse,
     EmbedRequest,
     EmbedResponse,
@@ -36,6 +37,7 @@ from .schemas import (
     ModelInfo,
     ModelList,
     OpenAIErrorBody,
+    TextCompletion,
 )
 
 # What a generation can end in before its first byte: a bad request or token limit (400), an unknown model
@@ -43,6 +45,7 @@ from .schemas import (
 _GENERATION_ERRORS = (404, 422, 429, 502, 503, 504)
 _CONTRACT_STREAM = Stream({name: [model] for name, model in EVENT_TYPES.items()})
 _OPENAI_STREAM = Stream({"message": [ChatCompletionChunk, OpenAIErrorBody]}, sentinel="[DONE]")
+_TEXT_STREAM = Stream({"message": [TextCompletion, OpenAIErrorBody]}, sentinel="[DONE]")
 _ADMIN: list[dict[str, list[str]]] = [{"adminBearer": []}]
 _MASTER: list[dict[str, list[str]]] = [{"masterKey": []}]
 
@@ -63,6 +66,17 @@ OPERATIONS = [
         {200: Reply(ChatCompletion, stream=_OPENAI_STREAM)},
         errors=_GENERATION_ERRORS,
         body=ChatCompletionRequest,
+        error_model=OpenAIErrorBody,
+        tags=["openai"],
+    ),
+    Operation(
+        "POST",
+        "/v1/completions",
+        "OpenAI-compatible legacy completions for base models: the prompt is continued as is; "
+        "`stream: true` answers with `text_completion` frames",
+        {200: Reply(TextCompletion, stream=_TEXT_STREAM)},
+        errors=_GENERATION_ERRORS,
+        body=CompletionRequest,
         error_model=OpenAIErrorBody,
         tags=["openai"],
     ),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from cairn_core import (
@@ -30,10 +31,21 @@ from starlette.routing import Route
 from . import openapi
 from .keys import KeyStore
 from .models.build import LLAMA_MISSING, build_note, build_status
-from .openai_api import chunk_stream, completion_body, openai_error, to_generate_request
+from .openai_api import (
+    ChatFrames,
+    TextFrames,
+    chat_body,
+    chat_request,
+    completion_request,
+    openai_error,
+    openai_stream,
+    text_body,
+)
+from .providers.base import ProviderRequest, ProviderResult
 from .schemas import (
     AdminModelRequest,
     ChatCompletionRequest,
+    CompletionRequest,
     EmbedRequest,
     KeyDeleteRequest,
     KeyGenerateRequest,
@@ -41,6 +53,7 @@ from .schemas import (
 from .service import Completed, GenerationService
 from .streaming import generate_events
 
+B = TypeVar("B", ChatCompletionRequest, CompletionRequest)
 _CITATION_CODES = {ReasonCode.MALFORMED_OUTPUT, ReasonCode.INVALID_CITATION, ReasonCode.MISSING_CITATIONS}
 
 
@@ -114,49 +127,59 @@ async def generate(request: Request) -> Response:
 
 
 async def chat_completions(request: Request) -> Response:
+    return await _openai_generation(request, ChatCompletionRequest, chat_request, ChatFrames, chat_body)
+
+
+async def completions(request: Request) -> Response:
+    """OpenAI's legacy completions, for base models: the prompt reaches the model as is."""
+    return await _openai_generation(request, CompletionRequest, completion_request, TextFrames, text_body)
+
+
+async def _openai_generation(
+    request: Request,
+    model: type[B],
+    shape: Callable[[GenerationService, B], tuple[GenerateRequest, ProviderRequest]],
+    frames: type[ChatFrames | TextFrames],
+    answer: Callable[[str, str, ProviderResult], dict[str, Any]],
+) -> Response:
     started = time.perf_counter()
     service = _service(request)
     rid = request_id_of(request) or ""
     fields = log_fields(request)
+    endpoint = frames.endpoint
     try:
-        body = await parse_json_body(request, ChatCompletionRequest)
-        req = to_generate_request(body)
+        body = await parse_json_body(request, model)
+        req, preq = shape(service, body)
         if body.stream:
-            handle = await cancel_on_disconnect(request, service.open_stream(req))
+            handle = await cancel_on_disconnect(request, service.open_stream(req, preq))
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventStreamResponse(
-                chunk_stream(service, handle, body, rid, started, fields),
+                openai_stream(
+                    service, handle, frames(rid, handle.model), include_usage, rid, started, fields
+                ),
                 headers=_overhead_header(started, handle.ttft_s),
             )
-        done: Completed = await cancel_on_disconnect(request, service.complete(req))
+        done: Completed = await cancel_on_disconnect(request, service.complete(req, preq))
     except CairnError as exc:
-        service.record(
-            "chat_completions", "error", exc.reason_code, None, time.perf_counter() - started, None
-        )
+        service.record(endpoint, "error", exc.reason_code, None, time.perf_counter() - started, None)
         fields.update(reason_code=exc.reason_code)
         return openai_error(exc, rid)
-    model = getattr(done.entry.provider, "model", None) or done.entry.alias
+    model_name = getattr(done.entry.provider, "model", None) or done.entry.alias
     latency = time.perf_counter() - started
     status = "fallback" if done.fallback_reason else "ok"
     reason = done.fallback_reason.reason_code if done.fallback_reason else None
     service.record(
-        "chat_completions",
-        status,
-        reason,
-        done.entry.spec.provider,
-        latency,
-        done.result.usage,
-        done.provider_s,
+        endpoint, status, reason, done.entry.spec.provider, latency, done.result.usage, done.provider_s
     )
     fields.update(
         provider=done.entry.spec.provider,
-        model=model,
+        model=model_name,
         outcome=status,
         reason_code=reason,
         completion_tokens=done.result.usage.completion_tokens,
     )
     return JSONResponse(
-        completion_body(rid, model, done.result.text, done.result.finish_reason, done.result.usage),
-        headers=_overhead_header(started, done.provider_s),
+        answer(rid, model_name, done.result), headers=_overhead_header(started, done.provider_s)
     )
 
 
@@ -322,6 +345,7 @@ async def key_delete(request: Request) -> Response:
 ROUTES = [
     Route("/v1/generate", generate, methods=["POST"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/embed", embed, methods=["POST"]),
     Route("/v1/embeddings", embeddings_openai, methods=["POST"]),
     Route("/v1/models", models, methods=["GET"]),

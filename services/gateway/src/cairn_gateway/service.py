@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from cairn_core import (
@@ -29,8 +29,9 @@ from cairn_core import (
 )
 
 from .metrics import GatewayMetrics
+from .openai_fields import check_honoured
 from .prompting import build_messages
-from .providers.base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
+from .providers.base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult, provider_class
 from .registry import ModelEntry, Registry
 from .settings import GatewaySettings
 
@@ -133,7 +134,10 @@ class GenerationService:
 
     # --- request shaping -------------------------------------------------------------------------------
 
-    def provider_request(self, req: GenerateRequest) -> ProviderRequest:
+    def provider_request(
+        self, req: GenerateRequest, *, raw: bool = False, openai: dict[str, Any] | None = None
+    ) -> ProviderRequest:
+        """`raw` and `openai` come from the OpenAI surface only (see ProviderRequest)."""
         s = self.settings
         max_tokens = req.max_tokens or min(s.default_max_tokens, s.max_tokens)
         if max_tokens > s.max_tokens:
@@ -152,6 +156,8 @@ class GenerationService:
             json_schema=schema,
             context=list(req.context_chunks),
             timeout_s=self.total_timeout_s(req),
+            raw=raw,
+            openai=dict(openai or {}),
         )
 
     def total_timeout_s(self, req: GenerateRequest) -> float:
@@ -163,12 +169,29 @@ class GenerationService:
         return limit / 1000
 
     async def _first_that_answers(
-        self, req: GenerateRequest, attempt: Callable[[ModelEntry], Awaitable[R]]
+        self,
+        req: GenerateRequest,
+        preq: ProviderRequest,
+        attempt: Callable[[ModelEntry], Awaitable[R]],
     ) -> tuple[R, CairnError | None]:
         """Try the requested model, then the fallback chain, until one answers; a failure that is not
-        degradable (bad input, cancellation) ends the walk at once. Returns the answer and the first failure."""
+        degradable (bad input, cancellation) ends the walk at once. Returns the answer and the first failure.
+
+        OpenAI fields the requested model cannot honour are a 400; a fallback that cannot honour them is
+        skipped, since its answer would not be to the question asked (and a 400 would hide the real failure).
+        """
         failures: list[CairnError] = []
-        for entry in self.registry.chain(self.registry.resolve(req.model)):
+        for i, entry in enumerate(self.registry.chain(self.registry.resolve(req.model))):
+            if preq.openai:
+                try:
+                    check_honoured(
+                        provider_class(entry.spec.provider), entry.spec.provider, entry.alias, preq.openai
+                    )
+                except CairnError:
+                    if i == 0:
+                        raise
+                    log.info("fallback_skipped", model=entry.alias, why="cannot honour the request's fields")
+                    continue
             try:
                 answer = await attempt(entry)
             except CairnError as exc:
@@ -184,10 +207,11 @@ class GenerationService:
 
     # --- non-streaming ---------------------------------------------------------------------------------
 
-    async def complete(self, req: GenerateRequest) -> Completed:
-        preq = self.provider_request(req)
+    async def complete(self, req: GenerateRequest, shaped: ProviderRequest | None = None) -> Completed:
+        """`shaped`: a provider request built by the caller (the OpenAI surface adds raw prompts and fields)."""
+        preq = shaped or self.provider_request(req)
         done, fallback_reason = await self._first_that_answers(
-            req, lambda entry: self._complete_one(entry, req, preq)
+            req, preq, lambda entry: self._complete_one(entry, req, preq)
         )
         done.fallback_reason = fallback_reason
         return done
@@ -224,10 +248,10 @@ class GenerationService:
 
     # --- streaming -------------------------------------------------------------------------------------
 
-    async def open_stream(self, req: GenerateRequest) -> StreamHandle:
-        preq = self.provider_request(req)
+    async def open_stream(self, req: GenerateRequest, shaped: ProviderRequest | None = None) -> StreamHandle:
+        preq = shaped or self.provider_request(req)
         handle, fallback_reason = await self._first_that_answers(
-            req, lambda entry: self._open_one(entry, preq)
+            req, preq, lambda entry: self._open_one(entry, preq)
         )
         handle.fallback_reason = fallback_reason
         return handle

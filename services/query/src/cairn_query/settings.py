@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,8 +56,13 @@ class QuerySettings(BaseSettings):
     support_min_overlap: float = Field(0.6, ge=0.0, le=1.0)  # share of a sentence's words in its sources
 
     # Gateway.
-    gateway_url: str = "http://127.0.0.1:8082"
-    model: str | None = None  # alias sent as `model`; None = the gateway's default
+    # `QS_LLM_URL` / `QS_LLM_MODEL` are accepted too: the names other RAG stacks use for the same two settings.
+    # With an explicit alias the prefix no longer applies, so the canonical env name is listed first (it wins).
+    gateway_url: str = Field(
+        "http://127.0.0.1:8082", validation_alias=AliasChoices("QS_GATEWAY_URL", "QS_LLM_URL")
+    )
+    # The alias sent as `model`; None = the gateway's default.
+    model: str | None = Field(None, validation_alias=AliasChoices("QS_MODEL", "QS_LLM_MODEL"))
     max_tokens: int | None = Field(None, ge=1)
     gateway_timeout_ms: int = Field(30_000, ge=1)  # whole generation
     first_token_timeout_ms: int = Field(15_000, ge=1)  # until the gateway's first byte

@@ -32,6 +32,11 @@ class ProviderRequest:
     # Context chunks, for providers that answer from them directly (toy).
     context: list[Any] = field(default_factory=list)
     timeout_s: float = 30.0
+    # `/v1/completions`: the one user message is a prompt to continue as is, with no chat or Q/A wrapping.
+    raw: bool = False
+    # OpenAI request fields beyond the contract (tools, response_format, vendor extensions), as the client sent
+    # them. `openai_compat` forwards them unchanged; other providers see only those `openai_fields.py` lets by.
+    openai: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -39,6 +44,11 @@ class ProviderChunk:
     text: str = ""
     finish_reason: StopReason | None = None
     usage: Usage | None = None
+    # What an OpenAI-compatible upstream sent beyond text, relayed as is by the OpenAI surface: the rest of the
+    # delta (`tool_calls`, `refusal`), the choice's `logprobs`, and its own finish reason ("tool_calls", ...).
+    delta: dict[str, Any] | None = None
+    logprobs: Any = None
+    native_finish: str | None = None
 
 
 @dataclass(slots=True)
@@ -46,6 +56,10 @@ class ProviderResult:
     text: str
     finish_reason: StopReason
     usage: Usage
+    # As in ProviderChunk: the rest of the upstream's message, its logprobs and its finish reason.
+    message: dict[str, Any] | None = None
+    logprobs: Any = None
+    native_finish: str | None = None
 
 
 class ProviderError(UpstreamError):

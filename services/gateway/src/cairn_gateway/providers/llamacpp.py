@@ -9,7 +9,9 @@
   by token, and checks a cancel flag per token through llama.cpp's `stopping_criteria`: a disconnect or a
   timeout stops it within a token.
 - Gemma 3 270M is a base model with no chat template, so messages are rendered into a plain completion prompt
-  (see `render_prompt` and docs/models.md); `chat_format="gemma"` makes it echo the question.
+  (see `render_prompt` and docs/models.md); `chat_format="gemma"` makes it echo the question. A raw prompt
+  (`/v1/completions`) goes to the model as is, ended only by the caller's stop strings.
+- OpenAI's `response_format` `json_object` / `json_schema` becomes a grammar, as the citation schema does.
 - Grounded requests are extractive by default (`models/extractive.py`): the model picks the source sentence
   that answers, in one forward pass, and the answer quotes it. `LLM_GROUNDED_MODE=json` instead turns the
   citation JSON schema (whose `chunk_id` is an enum of the retrieved ids) into a llama.cpp grammar.
@@ -36,7 +38,7 @@ from cairn_core import CairnError, ReasonCode, StopReason, Usage
 
 from ..models import check_memory, extractive, resolve_gguf, rss_mb, verify_sha256
 from ..models.build import LLAMA_MISSING
-from ..models.prompt import StopScanner, render_prompt
+from ..models.prompt import FORMAT_STOPS, StopScanner, render_prompt
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ThreadedProvider
 
@@ -88,8 +90,21 @@ class _Counters:
     max_after_cancel: int = 0
 
 
+def response_schema(response_format: Any) -> dict[str, Any] | None:
+    """The JSON schema a `response_format` asks for: any JSON object for `json_object`, else its schema."""
+    if not isinstance(response_format, dict):
+        return None
+    if response_format.get("type") == "json_object":
+        return {"type": "object"}
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else {"type": "object"}
+    return None
+
+
 class LlamaCppProvider(ThreadedProvider):
     name = "llamacpp"
+    response_formats = ("json_object", "json_schema")  # through a grammar (openai_fields.py)
 
     def __init__(
         self, spec: ModelSpec, settings: GatewaySettings, http: aiohttp.ClientSession | None = None
@@ -221,7 +236,8 @@ class LlamaCppProvider(ThreadedProvider):
         if grounded and self.grounded_mode == "extractive" and req.context:
             self._extract(llm, req, emit)
             return
-        prompt = render_prompt(req.messages, grounded)
+        prompt = req.messages[0].content if req.raw else render_prompt(req.messages, grounded)
+        asked = response_schema(req.openai.get("response_format"))
         prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True))
         if prompt_tokens + req.max_tokens > self.n_ctx:
             raise CairnError(
@@ -230,13 +246,23 @@ class LlamaCppProvider(ThreadedProvider):
                 f"context of {self.n_ctx} tokens.",
             )
         grammar = None
-        if grounded:
+        if grounded or asked is not None:
             from llama_cpp import LlamaGrammar
 
-            schema = budget_schema(req.json_schema or {}, req.max_tokens)
-            grammar = LlamaGrammar.from_string(json_grammar(schema), verbose=False)
-        # JSON output is never cut by stop strings: the grammar decides where it ends.
-        scanner = StopScanner([] if grounded else req.stop)
+            schema = budget_schema(req.json_schema or {}, req.max_tokens) if grounded else asked
+            try:
+                grammar = LlamaGrammar.from_string(json_grammar(schema or {}), verbose=False)
+            except (
+                Exception
+            ) as exc:  # a schema the converter cannot turn into a grammar is the caller's error
+                raise CairnError(
+                    ReasonCode.BAD_REQUEST, f"response_format: llama.cpp cannot enforce this schema: {exc}"
+                ) from None
+        # JSON output is never cut by the caller's stop strings: the grammar decides where it ends. Neither a
+        # raw prompt nor a requested JSON answer has the Q/A format whose stops would end it.
+        json_out = grounded or asked is not None
+        plain_format = grounded or not (req.raw or asked is not None)
+        scanner = StopScanner([] if json_out else req.stop, FORMAT_STOPS if plain_format else ())
         sampled = 0
         after_cancel = 0
 

@@ -1,11 +1,15 @@
 """Any OpenAI-compatible server: llama.cpp server, Ollama, vLLM, OpenAI.
 
-Calls `{LLM_BASE_URL}/chat/completions` with `stream=false|true` over the gateway's aiohttp session (this is
+Calls `{LLM_BASE_URL}/chat/completions` (or `/completions` for a raw prompt) with `stream=false|true` over the gateway's aiohttp session (this is
 the hop every token crosses; httpx's layers cost 40 % of the gateway's CPU here, docs/benchmarks.md). Retries
 live here and only here (tenacity): connect errors and 429/500/502/503/504, honouring `Retry-After`, and only
 while opening the request, so never after the first byte of an answer was produced. A 200 stream can still
 carry an error frame (`data: {"error": …}`, as vLLM and llama.cpp server send it), non-JSON lines, or end
 without `[DONE]`.
+
+OpenAI fields beyond the contract (`ProviderRequest.openai`: tools, response_format, vendor extensions) go out
+unchanged, and what the answer carries beyond text (tool calls, logprobs, the upstream's own finish reason)
+comes back in the result for the OpenAI surface to relay.
 """
 
 from __future__ import annotations
@@ -140,8 +144,15 @@ async def _drain_then_release(resp: aiohttp.ClientResponse) -> None:
     resp.release()
 
 
+def _beyond_text(part: dict[str, Any]) -> dict[str, Any] | None:
+    """A message or delta without its role and text: tool calls, refusal, audio, whatever the server added."""
+    rest = {k: v for k, v in part.items() if k not in ("role", "content") and v is not None}
+    return rest or None
+
+
 class OpenAICompatProvider:
     name = "openai_compat"
+    passthrough = True  # a remote server decides for itself what it honours (openai_fields.py)
 
     def __init__(self, spec: ModelSpec, settings: GatewaySettings, http: aiohttp.ClientSession) -> None:
         self.model = spec.model or settings.model or "default"
@@ -152,6 +163,7 @@ class OpenAICompatProvider:
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.post_headers = {**self.headers, "Content-Type": "application/json"}
         self.completions_url = f"{self.base_url}/chat/completions"
+        self.text_completions_url = f"{self.base_url}/completions"
         self.http = http
         self.retries = settings.retries
         self.retry_cap_s = settings.retry_max_wait_ms / 1000
@@ -162,9 +174,12 @@ class OpenAICompatProvider:
         return None
 
     def payload(self, req: ProviderRequest, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in req.messages],
+        body: dict[str, Any] = {"model": self.model}
+        if req.raw:
+            body["prompt"] = req.messages[0].content
+        else:
+            body["messages"] = [{"role": m.role, "content": m.content} for m in req.messages]
+        body |= {
             "max_tokens": req.max_tokens,
             "temperature": req.temperature,
             "stream": stream,
@@ -182,6 +197,9 @@ class OpenAICompatProvider:
                 "type": "json_schema",
                 "json_schema": {"name": "grounded_answer", "schema": req.json_schema, "strict": True},
             }
+        # Last, so that what the client asked for is what the upstream sees (a tool conversation's own
+        # messages included: the OpenAI surface puts them here when they carry more than text).
+        body.update(req.openai)
         return body
 
     def _retrying(self) -> AsyncRetrying:
@@ -197,6 +215,7 @@ class OpenAICompatProvider:
 
     async def _open(self, req: ProviderRequest, stream: bool) -> aiohttp.ClientResponse:
         body = json_dumps(self.payload(req, stream))
+        url = self.text_completions_url if req.raw else self.completions_url
         headers = {**self.post_headers, **outgoing_headers()}
         connect_s = min(CONNECT_TIMEOUT_S, req.timeout_s)
         # A stream may last as long as the service's deadline allows, but must keep sending: the idle limit
@@ -207,7 +226,7 @@ class OpenAICompatProvider:
         # The first call goes out bare: an AsyncRetrying costs about 70 µs per request (measured), as much as
         # a tenth of the gateway's budget, and only a failed first call needs it.
         try:
-            return await self._post(body, headers, limits)
+            return await self._post(url, body, headers, limits)
         except RetryableUpstream as exc:
             if not self.retries:
                 raise
@@ -215,14 +234,14 @@ class OpenAICompatProvider:
             await asyncio.sleep(_backoff_s(exc, 1, self.retry_cap_s))
         async for attempt in self._retrying():
             with attempt:
-                return await self._post(body, headers, limits)
+                return await self._post(url, body, headers, limits)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _post(
-        self, body: bytes, headers: dict[str, str], limits: aiohttp.ClientTimeout
+        self, url: str, body: bytes, headers: dict[str, str], limits: aiohttp.ClientTimeout
     ) -> aiohttp.ClientResponse:
         try:
-            resp = await self.http.post(self.completions_url, data=body, headers=headers, timeout=limits)
+            resp = await self.http.post(url, data=body, headers=headers, timeout=limits)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _open_error(exc) from exc
         if resp.status != 200:
@@ -248,17 +267,28 @@ class OpenAICompatProvider:
             if "error" in data:
                 raise _frame_error(data)
             choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
+            message = {} if req.raw else choice["message"]
+            text = (choice.get("text") if req.raw else message.get("content")) or ""
+            rest = _beyond_text(message)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ProviderError(
                 ReasonCode.MALFORMED_OUTPUT, f"Unreadable answer from the model server: {exc!r}"
             ) from None
-        finish = _FINISH.get(choice.get("finish_reason") or "stop", StopReason.EOS)
-        return ProviderResult(text, finish, _usage(data.get("usage")) or Usage())
+        native = choice.get("finish_reason")
+        finish = _FINISH.get(native or "stop", StopReason.EOS)
+        return ProviderResult(
+            text,
+            finish,
+            _usage(data.get("usage")) or Usage(),
+            message=rest,
+            logprobs=choice.get("logprobs"),
+            native_finish=native if isinstance(native, str) else None,
+        )
 
     async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
         resp = await self._open(req, stream=True)
         finish: StopReason | None = None
+        native: str | None = None
         usage: Usage | None = None
         saw_done = False
         try:
@@ -283,11 +313,14 @@ class OpenAICompatProvider:
                     raise _frame_error(data)
                 usage = _usage(data.get("usage")) or usage
                 for choice in data.get("choices") or []:
-                    piece = (choice.get("delta") or {}).get("content")
-                    if piece:
-                        yield ProviderChunk(text=piece)
+                    delta = {} if req.raw else (choice.get("delta") or {})
+                    piece = choice.get("text") if req.raw else delta.get("content")
+                    rest, logprobs = _beyond_text(delta), choice.get("logprobs")
+                    if piece or rest or logprobs:
+                        yield ProviderChunk(text=piece or "", delta=rest, logprobs=logprobs)
                     if choice.get("finish_reason"):
-                        finish = _FINISH.get(choice["finish_reason"], StopReason.EOS)
+                        native = str(choice["finish_reason"])
+                        finish = _FINISH.get(native, StopReason.EOS)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _read_error(exc) from exc
         finally:
@@ -300,7 +333,7 @@ class OpenAICompatProvider:
             raise ProviderError(
                 ReasonCode.STREAM_INTERRUPTED, "The model server closed the stream mid-answer."
             )
-        yield ProviderChunk(finish_reason=finish or StopReason.EOS, usage=usage)
+        yield ProviderChunk(finish_reason=finish or StopReason.EOS, usage=usage, native_finish=native)
 
     def _release_when_ended(self, resp: aiohttp.ClientResponse) -> None:
         """Give a finished stream's connection back to the pool once the server has ended the response.
