@@ -2,7 +2,7 @@
 
 The gateway maps a few fields onto the contract itself (`MAPPED`). Every other field the client sent is kept
 as sent: an `openai_compat` upstream receives it unchanged, because that server may honour it (tools, logprobs,
-vLLM's `top_k`) and its answer's extra parts are relayed back. An in-process provider (toy, llamacpp, onnx)
+vLLM's `top_k`) and its answer's extra parts are relayed back. An in-process provider (toy, llamacpp)
 cannot honour them, and silently dropping one would hand back an answer to a different question than the one
 asked (no tool call, no JSON, no logprobs), so it refuses with a 400 that names the field and the provider.
 Fields that ask for no behaviour pass everywhere: metadata about the caller, and a value that is the OpenAI
