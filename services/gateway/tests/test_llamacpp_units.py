@@ -16,8 +16,8 @@ from cairn_core import CairnError, ChatMessage, ReasonCode, json_schema
 from cairn_gateway.models import check_memory, stream_in_thread, verify_sha256
 from cairn_gateway.models.files import cached_sha256, sha256_file
 from cairn_gateway.models.prompt import StopScanner, render_prompt
-from cairn_gateway.providers.llamacpp import budget_schema, json_grammar
-from cairn_gateway.settings import GatewaySettings
+from cairn_gateway.providers.llamacpp import LlamaCppProvider, budget_schema, json_grammar
+from cairn_gateway.settings import GatewaySettings, ModelSpec
 
 
 def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,3 +202,157 @@ def test_extractive_prompt_numbers_sentences_best_first_and_asks_for_one() -> No
     two = extractive.quote(numbered, 1, 2)
     assert [s.text for s in two] == ["Claims are monthly.", "The rate is 0.42 euros."]
     assert [s.text for s in extractive.quote(numbered, 1, 1)] == ["Claims are monthly."]
+
+
+# --- prompt formats: the GGUF's own chat template, or the base format ------------------------------------
+
+# Gemma's own chat template (strings only): the system text leads the first user turn.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set prefix = messages[0]['content'] + '\\n\\n' -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for m in loop_messages -%}"
+    "{%- if (m['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\\n' }}"
+    "{{- (prefix if loop.first else '') + (m['content'] | trim) + '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
+)
+
+
+@pytest.mark.parametrize(
+    ("setting", "metadata", "expected"),
+    [
+        ("auto", {"tokenizer.chat_template": GEMMA_TEMPLATE}, "chat_template"),
+        ("auto", {}, "base"),
+        ("auto", {"tokenizer.chat_template": "  "}, "base"),
+        ("base", {"tokenizer.chat_template": GEMMA_TEMPLATE}, "base"),
+        ("chat_template", {"tokenizer.chat_template": GEMMA_TEMPLATE}, "chat_template"),
+    ],
+)
+def test_prompt_format_is_the_template_when_the_gguf_has_one(
+    setting: str, metadata: dict[str, str], expected: str
+) -> None:
+    from cairn_gateway.models.chat_template import choose_format
+
+    assert choose_format(setting, metadata, "m.gguf") == expected
+
+
+def test_asking_for_a_template_the_gguf_lacks_is_refused() -> None:
+    from cairn_gateway.models.chat_template import choose_format
+
+    with pytest.raises(CairnError) as info:
+        choose_format("chat_template", {}, "base.gguf")
+    assert info.value.reason_code == ReasonCode.MODEL_REJECTED and "base.gguf" in info.value.message
+
+
+def test_chat_template_renders_gemma_turns_without_the_bos_text() -> None:
+    from cairn_gateway.models.chat_template import ChatTemplate
+
+    tpl = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
+    msgs = [
+        ChatMessage(role="system", content="Be brief."),
+        ChatMessage(role="user", content="Hi?"),
+        ChatMessage(role="assistant", content="Hello."),
+        ChatMessage(role="user", content="What is 2+2?"),
+    ]
+    # The tokenizer adds the bos token itself, so the text must not carry it a second time.
+    assert tpl.render(msgs) == (
+        "<start_of_turn>user\nBe brief.\n\nHi?<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
+        "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
+def test_a_template_that_refuses_system_messages_gets_them_in_the_first_user_turn() -> None:
+    from cairn_gateway.models.chat_template import ChatTemplate
+
+    # A grounded request with the caller's own system message has two system messages: Gemma's template
+    # takes only the first one, and its alternation check refuses the second.
+    tpl = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
+    msgs = [
+        ChatMessage(role="system", content="Sources: [a] x"),
+        ChatMessage(role="system", content="Be brief."),
+        ChatMessage(role="user", content="Q?"),
+    ]
+    assert tpl.render(msgs) == (
+        "<start_of_turn>user\nSources: [a] x\n\nBe brief.\n\nQ?<end_of_turn>\n<start_of_turn>model\n"
+    )
+    with pytest.raises(CairnError) as info:  # two user turns in a row: no way to fix that for the template
+        tpl.render([ChatMessage(role="user", content="a"), ChatMessage(role="user", content="b")])
+    assert info.value.reason_code == ReasonCode.BAD_REQUEST and "alternate" in info.value.message
+
+
+def test_a_template_that_does_not_parse_rejects_the_model() -> None:
+    from cairn_gateway.models.chat_template import ChatTemplate
+
+    with pytest.raises(CairnError) as info:
+        ChatTemplate("{% for m in messages %}", bos_token="", eos_token="")
+    assert info.value.reason_code == ReasonCode.MODEL_REJECTED
+
+
+class _Tokenizer:
+    """Stands in for `Llama`: records the text the provider hands to the tokenizer."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool, bool]] = []
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        self.seen.append((text.decode(), add_bos, special))
+        return [0] * len(text)
+
+
+def _provider_with_template() -> LlamaCppProvider:
+    from cairn_gateway.models.chat_template import ChatTemplate
+
+    provider = LlamaCppProvider(ModelSpec(alias="m", provider="llamacpp"), GatewaySettings(_env_file=None))
+    provider.template = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
+    provider.prompt_format = "chat_template"
+    return provider
+
+
+def test_template_model_templates_messages_and_json_grounded_prompts_but_not_raw_prompts() -> None:
+    from cairn_gateway.providers.base import ProviderRequest
+
+    provider = _provider_with_template()
+    llm = _Tokenizer()
+    user = [ChatMessage(role="user", content="Hi?")]
+    chat = ProviderRequest(messages=user, max_tokens=8, temperature=0)
+    raw = ProviderRequest(messages=user, max_tokens=8, temperature=0, prompt="Hi?")
+    grounded = ProviderRequest(
+        messages=[ChatMessage(role="system", content="Sources: [a] x"), *user],
+        max_tokens=8,
+        temperature=0,
+        json_schema=json_schema(["a"]),
+        prompt="Hi?",
+    )
+    assert provider._prompt(llm, chat, False)[1] == ()
+    provider._prompt(llm, raw, False)
+    provider._prompt(llm, grounded, True)
+    texts = [text for text, _, _ in llm.seen]
+    assert texts == [
+        "<start_of_turn>user\nHi?<end_of_turn>\n<start_of_turn>model\n",
+        "Hi?",
+        "<start_of_turn>user\nSources: [a] x\n\nHi?<end_of_turn>\n<start_of_turn>model\n",
+    ]
+    # One bos, from the tokenizer; `<start_of_turn>` is parsed as the special token it is.
+    assert {(add_bos, special) for _, add_bos, special in llm.seen} == {(True, True)}
+
+
+def test_base_model_keeps_the_q_a_format_and_its_stops() -> None:
+    from cairn_gateway.models.prompt import FORMAT_STOPS
+    from cairn_gateway.providers.base import ProviderRequest
+
+    provider = LlamaCppProvider(ModelSpec(alias="m", provider="llamacpp"), GatewaySettings(_env_file=None))
+    llm = _Tokenizer()
+    req = ProviderRequest(messages=[ChatMessage(role="user", content="Hi?")], max_tokens=8, temperature=0)
+    assert provider._prompt(llm, req, False)[1] == FORMAT_STOPS
+    assert llm.seen[0][0] == "Q: Hi?\nA:"
+
+
+def test_stop_scanner_without_format_stops_keeps_blank_lines() -> None:
+    scanner = StopScanner([], format_stops=())
+    assert scanner.feed("One.\n\nTwo.\nQ: x") + scanner.flush() == "One.\n\nTwo.\nQ: x"
+    assert scanner.hit is None

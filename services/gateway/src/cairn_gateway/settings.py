@@ -78,6 +78,9 @@ class GatewaySettings(BaseSettings):
     extractive_position_prior: float = Field(2.0, ge=0.0)  # logits taken off per place down QS's ranking
     extractive_sentences: int = Field(2, ge=1, le=3)  # the most sentences of the chosen chunk quoted
     context_size: int = Field(4096, ge=256)
+    # llamacpp: "auto" renders chat messages with the GGUF's own chat template when its metadata has one,
+    # else the base-model `Q: … A:` format; "base" or "chat_template" force one (models/chat_template.py).
+    prompt_format: Literal["auto", "base", "chat_template"] = "auto"
     model_cache_dir: str | None = None  # where the packaged GGUF is assembled; default ~/.cache/cairn/models
     embed_batch_size: int = Field(32, ge=1)  # texts per ONNX Runtime call
 

@@ -46,9 +46,9 @@ GROUNDED_EXAMPLE = (
 class StopScanner:
     """Cuts the text at the first stop string and holds back a tail that could be the start of one."""
 
-    def __init__(self, user_stops: list[str]) -> None:
+    def __init__(self, user_stops: list[str], format_stops: tuple[str, ...] = FORMAT_STOPS) -> None:
         self.user = [s for s in user_stops if s]
-        self.stops = [*self.user, *FORMAT_STOPS]
+        self.stops = [*self.user, *format_stops]
         self.buf = ""
         self.hit: str | None = None
 

@@ -9,7 +9,9 @@
   by token, and checks a cancel flag per token through llama.cpp's `stopping_criteria`: a disconnect or a
   timeout stops it within a token.
 - Gemma 3 270M is a base model with no chat template, so messages are rendered into a plain completion prompt
-  (see `render_prompt` and docs/models.md); `chat_format="gemma"` makes it echo the question.
+  (see `render_prompt` and docs/models.md); `chat_format="gemma"` makes it echo the question. An instruct
+  GGUF whose metadata has a chat template gets its messages rendered with it (`models/chat_template.py`,
+  LLM_PROMPT_FORMAT); a raw `prompt` is never templated.
 - Grounded requests are extractive by default (`models/extractive.py`): the model picks the source sentence
   that answers, in one forward pass, and the answer quotes it. `LLM_GROUNDED_MODE=json` instead turns the
   citation JSON schema (whose `chunk_id` is an enum of the retrieved ids) into a llama.cpp grammar.
@@ -34,7 +36,8 @@ import aiohttp
 from cairn_core import CairnError, ReasonCode, StopReason, Usage
 
 from ..models import check_memory, extractive, resolve_gguf, rss_mb, verify_sha256
-from ..models.prompt import StopScanner, render_prompt
+from ..models.chat_template import ChatTemplate, PromptFormat, choose_format
+from ..models.prompt import FORMAT_STOPS, StopScanner, render_prompt
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ThreadedProvider
 
@@ -103,6 +106,9 @@ class LlamaCppProvider(ThreadedProvider):
         self.quote_sentences = int(spec.params.get("quote_sentences", settings.extractive_sentences))
         self.n_ctx = int(spec.params.get("context_size", settings.context_size))
         self.memory_limit_mb = int(spec.params.get("memory_limit_mb", settings.memory_limit_mb))
+        self.prompt_format_setting = str(spec.params.get("prompt_format", settings.prompt_format))
+        self.prompt_format: PromptFormat = "base"
+        self.template: ChatTemplate | None = None  # the GGUF's own, when prompt_format is chat_template
         self.model = spec.model or ""
         self.path: Path | None = None
         self._pool: Queue[Any] = Queue()
@@ -148,9 +154,12 @@ class LlamaCppProvider(ThreadedProvider):
                 )
         except ValueError as exc:  # llama-cpp-python's way of saying the file is not a loadable model
             raise CairnError(ReasonCode.MODEL_REJECTED, f"llama.cpp could not load {path}: {exc}") from None
+        first = self._pool.queue[0]
+        self.prompt_format = choose_format(self.prompt_format_setting, first.metadata, path)
+        self.template = ChatTemplate.of(first) if self.prompt_format == "chat_template" else None
         self.path = path
         self.model = self.model or path.stem
-        self._digits = _digit_tokens(self._pool.queue[0])
+        self._digits = _digit_tokens(first)
         self._memory_mb = max(rss_mb() - before, path.stat().st_size / (1 << 20))
 
     async def aclose(self) -> None:
@@ -177,6 +186,7 @@ class LlamaCppProvider(ThreadedProvider):
             "threads": self.threads,
             "threads_policy": "all cores for a lone generation, cores/k for k at once",
             "grounded_mode": self.grounded_mode,
+            "prompt_format": self.prompt_format,
             "context_size": self.n_ctx,
             "generating": c.active,
             "tokens_generated": c.generated,
@@ -218,8 +228,8 @@ class LlamaCppProvider(ThreadedProvider):
         if grounded and self.grounded_mode == "extractive" and req.context:
             self._extract(llm, req, emit)
             return
-        prompt = render_prompt(req.messages, grounded)
-        prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True))
+        tokens, format_stops = self._prompt(llm, req, grounded)
+        prompt_tokens = len(tokens)
         if prompt_tokens + req.max_tokens > self.n_ctx:
             raise CairnError(
                 ReasonCode.TOKEN_LIMIT,
@@ -233,7 +243,7 @@ class LlamaCppProvider(ThreadedProvider):
             schema = budget_schema(req.json_schema or {}, req.max_tokens)
             grammar = LlamaGrammar.from_string(json_grammar(schema), verbose=False)
         # JSON output is never cut by stop strings: the grammar decides where it ends.
-        scanner = StopScanner([] if grounded else req.stop)
+        scanner = StopScanner([] if grounded else req.stop, format_stops)
         sampled = 0
         after_cancel = 0
 
@@ -253,7 +263,7 @@ class LlamaCppProvider(ThreadedProvider):
         finish: str | None = None
         try:
             for part in llm.create_completion(
-                prompt,
+                tokens,
                 max_tokens=req.max_tokens,
                 temperature=req.temperature,
                 top_p=req.top_p if req.top_p is not None else 0.95,
@@ -295,6 +305,25 @@ class LlamaCppProvider(ThreadedProvider):
                 usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=min(completion, req.max_tokens)),
             )
         )
+
+    def _prompt(self, llm: Any, req: ProviderRequest, grounded: bool) -> tuple[list[int], tuple[str, ...]]:
+        """The tokens the model sees, and the stop strings of their format.
+
+        Special-token texts are parsed (`<start_of_turn>` is one token, as the template means it), as
+        llama.cpp's own completion does, and the bos token is the tokenizer's, added once. A chat template
+        model ends its turn with an end-of-generation token, so only the base format needs stop strings.
+        Grounded requests in json mode render their system (instructions and sources) and user messages
+        through the template too: an instruct model reads instructions in its own format best, and the
+        grammar holds the output to the JSON either way.
+        """
+        stops: tuple[str, ...]
+        if self.template is None:
+            text, stops = render_prompt(req.messages, grounded), FORMAT_STOPS
+        elif req.prompt is not None and not grounded:
+            text, stops = req.prompt, ()  # raw text is the caller's own format: no template, no Q:/A: stops
+        else:
+            text, stops = self.template.render(req.messages), ()
+        return llm.tokenize(text.encode(), add_bos=True, special=True), stops
 
     def _extract(self, llm: Any, req: ProviderRequest, emit: Callable[[ProviderChunk], None]) -> None:
         """One forward pass over the numbered sentences; the best one is the answer (models/extractive.py)."""
