@@ -324,3 +324,13 @@ def test_extractive_answer_quotes_a_given_sentence_and_reuses_the_prompt_prefix(
             context_chunks=_chunks(ids),
         )
     assert model_info(gw)["prompt_tokens_reused"] - before > 100
+
+
+def test_packaged_model_uses_the_base_format_on_the_cpu(gw: ServerProcess) -> None:
+    info = model_info(gw)
+    # This machine's llama.cpp is a CPU build: `auto` offloads nothing, and says so.
+    assert (info["device"], info["gpu_layers"], info["layers"]) == ("cpu", 0, 19)
+    # Its GGUF has no chat template: messages become `Q: Hi\nA:`, bos + 6 tokens.
+    assert info["prompt_format"] == "base"
+    body = generate(gw, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0)
+    assert body["usage"]["prompt_tokens"] == 7

@@ -101,6 +101,7 @@ def model_info(gw: ServerProcess) -> dict[str, Any]:
 def test_a_gguf_with_a_chat_template_reports_that_format(gw: ServerProcess) -> None:
     info = model_info(gw)
     assert info["state"] == "loaded" and info["prompt_format"] == "chat_template"
+    assert (info["device"], info["gpu_layers"]) == ("cpu", 0)
 
 
 def test_chat_messages_are_rendered_with_the_gguf_template(gw: ServerProcess) -> None:

@@ -356,3 +356,59 @@ def test_stop_scanner_without_format_stops_keeps_blank_lines() -> None:
     scanner = StopScanner([], format_stops=())
     assert scanner.feed("One.\n\nTwo.\nQ: x") + scanner.flush() == "One.\n\nTwo.\nQ: x"
     assert scanner.hit is None
+
+
+# --- GPU offload: LLM_GPU_LAYERS ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "gpu", "layers"),
+    [
+        ("auto", True, -1),  # every layer
+        ("auto", False, 0),
+        ("none", True, 0),
+        ("0", True, 0),
+        ("12", True, 12),
+        ("all", True, -1),
+        ("-1", True, -1),
+        ("12", False, 0),  # a CPU-only build cannot: nothing is reported as offloaded
+    ],
+)
+def test_gpu_layers_decision(setting: str, gpu: bool, layers: int) -> None:
+    from cairn_gateway.models.offload import n_gpu_layers
+
+    assert n_gpu_layers(setting, lambda: gpu) == layers
+
+
+def test_auto_follows_what_this_llama_cpp_build_supports(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llama_cpp
+    from cairn_gateway.models.offload import n_gpu_layers, supports_gpu
+
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
+    assert n_gpu_layers("auto", supports_gpu) == -1
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)
+    assert n_gpu_layers("auto", supports_gpu) == 0
+
+
+def test_gpu_layers_setting_is_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("LLM_GPU_LAYERS", "None")
+    assert GatewaySettings(_env_file=None).gpu_layers == "0"
+    monkeypatch.setenv("LLM_GPU_LAYERS", "lots")
+    with pytest.raises(ValidationError):
+        GatewaySettings(_env_file=None)
+    monkeypatch.setenv("LLM_GPU_LAYERS", "-2")
+    with pytest.raises(ValidationError):
+        GatewaySettings(_env_file=None)
+
+
+def test_placement_counts_layers_as_llama_cpp_does() -> None:
+    from cairn_gateway.models.offload import Placement
+
+    meta = {"general.architecture": "gemma3", "gemma3.block_count": "18"}
+    # 18 blocks and the output layer: llama.cpp's "offloaded 19/19 layers".
+    assert Placement.of(-1, meta) == Placement(gpu_layers=19, total_layers=19)
+    assert Placement.of(-1, meta).device == "gpu"
+    assert Placement.of(100, meta).gpu_layers == 19
+    assert Placement.of(0, meta).device == "cpu"

@@ -12,6 +12,7 @@
   (see `render_prompt` and docs/models.md); `chat_format="gemma"` makes it echo the question. An instruct
   GGUF whose metadata has a chat template gets its messages rendered with it (`models/chat_template.py`,
   LLM_PROMPT_FORMAT); a raw `prompt` is never templated.
+- Layers go to the GPU when this llama.cpp build can offload (`models/offload.py`, LLM_GPU_LAYERS).
 - Grounded requests are extractive by default (`models/extractive.py`): the model picks the source sentence
   that answers, in one forward pass, and the answer quotes it. `LLM_GROUNDED_MODE=json` instead turns the
   citation JSON schema (whose `chunk_id` is an enum of the retrieved ids) into a llama.cpp grammar.
@@ -37,6 +38,7 @@ from cairn_core import CairnError, ReasonCode, StopReason, Usage
 
 from ..models import check_memory, extractive, resolve_gguf, rss_mb, verify_sha256
 from ..models.chat_template import ChatTemplate, PromptFormat, choose_format
+from ..models.offload import Placement, n_gpu_layers, supports_gpu
 from ..models.prompt import FORMAT_STOPS, StopScanner, render_prompt
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ThreadedProvider
@@ -107,8 +109,10 @@ class LlamaCppProvider(ThreadedProvider):
         self.n_ctx = int(spec.params.get("context_size", settings.context_size))
         self.memory_limit_mb = int(spec.params.get("memory_limit_mb", settings.memory_limit_mb))
         self.prompt_format_setting = str(spec.params.get("prompt_format", settings.prompt_format))
+        self.gpu_layers_setting = str(spec.params.get("gpu_layers", settings.gpu_layers))
         self.prompt_format: PromptFormat = "base"
         self.template: ChatTemplate | None = None  # the GGUF's own, when prompt_format is chat_template
+        self.placement = Placement(gpu_layers=0, total_layers=0)
         self.model = spec.model or ""
         self.path: Path | None = None
         self._pool: Queue[Any] = Queue()
@@ -139,6 +143,10 @@ class LlamaCppProvider(ThreadedProvider):
         verify_sha256(path, self.spec.sha256 or packaged_sha)
         # Each slot adds its KV cache: about 64 MiB per 1k tokens of context for Gemma 3 270M (measured).
         check_memory(path, self.memory_limit_mb, overhead_mb=64.0 * self.n_ctx / 1024 * self.slots)
+        try:
+            gpu_layers = n_gpu_layers(self.gpu_layers_setting, supports_gpu)
+        except ValueError as exc:
+            raise CairnError(ReasonCode.MODEL_REJECTED, f"gpu_layers: {exc}") from None
         before = rss_mb()
         try:
             for _ in range(self.slots):
@@ -148,6 +156,7 @@ class LlamaCppProvider(ThreadedProvider):
                         n_ctx=self.n_ctx,
                         n_threads=self.threads,
                         n_threads_batch=self.threads,
+                        n_gpu_layers=gpu_layers,
                         seed=int(self.spec.params.get("seed", 0xC41F)),
                         verbose=False,
                     )
@@ -157,6 +166,7 @@ class LlamaCppProvider(ThreadedProvider):
         first = self._pool.queue[0]
         self.prompt_format = choose_format(self.prompt_format_setting, first.metadata, path)
         self.template = ChatTemplate.of(first) if self.prompt_format == "chat_template" else None
+        self.placement = Placement.of(gpu_layers, first.metadata)
         self.path = path
         self.model = self.model or path.stem
         self._digits = _digit_tokens(first)
@@ -187,6 +197,9 @@ class LlamaCppProvider(ThreadedProvider):
             "threads_policy": "all cores for a lone generation, cores/k for k at once",
             "grounded_mode": self.grounded_mode,
             "prompt_format": self.prompt_format,
+            "device": self.placement.device,
+            "gpu_layers": self.placement.gpu_layers,
+            "layers": self.placement.total_layers,
             "context_size": self.n_ctx,
             "generating": c.active,
             "tokens_generated": c.generated,
