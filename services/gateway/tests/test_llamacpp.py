@@ -32,7 +32,14 @@ def gw() -> Iterator[ServerProcess]:
         "gateway-llamacpp",
         ["cairn_gateway"],
         # The product defaults, spelled out so that an LLM_* in the caller's environment can't change them.
-        env={"LLM_PORT": "{port}", "LLM_PROVIDER": "llamacpp", "LLM_EMBED_PROVIDER": "onnx", "LLM_MODEL": ""},
+        env={
+            "LLM_PORT": "{port}",
+            "LLM_PROVIDER": "llamacpp",
+            "LLM_EMBED_PROVIDER": "onnx",
+            "LLM_MODEL": "",
+            "LLM_PROMPT_FORMAT": "auto",
+            "LLM_GPU_LAYERS": "auto",
+        },
         health_path="/readyz",
         timeout_s=120,
     )
