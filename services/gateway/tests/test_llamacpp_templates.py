@@ -55,12 +55,14 @@ def write_with_template(src: Path, dst: Path, template: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def templated_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def templated_gguf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from cairn_gateway.models import packaged_gguf
 
     dst = tmp_path_factory.mktemp("gguf") / "gemma-3-270m-with-template.gguf"
     write_with_template(packaged_gguf(), dst, GEMMA_TEMPLATE)
-    return dst
+    yield dst
+    # pytest keeps the last three sessions' temporary folders: without this, 253 MB each.
+    dst.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
