@@ -33,7 +33,14 @@ def gw() -> Iterator[ServerProcess]:
         "gateway-llamacpp",
         ["cairn_gateway"],
         # The product defaults, spelled out so that an LLM_* in the caller's environment can't change them.
-        env={"LLM_PORT": "{port}", "LLM_PROVIDER": "llamacpp", "LLM_EMBED_PROVIDER": "onnx", "LLM_MODEL": ""},
+        env={
+            "LLM_PORT": "{port}",
+            "LLM_PROVIDER": "llamacpp",
+            "LLM_EMBED_PROVIDER": "onnx",
+            "LLM_MODEL": "",
+            "LLM_PROMPT_FORMAT": "auto",
+            "LLM_GPU_LAYERS": "auto",
+        },
         health_path="/readyz",
         timeout_s=120,
     )
@@ -369,3 +376,13 @@ def test_completions_continue_the_raw_prompt_and_json_formats_use_the_grammar(gw
     )
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools"
     assert "llamacpp provider" in refused.json()["error"]["message"]
+
+
+def test_packaged_model_uses_the_base_format_on_the_cpu(gw: ServerProcess) -> None:
+    info = model_info(gw)
+    # This machine's llama.cpp is a CPU build: `auto` offloads nothing, and says so.
+    assert (info["device"], info["gpu_layers"], info["layers"]) == ("cpu", 0, 19)
+    # Its GGUF has no chat template: messages become `Q: Hi\nA:`, bos + 6 tokens.
+    assert info["prompt_format"] == "base"
+    body = generate(gw, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0)
+    assert body["usage"]["prompt_tokens"] == 7

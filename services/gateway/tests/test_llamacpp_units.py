@@ -18,7 +18,7 @@ from cairn_gateway.models import check_memory, stream_in_thread, verify_sha256
 from cairn_gateway.models.files import cached_sha256, sha256_file
 from cairn_gateway.models.prompt import StopScanner, render_prompt
 from cairn_gateway.providers.base import ProviderChunk, ProviderRequest
-from cairn_gateway.providers.llamacpp import budget_schema, json_grammar, response_schema
+from cairn_gateway.providers.llamacpp import LlamaCppProvider, budget_schema, json_grammar, response_schema
 from cairn_gateway.settings import GatewaySettings, ModelSpec
 
 
@@ -206,6 +206,12 @@ def test_extractive_prompt_numbers_sentences_best_first_and_asks_for_one() -> No
     assert [s.text for s in extractive.quote(numbered, 1, 1)] == ["Claims are monthly."]
 
 
+class _Tokens(list[int]):
+    def __init__(self, text: str, ids: range) -> None:
+        super().__init__(ids)
+        self.text = text
+
+
 class _RecordingLlama:
     """Stands in for `llama_cpp.Llama`: records the prompt and grammar it is given, answers two pieces."""
 
@@ -213,11 +219,12 @@ class _RecordingLlama:
         self.pieces = pieces
         self.calls: list[dict[str, Any]] = []
 
-    def tokenize(self, text: bytes, add_bos: bool = True) -> list[int]:
-        return list(range(len(text.split()) + int(add_bos)))
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        # The provider hands create_completion these tokens; they remember their text for the assertions.
+        return _Tokens(text.decode(), range(len(text.split()) + int(add_bos)))
 
-    def create_completion(self, prompt: str, **kw: Any) -> Iterator[dict[str, Any]]:
-        self.calls.append({"prompt": prompt, **kw})
+    def create_completion(self, prompt: Any, **kw: Any) -> Iterator[dict[str, Any]]:
+        self.calls.append({"prompt": getattr(prompt, "text", prompt), **kw})
         for piece in self.pieces:
             yield {"choices": [{"text": piece, "finish_reason": None}]}
 
@@ -263,3 +270,213 @@ def test_response_format_json_becomes_a_grammar() -> None:
     assert call["grammar"] is not None and text == '{"city": "Paris"}\n\n'  # not cut by stops: JSON ends it
     assert response_schema({"type": "json_object"}) == {"type": "object"}
     assert response_schema(fmt) == schema and response_schema({"type": "text"}) is None
+
+
+# --- prompt formats: the GGUF's own chat template, or the base format ------------------------------------
+
+# Gemma's own chat template (strings only): the system text leads the first user turn.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set prefix = messages[0]['content'] + '\\n\\n' -%}{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for m in loop_messages -%}"
+    "{%- if (m['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\\n' }}"
+    "{{- (prefix if loop.first else '') + (m['content'] | trim) + '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
+)
+
+
+@pytest.mark.parametrize(
+    ("setting", "metadata", "expected"),
+    [
+        ("auto", {"tokenizer.chat_template": GEMMA_TEMPLATE}, "chat_template"),
+        ("auto", {}, "base"),
+        ("auto", {"tokenizer.chat_template": "  "}, "base"),
+        ("base", {"tokenizer.chat_template": GEMMA_TEMPLATE}, "base"),
+        ("chat_template", {"tokenizer.chat_template": GEMMA_TEMPLATE}, "chat_template"),
+    ],
+)
+def test_prompt_format_is_the_template_when_the_gguf_has_one(
+    setting: str, metadata: dict[str, str], expected: str
+) -> None:
+    from cairn_gateway.models.chat_template import choose_format
+
+    assert choose_format(setting, metadata, "m.gguf") == expected
+
+
+def test_asking_for_a_template_the_gguf_lacks_is_refused() -> None:
+    from cairn_gateway.models.chat_template import choose_format
+
+    with pytest.raises(CairnError) as info:
+        choose_format("chat_template", {}, "base.gguf")
+    assert info.value.reason_code == ReasonCode.MODEL_REJECTED and "base.gguf" in info.value.message
+
+
+def test_chat_template_renders_gemma_turns_without_the_bos_text() -> None:
+    from cairn_gateway.models.chat_template import ChatTemplate
+
+    tpl = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
+    msgs = [
+        ChatMessage(role="system", content="Be brief."),
+        ChatMessage(role="user", content="Hi?"),
+        ChatMessage(role="assistant", content="Hello."),
+        ChatMessage(role="user", content="What is 2+2?"),
+    ]
+    # The tokenizer adds the bos token itself, so the text must not carry it a second time.
+    assert tpl.render(msgs) == (
+        "<start_of_turn>user\nBe brief.\n\nHi?<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
+        "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
+def test_a_template_that_refuses_system_messages_gets_them_in_the_first_user_turn() -> None:
+    from cairn_gateway.models.chat_template import ChatTemplate
+
+    # A grounded request with the caller's own system message has two system messages: Gemma's template
+    # takes only the first one, and its alternation check refuses the second.
+    tpl = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
+    msgs = [
+        ChatMessage(role="system", content="Sources: [a] x"),
+        ChatMessage(role="system", content="Be brief."),
+        ChatMessage(role="user", content="Q?"),
+    ]
+    assert tpl.render(msgs) == (
+        "<start_of_turn>user\nSources: [a] x\n\nBe brief.\n\nQ?<end_of_turn>\n<start_of_turn>model\n"
+    )
+    with pytest.raises(CairnError) as info:  # two user turns in a row: no way to fix that for the template
+        tpl.render([ChatMessage(role="user", content="a"), ChatMessage(role="user", content="b")])
+    assert info.value.reason_code == ReasonCode.BAD_REQUEST and "alternate" in info.value.message
+
+
+def test_a_template_that_does_not_parse_rejects_the_model() -> None:
+    from cairn_gateway.models.chat_template import ChatTemplate
+
+    with pytest.raises(CairnError) as info:
+        ChatTemplate("{% for m in messages %}", bos_token="", eos_token="")
+    assert info.value.reason_code == ReasonCode.MODEL_REJECTED
+
+
+class _Tokenizer:
+    """Stands in for `Llama`: records the text the provider hands to the tokenizer."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool, bool]] = []
+
+    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        self.seen.append((text.decode(), add_bos, special))
+        return [0] * len(text)
+
+
+def _provider_with_template() -> LlamaCppProvider:
+    from cairn_gateway.models.chat_template import ChatTemplate
+
+    provider = LlamaCppProvider(ModelSpec(alias="m", provider="llamacpp"), GatewaySettings(_env_file=None))
+    provider.template = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
+    provider.prompt_format = "chat_template"
+    return provider
+
+
+def test_template_model_templates_messages_and_json_grounded_prompts_but_not_raw_prompts() -> None:
+    from cairn_gateway.providers.base import ProviderRequest
+
+    provider = _provider_with_template()
+    llm = _Tokenizer()
+    user = [ChatMessage(role="user", content="Hi?")]
+    chat = ProviderRequest(messages=user, max_tokens=8, temperature=0)
+    raw = ProviderRequest(messages=user, max_tokens=8, temperature=0, prompt="Hi?")
+    grounded = ProviderRequest(
+        messages=[ChatMessage(role="system", content="Sources: [a] x"), *user],
+        max_tokens=8,
+        temperature=0,
+        json_schema=json_schema(["a"]),
+        prompt="Hi?",
+    )
+    assert provider._prompt(llm, chat, False)[1] == ()
+    provider._prompt(llm, raw, False)
+    provider._prompt(llm, grounded, True)
+    texts = [text for text, _, _ in llm.seen]
+    assert texts == [
+        "<start_of_turn>user\nHi?<end_of_turn>\n<start_of_turn>model\n",
+        "Hi?",
+        "<start_of_turn>user\nSources: [a] x\n\nHi?<end_of_turn>\n<start_of_turn>model\n",
+    ]
+    # One bos, from the tokenizer; `<start_of_turn>` is parsed as the special token it is.
+    assert {(add_bos, special) for _, add_bos, special in llm.seen} == {(True, True)}
+
+
+def test_base_model_keeps_the_q_a_format_and_its_stops() -> None:
+    from cairn_gateway.models.prompt import FORMAT_STOPS
+    from cairn_gateway.providers.base import ProviderRequest
+
+    provider = LlamaCppProvider(ModelSpec(alias="m", provider="llamacpp"), GatewaySettings(_env_file=None))
+    llm = _Tokenizer()
+    req = ProviderRequest(messages=[ChatMessage(role="user", content="Hi?")], max_tokens=8, temperature=0)
+    assert provider._prompt(llm, req, False)[1] == FORMAT_STOPS
+    assert llm.seen[0][0] == "Q: Hi?\nA:"
+
+
+def test_stop_scanner_without_format_stops_keeps_blank_lines() -> None:
+    scanner = StopScanner([], format_stops=())
+    assert scanner.feed("One.\n\nTwo.\nQ: x") + scanner.flush() == "One.\n\nTwo.\nQ: x"
+    assert scanner.hit is None
+
+
+# --- GPU offload: LLM_GPU_LAYERS ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "gpu", "layers"),
+    [
+        ("auto", True, -1),  # every layer
+        ("auto", False, 0),
+        ("none", True, 0),
+        ("0", True, 0),
+        ("12", True, 12),
+        ("all", True, -1),
+        ("-1", True, -1),
+        ("12", False, 0),  # a CPU-only build cannot: nothing is reported as offloaded
+    ],
+)
+def test_gpu_layers_decision(setting: str, gpu: bool, layers: int) -> None:
+    from cairn_gateway.models.offload import n_gpu_layers
+
+    assert n_gpu_layers(setting, lambda: gpu) == layers
+
+
+def test_auto_follows_what_this_llama_cpp_build_supports(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llama_cpp
+    from cairn_gateway.models.offload import n_gpu_layers, supports_gpu
+
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
+    assert n_gpu_layers("auto", supports_gpu) == -1
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)
+    assert n_gpu_layers("auto", supports_gpu) == 0
+
+
+def test_gpu_layers_setting_is_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("LLM_GPU_LAYERS", "None")
+    assert GatewaySettings(_env_file=None).gpu_layers == "0"
+    monkeypatch.setenv("LLM_GPU_LAYERS", "lots")
+    with pytest.raises(ValidationError):
+        GatewaySettings(_env_file=None)
+    monkeypatch.setenv("LLM_GPU_LAYERS", "-2")
+    with pytest.raises(ValidationError):
+        GatewaySettings(_env_file=None)
+
+
+def test_placement_counts_layers_as_llama_cpp_does() -> None:
+    from cairn_gateway.models.offload import Placement
+
+    meta = {"general.architecture": "gemma3", "gemma3.block_count": "18"}
+    # 18 blocks and the output layer: llama.cpp's "offloaded 19/19 layers".
+    assert Placement.of(-1, meta) == Placement(gpu_layers=19, total_layers=19)
+    assert Placement.of(-1, meta).device == "gpu"
+    assert Placement.of(100, meta).gpu_layers == 19
+    assert Placement.of(0, meta).device == "cpu"

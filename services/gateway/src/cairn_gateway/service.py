@@ -154,6 +154,7 @@ class GenerationService:
             stop=list(req.stop or []),
             seed=req.seed,
             json_schema=schema,
+            prompt=req.prompt if req.messages is None else None,
             context=list(req.context_chunks),
             timeout_s=self.total_timeout_s(req),
             raw=raw,

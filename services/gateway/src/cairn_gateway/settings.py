@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .models.offload import parse_gpu_layers
+
 
 class ModelSpec(BaseModel):
     """One declared model: what `model` in a request may name (see docs/models.md)."""
@@ -82,6 +84,12 @@ class GatewaySettings(BaseSettings):
     extractive_position_prior: float = Field(2.0, ge=0.0)  # logits taken off per place down QS's ranking
     extractive_sentences: int = Field(2, ge=1, le=3)  # the most sentences of the chosen chunk quoted
     context_size: int = Field(4096, ge=256)
+    # llamacpp: "auto" renders chat messages with the GGUF's own chat template when its metadata has one,
+    # else the base-model `Q: … A:` format; "base" or "chat_template" force one (models/chat_template.py).
+    prompt_format: Literal["auto", "base", "chat_template"] = "auto"
+    # llamacpp: layers offloaded to the GPU: "auto" (all of them when this llama.cpp build has GPU support,
+    # none otherwise), an integer, or "none"/0 (models/offload.py).
+    gpu_layers: str = "auto"
     model_cache_dir: str | None = None  # where the packaged GGUF is assembled; default ~/.cache/cairn/models
     embed_batch_size: int = Field(32, ge=1)  # texts per ONNX Runtime call
 
@@ -89,6 +97,11 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _lower(cls, v: str) -> str:
         return v.strip().lower()
+
+    @field_validator("gpu_layers", mode="before")
+    @classmethod
+    def _gpu_layers(cls, v: object) -> str:
+        return str(parse_gpu_layers(str(v)))
 
     @cached_property
     def fallback_list(self) -> list[str]:

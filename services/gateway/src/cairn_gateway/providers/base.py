@@ -29,6 +29,9 @@ class ProviderRequest:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     json_schema: dict[str, Any] | None = None  # constrain the output where the provider can
+    # The caller's own text when it sent `prompt` rather than `messages`: a provider that applies a model's
+    # chat template to messages passes this through untouched (llamacpp).
+    prompt: str | None = None
     # Context chunks, for providers that answer from them directly (toy).
     context: list[Any] = field(default_factory=list)
     timeout_s: float = 30.0

@@ -9,8 +9,11 @@
   by token, and checks a cancel flag per token through llama.cpp's `stopping_criteria`: a disconnect or a
   timeout stops it within a token.
 - Gemma 3 270M is a base model with no chat template, so messages are rendered into a plain completion prompt
-  (see `render_prompt` and docs/models.md); `chat_format="gemma"` makes it echo the question. A raw prompt
-  (`/v1/completions`) goes to the model as is, ended only by the caller's stop strings.
+  (see `render_prompt` and docs/models.md); `chat_format="gemma"` makes it echo the question. An instruct
+  GGUF whose metadata has a chat template gets its messages rendered with it (`models/chat_template.py`,
+  LLM_PROMPT_FORMAT); a raw `prompt` is never templated. A raw prompt from `/v1/completions`
+  goes to the model as is, ended only by the caller's stop strings.
+- Layers go to the GPU when this llama.cpp build can offload (`models/offload.py`, LLM_GPU_LAYERS).
 - OpenAI's `response_format` `json_object` / `json_schema` becomes a grammar, as the citation schema does.
 - Grounded requests are extractive by default (`models/extractive.py`): the model picks the source sentence
   that answers, in one forward pass, and the answer quotes it. `LLM_GROUNDED_MODE=json` instead turns the
@@ -38,6 +41,8 @@ from cairn_core import CairnError, ReasonCode, StopReason, Usage
 
 from ..models import check_memory, extractive, resolve_gguf, rss_mb, verify_sha256
 from ..models.build import LLAMA_MISSING
+from ..models.chat_template import ChatTemplate, PromptFormat, choose_format
+from ..models.offload import Placement, n_gpu_layers, supports_gpu
 from ..models.prompt import FORMAT_STOPS, StopScanner, render_prompt
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ThreadedProvider
@@ -120,6 +125,11 @@ class LlamaCppProvider(ThreadedProvider):
         self.quote_sentences = int(spec.params.get("quote_sentences", settings.extractive_sentences))
         self.n_ctx = int(spec.params.get("context_size", settings.context_size))
         self.memory_limit_mb = int(spec.params.get("memory_limit_mb", settings.memory_limit_mb))
+        self.prompt_format_setting = str(spec.params.get("prompt_format", settings.prompt_format))
+        self.gpu_layers_setting = str(spec.params.get("gpu_layers", settings.gpu_layers))
+        self.prompt_format: PromptFormat = "base"
+        self.template: ChatTemplate | None = None  # the GGUF's own, when prompt_format is chat_template
+        self.placement = Placement(gpu_layers=0, total_layers=0)
         self.model = spec.model or ""
         self.path: Path | None = None
         self._pool: Queue[Any] = Queue()
@@ -151,6 +161,10 @@ class LlamaCppProvider(ThreadedProvider):
         verify_sha256(path, self.spec.sha256 or packaged_sha)
         # Each slot adds its KV cache: about 64 MiB per 1k tokens of context for Gemma 3 270M (measured).
         check_memory(path, self.memory_limit_mb, overhead_mb=64.0 * self.n_ctx / 1024 * self.slots)
+        try:
+            gpu_layers = n_gpu_layers(self.gpu_layers_setting, supports_gpu)
+        except ValueError as exc:
+            raise CairnError(ReasonCode.MODEL_REJECTED, f"gpu_layers: {exc}") from None
         before = rss_mb()
         try:
             for _ in range(self.slots):
@@ -160,15 +174,20 @@ class LlamaCppProvider(ThreadedProvider):
                         n_ctx=self.n_ctx,
                         n_threads=self.threads,
                         n_threads_batch=self.threads,
+                        n_gpu_layers=gpu_layers,
                         seed=int(self.spec.params.get("seed", 0xC41F)),
                         verbose=False,
                     )
                 )
         except ValueError as exc:  # llama-cpp-python's way of saying the file is not a loadable model
             raise CairnError(ReasonCode.MODEL_REJECTED, f"llama.cpp could not load {path}: {exc}") from None
+        first = self._pool.queue[0]
+        self.prompt_format = choose_format(self.prompt_format_setting, first.metadata, path)
+        self.template = ChatTemplate.of(first) if self.prompt_format == "chat_template" else None
+        self.placement = Placement.of(gpu_layers, first.metadata)
         self.path = path
         self.model = self.model or path.stem
-        self._digits = _digit_tokens(self._pool.queue[0])
+        self._digits = _digit_tokens(first)
         self._memory_mb = max(rss_mb() - before, path.stat().st_size / (1 << 20))
 
     async def aclose(self) -> None:
@@ -195,6 +214,10 @@ class LlamaCppProvider(ThreadedProvider):
             "threads": self.threads,
             "threads_policy": "all cores for a lone generation, cores/k for k at once",
             "grounded_mode": self.grounded_mode,
+            "prompt_format": self.prompt_format,
+            "device": self.placement.device,
+            "gpu_layers": self.placement.gpu_layers,
+            "layers": self.placement.total_layers,
             "context_size": self.n_ctx,
             "generating": c.active,
             "tokens_generated": c.generated,
@@ -236,9 +259,9 @@ class LlamaCppProvider(ThreadedProvider):
         if grounded and self.grounded_mode == "extractive" and req.context:
             self._extract(llm, req, emit)
             return
-        prompt = req.messages[0].content if req.raw else render_prompt(req.messages, grounded)
+        tokens, format_stops = self._prompt(llm, req, grounded)
         asked = response_schema(req.openai.get("response_format"))
-        prompt_tokens = len(llm.tokenize(prompt.encode(), add_bos=True))
+        prompt_tokens = len(tokens)
         if prompt_tokens + req.max_tokens > self.n_ctx:
             raise CairnError(
                 ReasonCode.TOKEN_LIMIT,
@@ -262,7 +285,7 @@ class LlamaCppProvider(ThreadedProvider):
         # raw prompt nor a requested JSON answer has the Q/A format whose stops would end it.
         json_out = grounded or asked is not None
         plain_format = grounded or not (req.raw or asked is not None)
-        scanner = StopScanner([] if json_out else req.stop, FORMAT_STOPS if plain_format else ())
+        scanner = StopScanner([] if json_out else req.stop, format_stops if plain_format else ())
         sampled = 0
         after_cancel = 0
 
@@ -282,7 +305,7 @@ class LlamaCppProvider(ThreadedProvider):
         finish: str | None = None
         try:
             for part in llm.create_completion(
-                prompt,
+                tokens,
                 max_tokens=req.max_tokens,
                 temperature=req.temperature,
                 top_p=req.top_p if req.top_p is not None else 0.95,
@@ -324,6 +347,27 @@ class LlamaCppProvider(ThreadedProvider):
                 usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=min(completion, req.max_tokens)),
             )
         )
+
+    def _prompt(self, llm: Any, req: ProviderRequest, grounded: bool) -> tuple[list[int], tuple[str, ...]]:
+        """The tokens the model sees, and the stop strings of their format.
+
+        Special-token texts are parsed (`<start_of_turn>` is one token, as the template means it), as
+        llama.cpp's own completion does, and the bos token is the tokenizer's, added once. A chat template
+        model ends its turn with an end-of-generation token, so only the base format needs stop strings.
+        Grounded requests in json mode render their system (instructions and sources) and user messages
+        through the template too: an instruct model reads instructions in its own format best, and the
+        grammar holds the output to the JSON either way.
+        """
+        stops: tuple[str, ...]
+        if req.raw:  # `/v1/completions`: the caller's text exactly, in no format of ours
+            text, stops = req.messages[0].content, ()
+        elif self.template is None:
+            text, stops = render_prompt(req.messages, grounded), FORMAT_STOPS
+        elif req.prompt is not None and not grounded:
+            text, stops = req.prompt, ()  # raw text is the caller's own format: no template, no Q:/A: stops
+        else:
+            text, stops = self.template.render(req.messages), ()
+        return llm.tokenize(text.encode(), add_bos=True, special=True), stops
 
     def _extract(self, llm: Any, req: ProviderRequest, emit: Callable[[ProviderChunk], None]) -> None:
         """One forward pass over the numbered sentences; the best one is the answer (models/extractive.py)."""
