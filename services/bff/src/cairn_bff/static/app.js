@@ -265,7 +265,7 @@ function handleEvent(a, name, data) {
 }
 
 function finishAnswer(a, done) {
-  if (done.status === "ok") a.box.dataset.state = "done";
+  a.box.dataset.state = done.status === "ok" ? "done" : done.status || "error";
   if (done.status === "ok" && done.answered_by === "fallback_provider") {
     // A good answer, but not the model's: say who wrote it and why the model did not.
     a.box.dataset.answeredBy = "fallback_provider";
@@ -275,7 +275,6 @@ function finishAnswer(a, done) {
       : "The model did not answer" + why + "; the fallback provider " + (done.provider || "") + " did.";
     showNotice(a, "fallback", "Answered without the model.", text);
   }
-  else a.box.dataset.state = done.status || "error";
   if (done.status !== "ok" && !a.fallback) {
     const code = done.reason_code || (a.error && a.error.reason_code) || "ERROR";
     const message = (a.error && a.error.message) || "The answer could not be completed.";
