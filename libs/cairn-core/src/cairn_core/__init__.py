@@ -92,6 +92,7 @@ from ._redis import (
     RedisError,
     RedisUnavailable,
     RedisWarning,
+    make_redis,
     redis_client,
 )
 from ._shared_circuit import Circuit, LocalCircuit, RedisCircuit
@@ -198,6 +199,7 @@ __all__ = [
     "log_fields",
     "make_aiohttp_session",
     "make_http_client",
+    "make_redis",
     "metrics_response",
     "names_in",
     "new_request_id",

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 REDIS_URL_ENV = "CAIRN_REDIS_URL"
@@ -55,13 +57,24 @@ def _redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def make_redis(url: str) -> Redis:
+    """A client that gives up fast: short socket timeouts, and one immediate retry (a pooled connection
+    that Redis closed since) instead of redis-py's default backoff, which held each call for seconds."""
+    return Redis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=SOCKET_TIMEOUT_S,
+        retry=Retry(NoBackoff(), retries=1),
+    )
+
+
 @asynccontextmanager
 async def redis_client(url: str | None) -> AsyncIterator[Redis | None]:
     """The client for `url`, checked with a PING; None when `url` is empty (state stays per process)."""
     if not url:
         yield None
         return
-    client = Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S)
+    client = make_redis(url)
     try:
         await client.ping()
     except (RedisError, OSError) as exc:
