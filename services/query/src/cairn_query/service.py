@@ -36,9 +36,9 @@ class QueryService:
         metrics = QueryMetrics()
         retriever = Retriever(settings, store, gateway, metrics)
         cache: Cache = (
-            AnswerCache(settings.cache_size, settings.cache_ttl_s)
-            if redis is None
-            else RedisAnswerCache(redis, settings.cache_ttl_s)
+            RedisAnswerCache(redis, settings.cache_ttl_s)
+            if redis is not None and settings.cache_size
+            else AnswerCache(settings.cache_size, settings.cache_ttl_s)  # size 0: stores nothing
         )
         return cls(
             settings=settings,
