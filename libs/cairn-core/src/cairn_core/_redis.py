@@ -7,7 +7,8 @@ Off unless `CAIRN_REDIS_URL` is set; then each service opens one client in its l
   to this process's own view) with a throttled warning. Redis blinking must never turn into a 500.
 
 Every multi-step update is one Lua script, so it is atomic and costs one round trip. Scripts read the clock
-with Redis `TIME`: replicas on different machines then agree on "now" without synchronised clocks.
+with Redis `TIME`: replicas on different machines then agree on "now" without synchronised clocks. (A script
+that writes after reading `TIME` needs Redis 5 or later, which replicates scripts by their effects.)
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ __all__ = [
     "TOKEN_BUCKET_LUA",
     "Redis",
     "RedisError",
+    "RedisOutageLog",
     "RedisUnavailable",
-    "RedisWarning",
     "redis_client",
 ]
 
@@ -90,7 +91,7 @@ async def redis_client(url: str | None) -> AsyncIterator[Redis | None]:
         await client.aclose()
 
 
-class RedisWarning:
+class RedisOutageLog:
     """Logs `redis_unavailable` for one component at most once per `every_s`: an outage under load is a line
     every few seconds, not one per request."""
 

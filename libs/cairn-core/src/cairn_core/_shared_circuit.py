@@ -23,7 +23,7 @@ from ._redis import (
     RELEASE_IF_OWNER,
     Redis,
     RedisError,
-    RedisWarning,
+    RedisOutageLog,
 )
 
 
@@ -99,7 +99,7 @@ class RedisCircuit:
         self._check = redis.register_script(CIRCUIT_CHECK)
         self._failure = redis.register_script(CIRCUIT_FAILURE)
         self._release = redis.register_script(RELEASE_IF_OWNER)
-        self._warn = RedisWarning(f"circuit {breaker.name}")
+        self._warn = RedisOutageLog(f"circuit {breaker.name}")
         self._seen = CircuitState.CLOSED  # as of this replica's last look at Redis
         self._seen_failures = 0
         self._refusing = False  # the last look said: refuse (open, or half-open with the probe elsewhere)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Protocol
 
-from cairn_core import INFLIGHT_ENTER_LUA, KEY_PREFIX, Redis, RedisError, RedisWarning
+from cairn_core import INFLIGHT_ENTER_LUA, KEY_PREFIX, Redis, RedisError, RedisOutageLog
 
 
 class Concurrency(Protocol):
@@ -58,7 +58,7 @@ class RedisInFlight:
         self.prefix = f"{KEY_PREFIX}bff:inflight:"
         self._redis = redis
         self._enter = redis.register_script(INFLIGHT_ENTER_LUA)
-        self._warn = RedisWarning("in-flight limit")
+        self._warn = RedisOutageLog("in-flight limit")
 
     async def enter(self, identity: str) -> str | None:
         if not self.limit:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from cairn_core import KEY_PREFIX, TOKEN_BUCKET_LUA, Redis, RedisError, RedisWarning
+from cairn_core import KEY_PREFIX, TOKEN_BUCKET_LUA, Redis, RedisError, RedisOutageLog
 
 
 class Limiter(Protocol):
@@ -94,7 +94,7 @@ class RedisRateLimiter:
         self.burst = burst
         self.prefix = f"{KEY_PREFIX}bff:{name}:"
         self._script = redis.register_script(TOKEN_BUCKET_LUA)
-        self._warn = RedisWarning(f"rate limit {name}")
+        self._warn = RedisOutageLog(f"rate limit {name}")
 
     @property
     def enabled(self) -> bool:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from cairn_core import KEY_PREFIX, Redis, RedisError, RedisWarning, json_dumps, json_loads
+from cairn_core import KEY_PREFIX, Redis, RedisError, RedisOutageLog, json_dumps, json_loads
 
 
 class Cache(Protocol):
@@ -82,7 +82,7 @@ class RedisAnswerCache:
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.prefix = f"{KEY_PREFIX}qs:answer:"
         self._redis = redis
-        self._warn = RedisWarning("answer cache")
+        self._warn = RedisOutageLog("answer cache")
 
     async def get(self, key: str) -> dict[str, Any] | None:
         try:
