@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cairn_testing import RedisServer, ServerProcess, free_port, start_redis, start_server
+from redis import Redis as SyncRedis
 
 from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
 
@@ -111,9 +112,7 @@ def test_failed_authentications_are_counted_across_replicas(
 
 
 def _redis_cli(redis: RedisServer, *args: str) -> None:
-    import redis as redis_py
-
-    client = redis_py.Redis.from_url(redis.url)
+    client = SyncRedis.from_url(redis.url)
     try:
         client.execute_command(*args)
     finally:

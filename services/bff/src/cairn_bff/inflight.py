@@ -7,6 +7,7 @@ hands back a ticket to give to `leave`, or None when the identity is at its limi
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Protocol
 
@@ -75,6 +76,7 @@ class RedisInFlight:
         if not ticket:
             return
         try:
-            await self._redis.zrem(self.prefix + identity, ticket)
+            # Shielded: a request cancelled while it leaves still gives its slot back at once, not at the ttl.
+            await asyncio.shield(self._redis.zrem(self.prefix + identity, ticket))
         except RedisError as exc:
             self._warn(exc, "the ticket expires on its own")
