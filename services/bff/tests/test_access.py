@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
-from cairn_testing import ServerProcess
+from cairn_testing import RedisServer, ServerProcess, start_redis
 
 from .conftest import app_client
 
@@ -61,6 +63,33 @@ async def test_rate_limit_per_key_with_retry_after(upstream: ServerProcess) -> N
         assert (await c.get(DOCS, headers={"Authorization": "Bearer b"})).status_code == 200
         metrics = (await c.get("/metrics")).text
         assert 'cairn_bff_rejected_total{reason_code="RATE_LIMITED"} 1.0' in metrics
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    srv = start_redis()
+    yield srv
+    srv.stop()
+
+
+async def test_with_redis_two_apps_share_one_bucket_per_key(
+    upstream: ServerProcess, redis: RedisServer
+) -> None:
+    settings = {
+        "qs_url": upstream.url,
+        "api_keys": "shared-a",
+        "local_mode": False,
+        "rate_limit_per_minute": 6,
+        "rate_limit_burst": 2,
+        "CAIRN_REDIS_URL": redis.url,
+    }
+    a = {"Authorization": "Bearer shared-a"}
+    async with app_client(**settings) as one, app_client(**settings) as two:
+        assert (await one.get(DOCS, headers=a)).status_code == 200
+        assert (await two.get(DOCS, headers=a)).status_code == 200
+        for c in (one, two):  # the burst of 2 is spent across both, not per app
+            limited = await c.get(DOCS, headers=a)
+            assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
 
 
 async def test_cors_closed_by_default(upstream: ServerProcess) -> None:

@@ -10,20 +10,21 @@ from cairn_bff.ratelimit import RateLimiter
 from cairn_bff.settings import BffSettings
 
 
-def test_token_bucket_refills_at_the_configured_rate() -> None:
+async def test_token_bucket_refills_at_the_configured_rate() -> None:
     rl = RateLimiter(per_minute=60, burst=2)
-    assert rl.check("k", now=0.0) == 0 and rl.check("k", now=0.0) == 0
-    assert rl.check("k", now=0.0) == pytest.approx(1.0)
-    assert rl.check("k", now=0.5) == pytest.approx(0.5)
-    assert rl.check("k", now=1.0) == 0
-    assert rl.check("other", now=1.0) == 0
+    assert await rl.check("k", now=0.0) == 0 and await rl.check("k", now=0.0) == 0
+    assert await rl.check("k", now=0.0) == pytest.approx(1.0)
+    assert await rl.wait("k", now=0.5) == pytest.approx(0.5)
+    assert await rl.check("k", now=0.5) == pytest.approx(0.5)
+    assert await rl.check("k", now=1.0) == 0
+    assert await rl.check("other", now=1.0) == 0
 
 
-def test_token_bucket_off_and_bounded() -> None:
-    assert RateLimiter(per_minute=0, burst=1).check("k") == 0
+async def test_token_bucket_off_and_bounded() -> None:
+    assert await RateLimiter(per_minute=0, burst=1).check("k") == 0
     rl = RateLimiter(per_minute=60, burst=1, max_identities=10)
     for i in range(100):
-        rl.check(f"ip{i}", now=float(i) / 1000)
+        await rl.check(f"ip{i}", now=float(i) / 1000)
     assert len(rl._buckets) <= 10
 
 

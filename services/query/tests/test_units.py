@@ -121,15 +121,15 @@ def test_fts_query_drops_stopwords_and_quotes_terms() -> None:
     assert fts_query("what is the") is None
 
 
-def test_cache_key_normalises_and_changes_with_the_corpus() -> None:
+async def test_cache_key_normalises_and_changes_with_the_corpus() -> None:
     k1 = cache_key([("user", "Hello  World")], None, {}, 5, None, 1)
     assert k1 == cache_key([("user", " hello world ")], None, {}, 5, None, 1)
     assert k1 != cache_key([("user", "hello world")], None, {}, 5, None, 2)
     assert k1 != cache_key([("user", "hello world")], "hr", {}, 5, None, 1)
     cache = AnswerCache(size=1, ttl_s=60)
-    cache.put("a", {"x": 1})
-    cache.put("b", {"x": 2})
-    assert cache.get("a") is None and cache.get("b") == {"x": 2}
+    await cache.put("a", {"x": 1})
+    await cache.put("b", {"x": 2})
+    assert await cache.get("a") is None and await cache.get("b") == {"x": 2}
 
 
 # --- gateway client (respx) -------------------------------------------------------------------------------

@@ -1,6 +1,15 @@
 """Tooling shared by Cairn's tests and benchmarks: real processes on loopback, never mocks."""
 
 from .processes import ServerProcess, free_port, start_server, wait_http_ok
+from .redis_server import RedisServer, start_redis
 from .sse import parse_sse
 
-__all__ = ["ServerProcess", "free_port", "parse_sse", "start_server", "wait_http_ok"]
+__all__ = [
+    "RedisServer",
+    "ServerProcess",
+    "free_port",
+    "parse_sse",
+    "start_redis",
+    "start_server",
+    "wait_http_ok",
+]

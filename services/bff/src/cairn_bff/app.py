@@ -1,4 +1,4 @@
-"""`create_app(settings)`: the BFF's Starlette app; upstream clients and the rate limiter live in the lifespan."""
+"""`create_app(settings)`: the BFF's Starlette app; upstream clients and the Redis client live in the lifespan."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from cairn_core import (
     configure_logging,
     internal_headers,
     make_http_client,
+    redis_client,
+    secret_of,
     service_app,
     setup_tracing,
 )
@@ -17,10 +19,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from .auth import ApiGuardMiddleware
+from .auth import ApiGuardMiddleware, Limits
 from .metrics import BffMetrics
 from .proxy import Upstream
-from .ratelimit import RateLimiter
 from .routes import ROUTES
 from .security import HostGuardMiddleware, SecurityHeadersMiddleware
 from .settings import BffSettings
@@ -45,7 +46,13 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
                 transport=settings.http_transport,
             )
 
-        async with client(settings.qs_url) as qs_http, client(settings.gateway_url) as gw_http:
+        async with (
+            redis_client(secret_of(settings.redis_url)) as redis,
+            client(settings.qs_url) as qs_http,
+            client(settings.gateway_url) as gw_http,
+        ):
+            if redis is not None:
+                limits.share(redis, settings)
             app.state.settings = settings
             app.state.qs = Upstream("query service", qs_http, tracer, app.state.metrics)
             app.state.gateway = Upstream("LLM gateway", gw_http, tracer, app.state.metrics)
@@ -55,9 +62,9 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
                 tracer_provider.shutdown()
 
     metrics = BffMetrics()
-    # The guard needs the limiter and metrics before the lifespan runs (middleware is built on first call).
-    limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-    failures = RateLimiter(settings.auth_failures_per_minute, settings.auth_failures_burst)
+    # The guard needs its limits and metrics before the lifespan runs (middleware is built on first call);
+    # the lifespan moves the limits to Redis when it is configured.
+    limits = Limits.in_memory(settings)
     # The address the BFF is bound to is a name it is reached by; a wildcard bind names nothing.
     own = [] if settings.host in ("0.0.0.0", "::", "") else [settings.host.lower()]
     outer = [
@@ -87,13 +94,12 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
             Middleware(
                 ApiGuardMiddleware,
                 settings=settings,
-                limiter=limiter,
-                failures=failures,
+                limits=limits,
                 metrics=metrics,
                 routes=ROUTES,
             )
         ],
     )
     app.state.metrics = metrics
-    app.state.limiter = limiter
+    app.state.limits = limits
     return app

@@ -13,6 +13,8 @@ Rules (docs/bff.md):
 - At most BFF_MAX_INFLIGHT_PER_CLIENT chat, search and upload requests of one identity run at once (a
   stream counts until it ends); more is 429, so one client cannot take the gateway's slots and queue.
 - The client IP is the socket's peer unless it is one of BFF_TRUSTED_PROXIES (see cairn_core `serve`).
+- The buckets and in-flight counts live in this process, or in Redis when CAIRN_REDIS_URL is set, so that
+  they hold across BFF replicas (`Limits.share`; docs/operations.md, Shared state).
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from cairn_core import ReasonCode, error_response
+from cairn_core import ReasonCode, Redis, error_response
 from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .inflight import Concurrency, InFlight, RedisInFlight
 from .metrics import BffMetrics
-from .ratelimit import RateLimiter
+from .ratelimit import Limiter, RateLimiter, RedisRateLimiter
 from .settings import BffSettings
 
 API_PREFIX = "/api/"
@@ -96,26 +100,31 @@ def identify(scope: Scope, settings: BffSettings) -> str:
 _COSTLY = frozenset({("POST", "/api/chat"), ("POST", "/api/search"), ("POST", "/api/documents")})
 
 
-class InFlight:
-    """Requests of each identity in flight now; an identity is forgotten when its count drops to zero."""
+@dataclass
+class Limits:
+    """The guard's three limits. Built in memory by `create_app` (the middleware exists before the lifespan
+    runs); the lifespan calls `share` to move them to Redis when CAIRN_REDIS_URL is set."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.counts: dict[str, int] = {}
+    requests: Limiter
+    failures: Limiter
+    inflight: Concurrency
 
-    def enter(self, identity: str) -> bool:
-        n = self.counts.get(identity, 0)
-        if self.limit and n >= self.limit:
-            return False
-        self.counts[identity] = n + 1
-        return True
+    @classmethod
+    def in_memory(cls, settings: BffSettings) -> Limits:
+        return cls(
+            RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            RateLimiter(settings.auth_failures_per_minute, settings.auth_failures_burst),
+            InFlight(settings.max_inflight_per_client),
+        )
 
-    def leave(self, identity: str) -> None:
-        n = self.counts.get(identity, 1) - 1
-        if n <= 0:
-            self.counts.pop(identity, None)
-        else:
-            self.counts[identity] = n
+    def share(self, redis: Redis, settings: BffSettings) -> None:
+        self.requests = RedisRateLimiter(
+            redis, "ratelimit", settings.rate_limit_per_minute, settings.rate_limit_burst
+        )
+        self.failures = RedisRateLimiter(
+            redis, "authfail", settings.auth_failures_per_minute, settings.auth_failures_burst
+        )
+        self.inflight = RedisInFlight(redis, settings.max_inflight_per_client, settings.inflight_ttl_s)
 
 
 def route_label(routes: list[BaseRoute], scope: Scope) -> str:
@@ -135,18 +144,15 @@ class ApiGuardMiddleware:
         self,
         app: ASGIApp,
         settings: BffSettings,
-        limiter: RateLimiter,
-        failures: RateLimiter,
+        limits: Limits,
         metrics: BffMetrics,
         routes: list[BaseRoute],
     ) -> None:
         self.app = app
         self.settings = settings
-        self.limiter = limiter
-        self.failures = failures
+        self.limits = limits
         self.metrics = metrics
         self.routes = routes
-        self.inflight = InFlight(settings.max_inflight_per_client)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -159,7 +165,8 @@ class ApiGuardMiddleware:
         rid = scope.get("state", {}).get("request_id")
         client = scope.get("client")
         peer = f"ip:{client[0] if client else '?'}"
-        wait = self.failures.wait(peer)
+        limits = self.limits
+        wait = await limits.failures.wait(peer)
         if wait > 0:
             message = f"Too many failed authentications from this address; retry in {wait:.1f} s."
             await self._limited(scope, receive, send, message, wait)
@@ -167,7 +174,7 @@ class ApiGuardMiddleware:
         try:
             identity = identify(scope, self.settings)
         except AuthError as exc:
-            self.failures.check(peer)
+            await limits.failures.check(peer)
             self.metrics.rejected.labels(ReasonCode.UNAUTHORIZED.value).inc()
             response = error_response(ReasonCode.UNAUTHORIZED, exc.message, rid)
             response.headers["WWW-Authenticate"] = 'Bearer realm="cairn"'
@@ -176,13 +183,14 @@ class ApiGuardMiddleware:
         # Who owns what this request writes: the key, or "local" for the page and tools on this machine
         # (they are one user, whatever loopback address they come from). QS scopes document ids by it.
         scope.setdefault("state", {})["owner"] = identity if identity.startswith("key:") else "local"
-        wait = self.limiter.check(identity)
+        wait = await limits.requests.check(identity)
         if wait > 0:
             await self._limited(scope, receive, send, f"Too many requests; retry in {wait:.1f} s.", wait)
             return
         costly = (scope["method"], scope["path"].rstrip("/")) in _COSTLY
-        if costly and not self.inflight.enter(identity):
-            limit = self.inflight.limit
+        ticket = await limits.inflight.enter(identity) if costly else None
+        if costly and ticket is None:
+            limit = limits.inflight.limit
             message = (
                 f"At most {limit} chat, search or upload requests at once per client; retry when one ends."
             )
@@ -198,8 +206,8 @@ class ApiGuardMiddleware:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            if costly:
-                self.inflight.leave(identity)
+            if ticket is not None:
+                await limits.inflight.leave(identity, ticket)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, message: str, wait: float) -> None:
         self.metrics.rejected.labels(ReasonCode.RATE_LIMITED.value).inc()

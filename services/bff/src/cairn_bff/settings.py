@@ -44,6 +44,13 @@ class BffSettings(BaseSettings):
     # generation slot and the whole queue of the gateway (LLM_MAX_CONCURRENCY + LLM_QUEUE_SIZE = 7).
     max_inflight_per_client: int = Field(3, ge=0)  # 0 = off
 
+    # Shared state (docs/operations.md): with Redis the limits above hold across BFF replicas, not per
+    # process. Unreachable at startup: the BFF refuses to start; during a request: the limit fails open.
+    redis_url: SecretStr | None = Field(None, validation_alias="CAIRN_REDIS_URL")
+    # A request's in-flight ticket in Redis stops counting after this, even if its replica died mid-request.
+    # Longer than any request should run (streams end within the gateway's timeouts).
+    inflight_ttl_s: float = Field(300.0, gt=0)
+
     # Who the BFF believes and serves (docs/operations.md, Security).
     # Host headers served besides loopback names and addresses: a DNS-rebinding page reaches the BFF under
     # its own host name, so that name must be refused. Comma-separated; "*.example.com" matches subdomains,

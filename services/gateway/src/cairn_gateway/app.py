@@ -10,6 +10,8 @@ from cairn_core import (
     InternalAuthMiddleware,
     configure_logging,
     make_aiohttp_session,
+    redis_client,
+    secret_of,
     service_app,
     setup_tracing,
 )
@@ -36,8 +38,11 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         metrics = GatewayMetrics()
-        async with make_aiohttp_session(max_connections=max(64, settings.max_concurrency * 4)) as http:
-            registry = Registry(settings, http, metrics)
+        async with (
+            redis_client(secret_of(settings.redis_url)) as redis,
+            make_aiohttp_session(max_connections=max(64, settings.max_concurrency * 4)) as http,
+        ):
+            registry = Registry(settings, http, metrics, redis)
             retry: asyncio.Task[None] | None = None
             try:
                 await registry.start()

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import structlog
-from cairn_core import CairnError, CircuitBreaker, ReasonCode
+from cairn_core import CairnError, Circuit, CircuitBreaker, LocalCircuit, ReasonCode, Redis, RedisCircuit
 
 from .admission import Admission
 from .metrics import GatewayMetrics
@@ -27,7 +27,7 @@ log = structlog.get_logger("registry")
 class ModelEntry:
     spec: ModelSpec
     admission: Admission
-    breaker: CircuitBreaker
+    breaker: Circuit
     provider: Provider | None = None
     error: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -59,11 +59,17 @@ class ModelEntry:
 
 class Registry:
     def __init__(
-        self, settings: GatewaySettings, http: aiohttp.ClientSession, metrics: GatewayMetrics
+        self,
+        settings: GatewaySettings,
+        http: aiohttp.ClientSession,
+        metrics: GatewayMetrics,
+        redis: Redis | None = None,
     ) -> None:
+        """`redis`: the lifespan's client when CAIRN_REDIS_URL is set; circuits are then shared by replicas."""
         self.settings = settings
         self.http = http
         self.metrics = metrics
+        self.redis = redis
         self.entries: dict[str, ModelEntry] = {}
         self.fallbacks: list[ModelEntry] = []
         self.default_alias = settings.model_specs[0].alias
@@ -77,8 +83,16 @@ class Registry:
                 int(spec.params.get("max_concurrency", s.max_concurrency)),
                 int(spec.params.get("queue_size", s.queue_size)),
             ),
-            breaker=CircuitBreaker(f"Model {spec.alias!r}", s.circuit_failures, s.circuit_reset_ms / 1000),
+            breaker=self._circuit(spec),
         )
+
+    def _circuit(self, spec: ModelSpec) -> Circuit:
+        s = self.settings
+        breaker = CircuitBreaker(f"Model {spec.alias!r}", s.circuit_failures, s.circuit_reset_ms / 1000)
+        if self.redis is None:
+            return LocalCircuit(breaker)
+        # The probe's lease lasts as long as a generation may: no second replica probes while it runs.
+        return RedisCircuit(self.redis, breaker, probe_lease_s=s.timeout_ms / 1000)
 
     async def start(self) -> None:
         """Load what is declared. A model that fails to load does not stop the gateway: it starts degraded,

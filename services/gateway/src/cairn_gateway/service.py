@@ -105,15 +105,15 @@ class StreamHandle:
                         ReasonCode.PROVIDER_TIMEOUT, "The model stopped producing tokens in time."
                     ) from None
         except asyncio.CancelledError:
-            breaker.release_probe()
+            await breaker.release_probe()
             raise
         except BaseException as exc:
             err = _as_cairn_error(exc)
             if err.reason_code in _CIRCUIT_FAILURES:
-                breaker.failure()
+                await breaker.failure()
             raise err from exc
         else:
-            breaker.success()
+            await breaker.success()
         finally:
             await self.aclose()
 
@@ -224,20 +224,20 @@ class GenerationService:
             raise CairnError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {entry.alias!r} is not loaded.")
         provider = entry.provider
         async with entry.admission.slot():
-            entry.breaker.before_call()
+            await entry.breaker.before_call()
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(preq.timeout_s):
                     result = await provider.generate(preq)
             except asyncio.CancelledError:
-                entry.breaker.release_probe()
+                await entry.breaker.release_probe()
                 raise
             except Exception as exc:
                 err = _as_cairn_error(exc)
                 if err.reason_code in _CIRCUIT_FAILURES:
-                    entry.breaker.failure()
+                    await entry.breaker.failure()
                 raise err from exc
-            entry.breaker.success()
+            await entry.breaker.success()
             provider_s = time.perf_counter() - started
         grounded = None
         if req.citations_required:
@@ -264,7 +264,7 @@ class GenerationService:
         await stack.enter_async_context(entry.admission.slot())
         agen: AsyncIterator[ProviderChunk] | None = None
         try:
-            entry.breaker.before_call()
+            await entry.breaker.before_call()
             started = time.monotonic()
             deadline = started + preq.timeout_s
             agen = entry.provider.stream(preq)
@@ -281,13 +281,13 @@ class GenerationService:
                     ReasonCode.STREAM_INTERRUPTED, "The model ended the stream at once."
                 ) from None
         except asyncio.CancelledError:
-            entry.breaker.release_probe()
+            await entry.breaker.release_probe()
             await _close_quietly(agen, stack)
             raise
         except Exception as exc:
             err = _as_cairn_error(exc)
             if err.reason_code in _CIRCUIT_FAILURES:
-                entry.breaker.failure()
+                await entry.breaker.failure()
             await _close_quietly(agen, stack)
             raise err from exc
         return StreamHandle(

@@ -67,6 +67,10 @@ class GatewaySettings(BaseSettings):
     retry_max_wait_ms: int = Field(2_000, ge=0)
     circuit_failures: int = Field(5, ge=1)
     circuit_reset_ms: int = Field(10_000, ge=1)
+    # Shared state (docs/operations.md): with Redis each model's circuit is shared by every gateway replica,
+    # so one replica's open circuit protects the others. Unreachable at startup: the gateway refuses to start;
+    # later: each replica falls back to its own circuit.
+    redis_url: SecretStr | None = Field(None, validation_alias="CAIRN_REDIS_URL")
     # Comma-separated providers tried in order when the model fails. "sources" ends the default chain: an
     # answer quoted from the best source, labelled as such (providers/sources.py). "" = none.
     fallback_providers: str = "sources"

@@ -11,6 +11,8 @@ from cairn_core import (
     configure_logging,
     internal_headers,
     make_http_client,
+    redis_client,
+    secret_of,
     service_app,
     setup_tracing,
 )
@@ -34,22 +36,26 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = await asyncio.to_thread(SQLiteStore, settings.db_path)
-        async with make_http_client(
-            timeout_s=settings.gateway_timeout_ms / 1000,
-            headers=internal_headers(settings.internal_token),
-            transport=settings.http_transport,
-        ) as http:
-            service: QueryService | None = None
-            try:
-                service = QueryService.build(settings, store, GatewayClient(settings, http, tracer))
-                app.state.service = service
-                yield
-            finally:
-                if service is not None:
-                    service.documents.close()
-                store.close()
-                tracer_provider.shutdown()
+        # Redis first: when it is configured and down, QS refuses to start before it opens anything else.
+        async with redis_client(secret_of(settings.redis_url)) as redis:
+            store = await asyncio.to_thread(SQLiteStore, settings.db_path)
+            async with make_http_client(
+                timeout_s=settings.gateway_timeout_ms / 1000,
+                headers=internal_headers(settings.internal_token),
+                transport=settings.http_transport,
+            ) as http:
+                service: QueryService | None = None
+                try:
+                    service = QueryService.build(
+                        settings, store, GatewayClient(settings, http, tracer), redis
+                    )
+                    app.state.service = service
+                    yield
+                finally:
+                    if service is not None:
+                        service.documents.close()
+                    store.close()
+                    tracer_provider.shutdown()
 
     return service_app(
         routes=ROUTES,

@@ -1,8 +1,9 @@
-"""The answer cache: an in-process LRU with a TTL.
+"""The answer cache: an in-process LRU with a TTL, or Redis shared by every QS replica.
 
 Keyed on the normalised conversation, collection, filters, top_k, model and the corpus version: any ingest or
 delete bumps the version, so no answer outlives the documents it was built from. Only `ok` answers are stored.
-In-process is right for one QS; replicas would move it to Redis (docs/architecture.md).
+`AnswerCache` (in process) is right for one QS; with `CAIRN_REDIS_URL` set, `RedisAnswerCache` holds the same
+entries for all replicas, so an answer paid for once is a hit everywhere. Both implement `Cache`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
+
+from cairn_core import KEY_PREFIX, Redis, RedisError, RedisOutageLog, json_dumps, json_loads
+
+
+class Cache(Protocol):
+    async def get(self, key: str) -> dict[str, Any] | None: ...
+
+    async def put(self, key: str, value: dict[str, Any]) -> None: ...
 
 
 def normalise(text: str) -> str:
@@ -41,7 +50,7 @@ class AnswerCache:
         self.ttl_s = ttl_s
         self._items: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    async def get(self, key: str) -> dict[str, Any] | None:
         item = self._items.get(key)
         if item is None:
             return None
@@ -52,10 +61,42 @@ class AnswerCache:
         self._items.move_to_end(key)
         return value
 
-    def put(self, key: str, value: dict[str, Any]) -> None:
+    async def put(self, key: str, value: dict[str, Any]) -> None:
         if self.size <= 0:
             return
         self._items[key] = (time.monotonic(), value)
         self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
+
+
+class RedisAnswerCache:
+    """Key `cairn:qs:answer:<cache_key>`, a JSON value with the TTL as its Redis expiry. No size bound of its
+    own: Redis's `maxmemory` with an LRU policy is the operator's bound (docs/operations.md).
+
+    A Redis error is a miss (get) or a skipped store (put), with a throttled warning: the answer is still
+    computed and served, only not shared.
+    """
+
+    def __init__(self, redis: Redis, ttl_s: float) -> None:
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.prefix = f"{KEY_PREFIX}qs:answer:"
+        self._redis = redis
+        self._warn = RedisOutageLog("answer cache")
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            raw = await self._redis.get(self.prefix + key)
+        except RedisError as exc:
+            self._warn(exc, "cache miss")
+            return None
+        if raw is None:
+            return None
+        value = json_loads(raw)
+        return value if isinstance(value, dict) else None
+
+    async def put(self, key: str, value: dict[str, Any]) -> None:
+        try:
+            await self._redis.set(self.prefix + key, json_dumps(value), px=self.ttl_ms)
+        except RedisError as exc:
+            self._warn(exc, "answer not cached")

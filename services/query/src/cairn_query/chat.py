@@ -26,7 +26,7 @@ from cairn_core import (
     check_support,
 )
 
-from .cache import AnswerCache, cache_key
+from .cache import Cache, cache_key
 from .evidence import select_evidence
 from .gateway import GatewayClient
 from .metrics import QueryMetrics
@@ -138,7 +138,7 @@ class ChatService:
         store: SQLiteStore,
         retriever: Retriever,
         gateway: GatewayClient,
-        cache: AnswerCache,
+        cache: Cache,
         metrics: QueryMetrics,
     ) -> None:
         self.settings = settings
@@ -158,7 +158,7 @@ class ChatService:
         model = req.model or self.settings.model
         conv = [(m.role, m.content) for m in req.conversation()]
         key = cache_key(conv, req.collection, req.filters, self.top_k(req), model, version)
-        cached = self.cache.get(key) if self.settings.cache_size else None
+        cached = await self.cache.get(key) if self.settings.cache_size else None
         self.metrics.cache.labels("hit" if cached else "miss").inc()
         if cached is not None:
             return Prepared(key, cached)
@@ -231,8 +231,8 @@ class ChatService:
             "answered_by": None,
         }
 
-    def remember(self, prep: Prepared, body: dict[str, Any]) -> None:
-        self.cache.put(
+    async def remember(self, prep: Prepared, body: dict[str, Any]) -> None:
+        await self.cache.put(
             prep.key,
             {k: body[k] for k in ("answer", "citations", "sources", "model", "provider")},
         )
@@ -282,5 +282,5 @@ class ChatService:
             "answered_by": answered_by,
         }
         if not by_fallback:  # the model answers the next asker again, once it is back
-            self.remember(prep, body)
+            await self.remember(prep, body)
         return body

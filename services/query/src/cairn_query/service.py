@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .cache import AnswerCache
+from cairn_core import Redis
+
+from .cache import AnswerCache, Cache, RedisAnswerCache
 from .chat import ChatService
 from .documents import DocumentService
 from .gateway import GatewayClient
@@ -27,9 +29,17 @@ class QueryService:
     chat: ChatService
 
     @classmethod
-    def build(cls, settings: QuerySettings, store: SQLiteStore, gateway: GatewayClient) -> QueryService:
+    def build(
+        cls, settings: QuerySettings, store: SQLiteStore, gateway: GatewayClient, redis: Redis | None = None
+    ) -> QueryService:
+        """`redis`: the lifespan's client when CAIRN_REDIS_URL is set; the answer cache is then shared."""
         metrics = QueryMetrics()
         retriever = Retriever(settings, store, gateway, metrics)
+        cache: Cache = (
+            RedisAnswerCache(redis, settings.cache_ttl_s)
+            if redis is not None and settings.cache_size
+            else AnswerCache(settings.cache_size, settings.cache_ttl_s)  # size 0: stores nothing
+        )
         return cls(
             settings=settings,
             store=store,
@@ -43,7 +53,7 @@ class QueryService:
                 store,
                 retriever,
                 gateway,
-                AnswerCache(settings.cache_size, settings.cache_ttl_s),
+                cache,
                 metrics,
             ),
         )

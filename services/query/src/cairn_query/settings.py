@@ -72,6 +72,9 @@ class QuerySettings(BaseSettings):
     circuit_failures: int = Field(5, ge=1)
     circuit_reset_ms: int = Field(10_000, ge=1)
 
-    # Answer cache (in process, LRU).
+    # Answer cache: in process (LRU of `cache_size` entries), or in Redis when CAIRN_REDIS_URL is set, shared
+    # by every QS replica (Redis's maxmemory policy bounds it then; `cache_size` 0 still turns it off).
     cache_size: int = Field(1024, ge=0)  # 0 = off
     cache_ttl_s: float = Field(3600.0, gt=0)
+    # Shared state (docs/operations.md). Unreachable at startup: QS refuses to start; later: a cache miss.
+    redis_url: SecretStr | None = Field(None, validation_alias="CAIRN_REDIS_URL")

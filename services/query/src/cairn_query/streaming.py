@@ -124,7 +124,7 @@ async def _events(
                 return  # not cached: the model answers the next asker again, once it is back
             if relay.error is None:
                 fields.update(cache="miss", outcome="ok", model=relay.model, provider=relay.provider)
-                service.remember(
+                await service.remember(
                     prep,
                     {
                         "answer": "".join(relay.answer),

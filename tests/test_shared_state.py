@@ -1,0 +1,242 @@
+"""Shared state across replicas (CAIRN_REDIS_URL), against real processes and a real redis-server.
+
+One stack (gateway, QS, BFF) plus a second BFF and a second QS, all on one Redis: the limits hold across the
+BFF replicas, an answer cached by one QS is a hit on the other, and an open circuit on one gateway protects
+another. A service with Redis configured but unreachable refuses to start; a Redis gone mid-run fails open.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cairn_testing import RedisServer, ServerProcess, free_port, start_redis, start_server
+from redis import Redis as SyncRedis
+
+from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
+
+pytestmark = [needs_query_service, pytest.mark.slow]
+INTERNAL = {"X-Cairn-Internal-Token": INTERNAL_TOKEN}
+RATE_N = 6  # requests per minute (and burst) per identity, across all BFF replicas
+INFLIGHT_N = 2
+KEYS = ("k-rate", "k-inflight", "k-cache", "k-blink")
+DOC = {"id": "tea", "title": "Tea", "text": "Green tea is brewed at 80 degrees for two minutes."}
+QUESTION = "At what temperature is green tea brewed?"
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    srv = start_redis()
+    yield srv
+    srv.stop()
+
+
+def _bff_env(redis_url: str) -> dict[str, str]:
+    return {
+        "CAIRN_REDIS_URL": redis_url,
+        "BFF_API_KEYS": ",".join(KEYS),
+        "BFF_RATE_LIMIT_PER_MINUTE": str(RATE_N),
+        "BFF_RATE_LIMIT_BURST": str(RATE_N),
+        "BFF_MAX_INFLIGHT_PER_CLIENT": str(INFLIGHT_N),
+        "BFF_AUTH_FAILURES_PER_MINUTE": "4",
+        "BFF_AUTH_FAILURES_BURST": "4",
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer) -> Iterator[Stack]:
+    # Toy tokens 100 ms apart: a streamed answer lasts long enough to be in flight while the test looks.
+    s = start_stack(tmp_path_factory.mktemp("shared"), _bff_env(redis.url), toy_delay_ms=100)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def bff2(stack: Stack, redis: RedisServer) -> Iterator[ServerProcess]:
+    srv = start_bff(stack, {"CAIRN_INTERNAL_TOKEN": INTERNAL_TOKEN, **_bff_env(redis.url)})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def qs2(stack: Stack, redis: RedisServer) -> Iterator[ServerProcess]:
+    """A second QS replica on the same SQLite file (so the same corpus and corpus version) and Redis."""
+    srv = start_server(
+        "query",
+        ["cairn_query"],
+        env={**stack.query.env, "CAIRN_REDIS_URL": redis.url},
+        health_path="/healthz",
+    )
+    yield srv
+    srv.stop()
+
+
+def start_bff(stack: Stack, env: dict[str, str]) -> ServerProcess:
+    base = {"BFF_PORT": "{port}", "BFF_QS_URL": stack.query.url, "BFF_GATEWAY_URL": stack.gateway.url}
+    return start_server("bff", ["cairn_bff"], env={**base, **env}, health_path="/healthz")
+
+
+def test_a_rate_limit_of_n_allows_n_across_two_bff_replicas_not_2n(stack: Stack, bff2: ServerProcess) -> None:
+    codes = [
+        httpx.get(f"{bff.url}/api/models", headers=_auth("k-rate")).status_code
+        for _ in range(RATE_N)
+        for bff in (stack.bff, bff2)
+    ]
+    assert codes.count(200) == RATE_N, codes
+    assert codes.count(429) == RATE_N, codes
+    assert codes[:RATE_N] == [200] * RATE_N  # the first N pass, whichever replica serves them
+
+
+def test_failed_authentications_are_counted_across_replicas(
+    stack: Stack, bff2: ServerProcess, redis: RedisServer
+) -> None:
+    try:
+        codes = [
+            httpx.get(f"{bff.url}/api/models", headers=_auth("wrong")).status_code
+            for _ in range(3)
+            for bff in (stack.bff, bff2)
+        ]
+        assert codes == [401] * 4 + [429] * 2, codes
+        # Once the address is over its failure budget, a valid key from it waits too, on either replica.
+        assert httpx.get(f"{bff2.url}/api/models", headers=_auth("k-cache")).status_code == 429
+    finally:
+        # The failure bucket is per client IP, and every test here is 127.0.0.1: give the others theirs back.
+        _redis_cli(redis, "DEL", "cairn:bff:authfail:ip:127.0.0.1")
+
+
+def _redis_cli(redis: RedisServer, *args: str) -> None:
+    client = SyncRedis.from_url(redis.url)
+    try:
+        client.execute_command(*args)
+    finally:
+        client.close()
+
+
+async def test_the_in_flight_limit_holds_across_two_bff_replicas(stack: Stack, bff2: ServerProcess) -> None:
+    async with httpx.AsyncClient(timeout=60, headers=_auth("k-inflight")) as client:
+        up = await client.post(f"{stack.query.url}/v1/documents", json=DOC, headers=INTERNAL)
+        assert up.status_code in (200, 201), up.text
+
+        def ask(bff: ServerProcess, n: int) -> httpx.Request:
+            # A different question each time: a cache hit would end the stream at once.
+            body = {"query": f"How long is green tea brewed, take {n}?", "stream": True}
+            return client.build_request("POST", f"{bff.url}/api/chat", json=body)
+
+        first = await client.send(ask(stack.bff, 1), stream=True)
+        second = await client.send(ask(bff2, 2), stream=True)
+        try:
+            assert first.status_code == second.status_code == 200
+            for bff in (stack.bff, bff2):  # one stream on each replica: the identity is at its limit on both
+                refused = await client.post(f"{bff.url}/api/chat", json={"query": "A third question?"})
+                assert refused.status_code == 429, refused.text
+                assert f"At most {INFLIGHT_N}" in refused.json()["message"]
+        finally:
+            await first.aread()  # the streams run to their end and give their slots back
+            await second.aread()
+            await first.aclose()
+            await second.aclose()
+        done = await client.post(f"{bff2.url}/api/chat", json={"query": "A fourth question?"})
+        assert done.status_code == 200, done.text
+
+
+def test_an_answer_cached_by_one_qs_replica_is_a_hit_on_the_other_until_the_corpus_changes(
+    stack: Stack, qs2: ServerProcess
+) -> None:
+    qs1 = stack.query
+    up = httpx.post(f"{qs1.url}/v1/documents", json=DOC, headers=INTERNAL)
+    assert up.status_code in (200, 201), up.text
+
+    def ask(qs: ServerProcess) -> str:
+        resp = httpx.post(f"{qs.url}/v1/chat", json={"query": QUESTION}, headers=INTERNAL, timeout=60)
+        assert resp.status_code == 200 and resp.json()["status"] == "ok", resp.text
+        assert resp.json()["cache"] == resp.headers["x-cache"]
+        return resp.headers["x-cache"]
+
+    first = ask(qs1)
+    assert ask(qs2) == "hit" and ask(qs1) == "hit", first
+    # A new document on one replica bumps the corpus version both read: the old answer is a miss for both.
+    more = {"id": "coffee", "title": "Coffee", "text": "Coffee is brewed at 93 degrees."}
+    assert httpx.post(f"{qs2.url}/v1/documents", json=more, headers=INTERNAL).status_code in (200, 201)
+    assert ask(qs1) == "miss"
+    assert ask(qs2) == "hit"  # and the new answer is shared again
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[ServerProcess]:
+    srv = start_server(
+        "fake-openai", ["cairn_testing.fake_openai", "--port", "{port}"], health_path="/healthz"
+    )
+    yield srv
+    srv.stop()
+
+
+def _start_gateway(fake: ServerProcess, redis: RedisServer) -> ServerProcess:
+    env = {
+        "LLM_PORT": "{port}",
+        "LLM_PROVIDER": "openai_compat",
+        "LLM_BASE_URL": f"{fake.url}/v1",
+        "LLM_MODEL": "fake-model",
+        "LLM_EMBED_PROVIDER": "toy",
+        "LLM_RETRIES": "0",
+        "LLM_CIRCUIT_FAILURES": "2",
+        "LLM_CIRCUIT_RESET_MS": "3000",
+        "LLM_FALLBACK_PROVIDERS": "",
+        "CAIRN_REDIS_URL": redis.url,
+    }
+    return start_server("gateway", ["cairn_gateway"], env=env, health_path="/readyz")
+
+
+def _upstream_requests(fake: ServerProcess) -> int:
+    return int(httpx.get(f"{fake.url}/_stats").json()["requests"])
+
+
+def test_failures_through_one_gateway_open_the_circuit_on_another(
+    fake: ServerProcess, redis: RedisServer
+) -> None:
+    a, b = _start_gateway(fake, redis), _start_gateway(fake, redis)
+    try:
+        for _ in range(2):
+            r = httpx.post(f"{a.url}/v1/generate", json={"prompt": "[[fail_always]]"}, timeout=30)
+            assert r.json()["reason_code"] == "PROVIDER_ERROR", r.text
+        before = _upstream_requests(fake)
+        r = httpx.post(f"{b.url}/v1/generate", json={"prompt": "[[fail_always]]"}, timeout=30)
+        assert r.status_code == 503 and r.json()["reason_code"] == "CIRCUIT_OPEN", r.text
+        assert int(r.headers["retry-after"]) >= 1
+        assert _upstream_requests(fake) == before  # B never called the upstream
+        # After the reset time one caller probes; its success closes the circuit for both replicas.
+        time.sleep(3.2)
+        probe = httpx.post(f"{b.url}/v1/generate", json={"prompt": "[[tokens:2]]"}, timeout=30)
+        assert probe.status_code == 200 and probe.json()["status"] == "ok", probe.text
+        after = httpx.post(f"{a.url}/v1/generate", json={"prompt": "[[tokens:2]]"}, timeout=30)
+        assert after.status_code == 200 and after.json()["status"] == "ok", after.text
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_service_with_redis_configured_but_down_refuses_to_start(stack: Stack) -> None:
+    env = {"CAIRN_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "CAIRN_INTERNAL_TOKEN": INTERNAL_TOKEN}
+    with pytest.raises(RuntimeError) as err:
+        start_bff(stack, env)
+    assert "CAIRN_REDIS_URL is set" in str(err.value) and "Redis does not answer" in str(err.value)
+
+
+def test_redis_going_away_mid_run_fails_open_never_a_500(stack: Stack, tmp_path: Path) -> None:
+    blink = start_redis(log_dir=tmp_path)
+    bff = start_bff(stack, {"CAIRN_INTERNAL_TOKEN": INTERNAL_TOKEN, **_bff_env(blink.url)})
+    try:
+        assert httpx.get(f"{bff.url}/api/models", headers=_auth("k-blink")).status_code == 200
+        blink.stop()
+        codes = {httpx.get(f"{bff.url}/api/models", headers=_auth("k-blink")).status_code for _ in range(3)}
+        assert codes == {200}  # the limit let them through rather than failing them
+        assert "redis_unavailable" in bff.log_text()
+    finally:
+        bff.stop()
+        blink.stop()
