@@ -83,6 +83,7 @@ from ._openapi import (
     operation_id,
 )
 from ._reason_codes import DEGRADABLE, HTTP_STATUS, ReasonCode
+from ._replicas import Replicas, split_urls
 from ._sse import SSEMessage, aiter_sse, aiter_sse_chunks, encode_event
 from ._web import (
     EXCEPTION_HANDLERS,
@@ -144,6 +145,7 @@ __all__ = [
     "Operation",
     "Param",
     "ReasonCode",
+    "Replicas",
     "Reply",
     "RequestContextMiddleware",
     "SSEMessage",
@@ -194,6 +196,7 @@ __all__ = [
     "service_app",
     "setup_tracing",
     "split_sentences",
+    "split_urls",
     "strip_markers",
     "token_matches",
     "trace_id_hex",

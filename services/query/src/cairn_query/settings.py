@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Literal
 
+from cairn_core import split_urls
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -61,6 +63,9 @@ class QuerySettings(BaseSettings):
     gateway_url: str = Field(
         "http://127.0.0.1:8082", validation_alias=AliasChoices("QS_GATEWAY_URL", "QS_LLM_URL")
     )
+    # Several gateway replicas, comma-separated: calls take turns and a retry goes to another replica. Set,
+    # it replaces QS_GATEWAY_URL.
+    gateway_urls: str = ""
     # The alias sent as `model`; None = the gateway's default.
     model: str | None = Field(None, validation_alias=AliasChoices("QS_MODEL", "QS_LLM_MODEL"))
     max_tokens: int | None = Field(None, ge=1)
@@ -75,3 +80,7 @@ class QuerySettings(BaseSettings):
     # Answer cache (in process, LRU).
     cache_size: int = Field(1024, ge=0)  # 0 = off
     cache_ttl_s: float = Field(3600.0, gt=0)
+
+    @cached_property
+    def gateway_url_list(self) -> list[str]:
+        return split_urls(self.gateway_urls, self.gateway_url)
