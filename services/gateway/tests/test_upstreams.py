@@ -118,3 +118,28 @@ def test_a_stream_that_broke_after_its_first_token_is_not_retried(good: ServerPr
 def test_shown_urls_carry_no_credentials() -> None:
     assert public_url("https://user:pw@llm.example:8443/v1?api-key=k") == "https://llm.example:8443/v1"
     assert public_url("http://127.0.0.1:8090/v1") == "http://127.0.0.1:8090/v1"
+
+
+def test_weight_scales_the_in_flight_count() -> None:
+    from cairn_gateway.providers.router import RouterProvider
+    from cairn_gateway.settings import GatewaySettings
+
+    settings = GatewaySettings(
+        provider="openai_compat",
+        model="m",
+        upstreams=json.dumps(
+            [{"base_url": "http://big.test/v1", "weight": 2}, {"base_url": "http://small.test/v1"}]
+        ),
+    )
+    spec = settings.model_specs[0]
+    assert spec.provider == "router" and spec.alias == "m" and spec.params["max_concurrency"] == 4
+    router = RouterProvider(spec, settings, None)  # type: ignore[arg-type]  # no call is made
+    picked = []
+    for _ in range(6):  # requests that all stay in flight
+        dep = router.pick(set())
+        assert dep is not None
+        dep.in_flight += 1
+        picked.append(dep.url)
+    assert picked.count("http://big.test/v1") == 4 and picked.count("http://small.test/v1") == 2
+    big = router.deployments[0]
+    assert router.pick({big}) is router.deployments[1]  # a retry prefers the server not yet tried
