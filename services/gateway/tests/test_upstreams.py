@@ -72,6 +72,11 @@ def test_a_server_that_answers_503_loses_no_request_and_its_circuit_opens(
         bad, ok = deps[f"{broken.url}/v1"], deps[f"{good.url}/v1"]
         assert bad["circuit"] == "open" and bad["failures"] == 3 and "503" in bad["last_error"]
         assert ok["circuit"] == "closed" and ok["in_flight"] == 0 and ok["last_error"] is None
+        metrics = httpx.get(f"{gw.url}/metrics").text
+        assert (
+            f'cairn_gateway_upstream_circuit_state{{model="fake-model",upstream="{broken.url}/v1"}} 2.0'
+            in metrics
+        )
     finally:
         gw.stop()
 
