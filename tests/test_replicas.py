@@ -128,11 +128,12 @@ async def _load(url: str, on_half: Any) -> list[tuple[float, list[tuple[str, dic
 def _check(results: list[tuple[float, list[tuple[str, dict]]]], *, lost_ok: bool = False) -> int:
     """Every answer ended on purpose; those asked after the kill all succeeded. Returns how many failed.
 
-    `lost_ok`: a request sent before the kill may have no stream at all (an HTTP error), see below."""
+    `lost_ok`: a request sent before the kill (or just after it) may have no stream at all: an HTTP error."""
     failed = 0
     for since_kill, events in results:
         names = [n for n, _ in events]
-        if names == ["http_error"] and lost_ok and since_kill < 0:
+        # A pooled connection the BFF has not yet seen close can take a request in the instant after the kill.
+        if names == ["http_error"] and lost_ok and since_kill < 0.5:
             failed += 1
             continue
         assert names and names[-1] == "done", names  # never a hang, never a cut-off stream

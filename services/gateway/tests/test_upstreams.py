@@ -82,7 +82,7 @@ def test_a_server_that_answers_503_loses_no_request_and_its_circuit_opens(
 
 
 async def test_requests_go_to_the_server_with_fewer_in_flight(good: ServerProcess) -> None:
-    slow = _fake("--delay-ms", "400")
+    slow = _fake("--delay-ms", "1000")
     gw = start_gateway(None, LLM_PROVIDER="openai_compat", LLM_UPSTREAMS=_upstreams(slow, good))
     try:
         before_slow, before_good = stats(slow)["requests"], stats(good)["requests"]
