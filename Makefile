@@ -10,7 +10,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 RUN_DIR := .run
 
-.PHONY: help setup up down logs status test test-fast lint bench eval local-llm-up local-llm-down local-llm-health smoke
+.PHONY: help setup up up-scaled down logs status test test-fast lint bench eval local-llm-up local-llm-down local-llm-health smoke
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -22,7 +22,11 @@ up: ## set up, start BFF, QS and the gateway in the background, print the URL (a
 	@bash scripts/setup.sh --background
 	@bash scripts/stack.sh up
 
-down: ## stop the stack
+up-scaled: ## like up, with two QS and two gateways behind one BFF on this box (QS_STORE_URL, CAIRN_REDIS_URL pass through)
+	@bash scripts/setup.sh --background
+	@bash scripts/stack.sh up-scaled
+
+down: ## stop the stack (one or scaled)
 	@bash scripts/stack.sh down
 
 status: ## show what runs and whether it is healthy

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Run the three services in the background with their embedded defaults; `up` is safe to re-run.
+# `up-scaled` runs two gateways and two QS behind one BFF on this box (docs/operations.md, Scaling out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=.run
@@ -7,7 +8,7 @@ PY=.venv/bin/python
 mkdir -p "$RUN"
 
 LLM_PORT=${LLM_PORT:-8082}; QS_PORT=${QS_PORT:-8081}; BFF_PORT=${BFF_PORT:-8080}
-export LLM_PORT QS_PORT BFF_PORT
+LLM_PORT_2=${LLM_PORT_2:-8084}; QS_PORT_2=${QS_PORT_2:-8083}  # the second replicas of up-scaled
 export QS_GATEWAY_URL=${QS_GATEWAY_URL:-http://127.0.0.1:$LLM_PORT}
 export BFF_QS_URL=${BFF_QS_URL:-http://127.0.0.1:$QS_PORT}
 export BFF_GATEWAY_URL=${BFF_GATEWAY_URL:-http://127.0.0.1:$LLM_PORT}
@@ -22,8 +23,22 @@ if [ -z "${CAIRN_INTERNAL_TOKEN:-}" ]; then
 fi
 export CAIRN_INTERNAL_TOKEN
 
-# name  module         port        readiness path
-SERVICES=("gateway cairn_gateway $LLM_PORT /readyz" "query cairn_query $QS_PORT /healthz" "bff cairn_bff $BFF_PORT /healthz")
+# name  module  port  readiness path  the env var that sets its port
+SINGLE=(
+  "gateway cairn_gateway $LLM_PORT /readyz LLM_PORT"
+  "query cairn_query $QS_PORT /healthz QS_PORT"
+  "bff cairn_bff $BFF_PORT /healthz BFF_PORT"
+)
+SCALED=(
+  "gateway cairn_gateway $LLM_PORT /readyz LLM_PORT"
+  "gateway-2 cairn_gateway $LLM_PORT_2 /readyz LLM_PORT"
+  "query cairn_query $QS_PORT /healthz QS_PORT"
+  "query-2 cairn_query $QS_PORT_2 /healthz QS_PORT"
+  "bff cairn_bff $BFF_PORT /healthz BFF_PORT"
+)
+SERVICES=("${SINGLE[@]}")
+# Whatever was started, `down` and `status` see it: the scaled list holds every name.
+if [ "${1:-}" = up-scaled ] || [ "$(cat "$RUN/stack-mode" 2>/dev/null)" = scaled ]; then SERVICES=("${SCALED[@]}"); fi
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 healthy() { curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$1$2"; }
@@ -38,12 +53,17 @@ wait_ready() { # name port path timeout
 }
 
 up() {
+  local mode=${1:-single}
+  # Switching between one and two replicas changes what the BFF and QS are told: start over.
+  if [ -f "$RUN/stack-mode" ] && [ "$(cat "$RUN/stack-mode")" != "$mode" ]; then SERVICES=("${SCALED[@]}"); down; fi
+  if [ "$mode" = scaled ]; then SERVICES=("${SCALED[@]}"); else SERVICES=("${SINGLE[@]}"); fi
+  echo "$mode" >"$RUN/stack-mode"
   for spec in "${SERVICES[@]}"; do
-    read -r name module port path <<<"$spec"
+    read -r name module port path portvar <<<"$spec"
     if alive "$name" && healthy "$port" "$path"; then echo "==> $name already running on :$port"; continue; fi
     if alive "$name"; then kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true; sleep 1; fi
     echo "==> starting $name on :$port (log: $RUN/$name.log)"
-    nohup "$PY" -m "$module" >>"$RUN/$name.log" 2>&1 &
+    env "$portvar=$port" nohup "$PY" -m "$module" >>"$RUN/$name.log" 2>&1 &
     echo $! >"$RUN/$name.pid"
     wait_ready "$name" "$port" "$path" "${STACK_TIMEOUT_S:-180}"
   done
@@ -57,7 +77,20 @@ up() {
   echo "  query API:   http://127.0.0.1:$QS_PORT    gateway: http://127.0.0.1:$LLM_PORT/v1"
   echo "  (both need the internal token: header X-Cairn-Internal-Token, or Bearer on the gateway;"
   echo "   it is in $RUN/internal-token unless CAIRN_INTERNAL_TOKEN is set)"
+  if [ "$mode" = scaled ]; then
+    echo "  scaled: gateways :$LLM_PORT :$LLM_PORT_2, query services :$QS_PORT :$QS_PORT_2, one BFF"
+    echo "  store: ${QS_STORE_URL:-one SQLite file shared by both QS (${QS_DB_PATH:-./.run/cairn-qs.sqlite3})}"
+    [ -n "${CAIRN_REDIS_URL:-}" ] && echo "  redis: $CAIRN_REDIS_URL"
+  fi
   echo "  logs: make logs   stop: make down"
+}
+
+# Two QS and two gateways on this box. QS_STORE_URL (Postgres) and CAIRN_REDIS_URL pass through as set in the
+# environment or .env; without them both QS share the SQLite file, which re-reads the corpus version per call.
+up-scaled() {
+  export QS_GATEWAY_URLS=${QS_GATEWAY_URLS:-http://127.0.0.1:$LLM_PORT,http://127.0.0.1:$LLM_PORT_2}
+  export BFF_QS_URLS=${BFF_QS_URLS:-http://127.0.0.1:$QS_PORT,http://127.0.0.1:$QS_PORT_2}
+  up scaled
 }
 
 down() {
@@ -70,11 +103,12 @@ down() {
     fi
     rm -f "$RUN/$name.pid"
   done
+  rm -f "$RUN/stack-mode"
 }
 
 status() {
   for spec in "${SERVICES[@]}"; do
-    read -r name _ port path <<<"$spec"
+    read -r name _ port path _ <<<"$spec"
     if alive "$name"; then
       if healthy "$port" "$path"; then s=healthy; else s=unhealthy; fi
       echo "$name  pid $(cat "$RUN/$name.pid")  :$port  $s"

@@ -153,3 +153,19 @@ def test_page_and_dashboard_are_served_with_security_headers(bff: ServerProcess)
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["x-frame-options"] == "DENY"
     assert '<script src="/static/app.js"' in httpx.get(f"{bff.url}/").text
+
+
+def test_a_qs_replica_that_refuses_connections_is_skipped(upstream: ServerProcess) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    srv = start_bff(dead, upstream.url, BFF_QS_URLS=f"{dead},{upstream.url}")
+    try:
+        for i in range(6):  # each replica's turn comes up: the dead one's is passed on, never failed
+            stream = i % 2 == 1
+            r = httpx.post(f"{srv.url}{CHAT}", json={"query": "hello", "stream": stream})
+            assert r.status_code == 200
+            if stream:
+                assert sse(r.text)[-1][0] == "done"
+        assert httpx.get(f"{srv.url}/api/documents").status_code == 200
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log_text()

@@ -185,6 +185,32 @@ async def test_circuit_opens_after_consecutive_failures() -> None:
 
 
 @respx.mock
+async def test_two_gateway_replicas_take_turns_and_a_retry_goes_to_the_other() -> None:
+    down = respx.post("http://gw-a.test/v1/generate").mock(side_effect=httpx.ConnectError("refused"))
+    up = respx.post("http://gw-b.test/v1/generate").mock(return_value=httpx.Response(200, json=_OK))
+    client = _client(gateway_urls="http://gw-a.test, http://gw-b.test/", retries=1)
+    for _ in range(4):
+        assert (await client.generate(_REQ)).answer == "hello"
+    # The refused replica was tried once, then kept at the back of the order while it cools down.
+    assert down.call_count == 1 and up.call_count == 4
+    assert not client.circuit_open
+
+
+@respx.mock
+async def test_each_gateway_replica_has_its_own_circuit() -> None:
+    respx.post("http://gw-a.test/v1/generate").mock(
+        return_value=httpx.Response(503, json={"reason_code": "PROVIDER_UNAVAILABLE", "message": "x"})
+    )
+    up = respx.post("http://gw-b.test/v1/generate").mock(return_value=httpx.Response(200, json=_OK))
+    client = _client(gateway_urls="http://gw-a.test,http://gw-b.test", retries=1, circuit_failures=2)
+    for _ in range(6):
+        assert (await client.generate(_REQ)).answer == "hello"
+    a, b = client.replicas.items
+    assert a.circuit.is_open and not b.circuit.is_open and up.call_count == 6
+    assert not client.circuit_open
+
+
+@respx.mock
 async def test_embed_batches_under_the_gateway_cap() -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         n = len(httpx.Response(200, content=request.content).json()["input"])

@@ -95,6 +95,7 @@ from ._redis import (
     make_redis,
     redis_client,
 )
+from ._replicas import Replicas, split_urls
 from ._shared_circuit import Circuit, LocalCircuit, RedisCircuit
 from ._sse import SSEMessage, aiter_sse, aiter_sse_chunks, encode_event
 from ._web import (
@@ -168,6 +169,7 @@ __all__ = [
     "RedisError",
     "RedisOutageLog",
     "RedisUnavailable",
+    "Replicas",
     "Reply",
     "RequestContextMiddleware",
     "SSEMessage",
@@ -220,6 +222,7 @@ __all__ = [
     "service_app",
     "setup_tracing",
     "split_sentences",
+    "split_urls",
     "strip_markers",
     "token_matches",
     "trace_id_hex",

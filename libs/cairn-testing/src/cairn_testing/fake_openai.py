@@ -10,6 +10,9 @@ Run: `python -m cairn_testing.fake_openai --port 8090`. A marker in the last use
 (JSON nested 5,000 deep), `[[tool_call]]` (a call of the first tool in `tools`, `finish_reason: "tool_calls"`).
 `logprobs: true` in a request adds logprobs to each choice. `POST /v1/completions` answers legacy completions
 (`text_completion`), with the markers read from the prompt.
+Two flags make the whole server misbehave whatever the markers say, for tests of several upstreams:
+`--fail-all STATUS` answers every chat request with that status, `--delay-ms N` makes every answer wait N ms
+before its first byte (a slow server).
 `GET /_stats` reports what the server saw, including requests whose client disconnected mid-answer and how
 many connections the chat requests came over.
 """
@@ -105,7 +108,7 @@ def _logprobs(pieces: list[str]) -> dict[str, Any]:
     return {"content": [{"token": p, "logprob": -0.5, "bytes": None, "top_logprobs": []} for p in pieces]}
 
 
-def create_app() -> Starlette:
+def create_app(fail_all: int | None = None, delay_ms: float = 0.0) -> Starlette:
     state = FakeState()
 
     async def chat(request: Request) -> Response:
@@ -117,6 +120,12 @@ def create_app() -> Starlette:
             state.connections.add(f"{request.client.host}:{request.client.port}")
         state.last_body, state.last_headers = body, dict(request.headers)
         marks = _markers(body)
+        if fail_all is not None:
+            return JSONResponse(
+                {"error": {"message": f"whole server fails ({fail_all})"}}, status_code=fail_all
+            )
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)
         if "fail_always" in marks or ("fail_once" in marks and state.attempts[rid] == 1):
             return JSONResponse({"error": {"message": "synthetic failure"}}, status_code=500)
         if "busy" in marks:
@@ -290,8 +299,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--fail-all", type=int, default=None, metavar="STATUS")
+    parser.add_argument("--delay-ms", type=float, default=0.0)
     args = parser.parse_args()
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+    app = create_app(fail_all=args.fail_all, delay_ms=args.delay_ms)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from cairn_core import (
@@ -46,16 +46,15 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
                 transport=settings.http_transport,
             )
 
-        async with (
-            redis_client(secret_of(settings.redis_url)) as redis,
-            client(settings.qs_url) as qs_http,
-            client(settings.gateway_url) as gw_http,
-        ):
+        async with AsyncExitStack() as stack:
+            redis = await stack.enter_async_context(redis_client(secret_of(settings.redis_url)))
             if redis is not None:
                 limits.share(redis, settings)
+            qs_http = [await stack.enter_async_context(client(url)) for url in settings.qs_url_list]
+            gw_http = await stack.enter_async_context(client(settings.gateway_url))
             app.state.settings = settings
             app.state.qs = Upstream("query service", qs_http, tracer, app.state.metrics)
-            app.state.gateway = Upstream("LLM gateway", gw_http, tracer, app.state.metrics)
+            app.state.gateway = Upstream("LLM gateway", [gw_http], tracer, app.state.metrics)
             try:
                 yield
             finally:

@@ -10,7 +10,7 @@ through it the gateway).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -22,6 +22,7 @@ from cairn_core import (
     ErrorEvent,
     EventStreamResponse,
     ReasonCode,
+    Replicas,
     Status,
     cancel_on_disconnect,
     client_span,
@@ -64,24 +65,55 @@ def terminal_frames(tail: bytes, message: str) -> bytes:
     )
 
 
-class Upstream:
-    """One upstream service (QS or the gateway) behind a shared httpx client made in the lifespan."""
+_UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
 
-    def __init__(self, label: str, client: httpx.AsyncClient, tracer: Tracer, metrics: BffMetrics) -> None:
+
+class Upstream:
+    """One upstream service (QS or the gateway), one httpx client per replica, made in the lifespan.
+
+    With several replicas (`BFF_QS_URLS`) each request starts at the next in turn, and one that cannot be
+    connected to is skipped for the next: no connection means nothing was sent, so trying another replica
+    can neither duplicate an upload nor a token. Any other failure is the answer (it may have been processed).
+    """
+
+    def __init__(
+        self, label: str, clients: list[httpx.AsyncClient], tracer: Tracer, metrics: BffMetrics
+    ) -> None:
         self.label = label
-        self.client = client
+        self.replicas = Replicas(clients)
         self.tracer = tracer
         self.metrics = metrics
 
-    def _failure(self, exc: httpx.HTTPError) -> CairnError:
+    def _failure(self, exc: httpx.HTTPError, client: httpx.AsyncClient) -> CairnError:
         # Not being able to connect is "unavailable" whatever the transport calls it (httpx-aiohttp reports a
         # refused connection as ConnectTimeout); only a slow answer from a live upstream is a timeout.
         if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
             return CairnError(ReasonCode.PROVIDER_TIMEOUT, f"The {self.label} did not answer in time.")
+        where = "every replica of the" if len(self.replicas.items) > 1 else "the"
         return CairnError(
             ReasonCode.PROVIDER_UNAVAILABLE,
-            f"The {self.label} at {self.client.base_url} is unreachable: {type(exc).__name__}.",
+            f"{where.capitalize()} {self.label} at {client.base_url} is unreachable: {type(exc).__name__}.",
         )
+
+    async def _first_reachable(
+        self, send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+    ) -> httpx.Response:
+        """`send` on the next replica in turn, on the one after it when no connection could be made."""
+        order = self.replicas.order()
+        for i, client in enumerate(order):
+            try:
+                resp = await send(client)
+            except _UNREACHABLE as exc:
+                self.replicas.unreachable(client)
+                if i == len(order) - 1:
+                    raise self._failure(exc, client) from None
+                log.warning("replica_unreachable", upstream=self.label, url=str(client.base_url))
+                continue
+            except httpx.HTTPError as exc:
+                raise self._failure(exc, client) from None
+            self.replicas.reachable(client)
+            return resp
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def forward(
         self,
@@ -98,15 +130,19 @@ class Upstream:
         with client_span(self.tracer, f"{self.label} {method}", **{"url.path": path}):
             extra = {**({"content-type": content_type} if content_type else {}), **(extra_headers or {})}
             headers = outgoing_headers(extra)
-            call = self.client.request(method, path, content=content, params=params, headers=headers)
-            try:
-                resp = await cancel_on_disconnect(request, call)
-            except httpx.HTTPError as exc:
-                raise self._failure(exc) from None
+
+            async def send(client: httpx.AsyncClient) -> httpx.Response:
+                call = client.request(method, path, content=content, params=params, headers=headers)
+                return await cancel_on_disconnect(request, call)
+
+            resp = await self._first_reachable(send)
         return Response(resp.content, status_code=resp.status_code, headers=passthrough_headers(resp.headers))
 
     async def get_text(self, path: str, timeout_s: float) -> str:
-        resp = await self.client.get(path, timeout=timeout_s, headers=outgoing_headers())
+        async def send(client: httpx.AsyncClient) -> httpx.Response:
+            return await client.get(path, timeout=timeout_s, headers=outgoing_headers())
+
+        resp = await self._first_reachable(send)
         resp.raise_for_status()
         return resp.text
 
@@ -116,12 +152,13 @@ class Upstream:
         span.set_attribute("url.path", path)
         with trace.use_span(span, end_on_exit=False):
             headers = outgoing_headers({"content-type": "application/json", "accept": "text/event-stream"})
-        upstream_request = self.client.build_request("POST", path, content=content, headers=headers)
+
+        async def send(client: httpx.AsyncClient) -> httpx.Response:
+            upstream_request = client.build_request("POST", path, content=content, headers=headers)
+            return await cancel_on_disconnect(request, client.send(upstream_request, stream=True))
+
         try:
-            resp = await cancel_on_disconnect(request, self.client.send(upstream_request, stream=True))
-        except httpx.HTTPError as exc:
-            span.end()
-            raise self._failure(exc) from None
+            resp = await self._first_reachable(send)
         except BaseException:
             span.end()
             raise

@@ -6,6 +6,7 @@ import ipaddress
 from functools import cached_property
 from typing import Literal
 
+from cairn_core import split_urls
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,6 +23,9 @@ class BffSettings(BaseSettings):
 
     # Upstreams.
     qs_url: str = "http://127.0.0.1:8081"
+    # Several QS replicas, comma-separated: requests take turns, and one that cannot be connected to is
+    # skipped (nothing was sent to it). Set, it replaces BFF_QS_URL.
+    qs_urls: str = ""
     gateway_url: str = "http://127.0.0.1:8082"
     upstream_timeout_s: float = Field(120.0, gt=0)  # a whole non-stream answer / gap between stream bytes
     connect_timeout_s: float = Field(5.0, gt=0)
@@ -68,6 +72,10 @@ class BffSettings(BaseSettings):
     cors_origins: str = ""
 
     max_body_bytes: int = Field(12_000_000, ge=1_000)  # uploads go through here; QS has its own limit
+
+    @cached_property
+    def qs_url_list(self) -> list[str]:
+        return split_urls(self.qs_urls, self.qs_url)
 
     @cached_property
     def key_list(self) -> list[bytes]:

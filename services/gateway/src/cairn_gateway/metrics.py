@@ -69,3 +69,16 @@ class GatewayMetrics:
             "cairn_gateway_model_memory_bytes", "Memory held by a loaded model", ["model"], registry=r
         )
         self.embeddings = Counter("cairn_gateway_embedded_texts", "Texts embedded", ["model"], registry=r)
+        # Router models (LLM_UPSTREAMS): the same two numbers per server behind the alias.
+        self.upstream_in_flight = Gauge(
+            "cairn_gateway_upstream_in_flight",
+            "Requests in flight per upstream server of a router model",
+            ["model", "upstream"],
+            registry=r,
+        )
+        self.upstream_circuit_state = Gauge(
+            "cairn_gateway_upstream_circuit_state",
+            "Circuit state per upstream server of a router model: 0 closed, 1 half-open, 2 open",
+            ["model", "upstream"],
+            registry=r,
+        )

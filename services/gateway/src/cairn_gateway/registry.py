@@ -228,6 +228,10 @@ class Registry:
                 else {}
             )
             m.model_memory.labels(entry.alias).set(float(info.get("memory_mb", 0)) * 1024 * 1024)
+            for dep in info.get("deployments") or []:
+                m.upstream_in_flight.labels(entry.alias, dep["base_url"]).set(dep["in_flight"])
+                state = {"closed": 0, "half_open": 1, "open": 2}[dep["circuit"]]
+                m.upstream_circuit_state.labels(entry.alias, dep["base_url"]).set(state)
 
     async def aclose(self) -> None:
         for entry in self.all_entries():

@@ -177,6 +177,19 @@ class EmbeddingsResponse(BaseModel):
     usage: TokenUsage
 
 
+class DeploymentInfo(BaseModel):
+    """One server behind a router model (`LLM_UPSTREAMS`), as the gateway sees it now."""
+
+    base_url: str  # without credentials or query string
+    model: str
+    weight: float
+    in_flight: int
+    requests: int
+    failures: int
+    circuit: str
+    last_error: str | None = None
+
+
 class ModelInfo(BaseModel):
     """A chat model (registry entry) or the embedder; provider details follow the common fields."""
 
@@ -194,6 +207,8 @@ class ModelInfo(BaseModel):
     circuit: str | None = None
     error: str | None = None
     dims: int | None = None
+    routing: Literal["least_in_flight"] | None = None  # router models only
+    deployments: list[DeploymentInfo] | None = None
 
 
 class ModelList(BaseModel):

@@ -24,6 +24,18 @@ class ModelSpec(BaseModel):
     load: bool = True  # load at start-up (in-process providers)
 
 
+class UpstreamSpec(BaseModel):
+    """One OpenAI-compatible deployment in `LLM_UPSTREAMS`; deployments with one alias form one router model."""
+
+    base_url: str
+    api_key: SecretStr | None = None
+    model: str = ""  # the upstream's model name; default LLM_MODEL
+    weight: float = Field(
+        1.0, gt=0
+    )  # relative capacity: a weight-2 server takes twice the requests in flight
+    alias: str | None = None  # default: the default model's alias
+
+
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore", frozen=False, populate_by_name=True)
 
@@ -40,6 +52,8 @@ class GatewaySettings(BaseSettings):
     model_sha256: str | None = None
     embed_provider: str = "onnx"
     models: str = ""  # JSON list of ModelSpec: extra models beside the default
+    # JSON list of UpstreamSpec: several OpenAI-compatible servers behind one alias (providers/router.py).
+    upstreams: str = ""
     admin_token: SecretStr | None = None
 
     # Who may call (keys.py): the token shared by the Cairn services, the operator's master key, and where
@@ -121,4 +135,42 @@ class GatewaySettings(BaseSettings):
             sha256=self.model_sha256,
         )
         extra = [ModelSpec.model_validate(m) for m in json.loads(self.models)] if self.models.strip() else []
-        return [default, *[m for m in extra if m.alias != default.alias]]
+        specs = [default, *[m for m in extra if m.alias != default.alias]]
+        # Upstreams replace a model of the same alias (the default, typically) or add one.
+        for router in self._router_specs(default.alias):
+            index = next((i for i, m in enumerate(specs) if m.alias == router.alias), None)
+            if index is None:
+                specs.append(router)
+            else:
+                specs[index] = router
+        return specs
+
+    def _router_specs(self, default_alias: str) -> list[ModelSpec]:
+        if not self.upstreams.strip():
+            return []
+        groups: dict[str, list[UpstreamSpec]] = {}
+        for raw in json.loads(self.upstreams):
+            up = UpstreamSpec.model_validate(raw)
+            groups.setdefault(up.alias or default_alias, []).append(up)
+        specs = []
+        for alias, ups in groups.items():
+            deployments = [
+                {
+                    "base_url": u.base_url,
+                    "api_key": u.api_key.get_secret_value() if u.api_key else None,
+                    "model": u.model or self.model,
+                    "weight": u.weight,
+                }
+                for u in ups
+            ]
+            names = {d["model"] for d in deployments}
+            specs.append(
+                ModelSpec(
+                    alias=alias,
+                    provider="router",
+                    model=names.pop() if len(names) == 1 else "",
+                    # The alias's admission slots grow with its servers: each can run LLM_MAX_CONCURRENCY.
+                    params={"deployments": deployments, "max_concurrency": self.max_concurrency * len(ups)},
+                )
+            )
+        return specs

@@ -1,8 +1,9 @@
 """The client to the LLM gateway: `/v1/embed` and `/v1/generate` (JSON and SSE).
 
-Pooled (one httpx client from the lifespan), with timeouts, a small circuit breaker, and retries only
-before the first byte: a request is retried on connect errors and 502/503/504 answers, never once a stream has
-started (that is how duplicated text happens). Every call sends `X-Request-ID` and `traceparent`. Failures
+Pooled (one httpx client from the lifespan), with timeouts, a small circuit breaker per gateway replica
+(`QS_GATEWAY_URLS`), and retries only before the first byte: a request is retried on connect errors and
+502/503/504 answers, on another replica when there is one, never once a stream has started (that is how
+duplicated text happens). Every call sends `X-Request-ID` and `traceparent`. Failures
 become `UpstreamError` with the reason code the gateway gave, or PROVIDER_UNAVAILABLE / PROVIDER_TIMEOUT /
 CIRCUIT_OPEN, so the chat service can degrade on them.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -19,13 +21,13 @@ from cairn_core import (
     GenerateRequest,
     GenerateResponse,
     ReasonCode,
+    Replicas,
     UpstreamError,
     client_span,
     json_dumps,
     outgoing_headers,
 )
 from opentelemetry.trace import Tracer
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from .settings import QuerySettings
 
@@ -34,8 +36,11 @@ _RETRY_STATUS = {502, 503, 504}
 
 
 class _Retryable(Exception):
-    def __init__(self, error: UpstreamError) -> None:
+    """`unreachable`: no connection was made, so nothing was sent, and the replica is probably down."""
+
+    def __init__(self, error: UpstreamError, *, unreachable: bool = False) -> None:
         self.error = error
+        self.unreachable = unreachable
 
 
 def _error_from_response(resp: httpx.Response, body: bytes) -> UpstreamError:
@@ -55,47 +60,113 @@ def _error_from_response(resp: httpx.Response, body: bytes) -> UpstreamError:
     )
 
 
+@dataclass(eq=False)
+class _Replica:
+    base: str
+    circuit: CircuitBreaker
+
+
 class GatewayClient:
     def __init__(self, settings: QuerySettings, http: httpx.AsyncClient, tracer: Tracer) -> None:
         self.settings = settings
         self.http = http
         self.tracer = tracer
-        self.circuit = CircuitBreaker(
-            "The gateway", settings.circuit_failures, settings.circuit_reset_ms / 1000
+        urls = settings.gateway_url_list
+        self.replicas = Replicas(
+            [
+                _Replica(
+                    url,
+                    CircuitBreaker(
+                        "The gateway" if len(urls) == 1 else f"The gateway at {url}",
+                        settings.circuit_failures,
+                        settings.circuit_reset_ms / 1000,
+                    ),
+                )
+                for url in urls
+            ]
         )
-        self.base = settings.gateway_url.rstrip("/")
 
-    async def _with_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run `attempt` (which raises _Retryable for a retryable failure) with the circuit around it."""
-        self.circuit.before_call()
+    @property
+    def circuit_open(self) -> bool:
+        """No gateway replica takes calls now (each one's breaker is open)."""
+        return all(r.circuit.is_open for r in self.replicas.items)
+
+    def _next(self, tried: set[_Replica]) -> _Replica | None:
+        """The next replica in turn whose breaker lets a call through, one not yet tried by this call first."""
+        usable = [r for r in self.replicas.order() if not r.circuit.is_open]
+        fresh = [r for r in usable if r not in tried]
+        candidates = fresh or usable
+        return candidates[0] if candidates else None
+
+    async def _with_retries(
+        self, attempt: Callable[[str], Awaitable[T]], timeout_s: float | None = None, late: str = ""
+    ) -> T:
+        """Run `attempt(base_url)` (which raises _Retryable for a retryable failure) against the replicas.
+
+        A retry goes to another replica while there is one this call has not tried; back on one already tried,
+        it waits first (exponential, as before). Each replica's breaker hears of a call's failure once, so one
+        replica behaves as the single gateway always did. `timeout_s` bounds the whole call (`late` says so).
+        """
+        tried: set[_Replica] = set()
+        failed: set[_Replica] = set()
+        last: _Retryable | None = None
+        current: _Replica | None = None
         try:
-            async for tries in AsyncRetrying(
-                stop=stop_after_attempt(self.settings.retries + 1),
-                wait=wait_exponential(multiplier=self.settings.retry_wait_ms / 1000, max=2.0),
-                retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
-                reraise=True,
-            ):
-                with tries:
-                    result = await attempt()
-        except _Retryable as exc:
-            self.circuit.failure()
-            raise exc.error from None
-        except UpstreamError as exc:
-            if exc.reason_code in (ReasonCode.PROVIDER_TIMEOUT, ReasonCode.PROVIDER_UNAVAILABLE):
-                self.circuit.failure()
-            else:
-                self.circuit.release_probe()
-            raise
-        except BaseException:  # cancelled (client gone, or the caller's deadline): neither verdict
-            self.circuit.release_probe()
-            raise
-        self.circuit.success()
-        return result
+            async with asyncio.timeout(timeout_s):
+                for n in range(self.settings.retries + 1):
+                    replica = self._next(tried)
+                    if replica is None:
+                        break
+                    if replica in tried:
+                        await asyncio.sleep(min(self.settings.retry_wait_ms / 1000 * 2 ** (n - 1), 2.0))
+                    try:
+                        replica.circuit.before_call()  # half open: one probe at a time
+                    except UpstreamError:
+                        if last is None:
+                            raise
+                        break
+                    tried.add(replica)
+                    current = replica
+                    try:
+                        result = await attempt(replica.base)
+                    except _Retryable as exc:
+                        last = exc
+                        if exc.unreachable:
+                            self.replicas.unreachable(replica)
+                        if replica not in failed:
+                            failed.add(replica)
+                            replica.circuit.failure()
+                        else:
+                            replica.circuit.release_probe()
+                        continue
+                    except UpstreamError as exc:
+                        if exc.reason_code in (ReasonCode.PROVIDER_TIMEOUT, ReasonCode.PROVIDER_UNAVAILABLE):
+                            replica.circuit.failure()
+                        else:
+                            replica.circuit.release_probe()
+                        raise
+                    except BaseException:  # cancelled (client gone, or the deadline): neither verdict
+                        replica.circuit.release_probe()
+                        raise
+                    self.replicas.reachable(replica)
+                    replica.circuit.success()
+                    return result
+        except TimeoutError:
+            if current is not None:
+                current.circuit.failure()
+            raise UpstreamError(ReasonCode.PROVIDER_TIMEOUT, late) from None
+        if last is not None:
+            raise last.error from None
+        # Every replica's breaker is open (nothing awaited since _next said so): its refusal says for how long.
+        self.replicas.items[0].circuit.before_call()
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(self, path: str, body: dict[str, Any], timeout_s: float, stream: bool) -> httpx.Response:
+    async def _send(
+        self, base: str, path: str, body: dict[str, Any], timeout_s: float, stream: bool
+    ) -> httpx.Response:
         request = self.http.build_request(
             "POST",
-            f"{self.base}{path}",
+            f"{base}{path}",
             content=json_dumps(body),
             headers=outgoing_headers({"Content-Type": "application/json"}),
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
@@ -105,7 +176,8 @@ class GatewayClient:
         except (httpx.ConnectError, httpx.ConnectTimeout):
             # httpx-aiohttp reports a refused connection as ConnectTimeout: both mean "not reachable".
             raise _Retryable(
-                UpstreamError(ReasonCode.PROVIDER_UNAVAILABLE, "The gateway is unreachable.")
+                UpstreamError(ReasonCode.PROVIDER_UNAVAILABLE, "The gateway is unreachable."),
+                unreachable=True,
             ) from None
         except httpx.TimeoutException:
             raise UpstreamError(ReasonCode.PROVIDER_TIMEOUT, "The gateway did not answer in time.") from None
@@ -132,8 +204,10 @@ class GatewayClient:
         with client_span(self.tracer, "gateway.embed", inputs=len(texts)):
             for i in range(0, len(texts), 64):
 
-                async def attempt(batch: list[str] = texts[i : i + 64]) -> tuple[list[list[float]], str]:
-                    resp = await self._send("/v1/embed", {"input": batch}, timeout_s, stream=False)
+                async def attempt(
+                    base: str, batch: list[str] = texts[i : i + 64]
+                ) -> tuple[list[list[float]], str]:
+                    resp = await self._send(base, "/v1/embed", {"input": batch}, timeout_s, stream=False)
                     data = resp.json()
                     return data["embeddings"], str(data.get("model") or "unknown")
 
@@ -145,19 +219,12 @@ class GatewayClient:
         timeout_s = self.settings.gateway_timeout_ms / 1000
         body = req.model_dump(mode="json", exclude_none=True)
 
-        async def attempt() -> GenerateResponse:
-            resp = await self._send("/v1/generate", body, timeout_s, stream=False)
+        async def attempt(base: str) -> GenerateResponse:
+            resp = await self._send(base, "/v1/generate", body, timeout_s, stream=False)
             return GenerateResponse.model_validate(resp.json())
 
         with client_span(self.tracer, "gateway.generate"):
-            try:
-                async with asyncio.timeout(timeout_s):
-                    return await self._with_retries(attempt)
-            except TimeoutError:
-                self.circuit.failure()
-                raise UpstreamError(
-                    ReasonCode.PROVIDER_TIMEOUT, "The gateway did not answer in time."
-                ) from None
+            return await self._with_retries(attempt, timeout_s, "The gateway did not answer in time.")
 
     async def open_stream(self, req: GenerateRequest) -> httpx.Response:
         """POST a streaming /v1/generate and return once the response headers are in (the first byte).
@@ -169,14 +236,7 @@ class GatewayClient:
         idle_s = self.settings.gateway_timeout_ms / 1000
         body = req.model_dump(mode="json", exclude_none=True)
 
-        async def attempt() -> httpx.Response:
-            return await self._send("/v1/generate", body, idle_s, stream=True)
+        async def attempt(base: str) -> httpx.Response:
+            return await self._send(base, "/v1/generate", body, idle_s, stream=True)
 
-        try:
-            async with asyncio.timeout(first_s):
-                return await self._with_retries(attempt)
-        except TimeoutError:
-            self.circuit.failure()
-            raise UpstreamError(
-                ReasonCode.PROVIDER_TIMEOUT, "The model did not start answering in time."
-            ) from None
+        return await self._with_retries(attempt, first_s, "The model did not start answering in time.")

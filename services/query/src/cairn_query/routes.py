@@ -222,7 +222,7 @@ async def readyz(request: Request) -> Response:
             },
             status_code=503,
         )
-    circuit = "open" if svc.gateway.circuit.is_open else "closed"
+    circuit = "open" if svc.gateway.circuit_open else "closed"
     return JSONResponse({"status": "ready", **stats, "gateway_circuit": circuit})
 
 
@@ -231,7 +231,7 @@ async def metrics(request: Request) -> Response:
     stats = await asyncio.to_thread(svc.store.stats)
     svc.metrics.documents.set(stats["documents"])
     svc.metrics.chunks.set(stats["chunks"])
-    svc.metrics.circuit_open.set(1 if svc.gateway.circuit.is_open else 0)
+    svc.metrics.circuit_open.set(1 if svc.gateway.circuit_open else 0)
     return metrics_response(svc.metrics.registry)
 
 

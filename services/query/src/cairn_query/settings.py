@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Literal
 
+from cairn_core import split_urls
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -61,6 +63,9 @@ class QuerySettings(BaseSettings):
     gateway_url: str = Field(
         "http://127.0.0.1:8082", validation_alias=AliasChoices("QS_GATEWAY_URL", "QS_LLM_URL")
     )
+    # Several gateway replicas, comma-separated: calls take turns and a retry goes to another replica. Set,
+    # it replaces QS_GATEWAY_URL.
+    gateway_urls: str = ""
     # The alias sent as `model`; None = the gateway's default.
     model: str | None = Field(None, validation_alias=AliasChoices("QS_MODEL", "QS_LLM_MODEL"))
     max_tokens: int | None = Field(None, ge=1)
@@ -78,3 +83,7 @@ class QuerySettings(BaseSettings):
     cache_ttl_s: float = Field(3600.0, gt=0)
     # Shared state (docs/operations.md). Unreachable at startup: QS refuses to start; later: a cache miss.
     redis_url: SecretStr | None = Field(None, validation_alias="CAIRN_REDIS_URL")
+
+    @cached_property
+    def gateway_url_list(self) -> list[str]:
+        return split_urls(self.gateway_urls, self.gateway_url)

@@ -139,6 +139,7 @@ PROVIDERS: dict[str, str] = {
     "toy": "cairn_gateway.providers.toy:ToyProvider",
     "sources": "cairn_gateway.providers.sources:SourcesProvider",
     "openai_compat": "cairn_gateway.providers.openai_compat:OpenAICompatProvider",
+    "router": "cairn_gateway.providers.router:RouterProvider",
     "llamacpp": "cairn_gateway.providers.llamacpp:LlamaCppProvider",
 }
 EMBEDDERS: dict[str, str] = {

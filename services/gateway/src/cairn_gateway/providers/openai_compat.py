@@ -56,7 +56,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def _backoff_s(exc: BaseException | None, failed_attempts: int, cap_s: float) -> float:
+def backoff_s(exc: BaseException | None, failed_attempts: int, cap_s: float) -> float:
     """Honour the server's Retry-After; otherwise back off exponentially. Capped by LLM_RETRY_MAX_WAIT_MS."""
     hinted = getattr(exc, "retry_after", None)
     base = hinted if hinted is not None else 0.05 * (2 ** (failed_attempts - 1))
@@ -71,7 +71,7 @@ class _WaitRetryAfter(wait_base):
 
     def __call__(self, retry_state: Any) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
-        return _backoff_s(exc, retry_state.attempt_number + 1, self.cap_s)
+        return backoff_s(exc, retry_state.attempt_number + 1, self.cap_s)
 
 
 def _log_retry(failed_attempts: int, exc: BaseException | None) -> None:
@@ -165,7 +165,8 @@ class OpenAICompatProvider:
         self.completions_url = f"{self.base_url}/chat/completions"
         self.text_completions_url = f"{self.base_url}/completions"
         self.http = http
-        self.retries = settings.retries
+        # The router sets 0: it retries on another server itself, and two layers would multiply the attempts.
+        self.retries = int(spec.params.get("retries", settings.retries))
         self.retry_cap_s = settings.retry_max_wait_ms / 1000
         self.idle_timeout_s = settings.idle_timeout_ms / 1000
         self._drains: set[asyncio.Task[None]] = set()
@@ -231,7 +232,7 @@ class OpenAICompatProvider:
             if not self.retries:
                 raise
             _log_retry(1, exc)
-            await asyncio.sleep(_backoff_s(exc, 1, self.retry_cap_s))
+            await asyncio.sleep(backoff_s(exc, 1, self.retry_cap_s))
         async for attempt in self._retrying():
             with attempt:
                 return await self._post(url, body, headers, limits)
