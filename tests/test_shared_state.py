@@ -240,3 +240,51 @@ def test_redis_going_away_mid_run_fails_open_never_a_500(stack: Stack, tmp_path:
     finally:
         bff.stop()
         blink.stop()
+
+
+def test_one_of_two_upstreams_answering_503_loses_nothing_and_its_circuit_opens_on_every_replica(
+    redis: RedisServer,
+) -> None:
+    """LLM_UPSTREAMS with a good and a broken server, two gateway replicas on one Redis: every request is
+    answered, and once replica A has seen the broken server fail, replica B stops calling it too."""
+    import json
+
+    good = start_server("fake-good", ["cairn_testing.fake_openai", "--port", "{port}"])
+    broken = start_server("fake-503", ["cairn_testing.fake_openai", "--port", "{port}", "--fail-all", "503"])
+    upstreams = json.dumps([{"base_url": f"{f.url}/v1", "model": "fake-model"} for f in (broken, good)])
+    env = {
+        "LLM_PORT": "{port}",
+        "LLM_PROVIDER": "openai_compat",
+        "LLM_MODEL": "fake-model",
+        "LLM_EMBED_PROVIDER": "toy",
+        "LLM_UPSTREAMS": upstreams,
+        "LLM_CIRCUIT_FAILURES": "2",
+        "LLM_CIRCUIT_RESET_MS": "60000",
+        "LLM_FALLBACK_PROVIDERS": "",
+        "CAIRN_REDIS_URL": redis.url,
+    }
+    a = start_server("gateway-a", ["cairn_gateway"], env=env, health_path="/readyz")
+    b = start_server("gateway-b", ["cairn_gateway"], env=env, health_path="/readyz")
+
+    def deployment(gw: ServerProcess, fake: ServerProcess) -> dict:
+        entry = next(m for m in httpx.get(f"{gw.url}/v1/models").json()["data"] if m["id"] == "fake-model")
+        return next(d for d in entry["deployments"] if d["base_url"] == f"{fake.url}/v1")
+
+    try:
+        with httpx.Client(timeout=15) as client:
+            for i in range(10):  # through A only, until the broken server's shared circuit is open
+                resp = client.post(f"{a.url}/v1/generate", json={"prompt": f"a {i} [[tokens:3]]"})
+                assert resp.status_code == 200 and resp.json()["status"] == "ok", resp.text
+            assert deployment(a, broken)["circuit"] == "open"
+            seen = httpx.get(f"{broken.url}/_stats").json()["requests"]
+            for i in range(20):  # B never saw a failure of its own
+                body = {"prompt": f"b {i} [[tokens:3]]", "stream": i % 2 == 1}
+                resp = client.post(f"{b.url}/v1/generate", json=body)
+                assert resp.status_code == 200 and "error" not in resp.text, resp.text
+        assert httpx.get(f"{broken.url}/_stats").json()["requests"] == seen, (
+            "B still called the broken server"
+        )
+        assert deployment(b, broken)["circuit"] == "open" and deployment(b, good)["circuit"] == "closed"
+    finally:
+        for srv in (a, b, good, broken):
+            srv.stop()

@@ -168,6 +168,9 @@ class Registry:
             except CairnError as exc:
                 entry.error = exc.message
                 raise
+            share = getattr(provider, "share_circuits", None)
+            if self.redis is not None and share is not None:  # the router's per-upstream breakers
+                share(self.redis, self.settings.timeout_ms / 1000)
             entry.provider, entry.error = provider, None
             log.info("model_loaded", alias=entry.alias, provider=entry.spec.provider)
 

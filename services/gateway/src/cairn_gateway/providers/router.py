@@ -26,7 +26,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import structlog
-from cairn_core import CairnError, CircuitBreaker, ReasonCode, UpstreamError
+from cairn_core import (
+    CairnError,
+    Circuit,
+    CircuitBreaker,
+    LocalCircuit,
+    ReasonCode,
+    Redis,
+    RedisCircuit,
+    UpstreamError,
+)
 
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
@@ -71,7 +80,7 @@ async def _aclose(agen: AsyncIterator[ProviderChunk]) -> None:
 class Deployment:
     provider: OpenAICompatProvider
     weight: float
-    breaker: CircuitBreaker
+    breaker: Circuit
     url: str
     in_flight: int = 0
     requests: int = 0
@@ -82,13 +91,13 @@ class Deployment:
     def load(self) -> float:
         return (self.in_flight + 1) / self.weight
 
-    def failed(self, err: CairnError, *, unhealthy: bool = True) -> None:
+    async def failed(self, err: CairnError, *, unhealthy: bool = True) -> None:
         self.failures += 1
         self.last_error = f"{err.reason_code.value}: {err.message[:200]}"
         if unhealthy and err.reason_code in _UNHEALTHY:
-            self.breaker.failure()
+            await self.breaker.failure()
         else:
-            self.breaker.release_probe()
+            await self.breaker.release_probe()
         log.warning("deployment_failed", base_url=self.url, reason_code=err.reason_code, error=err.message)
 
     def info(self) -> dict[str, Any]:
@@ -126,8 +135,10 @@ class RouterProvider:
                 Deployment(
                     provider=OpenAICompatProvider(child, settings, http),
                     weight=float(dep.get("weight") or 1.0),
-                    breaker=CircuitBreaker(
-                        f"Upstream {url}", settings.circuit_failures, settings.circuit_reset_ms / 1000
+                    breaker=LocalCircuit(
+                        CircuitBreaker(
+                            f"Upstream {url}", settings.circuit_failures, settings.circuit_reset_ms / 1000
+                        )
                     ),
                     url=url,
                 )
@@ -139,11 +150,21 @@ class RouterProvider:
     async def start(self) -> None:
         return None
 
+    def share_circuits(self, redis: Redis, probe_lease_s: float) -> None:
+        """With CAIRN_REDIS_URL, each upstream's breaker lives in Redis under its URL: when one gateway replica
+        sees a server fail, every replica stops sending to it (the registry calls this after loading)."""
+        for dep in self.deployments:
+            local = dep.breaker.breaker if isinstance(dep.breaker, LocalCircuit) else None
+            if local is not None:
+                dep.breaker = RedisCircuit(redis, local, probe_lease_s=probe_lease_s)
+
     # --- routing ---------------------------------------------------------------------------------------
 
-    def pick(self, tried: set[Deployment]) -> Deployment | None:
+    def pick(
+        self, tried: set[Deployment], refused: frozenset[Deployment] | set[Deployment] = frozenset()
+    ) -> Deployment | None:
         """The least loaded healthy deployment, preferring those this request has not tried yet."""
-        healthy = [d for d in self.deployments if not d.breaker.is_open]
+        healthy = [d for d in self.deployments if not d.breaker.is_open and d not in refused]
         fresh = [d for d in healthy if d not in tried] or healthy
         if not fresh:
             return None
@@ -160,15 +181,19 @@ class RouterProvider:
         )
 
     async def _acquire(self, tried: set[Deployment], last: CairnError | None, attempt: int) -> Deployment:
-        dep = self.pick(tried)
-        if dep is None:
-            raise last or self._all_open()
-        if dep in tried:  # the same server again: give it a moment, as its Retry-After may ask
-            await asyncio.sleep(backoff_s(last, attempt, self.retry_cap_s))
-        try:
-            dep.breaker.before_call()  # a half-open breaker lets one probe through
-        except UpstreamError:
-            raise last or self._all_open() from None
+        refused: set[Deployment] = set()  # open by another replica's account (shared circuits): not tried
+        while True:
+            dep = self.pick(tried, refused)
+            if dep is None:
+                raise last or self._all_open()
+            if dep in tried:  # the same server again: give it a moment, as its Retry-After may ask
+                await asyncio.sleep(backoff_s(last, attempt, self.retry_cap_s))
+            try:
+                await dep.breaker.before_call()  # a half-open breaker lets one probe through
+            except UpstreamError:
+                refused.add(dep)
+                continue
+            break
         tried.add(dep)
         dep.in_flight += 1
         dep.requests += 1
@@ -184,17 +209,17 @@ class RouterProvider:
             try:
                 result = await dep.provider.generate(req)
             except CairnError as exc:
-                dep.failed(exc, unhealthy=_fails_over(exc))
+                await dep.failed(exc, unhealthy=_fails_over(exc))
                 if not _fails_over(exc):
                     raise
                 last = exc
                 continue
             except BaseException:
-                dep.breaker.release_probe()
+                await dep.breaker.release_probe()
                 raise
             finally:
                 dep.in_flight -= 1
-            dep.breaker.success()
+            await dep.breaker.success()
             return result
         assert last is not None
         raise last
@@ -216,13 +241,13 @@ class RouterProvider:
                 exc = err
             except BaseException:
                 dep.in_flight -= 1
-                dep.breaker.release_probe()
+                await dep.breaker.release_probe()
                 await _aclose(agen)
                 raise
             else:
                 return dep, agen, first
             dep.in_flight -= 1
-            dep.failed(exc, unhealthy=_fails_over(exc))
+            await dep.failed(exc, unhealthy=_fails_over(exc))
             if not _fails_over(exc):
                 raise exc
             last = exc
@@ -237,16 +262,16 @@ class RouterProvider:
             # From here on nothing is retried: the first chunk may already be downstream.
             async for chunk in agen:
                 yield chunk
-            dep.breaker.success()
+            await dep.breaker.success()
             verdict = True
         except CairnError as exc:
-            dep.failed(exc)
+            await dep.failed(exc)
             verdict = True
             raise
         finally:
             dep.in_flight -= 1
             if not verdict:  # the caller went away or timed out: no verdict on the server
-                dep.breaker.release_probe()
+                await dep.breaker.release_probe()
             await _aclose(agen)
 
     async def health(self) -> bool:
