@@ -21,7 +21,7 @@ from .gateway import GatewayClient
 from .routes import ROUTES
 from .service import QueryService
 from .settings import QuerySettings
-from .store import SQLiteStore
+from .store import open_store
 
 SERVICE_NAME = "query-service"
 
@@ -34,7 +34,7 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = await asyncio.to_thread(SQLiteStore, settings.db_path)
+        store = await asyncio.to_thread(open_store, settings)
         async with make_http_client(
             timeout_s=settings.gateway_timeout_ms / 1000,
             headers=internal_headers(settings.internal_token),

@@ -12,13 +12,13 @@ from .metrics import QueryMetrics
 from .parsing import FileParser
 from .retrieval import Retriever
 from .settings import QuerySettings
-from .store import SQLiteStore
+from .store import Store
 
 
 @dataclass
 class QueryService:
     settings: QuerySettings
-    store: SQLiteStore
+    store: Store
     gateway: GatewayClient
     metrics: QueryMetrics
     retriever: Retriever
@@ -27,7 +27,7 @@ class QueryService:
     chat: ChatService
 
     @classmethod
-    def build(cls, settings: QuerySettings, store: SQLiteStore, gateway: GatewayClient) -> QueryService:
+    def build(cls, settings: QuerySettings, store: Store, gateway: GatewayClient) -> QueryService:
         metrics = QueryMetrics()
         retriever = Retriever(settings, store, gateway, metrics)
         return cls(
