@@ -5,7 +5,6 @@ Whatever QS relies on (store.base.Store) must behave the same on each, so a test
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,22 +22,6 @@ from cairn_query.store import (
     StoreFull,
     open_store,
 )
-from cairn_testing import PostgresServer, start_postgres
-
-_databases = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = start_postgres(tmp_path_factory.mktemp("pg"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def pg_url(pg_server: PostgresServer) -> str:
-    """A new, empty database on the shared server: tests don't see each other's rows."""
-    return pg_server.url(f"t{next(_databases)}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
