@@ -28,6 +28,7 @@ from .sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from ..settings import QuerySettings
+    from .postgres import PostgresStore
 
 __all__ = [
     "LEGACY_OWNER",
@@ -36,6 +37,7 @@ __all__ = [
     "ChunkRow",
     "NewDocument",
     "NotOwner",
+    "PostgresStore",
     "SQLiteStore",
     "SchemaTooNew",
     "Store",
@@ -66,3 +68,12 @@ def open_store(settings: QuerySettings) -> Store:
             ef_search=settings.store_ef_search,
         )
     return SQLiteStore(target.removeprefix("sqlite:///") if target.startswith("sqlite:///") else target)
+
+
+def __getattr__(name: str) -> object:
+    # PostgresStore on demand, so that importing the store does not import psycopg.
+    if name == "PostgresStore":
+        from .postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(name)
