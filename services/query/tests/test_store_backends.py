@@ -95,6 +95,8 @@ def test_delete_removes_chunks_keywords_and_vectors(store: Store) -> None:
     assert store.vectors_of(["a:0"]) == {}
     hits = store.vector_search([1, 0, 0], "m1", 5, None, {})
     assert [r for r, _ in hits or []] == [rowid(store, "b:0")]
+    store.delete_document("b")
+    assert store.vector_search([1, 0, 0, 0], "m2", 5, None, {}) == []  # no vectors left to mismatch
 
 
 def test_owners_scope_writes(store: Store) -> None:

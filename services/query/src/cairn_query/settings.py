@@ -25,10 +25,10 @@ class QuerySettings(BaseSettings):
     store_url: str | None = None
     db_path: str = "./.run/cairn-qs.sqlite3"
     # Postgres only: connections per QS process, and HNSW's candidate list per query (recall against speed;
-    # 0.95+ recall@10 at 100k chunks in docs/benchmarks.md).
+    # recall@10 0.91 at 100, 0.99 at 200 on 100k chunks, docs/benchmarks.md).
     store_pool_min: int = Field(1, ge=0)
     store_pool_max: int = Field(8, ge=1)
-    store_ef_search: int = Field(100, ge=10, le=1000)
+    store_ef_search: int = Field(200, ge=10, le=1000)
     max_body_bytes: int = Field(12_000_000, ge=1_000)
     max_upload_bytes: int = Field(10_000_000, ge=1_000)
 

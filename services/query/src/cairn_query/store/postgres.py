@@ -108,7 +108,7 @@ def _pg_text(s: str) -> str:
 
 
 class PostgresStore:
-    def __init__(self, url: str, pool_min: int = 1, pool_max: int = 8, ef_search: int = 100) -> None:
+    def __init__(self, url: str, pool_min: int = 1, pool_max: int = 8, ef_search: int = 200) -> None:
         self.url = url
         self.ef_search = ef_search
         with psycopg.connect(url, autocommit=True) as conn:
@@ -420,7 +420,9 @@ class PostgresStore:
             return []
         q = normalise(np.asarray(vector, dtype=np.float32))
         if stored_model != model or dims != q.shape[0]:
-            return None
+            # As on SQLite: a store with no vectors left has nothing to mismatch.
+            empty = self._query("SELECT NOT EXISTS (SELECT 1 FROM vectors) AS empty")[0]["empty"]
+            return [] if empty else None
         scope, params = self._scope(collection, filters)
         with self._pool.connection() as conn:
             if scope:
