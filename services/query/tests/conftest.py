@@ -97,9 +97,11 @@ _databases = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A real PostgreSQL 16 with pgvector (pgserver), shared by the session; tests take databases on it."""
-    server = start_postgres(tmp_path_factory.mktemp("pg"))
+def pg_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 16 with pgvector (pgserver), shared by the session; tests take databases on it.
+    Its data lives in its own temporary folder, not under pytest's basetemp: a concurrent pytest on the same
+    machine prunes older basetemp folders, which would pull the data directory from under the server."""
+    server = start_postgres()
     yield server
     server.stop()
 
