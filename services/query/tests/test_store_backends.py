@@ -22,6 +22,7 @@ from cairn_query.store import (
     StoreFull,
     open_store,
 )
+from cairn_testing import start_server
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -252,6 +253,10 @@ def test_a_newer_schema_is_refused_and_left_alone(target: str) -> None:
         conn.close()
     with pytest.raises(SchemaTooNew, match="schema version 99, newer than"):
         open_store(QuerySettings(store_url=target))
+    # A QS process on it refuses to start, and says why.
+    env = {"QS_PORT": "{port}", "QS_STORE_URL": target, "QS_GATEWAY_URL": "http://127.0.0.1:9"}
+    with pytest.raises(RuntimeError, match="schema version 99, newer than the"):
+        start_server("query", ["cairn_query"], env=env, health_path="/readyz", timeout_s=30)
 
 
 # The first SQLite schema, as stores written before migrations were numbered have it (no owner column,
