@@ -139,8 +139,8 @@ def main() -> int:
     gw = start_gateway()
     try:
         url = pg.url("bench")
-        pg._server.psql("ALTER DATABASE bench SET maintenance_work_mem = '2GB';")
-        pg._server.psql("ALTER DATABASE bench SET max_parallel_maintenance_workers = 2;")
+        pg.psql("ALTER DATABASE bench SET maintenance_work_mem = '2GB';")
+        pg.psql("ALTER DATABASE bench SET max_parallel_maintenance_workers = 2;")
         sqlite_path = str(tmp / "bench.sqlite3")
         print(
             f"corpus: {n_docs * PER_DOC} chunks, {n_docs * PER_DOC * VECTORS_PER_CHUNK} vectors of {DIMS} dims,"

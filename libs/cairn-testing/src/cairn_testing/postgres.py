@@ -32,11 +32,15 @@ class PostgresServer:
                 self._server = pgserver.get_server(root, cleanup_mode="delete")
         self.root = root
 
+    def psql(self, sql: str) -> str:
+        """Run SQL as the superuser through psql; its printed output."""
+        return str(self._server.psql(sql))
+
     def url(self, database: str = "postgres") -> str:
         if database != "postgres":
-            exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+            exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
             if "(1 row)" not in exists:
-                self._server.psql(f'CREATE DATABASE "{database}";')
+                self.psql(f'CREATE DATABASE "{database}";')
         return str(self._server.get_uri(database))
 
     def stop(self) -> None:
