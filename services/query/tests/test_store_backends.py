@@ -290,3 +290,21 @@ def test_an_old_sqlite_store_is_upgraded_in_place(tmp_path: Path) -> None:
         store.upsert(doc("old", ["taken"], owner="key:x"))
     store.upsert(doc("old", ["mine now"], owner="local"))
     store.close()
+
+
+def test_postgres_survives_its_connections_being_dropped(pg_url: str) -> None:
+    """A database restart or failover kills every connection; the next call must not fail because of it."""
+    import psycopg
+
+    store = open_store(QuerySettings(store_url=pg_url, store_pool_min=2))
+    try:
+        store.upsert(doc("a", ["still here"]))
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        assert store.stats() == {"documents": 1, "chunks": 1}
+        assert store.bm25("still", 5, None, {}) == [rowid(store, "a:0")]
+    finally:
+        store.close()

@@ -122,6 +122,8 @@ class PostgresStore:
             max_size=pool_max,
             kwargs={"autocommit": True},
             configure=self._configure,
+            # One cheap round trip per checkout, so a database restart costs no failed request.
+            check=ConnectionPool.check_connection,
             open=False,
         )
         self._pool.open(wait=True, timeout=30)
