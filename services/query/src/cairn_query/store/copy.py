@@ -78,6 +78,7 @@ def copy_sqlite_to_postgres(
             if meta.get("embed_model") and dims:
                 _set_embed_meta(conn, meta["embed_model"], dims)
                 _index_vectors(conn, dims)
+            conn.execute("ANALYZE documents, chunks, vectors")  # plan the first queries on real sizes
             # The version moves on from the source's, so no cache keyed on an old version can match.
             conn.execute(
                 "UPDATE meta SET value = %s WHERE key='version'", (str(int(meta.get("version", "0")) + 1),)
