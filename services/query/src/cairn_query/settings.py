@@ -25,7 +25,7 @@ class QuerySettings(BaseSettings):
     store_url: str | None = None
     db_path: str = "./.run/cairn-qs.sqlite3"
     # Postgres only: connections per QS process, and HNSW's candidate list per query (recall against speed;
-    # recall@10 0.91 at 100, 0.99 at 200 on 100k chunks, docs/benchmarks.md).
+    # recall@10 0.91-0.96 at 100, 0.99 at 200 on 100k chunks, docs/benchmarks.md).
     store_pool_min: int = Field(1, ge=0)
     store_pool_max: int = Field(8, ge=1)
     store_ef_search: int = Field(200, ge=10, le=1000)

@@ -100,7 +100,7 @@ _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting to
 _TSV = "setweight(to_tsvector('cairn', {text}), 'A') || setweight(to_tsvector('cairn', {title}), 'B')"
 _RANK_WEIGHTS = "'{0, 0, 0.5, 1}'::float4[]"  # D, C, B (title), A (text)
 # ts_rank (term frequency, like BM25's tf) rather than ts_rank_cd (cover density): every matching row is ranked,
-# and ts_rank costs half as much a row (16 vs 7.5 ms for 2,900 matches, docs/benchmarks.md).
+# and ts_rank costs half as much a row (16 vs 7.5 ms for 2,900 matching rows, docs/benchmarks.md).
 # An unscoped search asks the index for this many vectors per chunk wanted: a chunk's sentences sit close
 # together, so several of the nearest vectors are often one chunk's.
 _OVERFETCH = 4
