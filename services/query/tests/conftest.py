@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from cairn_testing import ServerProcess, start_server
+from cairn_testing import PostgresServer, ServerProcess, start_postgres, start_server
 from cairn_testing import parse_sse as sse  # noqa: F401 - re-exported for the tests
 
 DOCS = [
@@ -90,6 +91,25 @@ def qs(toy_gateway: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> 
         assert client.post("/v1/documents", json=doc).status_code in (200, 201)
     yield srv
     srv.stop()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 16 with pgvector (pgserver), shared by the session; tests take databases on it.
+    Its data lives in its own temporary folder, not under pytest's basetemp: a concurrent pytest on the same
+    machine prunes older basetemp folders, which would pull the data directory from under the server."""
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def pg_url(pg_server: PostgresServer) -> str:
+    """A new, empty database: tests don't see each other's rows."""
+    return pg_server.url(f"t{next(_databases)}")
 
 
 def minimal_pdf(text: str) -> bytes:

@@ -23,7 +23,7 @@ from .gateway import GatewayClient
 from .routes import ROUTES
 from .service import QueryService
 from .settings import QuerySettings
-from .store import SQLiteStore
+from .store import open_store
 
 SERVICE_NAME = "query-service"
 
@@ -38,7 +38,7 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Redis first: when it is configured and down, QS refuses to start before it opens anything else.
         async with redis_client(secret_of(settings.redis_url)) as redis:
-            store = await asyncio.to_thread(SQLiteStore, settings.db_path)
+            store = await asyncio.to_thread(open_store, settings)
             async with make_http_client(
                 timeout_s=settings.gateway_timeout_ms / 1000,
                 headers=internal_headers(settings.internal_token),

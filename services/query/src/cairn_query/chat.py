@@ -33,7 +33,7 @@ from .metrics import QueryMetrics
 from .retrieval import Hit, Retriever, SearchOutcome
 from .schemas import ChatRequest
 from .settings import QuerySettings
-from .store import SQLiteStore
+from .store import Store
 
 log = structlog.get_logger("chat")
 
@@ -135,7 +135,7 @@ class ChatService:
     def __init__(
         self,
         settings: QuerySettings,
-        store: SQLiteStore,
+        store: Store,
         retriever: Retriever,
         gateway: GatewayClient,
         cache: Cache,

@@ -16,7 +16,7 @@ from .gateway import GatewayClient
 from .metrics import QueryMetrics
 from .schemas import DocumentIn
 from .settings import QuerySettings
-from .store import OPERATOR, NewDocument, NotOwner, SQLiteStore, StoreFull, may_write
+from .store import OPERATOR, NewDocument, NotOwner, Store, StoreFull, may_write
 
 log = structlog.get_logger("ingest")
 
@@ -31,7 +31,7 @@ def document_id(doc: DocumentIn) -> str:
 
 class DocumentService:
     def __init__(
-        self, settings: QuerySettings, store: SQLiteStore, gateway: GatewayClient, metrics: QueryMetrics
+        self, settings: QuerySettings, store: Store, gateway: GatewayClient, metrics: QueryMetrics
     ) -> None:
         self.settings = settings
         self.store = store

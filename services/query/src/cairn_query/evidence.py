@@ -40,7 +40,7 @@ from cairn_core import (
 from .gateway import GatewayClient
 from .retrieval import Hit, SearchOutcome
 from .settings import QuerySettings
-from .store import SQLiteStore
+from .store import Store
 
 log = structlog.get_logger("evidence")
 
@@ -97,7 +97,7 @@ def labelled(hit: Hit, sentence: str) -> str:
 
 
 async def _sentence_vectors(
-    store: SQLiteStore, gateway: GatewayClient, outcome: SearchOutcome, candidates: list[tuple[Hit, int, str]]
+    store: Store, gateway: GatewayClient, outcome: SearchOutcome, candidates: list[tuple[Hit, int, str]]
 ) -> np.ndarray | None:
     """One row per candidate: the stored sentence vector where there is one, else embedded now."""
     stored = await asyncio.to_thread(store.vectors_of, [h.chunk.chunk_id for h, _, _ in candidates])
@@ -132,7 +132,7 @@ async def _sentence_vectors(
 
 async def select_evidence(
     settings: QuerySettings,
-    store: SQLiteStore,
+    store: Store,
     gateway: GatewayClient,
     question: str,
     outcome: SearchOutcome,

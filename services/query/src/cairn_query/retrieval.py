@@ -20,7 +20,7 @@ from cairn_core import UpstreamError
 from .gateway import GatewayClient
 from .metrics import QueryMetrics
 from .settings import QuerySettings
-from .store import ChunkRow, SQLiteStore
+from .store import ChunkRow, Store
 
 log = structlog.get_logger("retrieval")
 
@@ -76,7 +76,7 @@ def snippet(text: str, limit: int = 300) -> str:
 
 class Retriever:
     def __init__(
-        self, settings: QuerySettings, store: SQLiteStore, gateway: GatewayClient, metrics: QueryMetrics
+        self, settings: QuerySettings, store: Store, gateway: GatewayClient, metrics: QueryMetrics
     ) -> None:
         self.settings = settings
         self.store = store

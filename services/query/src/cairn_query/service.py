@@ -14,13 +14,13 @@ from .metrics import QueryMetrics
 from .parsing import FileParser
 from .retrieval import Retriever
 from .settings import QuerySettings
-from .store import SQLiteStore
+from .store import Store
 
 
 @dataclass
 class QueryService:
     settings: QuerySettings
-    store: SQLiteStore
+    store: Store
     gateway: GatewayClient
     metrics: QueryMetrics
     retriever: Retriever
@@ -30,7 +30,7 @@ class QueryService:
 
     @classmethod
     def build(
-        cls, settings: QuerySettings, store: SQLiteStore, gateway: GatewayClient, redis: Redis | None = None
+        cls, settings: QuerySettings, store: Store, gateway: GatewayClient, redis: Redis | None = None
     ) -> QueryService:
         """`redis`: the lifespan's client when CAIRN_REDIS_URL is set; the answer cache is then shared."""
         metrics = QueryMetrics()

@@ -1,4 +1,5 @@
-"""The embedded store: SQLite (WAL) with documents, chunks, an FTS5 index (BM25) and the vectors.
+"""The embedded store (the default backend): SQLite (WAL) with documents, chunks, an FTS5 index (BM25) and
+the vectors.
 
 One file holds everything, so a document and all its chunks, index rows and vectors are written in one
 transaction (nothing half-way) and survive restarts. Two connections: writes go through one, serialised by a
@@ -13,10 +14,8 @@ product takes milliseconds, below what an ANN index would save (see `make bench`
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +24,24 @@ from typing import Any
 
 import numpy as np
 
-_SCHEMA = """
+from .base import (
+    LEGACY_OWNER,
+    OPERATOR,
+    ChunkRow,
+    NewDocument,
+    NotOwner,
+    SchemaTooNew,
+    StoreFull,
+    fts_query,
+    may_write,
+    now_iso,
+)
+from .base import normalise as _normalise
+
+# Versioned migrations: the store's `schema_version` (in meta) says how many of these it has had. Each runs
+# in the transaction that records it, so a crash leaves the store at one version or the next. Stores from
+# before versioning have no schema_version; they are version 1, or 2 once they have the owner column.
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY,
@@ -50,155 +66,25 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, title, tokenize='porter unicode61');
+INSERT OR IGNORE INTO meta VALUES ('version', '0');
 """
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-# Words that match almost every chunk and would make any question look answerable.
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "should",
-        "so",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "there",
-        "these",
-        "they",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "about",
-        "into",
-        "please",
-        "tell",
-        "know",
-    ]
-)
+
+def _migrate_2(conn: sqlite3.Connection) -> None:
+    """Document ids are scoped to their owner (documents.owner); rows written before stay NULL (legacy)."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(documents)")}
+    if "owner" not in columns:
+        conn.execute("ALTER TABLE documents ADD COLUMN owner TEXT")
 
 
-# Who owns a document (documents.owner): the BFF's "key:<fingerprint>" or "local", or OPERATOR for a
-# caller at QS itself (it holds the internal token, so it may write any id). Rows from before owners were
-# kept are the page's: that is who wrote them under the default local mode.
-OPERATOR = "operator"
-LEGACY_OWNER = "local"
+def _migrate_1(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
-class NotOwner(Exception):
-    """The document id belongs to another client; nothing was written."""
-
-    def __init__(self, doc_id: str) -> None:
-        super().__init__(doc_id)
-        self.doc_id = doc_id
-
-
-def may_write(stored_owner: str | None, owner: str) -> bool:
-    return owner == OPERATOR or (stored_owner or LEGACY_OWNER) == owner
-
-
-class StoreFull(Exception):
-    """Storing a document would pass the store's limit of chunks; nothing was written."""
-
-    def __init__(self, stored: int, adding: int, limit: int) -> None:
-        super().__init__(f"{stored} chunks stored, {adding} more would pass the limit of {limit}")
-        self.stored, self.adding, self.limit = stored, adding, limit
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def fts_query(text: str) -> str | None:
-    words = [w.lower() for w in _WORD.findall(text)]
-    terms = list(dict.fromkeys(w for w in words if len(w) > 1 and w not in STOPWORDS))
-    return " OR ".join(f'"{t}"' for t in terms[:32]) if terms else None
-
-
-@dataclass
-class ChunkRow:
-    rowid: int
-    chunk_id: str
-    document_id: str
-    index: int
-    text: str
-    title: str | None
-    url: str | None
-    collection: str
-    metadata: dict[str, Any]
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "chunk_id": self.chunk_id,
-            "document_id": self.document_id,
-            "index": self.index,
-            "title": self.title,
-            "url": self.url,
-            "collection": self.collection,
-            "metadata": self.metadata,
-            "text": self.text,
-        }
-
-
-@dataclass
-class NewDocument:
-    id: str
-    collection: str
-    title: str | None
-    url: str | None
-    metadata: dict[str, Any]
-    text: str
-    content_hash: str
-    chunks: list[str]
-    # Per chunk: the vector of the whole chunk, then one per sentence (documents.vector_texts).
-    embeddings: list[list[list[float]]] | None = None
-    embed_model: str | None = None
-    owner: str = OPERATOR
+MIGRATIONS = [_migrate_1, _migrate_2]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass
@@ -225,13 +111,23 @@ class SQLiteStore:
         self._read_lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._index = _VectorIndex()
-        with self._write_lock:
-            self._write.executescript(_SCHEMA)
-            columns = {r[1] for r in self._write.execute("PRAGMA table_info(documents)")}
-            if "owner" not in columns:  # stores from before ids were scoped to their owner
-                self._write.execute("ALTER TABLE documents ADD COLUMN owner TEXT")
-            self._write.execute("INSERT OR IGNORE INTO meta VALUES ('version', '0')")
-            self._write.commit()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            found = _schema_version(conn)
+            if found > SCHEMA_VERSION:
+                raise SchemaTooNew(self.path, found, SCHEMA_VERSION)
+            for number in range(found + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[number - 1](conn)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number),))
+
+    def schema_version(self) -> int:
+        return int(self.meta().get("schema_version", "0"))
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
@@ -560,9 +456,18 @@ class SQLiteStore:
         return [(int(index.chunks[i]), float(best[i])) for i in top if np.isfinite(best[i])]
 
 
-def _normalise(v: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm else v
+def _schema_version(conn: sqlite3.Connection) -> int:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" not in tables:
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is not None:
+        return int(row[0])
+    if "documents" not in tables:
+        return 0
+    # Written before migrations were numbered: version 1, or 2 once it had the owner column.
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(documents)")}
+    return 2 if "owner" in columns else 1
 
 
 def _rows(blob: bytes, dims: int | None) -> np.ndarray:

@@ -1,0 +1,229 @@
+"""What every store backend shares: the `Store` protocol the rest of QS codes against, the row types, the
+query-word rules and the ownership and size errors.
+
+Callers (documents.py, retrieval.py, routes.py, evidence.py) see only this protocol, so which backend holds
+the corpus (SQLite file or PostgreSQL) is decided once, in `open_store`. All calls are blocking and are run
+in a worker thread by the caller (`asyncio.to_thread`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Words that match almost every chunk and would make any question look answerable.
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "should",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "about",
+        "into",
+        "please",
+        "tell",
+        "know",
+    ]
+)
+
+# Who owns a document (documents.owner): the BFF's "key:<fingerprint>" or "local", or OPERATOR for a
+# caller at QS itself (it holds the internal token, so it may write any id). Rows from before owners were
+# kept are the page's: that is who wrote them under the default local mode.
+OPERATOR = "operator"
+LEGACY_OWNER = "local"
+
+
+class StoreError(Exception):
+    """Base of the store's own errors."""
+
+
+class NotOwner(StoreError):
+    """The document id belongs to another client; nothing was written."""
+
+    def __init__(self, doc_id: str) -> None:
+        super().__init__(doc_id)
+        self.doc_id = doc_id
+
+
+class StoreFull(StoreError):
+    """Storing a document would pass the store's limit of chunks; nothing was written."""
+
+    def __init__(self, stored: int, adding: int, limit: int) -> None:
+        super().__init__(f"{stored} chunks stored, {adding} more would pass the limit of {limit}")
+        self.stored, self.adding, self.limit = stored, adding, limit
+
+
+class SchemaTooNew(StoreError):
+    """The store was written by a newer Cairn; this code would misread it, so it refuses to open it."""
+
+    def __init__(self, where: str, found: int, known: int) -> None:
+        super().__init__(
+            f"the store at {where} has schema version {found}, newer than the {known} this Cairn knows:"
+            " upgrade Cairn (or point QS at another store); it was left unchanged"
+        )
+        self.found, self.known = found, known
+
+
+def may_write(stored_owner: str | None, owner: str) -> bool:
+    return owner == OPERATOR or (stored_owner or LEGACY_OWNER) == owner
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def query_terms(text: str) -> list[str]:
+    """The query's content words, lower-cased, deduplicated, at most 32: what both backends search for."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    return list(dict.fromkeys(w for w in words if len(w) > 1 and w not in STOPWORDS))[:32]
+
+
+def fts_query(text: str) -> str | None:
+    terms = query_terms(text)
+    return " OR ".join(f'"{t}"' for t in terms) if terms else None
+
+
+def normalise(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm else v
+
+
+@dataclass
+class ChunkRow:
+    rowid: int
+    chunk_id: str
+    document_id: str
+    index: int
+    text: str
+    title: str | None
+    url: str | None
+    collection: str
+    metadata: dict[str, Any]
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "chunk_id": self.chunk_id,
+            "document_id": self.document_id,
+            "index": self.index,
+            "title": self.title,
+            "url": self.url,
+            "collection": self.collection,
+            "metadata": self.metadata,
+            "text": self.text,
+        }
+
+
+@dataclass
+class NewDocument:
+    id: str
+    collection: str
+    title: str | None
+    url: str | None
+    metadata: dict[str, Any]
+    text: str
+    content_hash: str
+    chunks: list[str]
+    # Per chunk: the vector of the whole chunk, then one per sentence (documents.vector_texts).
+    embeddings: list[list[list[float]]] | None = None
+    embed_model: str | None = None
+    owner: str = OPERATOR
+
+
+class Store(Protocol):
+    """The corpus: documents, their chunks, a keyword index and each chunk's vectors.
+
+    Every write is one transaction and bumps the corpus `version` (caches key on it). A chunk's vectors are
+    the whole chunk's first, then one per sentence; vector search scores a chunk by the best of them.
+    """
+
+    def close(self) -> None: ...
+
+    # meta
+    def meta(self) -> dict[str, str]: ...
+    def version(self) -> int: ...
+    def embed_model(self) -> tuple[str | None, int | None]: ...
+    def stats(self) -> dict[str, int]: ...
+
+    # documents
+    def content_hash(self, doc_id: str) -> str | None: ...
+    def check_room(self, doc_id: str, adding: int, limit: int) -> None: ...
+    def upsert(self, doc: NewDocument, max_chunks: int | None = None) -> tuple[dict[str, Any], bool]: ...
+    def owner_of(self, doc_id: str) -> tuple[bool, str | None]: ...
+    def delete_document(self, doc_id: str, owner: str = OPERATOR) -> int | None: ...
+    def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None: ...
+    def list_documents(
+        self, collection: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]: ...
+
+    # chunks
+    def get_chunk(self, chunk_id: str) -> ChunkRow | None: ...
+    def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, ChunkRow]: ...
+    def vectors_of(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def all_chunk_texts(self, after_rowid: int, limit: int) -> list[tuple[int, str]]: ...
+    def set_vectors(self, model: str, vectors: dict[int, list[list[float]]], reset: bool) -> None: ...
+
+    # retrieval
+    def bm25(self, query: str, limit: int, collection: str | None, filters: dict[str, Any]) -> list[int]: ...
+    def vector_search(
+        self, vector: list[float], model: str, limit: int, collection: str | None, filters: dict[str, Any]
+    ) -> list[tuple[int, float]] | None: ...

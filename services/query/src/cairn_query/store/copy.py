@@ -1,0 +1,110 @@
+"""Copy a SQLite store into an empty PostgreSQL one, rows as they are: documents with their owners, seq and
+dates, chunks with their rowids, every vector, and the corpus meta (version, embedding model and dimension),
+so a user moves backends without re-ingesting or re-embedding. `scripts/copy_store.py` is its command line.
+
+Everything is written in one transaction (a failed copy leaves the target empty), and the HNSW index is
+built once at the end, which is much faster than growing it row by row.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from psycopg.types.json import Jsonb
+
+from .postgres import _TSV, PostgresStore, _copy_vectors, _dumps, _index_vectors, _pg_text, _set_embed_meta
+from .sqlite import SQLiteStore
+
+
+class TargetNotEmpty(Exception):
+    """The Postgres store already holds documents; copying would mix two corpora."""
+
+
+def copy_sqlite_to_postgres(
+    sqlite_path: str, pg_url: str, batch: int = 2000, progress: Callable[[int], None] | None = None
+) -> dict[str, int]:
+    SQLiteStore(sqlite_path).close()  # brings an older file up to the current schema first
+    src = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+    src.row_factory = sqlite3.Row
+    dst = PostgresStore(pg_url, pool_min=1, pool_max=1)
+    try:
+        meta = {r["key"]: r["value"] for r in src.execute("SELECT key, value FROM meta")}
+        dims = int(meta["embed_dims"]) if meta.get("embed_dims") else None
+        copied = {"documents": 0, "chunks": 0, "vectors": 0}
+        with dst._tx() as conn:
+            if conn.execute("SELECT EXISTS (SELECT 1 FROM documents)").fetchone() != (False,):
+                raise TargetNotEmpty(
+                    f"{pg_url.split('@')[-1]} already holds documents; copy into an empty one"
+                )
+            titles: dict[str, str] = {}
+            for rows in _batches(src.execute("SELECT * FROM documents ORDER BY seq"), batch):
+                conn.cursor().executemany(
+                    "INSERT INTO documents (id, collection, title, url, metadata, text, content_hash,"
+                    " created_at, updated_at, seq, owner) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    [_document(r) for r in rows],
+                )
+                titles.update((r["id"], r["title"] or "") for r in rows)
+                copied["documents"] += len(rows)
+            for rows in _batches(src.execute("SELECT * FROM chunks ORDER BY rowid"), batch):
+                conn.execute(
+                    "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, tsv)"
+                    f" SELECT r, c, d, i, t, {_TSV.format(text='t', title='h')}"
+                    " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[])"
+                    " AS u(r, c, d, i, t, h)",
+                    (
+                        [r["rowid"] for r in rows],
+                        [r["chunk_id"] for r in rows],
+                        [r["document_id"] for r in rows],
+                        [r["idx"] for r in rows],
+                        [_pg_text(r["text"]) for r in rows],
+                        [_pg_text(titles.get(r["document_id"], "")) for r in rows],
+                    ),
+                )
+                vectors = {
+                    r["rowid"]: np.frombuffer(r["embedding"], dtype=np.float32).reshape(-1, dims or 1)
+                    for r in rows
+                    if r["embedding"] is not None and dims
+                }
+                _copy_vectors(conn, dst._vector_oid, vectors)  # type: ignore[arg-type]
+                copied["chunks"] += len(rows)
+                copied["vectors"] += sum(len(v) for v in vectors.values())
+                if progress:
+                    progress(copied["chunks"])
+            conn.execute("SELECT setval('chunks_rowid_seq', GREATEST((SELECT MAX(rowid) FROM chunks), 1))")
+            if meta.get("embed_model") and dims:
+                _set_embed_meta(conn, meta["embed_model"], dims)
+                _index_vectors(conn, dims)
+            conn.execute("ANALYZE documents, chunks, vectors")  # plan the first queries on real sizes
+            # The version moves on from the source's, so no cache keyed on an old version can match.
+            conn.execute(
+                "UPDATE meta SET value = %s WHERE key='version'", (str(int(meta.get("version", "0")) + 1),)
+            )
+        return copied
+    finally:
+        src.close()
+        dst.close()
+
+
+def _batches(cursor: sqlite3.Cursor, size: int) -> Iterator[list[sqlite3.Row]]:
+    while rows := cursor.fetchmany(size):
+        yield rows
+
+
+def _document(r: sqlite3.Row) -> tuple[Any, ...]:
+    return (
+        r["id"],
+        r["collection"],
+        _pg_text(r["title"]) if r["title"] is not None else None,
+        r["url"],
+        Jsonb(json.loads(r["metadata"]), dumps=_dumps),
+        _pg_text(r["text"]),
+        r["content_hash"],
+        r["created_at"],
+        r["updated_at"],
+        r["seq"],
+        r["owner"],
+    )
