@@ -79,15 +79,16 @@ up() {
   echo "   it is in $RUN/internal-token unless CAIRN_INTERNAL_TOKEN is set)"
   if [ "$mode" = scaled ]; then
     echo "  scaled: gateways :$LLM_PORT :$LLM_PORT_2, query services :$QS_PORT :$QS_PORT_2, one BFF"
-    echo "  store: ${QS_STORE_URL:-one SQLite file shared by both QS (${QS_DB_PATH:-./.run/cairn-qs.sqlite3})}"
-    [ -n "${CAIRN_REDIS_URL:-}" ] && echo "  redis: $CAIRN_REDIS_URL"
+    echo "  store: ${QS_STORE_URL:-as set in .env}"
+    echo "  redis: ${CAIRN_REDIS_URL:-as set in .env}"
   fi
   echo "  logs: make logs   stop: make down"
 }
 
-# Two QS and two gateways on this box. QS_STORE_URL (Postgres) and CAIRN_REDIS_URL pass through as set in the
-# environment or .env; without them both QS share the SQLite file, which re-reads the corpus version per call.
+# Two QS and two gateways on this box, on a local Postgres and Redis (scripts/scaled_state.py) unless
+# QS_STORE_URL or CAIRN_REDIS_URL is set in the environment or .env, which then pass through unchanged.
 up-scaled() {
+  eval "$("$PY" scripts/scaled_state.py up)"
   export QS_GATEWAY_URLS=${QS_GATEWAY_URLS:-http://127.0.0.1:$LLM_PORT,http://127.0.0.1:$LLM_PORT_2}
   export BFF_QS_URLS=${BFF_QS_URLS:-http://127.0.0.1:$QS_PORT,http://127.0.0.1:$QS_PORT_2}
   up scaled
@@ -103,6 +104,7 @@ down() {
     fi
     rm -f "$RUN/$name.pid"
   done
+  if [ "$(cat "$RUN/stack-mode" 2>/dev/null)" = scaled ]; then "$PY" scripts/scaled_state.py down; fi
   rm -f "$RUN/stack-mode"
 }
 

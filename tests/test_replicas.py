@@ -1,5 +1,6 @@
-"""Replicas behind one caller, as real processes on loopback: two QS on one SQLite file behind one BFF
-(`BFF_QS_URLS`), two gateways behind one QS (`QS_GATEWAY_URLS`), and a replica killed mid-load."""
+"""Replicas behind one caller, as real processes on loopback: two QS on one store (a SQLite file, or a real
+PostgreSQL server) behind one BFF (`BFF_QS_URLS`), two gateways behind one QS (`QS_GATEWAY_URLS`), and a replica
+killed mid-load."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cairn_testing import ServerProcess, parse_sse, start_server
+import pytest
+from cairn_testing import ServerProcess, parse_sse, postgres, start_server
 
 from .conftest import INTERNAL_TOKEN, needs_query_service
 
@@ -39,11 +41,12 @@ def _gateway(delay_ms: int = 0) -> ServerProcess:
     return start_server("gateway", ["cairn_gateway"], env=env, health_path="/readyz")
 
 
-def _qs(db: Path, gateways: list[ServerProcess]) -> ServerProcess:
+def _qs(store: Path | str, gateways: list[ServerProcess]) -> ServerProcess:
+    """`store`: a SQLite file, or a postgresql:// URL (QS_STORE_URL takes either)."""
     env = {
         "QS_PORT": "{port}",
         "QS_GATEWAY_URLS": ",".join(g.url for g in gateways),
-        "QS_DB_PATH": str(db),
+        "QS_STORE_URL": str(store),
         "QS_MIN_EVIDENCE": "-1",  # calibrated on MiniLM, not on the toy embedder
         "QS_CACHE_SIZE": "0",  # every question must reach a gateway
         **TOKEN,
@@ -68,12 +71,21 @@ def _stop(*servers: ServerProcess) -> None:
         server.stop()
 
 
-def test_a_document_ingested_through_one_qs_is_found_through_the_other(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Where both QS replicas keep their documents: one SQLite file, or one real PostgreSQL database."""
+    if request.param == "sqlite":
+        yield tmp_path / "shared.sqlite3"
+        return
+    with postgres() as server:
+        yield server.url("cairn_replicas")
+
+
+def test_a_document_ingested_through_one_qs_is_found_through_the_other(shared_store: Path | str) -> None:
     gw = _gateway()
     qs_a = qs_b = bff = None
     try:
-        db = tmp_path / "shared.sqlite3"
-        qs_a, qs_b = _qs(db, [gw]), _qs(db, [gw])
+        qs_a, qs_b = _qs(shared_store, [gw]), _qs(shared_store, [gw])
         bff = _bff([qs_a, qs_b], gw)
         r = httpx.post(f"{qs_a.url}/v1/documents", json=DOC, headers=AUTH, timeout=30)
         assert r.status_code in (200, 201), r.text
