@@ -49,3 +49,24 @@ def gateway(fake: ServerProcess) -> Iterator[ServerProcess]:
 
 def stats(fake: ServerProcess) -> dict[str, Any]:
     return httpx.get(f"{fake.url}/_stats").json()
+
+
+def start_llamacpp_gateway(name: str, **env: str) -> ServerProcess:
+    """The gateway on the real model with the product defaults spelled out, so that an LLM_* in the caller's
+    environment can't change them; `env` says what a test changes."""
+    base = {
+        "LLM_PORT": "{port}",
+        "LLM_PROVIDER": "llamacpp",
+        "LLM_EMBED_PROVIDER": "onnx",
+        "LLM_MODEL": "",
+        "LLM_PROMPT_FORMAT": "auto",
+        "LLM_GPU_LAYERS": "auto",
+    }
+    return start_server(name, ["cairn_gateway"], env={**base, **env}, health_path="/readyz", timeout_s=120)
+
+
+def generate(gw: ServerProcess, **body: Any) -> dict[str, Any]:
+    """A non-streamed /v1/generate that must succeed; its JSON."""
+    resp = httpx.post(f"{gw.url}/v1/generate", json=body, timeout=150)
+    assert resp.status_code == 200, resp.text
+    return resp.json()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from cairn_testing import ServerProcess, start_server
 
-from .conftest import sse
+from .conftest import generate, sse, start_llamacpp_gateway
 
 pytestmark = pytest.mark.model
 
@@ -29,29 +29,9 @@ SEQUENCE = "Continue the sequence: " + ", ".join(str(i) for i in range(1, 11)) +
 
 @pytest.fixture(scope="module")
 def gw() -> Iterator[ServerProcess]:
-    srv = start_server(
-        "gateway-llamacpp",
-        ["cairn_gateway"],
-        # The product defaults, spelled out so that an LLM_* in the caller's environment can't change them.
-        env={
-            "LLM_PORT": "{port}",
-            "LLM_PROVIDER": "llamacpp",
-            "LLM_EMBED_PROVIDER": "onnx",
-            "LLM_MODEL": "",
-            "LLM_PROMPT_FORMAT": "auto",
-            "LLM_GPU_LAYERS": "auto",
-        },
-        health_path="/readyz",
-        timeout_s=120,
-    )
+    srv = start_llamacpp_gateway("gateway-llamacpp")
     yield srv
     srv.stop()
-
-
-def generate(gw: ServerProcess, **body: Any) -> dict[str, Any]:
-    resp = httpx.post(f"{gw.url}/v1/generate", json=body, timeout=150)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
 
 
 def stream(gw: ServerProcess, **body: Any) -> list[tuple[str, Any]]:

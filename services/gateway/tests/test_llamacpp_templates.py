@@ -14,7 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from cairn_testing import ServerProcess, start_server
+from cairn_testing import ServerProcess
+
+from .conftest import generate, start_llamacpp_gateway
 
 pytestmark = pytest.mark.model
 
@@ -67,34 +69,18 @@ def templated_gguf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def gw(templated_gguf: Path) -> Iterator[ServerProcess]:
-    srv = start_server(
+    srv = start_llamacpp_gateway(
         "gateway-llamacpp-template",
-        ["cairn_gateway"],
-        env={
-            "LLM_PORT": "{port}",
-            "LLM_PROVIDER": "llamacpp",
-            "LLM_EMBED_PROVIDER": "toy",
-            "LLM_MODEL": "",
-            "LLM_MODEL_PATH": str(templated_gguf),
-            "LLM_PROMPT_FORMAT": "auto",
-            "LLM_GPU_LAYERS": "auto",
-            "LLM_MAX_CONCURRENCY": "1",
-            # JSON grounded answers, so that a grounded request goes through the template (extractive
-            # answers keep their own fixed prompt whatever the format).
-            "LLM_GROUNDED_MODE": "json",
-            "LLM_TIMEOUT_MS": "120000",
-        },
-        health_path="/readyz",
-        timeout_s=120,
+        LLM_EMBED_PROVIDER="toy",
+        LLM_MODEL_PATH=str(templated_gguf),
+        LLM_MAX_CONCURRENCY="1",
+        # JSON grounded answers, so that a grounded request goes through the template (extractive
+        # answers keep their own fixed prompt whatever the format).
+        LLM_GROUNDED_MODE="json",
+        LLM_TIMEOUT_MS="120000",
     )
     yield srv
     srv.stop()
-
-
-def generate(gw: ServerProcess, **body: Any) -> dict[str, Any]:
-    resp = httpx.post(f"{gw.url}/v1/generate", json=body, timeout=150)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
 
 
 def model_info(gw: ServerProcess) -> dict[str, Any]:
