@@ -39,6 +39,15 @@ def _pg_server(cleanup_mode: str | None) -> object:
         return pgserver.get_server(PG_DATA.resolve(), cleanup_mode=cleanup_mode)
 
 
+def _redis_alive() -> bool:
+    """A pid file left by a crash or a reboot must not stop `up` from starting Redis again."""
+    try:
+        os.kill(int(REDIS_PID.read_text().strip()), 0)
+        return True
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return False
+
+
 def up() -> None:
     if not _configured("QS_STORE_URL"):
         server = _pg_server(None)
@@ -48,7 +57,8 @@ def up() -> None:
         args = [ensure_redis_server(), "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--daemonize", "yes"]
         args += ["--dir", str(REDIS_DIR.resolve()), "--pidfile", str(REDIS_PID.resolve())]
         args += ["--logfile", str((RUN / "redis.log").resolve())]
-        if not REDIS_PID.exists():
+        if not _redis_alive():
+            REDIS_PID.unlink(missing_ok=True)
             subprocess.run(args, check=True, stdout=sys.stderr)
             for _ in range(50):  # the pid file appears once it listens
                 if REDIS_PID.exists():
