@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .audit import AuditTable
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words that match almost every chunk and would make any question look answerable.
 STOPWORDS = frozenset(
@@ -195,6 +197,10 @@ class Store(Protocol):
     Every write is one transaction and bumps the corpus `version` (caches key on it). A chunk's vectors are
     the whole chunk's first, then one per sentence; vector search scores a chunk by the best of them.
     """
+
+    # The audit log (audit.py), in the same database as the corpus.
+    @property
+    def audit(self) -> AuditTable: ...
 
     def close(self) -> None: ...
 
