@@ -256,6 +256,74 @@ class ChatResponse(BaseModel):
     # Who wrote `answer` when status is "ok": the model, or a fallback provider after the model failed (then
     # `reason_code` says why, `provider` names it, and `message` says so in words). Null for fallbacks.
     answered_by: Literal["model", "fallback_provider"] | None = None
+    # Governance (docs/governance.md): the rule that withheld the answer (reason_code POLICY_REJECTED), and
+    # what the rules with action `warn` found in the question or the answer.
+    policy_rule: str | None = None
+    warnings: list[PolicyWarning] = []
+
+
+class PolicyWarning(BaseModel):
+    rule: str
+    message: str
+
+
+class RedactedEvent(BaseModel):
+    text: str
+
+
+class PolicyRule(BaseModel):
+    name: str
+    kind: str
+    action: Literal["pass", "warn", "reject"]
+
+
+class PolicyState(BaseModel):
+    source: str
+    rules: list[PolicyRule]
+    reloaded: bool | None = None
+
+
+class AuditRecord(BaseModel):
+    """One answer as it was recorded (extra fields may follow in later versions)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    hash: str
+    at: str
+    kind: Literal["answer"]
+    request_id: str | None
+    trace_id: str | None = None
+    key_id: str | None = None
+    collection: str | None = None
+    question: str | None = None
+    retrieved: list[str] = []
+    cited: list[str] = []
+    answer: str | None = None
+    withheld: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    outcome: Literal["ok", "fallback", "warn"]
+    reason_code: str | None = None
+    rule: str | None = None
+    rules: list[dict[str, str]] = []
+    latency_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class AuditPage(BaseModel):
+    records: list[AuditRecord]
+    next_after_id: int | None
+
+
+class AuditVerdict(BaseModel):
+    ok: bool
+    records: int
+    head: str
+    anchor: str
+    first_bad_id: int | None
+    problem: str | None
 
 
 class HybridResponse(BaseModel):
@@ -267,6 +335,8 @@ class HybridResponse(BaseModel):
     citations: list[Citation]
     status: Literal["ok", "fallback"]
     reason_code: ReasonCode | None
+    policy_rule: str | None = None
+    warnings: list[PolicyWarning] = []
     request_id: str | None
 
 
@@ -278,6 +348,7 @@ class FallbackEvent(BaseModel):
     reason_code: ReasonCode
     message: str
     discard_answer: bool
+    policy_rule: str | None = None
 
 
 class ReembedResult(BaseModel):
