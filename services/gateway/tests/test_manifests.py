@@ -20,6 +20,7 @@ from cairn_gateway.models.manifest import MINILM, PACKAGED_GGUF, parse_manifest,
 from cairn_gateway.providers.llamacpp import LlamaCppProvider
 from cairn_gateway.settings import GatewaySettings, ModelSpec
 from cairn_testing import ServerProcess, start_server
+from structlog.testing import capture_logs
 
 from .conftest import start_gateway
 
@@ -214,15 +215,35 @@ def test_a_swapped_packaged_model_in_the_cache_is_put_back_not_trusted(tmp_path:
     from cairn_gateway.models import packaged_gguf
 
     path = packaged_gguf(str(tmp_path))
-    st = path.stat()
-    with path.open("r+b") as fh:  # one byte changed, same size, then the old mtime
-        fh.seek(st.st_size // 2)
-        byte = fh.read(1)
-        fh.seek(st.st_size // 2)
-        fh.write(bytes([byte[0] ^ 0xFF]))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert packaged_gguf(str(tmp_path)) == path
-    assert sha256_file(path) == shipped(PACKAGED_GGUF).sha256
+    try:
+        st = path.stat()
+        with path.open("r+b") as fh:  # one byte changed, same size, then the old mtime
+            fh.seek(st.st_size // 2)
+            byte = fh.read(1)
+            fh.seek(st.st_size // 2)
+            fh.write(bytes([byte[0] ^ 0xFF]))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+        with capture_logs() as logs:
+            assert packaged_gguf(str(tmp_path)) == path
+        assert [e["event"] for e in logs] == ["packaged_model_reassembled"]
+        assert sha256_file(path) == shipped(PACKAGED_GGUF).sha256
+    finally:
+        path.unlink(missing_ok=True)  # pytest keeps recent temporary folders: not 253 MB each
+
+
+def test_the_embedder_refuses_a_model_file_its_manifest_does_not_pin() -> None:
+    from cairn_gateway.providers.onnx_embed import OnnxEmbedder
+
+    embedder = OnnxEmbedder(GatewaySettings())
+    assert embedder.manifest.name == MINILM
+    embedder.manifest = embedder.manifest.model_copy(update={"sha256": "ab" * 32}).at(
+        embedder.manifest.location
+    )
+    with pytest.raises(CairnError) as info:
+        embedder._load()
+    assert info.value.reason_code == ReasonCode.MODEL_REJECTED
+    assert "model.onnx" in info.value.message and "ab" * 32 in info.value.message
 
 
 # --- real gateway processes -----------------------------------------------------------------------------------
