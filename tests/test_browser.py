@@ -144,6 +144,8 @@ def test_chat_page_end_to_end(stack: Stack, tmp_path: Path) -> None:
             page.goto(f"{stack.bff.url}/dashboard")
             expect(page.locator("#requests")).not_to_have_text("–", timeout=10_000)
             expect(page.locator("#health-table")).to_contain_text("up")
+            # Each model's manifest: the toy model's says it has no weights (docs/models.md).
+            expect(page.locator("#models-table")).to_contain_text("no model weights")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         finally:
             browser.close()

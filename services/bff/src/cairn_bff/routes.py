@@ -130,18 +130,24 @@ async def model_status(request: Request) -> Response:
 
 
 async def dashboard_data(request: Request) -> Response:
-    """One poll of the dashboard: every service's /metrics, summarised; a service that is down shows as down."""
+    """One poll of the dashboard: every service's /metrics, summarised, and the gateway's models with their
+    manifests; a service that is down shows as down."""
     timeout = request.app.state.settings.metrics_timeout_s
-    gw, qs = await asyncio.gather(
+    gw, qs, models = await asyncio.gather(
         _gateway(request).get_text("/metrics", timeout),
         _qs(request).get_text("/metrics", timeout),
+        _gateway(request).get_text("/v1/models", timeout),
         return_exceptions=True,
     )
     own = dash.parse(bytes(metrics_response(request.app.state.metrics.registry).body).decode())
     return JSONResponse(
         {
             "at": time.time(),
-            "gateway": {"up": True, **dash.gateway_summary(dash.parse(gw))}
+            "gateway": {
+                "up": True,
+                **dash.gateway_summary(dash.parse(gw)),
+                "models": dash.model_manifests(models) if isinstance(models, str) else [],
+            }
             if isinstance(gw, str)
             else {"up": False, "error": type(gw).__name__},
             "query": {"up": True, **dash.query_summary(dash.parse(qs))}

@@ -32,7 +32,7 @@ from .metrics import GatewayMetrics
 from .openai_fields import check_honoured
 from .prompting import build_messages
 from .providers.base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult, provider_class
-from .registry import ModelEntry, Registry
+from .registry import ModelEntry, ModelNotLoaded, Registry
 from .settings import GatewaySettings
 
 log = structlog.get_logger("generation")
@@ -196,7 +196,7 @@ class GenerationService:
             try:
                 answer = await attempt(entry)
             except CairnError as exc:
-                if exc.reason_code not in DEGRADABLE:
+                if exc.reason_code not in DEGRADABLE and not isinstance(exc, ModelNotLoaded):
                     raise
                 log.warning(
                     "provider_failed", model=entry.alias, reason_code=exc.reason_code, error=exc.message
@@ -221,7 +221,7 @@ class GenerationService:
         self, entry: ModelEntry, req: GenerateRequest, preq: ProviderRequest
     ) -> Completed:
         if entry.provider is None:
-            raise CairnError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {entry.alias!r} is not loaded.")
+            raise entry.not_loaded()
         provider = entry.provider
         async with entry.admission.slot():
             await entry.breaker.before_call()
@@ -259,7 +259,7 @@ class GenerationService:
 
     async def _open_one(self, entry: ModelEntry, preq: ProviderRequest) -> StreamHandle:
         if entry.provider is None:
-            raise CairnError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {entry.alias!r} is not loaded.")
+            raise entry.not_loaded()
         stack = AsyncExitStack()
         await stack.enter_async_context(entry.admission.slot())
         agen: AsyncIterator[ProviderChunk] | None = None
