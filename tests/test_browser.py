@@ -306,7 +306,9 @@ def test_policy_warnings_show_beside_the_answer_and_the_audit_page_opens_it(tmp_
                 expect(answer).to_have_attribute("data-state", "done", timeout=30_000)
                 expect(answer.locator(".answer")).to_contain_text("25 days of paid leave")
                 expect(answer.locator(".warnings")).to_be_visible()
-                expect(answer.locator(".warnings")).to_contain_text("The answer contains a blocked term: holidays. (no-holidays)")
+                expect(answer.locator(".warnings")).to_contain_text(
+                    "The answer contains a blocked term: holidays. (no-holidays)"
+                )
 
                 page.goto(f"{stack.bff.url}/audit")
                 page.fill("#admin-key", "wrong-key")
