@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -133,6 +133,8 @@ class Turn:
     retrieved: list[str] = field(default_factory=list)
     rejected: Finding | None = None  # the question's rule that withholds any answer
     recorded: bool = False  # one record per answer: a failure after it (a bug) adds none
+    # Called with what the user got, once, before the record is written: a conversation keeps the answer.
+    on_answer: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
     def add(self, verdict: Verdict) -> None:
         self.findings.extend(verdict.findings)
@@ -147,17 +149,35 @@ class Turn:
         status: str,
         reason_code: str | None,
         answer: str,
-        citations: Iterable[str] = (),
+        citations: Iterable[dict[str, Any]] = (),
         withheld: str | None = None,
         model: str | None = None,
         provider: str | None = None,
         usage: dict[str, Any] | None = None,
         cache: str | None = None,
         rule: str | None = None,
+        message: str | None = None,
     ) -> None:
-        if self.recorded or not self.audit.settings.audit_enabled:
+        if self.recorded:
             return
         self.recorded = True
+        citations = list(citations)
+        if self.on_answer is not None:
+            await self.on_answer(
+                {
+                    "status": status,
+                    "reason_code": reason_code,
+                    "message": message,
+                    "answer": answer,
+                    "citations": citations,
+                    "warnings": self.warnings if status == "ok" else [],
+                    "policy_rule": rule,
+                    "request_id": self.request_id,
+                    "model": model,
+                }
+            )
+        if not self.audit.settings.audit_enabled:
+            return
         warned = status == "ok" and any(f.action == "warn" for f in self.findings)
         usage = usage or {}
         await self.audit.write(
@@ -170,7 +190,7 @@ class Turn:
                 "collection": self.collection,
                 "question": self.question,
                 "retrieved": self.retrieved,
-                "cited": list(dict.fromkeys(citations)),
+                "cited": list(dict.fromkeys(c["chunk_id"] for c in citations)),
                 "answer": answer,
                 "withheld": withheld,  # the model's answer that the user did not get (a fallback)
                 "model": model,

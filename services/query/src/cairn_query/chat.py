@@ -174,7 +174,7 @@ class ChatService:
         model = req.model or self.settings.model
         conv = [(m.role, m.content) for m in req.conversation()]
         key = cache_key(conv, req.collection, req.filters, self.top_k(req), model, version)
-        cached = await self.cache.get(key) if self.settings.cache_size else None
+        cached = await self.cache.get(key) if self.settings.cache_size and req.cache else None
         self.metrics.cache.labels("hit" if cached else "miss").inc()
         if cached is not None:
             return Prepared(key, cached)
@@ -325,13 +325,14 @@ class ChatService:
             status=body["status"],
             reason_code=body["reason_code"],
             answer=body["answer"],
-            citations=[c["chunk_id"] for c in body["citations"]],
+            citations=body["citations"],
             withheld=withheld,
             model=body["model"],
             provider=body["provider"],
             usage=body.pop("_usage", None),
             cache=body["cache"],
             rule=body["policy_rule"],
+            message=body["message"],
         )
         return body
 

@@ -32,10 +32,11 @@ from starlette.routing import Route
 
 from . import openapi
 from .audit import Turn
+from .conversations import not_found
 from .documents import not_owner
 from .hybrid import hybrid_query
 from .policy import PolicyError
-from .schemas import ChatRequest, DocumentIn, SearchRequest
+from .schemas import ChatRequest, ConversationIn, DocumentIn, FeedbackIn, MessageIn, SearchRequest
 from .service import QueryService
 from .store import OPERATOR, NotOwner
 from .store.audit import AuditQuery
@@ -178,10 +179,17 @@ async def search(request: Request) -> Response:
 
 async def chat(request: Request) -> Response:
     svc = _svc(request)
+    body = await parse_json_body(request, ChatRequest)
+    turn = Turn(
+        svc.audit, request_id_of(request), trace_id_hex(), _owner(request), body.collection, body.question
+    )
+    return await _answer(request, svc, body, turn)
+
+
+async def _answer(request: Request, svc: QueryService, body: ChatRequest, turn: Turn) -> Response:
+    """Answer `body` as JSON or as a stream; `turn` records the answer (and keeps it, in a conversation)."""
     rid = request_id_of(request)
     fields = log_fields(request)
-    body = await parse_json_body(request, ChatRequest)
-    turn = Turn(svc.audit, rid, trace_id_hex(), _owner(request), body.collection, body.question)
     if body.stream:
         prep = await svc.chat.start(body, turn)
         svc.metrics.requests.labels("chat_stream", "started").inc()
@@ -193,6 +201,78 @@ async def chat(request: Request) -> Response:
     svc.metrics.requests.labels("chat", result["status"]).inc()
     fields.update(outcome=result["status"], reason_code=result["reason_code"], cache=result["cache"])
     return JSONResponse(result, headers={"X-Cache": result["cache"]})
+
+
+# --- conversations and ratings (conversations.py) ----------------------------------------------------------
+
+
+def _conversation_id(request: Request) -> str:
+    conv_id = request.path_params["conv_id"]
+    if not (conv_id.isascii() and conv_id.isalnum() and len(conv_id) <= 64):
+        raise not_found(conv_id)
+    return str(conv_id)
+
+
+async def list_conversations(request: Request) -> Response:
+    table = _svc(request).store.conversations
+    limit, offset = _int_param(request, "limit", 50, 500), _int_param(request, "offset", 0, 10**9)
+    rows, total = await asyncio.to_thread(table.of_owner, _owner(request), limit, offset)
+    return JSONResponse({"conversations": rows, "total": total})
+
+
+async def create_conversation(request: Request) -> Response:
+    body = await parse_json_body(request, ConversationIn)
+    conv = await asyncio.to_thread(_svc(request).store.conversations.create, _owner(request), body.title)
+    return JSONResponse(conv, status_code=201)
+
+
+async def get_conversation(request: Request) -> Response:
+    conv_id = _conversation_id(request)
+    conv = await asyncio.to_thread(_svc(request).store.conversations.get, _owner(request), conv_id)
+    if conv is None:
+        raise not_found(conv_id)
+    return JSONResponse(conv)
+
+
+async def rename_conversation(request: Request) -> Response:
+    conv_id = _conversation_id(request)
+    body = await parse_json_body(request, ConversationIn)
+    table = _svc(request).store.conversations
+    if not await asyncio.to_thread(table.rename, _owner(request), conv_id, body.title):
+        raise not_found(conv_id)
+    return JSONResponse(await asyncio.to_thread(table.get, _owner(request), conv_id))
+
+
+async def delete_conversation(request: Request) -> Response:
+    conv_id = _conversation_id(request)
+    if not await asyncio.to_thread(_svc(request).store.conversations.delete, _owner(request), conv_id):
+        raise not_found(conv_id)
+    return JSONResponse({"id": conv_id, "deleted": True})
+
+
+async def conversation_message(request: Request) -> Response:
+    svc = _svc(request)
+    conv_id = _conversation_id(request)
+    message = await parse_json_body(request, MessageIn)
+    turn = Turn(svc.audit, request_id_of(request), trace_id_hex(), _owner(request), message.collection, "")
+    body = await svc.conversations.ask(_owner(request), conv_id, message, turn)
+    log_fields(request).update(conversation=conv_id, regenerate=message.regenerate)
+    return await _answer(request, svc, body, turn)
+
+
+async def rate(request: Request) -> Response:
+    svc = _svc(request)
+    body = await parse_json_body(request, FeedbackIn)
+    return JSONResponse(await svc.feedback.rate(body, _owner(request)))
+
+
+async def feedback(request: Request) -> Response:
+    svc = _admin(request)
+    rating = request.query_params.get("rating") or None
+    if rating not in (None, "up", "down"):
+        raise BadRequest("'rating' is 'up' or 'down'.")
+    limit, offset = _int_param(request, "limit", 50, 500), _int_param(request, "offset", 0, 10**9)
+    return JSONResponse(await svc.feedback.listing(rating, limit, offset))
 
 
 async def hybrid(request: Request) -> Response:
@@ -266,9 +346,8 @@ async def audit(request: Request) -> Response:
         )
     rows = await svc.audit.find(query)
     more = len(rows) == query.limit
-    return JSONResponse(
-        {"records": [r.record() for r in rows], "next_after_id": rows[-1].id if rows and more else None}
-    )
+    records = await svc.feedback.attach([r.record() for r in rows])
+    return JSONResponse({"records": records, "next_after_id": rows[-1].id if rows and more else None})
 
 
 async def verify_audit(request: Request) -> Response:
@@ -316,6 +395,14 @@ ROUTES = [
     Route("/v1/search", search, methods=["POST"]),
     Route("/v1/chat", chat, methods=["POST"]),
     Route("/v1/hybrid-query", hybrid, methods=["POST"]),
+    Route("/v1/conversations", list_conversations, methods=["GET"]),
+    Route("/v1/conversations", create_conversation, methods=["POST"]),
+    Route("/v1/conversations/{conv_id}", get_conversation, methods=["GET"]),
+    Route("/v1/conversations/{conv_id}", rename_conversation, methods=["PATCH"]),
+    Route("/v1/conversations/{conv_id}", delete_conversation, methods=["DELETE"]),
+    Route("/v1/conversations/{conv_id}/messages", conversation_message, methods=["POST"]),
+    Route("/v1/feedback", rate, methods=["POST"]),
+    Route("/admin/feedback", feedback, methods=["GET"]),
     Route("/admin/reembed", reembed, methods=["POST"]),
     Route("/admin/policy", get_policy, methods=["GET"]),
     Route("/admin/policy/reload", reload_policy, methods=["POST"]),

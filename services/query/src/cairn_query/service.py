@@ -14,7 +14,9 @@ from cairn_core import Redis
 from .audit import AuditLog
 from .cache import AnswerCache, Cache, RedisAnswerCache
 from .chat import ChatService
+from .conversations import Conversations
 from .documents import DocumentService
+from .feedback import Feedback
 from .gateway import GatewayClient
 from .metrics import QueryMetrics
 from .parsing import FileParser
@@ -37,6 +39,8 @@ class QueryService:
     parser: FileParser
     chat: ChatService
     audit: AuditLog
+    conversations: Conversations
+    feedback: Feedback
 
     @classmethod
     def build(
@@ -50,6 +54,7 @@ class QueryService:
         """`redis`: the lifespan's client when CAIRN_REDIS_URL is set; the answer cache is then shared.
         `policy`: loaded by the caller (it may import a classifier: seconds); None loads it here."""
         metrics = QueryMetrics()
+        audit = AuditLog(settings, store, metrics)
         retriever = Retriever(settings, store, gateway, metrics)
         cache: Cache = (
             RedisAnswerCache(redis, settings.cache_ttl_s)
@@ -73,7 +78,9 @@ class QueryService:
                 metrics,
                 policy or load_policy(settings.policy_file),
             ),
-            audit=AuditLog(settings, store, metrics),
+            audit=audit,
+            conversations=Conversations(store),
+            feedback=Feedback(store, audit, metrics),
         )
 
     async def reload_policy(self) -> Policy:

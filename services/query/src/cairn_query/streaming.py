@@ -131,7 +131,7 @@ async def _events(
             status="ok",
             reason_code=None,
             answer=verdict.text,
-            citations=citations,
+            citations=cached["citations"],
             model=cached.get("model"),
             provider=cached.get("provider"),
             cache="hit",
@@ -223,7 +223,7 @@ async def _answered(
         status="ok",
         reason_code=None,
         answer=verdict.text,
-        citations=[c.chunk_id for c in relay.citations],
+        citations=citations,
         model=relay.model,
         provider=relay.provider,
         usage=relay.usage,
@@ -352,6 +352,7 @@ async def _fallback(
             provider=relay.provider if relay else None,
             usage=relay.usage if relay else None,
             rule=rule,
+            message=message,
         )
     yield encode_event(
         "done",

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .audit import AuditTable
+from .conversations import SqlConversations
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words that match almost every chunk and would make any question look answerable.
@@ -201,6 +202,10 @@ class Store(Protocol):
     # The audit log (audit.py), in the same database as the corpus.
     @property
     def audit(self) -> AuditTable: ...
+
+    # Conversations and ratings (conversations.py), owner-scoped.
+    @property
+    def conversations(self) -> SqlConversations: ...
 
     def close(self) -> None: ...
 

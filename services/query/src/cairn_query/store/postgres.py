@@ -49,6 +49,7 @@ from .base import (
     now_iso,
     query_terms,
 )
+from .conversations import CONVERSATIONS_SCHEMA, SqlConversations
 
 _SCHEMA_V1 = """
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -95,7 +96,11 @@ CREATE TABLE IF NOT EXISTS vectors (
 INSERT INTO meta VALUES ('version', '0') ON CONFLICT DO NOTHING;
 """
 
-MIGRATIONS = [_SCHEMA_V1, AUDIT_SCHEMA.format(id_type="BIGSERIAL")]
+MIGRATIONS = [
+    _SCHEMA_V1,
+    AUDIT_SCHEMA.format(id_type="BIGSERIAL"),
+    CONVERSATIONS_SCHEMA.format(id_type="BIGSERIAL"),
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
 _AUDIT_LOCK = 7_305_512_202  # appends to the audit chain, one at a time across replicas
@@ -134,6 +139,7 @@ class PostgresStore:
         )
         self._pool.open(wait=True, timeout=30)
         self.audit = SqlAuditTable(self._audit_tx, self._pool.connection, placeholder="%s")
+        self.conversations = SqlConversations(self._plain_tx, self._pool.connection, placeholder="%s")
 
     def _migrate(self, conn: psycopg.Connection) -> None:
         with conn.transaction():
@@ -182,6 +188,12 @@ class PostgresStore:
         """A write transaction, holding the corpus version's row lock until it commits."""
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT value FROM meta WHERE key='version' FOR UPDATE")
+            yield conn
+
+    @contextmanager
+    def _plain_tx(self) -> Iterator[psycopg.Connection]:
+        """A write transaction that needs no lock beyond its rows' (conversations, ratings)."""
+        with self._pool.connection() as conn, conn.transaction():
             yield conn
 
     @contextmanager

@@ -38,6 +38,7 @@ from .base import (
     now_iso,
 )
 from .base import normalise as _normalise
+from .conversations import CONVERSATIONS_SCHEMA, SqlConversations
 
 # Versioned migrations: the store's `schema_version` (in meta) says how many of these it has had. Each runs
 # in the transaction that records it, so a crash leaves the store at one version or the next. Stores from
@@ -90,7 +91,13 @@ def _migrate_3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]
+def _migrate_4(conn: sqlite3.Connection) -> None:
+    """Conversations, their messages and ratings (conversations.py)."""
+    for statement in CONVERSATIONS_SCHEMA.format(id_type="INTEGER").split(";"):
+        conn.execute(statement)
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -119,6 +126,7 @@ class SQLiteStore:
         self._index_lock = threading.Lock()
         self._index = _VectorIndex()
         self.audit = SqlAuditTable(self._tx, self._reading)
+        self.conversations = SqlConversations(self._tx, self._reading)
         try:
             self._migrate()
         except BaseException:
