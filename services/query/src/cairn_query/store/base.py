@@ -12,12 +12,14 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from .audit import AuditTable
-from .conversations import SqlConversations
+
+if TYPE_CHECKING:
+    from .conversations import SqlConversations
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words that match almost every chunk and would make any question look answerable.
