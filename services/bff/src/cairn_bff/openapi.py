@@ -43,6 +43,11 @@ PROXIED = [
     ("qs", "/v1/search", "/api/search", ("post",)),
     ("gateway", "/v1/models", "/api/models", ("get",)),
     ("gateway", "/readyz", "/api/status", ("get",)),
+    ("qs", "/v1/conversations", "/api/conversations", ("get", "post")),
+    ("qs", "/v1/conversations/{conv_id}", "/api/conversations/{conv_id}", ("get", "patch", "delete")),
+    ("qs", "/v1/conversations/{conv_id}/messages", "/api/conversations/{conv_id}/messages", ("post",)),
+    ("qs", "/v1/feedback", "/api/feedback", ("post",)),
+    ("qs", "/admin/feedback", "/api/admin/feedback", ("get",)),
     ("qs", "/admin/audit", "/api/admin/audit", ("get",)),
     ("qs", "/admin/audit/verify", "/api/admin/audit/verify", ("get",)),
 ]
