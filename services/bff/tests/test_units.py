@@ -100,3 +100,13 @@ def test_dashboard_rows_show_each_models_manifest() -> None:
     assert (m["quantisation"], m["context_size"], m["prompt_format"]) == ("Q4_K_M", 32768, "base")
     assert m["licence"] == "Gemma Terms of Use" and m["source"].startswith("PyPI")
     assert dashboard.model_manifests("<html>not the gateway</html>") == []
+
+
+def test_dashboard_counts_ratings_of_answers() -> None:
+    text = (
+        '# TYPE cairn_qs_feedback_total counter\ncairn_qs_feedback_total{rating="down"} 2.0\n'
+        '# TYPE cairn_qs_requests_total counter\ncairn_qs_requests_total{endpoint="chat",status="ok"} 5.0\n'
+    )
+    summary = dashboard.query_summary(dashboard.parse(text))
+    assert summary["feedback"] == {"up": 0.0, "down": 2.0}
+    assert summary["requests_total"] == 5.0

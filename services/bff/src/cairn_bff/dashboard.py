@@ -94,6 +94,8 @@ def query_summary(samples: list[Sample]) -> dict[str, Any]:
         "fallbacks_by_reason": _sum_by(samples, "cairn_qs_fallbacks_total", "reason_code"),
         "cache": _sum_by(samples, "cairn_qs_cache_total", "result"),
         "retrieval_latency_s": histogram(samples, "cairn_qs_retrieval_latency_seconds"),
+        # Ratings of answers since QS started (GET /admin/feedback has them all, from the store).
+        "feedback": {"up": 0.0, "down": 0.0, **_sum_by(samples, "cairn_qs_feedback_total", "rating")},
     }
 
 
