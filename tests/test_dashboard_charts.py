@@ -107,6 +107,7 @@ def test_the_sampler_turns_the_gateways_traffic_into_points(stack: Stack) -> Non
     assert all(SAMPLE_S * 0.5 < g < SAMPLE_S * 4 for g in gaps), gaps
 
 
+@pytest.mark.browser
 def test_the_dashboard_draws_its_charts_under_the_csp_and_passes_axe(stack: Stack) -> None:
     from playwright.sync_api import expect, sync_playwright
 
