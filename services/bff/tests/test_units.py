@@ -69,7 +69,8 @@ h_sum 7.5
     assert h["count"] == 5 and h["mean"] == pytest.approx(1.5)
     assert h["p50"] == pytest.approx(1.25)  # rank 2.5 of 5 sits a quarter into the (1, 2] bucket
     assert h["p95"] == pytest.approx(2.0)  # in the +Inf bucket: the last finite bound
-    assert dashboard.histogram([], "h") == {"count": 0, "mean": None, "p50": None, "p95": None}
+    assert h["buckets"] == [[1.0, 2.0], [2.0, 4.0]]  # cumulative, the +Inf bucket is the count
+    assert dashboard.histogram([], "h") == {"count": 0, "mean": None, "p50": None, "p95": None, "buckets": []}
 
 
 def test_dashboard_rows_show_each_models_manifest() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import secrets
 import time
 from pathlib import Path
@@ -237,6 +238,31 @@ async def feedback(request: Request) -> Response:
     )
 
 
+async def dashboard_series(request: Request) -> Response:
+    """The charts' points from the history the sampler keeps (history.py): nothing is scraped here. With
+    `?since=<t>` only the points after `t` (a point's `t`), so a page that has the hour asks for what is new."""
+    settings = request.app.state.settings
+    since = request.query_params.get("since") or "-inf"
+    try:
+        after = float(since)
+    except ValueError:
+        after = math.nan
+    if math.isnan(after) or after == math.inf:
+        raise BadRequest("since must be a time in seconds since the epoch (a point's t).")
+    points, source = await request.app.state.history.points()
+    # Never older than the history, even if Redis still holds points of a deployment that stopped a while ago.
+    after = max(after, time.time() - settings.dashboard_history_s)
+    return JSONResponse(
+        {
+            "sample_s": settings.dashboard_sample_s,
+            "history_s": settings.dashboard_history_s,
+            "source": source,
+            "points": [p for p in points if p["t"] > after],
+        },
+        headers=_NO_CACHE,
+    )
+
+
 # --- /api/admin: the audit log, for the operator (the guard admits the admin key only) ------------------------
 
 
@@ -312,6 +338,7 @@ ROUTES = [
     Route("/api/conversations/{conv_id}/messages", conversation_message, methods=["POST"]),
     Route("/api/feedback", feedback, methods=["POST"]),
     Route("/api/admin/feedback", admin_feedback, methods=["GET"]),
+    Route("/api/dashboard/series", dashboard_series, methods=["GET"]),
     Route("/api/admin/audit", admin_audit, methods=["GET"]),
     Route("/api/admin/audit/verify", admin_audit_verify, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
