@@ -18,6 +18,7 @@ import httpx
 import pytest
 from cairn_testing import free_port
 
+from .axe import assert_no_serious_violations
 from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_query_service]
@@ -336,6 +337,7 @@ def test_policy_warnings_show_beside_the_answer_and_the_audit_page_opens_it(tmp_
                 page.click("#rec-close")
                 page.click("#audit-verify")
                 expect(page.locator("#chain")).to_contain_text("Chain intact: 1 records")
+                assert_no_serious_violations(page)  # with the list, the filters and a verdict on screen
                 assert not errors, errors
             finally:
                 browser.close()
