@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cairn_query.settings import QuerySettings
+from cairn_query.store import Store, open_store
 from cairn_testing import PostgresServer, ServerProcess, start_postgres, start_server
 from cairn_testing import parse_sse as sse  # noqa: F401 - re-exported for the tests
 
@@ -110,6 +112,21 @@ def pg_server() -> Iterator[PostgresServer]:
 def pg_url(pg_server: PostgresServer) -> str:
     """A new, empty database: tests don't see each other's rows."""
     return pg_server.url(f"t{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store location on each backend: a fresh SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "s.sqlite3")
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture()
+def store(target: str) -> Iterator[Store]:
+    s = open_store(QuerySettings(store_url=target))
+    yield s
+    s.close()
 
 
 def minimal_pdf(text: str) -> bytes:

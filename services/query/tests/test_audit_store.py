@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-from cairn_query.settings import QuerySettings
-from cairn_query.store import Store, open_store
+from cairn_query.store import Store
 from cairn_query.store.audit import GENESIS, AuditQuery, ChainReport, verify_chain
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "a.sqlite3")
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture()
-def store(target: str) -> Iterator[Store]:
-    s = open_store(QuerySettings(store_url=target))
-    yield s
-    s.close()
 
 
 def entry(i: int, at: str = "2026-12-01T10:00:00.000Z", **extra: object) -> dict[str, object]:

@@ -6,7 +6,6 @@ Whatever QS relies on (store.base.Store) must behave the same on each, so a test
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +22,6 @@ from cairn_query.store import (
     open_store,
 )
 from cairn_testing import start_server
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "s.sqlite3")
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture()
-def store(target: str) -> Iterator[Store]:
-    s = open_store(QuerySettings(store_url=target))
-    yield s
-    s.close()
 
 
 def doc(

@@ -1,6 +1,6 @@
 """Shared pieces of every Cairn service: the contract, reason codes, SSE, HTTP client, errors, observability."""
 
-from ._app import serve, service_app
+from ._app import running, serve, service_app
 from ._auth import (
     INTERNAL_TOKEN_ENV,
     INTERNAL_TOKEN_HEADER,
@@ -217,6 +217,7 @@ __all__ = [
     "request_id_of",
     "require_bearer",
     "require_token_off_loopback",
+    "running",
     "secret_of",
     "serve",
     "service_app",

@@ -7,8 +7,10 @@ and error carries the request id; the body limit innermost, next to the routes).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -101,3 +103,16 @@ def serve(
         forwarded_allow_ips=trusted_proxies.strip() or None,
         http=guarded_protocol(header_timeout_s, max_connections),
     )
+
+
+@asynccontextmanager
+async def running(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run `work` as a task for as long as the block lasts (a lifespan's background loop), then cancel it and
+    wait for it, so nothing of it outlives the app."""
+    task = asyncio.create_task(work, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -19,12 +19,12 @@ import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Protocol, TypeVar
 
 import httpx
 import structlog
-from cairn_core import KEY_PREFIX, Redis, RedisError, RedisOutageLog
+from cairn_core import KEY_PREFIX, Redis, RedisError, RedisOutageLog, running
 from prometheus_client.samples import Sample
 
 from . import dashboard as dash
@@ -160,10 +160,5 @@ async def sampling(sampler: Sampler | None) -> AsyncIterator[None]:
     if sampler is None:
         yield
         return
-    task = asyncio.create_task(sampler.run(), name="dashboard-sampler")
-    try:
+    async with running(sampler.run(), "dashboard-sampler"):
         yield
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task

@@ -271,28 +271,21 @@ def _qs_admin(request: Request) -> dict[str, str]:
     return {"authorization": f"Bearer {token.get_secret_value()}"} if token else {}
 
 
+async def _admin_get(request: Request, path: str) -> Response:
+    params = request.query_params.multi_items()
+    return await _qs(request).forward(request, "GET", path, params=params, extra_headers=_qs_admin(request))
+
+
 async def admin_audit(request: Request) -> Response:
-    return await _qs(request).forward(
-        request,
-        "GET",
-        "/admin/audit",
-        params=request.query_params.multi_items(),
-        extra_headers=_qs_admin(request),
-    )
+    return await _admin_get(request, "/admin/audit")
 
 
 async def admin_feedback(request: Request) -> Response:
-    return await _qs(request).forward(
-        request,
-        "GET",
-        "/admin/feedback",
-        params=request.query_params.multi_items(),
-        extra_headers=_qs_admin(request),
-    )
+    return await _admin_get(request, "/admin/feedback")
 
 
 async def admin_audit_verify(request: Request) -> Response:
-    return await _qs(request).forward(request, "GET", "/admin/audit/verify", extra_headers=_qs_admin(request))
+    return await _admin_get(request, "/admin/audit/verify")
 
 
 # --- operations ----------------------------------------------------------------------------------------------

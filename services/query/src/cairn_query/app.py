@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from cairn_core import (
     internal_headers,
     make_http_client,
     redis_client,
+    running,
     secret_of,
     service_app,
     setup_tracing,
@@ -53,7 +55,14 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
                         settings, store, GatewayClient(settings, http, tracer), redis, policy
                     )
                     app.state.service = service
-                    async with service.audit.retention(), service.watching_policy():
+                    async with contextlib.AsyncExitStack() as background:
+                        await background.enter_async_context(
+                            running(service.audit.retention(), "audit-retention")
+                        )
+                        if settings.policy_file and settings.policy_watch_s:
+                            await background.enter_async_context(
+                                running(service.watch_policy(), "policy-watch")
+                            )
                         yield
                 finally:
                     if service is not None:

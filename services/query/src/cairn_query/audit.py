@@ -12,9 +12,8 @@ before the start of the day that many days ago goes, and a `retention` record on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -97,25 +96,14 @@ class AuditLog:
             log.info("audit_retention", removed=removed, before=cutoff)
         return removed
 
-    @contextlib.asynccontextmanager
-    async def retention(self) -> AsyncIterator[None]:
-        """Run retention now and every hour while the app lives (the lifespan holds this)."""
-
-        async def loop() -> None:
-            while True:
-                try:
-                    await self.purge()
-                except Exception as exc:  # a store hiccup must not end the loop: the next hour tries again
-                    log.error("audit_retention_failed", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(3600)
-
-        task = asyncio.create_task(loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def retention(self) -> None:
+        """Run retention now and every hour (the lifespan runs this while the app lives)."""
+        while True:
+            try:
+                await self.purge()
+            except Exception as exc:  # a store hiccup must not end the loop: the next hour tries again
+                log.error("audit_retention_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(3600)
 
 
 @dataclass

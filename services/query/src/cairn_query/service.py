@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import structlog
@@ -97,13 +96,10 @@ class QueryService:
         log.info("policy_loaded", **policy.summary())
         return policy
 
-    @contextlib.asynccontextmanager
-    async def watching_policy(self) -> AsyncIterator[None]:
-        """Reload the policy file when it changes (mtime and size), while the app lives."""
+    async def watch_policy(self) -> None:
+        """Reload the policy file when it changes (mtime and size); the lifespan runs this while the app lives."""
         path, every = self.settings.policy_file, self.settings.policy_watch_s
-        if not path or not every:
-            yield
-            return
+        assert path and every, "app.py runs the watch only for a policy file with a period"
 
         def stamp() -> tuple[int, int] | None:
             try:
@@ -112,20 +108,11 @@ class QueryService:
                 return None
             return st.st_mtime_ns, st.st_size
 
-        async def loop() -> None:
-            seen = stamp()
-            while True:
-                await asyncio.sleep(every)
-                now = stamp()
-                if now != seen and now is not None:
-                    seen = now
-                    with contextlib.suppress(PolicyError):  # logged and counted; the old policy stays
-                        await self.reload_policy()
-
-        task = asyncio.create_task(loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        seen = stamp()
+        while True:
+            await asyncio.sleep(every)
+            now = stamp()
+            if now != seen and now is not None:
+                seen = now
+                with contextlib.suppress(PolicyError):  # logged and counted; the old policy stays
+                    await self.reload_policy()
