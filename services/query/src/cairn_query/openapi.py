@@ -26,6 +26,7 @@ from .schemas import (
     ChatRequest,
     ChatResponse,
     ChunkOut,
+    CollectionList,
     DocumentDeleted,
     DocumentDetail,
     DocumentIn,
@@ -97,7 +98,15 @@ OPERATIONS = [
             Param("collection", "query", {"type": "string"}),
             Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100}),
             Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}),
+            Param("q", "query", {"type": "string", "maxLength": 200}),
         ],
+        tags=["documents"],
+    ),
+    Operation(
+        "GET",
+        "/v1/collections",
+        "The collections that hold documents, with their document counts",
+        {200: Reply(CollectionList)},
         tags=["documents"],
     ),
     Operation(
