@@ -596,3 +596,66 @@ def test_the_page_is_usable_375_px_wide(tmp_path: Path) -> None:
                 browser.close()
     finally:
         stack.stop()
+
+
+def test_the_markdown_renderer_and_the_chunk_marks_in_the_page(stack: Stack) -> None:
+    """markdown.js and highlight.js as the page loads them, on the cases a model's text brings."""
+    from playwright.sync_api import sync_playwright
+
+    executable = ensure_chromium()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            errors = _watch_errors(page)
+            page.goto(stack.bff.url)
+            render = """(text) => {
+                const box = document.createElement("div");
+                Cairn.renderMarkdown(box, text, (id) => id === "known:0" ? Object.assign(
+                    document.createElement("button"), {className: "ref", textContent: "[1]"}) : null);
+                return box.innerHTML;
+            }"""
+            cases = {
+                "a **b `c`** d": "<p>a <strong>b <code>c</code></strong> d</p>",
+                "**not closed and `not code": "<p>**not closed and `not code</p>",
+                "`**not bold**` and [known:0] [other:1]": (
+                    '<p><code>**not bold**</code> and <button class="ref">[1]</button> [other:1]</p>'
+                ),
+                "one\ntwo\n\nthree": "<p>one\ntwo</p><p>three</p>",
+                "- a\n  still a\n* b\n\n3) c\n4. d": (
+                    '<ul><li>a\nstill a</li><li>b</li></ul><ol start="3"><li>c</li><li>d</li></ol>'
+                ),
+                "<b>x</b> & <script>alert(1)</script>": (
+                    "<p>&lt;b&gt;x&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt;</p>"
+                ),
+                "": "",
+            }
+            for text, html in cases.items():
+                assert page.evaluate(render, text) == html, text
+            # One pass over the text: a 300 KB answer with every construct renders in well under a second.
+            elapsed = page.evaluate(
+                """() => {
+                    const text = "Some **bold** and `code` [known:0].\\n- item *\\n".repeat(6000);
+                    const t0 = performance.now();
+                    Cairn.renderMarkdown(document.createElement("div"), text, () => null);
+                    return performance.now() - t0;
+                }"""
+            )
+            assert elapsed < 1000, elapsed
+            marked = page.evaluate(
+                """() => {
+                    const pre = document.createElement("pre");
+                    const chunk = "Intro line. Employees get 25 days of paid leave.\\n\\n1. Ask   your MANAGER first.";
+                    const n = Cairn.showChunkText(pre, chunk, "They get **25 days** of paid leave [x:0]. " +
+                        "Employees get 25 days of paid leave. Ask your manager first.");
+                    return [n, [...pre.querySelectorAll("mark")].map((m) => m.textContent), pre.textContent];
+                }"""
+            )
+            assert marked == [
+                2,
+                ["Employees get 25 days of paid leave.", "1. Ask   your MANAGER first."],
+                "Intro line. Employees get 25 days of paid leave.\n\n1. Ask   your MANAGER first.",
+            ]
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -17,6 +17,7 @@ window.Cairn = window.Cairn || {};
     let start = 0;
     for (const m of text.matchAll(BOUNDARY)) {
       const end = m.index + m[0].trimEnd().length; // the full stop belongs to its sentence
+      if (/^\s*\d+[.)]$/.test(text.slice(start, end))) continue; // "1." opens a list item, it is no sentence
       if (text.slice(start, end).trim()) spans.push([start, end]);
       start = m.index + m[0].length;
     }

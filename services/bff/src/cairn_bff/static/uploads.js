@@ -80,6 +80,8 @@ window.Cairn = window.Cairn || {};
     const list = document.getElementById("upload-list");
     const status = document.getElementById("upload-status");
 
+    let running = 0; // batches under way: a batch started meanwhile adds its files to the list, not replace it
+
     async function upload(files) {
       if (!files.length) {
         status.textContent = "Choose or drop one or more files first.";
@@ -87,7 +89,9 @@ window.Cairn = window.Cairn || {};
         return;
       }
       const rows = files.map(fileRow);
-      list.replaceChildren(...rows.map((r) => r.li));
+      if (running) list.append(...rows.map((r) => r.li));
+      else list.replaceChildren(...rows.map((r) => r.li));
+      running += 1;
       status.textContent = "Uploading " + files.length + (files.length === 1 ? " file…" : " files…");
       status.className = "status";
       let next = 0;
@@ -102,6 +106,7 @@ window.Cairn = window.Cairn || {};
         }
       };
       await Promise.all(Array.from({ length: Math.min(PARALLEL, files.length) }, worker));
+      running -= 1;
       const refused = files.length - added;
       const noun = (n) => n + (n === 1 ? " file" : " files");
       status.textContent = refused
