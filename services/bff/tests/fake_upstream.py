@@ -7,7 +7,7 @@ It lets the BFF tests control exactly what an upstream sends and see what the BF
   A stream that ends because the client left counts in /_stats `cancelled`.
 - POST /v1/chat, non-stream: JSON; an empty query is a 400 with a Cairn error body.
 - POST /v1/documents: echoes the content type and body size; GET /v1/documents echoes the query string.
-- GET /v1/chunks/{id}, DELETE /v1/documents/{id}: echo the id as received.
+- GET /v1/chunks/{id}, DELETE /v1/documents/{id}: echo the id as received. GET /v1/collections: one, fixed.
 - GET /v1/models, /metrics (gateway and QS metric names), /healthz, /_stats.
 """
 
@@ -105,6 +105,9 @@ def create_app() -> Starlette:
         ctype = request.headers.get("content-type", "")
         return JSONResponse({"content_type": ctype, "bytes": len(raw), "chunks": 1, "id": "x"}, 201)
 
+    async def collections(request: Request) -> Response:
+        return JSONResponse({"collections": [{"name": "hr", "documents": 2}]})
+
     async def document(request: Request) -> Response:
         return JSONResponse(
             {"id": request.path_params["doc_id"], "raw_path": request.scope["raw_path"].decode()}
@@ -135,6 +138,7 @@ def create_app() -> Starlette:
             Route("/v1/chat", chat, methods=["POST"]),
             Route("/v1/documents", documents, methods=["GET", "POST"]),
             Route("/v1/documents/{doc_id}", document, methods=["GET", "DELETE"]),
+            Route("/v1/collections", collections, methods=["GET"]),
             Route("/v1/chunks/{chunk_id}", chunk, methods=["GET"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

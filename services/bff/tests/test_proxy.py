@@ -102,8 +102,9 @@ def test_upload_list_delete_chunk_models_pass_through(bff: ServerProcess) -> Non
     assert up.status_code == 201
     assert up.json()["content_type"].startswith("multipart/form-data; boundary=")
     assert up.json()["bytes"] > 5000
-    listed = httpx.get(f"{bff.url}/api/documents", params={"collection": "hr", "limit": 5})
-    assert listed.json()["query"] == "collection=hr&limit=5"
+    listed = httpx.get(f"{bff.url}/api/documents", params={"collection": "hr", "q": "leave", "limit": 5})
+    assert listed.json()["query"] == "collection=hr&q=leave&limit=5"
+    assert httpx.get(f"{bff.url}/api/collections").json() == {"collections": [{"name": "hr", "documents": 2}]}
     # An id with characters that mean something in a URL stays one path segment upstream.
     deleted = httpx.delete(f"{bff.url}/api/documents/doc%20x%3Fy%23z")
     assert deleted.json()["id"] == "doc x?y#z"

@@ -111,3 +111,26 @@ def test_dashboard_counts_ratings_of_answers() -> None:
     summary = dashboard.query_summary(dashboard.parse(text))
     assert summary["feedback"] == {"up": 0.0, "down": 2.0}
     assert summary["requests_total"] == 5.0
+
+
+def test_the_pages_never_parse_text_as_html_nor_run_inline_or_evaluated_script() -> None:
+    """The page shows model and document text: no script may turn text into HTML or code, and every script is
+    a file (the CSP allows no inline script and no eval; docs/bff.md)."""
+    import re
+    from pathlib import Path
+
+    from cairn_bff.security import CSP
+
+    static = Path(__file__).resolve().parents[1] / "src" / "cairn_bff" / "static"
+    html_sinks = re.compile(
+        r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|DOMParser"
+    )
+    scripts = sorted(static.glob("*.js"))
+    assert {"app.js", "markdown.js", "highlight.js", "uploads.js", "library.js"} <= {p.name for p in scripts}
+    for script in scripts:
+        assert not html_sinks.search(script.read_text()), script.name
+    for page in static.glob("*.html"):
+        for tag in re.findall(r"<script\b[^>]*>", page.read_text()):
+            assert re.search(r'\bsrc="/static/[\w-]+\.js"', tag), (page.name, tag)
+        assert not re.search(r"\son\w+=", page.read_text()), page.name  # no inline event handlers
+    assert "unsafe-inline" not in CSP and "unsafe-eval" not in CSP

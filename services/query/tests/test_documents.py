@@ -88,6 +88,17 @@ def test_get_and_list_documents(client: httpx.Client) -> None:
     assert client.get("/v1/documents", params={"limit": "x"}).json()["reason_code"] == "BAD_REQUEST"
 
 
+def test_search_documents_by_title_and_list_collections(client: httpx.Client) -> None:
+    found = client.get("/v1/documents", params={"q": "vpn"}).json()
+    assert [d["id"] for d in found["documents"]] == ["vpn"] and found["total"] == 1
+    assert client.get("/v1/documents", params={"q": "vpn", "collection": "default"}).json()["total"] == 0
+    too_long = client.get("/v1/documents", params={"q": "x" * 201})
+    assert too_long.status_code == 400 and too_long.json()["reason_code"] == "BAD_REQUEST"
+    collections = client.get("/v1/collections").json()["collections"]
+    assert {"name": "it", "documents": 1} in collections
+    assert [c["name"] for c in collections] == sorted(c["name"] for c in collections)
+
+
 @pytest.mark.parametrize(
     ("name", "ctype", "data", "expect"),
     [

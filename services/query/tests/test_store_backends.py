@@ -104,6 +104,21 @@ def test_list_by_collection_with_limit_and_offset_newest_first(store: Store) -> 
     assert total == 5 and [d["id"] for d in docs] == ["d3", "d2"]
     docs, total = store.list_documents("even", 10, 0)
     assert total == 3 and [d["id"] for d in docs] == ["d4", "d2", "d0"] and docs[0]["chunks"] == 1
+    assert store.list_collections() == [{"name": "even", "documents": 3}, {"name": "odd", "documents": 2}]
+
+
+def test_list_searches_titles_and_ids_ignoring_case_and_wildcards(store: Store) -> None:
+    store.upsert(doc("leave", ["text"], title="Leave Policy"))
+    store.upsert(doc("vpn-setup", ["text"], title="VPN"))
+    store.upsert(doc("pct", ["text"], title="100% remote_work", collection="hr"))
+    assert [d["id"] for d in store.list_documents(None, 10, 0, "policy")[0]] == ["leave"]
+    assert [d["id"] for d in store.list_documents(None, 10, 0, "SETUP")[0]] == ["vpn-setup"]
+    # % and _ are the user's characters, not wildcards.
+    assert [d["id"] for d in store.list_documents(None, 10, 0, "0% r")[0]] == ["pct"]
+    assert store.list_documents(None, 10, 0, "vp_")[1] == 0
+    assert store.list_documents("default", 10, 0, "remote")[1] == 0
+    docs, total = store.list_documents(None, 1, 1, "e")
+    assert total == 3 and [d["id"] for d in docs] == ["vpn-setup"]
 
 
 def test_bm25_ranks_matches_drops_stopwords_and_weighs_the_title(store: Store) -> None:

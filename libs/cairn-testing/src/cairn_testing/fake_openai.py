@@ -7,7 +7,9 @@ Run: `python -m cairn_testing.fake_openai --port 8090`. A marker in the last use
 `[[endless]]` (tokens until the client goes away), `[[bad_citation]]`, `[[good_citation]]`,
 `[[linger_ms:N]]` (the stream's body ends N ms after `[DONE]`, as a slow network delivers it),
 `[[surrogate_pair]]` (an answer with an emoji written as the escaped pair `\\ud83d\\ude00`), `[[deep_json]]`
-(JSON nested 5,000 deep), `[[tool_call]]` (a call of the first tool in `tools`, `finish_reason: "tool_calls"`).
+(JSON nested 5,000 deep), `[[tool_call]]` (a call of the first tool in `tools`, `finish_reason: "tool_calls"`),
+`[[markdown]]` (MARKDOWN_ANSWER, citing the first chunk: Markdown with a `<script>` and an `<img onerror>` in it;
+a test stores the same text as its document, so the answer passes the support check).
 `logprobs: true` in a request adds logprobs to each choice. `POST /v1/completions` answers legacy completions
 (`text_completion`), with the markers read from the prompt.
 Two flags make the whole server misbehave whatever the markers say, for tests of several upstreams:
@@ -72,12 +74,26 @@ def _first_sentence_of(body: dict[str, Any], chunk_id: str) -> str:
     return re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0] or "The fake server read the sources."
 
 
+# Paragraphs, a list, bold, code, and HTML that a page must show as text, never run.
+MARKDOWN_ANSWER = (
+    "Badge rules: **wear the badge** at all times and use `door-7` for the lab.\n\n"
+    "- Scan in at the main gate <script>window.__pwned=1</script>\n"
+    '- Scan out at night <img src=x onerror="window.__pwned=2">\n\n'
+    "1. Report a lost badge to the front desk."
+)
+
+
 def _answer(body: dict[str, Any], marks: dict[str, str]) -> str:
     if "deep_json" in marks:
         return '{"answer": ' + "[" * 5000 + "]" * 5000 + "}"
     if "surrogate_pair" in marks:  # json.dumps escapes the emoji as a surrogate pair, as many models write it
         ids = _schema_ids(body) or ["unknown"]
         answer = _first_sentence_of(body, ids[0]) + " \U0001f600"
+        return json.dumps({"answer": answer, "citations": [{"chunk_id": ids[0]}]})
+    if "markdown" in marks:
+        ids = _schema_ids(body) or ["unknown"]
+        first, rest = MARKDOWN_ANSWER.split("\n", 1)
+        answer = f"{first} [{ids[0]}]\n{rest}"
         return json.dumps({"answer": answer, "citations": [{"chunk_id": ids[0]}]})
     if "bad_citation" in marks:
         return json.dumps({"answer": "Made up.", "citations": [{"chunk_id": "not-a-real-chunk"}]})

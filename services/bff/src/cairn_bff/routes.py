@@ -130,6 +130,10 @@ async def document(request: Request) -> Response:
     return await _qs(request).forward(request, request.method, path, extra_headers=_owner(request))
 
 
+async def collections(request: Request) -> Response:
+    return await _qs(request).forward(request, "GET", "/v1/collections")
+
+
 async def chunk(request: Request) -> Response:
     return await _qs(request).forward(request, "GET", f"/v1/chunks/{_segment(request, 'chunk_id')}")
 
@@ -321,6 +325,7 @@ ROUTES = [
     Route("/api/chat", chat, methods=["POST"]),
     Route("/api/documents", documents, methods=["GET", "POST"]),
     Route("/api/documents/{doc_id}", document, methods=["GET", "DELETE"]),
+    Route("/api/collections", collections, methods=["GET"]),
     Route("/api/chunks/{chunk_id}", chunk, methods=["GET"]),
     Route("/api/search", search, methods=["POST"]),
     Route("/api/models", models, methods=["GET"]),

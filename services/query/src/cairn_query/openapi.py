@@ -26,6 +26,7 @@ from .schemas import (
     ChatRequest,
     ChatResponse,
     ChunkOut,
+    CollectionList,
     ConversationDeleted,
     ConversationDetail,
     ConversationIn,
@@ -106,7 +107,15 @@ OPERATIONS = [
             Param("collection", "query", {"type": "string"}),
             Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100}),
             Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}),
+            Param("q", "query", {"type": "string", "maxLength": 200}),
         ],
+        tags=["documents"],
+    ),
+    Operation(
+        "GET",
+        "/v1/collections",
+        "The collections that hold documents, with their document counts",
+        {200: Reply(CollectionList)},
         tags=["documents"],
     ),
     Operation(
@@ -272,7 +281,7 @@ OPERATIONS = [
         "GET",
         "/admin/audit",
         "Audit records, newest first; `format=jsonl` exports every match as JSON lines",
-        {200: Reply(AuditPage)},
+        {200: Reply(AuditPage, media=["application/x-ndjson"])},
         errors=(400, 401),
         params=[
             Param("since", "query", {"type": "string", "description": "ISO-8601 UTC, inclusive"}),

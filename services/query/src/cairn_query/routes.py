@@ -124,8 +124,17 @@ async def list_documents(request: Request) -> Response:
     collection = request.query_params.get("collection") or None
     limit = _int_param(request, "limit", 100, 1000)
     offset = _int_param(request, "offset", 0, 10**9)
-    docs, total = await asyncio.to_thread(svc.store.list_documents, collection, limit, offset)
+    q = request.query_params.get("q", "").strip() or None
+    if q is not None and len(q) > 200:
+        raise BadRequest("'q' must be at most 200 characters.")
+    docs, total = await asyncio.to_thread(svc.store.list_documents, collection, limit, offset, q)
     return JSONResponse({"documents": docs, "total": total})
+
+
+async def list_collections(request: Request) -> Response:
+    """The collections that hold documents, with how many each: what the page's collection picker offers."""
+    collections = await asyncio.to_thread(_svc(request).store.list_collections)
+    return JSONResponse({"collections": collections})
 
 
 def _not_found(what: str, ident: str) -> CairnError:
@@ -389,6 +398,7 @@ async def metrics(request: Request) -> Response:
 ROUTES = [
     Route("/v1/documents", create_document, methods=["POST"]),
     Route("/v1/documents", list_documents, methods=["GET"]),
+    Route("/v1/collections", list_collections, methods=["GET"]),
     Route("/v1/documents/{doc_id}", get_document, methods=["GET"]),
     Route("/v1/documents/{doc_id}", delete_document, methods=["DELETE"]),
     Route("/v1/chunks/{chunk_id}", get_chunk, methods=["GET"]),

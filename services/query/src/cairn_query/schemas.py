@@ -312,6 +312,15 @@ class DocumentList(BaseModel):
     total: int
 
 
+class CollectionSummary(BaseModel):
+    name: str
+    documents: int
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionSummary]
+
+
 class DocumentDeleted(BaseModel):
     id: str
     deleted: Literal[True]

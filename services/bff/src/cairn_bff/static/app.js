@@ -80,59 +80,15 @@ async function loadModels() {
   }
 }
 
-async function loadDocs() {
-  const list = $("doc-list");
-  try {
-    const data = await (await api("/api/documents?limit=200")).json();
-    list.replaceChildren(...(data.documents || []).map(docItem));
-    if (!list.children.length) list.append(el("li", "hint", "No documents yet: upload one to ask about it."));
-  } catch (err) {
-    list.replaceChildren(el("li", "error", "Cannot list documents: " + err.message));
-  }
-}
-
-function docItem(doc) {
-  const li = el("li", "doc");
-  li.dataset.id = doc.id;
-  li.append(el("span", "doc-title", doc.title || doc.id), el("span", "hint", " " + doc.chunks + " chunks"));
-  const del = el("button", "link delete", "delete");
-  del.type = "button";
-  del.title = "Delete " + (doc.title || doc.id);
-  del.addEventListener("click", async () => {
-    try {
-      await api("/api/documents/" + encodeURIComponent(doc.id), { method: "DELETE" });
-    } catch (err) {
-      $("upload-status").textContent = err.message;
-    }
-    loadDocs();
-  });
-  li.append(del);
-  return li;
-}
-
-async function upload(event) {
-  event.preventDefault();
-  const input = $("file-input");
-  if (!input.files.length) return;
-  const form = new FormData();
-  form.append("file", input.files[0]);
-  const status = $("upload-status");
-  status.textContent = "Uploading " + input.files[0].name + "…";
-  status.className = "status";
-  try {
-    const doc = await (await api("/api/documents", { method: "POST", body: form })).json();
-    status.textContent = "Added “" + (doc.title || doc.id) + "” (" + doc.chunks + " chunks).";
-    input.value = "";
-  } catch (err) {
-    status.textContent = "Upload failed: " + err.message;
-    status.className = "status error";
-  }
-  loadDocs();
+// The documents list (search, paging, collections) lives in library.js; uploads in uploads.js.
+function loadDocs() {
+  return Cairn.loadDocs();
 }
 
 // --- chunks (cited sources) ----------------------------------------------------------------------------------
 
-async function openChunk(chunkId) {
+// answerText: the answer that cited the chunk, whose sentences are marked in the chunk (highlight.js).
+async function openChunk(chunkId, answerText) {
   const dialog = $("chunk-dialog");
   $("chunk-title").textContent = chunkId;
   $("chunk-meta").textContent = "";
@@ -142,7 +98,7 @@ async function openChunk(chunkId) {
     const chunk = await (await api("/api/chunks/" + encodeURIComponent(chunkId))).json();
     $("chunk-title").textContent = chunk.title || chunk.document_id;
     $("chunk-meta").textContent = chunk.chunk_id + (chunk.url ? " · " + chunk.url : "");
-    $("chunk-text").textContent = chunk.text;
+    Cairn.showChunkText($("chunk-text"), chunk.text, answerText);
   } catch (err) {
     $("chunk-text").textContent = "Cannot load this source: " + err.message;
   }
@@ -169,26 +125,18 @@ function newAnswer() {
   return { box, parts, text: "", sources: [], citations: [], numbers: new Map(), fallback: null, error: null };
 }
 
-// Answer text with [chunk-id] markers turned into numbered, clickable citations once they are known.
+// Answer text as light Markdown (markdown.js), with [chunk-id] markers turned into numbered, clickable
+// citations once they are known.
 function renderAnswer(a) {
-  const nodes = [];
-  const re = /\[([A-Za-z0-9._:-]+)\]/g;
-  let last = 0;
-  let m;
-  while ((m = re.exec(a.text)) !== null) {
-    const chunkId = m[1];
+  Cairn.renderMarkdown(a.parts.answer, a.text, (chunkId) => {
     const n = a.numbers.get(chunkId);
-    if (n === undefined) continue;
-    nodes.push(document.createTextNode(a.text.slice(last, m.index)));
+    if (n === undefined) return null;
     const ref = el("button", "ref", "[" + n + "]");
     ref.type = "button";
     ref.title = chunkId;
-    ref.addEventListener("click", () => openChunk(chunkId));
-    nodes.push(ref);
-    last = m.index + m[0].length;
-  }
-  nodes.push(document.createTextNode(a.text.slice(last)));
-  a.parts.answer.replaceChildren(...nodes);
+    ref.addEventListener("click", () => openChunk(chunkId, a.text));
+    return ref;
+  });
 }
 
 function renderCitations(a) {
@@ -198,7 +146,7 @@ function renderCitations(a) {
     const link = el("button", "link", c.title || c.chunk_id);
     link.type = "button";
     link.dataset.chunkId = c.chunk_id;
-    link.addEventListener("click", () => openChunk(c.chunk_id));
+    link.addEventListener("click", () => openChunk(c.chunk_id, a.text));
     li.append(link, el("span", "hint", " " + c.chunk_id));
     return li;
   });
@@ -396,7 +344,8 @@ document.addEventListener("DOMContentLoaded", () => {
     loadModels();
     loadDocs();
   });
-  $("upload-form").addEventListener("submit", upload);
+  Cairn.initLibrary({ api });
+  Cairn.initUploads({ headers: authHeaders, onUploaded: loadDocs });
   $("ask-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const q = $("question").value.trim();

@@ -148,6 +148,12 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{t}"' for t in terms) if terms else None
 
 
+def like_pattern(q: str) -> str:
+    """`q` as a LIKE pattern matching it anywhere: its own % and _ taken literally (escaped with \\)."""
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def normalise(v: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(v))
     return v / norm if norm else v
@@ -225,8 +231,9 @@ class Store(Protocol):
     def delete_document(self, doc_id: str, owner: str = OPERATOR) -> int | None: ...
     def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None: ...
     def list_documents(
-        self, collection: str | None, limit: int, offset: int
+        self, collection: str | None, limit: int, offset: int, q: str | None = None
     ) -> tuple[list[dict[str, Any]], int]: ...
+    def list_collections(self) -> list[dict[str, Any]]: ...
 
     # chunks
     def get_chunk(self, chunk_id: str) -> ChunkRow | None: ...

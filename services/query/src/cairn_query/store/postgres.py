@@ -44,6 +44,7 @@ from .base import (
     NotOwner,
     SchemaTooNew,
     StoreFull,
+    like_pattern,
     may_write,
     normalise,
     now_iso,
@@ -336,9 +337,17 @@ class PostgresStore:
         return doc
 
     def list_documents(
-        self, collection: str | None, limit: int, offset: int
+        self, collection: str | None, limit: int, offset: int, q: str | None = None
     ) -> tuple[list[dict[str, Any]], int]:
-        where, params = ("WHERE d.collection=%s", [collection]) if collection else ("", [])
+        clauses: list[str] = []
+        params: list[Any] = []
+        if collection:
+            clauses.append("d.collection=%s")
+            params.append(collection)
+        if q:
+            clauses.append("(d.title ILIKE %s OR d.id ILIKE %s)")  # ILIKE: case ignored, as on SQLite
+            params += [like_pattern(q)] * 2
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(
             "SELECT d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at,"
             " (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
@@ -347,6 +356,12 @@ class PostgresStore:
         )
         total = self._query(f"SELECT COUNT(*) AS n FROM documents d {where}", params)[0]["n"]
         return [_doc(r) for r in rows], int(total)
+
+    def list_collections(self) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT collection, COUNT(*) AS n FROM documents GROUP BY collection ORDER BY collection", ()
+        )
+        return [{"name": r["collection"], "documents": int(r["n"])} for r in rows]
 
     # --- chunks -----------------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from .base import (
     SchemaTooNew,
     StoreFull,
     fts_query,
+    like_pattern,
     may_write,
     now_iso,
 )
@@ -309,8 +310,18 @@ class SQLiteStore:
             doc["chunk_ids"] = [r[0] for r in ids]
         return doc
 
-    def list_documents(self, collection: str | None, limit: int, offset: int) -> tuple[list[dict], int]:
-        where, params = ("WHERE d.collection=?", [collection]) if collection else ("", [])
+    def list_documents(
+        self, collection: str | None, limit: int, offset: int, q: str | None = None
+    ) -> tuple[list[dict], int]:
+        clauses, params = [], []
+        if collection:
+            clauses.append("d.collection=?")
+            params.append(collection)
+        if q:
+            # SQLite's LIKE ignores ASCII case, as the page's search box expects.
+            clauses.append("(d.title LIKE ? ESCAPE '\\' OR d.id LIKE ? ESCAPE '\\')")
+            params += [like_pattern(q)] * 2
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(
             "SELECT d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at,"
             " (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
@@ -319,6 +330,12 @@ class SQLiteStore:
         )
         total = self._query(f"SELECT COUNT(*) FROM documents d {where}", params)[0][0]
         return [_doc(r) for r in rows], int(total)
+
+    def list_collections(self) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT collection, COUNT(*) FROM documents GROUP BY collection ORDER BY collection", ()
+        )
+        return [{"name": r[0], "documents": int(r[1])} for r in rows]
 
     # --- chunks -----------------------------------------------------------------------------------------
 
