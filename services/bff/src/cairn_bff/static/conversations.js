@@ -37,7 +37,7 @@ Cairn.loadConversations = async function loadConversations() {
 function convItem(c) {
   const li = el("li", "conv");
   li.dataset.id = c.id;
-  const open = el("button", "conv-open link", c.title);
+  const open = el("button", "conv-open", c.title);
   open.type = "button";
   open.addEventListener("click", () => Cairn.openConversation(c.id));
   const rename = el("button", "conv-rename icon", "✎");
