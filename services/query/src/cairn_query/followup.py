@@ -6,9 +6,9 @@ Retrieval and evidence selection read one question; a follow-up alone names the 
 is rewritten with what it leaves out, in one of two ways (`QS_FOLLOWUP_REWRITE`):
 
 - **rules** (deterministic, no model): only for a message that looks like a follow-up (it opens with "and",
-  "what about", …, refers back with "it"/"its"/"their", or is three words or fewer). The names it brings
-  (capitalised words) replace the names of the previous question ("Corvale's?" → that question about
-  Corvale); a new topic without a name is asked about the previous question's names ("And the night-shift
+  "what about", …, is three words or fewer, or is up to eight words and refers back with "it"/"its"/"their"
+  …). The names it brings (capitalised words) replace the names of the previous question ("Corvale's?" →
+  that question about Corvale); a new topic without a name is asked about the previous question's names ("And the night-shift
   bonus?" → "The night-shift bonus for Corvale?", "How long does it run?" → "How long does Kestrel run?");
   anything else is searched together with the previous question. Earlier follow-ups are resolved the same
   way first, so a chain of them keeps its topic.
@@ -19,8 +19,8 @@ is rewritten with what it leaves out, in one of two ways (`QS_FOLLOWUP_REWRITE`)
   about a second on Gemma 3 270M with 2 cores) and while the gateway's circuit is closed; `model` asks it for
   every message after the first; `off` searches the last user message as it is.
 
-The conversation itself still goes to the model unchanged; the rewrite is what QS searches with. Both
-questions are logged (`followup_rewrite`).
+The conversation still goes to the model (within the prompt's budget, prompt_budget.py); the rewrite is what
+QS searches and picks evidence with. Both questions are logged (`followup_rewrite`).
 """
 
 from __future__ import annotations
