@@ -88,7 +88,12 @@ def by_rules(*questions: str) -> str:
             "And the night-shift bonus at Corvale?",
             "The night-shift bonus at Corvale?",
         ),
-        # Nothing to substitute: searched together with the previous question.
+        # Nothing to substitute, or a narrowing of the previous question: searched together with it.
+        (
+            "What is the hotel budget per night in Paris?",
+            "And elsewhere?",
+            "What is the hotel budget per night in Paris? Elsewhere?",
+        ),
         (
             "How long is the warranty on robots?",
             "And for batteries?",

@@ -10,7 +10,7 @@ is rewritten with what it leaves out, in one of two ways (`QS_FOLLOWUP_REWRITE`)
   …). The names it brings (capitalised words) replace the names of the previous question ("Corvale's?" →
   that question about Corvale); a new topic without a name is asked about the previous question's names ("And the night-shift
   bonus?" → "The night-shift bonus for Corvale?", "How long does it run?" → "How long does Kestrel run?");
-  anything else is searched together with the previous question. Earlier follow-ups are resolved the same
+  anything else ("And elsewhere?") is searched together with the previous question. Earlier follow-ups are resolved the same
   way first, so a chain of them keeps its topic.
 - **model**: the gateway's model writes the standalone question (few-shot, at most `MAX_TOKENS` tokens, one
   line). Its text is used only when it is a short question that keeps the follow-up's names and has no
@@ -55,6 +55,11 @@ PRONOUNS = {"it": "", "they": "", "them": "", "he": "", "she": "", "him": "", "i
 # Words after an "it" that refers to nothing ("is it possible", "does it take", "it is required").
 EXPLETIVE = frozenset(
     "possible allowed ok okay necessary required mandatory true worth take takes fine normal legal".split()  # noqa: SIM905
+)
+# A follow-up that starts with one of these asks about a new topic ("And the night-shift bonus?", "And how
+# long is the probation period?"); otherwise it narrows the previous one ("And elsewhere?", "And on Saturdays?").
+NEW_TOPIC = frozenset(
+    "the a an what how when where which who why is are does do can must will".split()  # noqa: SIM905
 )
 PREPOSITIONS = frozenset({"for", "at", "in", "on", "of", "from", "with", "by", "about", "to"})
 SHORT_WORDS = 3  # a message this short continues the conversation
@@ -187,7 +192,7 @@ def rewrite_rules(previous: str, question: str, lower: set[str]) -> str:
             for m in reversed(refs):
                 rest = rest[: m.start()] + main + PRONOUNS[m.group(0).lower()] + rest[m.end() :]
             return _as_question(_capitalised(rest))
-        if rest.split(" ", 1)[0].lower() not in PREPOSITIONS:
+        if rest.split(" ", 1)[0].lower() in NEW_TOPIC:
             return _as_question(
                 _capitalised(rest).rstrip(" ?.!") + " for " + " and ".join(n.text for n in old)
             )
