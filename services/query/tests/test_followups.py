@@ -157,7 +157,16 @@ class StubGateway:
         return GenerateResponse(status="ok", text=self.text, answered_by="model")
 
 
+def test_a_model_rewrite_that_copies_the_earlier_question_is_not_used() -> None:
+    said = content_words("How long is the warranty on robots? And for batteries?")
+    why = check_model_rewrite("How long is the warranty on robots?", "And for batteries?", said, set())
+    assert why == "drops battery"
+
+
 MILEAGE = conversation("What is Brindlewick's mileage rate?", "0.42 euros per kilometre.", "And for Corvale?")
+# The rules can only search this one together with the earlier question: there `auto` asks the model.
+BATTERIES = conversation("How long is the warranty on robots?", "Two years.", "And for batteries?")
+JOINED = "How long is the warranty on robots? For batteries?"
 
 
 def rewriter(gateway: StubGateway, mode: str) -> Followups:
@@ -165,38 +174,41 @@ def rewriter(gateway: StubGateway, mode: str) -> Followups:
 
 
 async def test_the_models_rewrite_is_used_when_it_passes_the_checks() -> None:
-    gw = StubGateway(" What is the mileage rate for Corvale?\n")
-    assert await rewriter(gw, "auto").standalone(MILEAGE) == "What is the mileage rate for Corvale?"
+    gw = StubGateway(" How long is the warranty on batteries?\n")
+    assert await rewriter(gw, "auto").standalone(BATTERIES) == "How long is the warranty on batteries?"
     req = gw.requests[0]
     assert req.max_tokens == 48 and req.stop == ["\n"] and req.temperature == 0
-    assert req.messages is not None and "And for Corvale?" in req.messages[-1].content
+    assert req.messages is not None and "And for batteries?" in req.messages[-1].content
 
 
 @pytest.mark.parametrize(
     "gateway",
-    [StubGateway("What is Brindlewick's mileage rate?"), StubGateway(error=ReasonCode.PROVIDER_TIMEOUT)],
+    [StubGateway("How long is the warranty on robots?"), StubGateway(error=ReasonCode.PROVIDER_TIMEOUT)],
 )
 async def test_an_unusable_rewrite_or_a_failed_gateway_falls_back_to_the_rules(gateway: StubGateway) -> None:
-    assert await rewriter(gateway, "auto").standalone(MILEAGE) == "What is Corvale's mileage rate?"
+    assert await rewriter(gateway, "auto").standalone(BATTERIES) == JOINED
     assert len(gateway.requests) == 1
 
 
 async def test_modes_decide_whether_the_model_is_asked() -> None:
-    gw = StubGateway("What is Corvale's mileage rate?")
-    assert await rewriter(gw, "rules").standalone(MILEAGE) == "What is Corvale's mileage rate?"
-    assert await rewriter(gw, "off").standalone(MILEAGE) == "And for Corvale?"
+    gw = StubGateway("How long is the warranty on batteries?")
+    assert await rewriter(gw, "rules").standalone(BATTERIES) == JOINED
+    assert await rewriter(gw, "off").standalone(BATTERIES) == "And for batteries?"
+    # auto: not when the rules resolve it, not for a standalone question, not for a first question.
+    assert await rewriter(gw, "auto").standalone(MILEAGE) == "What is Corvale's mileage rate?"
     standalone = conversation(
         "What is Brindlewick's mileage rate?", "0.42.", "How long is the probation period?"
     )
     assert await rewriter(gw, "auto").standalone(standalone) == "How long is the probation period?"
     assert await rewriter(gw, "auto").standalone(conversation("And for Corvale?")) == "And for Corvale?"
-    assert gw.requests == []  # rules, off, a standalone question, a first question: no model call
-    gw.circuit_open = True
-    assert await rewriter(gw, "auto").standalone(MILEAGE) == "What is Corvale's mileage rate?"
+    assert gw.requests == []
+    gw.circuit_open = True  # nor while the gateway's circuit is open
+    assert await rewriter(gw, "auto").standalone(BATTERIES) == JOINED
     assert gw.requests == []
     gw.circuit_open = False
+    assert await rewriter(gw, "auto").standalone(BATTERIES) == "How long is the warranty on batteries?"
     await rewriter(gw, "model").standalone(standalone)
-    assert len(gw.requests) == 1  # "model" asks for every message after the first
+    assert len(gw.requests) == 2  # "model" asks for every message after the first
 
 
 # --- against real processes ----------------------------------------------------------------------------------

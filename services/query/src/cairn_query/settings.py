@@ -63,9 +63,9 @@ class QuerySettings(BaseSettings):
     context_tokens: int = Field(1500, ge=50)  # budget for whole chunks, when evidence_sentences is 0
 
     # Conversations (followup.py, prompt_budget.py). A follow-up ("and for Corvale?") is searched as a standalone
-    # question: "auto" asks the model when the message looks like a follow-up (else, or when its rewrite is
-    # unusable, the deterministic rules answer), "model" asks it for every message after the first, "rules"
-    # never asks it, "off" searches the last user message as it is.
+    # question: "auto" uses the deterministic rules and asks the model only where they cannot resolve it,
+    # "model" asks the model first for every message after the first (the rules when its text is unusable),
+    # "rules" never asks it, "off" searches the last user message as it is.
     followup_rewrite: Literal["auto", "model", "rules", "off"] = "auto"
     followup_timeout_ms: int = Field(5_000, ge=1)
     # The whole prompt's budget in tokens (about 4 characters each): the sources always go whole, the
