@@ -358,7 +358,7 @@ def main() -> int:
     if not results:
         return 1
     print(table(results))
-    print(followup_table(results))
+    print("\n" + followup_table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
