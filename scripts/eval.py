@@ -10,9 +10,13 @@ asks every question in questions.jsonl, and prints one markdown table per provid
 - numbers in ok answers absent from the chunks they cite, answers that repeat a sentence (both must be 0);
 - invalid citations at the client: cited ids that were not among the returned sources (must be 0);
 - recall@5: share of the expected chunks found in the top 5 of /v1/search (mean over questions);
-- parse rate, fallback rate, model calls, /v1/chat p50 and p95.
+- parse rate, fallback rate, model calls, /v1/chat p50 and p95;
+- follow-ups (type "followup", asked as two-turn `messages`) beside the same questions asked standalone:
+  recall@5 of the chat's sources (the expected chunk among them), right fact, right document cited, and how
+  each follow-up was rewritten (QS's `followup_rewrite` log: by the model or the rules).
 
 Usage: python scripts/eval.py [--providers toy,llamacpp] [--embed auto|toy|onnx] [--limit N]
+       [--followup-rewrite auto|model|rules|off] [--followups-only]
 The llamacpp provider (Gemma 3 270M) is skipped with a note when the gateway does not have it.
 """
 
@@ -72,8 +76,12 @@ def provider_available(provider: str) -> bool:
     return module.exists()
 
 
-def evaluate(provider: str, embed: str, limit: int | None) -> dict[str, Any]:
-    docs, questions = load("documents.jsonl"), load("questions.jsonl")
+def evaluate(
+    provider: str, embed: str, limit: int | None, rewrite: str = "auto", followups_only: bool = False
+) -> dict[str, Any]:
+    docs, rows_in = load("documents.jsonl"), load("questions.jsonl")
+    questions = [] if followups_only else [q for q in rows_in if q["type"] != "followup"]
+    followups = [q for q in rows_in if q["type"] == "followup"]
     if limit:
         questions = questions[:limit]
     gw = start_gateway(provider, embed)
@@ -89,6 +97,7 @@ def evaluate(provider: str, embed: str, limit: int | None) -> dict[str, Any]:
             "QS_GATEWAY_TIMEOUT_MS": "180000",
             "QS_FIRST_TOKEN_TIMEOUT_MS": "120000",
             "QS_EMBED_TIMEOUT_MS": "60000",
+            "QS_FOLLOWUP_REWRITE": rewrite,
         },
         health_path="/readyz",
     )
@@ -97,10 +106,11 @@ def evaluate(provider: str, embed: str, limit: int | None) -> dict[str, Any]:
         for doc in docs:
             client.post("/v1/documents", json=doc).raise_for_status()
         rows = [ask(client, q) for q in questions]
+        follow = [ask_followup(client, qs, q) for q in followups]
     finally:
         qs.stop()
         gw.stop()
-    return summarise(provider, embed, rows)
+    return {**summarise(provider, embed, rows), **summarise_followups(follow), "rewrite": rewrite}
 
 
 def ask(client: httpx.Client, q: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +147,115 @@ def ask(client: httpx.Client, q: dict[str, Any]) -> dict[str, Any]:
         "cited": cited,
         "latency_s": latency,
     }
+
+
+def _chat_outcome(body: dict[str, Any], q: dict[str, Any]) -> dict[str, Any]:
+    ok = body["status"] == "ok"
+    cited = {c["chunk_id"] for c in body["citations"]}
+    expected = set(q["chunk_ids"])
+    return {
+        "recall": len(expected & {s["chunk_id"] for s in body["sources"][:5]}) / len(expected),
+        "fact": ok and q["fact"].lower() in body["answer"].lower(),
+        "cites_expected": ok and bool(cited & expected),
+        "status": body["status"],
+        "reason": body["reason_code"],
+        "answer": body["answer"],
+    }
+
+
+def ask_followup(client: httpx.Client, qs: ServerProcess, q: dict[str, Any]) -> dict[str, Any]:
+    """The follow-up as a two-turn conversation, then the same question asked standalone."""
+    seen = len(qs.log_text())
+    started = time.perf_counter()
+    body = client.post("/v1/chat", json={"messages": q["messages"]}).json()
+    latency = time.perf_counter() - started
+    logged = [
+        json.loads(line)
+        for line in qs.log_text()[seen:].splitlines()
+        if line.startswith("{") and '"followup_rewrite"' in line
+    ]
+    rewrite = logged[-1] if logged else {}
+    alone = client.post("/v1/chat", json={"query": q["standalone"]}).json()
+    search = client.post("/v1/search", json={"query": q["standalone"], "top_k": 5}).json()
+    top = {r["chunk_id"] for r in search["results"]}
+    return {
+        "question": q["question"],
+        "standalone": q["standalone"],
+        "rewritten": rewrite.get("rewritten", q["question"]),
+        "by": rewrite.get("by", "none"),
+        "model_rejected": rewrite.get("model_rejected"),
+        "followup": _chat_outcome(body, q),
+        "alone": _chat_outcome(alone, q),
+        "search_recall_alone": len(set(q["chunk_ids"]) & top) / len(q["chunk_ids"]),
+        "latency_s": latency,
+    }
+
+
+def summarise_followups(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    if not rows:
+        return {"followups": 0, "followup_rows": []}
+
+    def mean(side: str, key: str) -> float:
+        return statistics.mean(float(r[side][key]) for r in rows)
+
+    return {
+        "followups": len(rows),
+        "fu_recall": mean("followup", "recall"),
+        "alone_recall": mean("alone", "recall"),
+        "fu_fact": mean("followup", "fact"),
+        "alone_fact": mean("alone", "fact"),
+        "fu_right_doc": mean("followup", "cites_expected"),
+        "alone_right_doc": mean("alone", "cites_expected"),
+        "alone_search_recall": statistics.mean(r["search_recall_alone"] for r in rows),
+        "by_model": sum(r["by"] == "model" for r in rows),
+        "fu_p50_s": statistics.median(r["latency_s"] for r in rows),
+        "followup_rows": rows,
+    }
+
+
+FOLLOWUP_METRICS = [
+    ("recall@5 (expected chunk among the chat's sources)", "fu_recall", "alone_recall", "{:.3f}"),
+    ("right fact", "fu_fact", "alone_fact", "{:.1%}"),
+    ("right document cited", "fu_right_doc", "alone_right_doc", "{:.1%}"),
+]
+
+
+def followup_table(results: list[dict[str, Any]]) -> str:
+    results = [r for r in results if r.get("followups")]
+    if not results:
+        return ""
+    cols = " | ".join(f"{r['provider']} follow-up | {r['provider']} standalone" for r in results)
+    lines = [f"| metric | {cols} |", "|---|" + "---|---|" * len(results)]
+    for label, fu, alone, fmt in FOLLOWUP_METRICS:
+        cells = " | ".join(f"{fmt.format(r[fu])} | {fmt.format(r[alone])}" for r in results)
+        lines.append(f"| {label} | {cells} |")
+    lines.append(
+        "| recall@5 of /v1/search, the standalone question | "
+        + " | ".join(f" | {r['alone_search_recall']:.3f}" for r in results)
+        + " |"
+    )
+    lines.append(
+        "| rewritten by the model (the rest: rules) | "
+        + " | ".join(f"{r['by_model']} of {r['followups']} | " for r in results)
+        + " |"
+    )
+    lines.append("| /v1/chat p50 (s) | " + " | ".join(f"{r['fu_p50_s']:.2f} | " for r in results) + " |")
+    gaps = ", ".join(
+        f"{r['provider']}: {r['alone_recall'] - r['fu_recall']:+.3f} "
+        f"({'met' if r['alone_recall'] - r['fu_recall'] <= 0.05 else 'not met'})"
+        for r in results
+    )
+    head = (
+        f"{results[0]['followups']} two-turn follow-ups (QS_FOLLOWUP_REWRITE={results[0]['rewrite']}); "
+        f"standalone minus follow-up recall@5, target <= 0.05: {gaps}"
+    )
+    rewrites = "\n".join(
+        f"- {r['question']} -> {r['rewritten']} ({r['by']}"
+        + (f"; model's text rejected: {r['model_rejected']}" if r["model_rejected"] else "")
+        + f"; {'right fact' if r['followup']['fact'] else 'no fact: ' + str(r['followup']['reason'] or 'wrong')})"
+        for r in results[-1]["followup_rows"]
+    )
+    return f"{head}\n\n" + "\n".join(lines) + f"\n\nRewrites ({results[-1]['provider']}):\n{rewrites}"
 
 
 def _share(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -211,6 +330,8 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(f"| {label} | {target} | " + " | ".join(cells) + " |")
     lines.append("| fallback reasons | | " + " | ".join(json.dumps(r["reasons"]) for r in results) + " |")
     n = results[0]
+    if not n["questions"] and not n["negatives"]:
+        return ""
     counts = ", ".join(f"{v} {k}" for k, v in n["counts"].items())
     return f"{n['questions']} answerable questions ({counts}), {n['negatives']} unanswerable\n\n" + "\n".join(
         lines
@@ -223,6 +344,8 @@ def main() -> int:
     parser.add_argument("--embed", default="auto", choices=["auto", "toy", "onnx"])
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write every answer to this file")
+    parser.add_argument("--followup-rewrite", default="auto", choices=["auto", "model", "rules", "off"])
+    parser.add_argument("--followups-only", action="store_true", help="only the two-turn follow-up cases")
     args = parser.parse_args()
     embed = pick_embedder(args.embed)
     results = []
@@ -231,10 +354,11 @@ def main() -> int:
             print(f"(skipped {provider}: the gateway has no such provider yet)\n", flush=True)
             continue
         print(f"evaluating {provider} with the {embed} embedder …", file=sys.stderr, flush=True)
-        results.append(evaluate(provider, embed, args.limit))
+        results.append(evaluate(provider, embed, args.limit, args.followup_rewrite, args.followups_only))
     if not results:
         return 1
     print(table(results))
+    print("\n" + followup_table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return 0

@@ -9,7 +9,9 @@ but not values. Every question has a type:
   lookalike     a question about Brindlewick or Corvale, whose twin document at the other company gives
                 a different value,
   unanswerable  no document answers it (some share many words with the documents); the right outcome is
-                NO_CONTEXT.
+                NO_CONTEXT,
+  followup      the second question of a two-turn conversation (sent as `messages`), with the same
+                question asked standalone beside it.
 """
 
 from __future__ import annotations
@@ -444,6 +446,163 @@ NEGATIVES = [
 ]
 
 
+# Type "followup": two-turn conversations whose second question leaves out what the first one said (the
+# company, the topic, the product), each with the same question asked standalone, to compare recall@5 and
+# facts (docs/eval.md). (first question, its document, follow-up, the follow-up asked standalone, expected
+# document, expected fact). The assistant's turn between them is the sentence of the first document that answers the first question.
+FOLLOWUPS = [
+    # Another company, same topic.
+    (
+        "What mileage rate does Brindlewick pay for private cars?",
+        "brindlewick-mileage",
+        "And Corvale?",
+        "What mileage rate does Corvale pay for private cars?",
+        "corvale-mileage",
+        "0.38 euros",
+    ),
+    (
+        "How big is the night-shift bonus at Corvale?",
+        "corvale-night-shift",
+        "What about Brindlewick?",
+        "How big is the night-shift bonus at Brindlewick?",
+        "brindlewick-night-shift",
+        "25 percent",
+    ),
+    (
+        "How much is the yearly uniform allowance at Brindlewick?",
+        "brindlewick-uniform",
+        "And for Corvale?",
+        "How much is the yearly uniform allowance at Corvale?",
+        "corvale-uniform",
+        "240 euros",
+    ),
+    (
+        "How long is the probation period at Corvale?",
+        "corvale-probation",
+        "And at Brindlewick?",
+        "How long is the probation period at Brindlewick?",
+        "brindlewick-probation",
+        "six months",
+    ),
+    (
+        "What notice period must Brindlewick employees give when they resign?",
+        "brindlewick-notice",
+        "What about Corvale's?",
+        "What notice period must Corvale employees give when they resign?",
+        "corvale-notice",
+        "one month",
+    ),
+    (
+        "How much does Corvale pay into the company pension?",
+        "corvale-pension",
+        "And Brindlewick?",
+        "How much does Brindlewick pay into the company pension?",
+        "brindlewick-pension",
+        "6 percent",
+    ),
+    (
+        "What is the overtime pay rate at Brindlewick?",
+        "brindlewick-overtime",
+        "How about Corvale?",
+        "What is the overtime pay rate at Corvale?",
+        "corvale-overtime",
+        "125 percent",
+    ),
+    (
+        "How many days of paid holiday do Corvale employees get?",
+        "corvale-holidays",
+        "Same for Brindlewick?",
+        "How many days of paid holiday do Brindlewick employees get?",
+        "brindlewick-holidays",
+        "25 days",
+    ),
+    # The same company, another topic.
+    (
+        "How much does Brindlewick contribute to a gym membership?",
+        "brindlewick-gym",
+        "And the mobile phone allowance?",
+        "How much is the mobile phone allowance at Brindlewick?",
+        "brindlewick-phone",
+        "20 euros",
+    ),
+    (
+        "How large is the referral bonus at Corvale?",
+        "corvale-referral",
+        "And how often are its company cars serviced?",
+        "How often are Corvale company cars serviced?",
+        "corvale-fleet-service",
+        "15,000 kilometres",
+    ),
+    # The same product or topic, another detail.
+    (
+        "How much weight can the Kestrel robot carry?",
+        "product-kestrel",
+        "And how long does it run on one charge?",
+        "How long does Kestrel run on one charge?",
+        "product-kestrel",
+        "nine hours",
+    ),
+    (
+        "What is the reach of the Heron arm?",
+        "product-heron",
+        "And how fast does it stop?",
+        "How fast does the Heron arm stop when it touches a person?",
+        "product-heron",
+        "50 milliseconds",
+    ),
+    (
+        "Which VPN client do I use to reach internal services?",
+        "vpn",
+        "How long are its profiles valid?",
+        "How long are VPN profiles valid?",
+        "vpn",
+        "90 days",
+    ),
+    (
+        "What is the hotel budget per night in Paris?",
+        "travel",
+        "And elsewhere?",
+        "What is the hotel budget per night outside Paris?",
+        "travel",
+        "120",
+    ),
+    (
+        "How long is the warranty on robots?",
+        "warranty",
+        "And for batteries?",
+        "How long are batteries covered by the warranty?",
+        "warranty",
+        "18 months",
+    ),
+]
+
+
+def answer_sentence(doc_id: str, question: str) -> str:
+    """The sentence of the document sharing most words with the question: the assistant's answer."""
+    text = next(t for i, _, t in DOCUMENTS if i == doc_id)
+    words = set(question.lower().rstrip("?").split())
+    sentences = [x.rstrip(".") + "." for x in text.split(". ")]
+    return max(sentences, key=lambda x: len(words & set(x.lower().rstrip(".").split())))
+
+
+def followup_rows() -> list[dict[str, object]]:
+    return [
+        {
+            "question": followup,
+            "messages": [
+                {"role": "user", "content": first},
+                {"role": "assistant", "content": answer_sentence(first_doc, first)},
+                {"role": "user", "content": followup},
+            ],
+            "standalone": standalone,
+            "chunk_ids": [f"{doc}:0"],
+            "fact": fact,
+            "type": "followup",
+        }
+        for first, first_doc, followup, standalone, doc, fact in FOLLOWUPS
+    ]
+
+
 def url(doc_id: str) -> str:
     company = doc_id.split("-")[0]
     host = company if company in {key for key, _, _ in COMPANIES} else "fernhill"
@@ -469,6 +628,8 @@ def main() -> None:
     with (HERE / "questions.jsonl").open("w") as f:
         for question, ids, fact, kind in rows:
             row = {"question": question, "chunk_ids": ids, "fact": fact, "type": kind}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for row in followup_rows():
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 

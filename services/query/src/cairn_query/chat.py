@@ -29,9 +29,11 @@ from cairn_core import (
 from .audit import Turn
 from .cache import Cache, cache_key
 from .evidence import select_evidence
+from .followup import Followups
 from .gateway import GatewayClient
 from .metrics import QueryMetrics
 from .policy import Finding, Policy, Verdict
+from .prompt_budget import conversation_budget, fit_conversation
 from .retrieval import Hit, Retriever, SearchOutcome
 from .schemas import ChatRequest
 from .settings import QuerySettings
@@ -165,6 +167,7 @@ class ChatService:
         self.gateway = gateway
         self.cache = cache
         self.metrics = metrics
+        self.followups = Followups(settings, gateway)
 
     def top_k(self, req: ChatRequest) -> int:
         return req.top_k or self.settings.top_k
@@ -180,10 +183,12 @@ class ChatService:
         self.metrics.cache.labels("hit" if cached else "miss").inc()
         if cached is not None:
             return Prepared(key, cached)
-        outcome = await self.retriever.search(req.question, self.top_k(req), req.collection, req.filters)
+        # A follow-up ("and for Corvale?") is searched as a standalone question (followup.py).
+        question = await self.followups.standalone(req.conversation())
+        outcome = await self.retriever.search(question, self.top_k(req), req.collection, req.filters)
         if not self.settings.evidence_sentences:
             return Prepared(key, None, outcome, budget(outcome.relevant, self.settings.context_tokens))
-        evidence = await select_evidence(self.settings, self.store, self.gateway, req.question, outcome)
+        evidence = await select_evidence(self.settings, self.store, self.gateway, question, outcome)
         answerable = evidence.answerable(self.settings.min_evidence)
         log.info(
             "evidence",
@@ -194,8 +199,12 @@ class ChatService:
         return Prepared(key, None, outcome, evidence.context() if answerable else [])
 
     def generate_request(self, req: ChatRequest, prep: Prepared, stream: bool) -> GenerateRequest:
-        messages = req.conversation()
         context = prep.context or []
+        # The sources go whole; the conversation's newest turns fill the rest of the prompt (prompt_budget.py).
+        conversation = req.conversation()
+        messages = fit_conversation(conversation, conversation_budget(self.settings.prompt_tokens, context))
+        if len(messages) < len(conversation):
+            log.info("conversation_trimmed", kept=len(messages), dropped=len(conversation) - len(messages))
         if not req.citations_required:
             # The gateway renders sources only for grounded requests; without citations QS adds them itself.
             sources = "\n\n".join(f"[{c.chunk_id}] {c.title or ''}\n{c.text}" for c in context)

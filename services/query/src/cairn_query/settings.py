@@ -62,6 +62,17 @@ class QuerySettings(BaseSettings):
     min_similarity: float = Field(0.35, ge=-1.0, le=1.0)  # a vector hit counts as relevant above this
     context_tokens: int = Field(1500, ge=50)  # budget for whole chunks, when evidence_sentences is 0
 
+    # Conversations (followup.py, prompt_budget.py). A follow-up ("and for Corvale?") is searched as a standalone
+    # question: "auto" uses the deterministic rules and asks the model only where they cannot resolve it,
+    # "model" asks the model first for every message after the first (the rules when its text is unusable),
+    # "rules" never asks it, "off" searches the last user message as it is.
+    followup_rewrite: Literal["auto", "model", "rules", "off"] = "auto"
+    followup_timeout_ms: int = Field(5_000, ge=1)
+    # The whole prompt's budget in tokens (about 4 characters each): the sources always go whole, the
+    # conversation's newest turns fill what is left, and older turns are dropped. Below the gateway's
+    # context (LLM_CONTEXT_SIZE, 4096) less its answer's max_tokens (256) and its own instructions.
+    prompt_tokens: int = Field(3000, ge=100)
+
     # Evidence and honesty (evidence.py, cairn_core check_support); calibrated in docs/eval.md.
     evidence_sentences: int = Field(6, ge=0, le=9)  # sentences sent to the model; 0 = whole chunks
     evidence_lexical_weight: float = Field(0.3, ge=0.0)
