@@ -396,7 +396,7 @@ def test_conversations_follow_ups_reload_regenerate_rate_rename_delete(tmp_path:
                 expect(first.locator(".citations li")).to_have_text(
                     ["Brindlewick mileage policy brindlewick-mileage:0"]
                 )
-                second = ask("And what is Corvale's mileage rate?", 1)
+                second = ask("And for Corvale?", 1)
                 expect(second.locator(".citations li")).to_have_text(
                     ["Corvale mileage policy corvale-mileage:0"]
                 )
@@ -421,7 +421,9 @@ def test_conversations_follow_ups_reload_regenerate_rate_rename_delete(tmp_path:
                 expect(restored.locator(".answer")).to_have_text(answer_text)
                 expect(restored.locator(".citations li")).to_contain_text("Corvale mileage policy")
                 expect(page.locator(".msg.assistant").nth(0).locator(".act.regenerate")).to_be_hidden()
-                assert_no_serious_violations(page)  # the chat page with a conversation, its answers and actions
+                assert_no_serious_violations(
+                    page
+                )  # the chat page with a conversation, its answers and actions
 
                 # Regenerate the last answer: still two answers, the last one new.
                 restored.locator(".act.regenerate").click()
