@@ -12,7 +12,6 @@ Targets: generation ≥ 0.95× direct tokens/s, embeddings ≥ 0.9× direct embe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -32,12 +31,12 @@ EMBED_TEXTS = [
 
 
 def _sse_events(resp: httpx.Response):  # type: ignore[no-untyped-def]
-    name = "message"
-    for line in resp.iter_lines():
-        if line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            yield name, json.loads(line[5:])
+    from cairn_core import SSEDecoder
+
+    decoder = SSEDecoder()
+    for chunk in resp.iter_bytes():
+        for event in decoder.feed(chunk):
+            yield event.event, event.json()
 
 
 def gen_direct(llm: Any, prompt: str, max_tokens: int, stops: list[str]) -> tuple[float, float, int]:

@@ -97,7 +97,7 @@ from ._redis import (
 )
 from ._replicas import Replicas, split_urls
 from ._shared_circuit import Circuit, LocalCircuit, RedisCircuit
-from ._sse import SSEMessage, aiter_sse, aiter_sse_chunks, encode_event
+from ._sse import SSEDecoder, SSEMessage, aiter_sse, aiter_sse_chunks, decode_sse, encode_event
 from ._web import (
     EXCEPTION_HANDLERS,
     SSE_HEADERS,
@@ -172,6 +172,7 @@ __all__ = [
     "Replicas",
     "Reply",
     "RequestContextMiddleware",
+    "SSEDecoder",
     "SSEMessage",
     "Status",
     "StopReason",
@@ -188,6 +189,7 @@ __all__ = [
     "configure_logging",
     "content_words",
     "current_request_id",
+    "decode_sse",
     "dedupe_sentences",
     "encode_event",
     "error_body",
