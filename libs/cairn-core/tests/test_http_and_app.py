@@ -8,7 +8,6 @@ import httpx
 import pytest
 from cairn_core import make_http_client, service_app
 from cairn_core._http import ServiceClient
-from opentelemetry.trace import NoOpTracer
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -54,7 +53,7 @@ def test_the_startup_heap_is_frozen_once_the_lifespan_has_started() -> None:
         frozen_during_startup.append(gc.get_freeze_count())
         yield
 
-    app = service_app(routes=[], lifespan=lifespan, tracer=NoOpTracer(), max_body_bytes=1024)
+    app = service_app("cairn-tests", routes=[], lifespan=lifespan, max_body_bytes=1024)
     try:
         with TestClient(app):
             assert frozen_during_startup == [0]  # the service's own startup runs first ...

@@ -8,13 +8,11 @@ from contextlib import asynccontextmanager
 
 from cairn_core import (
     InternalAuthMiddleware,
-    configure_logging,
     internal_headers,
     make_http_client,
     redis_client,
     secret_of,
     service_app,
-    setup_tracing,
 )
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -30,9 +28,6 @@ SERVICE_NAME = "query-service"
 
 def create_app(settings: QuerySettings | None = None) -> Starlette:
     settings = settings or QuerySettings()
-    configure_logging(SERVICE_NAME, settings.log_level)
-    tracer_provider = setup_tracing(SERVICE_NAME)
-    tracer = tracer_provider.get_tracer(SERVICE_NAME)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -46,21 +41,20 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
             ) as http:
                 service: QueryService | None = None
                 try:
-                    service = QueryService.build(
-                        settings, store, GatewayClient(settings, http, tracer), redis
-                    )
+                    gateway = GatewayClient(settings, http, app.state.tracer)
+                    service = QueryService.build(settings, store, gateway, redis)
                     app.state.service = service
                     yield
                 finally:
                     if service is not None:
                         service.documents.close()
                     store.close()
-                    tracer_provider.shutdown()
 
     return service_app(
+        SERVICE_NAME,
         routes=ROUTES,
         lifespan=lifespan,
-        tracer=tracer,
+        log_level=settings.log_level,
         max_body_bytes=settings.max_body_bytes,
         outer=[Middleware(InternalAuthMiddleware, token=settings.internal_token)],
     )
