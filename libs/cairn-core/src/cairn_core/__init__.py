@@ -40,7 +40,7 @@ from ._contract import (
     StopReason,
     Usage,
 )
-from ._errors import BadRequest, CairnError, ErrorBody, UpstreamError, error_body
+from ._errors import BadRequest, CairnError, ErrorBody, UpstreamError, error_body, is_retryable
 from ._grounding import (
     SupportVerdict,
     check_support,
@@ -197,6 +197,7 @@ __all__ = [
     "format_validation_error",
     "internal_headers",
     "is_loopback_host",
+    "is_retryable",
     "json_dumps",
     "json_loads",
     "json_schema",

@@ -20,7 +20,6 @@ from cairn_core import (
     DEGRADABLE,
     CairnError,
     Circuit,
-    CitationError,
     GenerateRequest,
     GroundedAnswer,
     ReasonCode,
@@ -289,12 +288,7 @@ class GenerationService:
             async with _judged(entry.breaker), asyncio.timeout(preq.timeout_s):
                 result = await provider.generate(preq)
             provider_s = time.perf_counter() - started
-        grounded = None
-        if req.citations_required:
-            try:
-                grounded = check_grounded(result.text, req.context_chunks)
-            except CitationError as exc:
-                raise CairnError(exc.reason_code, exc.message) from None
+        grounded = check_grounded(result.text, req.context_chunks) if req.citations_required else None
         return Completed(entry, result, grounded, None, provider_s)
 
     # --- streaming -------------------------------------------------------------------------------------

@@ -66,10 +66,21 @@ class ProviderResult:
 
 
 class ProviderError(UpstreamError):
-    """A provider failed. `retryable` is for the caller's fallback logic, not for in-provider retries."""
+    """A provider failed. `retryable` (see UpstreamError): the provider's own client may call again (only
+    openai_compat and the router do, before the first chunk); the service's fallback chain reads reason codes."""
 
-    def __init__(self, reason_code: ReasonCode, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(reason_code, message, retry_after=retry_after)
+    def __init__(
+        self,
+        reason_code: ReasonCode,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        retryable: bool = False,
+        unreachable: bool = False,
+    ) -> None:
+        super().__init__(
+            reason_code, message, retry_after=retry_after, retryable=retryable, unreachable=unreachable
+        )
 
 
 @runtime_checkable
