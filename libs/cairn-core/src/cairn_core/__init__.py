@@ -57,6 +57,7 @@ from ._http import make_aiohttp_session, make_http_client
 from ._json import JSONDecodeError, JSONResponse
 from ._json import dumps as json_dumps
 from ._json import loads as json_loads
+from ._metric_names import BffMetric, GatewayMetric, QueryMetric, total
 from ._observability import (
     REQUEST_ID_HEADER,
     ContextOnlyTracerProvider,
@@ -135,6 +136,7 @@ __all__ = [
     "AnswerExtractor",
     "AnsweredBy",
     "BadRequest",
+    "BffMetric",
     "BodyLimitMiddleware",
     "CairnError",
     "ChatMessage",
@@ -152,6 +154,7 @@ __all__ = [
     "ErrorBody",
     "ErrorEvent",
     "EventStreamResponse",
+    "GatewayMetric",
     "GenerateRequest",
     "GenerateResponse",
     "GroundedAnswer",
@@ -163,6 +166,7 @@ __all__ = [
     "MetaEvent",
     "Operation",
     "Param",
+    "QueryMetric",
     "ReasonCode",
     "Redis",
     "RedisCircuit",
@@ -228,6 +232,7 @@ __all__ = [
     "split_urls",
     "strip_markers",
     "token_matches",
+    "total",
     "trace_id_hex",
     "validate_citations",
     "without_names",
