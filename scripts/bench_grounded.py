@@ -50,7 +50,7 @@ def pct(data: list[float], q: float) -> float:
 
 def sample_prompt() -> tuple[str, list[Any]]:
     """The extractive prompt for a typical question: six sentences from the evaluation documents."""
-    from cairn_gateway.models import extractive
+    from cairn_gateway.in_process import extractive
 
     docs = {d["id"]: d for d in load("documents.jsonl")}
     chunks = [
@@ -62,7 +62,7 @@ def sample_prompt() -> tuple[str, list[Any]]:
 
 
 def raw_model(threads_list: list[int]) -> dict[str, Any]:
-    from cairn_gateway.models import resolve_gguf
+    from cairn_gateway.in_process import resolve_gguf
     from cairn_gateway.settings import GatewaySettings
 
     settings = GatewaySettings(provider="llamacpp")
@@ -72,7 +72,7 @@ def raw_model(threads_list: list[int]) -> dict[str, Any]:
 
 def measure(path: str, threads: int) -> dict[str, Any]:
     import numpy as np
-    from cairn_gateway.models import extractive
+    from cairn_gateway.in_process import extractive
     from cairn_gateway.providers.llamacpp import _digit_tokens, json_grammar
     from llama_cpp import Llama, LlamaGrammar, llama_get_logits_ith
 

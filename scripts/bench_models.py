@@ -106,8 +106,8 @@ def main() -> int:
     args, _ = parser.parse_known_args()
 
     from cairn_core import ChatMessage
-    from cairn_gateway.models import resolve_gguf
-    from cairn_gateway.models.prompt import FORMAT_STOPS, render_prompt
+    from cairn_gateway.in_process import resolve_gguf
+    from cairn_gateway.in_process.base_prompt import FORMAT_STOPS, render_prompt
     from cairn_gateway.providers.onnx_embed import MAX_TOKENS, tokenizer_path
     from cairn_testing import start_server
 

@@ -105,7 +105,7 @@ def test_readyz_reports_the_background_build_of_llama_cpp(tmp_path: Path) -> Non
 
 @pytest.mark.model
 def test_the_model_loads_by_itself_once_it_can_with_no_restart(tmp_path: Path) -> None:
-    from cairn_gateway.models import packaged_gguf
+    from cairn_gateway.in_process import packaged_gguf
 
     target = tmp_path / "missing.gguf"
     gw = start_broken_gateway(tmp_path, LLM_LOAD_RETRY_S="0.3", LLM_EMBED_PROVIDER="none")

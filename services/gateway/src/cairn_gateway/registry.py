@@ -15,8 +15,8 @@ import structlog
 from cairn_core import CairnError, Circuit, CircuitBreaker, LocalCircuit, ReasonCode, Redis, RedisCircuit
 
 from .admission import Admission
+from .in_process.build import build_stamp
 from .metrics import GatewayMetrics
-from .models.build import build_stamp
 from .providers.base import EMBEDDERS, Embedder, Provider, provider_class
 from .settings import GatewaySettings, ModelSpec
 

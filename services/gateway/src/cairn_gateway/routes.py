@@ -1,4 +1,5 @@
-"""Thin handlers: parse, call the service, shape the response. Errors map to HTTP in `app.py`."""
+"""Thin handlers: parse, call the service, shape the response. A raised CairnError becomes its HTTP answer in
+`cairn_core`'s exception handlers (installed by `service_app`); the OpenAI surface shapes its own (`openai_error`)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import openapi
+from .in_process.build import LLAMA_MISSING, build_note, build_status
 from .keys import KeyStore
-from .models.build import LLAMA_MISSING, build_note, build_status
 from .openai_api import (
     ChatFrames,
     TextFrames,

@@ -29,9 +29,9 @@ from cairn_core import (
     json_schema,
 )
 
+from .grounded_prompt import build_messages
 from .metrics import GatewayMetrics
 from .openai_fields import check_honoured
-from .prompting import build_messages
 from .providers.base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult, provider_class
 from .registry import ModelEntry, Registry
 from .settings import GatewaySettings

