@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
@@ -24,13 +24,19 @@ from ._server import guarded_protocol
 from ._web import EXCEPTION_HANDLERS, BodyLimitMiddleware
 
 
+class ServiceSettings(Protocol):
+    """What `service_app` reads from a service's settings."""
+
+    log_level: str
+    max_body_bytes: int
+
+
 def service_app(
     name: str,
+    settings: ServiceSettings,
     *,
     routes: Sequence[BaseRoute],
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]],
-    log_level: str = "INFO",
-    max_body_bytes: int,
     body_timeout_s: float = 60.0,
     outer: Sequence[Middleware] = (),
     inner: Sequence[Middleware] = (),
@@ -38,7 +44,7 @@ def service_app(
     """The app of the service called `name` (in every log line and span). Its tracer is `app.state.tracer`
     from the start, for the lifespan's clients. `outer` middleware runs after the request context and before
     the body limit, `inner` after it."""
-    configure_logging(name, log_level)
+    configure_logging(name, settings.log_level)
     tracer_provider = setup_tracing(name)
     tracer = tracer_provider.get_tracer(name)
 
@@ -58,7 +64,7 @@ def service_app(
         middleware=[
             Middleware(RequestContextMiddleware, tracer=tracer),
             *outer,
-            Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, timeout_s=body_timeout_s),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=body_timeout_s),
             *inner,
         ],
     )

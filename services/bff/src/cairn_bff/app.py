@@ -71,10 +71,9 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
         )
     app = service_app(
         SERVICE_NAME,
+        settings,
         routes=ROUTES,
         lifespan=lifespan,
-        log_level=settings.log_level,
-        max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
         outer=outer,
         inner=[

@@ -52,13 +52,6 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         hint=", or 'Authorization: Bearer <key>' with LLM_MASTER_KEY or a virtual key",
         own_auth_prefixes=("/admin/", "/key/"),
     )
-    app = service_app(
-        SERVICE_NAME,
-        routes=ROUTES,
-        lifespan=lifespan,
-        log_level=settings.log_level,
-        max_body_bytes=settings.max_body_bytes,
-        outer=[auth],
-    )
+    app = service_app(SERVICE_NAME, settings, routes=ROUTES, lifespan=lifespan, outer=[auth])
     app.state.keys = keys
     return app

@@ -32,22 +32,19 @@ from cairn_core import (
 from .grounded_prompt import build_messages
 from .metrics import GatewayMetrics
 from .openai_fields import check_honoured
-from .providers.base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult, provider_class
+from .providers.base import (
+    UNHEALTHY,
+    ProviderChunk,
+    ProviderError,
+    ProviderRequest,
+    ProviderResult,
+    provider_class,
+)
 from .registry import ModelEntry, Registry
 from .settings import GatewaySettings
 
 log = structlog.get_logger("generation")
 R = TypeVar("R")
-
-# Failures that say something about the provider's health, and so count towards its circuit breaker.
-_CIRCUIT_FAILURES = frozenset(
-    {
-        ReasonCode.PROVIDER_TIMEOUT,
-        ReasonCode.PROVIDER_UNAVAILABLE,
-        ReasonCode.PROVIDER_ERROR,
-        ReasonCode.STREAM_INTERRUPTED,
-    }
-)
 
 
 def _as_cairn_error(exc: BaseException) -> CairnError:
@@ -73,7 +70,7 @@ async def _judged(breaker: Circuit, *, success_counts: bool = True) -> AsyncIter
         raise
     except Exception as exc:
         err = _as_cairn_error(exc)
-        if err.reason_code in _CIRCUIT_FAILURES:
+        if err.reason_code in UNHEALTHY:
             await breaker.failure()
         else:
             await breaker.release_probe()
@@ -82,13 +79,10 @@ async def _judged(breaker: Circuit, *, success_counts: bool = True) -> AsyncIter
         await breaker.success()
 
 
-@dataclass
-class Completed:
+class _Served:
+    """Who served an answer, as responses, metrics and logs name it."""
+
     entry: ModelEntry
-    result: ProviderResult
-    grounded: GroundedAnswer | None
-    fallback_reason: CairnError | None
-    provider_s: float
 
     @property
     def provider_name(self) -> str:
@@ -100,7 +94,16 @@ class Completed:
 
 
 @dataclass
-class StreamHandle:
+class Completed(_Served):
+    entry: ModelEntry
+    result: ProviderResult
+    grounded: GroundedAnswer | None
+    fallback_reason: CairnError | None
+    provider_s: float
+
+
+@dataclass
+class StreamHandle(_Served):
     """An opened stream whose first chunk is already in hand. Iterate `chunks()` exactly once."""
 
     entry: ModelEntry
@@ -112,14 +115,6 @@ class StreamHandle:
     ttft_s: float
     fallback_reason: CairnError | None = None
     text: list[str] = field(default_factory=list)
-
-    @property
-    def provider_name(self) -> str:
-        return self.entry.spec.provider
-
-    @property
-    def model(self) -> str:
-        return getattr(self.entry.provider, "model", None) or self.entry.alias
 
     async def chunks(self) -> AsyncIterator[ProviderChunk]:
         try:

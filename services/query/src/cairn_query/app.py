@@ -50,11 +50,5 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
                         service.documents.close()
                     store.close()
 
-    return service_app(
-        SERVICE_NAME,
-        routes=ROUTES,
-        lifespan=lifespan,
-        log_level=settings.log_level,
-        max_body_bytes=settings.max_body_bytes,
-        outer=[Middleware(InternalAuthMiddleware, token=settings.internal_token)],
-    )
+    auth = Middleware(InternalAuthMiddleware, token=settings.internal_token)
+    return service_app(SERVICE_NAME, settings, routes=ROUTES, lifespan=lifespan, outer=[auth])

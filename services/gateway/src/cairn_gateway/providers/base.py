@@ -65,6 +65,18 @@ class ProviderResult:
     native_finish: str | None = None
 
 
+# Failures that say something about a provider's health, and so count towards its circuit breaker (the model's
+# in service.py, each upstream's in router.py); any other failure is the request's own.
+UNHEALTHY = frozenset(
+    {
+        ReasonCode.PROVIDER_TIMEOUT,
+        ReasonCode.PROVIDER_UNAVAILABLE,
+        ReasonCode.PROVIDER_ERROR,
+        ReasonCode.STREAM_INTERRUPTED,
+    }
+)
+
+
 class ProviderError(UpstreamError):
     """A provider failed. `retryable` (see UpstreamError): the provider's own client may call again (only
     openai_compat and the router do, before the first chunk); the service's fallback chain reads reason codes."""
