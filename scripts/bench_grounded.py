@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cairn_core import ContextChunk
+from cairn_core import ContextChunk, iter_sse
 from cairn_testing import ServerProcess, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,14 +199,11 @@ def ask_stream(client: httpx.Client, question: str) -> dict[str, Any]:
     first: float | None = None
     status = None
     with client.stream("POST", "/api/chat", json={"query": question, "stream": True}) as resp:
-        name = ""
-        for line in resp.iter_lines():
-            if line.startswith("event:"):
-                name = line[6:].strip()
-                if name == "delta" and first is None:
-                    first = time.perf_counter() - t0
-            elif line.startswith("data:") and name == "done":
-                status = json.loads(line[5:]).get("status")
+        for event in iter_sse(resp.iter_bytes()):
+            if event.event == "delta" and first is None:
+                first = time.perf_counter() - t0
+            elif event.event == "done":
+                status = event.json().get("status")
     return {"first_delta_s": first, "total_s": time.perf_counter() - t0, "status": status}
 
 

@@ -31,12 +31,10 @@ EMBED_TEXTS = [
 
 
 def _sse_events(resp: httpx.Response):  # type: ignore[no-untyped-def]
-    from cairn_core import SSEDecoder
+    from cairn_core import iter_sse
 
-    decoder = SSEDecoder()
-    for chunk in resp.iter_bytes():
-        for event in decoder.feed(chunk):
-            yield event.event, event.json()
+    for event in iter_sse(resp.iter_bytes()):
+        yield event.event, event.json()
 
 
 def gen_direct(llm: Any, prompt: str, max_tokens: int, stops: list[str]) -> tuple[float, float, int]:

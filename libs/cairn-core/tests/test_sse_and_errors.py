@@ -65,3 +65,9 @@ def test_the_decoder_keeps_each_frame_for_a_relay() -> None:
     assert b"".join(m.raw for m in got) == encode_event("meta", {"model": "m"}) + encode_event(
         "delta", {"text": "a\nb"}
     )
+
+
+def test_iter_sse_reads_a_blocking_stream_chunk_by_chunk() -> None:
+    raw = encode_event("delta", {"text": "é"}) + b"event: done\r\ndata: {}\r\n\r\n"
+    got = [(m.event, m.json()) for m in cairn_core.iter_sse(raw[i : i + 3] for i in range(0, len(raw), 3))]
+    assert got == [("delta", {"text": "é"}), ("done", {})]

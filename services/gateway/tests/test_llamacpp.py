@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cairn_core import iter_sse
 from cairn_testing import ServerProcess, wait_for
 
 from .conftest import generate, sse, start_llamacpp_gateway
@@ -254,9 +255,8 @@ def test_first_delta_does_not_wait_for_the_whole_answer(gw: ServerProcess) -> No
     started = time.perf_counter()
     body = {"prompt": SEQUENCE, "max_tokens": 48, "temperature": 0, "stream": True}
     with httpx.stream("POST", f"{gw.url}/v1/generate", json=body, timeout=60) as resp:
-        for line in resp.iter_lines():
-            if line.startswith("event:"):
-                arrivals.append((line[6:].strip(), time.perf_counter() - started))
+        for event in iter_sse(resp.iter_bytes()):
+            arrivals.append((event.event, time.perf_counter() - started))
     deltas = [t for name, t in arrivals if name == "delta"]
     done = next(t for name, t in arrivals if name == "done")
     assert len(deltas) >= 10

@@ -98,7 +98,7 @@ from ._redis import (
 )
 from ._replicas import Replicas, split_urls
 from ._shared_circuit import Circuit, LocalCircuit, RedisCircuit
-from ._sse import SSEDecoder, SSEMessage, aiter_sse, aiter_sse_chunks, decode_sse, encode_event
+from ._sse import SSEDecoder, SSEMessage, aiter_sse, aiter_sse_chunks, decode_sse, encode_event, iter_sse
 from ._web import (
     EXCEPTION_HANDLERS,
     SSE_HEADERS,
@@ -202,6 +202,7 @@ __all__ = [
     "internal_headers",
     "is_loopback_host",
     "is_retryable",
+    "iter_sse",
     "json_dumps",
     "json_loads",
     "json_schema",

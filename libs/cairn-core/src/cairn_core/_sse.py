@@ -5,12 +5,13 @@ standard's event-stream parser: lines end in CRLF, LF or CR (a CRLF split across
 a leading byte-order mark is dropped, `:` lines are comments, one space after the colon is removed, data lines
 join with LF, and a block is dispatched on its blank line only if it had data (an event the stream never
 ended with a blank line is dropped). `SSEDecoder` is the parser, fed bytes as they arrive; `aiter_sse` and
-`aiter_sse_chunks` wrap it for an httpx response and for raw byte chunks (the gateway's aiohttp hop).
+`aiter_sse_chunks` wrap it for an httpx response and for raw byte chunks (the gateway's aiohttp hop), `iter_sse`
+for blocking clients.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +111,13 @@ class SSEDecoder:
 def decode_sse(body: bytes | str) -> list[SSEMessage]:
     """Every event of a whole SSE body."""
     return SSEDecoder().feed(body.encode() if isinstance(body, str) else body)
+
+
+def iter_sse(chunks: Iterable[bytes]) -> Iterator[SSEMessage]:
+    """The same for a blocking client (`httpx.Client.stream(...).iter_bytes()`): scripts and tests."""
+    decoder = SSEDecoder()
+    for chunk in chunks:
+        yield from decoder.feed(chunk)
 
 
 async def aiter_sse_chunks(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEMessage]:
