@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_grounded.py", "bench_gateway.py", "bench_models.py", "bench_query.py", "bench_store.py"]
+BENCHES = [
+    "bench_grounded.py",
+    "bench_gateway.py",
+    "bench_models.py",
+    "bench_query.py",
+    "bench_store.py",
+    "bench_governance.py",
+]
 
 
 def machine() -> str:

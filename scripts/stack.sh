@@ -22,6 +22,14 @@ if [ -z "${CAIRN_INTERNAL_TOKEN:-}" ]; then
   CAIRN_INTERNAL_TOKEN=$(cat "$RUN/internal-token")
 fi
 export CAIRN_INTERNAL_TOKEN
+# The operator's key for the audit page (/audit) and QS's /admin/* (docs/governance.md); the same rules.
+if [ -z "${CAIRN_ADMIN_TOKEN:-}" ]; then
+  if [ ! -s "$RUN/admin-token" ]; then
+    (umask 077; "$PY" -c "import secrets; print(secrets.token_hex(16))" >"$RUN/admin-token")
+  fi
+  CAIRN_ADMIN_TOKEN=$(cat "$RUN/admin-token")
+fi
+export CAIRN_ADMIN_TOKEN
 
 # name  module  port  readiness path  the env var that sets its port
 SINGLE=(
@@ -74,6 +82,7 @@ up() {
     echo "   by itself; progress: make status)"
   fi
   echo "  dashboard:   http://127.0.0.1:$BFF_PORT/dashboard"
+  echo "  audit log:   http://127.0.0.1:$BFF_PORT/audit  (admin key in $RUN/admin-token unless CAIRN_ADMIN_TOKEN is set)"
   echo "  query API:   http://127.0.0.1:$QS_PORT    gateway: http://127.0.0.1:$LLM_PORT/v1"
   echo "  (both need the internal token: header X-Cairn-Internal-Token, or Bearer on the gateway;"
   echo "   it is in $RUN/internal-token unless CAIRN_INTERNAL_TOKEN is set)"

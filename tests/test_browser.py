@@ -146,6 +146,8 @@ def test_chat_page_end_to_end(stack: Stack, tmp_path: Path) -> None:
             page.goto(f"{stack.bff.url}/dashboard")
             expect(page.locator("#requests")).not_to_have_text("–", timeout=10_000)
             expect(page.locator("#health-table")).to_contain_text("up")
+            # Each model's manifest: the toy model's says it has no weights (docs/models.md).
+            expect(page.locator("#models-table")).to_contain_text("no model weights")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         finally:
             browser.close()
@@ -265,6 +267,69 @@ def test_a_model_that_is_not_there_yet_shows_a_banner_and_labelled_quotes(tmp_pa
                 expect(answer.locator(".answer")).to_contain_text("25 days of paid leave")
                 expect(answer.locator(".citations li")).to_have_count(1)
                 page.screenshot(path=str(ARTIFACTS / "degraded.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        stack.stop()
+
+
+def test_policy_warnings_show_beside_the_answer_and_the_audit_page_opens_it(tmp_path: Path) -> None:
+    """A `warn` rule: the chat page shows its warning beside the answer. The audit page, behind the admin
+    key, lists the answer, opens it with its question and sources, and checks the chain."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = ensure_chromium()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nrules:\n  - name: no-holidays\n    kind: blocked_terms\n    action: warn\n    terms: [holidays]\n"
+    )
+    stack = start_stack(tmp_path, {"CAIRN_ADMIN_TOKEN": "audit-admin", "QS_POLICY_FILE": str(policy)})
+    try:
+        doc = {"id": "leave", "title": "Leave policy", "text": HANDBOOK}
+        assert httpx.post(f"{stack.bff.url}/api/documents", json=doc, timeout=30).status_code in (200, 201)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(stack.bff.url)
+                page.fill("#question", "How many days of paid leave do employees get?")
+                page.click("#send-btn")
+                answer = page.locator(".msg.assistant").nth(0)
+                expect(answer).to_have_attribute("data-state", "done", timeout=30_000)
+                expect(answer.locator(".answer")).to_contain_text("25 days of paid leave")
+                expect(answer.locator(".warnings")).to_be_visible()
+                expect(answer.locator(".warnings")).to_contain_text(
+                    "The answer contains a blocked term: holidays. (no-holidays)"
+                )
+
+                page.goto(f"{stack.bff.url}/audit")
+                page.fill("#admin-key", "wrong-key")
+                page.click("#audit-search")
+                expect(page.locator("#audit-status")).to_contain_text("UNAUTHORIZED")
+                page.fill("#admin-key", "audit-admin")
+                page.select_option("#f-outcome", "warn")
+                page.click("#audit-search")
+                rows = page.locator("#audit-table tbody tr")
+                expect(rows).to_have_count(1)
+                expect(rows.first).to_contain_text("no-holidays (warn)")
+                rows.first.click()
+                dialog = page.locator("#record-dialog")
+                expect(dialog).to_be_visible()
+                expect(page.locator("#rec-question")).to_have_text(
+                    "How many days of paid leave do employees get?"
+                )
+                expect(page.locator("#rec-answer")).to_contain_text("25 days of paid leave")
+                expect(page.locator("#rec-sources .source.cited")).to_contain_text("leave:0 (cited)")
+                expect(page.locator("#rec-sources .source.cited .snippet")).to_contain_text(
+                    "Leave policy: # Staff"
+                )
+                page.screenshot(path=str(ARTIFACTS / "audit.png"), full_page=True)
+                page.click("#rec-close")
+                page.click("#audit-verify")
+                expect(page.locator("#chain")).to_contain_text("Chain intact: 1 records")
+                assert not errors, errors
             finally:
                 browser.close()
     finally:

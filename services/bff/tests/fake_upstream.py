@@ -114,7 +114,12 @@ def create_app() -> Starlette:
         return JSONResponse({"chunk_id": request.path_params["chunk_id"], "text": "chunk text"})
 
     async def models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": "toy", "default": True}]})
+        toy = {"name": "toy", "file": None, "sha256": None, "licence": "none needed", "source": "toy.py"}
+        data = [
+            {"id": "toy", "default": True, "state": "loaded", "manifest": {**toy, "origin": "shipped"}},
+            {"id": "remote", "state": "not_loaded", "reason_code": "PROVIDER_UNAVAILABLE", "manifest": None},
+        ]
+        return JSONResponse({"object": "list", "data": data})
 
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(METRICS)

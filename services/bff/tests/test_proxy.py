@@ -131,6 +131,20 @@ def test_dashboard_summarises_the_services_metrics(bff: ServerProcess) -> None:
     assert gw["time_to_first_token_s"]["mean"] == pytest.approx(0.25)
     assert gw["time_to_first_token_s"]["p50"] == pytest.approx(0.25)
     assert d["query"]["fallbacks_by_reason"] == {"NO_CONTEXT": 1}
+    # The gateway's models with their manifests (from its /v1/models).
+    toy, remote = gw["models"]
+    assert (toy["model"], toy["state"], toy["manifest"]["name"], toy["manifest"]["licence"]) == (
+        "toy",
+        "loaded",
+        "toy",
+        "none needed",
+    )
+    assert remote == {
+        "model": "remote",
+        "state": "not_loaded",
+        "reason_code": "PROVIDER_UNAVAILABLE",
+        "manifest": None,
+    }
 
 
 def test_page_and_dashboard_are_served_with_security_headers(bff: ServerProcess) -> None:

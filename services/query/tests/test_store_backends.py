@@ -73,7 +73,7 @@ def rowid(store: Store, chunk_id: str) -> int:
 
 def test_open_store_picks_the_backend_from_the_url(target: str, store: Store) -> None:
     assert isinstance(store, SQLiteStore) == (not target.startswith("postgresql://"))
-    assert store.meta()["schema_version"] == ("2" if isinstance(store, SQLiteStore) else "1")
+    assert store.meta()["schema_version"] == ("4" if isinstance(store, SQLiteStore) else "3")
 
 
 def test_upsert_creates_then_replaces_and_keeps_created_at(store: Store) -> None:
@@ -283,7 +283,8 @@ def test_an_old_sqlite_store_is_upgraded_in_place(tmp_path: Path) -> None:
     conn.executescript(_OLD_SQLITE)
     conn.close()
     store = SQLiteStore(str(path))
-    assert store.meta()["schema_version"] == "2" and store.version() == 7
+    assert store.meta()["schema_version"] == "4" and store.version() == 7
+    assert store.audit.count() == 0  # the audit table came with the upgrade
     assert store.owner_of("old") == (True, None)  # a legacy row: the local page's
     assert store.bm25("legacy", 5, None, {}) == [1]
     with pytest.raises(NotOwner):

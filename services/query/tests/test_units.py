@@ -291,7 +291,8 @@ async def test_the_relay_reads_a_gateway_stream_whose_lines_end_in_crlf() -> Non
     req = SimpleNamespace(citations_required=False)
     frames = [f async for f in _relay(service, req, None, resp, relay, time.perf_counter())]  # type: ignore[arg-type]
     assert relay.error is None and relay.answer == ["an answer"] and relay.answered_by == "model"
-    assert [f.split(b"\n", 1)[0] for f in frames] == [b"event: meta", b"event: delta", b"event: done"]
+    assert [f.split(b"\n", 1)[0] for f in frames] == [b"event: meta", b"event: delta"]
+    assert relay.done.startswith(b"event: done\n")  # held for the policy check, then sent by the caller
 
 
 # --- settings -----------------------------------------------------------------------------------------------

@@ -5,6 +5,9 @@
      ├─ CitationError            the model's citation JSON is unusable: MALFORMED_OUTPUT, INVALID_CITATION,
      │                           MISSING_CITATIONS (`_citations.py`)
      ├─ UnsupportedField         an OpenAI field the chosen model cannot honour (cairn_gateway.openai_fields)
+     ├─ ModelNotLoaded           the model asked for is not loaded; the fallback chain is tried (cairn_gateway.registry)
+     ├─ AuditUnavailable         an answer's audit record could not be written, and QS fails closed
+     │                           (cairn_query.audit)
      └─ UpstreamError            a dependency failed: PROVIDER_*, QUEUE_FULL, CIRCUIT_OPEN, ...; `retryable`,
          │                       `unreachable` say whether another attempt may succeed
          ├─ ProviderError        a model provider failed (cairn_gateway.providers.base)

@@ -36,6 +36,7 @@ from .ratelimit import Limiter, RateLimiter, RedisRateLimiter
 from .settings import BffSettings
 
 API_PREFIX = "/api/"
+ADMIN_PREFIX = "/api/admin/"
 
 
 class AuthError(Exception):
@@ -83,6 +84,13 @@ def identify(scope: Scope, settings: BffSettings) -> str:
     """The rate-limit identity of an admitted request; raises AuthError when it is not admitted."""
     headers = Headers(scope=scope)
     key = presented_key(headers)
+    if scope["path"].startswith(ADMIN_PREFIX):
+        # The audit log shows what everyone asked: the admin key only, never an API key or local mode.
+        if settings.admin_key is None:
+            raise AuthError("The admin pages are off: set BFF_ADMIN_KEY (make up writes .run/admin-token).")
+        if key is None or not key_matches(key, [settings.admin_key.get_secret_value().encode()]):
+            raise AuthError("The admin key is required: send 'Authorization: Bearer <BFF_ADMIN_KEY>'.")
+        return "admin"
     if key is not None:
         if not key_matches(key, settings.key_list):
             raise AuthError("Invalid API key.")

@@ -1,4 +1,5 @@
-"""Live generation metrics for the dashboard page: the services' Prometheus text, summarised into small JSON.
+"""Live generation metrics for the dashboard page: the services' Prometheus text, summarised into small JSON,
+and each model's manifest from the gateway's `/v1/models`.
 
 Parsed server-side with `prometheus_client.parser` so the page stays a few lines of plain JS and never needs
 to reach the gateway or QS itself (they may not be reachable from the browser at all).
@@ -6,6 +7,7 @@ to reach the gateway or QS itself (they may not be reachable from the browser at
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from typing import Any
@@ -106,3 +108,40 @@ def bff_summary(samples: list[Sample]) -> dict[str, Any]:
         "streams_active": sum(_gauge_by(samples, m.STREAMS_ACTIVE, "").values()),
         "streams_by_outcome": _sum_by(samples, total(m.STREAMS), "outcome"),
     }
+
+
+def model_manifests(models_json: str) -> list[dict[str, Any]]:
+    """One row per model of the gateway's `/v1/models`: its state and what its manifest says (docs/models.md);
+    `manifest: null` for a model another server serves (the gateway holds no file of it)."""
+    try:
+        models = json.loads(models_json)["data"]
+    except (ValueError, KeyError, TypeError):  # not the gateway's answer: no rows rather than no dashboard
+        return []
+    rows = []
+    for m in models:
+        man = m.get("manifest") or {}
+        params = man.get("parameters") or {}
+        sha = man.get("sha256")
+        rows.append(
+            {
+                "model": m.get("id"),
+                "state": m.get("state"),
+                "reason_code": m.get("reason_code"),
+                "manifest": None
+                if not man
+                else {
+                    "name": man.get("name"),
+                    "file": man.get("file"),
+                    "size_bytes": man.get("size_bytes"),
+                    "sha256_short": sha[:12] if sha else None,
+                    "licence": man.get("licence"),
+                    "source": man.get("source"),
+                    "source_url": man.get("source_url"),
+                    "quantisation": params.get("quantisation"),
+                    "context_size": params.get("context_size"),
+                    "prompt_format": man.get("prompt_format"),
+                    "origin": man.get("origin"),
+                },
+            }
+        )
+    return rows

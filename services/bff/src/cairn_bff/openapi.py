@@ -43,10 +43,14 @@ PROXIED = [
     ("qs", "/v1/search", "/api/search", ("post",)),
     ("gateway", "/v1/models", "/api/models", ("get",)),
     ("gateway", "/readyz", "/api/status", ("get",)),
+    ("qs", "/admin/audit", "/api/admin/audit", ("get",)),
+    ("qs", "/admin/audit/verify", "/api/admin/audit/verify", ("get",)),
 ]
 # Local mode admits loopback without a key (docs/bff.md), hence the empty requirement first.
 API_SECURITY: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}, {"apiKey": []}]
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminKey": []}]  # /api/admin/*: the admin key only
 SECURITY_SCHEMES = {
+    "adminKey": {"type": "http", "scheme": "bearer", "description": "BFF_ADMIN_KEY"},
     "bearerAuth": {"type": "http", "scheme": "bearer", "description": "one of BFF_API_KEYS"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "one of BFF_API_KEYS"},
 }
@@ -56,6 +60,13 @@ _GUARD_ERRORS = (401, 403, 429, 502, 503, 504)
 OWN = [
     Operation("GET", "/", "The chat page", {200: Reply(media=["text/html"])}, tags=["page"]),
     Operation("GET", "/dashboard", "The dashboard page", {200: Reply(media=["text/html"])}, tags=["page"]),
+    Operation(
+        "GET",
+        "/audit",
+        "The audit log page (its data needs the admin key)",
+        {200: Reply(media=["text/html"])},
+        tags=["page"],
+    ),
     Operation(
         "GET",
         "/api/dashboard",
@@ -90,7 +101,7 @@ def merge(upstreams: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for method in methods:
             op = copy.deepcopy(source["paths"][upstream_path][method])
             op["operationId"] = operation_id(method, path)
-            op["security"] = API_SECURITY
+            op["security"] = ADMIN_SECURITY if path.startswith("/api/admin/") else API_SECURITY
             for status in _GUARD_ERRORS:
                 op["responses"].setdefault(str(status), _error_response())
             _allow_error_frame(op)

@@ -146,12 +146,16 @@ class Upstream:
         resp.raise_for_status()
         return resp.text
 
-    async def open_stream(self, request: Request, path: str, content: bytes) -> Response:
+    async def open_stream(
+        self, request: Request, path: str, content: bytes, extra_headers: dict[str, str] | None = None
+    ) -> Response:
         """POST and relay an SSE answer byte for byte; a non-SSE answer (an error) is returned as it is."""
         span = self.tracer.start_span(f"{self.label} POST stream", kind=SpanKind.CLIENT)
         span.set_attribute("url.path", path)
         with trace.use_span(span, end_on_exit=False):
-            headers = outgoing_headers({"content-type": "application/json", "accept": "text/event-stream"})
+            headers = outgoing_headers(
+                {"content-type": "application/json", "accept": "text/event-stream", **(extra_headers or {})}
+            )
 
         async def send(client: httpx.AsyncClient) -> httpx.Response:
             upstream_request = client.build_request("POST", path, content=content, headers=headers)

@@ -61,16 +61,27 @@ async def dashboard_page(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "dashboard.html", headers=_NO_CACHE)
 
 
+async def audit_page(request: Request) -> Response:
+    # The page holds no data: what it shows comes from /api/admin/audit, which needs the admin key.
+    return FileResponse(STATIC_DIR / "audit.html", headers=_NO_CACHE)
+
+
 # --- /api: chat, documents, chunks, search, models -------------------------------------------------------------
 
 
 async def chat(request: Request) -> Response:
     body = await request.body()
     parsed = await parse_json_body(request, ChatProxyRequest)  # 400 on non-JSON; the rest is QS's to check
+    # The owner names the asker in QS's audit log: the key's fingerprint, or "local" (never the key).
     if parsed.stream:
-        return await _qs(request).open_stream(request, "/v1/chat", body)
+        return await _qs(request).open_stream(request, "/v1/chat", body, _owner(request))
     return await _qs(request).forward(
-        request, "POST", "/v1/chat", content=body, content_type="application/json"
+        request,
+        "POST",
+        "/v1/chat",
+        content=body,
+        content_type="application/json",
+        extra_headers=_owner(request),
     )
 
 
@@ -119,18 +130,24 @@ async def model_status(request: Request) -> Response:
 
 
 async def dashboard_data(request: Request) -> Response:
-    """One poll of the dashboard: every service's /metrics, summarised; a service that is down shows as down."""
+    """One poll of the dashboard: every service's /metrics, summarised, and the gateway's models with their
+    manifests; a service that is down shows as down."""
     timeout = request.app.state.settings.metrics_timeout_s
-    gw, qs = await asyncio.gather(
+    gw, qs, models = await asyncio.gather(
         _gateway(request).get_text("/metrics", timeout),
         _qs(request).get_text("/metrics", timeout),
+        _gateway(request).get_text("/v1/models", timeout),
         return_exceptions=True,
     )
     own = dash.parse(bytes(metrics_response(request.app.state.metrics.registry).body).decode())
     return JSONResponse(
         {
             "at": time.time(),
-            "gateway": {"up": True, **dash.gateway_summary(dash.parse(gw))}
+            "gateway": {
+                "up": True,
+                **dash.gateway_summary(dash.parse(gw)),
+                "models": dash.model_manifests(models) if isinstance(models, str) else [],
+            }
             if isinstance(gw, str)
             else {"up": False, "error": type(gw).__name__},
             "query": {"up": True, **dash.query_summary(dash.parse(qs))}
@@ -140,6 +157,28 @@ async def dashboard_data(request: Request) -> Response:
         },
         headers=_NO_CACHE,
     )
+
+
+# --- /api/admin: the audit log, for the operator (the guard admits the admin key only) ------------------------
+
+
+def _qs_admin(request: Request) -> dict[str, str]:
+    token = request.app.state.settings.qs_admin_token
+    return {"authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+
+
+async def admin_audit(request: Request) -> Response:
+    return await _qs(request).forward(
+        request,
+        "GET",
+        "/admin/audit",
+        params=request.query_params.multi_items(),
+        extra_headers=_qs_admin(request),
+    )
+
+
+async def admin_audit_verify(request: Request) -> Response:
+    return await _qs(request).forward(request, "GET", "/admin/audit/verify", extra_headers=_qs_admin(request))
 
 
 # --- operations ----------------------------------------------------------------------------------------------
@@ -171,6 +210,7 @@ async def metrics(request: Request) -> Response:
 ROUTES = [
     Route("/", index, methods=["GET"]),
     Route("/dashboard", dashboard_page, methods=["GET"]),
+    Route("/audit", audit_page, methods=["GET"]),
     Route("/api/chat", chat, methods=["POST"]),
     Route("/api/documents", documents, methods=["GET", "POST"]),
     Route("/api/documents/{doc_id}", document, methods=["GET", "DELETE"]),
@@ -179,6 +219,8 @@ ROUTES = [
     Route("/api/models", models, methods=["GET"]),
     Route("/api/status", model_status, methods=["GET"]),
     Route("/api/dashboard", dashboard_data, methods=["GET"]),
+    Route("/api/admin/audit", admin_audit, methods=["GET"]),
+    Route("/api/admin/audit/verify", admin_audit_verify, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

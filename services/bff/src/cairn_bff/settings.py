@@ -7,7 +7,7 @@ from functools import cached_property
 from typing import Literal
 
 from cairn_core import split_urls
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,6 +37,15 @@ class BffSettings(BaseSettings):
     api_keys: SecretStr = SecretStr("")  # comma-separated
     local_mode: bool = True
     local_networks: str = "127.0.0.0/8,::1/128"  # clients that count as "local" in local mode
+
+    # The audit page (/audit) and /api/admin/*: the key an operator types there, and the token the BFF sends to
+    # QS's /admin/* (QS_ADMIN_TOKEN). `make up` writes one CAIRN_ADMIN_TOKEN that serves as both. Unset: off.
+    admin_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("BFF_ADMIN_KEY", "CAIRN_ADMIN_TOKEN")
+    )
+    qs_admin_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("BFF_QS_ADMIN_TOKEN", "QS_ADMIN_TOKEN", "CAIRN_ADMIN_TOKEN")
+    )
 
     # Rate limit per API key (or per client IP without a key): a token bucket.
     rate_limit_per_minute: float = Field(120.0, ge=0)  # 0 = off

@@ -15,12 +15,18 @@ import structlog
 from cairn_core import CairnError, Circuit, CircuitBreaker, LocalCircuit, ReasonCode, Redis, RedisCircuit
 
 from .admission import Admission
+from .in_process import ModelManifest, declared_manifest
 from .in_process.build import build_stamp
 from .metrics import GatewayMetrics
 from .providers.base import EMBEDDERS, Embedder, Provider, provider_class
 from .settings import GatewaySettings, ModelSpec
 
 log = structlog.get_logger("registry")
+
+
+class ModelNotLoaded(CairnError):
+    """A request for a model that is not loaded. Whatever the reason (a refused file is MODEL_REJECTED), it is
+    not the request's fault, so the fallback chain is tried next; when nothing answers, the client sees why."""
 
 
 @dataclass(eq=False)
@@ -30,6 +36,10 @@ class ModelEntry:
     breaker: Circuit
     provider: Provider | None = None
     error: str | None = None
+    reason_code: ReasonCode | None = None  # of the last failed load
+    # The model's manifest (in_process/manifest.py): known before the load for shipped models, written or checked
+    # by the load for a user's GGUF; None for models another process serves.
+    manifest: ModelManifest | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -39,6 +49,11 @@ class ModelEntry:
     @property
     def loaded(self) -> bool:
         return self.provider is not None
+
+    def not_loaded(self) -> ModelNotLoaded:
+        code = self.reason_code or ReasonCode.PROVIDER_UNAVAILABLE
+        why = f": {self.error}" if self.error else "."
+        return ModelNotLoaded(code, f"Model {self.alias!r} is not loaded{why}", status_code=503)
 
     def info(self) -> dict[str, Any]:
         extra = self.provider.info() if self.provider is not None and hasattr(self.provider, "info") else {}
@@ -52,6 +67,8 @@ class ModelEntry:
             "memory_mb": extra.get("memory_mb", 0),
             "circuit": self.breaker.state.name.lower(),
             "error": self.error,
+            "reason_code": self.reason_code.value if self.error and self.reason_code else None,
+            "manifest": self.manifest.listing() if self.manifest is not None else None,
             # Provider details (path, slots, token counters of in-process models) follow the common fields.
             **{k: v for k, v in extra.items() if k not in ("state", "memory_mb")},
         }
@@ -84,6 +101,7 @@ class Registry:
                 int(spec.params.get("queue_size", s.queue_size)),
             ),
             breaker=self._circuit(spec),
+            manifest=declared_manifest(spec.provider, spec.path, s.model_cache_dir),
         )
 
     def _circuit(self, spec: ModelSpec) -> Circuit:
@@ -114,7 +132,7 @@ class Registry:
             err = (
                 exc if isinstance(exc, CairnError) else CairnError(ReasonCode.PROVIDER_UNAVAILABLE, repr(exc))
             )
-            entry.error = err.message
+            entry.error, entry.reason_code = err.message, err.reason_code
             log.error("model_load_failed", alias=entry.alias, reason_code=err.reason_code, error=err.message)
             return False
         return True
@@ -166,12 +184,15 @@ class Registry:
             try:
                 await provider.start()
             except CairnError as exc:
-                entry.error = exc.message
+                entry.error, entry.reason_code = exc.message, exc.reason_code
                 raise
+            finally:
+                # A user's GGUF has its manifest once the load has hashed it, even if llama.cpp then failed.
+                entry.manifest = getattr(provider, "manifest", None) or entry.manifest
             share = getattr(provider, "share_circuits", None)
             if self.redis is not None and share is not None:  # the router's per-upstream breakers
                 share(self.redis, self.settings.timeout_ms / 1000)
-            entry.provider, entry.error = provider, None
+            entry.provider, entry.error, entry.reason_code = provider, None, None
             log.info("model_loaded", alias=entry.alias, provider=entry.spec.provider)
 
     async def load(self, alias: str) -> ModelEntry:

@@ -229,6 +229,7 @@ async def models(request: Request) -> Response:
                 "kind": "embedding",
                 "state": "loaded",
                 "dims": embedder.dims,
+                "manifest": manifest.listing() if (manifest := getattr(embedder, "manifest", None)) else None,
             }
         )
     return JSONResponse({"object": "list", "data": data})
@@ -254,7 +255,7 @@ async def readyz(request: Request) -> Response:
     message = entry.error or "The default model is not usable."
     body.update(
         status="degraded" if fallbacks else "unavailable",
-        reason_code=ReasonCode.PROVIDER_UNAVAILABLE.value,
+        reason_code=(entry.reason_code or ReasonCode.PROVIDER_UNAVAILABLE).value,
         request_id=request_id_of(request),
         # While the first run's build is under way, "not installed" is its expected state, not advice to act on.
         message=note if note and LLAMA_MISSING in message else f"{message} {note}" if note else message,

@@ -40,7 +40,7 @@ from .providers.base import (
     ProviderResult,
     provider_class,
 )
-from .registry import ModelEntry, Registry
+from .registry import ModelEntry, ModelNotLoaded, Registry
 from .settings import GatewaySettings
 
 log = structlog.get_logger("generation")
@@ -250,7 +250,7 @@ class GenerationService:
             try:
                 answer = await attempt(entry)
             except CairnError as exc:
-                if exc.reason_code not in DEGRADABLE:
+                if exc.reason_code not in DEGRADABLE and not isinstance(exc, ModelNotLoaded):
                     raise
                 log.warning(
                     "provider_failed", model=entry.alias, reason_code=exc.reason_code, error=exc.message
@@ -275,7 +275,7 @@ class GenerationService:
         self, entry: ModelEntry, req: GenerateRequest, preq: ProviderRequest
     ) -> Completed:
         if entry.provider is None:
-            raise CairnError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {entry.alias!r} is not loaded.")
+            raise entry.not_loaded()
         provider = entry.provider
         async with entry.admission.slot():
             await entry.breaker.before_call()
@@ -298,7 +298,7 @@ class GenerationService:
 
     async def _open_one(self, entry: ModelEntry, preq: ProviderRequest) -> StreamHandle:
         if entry.provider is None:
-            raise CairnError(ReasonCode.PROVIDER_UNAVAILABLE, f"Model {entry.alias!r} is not loaded.")
+            raise entry.not_loaded()
         stack = AsyncExitStack()
         await stack.enter_async_context(entry.admission.slot())
         agen: AsyncIterator[ProviderChunk] | None = None

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from .gateway import GatewayClient
+from .policy import load_policy
 from .routes import ROUTES
 from .service import QueryService
 from .settings import QuerySettings
@@ -33,6 +34,8 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Redis first: when it is configured and down, QS refuses to start before it opens anything else.
         async with redis_client(secret_of(settings.redis_url)) as redis:
+            # A broken policy file stops QS here, with the line of the mistake (docs/governance.md).
+            policy = await asyncio.to_thread(load_policy, settings.policy_file)
             store = await asyncio.to_thread(open_store, settings)
             async with make_http_client(
                 timeout_s=settings.gateway_timeout_ms / 1000,
@@ -42,9 +45,10 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
                 service: QueryService | None = None
                 try:
                     gateway = GatewayClient(settings, http, app.state.tracer)
-                    service = QueryService.build(settings, store, gateway, redis)
+                    service = QueryService.build(settings, store, gateway, redis, policy)
                     app.state.service = service
-                    yield
+                    async with service.audit.retention(), service.watching_policy():
+                        yield
                 finally:
                     if service is not None:
                         service.documents.close()

@@ -26,10 +26,12 @@ from cairn_core import (
     check_support,
 )
 
+from .audit import Turn
 from .cache import Cache, cache_key
 from .evidence import select_evidence
 from .gateway import GatewayClient
 from .metrics import QueryMetrics
+from .policy import Finding, Policy, Verdict
 from .retrieval import Hit, Retriever, SearchOutcome
 from .schemas import ChatRequest
 from .settings import QuerySettings
@@ -57,6 +59,12 @@ def fallback_provider_message(provider: str | None, code: ReasonCode | str | Non
 def fallback_message(code: ReasonCode, detail: str | None = None) -> str:
     if code is ReasonCode.NO_CONTEXT:
         return NO_CONTEXT_MESSAGE
+    if code is ReasonCode.POLICY_REJECTED:
+        because = f": {detail}" if detail else ""
+        return (
+            f"The answer was withheld by this deployment's policy{because} ({code.value}). "
+            "Here are the most relevant passages from your documents."
+        )
     if code is ReasonCode.UNSUPPORTED_ANSWER:
         because = f" ({detail})" if detail else ""
         return (
@@ -93,6 +101,12 @@ class Prepared:
             return list(self.cached["sources"])
         # Only relevant chunks: a vector hit far below the similarity floor is noise to the reader.
         return [h.public() for h in (self.outcome.relevant if self.outcome else [])]
+
+    @property
+    def retrieved(self) -> list[str]:
+        if self.cached is not None:
+            return [s["chunk_id"] for s in self.cached["sources"]]
+        return [h.chunk.chunk_id for h in (self.outcome.hits if self.outcome else [])]
 
     @property
     def allowed(self) -> dict[str, ContextChunk]:
@@ -140,7 +154,9 @@ class ChatService:
         gateway: GatewayClient,
         cache: Cache,
         metrics: QueryMetrics,
+        policy: Policy,
     ) -> None:
+        self.policy = policy  # replaced whole by a reload (routes.reload_policy); read once per check
         self.settings = settings
         self.store = store
         self.retriever = retriever
@@ -158,7 +174,7 @@ class ChatService:
         model = req.model or self.settings.model
         conv = [(m.role, m.content) for m in req.conversation()]
         key = cache_key(conv, req.collection, req.filters, self.top_k(req), model, version)
-        cached = await self.cache.get(key) if self.settings.cache_size else None
+        cached = await self.cache.get(key) if self.settings.cache_size and req.cache else None
         self.metrics.cache.labels("hit" if cached else "miss").inc()
         if cached is not None:
             return Prepared(key, cached)
@@ -213,7 +229,12 @@ class ChatService:
             raise Unsupported(verdict.reason)
 
     def fallback_body(
-        self, prep: Prepared, code: ReasonCode, rid: str | None, detail: str | None = None
+        self,
+        prep: Prepared,
+        code: ReasonCode,
+        rid: str | None,
+        detail: str | None = None,
+        rule: str | None = None,
     ) -> dict[str, Any]:
         self.metrics.fallbacks.labels(code.value).inc()
         message = fallback_message(code, detail)
@@ -229,6 +250,8 @@ class ChatService:
             "provider": None,
             "request_id": rid,
             "answered_by": None,
+            "policy_rule": rule,
+            "warnings": [],
         }
 
     async def remember(self, prep: Prepared, body: dict[str, Any]) -> None:
@@ -237,8 +260,88 @@ class ChatService:
             {k: body[k] for k in ("answer", "citations", "sources", "model", "provider")},
         )
 
-    async def answer(self, req: ChatRequest, rid: str | None) -> dict[str, Any]:
+    # --- governance (policy.py, audit.py) ---------------------------------------------------------------
+
+    def count(self, verdict: Verdict) -> None:
+        for f in verdict.findings:
+            self.metrics.policy_findings.labels(f.rule, f.action).inc()
+
+    async def start(self, req: ChatRequest, turn: Turn) -> Prepared:
+        """The question's rules, then retrieval (a rejected question still gets its search results)."""
+        verdict = await self.policy.check_question(req.question)
+        self.count(verdict)
+        turn.add(verdict)
+        turn.question = verdict.text
+        turn.rejected = verdict.rejected
         prep = await self.prepare(req)
+        turn.retrieved = prep.retrieved
+        return prep
+
+    async def _source_texts(self, prep: Prepared, cited: list[str]) -> list[str]:
+        """What an answer's claims are checked against: its cited chunks, or every chunk sent if it cites none."""
+        if prep.outcome is not None:
+            chunks = {h.chunk.chunk_id: h.chunk for h in prep.outcome.hits}
+            ids = cited or [c.chunk_id for c in prep.context or []]
+            return [f"{c.title or ''}\n{c.text}" for i in ids if (c := chunks.get(i)) is not None]
+        rows = await asyncio.to_thread(lambda: [self.store.get_chunk(i) for i in cited])
+        return [f"{c.title or ''}\n{c.text}" for c in rows if c is not None]
+
+    async def check_answer(
+        self, req: ChatRequest, prep: Prepared, answer: str, cited: list[str], turn: Turn
+    ) -> Verdict:
+        policy = self.policy
+        embed = None
+        if policy.needs_embeddings:
+
+            async def embed(texts: list[str]) -> list[list[float]]:
+                return (await self.gateway.embed(texts))[0]
+
+        verdict = await policy.check_answer(
+            req.question, answer, await self._source_texts(prep, cited), embed
+        )
+        self.count(verdict)
+        turn.add(verdict)
+        return verdict
+
+    async def answer(self, req: ChatRequest, rid: str | None, turn: Turn) -> dict[str, Any]:
+        prep = await self.start(req, turn)
+        withheld = None
+        if turn.rejected is not None:
+            body = self.policy_fallback(prep, rid, turn.rejected)
+        else:
+            body = await self._answer(req, prep, rid)
+            if body["status"] == "ok":
+                cited = [c["chunk_id"] for c in body["citations"]]
+                verdict = await self.check_answer(req, prep, body["answer"], cited, turn)
+                if verdict.rejected is not None:
+                    withheld = verdict.text
+                    body = self.policy_fallback(prep, rid, verdict.rejected)
+                else:
+                    body["answer"] = verdict.text
+                    if body["cache"] == "miss":  # the model's own answer, as the user got it
+                        await self.remember(prep, body)
+        body["warnings"] = turn.warnings if body["status"] == "ok" else []
+        await turn.record(
+            status=body["status"],
+            reason_code=body["reason_code"],
+            answer=body["answer"],
+            citations=body["citations"],
+            withheld=withheld,
+            model=body["model"],
+            provider=body["provider"],
+            usage=body.pop("_usage", None),
+            cache=body["cache"],
+            rule=body["policy_rule"],
+            message=body["message"],
+        )
+        return body
+
+    def policy_fallback(self, prep: Prepared, rid: str | None, finding: Finding) -> dict[str, Any]:
+        detail = f"rule '{finding.rule}': {finding.message}"
+        return self.fallback_body(prep, ReasonCode.POLICY_REJECTED, rid, detail, rule=finding.rule)
+
+    async def _answer(self, req: ChatRequest, prep: Prepared, rid: str | None) -> dict[str, Any]:
+        """The answer before governance: cached, the model's (checked and cited), or a fallback."""
         if prep.cached is not None:
             return {
                 **prep.cached,
@@ -248,6 +351,7 @@ class ChatService:
                 "cache": "hit",
                 "request_id": rid,
                 "answered_by": "model",
+                "policy_rule": None,
             }
         if not prep.context:
             return self.fallback_body(prep, ReasonCode.NO_CONTEXT, rid)
@@ -268,19 +372,19 @@ class ChatService:
         finally:
             self.metrics.gateway_latency.labels("false").observe(time.perf_counter() - started)
         by_fallback = answered_by == "fallback_provider"
-        body = {
+        return {
             "answer": resp.answer,
             "citations": [c.model_dump(mode="json") for c in citations],
             "sources": prep.sources,
             "status": "ok",
             "reason_code": resp.reason_code.value if by_fallback and resp.reason_code else None,
             "message": fallback_provider_message(resp.provider, resp.reason_code) if by_fallback else None,
+            # Not cached when a fallback provider answered: the model answers the next asker, once it is back.
             "cache": "off" if by_fallback else "miss",
             "model": resp.model,
             "provider": resp.provider,
             "request_id": rid,
             "answered_by": answered_by,
+            "policy_rule": None,
+            "_usage": resp.usage.model_dump(),
         }
-        if not by_fallback:  # the model answers the next asker again, once it is back
-            await self.remember(prep, body)
-        return body

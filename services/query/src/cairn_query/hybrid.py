@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from cairn_core import UpstreamError
 
+from .audit import Turn
 from .schemas import ChatRequest
 from .service import QueryService
 
@@ -28,8 +29,8 @@ def _mean_cos(vector: np.ndarray, chunks: list[np.ndarray]) -> float:
     return float(np.mean([max(0.0, float(c @ v)) for c in chunks]))
 
 
-async def hybrid_query(svc: QueryService, req: ChatRequest, rid: str | None) -> dict[str, Any]:
-    result = await svc.chat.answer(req, rid)
+async def hybrid_query(svc: QueryService, req: ChatRequest, rid: str | None, turn: Turn) -> dict[str, Any]:
+    result = await svc.chat.answer(req, rid, turn)
     ok = result["status"] == "ok"
     cited = [c["chunk_id"] for c in result["citations"]] or [s["chunk_id"] for s in result["sources"][:3]]
     relevance = grounding = 0.0
@@ -55,5 +56,7 @@ async def hybrid_query(svc: QueryService, req: ChatRequest, rid: str | None) -> 
         "citations": result["citations"],
         "status": result["status"],
         "reason_code": result["reason_code"],
+        "policy_rule": result["policy_rule"],
+        "warnings": result["warnings"],
         "request_id": rid,
     }

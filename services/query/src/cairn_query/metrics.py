@@ -39,3 +39,20 @@ class QueryMetrics:
         self.circuit_open = Gauge("cairn_qs_circuit_open", "1 while the gateway circuit is open", registry=r)
         self.documents = Gauge("cairn_qs_documents", "Documents in the store", registry=r)
         self.chunks = Gauge("cairn_qs_chunks", "Chunks in the store", registry=r)
+        # Governance (policy.py, audit.py).
+        self.policy_findings = Counter(
+            "cairn_qs_policy_findings",
+            "What the policy's rules found, by rule and action",
+            ["rule", "action"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "cairn_qs_policy_reloads", "Policy reloads, by result (ok or refused)", ["result"], registry=r
+        )
+        self.feedback = Counter("cairn_qs_feedback", "Ratings of answers, by rating", ["rating"], registry=r)
+        self.audit_failures = Counter(
+            "cairn_qs_audit_failures", "Audit records that could not be written", registry=r
+        )
+        self.audit_latency = Histogram(
+            "cairn_qs_audit_write_seconds", "Time to append one audit record", buckets=_FAST, registry=r
+        )

@@ -15,6 +15,7 @@ from cairn_core import (
     JSONResponse,
     ReasonCode,
     format_validation_error,
+    json_dumps,
     json_loads,
     log_fields,
     metrics_response,
@@ -22,19 +23,24 @@ from cairn_core import (
     parse_json_body,
     request_id_of,
     require_bearer,
+    trace_id_hex,
 )
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from . import openapi
+from .audit import Turn
+from .conversations import not_found
 from .documents import not_owner
 from .hybrid import hybrid_query
-from .schemas import ChatRequest, DocumentIn, SearchRequest
+from .policy import PolicyError
+from .schemas import ChatRequest, ConversationIn, DocumentIn, FeedbackIn, MessageIn, SearchRequest
 from .service import QueryService
 from .store import OPERATOR, NotOwner
+from .store.audit import AuditQuery
 from .streaming import chat_events
 
 
@@ -174,20 +180,100 @@ async def search(request: Request) -> Response:
 
 async def chat(request: Request) -> Response:
     svc = _svc(request)
+    body = await parse_json_body(request, ChatRequest)
+    turn = Turn(
+        svc.audit, request_id_of(request), trace_id_hex(), _owner(request), body.collection, body.question
+    )
+    return await _answer(request, svc, body, turn)
+
+
+async def _answer(request: Request, svc: QueryService, body: ChatRequest, turn: Turn) -> Response:
+    """Answer `body` as JSON or as a stream; `turn` records the answer (and keeps it, in a conversation)."""
     rid = request_id_of(request)
     fields = log_fields(request)
-    body = await parse_json_body(request, ChatRequest)
     if body.stream:
-        prep = await svc.chat.prepare(body)
+        prep = await svc.chat.start(body, turn)
         svc.metrics.requests.labels("chat_stream", "started").inc()
         return EventStreamResponse(
-            chat_events(svc.chat, body, prep, rid, fields),
+            chat_events(svc.chat, body, prep, turn, rid, fields),
             headers={"X-Cache": "hit" if prep.cached is not None else "miss"},
         )
-    result = await svc.chat.answer(body, rid)
+    result = await svc.chat.answer(body, rid, turn)
     svc.metrics.requests.labels("chat", result["status"]).inc()
     fields.update(outcome=result["status"], reason_code=result["reason_code"], cache=result["cache"])
     return JSONResponse(result, headers={"X-Cache": result["cache"]})
+
+
+# --- conversations and ratings (conversations.py) ----------------------------------------------------------
+
+
+def _conversation_id(request: Request) -> str:
+    conv_id = request.path_params["conv_id"]
+    if not (conv_id.isascii() and conv_id.isalnum() and len(conv_id) <= 64):
+        raise not_found(conv_id)
+    return str(conv_id)
+
+
+async def list_conversations(request: Request) -> Response:
+    table = _svc(request).store.conversations
+    limit, offset = _int_param(request, "limit", 50, 500), _int_param(request, "offset", 0, 10**9)
+    rows, total = await asyncio.to_thread(table.of_owner, _owner(request), limit, offset)
+    return JSONResponse({"conversations": rows, "total": total})
+
+
+async def create_conversation(request: Request) -> Response:
+    body = await parse_json_body(request, ConversationIn)
+    conv = await asyncio.to_thread(_svc(request).store.conversations.create, _owner(request), body.title)
+    return JSONResponse(conv, status_code=201)
+
+
+async def get_conversation(request: Request) -> Response:
+    conv_id = _conversation_id(request)
+    conv = await asyncio.to_thread(_svc(request).store.conversations.get, _owner(request), conv_id)
+    if conv is None:
+        raise not_found(conv_id)
+    return JSONResponse(conv)
+
+
+async def rename_conversation(request: Request) -> Response:
+    conv_id = _conversation_id(request)
+    body = await parse_json_body(request, ConversationIn)
+    table = _svc(request).store.conversations
+    if not await asyncio.to_thread(table.rename, _owner(request), conv_id, body.title):
+        raise not_found(conv_id)
+    return JSONResponse(await asyncio.to_thread(table.get, _owner(request), conv_id))
+
+
+async def delete_conversation(request: Request) -> Response:
+    conv_id = _conversation_id(request)
+    if not await asyncio.to_thread(_svc(request).store.conversations.delete, _owner(request), conv_id):
+        raise not_found(conv_id)
+    return JSONResponse({"id": conv_id, "deleted": True})
+
+
+async def conversation_message(request: Request) -> Response:
+    svc = _svc(request)
+    conv_id = _conversation_id(request)
+    message = await parse_json_body(request, MessageIn)
+    turn = Turn(svc.audit, request_id_of(request), trace_id_hex(), _owner(request), message.collection, "")
+    body = await svc.conversations.ask(_owner(request), conv_id, message, turn)
+    log_fields(request).update(conversation=conv_id, regenerate=message.regenerate)
+    return await _answer(request, svc, body, turn)
+
+
+async def rate(request: Request) -> Response:
+    svc = _svc(request)
+    body = await parse_json_body(request, FeedbackIn)
+    return JSONResponse(await svc.feedback.rate(body, _owner(request)))
+
+
+async def feedback(request: Request) -> Response:
+    svc = _admin(request)
+    rating = request.query_params.get("rating") or None
+    if rating not in (None, "up", "down"):
+        raise BadRequest("'rating' is 'up' or 'down'.")
+    limit, offset = _int_param(request, "limit", 50, 500), _int_param(request, "offset", 0, 10**9)
+    return JSONResponse(await svc.feedback.listing(rating, limit, offset))
 
 
 async def hybrid(request: Request) -> Response:
@@ -195,7 +281,9 @@ async def hybrid(request: Request) -> Response:
     body = await parse_json_body(request, ChatRequest)
     if body.stream:
         raise BadRequest("/v1/hybrid-query does not stream; use /v1/chat for streams.")
-    result = await hybrid_query(svc, body, request_id_of(request))
+    rid = request_id_of(request)
+    turn = Turn(svc.audit, rid, trace_id_hex(), _owner(request), body.collection, body.question)
+    result = await hybrid_query(svc, body, rid, turn)
     svc.metrics.requests.labels("hybrid_query", result["status"]).inc()
     return JSONResponse(result)
 
@@ -203,6 +291,69 @@ async def hybrid(request: Request) -> Response:
 async def reembed(request: Request) -> Response:
     require_bearer(request, _svc(request).settings.admin_token, "QS_ADMIN_TOKEN")
     return JSONResponse(await _svc(request).documents.reembed())
+
+
+# --- governance (docs/governance.md) --------------------------------------------------------------------
+
+
+def _admin(request: Request) -> QueryService:
+    svc = _svc(request)
+    require_bearer(request, svc.settings.admin_token, "QS_ADMIN_TOKEN")
+    return svc
+
+
+async def get_policy(request: Request) -> Response:
+    return JSONResponse(_admin(request).chat.policy.summary())
+
+
+async def reload_policy(request: Request) -> Response:
+    svc = _admin(request)
+    try:
+        policy = await svc.reload_policy()
+    except PolicyError as exc:
+        raise BadRequest(f"The policy was not changed: {exc}") from None
+    return JSONResponse({"reloaded": True, **policy.summary()})
+
+
+def _audit_query(request: Request) -> AuditQuery:
+    p = request.query_params
+    texts = {k: (p.get(k) or None) for k in ("since", "until", "outcome", "reason_code", "q", "request_id")}
+    if any(v is not None and len(v) > 200 for v in texts.values()):
+        raise BadRequest("Audit filters are at most 200 characters each.")
+    after = p.get("after_id")
+    return AuditQuery(
+        **texts,
+        limit=_int_param(request, "limit", 50, 500),
+        after_id=_int_param(request, "after_id", 0, 10**15) if after else None,
+    )
+
+
+async def audit(request: Request) -> Response:
+    """Newest first, `limit` a page; `next_after_id` continues. `format=jsonl` exports every match."""
+    svc = _admin(request)
+    query = _audit_query(request)
+    if request.query_params.get("format") == "jsonl":
+
+        async def lines() -> Any:
+            page = AuditQuery(**{**query.__dict__, "limit": 500})
+            while rows := await svc.audit.find(page):
+                yield b"".join(json_dumps(r.record()) + b"\n" for r in rows)
+                page.after_id = rows[-1].id
+
+        return StreamingResponse(
+            lines(),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": 'attachment; filename="cairn-audit.jsonl"'},
+        )
+    rows = await svc.audit.find(query)
+    more = len(rows) == query.limit
+    records = await svc.feedback.attach([r.record() for r in rows])
+    return JSONResponse({"records": records, "next_after_id": rows[-1].id if rows and more else None})
+
+
+async def verify_audit(request: Request) -> Response:
+    report = await _admin(request).audit.verify()
+    return JSONResponse(report.public())
 
 
 async def healthz(request: Request) -> Response:
@@ -245,7 +396,19 @@ ROUTES = [
     Route("/v1/search", search, methods=["POST"]),
     Route("/v1/chat", chat, methods=["POST"]),
     Route("/v1/hybrid-query", hybrid, methods=["POST"]),
+    Route("/v1/conversations", list_conversations, methods=["GET"]),
+    Route("/v1/conversations", create_conversation, methods=["POST"]),
+    Route("/v1/conversations/{conv_id}", get_conversation, methods=["GET"]),
+    Route("/v1/conversations/{conv_id}", rename_conversation, methods=["PATCH"]),
+    Route("/v1/conversations/{conv_id}", delete_conversation, methods=["DELETE"]),
+    Route("/v1/conversations/{conv_id}/messages", conversation_message, methods=["POST"]),
+    Route("/v1/feedback", rate, methods=["POST"]),
+    Route("/admin/feedback", feedback, methods=["GET"]),
     Route("/admin/reembed", reembed, methods=["POST"]),
+    Route("/admin/policy", get_policy, methods=["GET"]),
+    Route("/admin/policy/reload", reload_policy, methods=["POST"]),
+    Route("/admin/audit", audit, methods=["GET"]),
+    Route("/admin/audit/verify", verify_audit, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

@@ -138,6 +138,8 @@ class ChatRequest(BaseModel):
     citations_required: bool = True
     model: str | None = Field(default=None, max_length=200)
     max_tokens: int | None = Field(default=None, ge=1)
+    # false: answer afresh, never from the answer cache (what "regenerate" asks for).
+    cache: bool = True
 
     @model_validator(mode="after")
     def _one_input(self) -> ChatRequest:
@@ -168,6 +170,113 @@ class ChatRequest(BaseModel):
         if self.messages is not None:
             return list(self.messages)
         return [ChatMessage(role="user", content=self.question)]
+
+
+class ConversationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(default="New chat", min_length=1, max_length=200)
+
+
+class MessageIn(BaseModel):
+    """`POST /v1/conversations/{id}/messages`: a new question, or `regenerate` the last answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str | None = Field(default=None, max_length=MAX_QUESTION_CHARS)
+    regenerate: bool = False
+    stream: bool = False
+    collection: str | None = Field(default=None, pattern=_NAME)
+    filters: dict[str, MetadataValue] = Field(default_factory=dict)
+    top_k: int | None = Field(default=None, ge=1, le=20)
+    model: str | None = Field(default=None, max_length=200)
+
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, v: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        return _check_filters(v)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> MessageIn:
+        if self.regenerate == bool(self.content and self.content.strip()):
+            raise ValueError("give either a non-empty 'content' or 'regenerate': true")
+        return self
+
+
+class ConversationOut(BaseModel):
+    id: str
+    title: str
+    created_at: str
+    updated_at: str
+    messages: int
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationOut]
+    total: int
+
+
+class StoredMessage(BaseModel):
+    """A message of a conversation; an assistant's carries what the page needs to draw it again."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    role: Literal["user", "assistant"]
+    content: str
+    request_id: str | None = None
+    created_at: str
+    status: Literal["ok", "fallback"] | None = None
+    reason_code: str | None = None
+    message: str | None = None
+    citations: list[Citation] = []
+    warnings: list[PolicyWarning] = []
+    rating: Literal["up", "down"] | None = None
+    comment: str | None = None
+
+
+class ConversationDetail(BaseModel):
+    id: str
+    title: str
+    created_at: str
+    updated_at: str
+    messages: list[StoredMessage]
+
+
+class ConversationDeleted(BaseModel):
+    id: str
+    deleted: bool
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=128)
+    rating: Literal["up", "down"]
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class FeedbackOut(BaseModel):
+    request_id: str
+    rating: Literal["up", "down"]
+    comment: str | None
+    at: str
+
+
+class FeedbackRow(FeedbackOut):
+    key_id: str
+    question: str | None = None
+    answer: str | None = None
+
+
+class FeedbackCounts(BaseModel):
+    up: int
+    down: int
+
+
+class FeedbackList(BaseModel):
+    feedback: list[FeedbackRow]
+    counts: FeedbackCounts
 
 
 def dump(model: BaseModel) -> dict[str, Any]:
@@ -256,6 +365,74 @@ class ChatResponse(BaseModel):
     # Who wrote `answer` when status is "ok": the model, or a fallback provider after the model failed (then
     # `reason_code` says why, `provider` names it, and `message` says so in words). Null for fallbacks.
     answered_by: Literal["model", "fallback_provider"] | None = None
+    # Governance (docs/governance.md): the rule that withheld the answer (reason_code POLICY_REJECTED), and
+    # what the rules with action `warn` found in the question or the answer.
+    policy_rule: str | None = None
+    warnings: list[PolicyWarning] = []
+
+
+class PolicyWarning(BaseModel):
+    rule: str
+    message: str
+
+
+class RedactedEvent(BaseModel):
+    text: str
+
+
+class PolicyRule(BaseModel):
+    name: str
+    kind: str
+    action: Literal["pass", "warn", "reject"]
+
+
+class PolicyState(BaseModel):
+    source: str
+    rules: list[PolicyRule]
+    reloaded: bool | None = None
+
+
+class AuditRecord(BaseModel):
+    """One answer as it was recorded (extra fields may follow in later versions)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    hash: str
+    at: str
+    kind: Literal["answer"]
+    request_id: str | None
+    trace_id: str | None = None
+    key_id: str | None = None
+    collection: str | None = None
+    question: str | None = None
+    retrieved: list[str] = []
+    cited: list[str] = []
+    answer: str | None = None
+    withheld: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    outcome: Literal["ok", "fallback", "warn"]
+    reason_code: str | None = None
+    rule: str | None = None
+    rules: list[dict[str, str]] = []
+    latency_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class AuditPage(BaseModel):
+    records: list[AuditRecord]
+    next_after_id: int | None
+
+
+class AuditVerdict(BaseModel):
+    ok: bool
+    records: int
+    head: str
+    anchor: str
+    first_bad_id: int | None
+    problem: str | None
 
 
 class HybridResponse(BaseModel):
@@ -267,6 +444,8 @@ class HybridResponse(BaseModel):
     citations: list[Citation]
     status: Literal["ok", "fallback"]
     reason_code: ReasonCode | None
+    policy_rule: str | None = None
+    warnings: list[PolicyWarning] = []
     request_id: str | None
 
 
@@ -278,6 +457,7 @@ class FallbackEvent(BaseModel):
     reason_code: ReasonCode
     message: str
     discard_answer: bool
+    policy_rule: str | None = None
 
 
 class ReembedResult(BaseModel):

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import structlog
 from cairn_core import Redis
 
+from .audit import AuditLog
 from .cache import AnswerCache, Cache, RedisAnswerCache
 from .chat import ChatService
+from .conversations import Conversations
 from .documents import DocumentService
+from .feedback import Feedback
 from .gateway import GatewayClient
 from .metrics import QueryMetrics
 from .parsing import FileParser
+from .policy import Policy, PolicyError, load_policy
 from .retrieval import Retriever
 from .settings import QuerySettings
 from .store import Store
+
+log = structlog.get_logger("policy")
 
 
 @dataclass
@@ -27,13 +38,23 @@ class QueryService:
     documents: DocumentService
     parser: FileParser
     chat: ChatService
+    audit: AuditLog
+    conversations: Conversations
+    feedback: Feedback
 
     @classmethod
     def build(
-        cls, settings: QuerySettings, store: Store, gateway: GatewayClient, redis: Redis | None = None
+        cls,
+        settings: QuerySettings,
+        store: Store,
+        gateway: GatewayClient,
+        redis: Redis | None = None,
+        policy: Policy | None = None,
     ) -> QueryService:
-        """`redis`: the lifespan's client when CAIRN_REDIS_URL is set; the answer cache is then shared."""
+        """`redis`: the lifespan's client when CAIRN_REDIS_URL is set; the answer cache is then shared.
+        `policy`: loaded by the caller (it may import a classifier: seconds); None loads it here."""
         metrics = QueryMetrics()
+        audit = AuditLog(settings, store, metrics)
         retriever = Retriever(settings, store, gateway, metrics)
         cache: Cache = (
             RedisAnswerCache(redis, settings.cache_ttl_s)
@@ -55,5 +76,56 @@ class QueryService:
                 gateway,
                 cache,
                 metrics,
+                policy or load_policy(settings.policy_file),
             ),
+            audit=audit,
+            conversations=Conversations(store),
+            feedback=Feedback(store, audit, metrics),
         )
+
+    async def reload_policy(self) -> Policy:
+        """Load the policy file again and use it from the next answer on; a broken file raises PolicyError
+        and the policy in force stays."""
+        try:
+            policy = await asyncio.to_thread(load_policy, self.settings.policy_file)
+        except PolicyError as exc:
+            self.metrics.policy_reloads.labels("refused").inc()
+            log.error("policy_refused", error=str(exc))
+            raise
+        self.chat.policy = policy
+        self.metrics.policy_reloads.labels("ok").inc()
+        log.info("policy_loaded", **policy.summary())
+        return policy
+
+    @contextlib.asynccontextmanager
+    async def watching_policy(self) -> AsyncIterator[None]:
+        """Reload the policy file when it changes (mtime and size), while the app lives."""
+        path, every = self.settings.policy_file, self.settings.policy_watch_s
+        if not path or not every:
+            yield
+            return
+
+        def stamp() -> tuple[int, int] | None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            return st.st_mtime_ns, st.st_size
+
+        async def loop() -> None:
+            seen = stamp()
+            while True:
+                await asyncio.sleep(every)
+                now = stamp()
+                if now != seen and now is not None:
+                    seen = now
+                    with contextlib.suppress(PolicyError):  # logged and counted; the old policy stays
+                        await self.reload_policy()
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

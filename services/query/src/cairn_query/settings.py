@@ -16,7 +16,10 @@ class QuerySettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8081
     log_level: str = "INFO"
-    admin_token: SecretStr | None = None  # enables POST /admin/reembed
+    # Enables /admin/* (reembed, policy reload, audit). CAIRN_ADMIN_TOKEN is the one `make up` writes.
+    admin_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("QS_ADMIN_TOKEN", "CAIRN_ADMIN_TOKEN")
+    )
     # Shared by the Cairn services: required from callers when set, sent to the gateway (cairn_core _auth).
     internal_token: SecretStr | None = Field(None, validation_alias="CAIRN_INTERNAL_TOKEN")
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
@@ -84,6 +87,15 @@ class QuerySettings(BaseSettings):
     retry_wait_ms: int = Field(100, ge=0)
     circuit_failures: int = Field(5, ge=1)
     circuit_reset_ms: int = Field(10_000, ge=1)
+
+    # Governance (docs/governance.md). The policy: a YAML file of rules; unset, the shipped default, which
+    # changes no answer. Checked for changes every `policy_watch_s` seconds (0: only POST /admin/policy/reload).
+    policy_file: str | None = None
+    policy_watch_s: float = Field(2.0, ge=0)
+    # The audit log, in the store: whole days kept (0: forever); fail closed = no answer without its record.
+    audit_enabled: bool = True
+    audit_retention_days: int = Field(90, ge=0)
+    audit_fail_closed: bool = False
 
     # Answer cache: in process (LRU of `cache_size` entries), or in Redis when CAIRN_REDIS_URL is set, shared
     # by every QS replica (Redis's maxmemory policy bounds it then; `cache_size` 0 still turns it off).

@@ -11,6 +11,7 @@ not support) becomes QS's own `fallback` event and `done` with `status: "fallbac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,7 +31,9 @@ from cairn_core import (
     json_loads,
 )
 
+from .audit import AuditUnavailable, Turn
 from .chat import ChatService, Prepared, Unsupported, answered_by_of, fallback_message
+from .policy import Finding, Verdict
 from .schemas import ChatRequest
 
 log = structlog.get_logger("chat")
@@ -45,24 +48,35 @@ class _Relay:
         self.model: str | None = None
         self.provider: str | None = None
         self.error: ReasonCode | None = None
-        self.detail: str | None = None  # what made the answer unsupported, for the user
+        self.detail: str | None = None  # what made the answer unsupported or withheld, for the user
         self.answered_by: str | None = None
+        self.done: bytes | None = None  # the `done` frame to send once governance has passed the answer
+        self.usage: dict[str, Any] = {}
+        self.rule: str | None = None
+        self.withheld: str | None = None
 
 
 async def chat_events(
-    service: ChatService, req: ChatRequest, prep: Prepared, rid: str | None, fields: dict[str, Any]
+    service: ChatService,
+    req: ChatRequest,
+    prep: Prepared,
+    turn: Turn,
+    rid: str | None,
+    fields: dict[str, Any],
 ) -> AsyncIterator[bytes]:
     """The stream of one chat; a bug on the way still ends it with `fallback` and `done`, never a cut."""
     started = time.perf_counter()
     done_sent = False
     try:
-        async for frame in _events(service, req, prep, rid, fields, started):
+        async for frame in _events(service, req, prep, turn, rid, fields, started):
             done_sent = frame.startswith(b"event: done")
             yield frame
     except Exception as exc:
         log.error("chat_stream_failed", exc_info=exc)
         if not done_sent:
-            async for frame in _fallback(service, ReasonCode.INTERNAL_ERROR, True, started, None, fields):
+            async for frame in _fallback(
+                service, turn, ReasonCode.INTERNAL_ERROR, True, started, None, fields
+            ):
                 yield frame
 
 
@@ -70,6 +84,7 @@ async def _events(
     service: ChatService,
     req: ChatRequest,
     prep: Prepared,
+    turn: Turn,
     rid: str | None,
     fields: dict[str, Any],
     started: float,
@@ -78,12 +93,40 @@ async def _events(
     yield encode_event(
         "sources", {"sources": prep.sources if prep.cached is not None or prep.context else []}
     )
+    if turn.rejected is not None:
+        relay = _Relay()
+        relay.rule, relay.detail = turn.rejected.rule, f"rule '{turn.rejected.rule}': {turn.rejected.message}"
+        async for frame in _fallback(
+            service, turn, ReasonCode.POLICY_REJECTED, False, started, relay, fields
+        ):
+            yield frame
+        return
     if prep.cached is not None:
-        fields.update(cache="hit", outcome="ok")
         cached = prep.cached
+        citations = [c["chunk_id"] for c in cached["citations"]]
+        verdict = await service.check_answer(req, prep, cached["answer"], citations, turn)
+        if verdict.rejected is not None:
+            relay = _rejected(verdict.rejected, verdict.text)
+            async for frame in _fallback(
+                service, turn, ReasonCode.POLICY_REJECTED, False, started, relay, fields
+            ):
+                yield frame
+            return
+        fields.update(cache="hit", outcome="ok")
         yield encode_event("meta", MetaEvent(request_id=rid, model=cached.get("model"), provider="cache"))
-        yield encode_event("delta", {"text": cached["answer"]})
+        yield encode_event("delta", {"text": verdict.text})
         yield encode_event("citations", {"citations": cached["citations"]})
+        for warning in turn.warnings:
+            yield encode_event("warning", warning)
+        await turn.record(
+            status="ok",
+            reason_code=None,
+            answer=verdict.text,
+            citations=cached["citations"],
+            model=cached.get("model"),
+            provider=cached.get("provider"),
+            cache="hit",
+        )
         yield encode_event(
             "done",
             DoneEvent(
@@ -97,7 +140,7 @@ async def _events(
         )
         return
     if not prep.context:
-        async for frame in _fallback(service, ReasonCode.NO_CONTEXT, False, started, None, fields):
+        async for frame in _fallback(service, turn, ReasonCode.NO_CONTEXT, False, started, None, fields):
             yield frame
         return
     relay = _Relay()
@@ -110,27 +153,75 @@ async def _events(
         else:
             async for frame in _relay(service, req, prep, resp, relay, started):
                 yield frame
-            if relay.error is None and relay.answered_by == "fallback_provider":
-                fields.update(cache="off", outcome="ok", model=relay.model, provider=relay.provider)
-                return  # not cached: the model answers the next asker again, once it is back
-            if relay.error is None:
-                fields.update(cache="miss", outcome="ok", model=relay.model, provider=relay.provider)
-                await service.remember(
-                    prep,
-                    {
-                        "answer": "".join(relay.answer),
-                        "citations": [c.model_dump(mode="json") for c in relay.citations],
-                        "sources": prep.sources,
-                        "model": relay.model,
-                        "provider": relay.provider,
-                    },
-                )
-                return
             code = relay.error
     finally:
         service.metrics.gateway_latency.labels("true").observe(time.perf_counter() - started)
-    async for frame in _fallback(service, code, bool(relay.answer), started, relay, fields):
+    if code is None and relay.done is not None:
+        answer = "".join(relay.answer)
+        cited = [c.chunk_id for c in relay.citations]
+        verdict = await service.check_answer(req, prep, answer, cited, turn)
+        if verdict.rejected is None:
+            async for frame in _answered(service, prep, turn, relay, answer, verdict, fields):
+                yield frame
+            return
+        code, relay.rule, relay.withheld = ReasonCode.POLICY_REJECTED, verdict.rejected.rule, verdict.text
+        relay.detail = f"rule '{verdict.rejected.rule}': {verdict.rejected.message}"
+    async for frame in _fallback(
+        service, turn, code or ReasonCode.PROVIDER_ERROR, bool(relay.answer), started, relay, fields
+    ):
         yield frame
+
+
+def _rejected(finding: Finding, withheld: str) -> _Relay:
+    relay = _Relay()
+    relay.rule, relay.withheld = finding.rule, withheld
+    relay.detail = f"rule '{finding.rule}': {finding.message}"
+    return relay
+
+
+async def _answered(
+    service: ChatService,
+    prep: Prepared,
+    turn: Turn,
+    relay: _Relay,
+    answer: str,
+    verdict: Verdict,
+    fields: dict[str, Any],
+) -> AsyncIterator[bytes]:
+    """The end of a stream the rules let through: a redaction, the warnings, the record, then `done`."""
+    if verdict.text != answer:
+        # The text drawn so far held what a pii rule redacts: the page replaces it with this.
+        yield encode_event("redacted", {"text": verdict.text})
+    for warning in turn.warnings:
+        yield encode_event("warning", warning)
+    by_fallback = relay.answered_by == "fallback_provider"
+    fields.update(
+        cache="off" if by_fallback else "miss", outcome="ok", model=relay.model, provider=relay.provider
+    )
+    citations = [c.model_dump(mode="json") for c in relay.citations]
+    if not by_fallback:  # not cached otherwise: the model answers the next asker again, once it is back
+        await service.remember(
+            prep,
+            {
+                "answer": verdict.text,
+                "citations": citations,
+                "sources": prep.sources,
+                "model": relay.model,
+                "provider": relay.provider,
+            },
+        )
+    await turn.record(
+        status="ok",
+        reason_code=None,
+        answer=verdict.text,
+        citations=citations,
+        model=relay.model,
+        provider=relay.provider,
+        usage=relay.usage,
+        cache="off" if by_fallback else "miss",
+    )
+    assert relay.done is not None
+    yield relay.done
 
 
 async def _relay(
@@ -141,7 +232,8 @@ async def _relay(
     relay: _Relay,
     started: float,
 ) -> AsyncIterator[bytes]:
-    """Forward the gateway's frames; on any problem set `relay.error` and stop (the caller ends the stream)."""
+    """Forward the gateway's frames up to its `done`, which is kept in `relay.done` (the caller sends it after
+    the rules); on any problem set `relay.error` and stop (the caller ends the stream)."""
     deadline = started + service.settings.gateway_timeout_ms / 1000
     decoder = SSEDecoder(keep_raw=True)
     chunks = resp.aiter_raw()
@@ -177,6 +269,7 @@ async def _relay(
                     relay.error = ReasonCode(json_loads(data).get("reason_code", "PROVIDER_ERROR"))
                 elif name == "done":
                     done = json_loads(data)
+                    relay.usage = done.get("usage") or {}
                     relay.answered_by = answered_by_of(done.get("status", ""), done.get("answered_by"))
                     if relay.answered_by is None or relay.error is not None:
                         relay.error = relay.error or ReasonCode(done.get("reason_code") or "PROVIDER_ERROR")
@@ -190,11 +283,12 @@ async def _relay(
                         except Unsupported as exc:
                             log.info("chat_fallback", reason_code=exc.reason_code.value, detail=exc.message)
                             relay.error, relay.detail = exc.reason_code, exc.detail
+                            relay.withheld = "".join(relay.answer)
                             return
                     if relay.answered_by == "fallback_provider":
                         # A good answer from the fallback chain: the user gets it, labelled. QS's own `done`
                         # says "ok" (answered), who answered, and why the model did not.
-                        yield encode_event(
+                        relay.done = encode_event(
                             "done",
                             DoneEvent.model_validate(
                                 {
@@ -205,8 +299,8 @@ async def _relay(
                                 }
                             ),
                         )
-                        return
-                    yield out
+                    else:
+                        relay.done = out
                     return
     except TimeoutError:
         relay.error = ReasonCode.PROVIDER_TIMEOUT
@@ -221,6 +315,7 @@ async def _relay(
 
 async def _fallback(
     service: ChatService,
+    turn: Turn,
     code: ReasonCode,
     discard: bool,
     started: float,
@@ -230,7 +325,23 @@ async def _fallback(
     service.metrics.fallbacks.labels(code.value).inc()
     fields.update(outcome="fallback", reason_code=code.value, cache="off")
     message = fallback_message(code, relay.detail if relay else None)
-    yield encode_event("fallback", {"reason_code": code.value, "message": message, "discard_answer": discard})
+    rule = relay.rule if relay else None
+    yield encode_event(
+        "fallback",
+        {"reason_code": code.value, "message": message, "discard_answer": discard, "policy_rule": rule},
+    )
+    with contextlib.suppress(AuditUnavailable):  # the answer is withheld already: nothing more to keep
+        await turn.record(
+            status="fallback",
+            reason_code=code.value,
+            answer=message,
+            withheld=relay.withheld if relay else None,
+            model=relay.model if relay else None,
+            provider=relay.provider if relay else None,
+            usage=relay.usage if relay else None,
+            rule=rule,
+            message=message,
+        )
     yield encode_event(
         "done",
         DoneEvent(

@@ -158,12 +158,14 @@ function newAnswer() {
     meta: el("div", "meta", "…"),
     notice: el("div", "notice"),
     answer: el("div", "answer"),
+    warnings: el("div", "warnings"),
     citations: el("ol", "citations"),
     sources: el("div", "sources"),
     footer: el("div", "footer hint"),
   };
   parts.notice.hidden = true;
-  box.append(parts.meta, parts.notice, parts.answer, parts.citations, parts.sources, parts.footer);
+  parts.warnings.hidden = true;
+  box.append(parts.meta, parts.notice, parts.answer, parts.warnings, parts.citations, parts.sources, parts.footer);
   return { box, parts, text: "", sources: [], citations: [], numbers: new Map(), fallback: null, error: null };
 }
 
@@ -241,11 +243,28 @@ function handleEvent(a, name, data) {
       a.citations = data.citations || [];
       renderCitations(a);
       break;
+    case "redacted":
+      // A policy rule removed personal data from the answer drawn so far: show its redacted text instead.
+      a.text = data.text;
+      renderAnswer(a);
+      break;
+    case "warning":
+      // A policy rule with action "warn" found something; the answer stands, with this beside it.
+      a.parts.warnings.hidden = false;
+      a.parts.warnings.append(el("p", "warning", "⚠ " + data.message + " (" + data.rule + ")"));
+      break;
     case "fallback":
       a.fallback = data;
+      if (data.discard_answer && data.policy_rule) {
+        // Withheld by policy (offensive text, personal data, a blocked term): nothing of it stays on screen.
+        a.text = "";
+        renderAnswer(a);
+      }
       if (data.discard_answer) {
         a.parts.answer.classList.add("discarded");
-        a.parts.answer.title = "The model's answer was withdrawn: it could not be checked against your documents.";
+        a.parts.answer.title = data.policy_rule
+          ? "The model's answer was withheld by the policy rule " + data.policy_rule + "."
+          : "The model's answer was withdrawn: it could not be checked against your documents.";
         // A withdrawn answer keeps no citations: they would lend it the sources' authority.
         a.citations = [];
         renderCitations(a);

@@ -38,6 +38,33 @@ function fillTable(id, rows, empty) {
 
 const entries = (obj) => Object.entries(obj || {}).sort();
 
+function fmtBytes(n) {
+  if (n === null || n === undefined) return "–";
+  return n >= 1e6 ? (n / 1e6).toFixed(1) + " MB" : Math.round(n / 1e3) + " kB";
+}
+
+// Each model of the gateway with what its manifest says (docs/models.md, "Model manifests").
+function manifestRows(models) {
+  const rows = [];
+  for (const m of models || []) {
+    const why = m.reason_code ? " · " + m.reason_code : "";
+    rows.push([m.model, m.state + why, m.state === "loaded" ? "up" : "down"]);
+    const man = m.manifest;
+    if (!man) {
+      rows.push(["  manifest", "none: another server holds this model"]);
+      continue;
+    }
+    rows.push(["  manifest", man.name + (man.origin === "first_load" ? " (written at first load)" : "")]);
+    if (man.file) rows.push(["  file", man.file + " · " + fmtBytes(man.size_bytes) + " · sha256 " + man.sha256_short + "…"]);
+    rows.push(["  licence", man.licence]);
+    rows.push(["  source", man.source]);
+    const params = [man.quantisation, man.context_size ? man.context_size + " tokens" : null].filter(Boolean);
+    rows.push(["  quantisation · context", params.join(" · ") || "–"]);
+    rows.push(["  prompt format", man.prompt_format]);
+  }
+  return rows;
+}
+
 function render(d) {
   const gw = d.gateway;
   const qs = d.query;
@@ -55,9 +82,11 @@ function render(d) {
     ]);
     fillTable("queue-table", entries(gw.queue_depth).map(([k, v]) => [k, fmtNum(v) + " waiting · " + fmtNum(gw.in_flight[k] || 0) + " running"]));
     fillTable("health-table", entries(gw.provider_up).map(([k, v]) => [k, v ? "up" : "down", v ? "up" : "down"]), "no health check yet");
+    fillTable("models-table", manifestRows(gw.models), "no models listed");
   } else {
     $("ttft").textContent = $("tps").textContent = $("requests").textContent = "–";
     fillTable("health-table", [["LLM gateway", "unreachable (" + gw.error + ")", "down"]]);
+    fillTable("models-table", [], "LLM gateway unreachable");
   }
   const fallbacks = {};
   for (const src of [gw.fallbacks_by_reason, qs.fallbacks_by_reason]) {

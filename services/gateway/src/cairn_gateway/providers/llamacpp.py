@@ -39,7 +39,7 @@ from typing import Any
 import aiohttp
 from cairn_core import CairnError, ReasonCode, StopReason, Usage
 
-from ..in_process import check_memory, extractive, resolve_gguf, rss_mb, verify_sha256
+from ..in_process import ModelManifest, check_memory, extractive, load_gguf, rss_mb
 from ..in_process.base_prompt import FORMAT_STOPS, StopScanner, render_prompt
 from ..in_process.build import LLAMA_MISSING
 from ..in_process.chat_template import ChatTemplate, PromptFormat, choose_format
@@ -132,6 +132,7 @@ class LlamaCppProvider(ThreadedProvider):
         self.placement = Placement(gpu_layers=0, total_layers=0)
         self.model = spec.model or ""
         self.path: Path | None = None
+        self.manifest: ModelManifest | None = None  # set by the load, before llama.cpp is asked
         self._pool: Queue[Any] = Queue()
         self._executor: ThreadPoolExecutor | None = None
         self._memory_mb = 0.0
@@ -149,6 +150,18 @@ class LlamaCppProvider(ThreadedProvider):
         )
 
     def _load(self) -> None:
+        # The manifest first: a file that is not the one its manifest describes is refused whether or not
+        # llama.cpp is there to load it (on a first run it may still be compiling).
+        found = load_gguf(self.spec.path, self.spec.sha256, self.settings.model_cache_dir)
+        self.manifest = found.manifest
+        trained = found.manifest.parameters.context_size
+        if trained is not None and self.n_ctx > trained:
+            raise CairnError(
+                ReasonCode.MODEL_REJECTED,
+                f"LLM_CONTEXT_SIZE={self.n_ctx} exceeds the {trained} tokens {found.path.name} was trained for "
+                f"(its manifest {found.manifest.location}); set LLM_CONTEXT_SIZE or params.context_size lower.",
+            )
+        path = found.path
         importlib.invalidate_caches()  # setup.sh may have installed it since the last try (first run)
         try:
             from llama_cpp import Llama
@@ -157,8 +170,6 @@ class LlamaCppProvider(ThreadedProvider):
                 ReasonCode.PROVIDER_UNAVAILABLE,
                 f"{LLAMA_MISSING}: run `make setup` (it builds llama.cpp once per machine).",
             ) from None
-        path, packaged_sha = resolve_gguf(self.spec.path, self.settings.model_cache_dir)
-        verify_sha256(path, self.spec.sha256 or packaged_sha)
         # Each slot adds its KV cache: about 64 MiB per 1k tokens of context for Gemma 3 270M (measured).
         check_memory(path, self.memory_limit_mb, overhead_mb=64.0 * self.n_ctx / 1024 * self.slots)
         try:

