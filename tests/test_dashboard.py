@@ -8,9 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .conftest import Stack, needs_query_service, start_stack
+from .conftest import Stack, start_stack
 
-pytestmark = needs_query_service
 DOC = {"id": "tide", "title": "Tide log", "text": "The keeper logs the tide every four hours."}
 
 
