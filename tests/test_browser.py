@@ -12,12 +12,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from cairn_testing import free_port, wait_for
 
-from .conftest import Stack, needs_query_service, start_stack
+from .axe import assert_no_serious_violations
+from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_query_service]
 
@@ -329,6 +331,129 @@ def test_policy_warnings_show_beside_the_answer_and_the_audit_page_opens_it(tmp_
                 page.click("#rec-close")
                 page.click("#audit-verify")
                 expect(page.locator("#chain")).to_contain_text("Chain intact: 1 records")
+                assert_no_serious_violations(page)  # with the list, the filters and a verdict on screen
+                assert not errors, errors
+            finally:
+                browser.close()
+    finally:
+        stack.stop()
+
+
+LOOKALIKES = [
+    {
+        "id": "brindlewick-mileage",
+        "title": "Brindlewick mileage policy",
+        "text": "Brindlewick Logistics reimburses business journeys made in a private car at 0.42 euros per "
+        "kilometre. Claims are filed once a month in the travel tool.",
+    },
+    {
+        "id": "corvale-mileage",
+        "title": "Corvale mileage policy",
+        "text": "Corvale Foods reimburses business journeys made in a private car at 0.38 euros per kilometre. "
+        "Claims are filed once a month in the travel tool.",
+    },
+]
+
+
+def test_conversations_follow_ups_reload_regenerate_rate_rename_delete(tmp_path: Path) -> None:
+    """A two-turn conversation whose follow-up cites the right look-alike document; it survives a reload;
+    the last answer is regenerated and rated; the chat is renamed, a new one started, and deleted."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = ensure_chromium()
+    stack = start_stack(tmp_path, {"CAIRN_ADMIN_TOKEN": "admin-test"})
+    try:
+        for doc in LOOKALIKES:
+            assert httpx.post(f"{stack.bff.url}/api/documents", json=doc, timeout=30).status_code in (
+                200,
+                201,
+            )
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+            try:
+                context = browser.new_context(viewport={"width": 1280, "height": 860})
+                context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.bff.url)
+                page = context.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(stack.bff.url)
+
+                def ask(question: str, n: int) -> Any:
+                    page.fill("#question", question)
+                    page.click("#send-btn")
+                    answer = page.locator(".msg.assistant").nth(n)
+                    expect(answer).to_have_attribute("data-state", "done", timeout=30_000)
+                    return answer
+
+                # The toy model quotes a sentence of the chunk it cites: what it cites is what is checked.
+                first = ask("What is Brindlewick's mileage rate?", 0)
+                expect(first.locator(".citations li")).to_have_text(
+                    ["Brindlewick mileage policy brindlewick-mileage:0"]
+                )
+                second = ask("And what is Corvale's mileage rate?", 1)
+                expect(second.locator(".citations li")).to_have_text(
+                    ["Corvale mileage policy corvale-mileage:0"]
+                )
+                answer_text = second.locator(".answer").inner_text()
+                chats = page.locator("#conv-list .conv")
+                expect(chats).to_have_count(1)
+                expect(chats.first).to_contain_text("What is Brindlewick's mileage rate?")
+                assert "#c=" in page.url
+
+                # Copy puts the answer's text on the clipboard.
+                second.locator(".act.copy").click()
+                expect(second.locator(".act.copy")).to_have_text("Copied")
+                assert page.evaluate("navigator.clipboard.readText()") == answer_text.replace(
+                    "[1]", "[corvale-mileage:0]"
+                )
+
+                # A reload keeps the conversation, its citations and its order.
+                page.reload()
+                expect(page.locator(".msg.user")).to_have_count(2)
+                expect(page.locator(".msg.assistant")).to_have_count(2)
+                restored = page.locator(".msg.assistant").nth(1)
+                expect(restored.locator(".answer")).to_have_text(answer_text)
+                expect(restored.locator(".citations li")).to_contain_text("Corvale mileage policy")
+                expect(page.locator(".msg.assistant").nth(0).locator(".act.regenerate")).to_be_hidden()
+
+                # Regenerate the last answer: still two answers, the last one new.
+                restored.locator(".act.regenerate").click()
+                expect(page.locator(".msg.assistant")).to_have_count(2)
+                regenerated = page.locator(".msg.assistant").nth(1)
+                expect(regenerated).to_have_attribute("data-state", "done", timeout=30_000)
+                expect(regenerated.locator(".citations li")).to_contain_text("Corvale mileage policy")
+
+                # Rate it down with a comment; the rating is there after a reload.
+                regenerated.locator(".act.rate-down").click()
+                expect(regenerated.locator(".act.rate-down")).to_have_attribute("aria-pressed", "true")
+                regenerated.locator(".comment").fill("Too terse")
+                regenerated.locator(".comment-form button").click()
+                expect(regenerated.locator(".rate-status")).to_have_text("Thanks for the comment.")
+                page.reload()
+                expect(page.locator(".msg.assistant")).to_have_count(2)
+                expect(page.locator(".msg.assistant").nth(1).locator(".act.rate-down")).to_have_attribute(
+                    "aria-pressed", "true"
+                )
+                feedback = httpx.get(
+                    f"{stack.query.url}/admin/feedback",
+                    headers={"X-Cairn-Internal-Token": INTERNAL_TOKEN, "Authorization": "Bearer admin-test"},
+                    timeout=10,
+                ).json()
+                assert [(f["rating"], f["comment"]) for f in feedback["feedback"]] == [("down", "Too terse")]
+
+                # Rename, then a new chat, then delete the first one.
+                page.locator("#conv-list .conv-rename").first.click()
+                page.fill(".conv-title-input", "Mileage rates")
+                page.press(".conv-title-input", "Enter")
+                expect(page.locator("#conv-list .conv").first).to_contain_text("Mileage rates")
+                page.click("#new-chat")
+                expect(page.locator(".msg")).to_have_count(0)
+                ask("What is Corvale's mileage rate?", 0)
+                expect(page.locator("#conv-list .conv")).to_have_count(2)
+                page.locator("#conv-list .conv", has_text="Mileage rates").locator(".conv-delete").click()
+                expect(page.locator("#conv-list .conv")).to_have_count(1)
+                expect(page.locator(".msg.assistant")).to_have_count(1)  # the open chat is the other one
+                page.screenshot(path=str(ARTIFACTS / "conversations.png"), full_page=True)
                 assert not errors, errors
             finally:
                 browser.close()

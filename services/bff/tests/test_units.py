@@ -69,7 +69,8 @@ h_sum 7.5
     assert h["count"] == 5 and h["mean"] == pytest.approx(1.5)
     assert h["p50"] == pytest.approx(1.25)  # rank 2.5 of 5 sits a quarter into the (1, 2] bucket
     assert h["p95"] == pytest.approx(2.0)  # in the +Inf bucket: the last finite bound
-    assert dashboard.histogram([], "h") == {"count": 0, "mean": None, "p50": None, "p95": None}
+    assert h["buckets"] == [[1.0, 2.0], [2.0, 4.0]]  # cumulative, the +Inf bucket is the count
+    assert dashboard.histogram([], "h") == {"count": 0, "mean": None, "p50": None, "p95": None, "buckets": []}
 
 
 def test_dashboard_rows_show_each_models_manifest() -> None:
@@ -100,3 +101,13 @@ def test_dashboard_rows_show_each_models_manifest() -> None:
     assert (m["quantisation"], m["context_size"], m["prompt_format"]) == ("Q4_K_M", 32768, "base")
     assert m["licence"] == "Gemma Terms of Use" and m["source"].startswith("PyPI")
     assert dashboard.model_manifests("<html>not the gateway</html>") == []
+
+
+def test_dashboard_counts_ratings_of_answers() -> None:
+    text = (
+        '# TYPE cairn_qs_feedback_total counter\ncairn_qs_feedback_total{rating="down"} 2.0\n'
+        '# TYPE cairn_qs_requests_total counter\ncairn_qs_requests_total{endpoint="chat",status="ok"} 5.0\n'
+    )
+    summary = dashboard.query_summary(dashboard.parse(text))
+    assert summary["feedback"] == {"up": 0.0, "down": 2.0}
+    assert summary["requests_total"] == 5.0

@@ -109,3 +109,25 @@ def test_retention_removes_whole_days_and_keeps_the_chain_whole(store: Store) ->
     # Nothing older left: a second run removes nothing and adds no record.
     assert store.audit.purge_before("2026-11-03T00:00:00.000Z", retention) == 0
     assert store.audit.count() == 2
+
+
+def test_conversations_and_ratings_on_both_backends(store: Store) -> None:
+    table = store.conversations
+    conv = table.create("key:a", "New chat")
+    assert table.add_message("key:a", conv["id"], "user", "How long is leave?")
+    assert table.add_message("key:a", conv["id"], "assistant", "25 days.", "rid-1", {"status": "ok"})
+    assert not table.add_message("key:b", conv["id"], "user", "not mine")  # another owner's: nothing written
+    assert table.get("key:b", conv["id"]) is None
+    table.rate("rid-1", "key:a", "up", None)
+    table.rate("rid-1", "key:a", "down", "vague")  # the second rating replaces the first
+    got = table.get("key:a", conv["id"])
+    assert got is not None and [m["role"] for m in got["messages"]] == ["user", "assistant"]
+    assert (got["messages"][1]["status"], got["messages"][1]["rating"]) == ("ok", "down")
+    rows, counts = table.feedback(None, 10, 0)
+    assert [(r["request_id"], r["comment"]) for r in rows] == [("rid-1", "vague")] and counts == {"down": 1}
+    table.drop_last_answer("key:a", conv["id"])
+    assert [m["role"] for m in table.get("key:a", conv["id"])["messages"]] == ["user"]  # type: ignore[index]
+    assert table.rename("key:a", conv["id"], "Leave") and not table.rename("key:b", conv["id"], "x")
+    assert table.of_owner("key:a", 10, 0)[0][0]["title"] == "Leave" and table.of_owner("key:b", 10, 0)[1] == 0
+    assert not table.delete("key:b", conv["id"]) and table.delete("key:a", conv["id"])
+    assert table.get("key:a", conv["id"]) is None

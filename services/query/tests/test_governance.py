@@ -337,6 +337,7 @@ def test_a_failing_audit_write_keeps_the_answer_unless_fail_closed(
             assert resp.status_code == 500 and resp.json()["reason_code"] == "INTERNAL_ERROR"
             assert "audit" in resp.json()["message"]
             assert stream[-2][0] == "fallback" and stream[-2][1]["discard_answer"] is True
+            assert "audit log" in stream[-2][1]["message"]
         else:
             assert resp.status_code == 200 and "25 days" in resp.json()["answer"]
             assert stream[-1][1]["status"] == "ok"

@@ -32,6 +32,7 @@ class QueryMetric:
     CACHE: Final = "cairn_qs_cache"
     FALLBACKS: Final = "cairn_qs_fallbacks"
     RETRIEVAL_LATENCY: Final = "cairn_qs_retrieval_latency_seconds"
+    FEEDBACK: Final = "cairn_qs_feedback"
 
 
 class BffMetric:

@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from .auth import ApiGuardMiddleware, Limits
+from .history import MemoryRing, RedisRing, Ring, Sampler, sampling
 from .metrics import BffMetrics
 from .proxy import Upstream
 from .routes import ROUTES
@@ -45,6 +46,13 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
             app.state.settings = settings
             app.state.qs = Upstream("query service", qs_http, tracer, app.state.metrics)
             app.state.gateway = Upstream("LLM gateway", [gw_http], tracer, app.state.metrics)
+            # The dashboard's history; entered after the clients, so the sampler stops before they close.
+            size, sample_s = settings.dashboard_points, settings.dashboard_sample_s
+            ring: Ring = RedisRing(redis, size, sample_s) if redis is not None else MemoryRing(size)
+            app.state.history = ring
+            if sample_s > 0:
+                sampler = Sampler(app.state.gateway, app.state.qs, ring, sample_s, settings.metrics_timeout_s)
+                await stack.enter_async_context(sampling(sampler))
             yield
 
     metrics = BffMetrics()

@@ -195,7 +195,12 @@ class ApiGuardMiddleware:
         if wait > 0:
             await self._limited(scope, receive, send, f"Too many requests; retry in {wait:.1f} s.", wait)
             return
-        costly = (scope["method"], scope["path"].rstrip("/")) in _COSTLY
+        path = scope["path"].rstrip("/")
+        costly = (scope["method"], path) in _COSTLY or (
+            scope["method"] == "POST"
+            and path.startswith("/api/conversations/")
+            and path.endswith("/messages")
+        )
         ticket = await limits.inflight.enter(identity) if costly else None
         if costly and ticket is None:
             limit = limits.inflight.limit

@@ -33,8 +33,9 @@ def _gauge_by(samples: list[Sample], name: str, label: str) -> dict[str, float]:
     return {s.labels.get(label, ""): s.value for s in samples if s.name == name}
 
 
-def histogram(samples: list[Sample], name: str) -> dict[str, float | None]:
-    """Count, mean and bucket-estimated p50/p95 of a histogram, summed over its labels."""
+def histogram(samples: list[Sample], name: str) -> dict[str, Any]:
+    """Count, mean and bucket-estimated p50/p95 of a histogram, summed over its labels; with its cumulative
+    finite buckets as `[le, count]` pairs, so the dashboard's sampler can tell what one interval added."""
     buckets: dict[float, float] = defaultdict(float)
     count = total = 0.0
     for s in samples:
@@ -47,12 +48,13 @@ def histogram(samples: list[Sample], name: str) -> dict[str, float | None]:
     return {
         "count": count,
         "mean": total / count if count else None,
-        "p50": _quantile(buckets, count, 0.5),
-        "p95": _quantile(buckets, count, 0.95),
+        "p50": quantile(buckets, count, 0.5),
+        "p95": quantile(buckets, count, 0.95),
+        "buckets": [[le, buckets[le]] for le in sorted(buckets) if not math.isinf(le)],
     }
 
 
-def _quantile(buckets: dict[float, float], count: float, q: float) -> float | None:
+def quantile(buckets: dict[float, float], count: float, q: float) -> float | None:
     # Linear interpolation inside the bucket, as PromQL's histogram_quantile does.
     if not count:
         return None
@@ -97,6 +99,8 @@ def query_summary(samples: list[Sample]) -> dict[str, Any]:
         "fallbacks_by_reason": _sum_by(samples, total(m.FALLBACKS), "reason_code"),
         "cache": _sum_by(samples, total(m.CACHE), "result"),
         "retrieval_latency_s": histogram(samples, m.RETRIEVAL_LATENCY),
+        # Ratings of answers since QS started (GET /admin/feedback has them all, from the store).
+        "feedback": {"up": 0.0, "down": 0.0, **_sum_by(samples, total(m.FEEDBACK), "rating")},
     }
 
 

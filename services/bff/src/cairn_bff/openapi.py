@@ -21,6 +21,7 @@ from cairn_core import (
     ErrorEvent,
     JSONResponse,
     Operation,
+    Param,
     ReasonCode,
     Reply,
     json_loads,
@@ -31,7 +32,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .schemas import BffReady, DashboardData
+from .schemas import BffReady, DashboardData, DashboardSeries
 
 REF = "#/components/schemas/{model}"
 # (upstream, its path, the BFF's path, methods): routes.py forwards each of these.
@@ -43,6 +44,11 @@ PROXIED = [
     ("qs", "/v1/search", "/api/search", ("post",)),
     ("gateway", "/v1/models", "/api/models", ("get",)),
     ("gateway", "/readyz", "/api/status", ("get",)),
+    ("qs", "/v1/conversations", "/api/conversations", ("get", "post")),
+    ("qs", "/v1/conversations/{conv_id}", "/api/conversations/{conv_id}", ("get", "patch", "delete")),
+    ("qs", "/v1/conversations/{conv_id}/messages", "/api/conversations/{conv_id}/messages", ("post",)),
+    ("qs", "/v1/feedback", "/api/feedback", ("post",)),
+    ("qs", "/admin/feedback", "/api/admin/feedback", ("get",)),
     ("qs", "/admin/audit", "/api/admin/audit", ("get",)),
     ("qs", "/admin/audit/verify", "/api/admin/audit/verify", ("get",)),
 ]
@@ -73,6 +79,16 @@ OWN = [
         "One poll of the dashboard: every service's metrics, summarised",
         {200: Reply(DashboardData)},
         errors=(401, 429),
+        security=API_SECURITY,
+        tags=["dashboard"],
+    ),
+    Operation(
+        "GET",
+        "/api/dashboard/series",
+        "The dashboard's charts: one point per sampling interval over the last hour (`?since=` for newer)",
+        {200: Reply(DashboardSeries)},
+        errors=(400, 401, 429),
+        params=[Param("since", "query", {"type": "number"}, description="only points with a larger `t`")],
         security=API_SECURITY,
         tags=["dashboard"],
     ),

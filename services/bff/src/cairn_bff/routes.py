@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
+import secrets
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -45,6 +48,16 @@ def _owner(request: Request) -> dict[str, str]:
     return {OWNER_HEADER: owner} if owner else {}
 
 
+def _conversation_owner(request: Request) -> dict[str, str]:
+    """Who a conversation belongs to: the API key, else this browser's session cookie, else (a local tool
+    without cookies) the local user."""
+    owner = getattr(request.state, "owner", None)
+    session = request.cookies.get(SESSION_COOKIE)
+    if owner == "local" and session:
+        owner = "session:" + hashlib.sha256(session.encode()).hexdigest()[:16]
+    return {OWNER_HEADER: owner} if owner else {}
+
+
 def _segment(request: Request, name: str) -> str:
     # Path parameters are decoded by Starlette; encode again so an id can never change the upstream path.
     return quote(request.path_params[name], safe="")
@@ -53,8 +66,17 @@ def _segment(request: Request, name: str) -> str:
 # --- the page ------------------------------------------------------------------------------------------------
 
 
+SESSION_COOKIE = "cairn_session"
+
+
 async def index(request: Request) -> Response:
-    return FileResponse(STATIC_DIR / "index.html", headers=_NO_CACHE)
+    response = FileResponse(STATIC_DIR / "index.html", headers=_NO_CACHE)
+    if not request.cookies.get(SESSION_COOKIE):
+        # In local mode, conversations belong to this browser: the cookie names it (never sent to scripts).
+        response.set_cookie(
+            SESSION_COOKIE, secrets.token_urlsafe(24), max_age=365 * 86400, httponly=True, samesite="strict"
+        )
+    return response
 
 
 async def dashboard_page(request: Request) -> Response:
@@ -159,6 +181,88 @@ async def dashboard_data(request: Request) -> Response:
     )
 
 
+# --- /api/conversations and /api/feedback -------------------------------------------------------------------
+
+
+async def conversations(request: Request) -> Response:
+    qs, owner = _qs(request), _conversation_owner(request)
+    if request.method == "GET":
+        params = request.query_params.multi_items()
+        return await qs.forward(request, "GET", "/v1/conversations", params=params, extra_headers=owner)
+    body = await request.body()
+    return await qs.forward(
+        request,
+        "POST",
+        "/v1/conversations",
+        content=body,
+        content_type="application/json",
+        extra_headers=owner,
+    )
+
+
+async def conversation(request: Request) -> Response:
+    path = f"/v1/conversations/{_segment(request, 'conv_id')}"
+    body = await request.body() if request.method == "PATCH" else None
+    ctype = "application/json" if body is not None else None
+    return await _qs(request).forward(
+        request,
+        request.method,
+        path,
+        content=body,
+        content_type=ctype,
+        extra_headers=_conversation_owner(request),
+    )
+
+
+async def conversation_message(request: Request) -> Response:
+    path = f"/v1/conversations/{_segment(request, 'conv_id')}/messages"
+    body = await request.body()
+    parsed = await parse_json_body(request, ChatProxyRequest)
+    owner = _conversation_owner(request)
+    if parsed.stream:
+        return await _qs(request).open_stream(request, path, body, owner)
+    return await _qs(request).forward(
+        request, "POST", path, content=body, content_type="application/json", extra_headers=owner
+    )
+
+
+async def feedback(request: Request) -> Response:
+    body = await request.body()
+    return await _qs(request).forward(
+        request,
+        "POST",
+        "/v1/feedback",
+        content=body,
+        content_type="application/json",
+        extra_headers=_owner(request),
+    )
+
+
+async def dashboard_series(request: Request) -> Response:
+    """The charts' points from the history the sampler keeps (history.py): nothing is scraped here. With
+    `?since=<t>` only the points after `t` (a point's `t`), so a page that has the hour asks for what is new."""
+    settings = request.app.state.settings
+    since = request.query_params.get("since") or "-inf"
+    try:
+        after = float(since)
+    except ValueError:
+        after = math.nan
+    if math.isnan(after) or after == math.inf:
+        raise BadRequest("since must be a time in seconds since the epoch (a point's t).")
+    points, source = await request.app.state.history.points()
+    # Never older than the history, even if Redis still holds points of a deployment that stopped a while ago.
+    after = max(after, time.time() - settings.dashboard_history_s)
+    return JSONResponse(
+        {
+            "sample_s": settings.dashboard_sample_s,
+            "history_s": settings.dashboard_history_s,
+            "source": source,
+            "points": [p for p in points if p["t"] > after],
+        },
+        headers=_NO_CACHE,
+    )
+
+
 # --- /api/admin: the audit log, for the operator (the guard admits the admin key only) ------------------------
 
 
@@ -172,6 +276,16 @@ async def admin_audit(request: Request) -> Response:
         request,
         "GET",
         "/admin/audit",
+        params=request.query_params.multi_items(),
+        extra_headers=_qs_admin(request),
+    )
+
+
+async def admin_feedback(request: Request) -> Response:
+    return await _qs(request).forward(
+        request,
+        "GET",
+        "/admin/feedback",
         params=request.query_params.multi_items(),
         extra_headers=_qs_admin(request),
     )
@@ -219,6 +333,12 @@ ROUTES = [
     Route("/api/models", models, methods=["GET"]),
     Route("/api/status", model_status, methods=["GET"]),
     Route("/api/dashboard", dashboard_data, methods=["GET"]),
+    Route("/api/conversations", conversations, methods=["GET", "POST"]),
+    Route("/api/conversations/{conv_id}", conversation, methods=["GET", "PATCH", "DELETE"]),
+    Route("/api/conversations/{conv_id}/messages", conversation_message, methods=["POST"]),
+    Route("/api/feedback", feedback, methods=["POST"]),
+    Route("/api/admin/feedback", admin_feedback, methods=["GET"]),
+    Route("/api/dashboard/series", dashboard_series, methods=["GET"]),
     Route("/api/admin/audit", admin_audit, methods=["GET"]),
     Route("/api/admin/audit/verify", admin_audit_verify, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),

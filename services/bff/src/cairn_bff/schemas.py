@@ -34,6 +34,32 @@ class DashboardData(BaseModel):
     bff: dict[str, Any]
 
 
+class ServicesUp(BaseModel):
+    gateway: bool
+    query: bool
+
+
+class DashboardPoint(BaseModel):
+    """One sampling interval (history.py, series.py); a series is null where its service did not answer."""
+
+    t: float  # the interval's end, seconds since the epoch
+    interval_s: float
+    ttft_p50_s: float | None  # of the streams that started in the interval; null when none did
+    ttft_p95_s: float | None
+    tokens_per_s: float | None  # completion tokens generated, over the interval
+    requests_per_min: dict[str, float] | None  # gateway requests by outcome (ok, fallback, error)
+    fallbacks_per_min: dict[str, float] | None  # gateway and QS fallbacks by reason code
+    queue_depth: float | None  # requests waiting for a generation slot, at the interval's end
+    up: ServicesUp
+
+
+class DashboardSeries(BaseModel):
+    sample_s: float
+    history_s: float
+    source: Literal["memory", "redis"]
+    points: list[DashboardPoint]  # oldest first
+
+
 class BffReady(BaseModel):
     status: Literal["ready"]
     query_service: Literal["up"]

@@ -30,6 +30,10 @@ class BffSettings(BaseSettings):
     upstream_timeout_s: float = Field(120.0, gt=0)  # a whole non-stream answer / gap between stream bytes
     connect_timeout_s: float = Field(5.0, gt=0)
     metrics_timeout_s: float = Field(2.0, gt=0)  # dashboard scrapes of the services' /metrics
+    # The dashboard's charts: the services' /metrics are sampled this often, and the last
+    # BFF_DASHBOARD_HISTORY_S kept (in Redis with CAIRN_REDIS_URL, shared by replicas). 0 = no sampling.
+    dashboard_sample_s: float = Field(10.0, ge=0)
+    dashboard_history_s: float = Field(3600.0, gt=0)
     # Sent on every hop to QS and the gateway, which require it when it is set (cairn_core _auth).
     internal_token: SecretStr | None = Field(None, validation_alias="CAIRN_INTERNAL_TOKEN")
 
@@ -85,6 +89,15 @@ class BffSettings(BaseSettings):
     @cached_property
     def qs_url_list(self) -> list[str]:
         return split_urls(self.qs_urls, self.qs_url)
+
+    @cached_property
+    def dashboard_points(self) -> int:
+        """How many points the history holds: one per sample over BFF_DASHBOARD_HISTORY_S (360 by default)."""
+        return (
+            max(1, round(self.dashboard_history_s / self.dashboard_sample_s))
+            if self.dashboard_sample_s
+            else 1
+        )
 
     @cached_property
     def key_list(self) -> list[bytes]:

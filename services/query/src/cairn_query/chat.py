@@ -59,6 +59,8 @@ def fallback_provider_message(provider: str | None, code: ReasonCode | str | Non
 def fallback_message(code: ReasonCode, detail: str | None = None) -> str:
     if code is ReasonCode.NO_CONTEXT:
         return NO_CONTEXT_MESSAGE
+    if code is ReasonCode.INTERNAL_ERROR and detail:
+        return f"{detail} Here are the most relevant passages from your documents."
     if code is ReasonCode.POLICY_REJECTED:
         because = f": {detail}" if detail else ""
         return (

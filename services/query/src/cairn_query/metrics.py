@@ -49,7 +49,7 @@ class QueryMetrics:
         self.policy_reloads = Counter(
             "cairn_qs_policy_reloads", "Policy reloads, by result (ok or refused)", ["result"], registry=r
         )
-        self.feedback = Counter("cairn_qs_feedback", "Ratings of answers, by rating", ["rating"], registry=r)
+        self.feedback = Counter(M.FEEDBACK, "Ratings of answers, by rating", ["rating"], registry=r)
         self.audit_failures = Counter(
             "cairn_qs_audit_failures", "Audit records that could not be written", registry=r
         )

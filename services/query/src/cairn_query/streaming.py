@@ -72,10 +72,15 @@ async def chat_events(
             done_sent = frame.startswith(b"event: done")
             yield frame
     except Exception as exc:
-        log.error("chat_stream_failed", exc_info=exc)
+        relay = None
+        if isinstance(exc, AuditUnavailable):  # QS_AUDIT_FAIL_CLOSED: the answer drawn must go
+            relay = _Relay()
+            relay.detail = exc.message
+        else:
+            log.error("chat_stream_failed", exc_info=exc)
         if not done_sent:
             async for frame in _fallback(
-                service, turn, ReasonCode.INTERNAL_ERROR, True, started, None, fields
+                service, turn, ReasonCode.INTERNAL_ERROR, True, started, relay, fields
             ):
                 yield frame
 

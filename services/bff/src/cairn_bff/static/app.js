@@ -220,6 +220,12 @@ function renderSourcesAsResults(a) {
   a.parts.sources.replaceChildren(el("h4", "", "Most relevant passages"), list);
 }
 
+// A policy rule with action "warn" found something; the answer stands, with this beside it.
+function showWarning(a, w) {
+  a.parts.warnings.hidden = false;
+  a.parts.warnings.append(el("p", "warning", "⚠ " + w.message + " (" + w.rule + ")"));
+}
+
 function showNotice(a, kind, title, message) {
   a.parts.notice.hidden = false;
   a.parts.notice.className = "notice " + kind;
@@ -249,9 +255,7 @@ function handleEvent(a, name, data) {
       renderAnswer(a);
       break;
     case "warning":
-      // A policy rule with action "warn" found something; the answer stands, with this beside it.
-      a.parts.warnings.hidden = false;
-      a.parts.warnings.append(el("p", "warning", "⚠ " + data.message + " (" + data.rule + ")"));
+      showWarning(a, data);
       break;
     case "fallback":
       a.fallback = data;
@@ -312,24 +316,29 @@ function setBusy(busy) {
   $("stop-btn").disabled = !busy;
 }
 
-async function ask(question) {
+// Ask `question` in the open conversation (one is created on the first question), or, with
+// `opts.regenerate`, answer its last question again.
+async function ask(question, opts) {
+  const regenerate = Boolean(opts && opts.regenerate);
   const messages = $("messages");
-  messages.append(el("article", "msg user", question));
+  if (!regenerate) messages.append(el("article", "msg user", question));
   const a = newAnswer();
   messages.append(a.box);
   const controller = new AbortController();
   current = { controller, a };
   setBusy(true);
-  const body = { query: question, stream: true };
+  const body = regenerate ? { regenerate: true, stream: true } : { content: question, stream: true };
   const model = $("model-select").value;
   if (model) body.model = model;
   try {
-    const resp = await api("/api/chat", {
+    const id = await Cairn.ensureConversation();
+    const resp = await api("/api/conversations/" + encodeURIComponent(id) + "/messages", {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
       body: JSON.stringify(body),
       signal: controller.signal,
     });
+    a.requestId = resp.headers.get("X-Request-ID");
     await readSSE(resp, (name, data) => handleEvent(a, name, data));
     if (a.box.dataset.state === "streaming") {
       a.box.dataset.state = "error";
@@ -347,6 +356,9 @@ async function ask(question) {
   } finally {
     current = null;
     setBusy(false);
+    Cairn.addActions(a);
+    Cairn.refreshActions();
+    Cairn.loadConversations(); // the first question titles the chat; the list is newest first
     messages.scrollTop = messages.scrollHeight;
   }
 }
@@ -399,7 +411,11 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
   $("stop-btn").addEventListener("click", () => { if (current) current.controller.abort(); });
+  $("new-chat").addEventListener("click", () => Cairn.newChat());
   loadModels();
   loadDocs();
   pollStatus();
+  const open = conversationFromHash();
+  if (open) Cairn.openConversation(open);
+  Cairn.loadConversations();
 });

@@ -95,6 +95,7 @@ async function openRecord(rec) {
     ["Key", rec.key_id || "–"], ["Collection", rec.collection || "all"],
     ["Latency", rec.latency_ms + " ms"], ["Tokens", (rec.prompt_tokens || 0) + " in, " + (rec.completion_tokens || 0) + " out"],
     ["Trace", rec.trace_id || "–"],
+    ["Rating", rec.feedback ? rec.feedback.rating + (rec.feedback.comment ? ": " + rec.feedback.comment : "") : "–"],
   ];
   $("rec-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", "", k), el("dd", "", v)]));
   $("rec-question").textContent = rec.question || "";

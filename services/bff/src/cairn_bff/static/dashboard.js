@@ -98,6 +98,8 @@ function render(d) {
       ["requests", fmtNum(qs.requests_total)],
       ...entries(qs.cache).map(([k, v]) => ["cache " + k, fmtNum(v)]),
       ["retrieval p50", fmtSeconds(qs.retrieval_latency_s.p50)],
+      ["answers rated 👍", fmtNum(qs.feedback.up)],
+      ["answers rated 👎", fmtNum(qs.feedback.down)],
     ]);
   } else {
     fillTable("qs-table", [["query service", "unreachable (" + qs.error + ")", "down"]]);
