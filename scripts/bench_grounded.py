@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cairn_core import ContextChunk
+from cairn_core import ContextChunk, iter_sse
 from cairn_testing import ServerProcess, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def pct(data: list[float], q: float) -> float:
 
 def sample_prompt() -> tuple[str, list[Any]]:
     """The extractive prompt for a typical question: six sentences from the evaluation documents."""
-    from cairn_gateway.models import extractive
+    from cairn_gateway.in_process import extractive
 
     docs = {d["id"]: d for d in load("documents.jsonl")}
     chunks = [
@@ -62,7 +62,7 @@ def sample_prompt() -> tuple[str, list[Any]]:
 
 
 def raw_model(threads_list: list[int]) -> dict[str, Any]:
-    from cairn_gateway.models import resolve_gguf
+    from cairn_gateway.in_process import resolve_gguf
     from cairn_gateway.settings import GatewaySettings
 
     settings = GatewaySettings(provider="llamacpp")
@@ -72,7 +72,7 @@ def raw_model(threads_list: list[int]) -> dict[str, Any]:
 
 def measure(path: str, threads: int) -> dict[str, Any]:
     import numpy as np
-    from cairn_gateway.models import extractive
+    from cairn_gateway.in_process import extractive
     from cairn_gateway.providers.llamacpp import _digit_tokens, json_grammar
     from llama_cpp import Llama, LlamaGrammar, llama_get_logits_ith
 
@@ -199,14 +199,11 @@ def ask_stream(client: httpx.Client, question: str) -> dict[str, Any]:
     first: float | None = None
     status = None
     with client.stream("POST", "/api/chat", json={"query": question, "stream": True}) as resp:
-        name = ""
-        for line in resp.iter_lines():
-            if line.startswith("event:"):
-                name = line[6:].strip()
-                if name == "delta" and first is None:
-                    first = time.perf_counter() - t0
-            elif line.startswith("data:") and name == "done":
-                status = json.loads(line[5:]).get("status")
+        for event in iter_sse(resp.iter_bytes()):
+            if event.event == "delta" and first is None:
+                first = time.perf_counter() - t0
+            elif event.event == "done":
+                status = event.json().get("status")
     return {"first_delta_s": first, "total_s": time.perf_counter() - t0, "status": status}
 
 

@@ -12,7 +12,6 @@ Targets: generation ≥ 0.95× direct tokens/s, embeddings ≥ 0.9× direct embe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -32,12 +31,10 @@ EMBED_TEXTS = [
 
 
 def _sse_events(resp: httpx.Response):  # type: ignore[no-untyped-def]
-    name = "message"
-    for line in resp.iter_lines():
-        if line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            yield name, json.loads(line[5:])
+    from cairn_core import iter_sse
+
+    for event in iter_sse(resp.iter_bytes()):
+        yield event.event, event.json()
 
 
 def gen_direct(llm: Any, prompt: str, max_tokens: int, stops: list[str]) -> tuple[float, float, int]:
@@ -107,8 +104,8 @@ def main() -> int:
     args, _ = parser.parse_known_args()
 
     from cairn_core import ChatMessage
-    from cairn_gateway.models import resolve_gguf
-    from cairn_gateway.models.prompt import FORMAT_STOPS, render_prompt
+    from cairn_gateway.in_process import resolve_gguf
+    from cairn_gateway.in_process.base_prompt import FORMAT_STOPS, render_prompt
     from cairn_gateway.providers.onnx_embed import MAX_TOKENS, tokenizer_path
     from cairn_testing import start_server
 

@@ -21,7 +21,7 @@ up() {
   # The same file the gateway's llamacpp provider uses: assembled once from the PyPI parts, sha256-checked.
   local model
   model=$(LLM_MODEL_PATH="" "$PY" -c "
-from cairn_gateway.models import resolve_gguf
+from cairn_gateway.in_process import resolve_gguf
 import os
 print(resolve_gguf(os.environ.get('LOCAL_LLM_MODEL_PATH'), os.environ.get('LLM_MODEL_CACHE_DIR'))[0])")
   echo "==> starting llama.cpp server with $(basename "$model") on http://$HOST:$PORT/v1 (log: $LOG)"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cairn_testing import ServerProcess, start_server
+from cairn_testing import ServerProcess, start_gateway, start_server
 
 QS_APP = Path(__file__).resolve().parents[1] / "services" / "query" / "src" / "cairn_query" / "app.py"
 
@@ -45,20 +45,10 @@ def start_stack(
     env = {"CAIRN_INTERNAL_TOKEN": INTERNAL_TOKEN, **(env or {})}
     gateway_env = gateway_env or {}
     toy_embedder = {**env, **gateway_env}.get("LLM_EMBED_PROVIDER", "toy") == "toy"
-    gateway = start_server(
-        "gateway",
-        ["cairn_gateway"],
-        env={
-            "LLM_PORT": "{port}",
-            "LLM_PROVIDER": "toy",
-            "LLM_EMBED_PROVIDER": "toy",
-            "LLM_TOY_DELAY_MS": str(toy_delay_ms),
-            "LLM_FALLBACK_PROVIDERS": "",  # tests that want the chain say so
-            **env,
-            **gateway_env,
-        },
+    gateway = start_gateway(
         # A gateway whose model is down is alive but not ready; the stack must still start to show fallbacks.
         health_path="/healthz" if gateway_env else "/readyz",
+        **{"LLM_TOY_DELAY_MS": str(toy_delay_ms), **env, **gateway_env},
     )
     started = [gateway]
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cairn_testing import free_port
+from cairn_testing import free_port, wait_for
 
 from .axe import assert_no_serious_violations
 from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
@@ -127,10 +127,12 @@ def test_chat_page_end_to_end(stack: Stack, tmp_path: Path) -> None:
             expect(second).to_have_attribute("data-state", "stopped")
             expect(second.locator(".footer")).to_contain_text("Stopped")
             expect(page.locator("#send-btn")).to_be_enabled()
-            deadline = time.monotonic() + 10
-            while _cancelled_generations(stack) <= cancelled_before and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert _cancelled_generations(stack) > cancelled_before, "the gateway never saw the cancel"
+            wait_for(
+                lambda: _cancelled_generations(stack) > cancelled_before,
+                "the gateway to see the cancel",
+                10,
+                0.1,
+            )
 
             # A question with no context shows the fallback notice, unmistakably.
             page.fill("#question", "zyxwv qwerty plugh xyzzy")
@@ -195,20 +197,12 @@ def test_model_down_shows_an_unmistakable_fallback(tmp_path: Path) -> None:
 def test_an_unsupported_answer_is_withdrawn_and_the_page_says_why(tmp_path: Path) -> None:
     """A real OpenAI-compatible server cites a real chunk but invents a number: the text it streamed is struck
     through, its citations go, and the notice names the number that the sources do not hold."""
-    from cairn_testing import start_server
+    from cairn_testing import gateway_env, start_fake_openai
     from playwright.sync_api import expect, sync_playwright
 
     executable = ensure_chromium()
-    fake = start_server("fake-openai", ["cairn_testing.fake_openai", "--port", "{port}"])
-    stack = start_stack(
-        tmp_path,
-        gateway_env={
-            "LLM_PROVIDER": "openai_compat",
-            "LLM_BASE_URL": f"{fake.url}/v1",
-            "LLM_MODEL": "fake-model",
-            "LLM_EMBED_PROVIDER": "toy",
-        },
-    )
+    fake = start_fake_openai()
+    stack = start_stack(tmp_path, gateway_env=gateway_env(fake))
     try:
         doc = {"id": "leave", "title": "Leave policy", "text": HANDBOOK}
         assert httpx.post(f"{stack.bff.url}/api/documents", json=doc, timeout=30).status_code in (200, 201)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cairn_testing import RedisServer, ServerProcess, start_redis, start_server
+from cairn_core import GatewayMetric, total
+from cairn_testing import RedisServer, ServerProcess, start_redis, start_server, wait_for
 from redis import Redis as SyncRedis
 
 from .axe import assert_no_serious_violations
@@ -38,21 +39,12 @@ def _series(url: str, **params: Any) -> dict[str, Any]:
     return r.json()
 
 
-def _wait_until(what: str, check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _gateway_requests(stack: Stack) -> float:
     text = httpx.get(f"{stack.gateway.url}/metrics").text
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("cairn_gateway_requests_total{")
+        if line.startswith(total(GatewayMetric.REQUESTS) + "{")
     )
 
 
@@ -82,7 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def test_the_sampler_turns_the_gateways_traffic_into_points(stack: Stack) -> None:
     # A quiet moment: what the points account for so far, against the gateway's own counter.
-    _wait_until("a first point", lambda: _series(stack.bff.url)["points"])
+    wait_for(lambda: _series(stack.bff.url)["points"], "a first point", 20, 0.1)
     time.sleep(2 * SAMPLE_S)
     quiet_points, quiet_gateway = _series(stack.bff.url)["points"], _gateway_requests(stack)
     start = quiet_points[-1]["t"]
@@ -95,7 +87,7 @@ def test_the_sampler_turns_the_gateways_traffic_into_points(stack: Stack) -> Non
         new = _series(stack.bff.url, since=start)["points"]
         return new if _requests_in(new) >= end_gateway - quiet_gateway - 0.01 else None
 
-    new = _wait_until("the points to account for the new requests", caught_up)
+    new = wait_for(caught_up, "the points to account for the new requests", 20, 0.1)
     # Every request the gateway counted is in the points, once (rates are rounded to 4 digits).
     assert _requests_in(new) == pytest.approx(end_gateway - quiet_gateway, abs=0.05)
     busy = [p for p in new if p["ttft_p50_s"] is not None]

@@ -5,12 +5,10 @@ and answered with search results after having streamed the backup's text."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from cairn_testing import ServerProcess, parse_sse, start_server
+from cairn_testing import ServerProcess, parse_sse
 
 from .conftest import Stack, needs_query_service, start_stack
 
@@ -21,13 +19,6 @@ DOC = {
     "text": "The keeper logs the tide every four hours. The log book is kept in the lamp room.",
 }
 QUESTION = "How often does the keeper log the tide?"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[ServerProcess]:
-    srv = start_server("fake-openai", ["cairn_testing.fake_openai", "--port", "{port}"])
-    yield srv
-    srv.stop()
 
 
 def ask(stack: Stack, question: str, stream: bool = False) -> httpx.Response:

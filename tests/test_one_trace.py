@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cairn_testing import wait_for
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from .conftest import needs_query_service, start_stack
@@ -129,24 +129,19 @@ def test_one_chat_request_is_one_trace_across_all_three_services(
         assert "event: delta" in body and body.rstrip().split("\n\n")[-1].startswith("event: done")
 
         # The BFF's access line names the trace it started for this request id.
-        deadline = time.monotonic() + 15
-        trace_id = None
-        while trace_id is None and time.monotonic() < deadline:
-            trace_id = next(
-                (ln["trace_id"] for ln in _log_lines(stack.bff.log_path) if ln.get("request_id") == rid), None
-            )
-            time.sleep(0.1)
-        assert trace_id, "no BFF log line carries the request id"
+        def bff_trace_id() -> str | None:
+            lines = _log_lines(stack.bff.log_path)
+            return next((ln["trace_id"] for ln in lines if ln.get("request_id") == rid), None)
+
+        trace_id = wait_for(bff_trace_id, "a BFF log line that carries the request id", 15, 0.1)
 
         # Spans arrive in batches (every 0.5 s per process), and a parent ends, so is exported, after its
         # children: a child can be here while its parent is still in the next batch. Wait for the whole tree.
-        deadline = time.monotonic() + 15
-        spans: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
+        def whole_tree() -> list[dict[str, Any]] | None:
             spans = receiver.of_trace(trace_id)
-            if {s["service"] for s in spans} >= SERVICES and _tree_is_whole(spans):
-                break
-            time.sleep(0.2)
+            return spans if {s["service"] for s in spans} >= SERVICES and _tree_is_whole(spans) else None
+
+        spans = wait_for(whole_tree, f"the spans of trace {trace_id} from every service", 15, 0.2)
         services = {s["service"] for s in spans}
         assert services == SERVICES, f"spans of trace {trace_id} came from {services}"
     finally:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cairn_testing import ServerProcess, parse_sse, postgres, start_server
+from cairn_testing import ServerProcess, parse_sse, postgres, start_gateway, start_server
 
 from .conftest import INTERNAL_TOKEN, needs_query_service
 
@@ -28,17 +28,9 @@ REQUESTS, CONCURRENCY = 200, 16
 
 
 def _gateway(delay_ms: int = 0) -> ServerProcess:
-    env = {
-        "LLM_PORT": "{port}",
-        "LLM_PROVIDER": "toy",
-        "LLM_EMBED_PROVIDER": "toy",
-        "LLM_TOY_DELAY_MS": str(delay_ms),
-        "LLM_FALLBACK_PROVIDERS": "",
-        "LLM_MAX_CONCURRENCY": "64",
-        "LLM_QUEUE_SIZE": "64",
-        **TOKEN,
-    }
-    return start_server("gateway", ["cairn_gateway"], env=env, health_path="/readyz")
+    return start_gateway(
+        LLM_TOY_DELAY_MS=str(delay_ms), LLM_MAX_CONCURRENCY="64", LLM_QUEUE_SIZE="64", **TOKEN
+    )
 
 
 def _qs(store: Path | str, gateways: list[ServerProcess]) -> ServerProcess:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cairn_testing import ServerProcess, free_port, start_server
+from cairn_testing import ServerProcess, free_port, start_gateway, start_server
 
 from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
 
@@ -121,17 +121,7 @@ def test_a_service_without_the_token_refuses_to_listen_beyond_loopback(
 
 
 def test_without_a_token_a_loopback_service_stays_open_for_development(tmp_path: Path) -> None:
-    gw = start_server(
-        "gateway",
-        ["cairn_gateway"],
-        env={
-            "LLM_PORT": "{port}",
-            "LLM_PROVIDER": "toy",
-            "LLM_EMBED_PROVIDER": "toy",
-            "CAIRN_INTERNAL_TOKEN": "",
-        },
-        health_path="/readyz",
-    )
+    gw = start_gateway(CAIRN_INTERNAL_TOKEN="")
     try:
         assert httpx.get(f"{gw.url}/v1/models").status_code == 200
     finally:

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cairn_testing import RedisServer, ServerProcess, free_port, start_redis, start_server
+from cairn_testing import (
+    RedisServer,
+    ServerProcess,
+    free_port,
+    start_fake_openai,
+    start_gateway,
+    start_redis,
+    start_server,
+)
 from redis import Redis as SyncRedis
 
 from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
@@ -168,29 +176,14 @@ def test_an_answer_cached_by_one_qs_replica_is_a_hit_on_the_other_until_the_corp
     assert ask(qs2) == "hit"  # and the new answer is shared again
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[ServerProcess]:
-    srv = start_server(
-        "fake-openai", ["cairn_testing.fake_openai", "--port", "{port}"], health_path="/healthz"
-    )
-    yield srv
-    srv.stop()
-
-
 def _start_gateway(fake: ServerProcess, redis: RedisServer) -> ServerProcess:
-    env = {
-        "LLM_PORT": "{port}",
-        "LLM_PROVIDER": "openai_compat",
-        "LLM_BASE_URL": f"{fake.url}/v1",
-        "LLM_MODEL": "fake-model",
-        "LLM_EMBED_PROVIDER": "toy",
-        "LLM_RETRIES": "0",
-        "LLM_CIRCUIT_FAILURES": "2",
-        "LLM_CIRCUIT_RESET_MS": "3000",
-        "LLM_FALLBACK_PROVIDERS": "",
-        "CAIRN_REDIS_URL": redis.url,
-    }
-    return start_server("gateway", ["cairn_gateway"], env=env, health_path="/readyz")
+    return start_gateway(
+        fake,
+        LLM_RETRIES="0",
+        LLM_CIRCUIT_FAILURES="2",
+        LLM_CIRCUIT_RESET_MS="3000",
+        CAIRN_REDIS_URL=redis.url,
+    )
 
 
 def _upstream_requests(fake: ServerProcess) -> int:
@@ -249,22 +242,18 @@ def test_one_of_two_upstreams_answering_503_loses_nothing_and_its_circuit_opens_
     answered, and once replica A has seen the broken server fail, replica B stops calling it too."""
     import json
 
-    good = start_server("fake-good", ["cairn_testing.fake_openai", "--port", "{port}"])
-    broken = start_server("fake-503", ["cairn_testing.fake_openai", "--port", "{port}", "--fail-all", "503"])
+    good = start_fake_openai("fake-good")
+    broken = start_fake_openai("fake-503", "--fail-all", "503")
     upstreams = json.dumps([{"base_url": f"{f.url}/v1", "model": "fake-model"} for f in (broken, good)])
     env = {
-        "LLM_PORT": "{port}",
-        "LLM_PROVIDER": "openai_compat",
         "LLM_MODEL": "fake-model",
-        "LLM_EMBED_PROVIDER": "toy",
         "LLM_UPSTREAMS": upstreams,
         "LLM_CIRCUIT_FAILURES": "2",
         "LLM_CIRCUIT_RESET_MS": "60000",
-        "LLM_FALLBACK_PROVIDERS": "",
         "CAIRN_REDIS_URL": redis.url,
     }
-    a = start_server("gateway-a", ["cairn_gateway"], env=env, health_path="/readyz")
-    b = start_server("gateway-b", ["cairn_gateway"], env=env, health_path="/readyz")
+    a = start_gateway(name="gateway-a", provider="openai_compat", **env)
+    b = start_gateway(name="gateway-b", provider="openai_compat", **env)
 
     def deployment(gw: ServerProcess, fake: ServerProcess) -> dict:
         entry = next(m for m in httpx.get(f"{gw.url}/v1/models").json()["data"] if m["id"] == "fake-model")

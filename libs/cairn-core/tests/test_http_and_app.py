@@ -3,12 +3,12 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from cairn_core import make_http_client, service_app
 from cairn_core._http import ServiceClient
-from opentelemetry.trace import NoOpTracer
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -54,7 +54,8 @@ def test_the_startup_heap_is_frozen_once_the_lifespan_has_started() -> None:
         frozen_during_startup.append(gc.get_freeze_count())
         yield
 
-    app = service_app(routes=[], lifespan=lifespan, tracer=NoOpTracer(), max_body_bytes=1024)
+    settings = SimpleNamespace(log_level="INFO", max_body_bytes=1024)
+    app = service_app("cairn-tests", settings, routes=[], lifespan=lifespan)
     try:
         with TestClient(app):
             assert frozen_during_startup == [0]  # the service's own startup runs first ...

@@ -47,3 +47,27 @@ async def test_sse_from_raw_chunks_split_anywhere() -> None:
     # CRLF and bare CR both end lines, comments are skipped, data lines join with "\n", and the last event,
     # never closed by a blank line, is dropped as the SSE spec says.
     assert got == [("delta", '{"text":"café"}'), ("message", "a\nb")]
+
+
+def test_the_decoder_follows_the_standard_on_the_edges() -> None:
+    body = "\ufeffdata:  two spaces, one kept\n\nevent: empty\n\ndata\n\nevent: x\ndata: 1\nid: 7\nretry: 5\nbogus\n\n"
+    got = [(m.event, m.data) for m in cairn_core.decode_sse(body)]
+    # The byte-order mark goes; one space after the colon goes, not two; a block without data is no event; a
+    # field name alone is a field with an empty value; id, retry and unknown fields change nothing here.
+    assert got == [("message", " two spaces, one kept"), ("message", ""), ("x", "1")]
+
+
+def test_the_decoder_keeps_each_frame_for_a_relay() -> None:
+    frames = encode_event("meta", {"model": "m"}) + b": ping\n\n" + encode_event("delta", {"text": "a\nb"})
+    decoder = cairn_core.SSEDecoder(keep_raw=True)
+    got = [m for i in range(0, len(frames), 5) for m in decoder.feed(frames[i : i + 5])]
+    # LF-ended frames come back byte for byte (the comment-only block is no event, so nothing to relay).
+    assert b"".join(m.raw for m in got) == encode_event("meta", {"model": "m"}) + encode_event(
+        "delta", {"text": "a\nb"}
+    )
+
+
+def test_iter_sse_reads_a_blocking_stream_chunk_by_chunk() -> None:
+    raw = encode_event("delta", {"text": "é"}) + b"event: done\r\ndata: {}\r\n\r\n"
+    got = [(m.event, m.json()) for m in cairn_core.iter_sse(raw[i : i + 3] for i in range(0, len(raw), 3))]
+    assert got == [("delta", {"text": "é"}), ("done", {})]

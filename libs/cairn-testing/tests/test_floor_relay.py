@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from cairn_testing import ServerProcess, start_server
+from cairn_testing import ServerProcess, start_fake_openai, start_server
 
 BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi [[tokens:4]]"}]}
 
 
 @pytest.fixture(scope="module")
 def pair() -> tuple[ServerProcess, ServerProcess]:
-    fake = start_server("floor-fake", ["cairn_testing.fake_openai", "--port", "{port}"])
+    fake = start_fake_openai("floor-fake")
     relay = start_server(
         "floor-relay", ["cairn_testing.floor_relay", "--port", "{port}", "--upstream", fake.url]
     )

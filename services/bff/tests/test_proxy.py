@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import httpx
 import pytest
-from cairn_testing import ServerProcess, free_port
+from cairn_testing import ServerProcess, free_port, wait_for
 
 from .conftest import sse, start_bff
 
@@ -16,15 +13,6 @@ CHAT = "/api/chat"
 
 def _stats(upstream: ServerProcess) -> dict:
     return httpx.get(f"{upstream.url}/_stats").json()
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_stream_is_relayed_byte_for_byte(upstream: ServerProcess, bff: ServerProcess) -> None:
@@ -67,7 +55,7 @@ def test_browser_disconnect_cancels_upstream(upstream: ServerProcess, bff: Serve
     ):
         assert next(r.iter_raw()).startswith(b"event: sources")
     # The client is gone; the BFF must close its upstream stream, which the upstream sees as a cancel.
-    _wait_for(lambda: _stats(upstream)["cancelled"] > before, "the upstream stream to be cancelled")
+    wait_for(lambda: _stats(upstream)["cancelled"] > before, "the upstream stream to be cancelled")
     metrics = httpx.get(f"{bff.url}/metrics").text
     assert 'cairn_bff_streams_total{outcome="client_gone"}' in metrics
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cairn_testing import start_server
+from cairn_testing import ServerProcess, start_gateway, wait_for
 
 from .conftest import sse
 
@@ -29,19 +29,20 @@ def grounded(url: str, stream: bool = False) -> httpx.Response:
     return httpx.post(f"{url}/v1/generate", json={**body, "stream": stream}, timeout=60)
 
 
-def start_broken_gateway(tmp_path: Path, **env: str):  # type: ignore[no-untyped-def]
+def start_broken_gateway(tmp_path: Path, **env: str) -> ServerProcess:
+    """A gateway whose model file is missing, with the shipped fallback chain unless `env` changes it."""
     base = {
-        "LLM_PORT": "{port}",
-        "LLM_PROVIDER": "llamacpp",
         "LLM_MODEL_PATH": str(tmp_path / "missing.gguf"),
-        "LLM_EMBED_PROVIDER": "toy",
         "LLM_BUILD_STATUS_PATH": str(tmp_path / "llama-build.json"),
+        "LLM_FALLBACK_PROVIDERS": "sources",
     }
-    return start_server("gateway-degraded", ["cairn_gateway"], env={**base, **env}, health_path="/healthz")
+    return start_gateway(
+        name="gateway-degraded", provider="llamacpp", health_path="/healthz", **{**base, **env}
+    )
 
 
 def test_a_model_that_fails_to_load_leaves_the_gateway_degraded_and_answering(tmp_path: Path) -> None:
-    gw = start_broken_gateway(tmp_path)  # the shipped default chain: LLM_FALLBACK_PROVIDERS=sources
+    gw = start_broken_gateway(tmp_path)  # the shipped chain: LLM_FALLBACK_PROVIDERS=sources
     try:
         ready = httpx.get(f"{gw.url}/readyz")
         body = ready.json()
@@ -104,7 +105,7 @@ def test_readyz_reports_the_background_build_of_llama_cpp(tmp_path: Path) -> Non
 
 @pytest.mark.model
 def test_the_model_loads_by_itself_once_it_can_with_no_restart(tmp_path: Path) -> None:
-    from cairn_gateway.models import packaged_gguf
+    from cairn_gateway.in_process import packaged_gguf
 
     target = tmp_path / "missing.gguf"
     gw = start_broken_gateway(tmp_path, LLM_LOAD_RETRY_S="0.3", LLM_EMBED_PROVIDER="none")
@@ -114,10 +115,9 @@ def test_the_model_loads_by_itself_once_it_can_with_no_restart(tmp_path: Path) -
         # file changes (setup.sh writes it when the wheel is installed).
         os.symlink(packaged_gguf(None), target)
         (tmp_path / "llama-build.json").write_text(json.dumps({"state": "done", "started_at": time.time()}))
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{gw.url}/readyz").json()["status"] != "ready":
-            assert time.monotonic() < deadline, gw.log_text()[-3000:]
-            time.sleep(0.3)
+        wait_for(
+            lambda: httpx.get(f"{gw.url}/readyz").json()["status"] == "ready", "the model to load", 60, 0.3
+        )
         answer = grounded(gw.url).json()
         assert (
             answer["status"] == "ok" and answer["answered_by"] == "model" and answer["provider"] == "llamacpp"

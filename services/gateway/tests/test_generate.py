@@ -8,7 +8,7 @@ import time
 import uuid
 
 import httpx
-from cairn_testing import ServerProcess
+from cairn_testing import ServerProcess, wait_for
 
 from .conftest import sse, stats
 
@@ -157,7 +157,7 @@ def test_client_disconnect_cancels_upstream_stream(gateway: ServerProcess, fake:
             seen += line.startswith("event: delta")
             if seen >= 3:
                 break
-    _wait_for(lambda: rid in stats(fake)["disconnected"])
+    wait_for(lambda: rid in stats(fake)["disconnected"], "the fake server to see the disconnect", 5)
     sent = stats(fake)["tokens_sent"][rid]
     time.sleep(0.5)
     assert stats(fake)["tokens_sent"][rid] == sent  # nothing more is generated for a client that left
@@ -167,7 +167,7 @@ def test_client_disconnect_cancels_upstream_non_stream(gateway: ServerProcess, f
     rid = uuid.uuid4().hex
     with contextlib.suppress(httpx.ReadTimeout):
         post(gateway, {"prompt": "[[slow_first:3]]"}, rid, timeout=0.5)
-    _wait_for(lambda: rid in stats(fake)["disconnected"])
+    wait_for(lambda: rid in stats(fake)["disconnected"], "the fake server to see the disconnect", 5)
 
 
 def test_bad_input_gets_reason_codes(gateway: ServerProcess) -> None:
@@ -208,15 +208,6 @@ def test_models_health_and_metrics(gateway: ServerProcess) -> None:
     ):
         assert name in text, name
     assert 'reason_code="PROVIDER_TIMEOUT"' in text
-
-
-def _wait_for(cond, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_an_empty_admin_token_turns_admin_endpoints_off() -> None:

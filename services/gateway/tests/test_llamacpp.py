@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from cairn_testing import ServerProcess, start_server
+from cairn_core import iter_sse
+from cairn_testing import ServerProcess, wait_for
 
 from .conftest import generate, sse, start_llamacpp_gateway
 
@@ -115,12 +116,12 @@ def test_disconnect_stops_generation_within_a_token_or_two(gw: ServerProcess) ->
                     assert model_info(gw)["generating"] == 1  # a long generation is under way
                 if seen >= 3:
                     break  # abandoning the body (and leaving the block) closes the connection mid-stream
-    deadline = time.monotonic() + 10
-    info = model_info(gw)
-    while info["generating"] and time.monotonic() < deadline:
-        time.sleep(0.1)
+
+    def stopped() -> dict[str, Any] | None:
         info = model_info(gw)
-    assert info["generating"] == 0
+        return info if info["generating"] == 0 else None
+
+    info = wait_for(stopped, "the generation to stop", 10, 0.1)
     # The worker saw the cancel at the next token: at most 2 tokens ran after it.
     assert 1 <= info["tokens_after_cancel_last"] <= 2
     produced = info["tokens_generated"] - before
@@ -254,9 +255,8 @@ def test_first_delta_does_not_wait_for_the_whole_answer(gw: ServerProcess) -> No
     started = time.perf_counter()
     body = {"prompt": SEQUENCE, "max_tokens": 48, "temperature": 0, "stream": True}
     with httpx.stream("POST", f"{gw.url}/v1/generate", json=body, timeout=60) as resp:
-        for line in resp.iter_lines():
-            if line.startswith("event:"):
-                arrivals.append((line[6:].strip(), time.perf_counter() - started))
+        for event in iter_sse(resp.iter_bytes()):
+            arrivals.append((event.event, time.perf_counter() - started))
     deltas = [t for name, t in arrivals if name == "delta"]
     done = next(t for name, t in arrivals if name == "done")
     assert len(deltas) >= 10
@@ -266,14 +266,13 @@ def test_first_delta_does_not_wait_for_the_whole_answer(gw: ServerProcess) -> No
 
 def test_grounded_answers_in_json_mode_still_parse_and_cite_given_ids() -> None:
     """LLM_GROUNDED_MODE=json: the model writes the citation JSON under a grammar instead of picking."""
-    env = {"LLM_PORT": "{port}", "LLM_PROVIDER": "llamacpp", "LLM_EMBED_PROVIDER": "toy", "LLM_MODEL": ""}
-    srv = start_server(
+    srv = start_llamacpp_gateway(
         "gateway-llamacpp-json",
-        ["cairn_gateway"],
+        LLM_EMBED_PROVIDER="toy",
+        LLM_GROUNDED_MODE="json",
         # The grammar runs at a quarter of the free speed: generous timeouts, so a busy CI box is not a failure.
-        env={**env, "LLM_GROUNDED_MODE": "json", "LLM_MAX_CONCURRENCY": "1", "LLM_TIMEOUT_MS": "120000"},
-        health_path="/readyz",
-        timeout_s=120,
+        LLM_MAX_CONCURRENCY="1",
+        LLM_TIMEOUT_MS="120000",
     )
     try:
         assert model_info(srv)["grounded_mode"] == "json"

@@ -58,7 +58,7 @@ def write_with_template(src: Path, dst: Path, template: str) -> None:
 
 @pytest.fixture(scope="session")
 def templated_gguf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from cairn_gateway.models import packaged_gguf
+    from cairn_gateway.in_process import packaged_gguf
 
     dst = tmp_path_factory.mktemp("gguf") / "gemma-3-270m-with-template.gguf"
     write_with_template(packaged_gguf(), dst, GEMMA_TEMPLATE)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from cairn_core import CairnError, ChatMessage, ReasonCode, json_schema
-from cairn_gateway.models import check_memory, stream_in_thread
-from cairn_gateway.models.prompt import StopScanner, render_prompt
+from cairn_gateway.in_process import check_memory, stream_in_thread
+from cairn_gateway.in_process.base_prompt import StopScanner, render_prompt
 from cairn_gateway.providers.base import ProviderChunk, ProviderRequest
 from cairn_gateway.providers.llamacpp import LlamaCppProvider, budget_schema, json_grammar, response_schema
 from cairn_gateway.settings import GatewaySettings, ModelSpec
@@ -163,7 +163,7 @@ def test_budget_schema_does_not_change_its_input() -> None:
 
 def test_extractive_prompt_numbers_sentences_best_first_and_asks_for_one() -> None:
     from cairn_core import ContextChunk, check_grounded
-    from cairn_gateway.models import extractive
+    from cairn_gateway.in_process import extractive
 
     chunks = [
         ContextChunk(chunk_id="a:0", title="Mileage", text="The rate is 0.42 euros. Claims are monthly."),
@@ -287,13 +287,13 @@ GEMMA_TEMPLATE = (
 def test_prompt_format_is_the_template_when_the_gguf_has_one(
     setting: str, metadata: dict[str, str], expected: str
 ) -> None:
-    from cairn_gateway.models.chat_template import choose_format
+    from cairn_gateway.in_process.chat_template import choose_format
 
     assert choose_format(setting, metadata, "m.gguf") == expected
 
 
 def test_asking_for_a_template_the_gguf_lacks_is_refused() -> None:
-    from cairn_gateway.models.chat_template import choose_format
+    from cairn_gateway.in_process.chat_template import choose_format
 
     with pytest.raises(CairnError) as info:
         choose_format("chat_template", {}, "base.gguf")
@@ -301,7 +301,7 @@ def test_asking_for_a_template_the_gguf_lacks_is_refused() -> None:
 
 
 def test_chat_template_renders_gemma_turns_without_the_bos_text() -> None:
-    from cairn_gateway.models.chat_template import ChatTemplate
+    from cairn_gateway.in_process.chat_template import ChatTemplate
 
     tpl = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
     msgs = [
@@ -318,7 +318,7 @@ def test_chat_template_renders_gemma_turns_without_the_bos_text() -> None:
 
 
 def test_a_template_that_refuses_system_messages_gets_them_in_the_first_user_turn() -> None:
-    from cairn_gateway.models.chat_template import ChatTemplate
+    from cairn_gateway.in_process.chat_template import ChatTemplate
 
     # A grounded request with the caller's own system message has two system messages: Gemma's template
     # takes only the first one, and its alternation check refuses the second.
@@ -337,7 +337,7 @@ def test_a_template_that_refuses_system_messages_gets_them_in_the_first_user_tur
 
 
 def test_a_template_that_does_not_parse_rejects_the_model() -> None:
-    from cairn_gateway.models.chat_template import ChatTemplate
+    from cairn_gateway.in_process.chat_template import ChatTemplate
 
     with pytest.raises(CairnError) as info:
         ChatTemplate("{% for m in messages %}", bos_token="", eos_token="")
@@ -356,7 +356,7 @@ class _Tokenizer:
 
 
 def _provider_with_template() -> LlamaCppProvider:
-    from cairn_gateway.models.chat_template import ChatTemplate
+    from cairn_gateway.in_process.chat_template import ChatTemplate
 
     provider = LlamaCppProvider(ModelSpec(alias="m", provider="llamacpp"), GatewaySettings(_env_file=None))
     provider.template = ChatTemplate(GEMMA_TEMPLATE, bos_token="<bos>", eos_token="<eos>")
@@ -393,7 +393,7 @@ def test_template_model_templates_messages_and_json_grounded_prompts_but_not_raw
 
 
 def test_base_model_keeps_the_q_a_format_and_its_stops() -> None:
-    from cairn_gateway.models.prompt import FORMAT_STOPS
+    from cairn_gateway.in_process.base_prompt import FORMAT_STOPS
     from cairn_gateway.providers.base import ProviderRequest
 
     provider = LlamaCppProvider(ModelSpec(alias="m", provider="llamacpp"), GatewaySettings(_env_file=None))
@@ -426,14 +426,14 @@ def test_stop_scanner_without_format_stops_keeps_blank_lines() -> None:
     ],
 )
 def test_gpu_layers_decision(setting: str, gpu: bool, layers: int) -> None:
-    from cairn_gateway.models.offload import n_gpu_layers
+    from cairn_gateway.in_process.offload import n_gpu_layers
 
     assert n_gpu_layers(setting, lambda: gpu) == layers
 
 
 def test_auto_follows_what_this_llama_cpp_build_supports(monkeypatch: pytest.MonkeyPatch) -> None:
     import llama_cpp
-    from cairn_gateway.models.offload import n_gpu_layers, supports_gpu
+    from cairn_gateway.in_process.offload import n_gpu_layers, supports_gpu
 
     monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
     assert n_gpu_layers("auto", supports_gpu) == -1
@@ -455,7 +455,7 @@ def test_gpu_layers_setting_is_checked_at_start(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_placement_counts_layers_as_llama_cpp_does() -> None:
-    from cairn_gateway.models.offload import Placement
+    from cairn_gateway.in_process.offload import Placement
 
     meta = {"general.architecture": "gemma3", "gemma3.block_count": "18"}
     # 18 blocks and the output layer: llama.cpp's "offloaded 19/19 layers".

@@ -10,16 +10,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+import cairn_testing
 import httpx
 import pytest
 from cairn_core import CairnError, ReasonCode
-from cairn_gateway.models import load_gguf, read_manifest, sha256_file, shipped
-from cairn_gateway.models.files import manifest_paths
-from cairn_gateway.models.gguf_meta import read_metadata
-from cairn_gateway.models.manifest import MINILM, PACKAGED_GGUF, parse_manifest, shipped_names
+from cairn_gateway.in_process import load_gguf, read_manifest, sha256_file, shipped
+from cairn_gateway.in_process.files import manifest_paths
+from cairn_gateway.in_process.gguf_meta import read_metadata
+from cairn_gateway.in_process.manifest import MINILM, PACKAGED_GGUF, parse_manifest, shipped_names
 from cairn_gateway.providers.llamacpp import LlamaCppProvider
 from cairn_gateway.settings import GatewaySettings, ModelSpec
-from cairn_testing import ServerProcess, start_server
+from cairn_testing import ServerProcess
 from structlog.testing import capture_logs
 
 from .conftest import start_gateway
@@ -212,7 +213,7 @@ def test_a_context_size_over_what_the_manifest_says_the_model_has_is_refused(tmp
 
 
 def test_a_swapped_packaged_model_in_the_cache_is_put_back_not_trusted(tmp_path: Path) -> None:
-    from cairn_gateway.models import packaged_gguf
+    from cairn_gateway.in_process import packaged_gguf
 
     path = packaged_gguf(str(tmp_path))
     try:
@@ -251,17 +252,15 @@ def test_the_embedder_refuses_a_model_file_its_manifest_does_not_pin() -> None:
 
 def start_on_file(tmp_path: Path, model: Path, **env: str) -> ServerProcess:
     base = {
-        "LLM_PORT": "{port}",
-        "LLM_PROVIDER": "llamacpp",
-        "LLM_MODEL": "",
         "LLM_MODEL_PATH": str(model),
         "LLM_MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "LLM_EMBED_PROVIDER": "toy",
         "LLM_BUILD_STATUS_PATH": str(tmp_path / "llama-build.json"),
         "LLM_FALLBACK_PROVIDERS": "sources",
         "LLM_LOAD_RETRY_S": "3600",  # no retry during the test: the reason stays the first load's
     }
-    return start_server("gateway-manifest", ["cairn_gateway"], env={**base, **env}, health_path="/healthz")
+    return cairn_testing.start_gateway(
+        name="gateway-manifest", provider="llamacpp", health_path="/healthz", **{**base, **env}
+    )
 
 
 def default_model(gw: ServerProcess) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cairn_testing import ServerProcess, start_server
+from cairn_testing import ServerProcess, start_gateway
 
 pytestmark = pytest.mark.model
 
@@ -25,19 +25,13 @@ MODELS = [
 
 @pytest.fixture(scope="module")
 def gw() -> Iterator[ServerProcess]:
-    srv = start_server(
-        "gateway-registry",
-        ["cairn_gateway"],
-        env={
-            "LLM_PORT": "{port}",
-            "LLM_PROVIDER": "llamacpp",
-            "LLM_MODEL": "gemma",
-            "LLM_EMBED_PROVIDER": "toy",
-            "LLM_ADMIN_TOKEN": TOKEN,
-            "LLM_MODELS": json.dumps(MODELS),
-        },
-        health_path="/readyz",
+    srv = start_gateway(
+        name="gateway-registry",
+        provider="llamacpp",
         timeout_s=120,
+        LLM_MODEL="gemma",
+        LLM_ADMIN_TOKEN=TOKEN,
+        LLM_MODELS=json.dumps(MODELS),
     )
     yield srv
     srv.stop()
@@ -122,18 +116,12 @@ def test_unknown_model_is_404(gw: ServerProcess) -> None:
 
 def test_default_model_over_the_memory_limit_starts_the_gateway_degraded_with_the_reason() -> None:
     # It used to stop start-up; a model that cannot load must not take the gateway (and its fallbacks) down.
-    gw = start_server(
-        "gateway-memory-guard",
-        ["cairn_gateway"],
-        env={
-            "LLM_PORT": "{port}",
-            "LLM_PROVIDER": "llamacpp",
-            "LLM_EMBED_PROVIDER": "toy",
-            "LLM_MEMORY_LIMIT_MB": "100",
-            "LLM_FALLBACK_PROVIDERS": "sources",
-        },
+    gw = start_gateway(
+        name="gateway-memory-guard",
+        provider="llamacpp",
         health_path="/healthz",
-        timeout_s=60,
+        LLM_MEMORY_LIMIT_MB="100",
+        LLM_FALLBACK_PROVIDERS="sources",
     )
     try:
         ready = httpx.get(f"{gw.url}/readyz").json()

@@ -9,6 +9,7 @@ import uuid
 import httpx
 import pytest
 from cairn_testing import ServerProcess
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import sse, start_gateway, stats
 
@@ -31,6 +32,22 @@ def test_500_storm_opens_the_circuit_then_it_recovers(fake: ServerProcess) -> No
         r = httpx.post(f"{gw.url}/v1/generate", json={"prompt": "[[tokens:2]]"})
         assert r.status_code == 200
         assert 'cairn_gateway_circuit_state{model="fake-model"} 0.0' in httpx.get(f"{gw.url}/metrics").text
+    finally:
+        gw.stop()
+
+
+def test_a_probe_that_fails_for_a_reason_of_its_own_frees_the_half_open_circuit(fake: ServerProcess) -> None:
+    gw = start_gateway(fake, LLM_CIRCUIT_FAILURES="1", LLM_CIRCUIT_RESET_MS="300", LLM_RETRIES="0")
+    try:
+        r = httpx.post(f"{gw.url}/v1/generate", json={"prompt": "[[fail_always]]"})
+        assert r.json()["reason_code"] == "PROVIDER_ERROR"
+        time.sleep(0.4)
+        # The half-open probe fails, but not for the provider's health: an unreadable answer.
+        r = httpx.post(f"{gw.url}/v1/generate", json={"prompt": "[[malformed]]"})
+        assert r.json()["reason_code"] == "MALFORMED_OUTPUT", r.text
+        # No verdict on the provider, so the next call may probe; it used to stay refused for good.
+        r = httpx.post(f"{gw.url}/v1/generate", json={"prompt": "[[tokens:2]]"})
+        assert r.status_code == 200 and r.json()["status"] == "ok", r.text
     finally:
         gw.stop()
 
@@ -88,3 +105,31 @@ def test_fallback_is_never_used_after_the_first_byte(with_fallback: ServerProces
     )
     assert {d.get("provider") for e, d in events if e == "meta"} == {"openai_compat"}
     assert events[-1][1]["status"] == "error"
+
+
+def _requests_counted(gw: ServerProcess) -> dict[tuple[str, ...], float]:
+    """cairn_gateway_requests by (endpoint, status, reason_code, provider)."""
+    family = next(
+        f
+        for f in text_string_to_metric_families(httpx.get(f"{gw.url}/metrics").text)
+        if f.name == "cairn_gateway_requests"
+    )
+    keys = ("endpoint", "status", "reason_code", "provider")
+    return {tuple(s.labels[k] for k in keys): s.value for s in family.samples if s.name.endswith("_total")}
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "plain"])
+def test_an_openai_answer_from_the_fallback_chain_is_counted_as_a_fallback(
+    with_fallback: ServerProcess, stream: bool
+) -> None:
+    key = ("chat_completions", "fallback", "PROVIDER_ERROR", "toy")
+    before = _requests_counted(with_fallback).get(key, 0)
+    body = {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "[[fail_always]]"}],
+        "stream": stream,
+    }
+    r = httpx.post(f"{with_fallback.url}/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    # The streamed chat completion used to be counted as an `ok` answer of the toy model.
+    assert _requests_counted(with_fallback).get(key, 0) == before + 1

@@ -9,14 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from cairn_gateway.providers.router import public_url
-from cairn_testing import ServerProcess, start_server
+from cairn_testing import ServerProcess, start_fake_openai
 
 from .conftest import sse, start_gateway, stats
-
-
-def _fake(*flags: str) -> ServerProcess:
-    args = ["cairn_testing.fake_openai", "--port", "{port}", *flags]
-    return start_server("fake-openai", args, health_path="/healthz")
 
 
 def _upstreams(*fakes: ServerProcess, key: str | None = None) -> str:
@@ -32,14 +27,14 @@ def _deployments(gw: ServerProcess) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def good() -> Iterator[ServerProcess]:
-    srv = _fake()
+    srv = start_fake_openai()
     yield srv
     srv.stop()
 
 
 @pytest.fixture(scope="module")
 def broken() -> Iterator[ServerProcess]:
-    srv = _fake("--fail-all", "503")
+    srv = start_fake_openai("fake-openai", "--fail-all", "503")
     yield srv
     srv.stop()
 
@@ -82,7 +77,7 @@ def test_a_server_that_answers_503_loses_no_request_and_its_circuit_opens(
 
 
 async def test_requests_go_to_the_server_with_fewer_in_flight(good: ServerProcess) -> None:
-    slow = _fake("--delay-ms", "1000")
+    slow = start_fake_openai("fake-openai", "--delay-ms", "1000")
     gw = start_gateway(None, LLM_PROVIDER="openai_compat", LLM_UPSTREAMS=_upstreams(slow, good))
     try:
         before_slow, before_good = stats(slow)["requests"], stats(good)["requests"]
@@ -104,7 +99,7 @@ async def test_requests_go_to_the_server_with_fewer_in_flight(good: ServerProces
 
 
 def test_a_stream_that_broke_after_its_first_token_is_not_retried(good: ServerProcess) -> None:
-    second = _fake()
+    second = start_fake_openai()
     gw = start_gateway(None, LLM_PROVIDER="openai_compat", LLM_UPSTREAMS=_upstreams(good, second))
     try:
         before = stats(good)["requests"] + stats(second)["requests"]

@@ -12,6 +12,7 @@ from cairn_query.settings import QuerySettings
 from cairn_query.store import Store, open_store
 from cairn_testing import PostgresServer, ServerProcess, start_postgres, start_server
 from cairn_testing import parse_sse as sse  # noqa: F401 - re-exported for the tests
+from cairn_testing import start_gateway as _start_gateway
 
 DOCS = [
     {
@@ -42,18 +43,8 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def start_gateway(fake: ServerProcess | None = None, **env: str) -> ServerProcess:
-    base = {
-        "LLM_PORT": "{port}",
-        "LLM_PROVIDER": "openai_compat" if fake else "toy",
-        "LLM_BASE_URL": f"{fake.url}/v1" if fake else "",
-        "LLM_MODEL": "fake-model" if fake else "",
-        "LLM_EMBED_PROVIDER": "toy",
-        "LLM_RETRY_MAX_WAIT_MS": "50",
-        "LLM_CIRCUIT_FAILURES": "1000",
-        # No fallback chain unless a test asks for one: QS's own degradation is what these tests watch.
-        "LLM_FALLBACK_PROVIDERS": "",
-    }
-    return start_server("gateway", ["cairn_gateway"], env={**base, **env}, health_path="/readyz")
+    """No fallback chain (cairn_testing's default): QS's own degradation is what these tests watch."""
+    return _start_gateway(fake, **{"LLM_RETRY_MAX_WAIT_MS": "50", "LLM_CIRCUIT_FAILURES": "1000", **env})
 
 
 def start_qs(gateway_url: str, db_path: Path, toy_embedder: bool = True, **env: str) -> ServerProcess:
@@ -69,13 +60,6 @@ def start_qs(gateway_url: str, db_path: Path, toy_embedder: bool = True, **env: 
         # scale, so behind it the answerability gate is off (retrieval's own NO_CONTEXT still holds).
         base["QS_MIN_EVIDENCE"] = "-1"
     return start_server("query", ["cairn_query"], env={**base, **env}, health_path="/readyz")
-
-
-@pytest.fixture(scope="session")
-def fake() -> Iterator[ServerProcess]:
-    srv = start_server("fake-openai", ["cairn_testing.fake_openai", "--port", "{port}"])
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")

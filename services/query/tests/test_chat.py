@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cairn_testing import ServerProcess
+from cairn_testing import ServerProcess, wait_for
 
 from .conftest import ADMIN, DOCS, sse, start_gateway, start_qs
 
@@ -227,11 +227,8 @@ def test_client_disconnect_cancels_the_generation_upstream(fake: ServerProcess, 
             for line in resp.iter_lines():
                 if line == "event: delta":
                     break  # leave mid-answer
-        for _ in range(100):  # the fake records the disconnect once the gateway closed its request
-            if rid in httpx.get(f"{fake.url}/_stats").json()["disconnected"]:
-                break
-            time.sleep(0.05)
-        assert rid in httpx.get(f"{fake.url}/_stats").json()["disconnected"]
+        # The fake records the disconnect once the gateway closed its request.
+        wait_for(lambda: rid in httpx.get(f"{fake.url}/_stats").json()["disconnected"], "the disconnect", 5)
 
 
 def test_reembed_rewrites_every_vector(qs: ServerProcess) -> None:
@@ -253,10 +250,12 @@ def test_queue_full_at_the_gateway_degrades_to_search_results(fake: ServerProces
     ):
         seen = httpx.get(f"{fake.url}/_stats").json()["requests"]
         slow = pool.submit(chat, srv, query="How many days of paid leave? [[slow_first:3]]")
-        for _ in range(200):  # wait until the slow request holds the gateway's only slot
-            if httpx.get(f"{fake.url}/_stats").json()["requests"] > seen:
-                break
-            time.sleep(0.02)
+        wait_for(
+            lambda: httpx.get(f"{fake.url}/_stats").json()["requests"] > seen,
+            "the slow request to hold the gateway's only slot",
+            4,
+            0.02,
+        )
         body = chat(srv, query="When does the office close on weekdays?").json()
         assert body["status"] == "fallback" and body["reason_code"] == "QUEUE_FULL"
         assert body["sources"][0]["chunk_id"] == "office:0" and "busy" in body["answer"]

@@ -4,7 +4,6 @@ a refused policy file, audit records for ok, fallback and warned answers, tamper
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from cairn_query.store import SQLiteStore
-from cairn_testing import ServerProcess
+from cairn_testing import ServerProcess, wait_for
 
 from .conftest import ADMIN, sse, start_gateway, start_qs
 
@@ -233,13 +232,15 @@ def test_the_policy_file_is_watched(qs: ServerProcess, policy_path: Path) -> Non
     policy_path.write_text(
         policy_yaml({"name": "second", "kind": "length", "action": "warn", "max_chars": 5000})
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        names = [r["name"] for r in httpx.get(f"{qs.url}/admin/policy", headers=ADMIN).json()["rules"]]
-        if names == ["second"]:
-            break
-        time.sleep(0.1)
-    assert names == ["second"]
+    wait_for(
+        lambda: (
+            [r["name"] for r in httpx.get(f"{qs.url}/admin/policy", headers=ADMIN).json()["rules"]]
+            == ["second"]
+        ),
+        "the watched policy file to be reloaded",
+        10,
+        0.1,
+    )
 
 
 def test_audit_records_ok_fallback_and_warned_answers(qs: ServerProcess, policy_path: Path) -> None:

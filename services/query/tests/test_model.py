@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cairn_testing import ServerProcess, start_server
+from cairn_testing import ServerProcess, start_gateway
 
 from .conftest import DOCS, sse, start_qs
 
@@ -20,13 +20,7 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture(scope="module")
 def qs_gemma(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    gw = start_server(
-        "gateway-llamacpp",
-        ["cairn_gateway"],
-        env={"LLM_PORT": "{port}", "LLM_PROVIDER": "llamacpp", "LLM_EMBED_PROVIDER": "onnx", "LLM_MODEL": ""},
-        health_path="/readyz",
-        timeout_s=180,
-    )
+    gw = start_gateway(name="gateway-llamacpp", provider="llamacpp", timeout_s=180, LLM_EMBED_PROVIDER="onnx")
     srv = start_qs(
         gw.url, Path(tmp_path_factory.mktemp("gemma")) / "qs.sqlite3", toy_embedder=False, QS_MAX_TOKENS="96"
     )
@@ -99,23 +93,17 @@ def test_gemma_stack_quotes_the_sentence_that_answers(qs_gemma: ServerProcess) -
 def test_gemma_made_up_number_is_rejected_as_unsupported(tmp_path: Path) -> None:
     """The grammar-JSON mode lets Gemma write its own answer; asked for a figure the documents lack, it
     invents one under a valid citation, and QS turns that into UNSUPPORTED_ANSWER instead of an ok answer."""
-    gw = start_server(
-        "gateway-llamacpp-json",
-        ["cairn_gateway"],
-        env={
-            "LLM_PORT": "{port}",
-            "LLM_PROVIDER": "llamacpp",
-            "LLM_EMBED_PROVIDER": "onnx",
-            "LLM_MODEL": "",
-            "LLM_GROUNDED_MODE": "json",
-            "LLM_TEMPERATURE": "0",
-            "LLM_MAX_CONCURRENCY": "1",
-            # The grammar runs at a quarter of the free speed: generous timeouts for a busy CI box.
-            "LLM_TIMEOUT_MS": "120000",
-            "LLM_FIRST_TOKEN_TIMEOUT_MS": "60000",
-        },
-        health_path="/readyz",
+    gw = start_gateway(
+        name="gateway-llamacpp-json",
+        provider="llamacpp",
         timeout_s=180,
+        LLM_EMBED_PROVIDER="onnx",
+        LLM_GROUNDED_MODE="json",
+        LLM_TEMPERATURE="0",
+        LLM_MAX_CONCURRENCY="1",
+        # The grammar runs at a quarter of the free speed: generous timeouts for a busy CI box.
+        LLM_TIMEOUT_MS="120000",
+        LLM_FIRST_TOKEN_TIMEOUT_MS="60000",
     )
     # Evidence gating off, so that the question reaches the model at all.
     srv = start_qs(

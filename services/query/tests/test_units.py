@@ -264,6 +264,37 @@ async def test_relay_keeps_a_disconnect_that_arrives_with_a_chunk(turns_before_c
     assert task.cancelled()
 
 
+class _Bytes(httpx.AsyncByteStream):
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self):
+        for chunk in self.chunks:
+            yield chunk
+
+
+async def test_the_relay_reads_a_gateway_stream_whose_lines_end_in_crlf() -> None:
+    # The SSE standard lets a server end lines in CRLF; the relay used to wait for a "\n\n" that never came.
+    from types import SimpleNamespace
+
+    from cairn_query.streaming import _Relay, _relay
+
+    raw = (
+        b'event: meta\r\ndata: {"model": "m", "provider": "p"}\r\n\r\n'
+        b'event: delta\r\ndata: {"text": "an answer"}\r\n\r\n'
+        b'event: done\r\ndata: {"status": "ok", "answered_by": "model"}\r\n\r\n'
+    )
+    # Split inside every CRLF, as a network may deliver it.
+    resp = httpx.Response(200, stream=_Bytes(*raw.replace(b"\r\n", b"\r|\n").split(b"|")))
+    service = SimpleNamespace(settings=SimpleNamespace(gateway_timeout_ms=10_000))
+    relay = _Relay()
+    req = SimpleNamespace(citations_required=False)
+    frames = [f async for f in _relay(service, req, None, resp, relay, time.perf_counter())]  # type: ignore[arg-type]
+    assert relay.error is None and relay.answer == ["an answer"] and relay.answered_by == "model"
+    assert [f.split(b"\n", 1)[0] for f in frames] == [b"event: meta", b"event: delta"]
+    assert relay.done.startswith(b"event: done\n")  # held for the policy check, then sent by the caller
+
+
 # --- settings -----------------------------------------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ from ._contract import (
     StopReason,
     Usage,
 )
-from ._errors import BadRequest, CairnError, ErrorBody, UpstreamError, error_body
+from ._errors import BadRequest, CairnError, ErrorBody, UpstreamError, error_body, is_retryable
 from ._grounding import (
     SupportVerdict,
     check_support,
@@ -57,6 +57,7 @@ from ._http import make_aiohttp_session, make_http_client
 from ._json import JSONDecodeError, JSONResponse
 from ._json import dumps as json_dumps
 from ._json import loads as json_loads
+from ._metric_names import BffMetric, GatewayMetric, QueryMetric, total
 from ._observability import (
     REQUEST_ID_HEADER,
     ContextOnlyTracerProvider,
@@ -97,7 +98,7 @@ from ._redis import (
 )
 from ._replicas import Replicas, split_urls
 from ._shared_circuit import Circuit, LocalCircuit, RedisCircuit
-from ._sse import SSEMessage, aiter_sse, aiter_sse_chunks, encode_event
+from ._sse import SSEDecoder, SSEMessage, aiter_sse, aiter_sse_chunks, decode_sse, encode_event, iter_sse
 from ._web import (
     EXCEPTION_HANDLERS,
     SSE_HEADERS,
@@ -135,6 +136,7 @@ __all__ = [
     "AnswerExtractor",
     "AnsweredBy",
     "BadRequest",
+    "BffMetric",
     "BodyLimitMiddleware",
     "CairnError",
     "ChatMessage",
@@ -152,6 +154,7 @@ __all__ = [
     "ErrorBody",
     "ErrorEvent",
     "EventStreamResponse",
+    "GatewayMetric",
     "GenerateRequest",
     "GenerateResponse",
     "GroundedAnswer",
@@ -163,6 +166,7 @@ __all__ = [
     "MetaEvent",
     "Operation",
     "Param",
+    "QueryMetric",
     "ReasonCode",
     "Redis",
     "RedisCircuit",
@@ -172,6 +176,7 @@ __all__ = [
     "Replicas",
     "Reply",
     "RequestContextMiddleware",
+    "SSEDecoder",
     "SSEMessage",
     "Status",
     "StopReason",
@@ -188,6 +193,7 @@ __all__ = [
     "configure_logging",
     "content_words",
     "current_request_id",
+    "decode_sse",
     "dedupe_sentences",
     "encode_event",
     "error_body",
@@ -195,6 +201,8 @@ __all__ = [
     "format_validation_error",
     "internal_headers",
     "is_loopback_host",
+    "is_retryable",
+    "iter_sse",
     "json_dumps",
     "json_loads",
     "json_schema",
@@ -226,6 +234,7 @@ __all__ = [
     "split_urls",
     "strip_markers",
     "token_matches",
+    "total",
     "trace_id_hex",
     "validate_citations",
     "without_names",

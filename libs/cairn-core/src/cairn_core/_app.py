@@ -1,8 +1,10 @@
 """What every service's `create_app` and `__main__` share: the Starlette app around its routes, and serving it.
 
-Each service keeps its own `app.py` (its lifespan is its own); this holds only the part that must not drift:
-the exception handlers and the order of the common middleware (request context outermost, so every log line
-and error carries the request id; the body limit innermost, next to the routes).
+Each service keeps its own `app.py` (its lifespan is its own); `service_app` does the rest once, so that it
+cannot drift: logging and tracing set up under the service's name, the tracer flushed at shutdown, the startup
+heap frozen, the exception handlers (errors map to HTTP here, through `EXCEPTION_HANDLERS`), and the order of
+the common middleware (request context outermost, so every log line and error carries the request id; the body
+limit innermost, next to the routes).
 """
 
 from __future__ import annotations
@@ -12,41 +14,64 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
-from opentelemetry.trace import Tracer
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from ._observability import RequestContextMiddleware
+from ._observability import RequestContextMiddleware, configure_logging, setup_tracing
 from ._server import guarded_protocol
 from ._web import EXCEPTION_HANDLERS, BodyLimitMiddleware
 
 
+class ServiceSettings(Protocol):
+    """What `service_app` reads from a service's settings."""
+
+    log_level: str
+    max_body_bytes: int
+
+
 def service_app(
+    name: str,
+    settings: ServiceSettings,
     *,
     routes: Sequence[BaseRoute],
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]],
-    tracer: Tracer,
-    max_body_bytes: int,
     body_timeout_s: float = 60.0,
     outer: Sequence[Middleware] = (),
     inner: Sequence[Middleware] = (),
 ) -> Starlette:
-    """`outer` middleware runs after the request context and before the body limit, `inner` after it."""
-    return Starlette(
+    """The app of the service called `name` (in every log line and span). Its tracer is `app.state.tracer`
+    from the start, for the lifespan's clients. `outer` middleware runs after the request context and before
+    the body limit, `inner` after it."""
+    configure_logging(name, settings.log_level)
+    tracer_provider = setup_tracing(name)
+    tracer = tracer_provider.get_tracer(name)
+
+    @asynccontextmanager
+    async def run(app: Starlette) -> AsyncIterator[Any]:
+        try:
+            async with lifespan(app) as state:
+                freeze_startup_heap()
+                yield state
+        finally:
+            tracer_provider.shutdown()  # exports the spans still buffered
+
+    app = Starlette(
         routes=list(routes),
-        lifespan=_freeze_heap_after(lifespan),
+        lifespan=run,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[
             Middleware(RequestContextMiddleware, tracer=tracer),
             *outer,
-            Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, timeout_s=body_timeout_s),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=body_timeout_s),
             *inner,
         ],
     )
+    app.state.tracer = tracer
+    return app
 
 
 # Young-generation threshold once serving. CPython's default (700 allocations) runs a collection every few
@@ -63,18 +88,6 @@ def freeze_startup_heap() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
-def _freeze_heap_after(
-    lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]],
-) -> Callable[[Starlette], AbstractAsyncContextManager[Any]]:
-    @asynccontextmanager
-    async def wrapped(app: Starlette) -> AsyncIterator[Any]:
-        async with lifespan(app) as state:
-            freeze_startup_heap()
-            yield state
-
-    return wrapped
 
 
 def serve(

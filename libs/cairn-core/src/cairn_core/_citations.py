@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._contract import Citation, ContextChunk
+from ._errors import CairnError
 from ._reason_codes import ReasonCode
 
 
@@ -42,11 +43,9 @@ def json_schema(chunk_ids: Sequence[str], max_citations: int = 5) -> dict[str, A
     }
 
 
-class CitationError(Exception):
-    def __init__(self, reason_code: ReasonCode, message: str) -> None:
-        super().__init__(message)
-        self.reason_code = reason_code
-        self.message = message
+class CitationError(CairnError):
+    """The model's output is not a usable grounded answer (MALFORMED_OUTPUT, INVALID_CITATION,
+    MISSING_CITATIONS): a reason to answer with a fallback, never to show the output."""
 
 
 @dataclass(frozen=True, slots=True)

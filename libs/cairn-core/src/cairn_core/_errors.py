@@ -1,11 +1,20 @@
-"""One exception tree for every service, mapped to HTTP once.
+"""One exception tree for every service, mapped to HTTP once (`EXCEPTION_HANDLERS` in `_web.py`).
 
-    CairnError                 reason_code, message, status_code, retry_after
-     ├─ BadRequest             400 BAD_REQUEST (and friends: TOKEN_LIMIT, PAYLOAD_TOO_LARGE, ...)
-     └─ UpstreamError          a dependency failed: PROVIDER_*, QUEUE_FULL, CIRCUIT_OPEN, ...
+    CairnError                   reason_code, message, status_code, retry_after, details
+     ├─ BadRequest               400 BAD_REQUEST (and friends: TOKEN_LIMIT, PAYLOAD_TOO_LARGE, ...)
+     ├─ CitationError            the model's citation JSON is unusable: MALFORMED_OUTPUT, INVALID_CITATION,
+     │                           MISSING_CITATIONS (`_citations.py`)
+     ├─ UnsupportedField         an OpenAI field the chosen model cannot honour (cairn_gateway.openai_fields)
+     ├─ ModelNotLoaded           the model asked for is not loaded; the fallback chain is tried (cairn_gateway.registry)
+     ├─ AuditUnavailable         an answer's audit record could not be written, and QS fails closed
+     │                           (cairn_query.audit)
+     └─ UpstreamError            a dependency failed: PROVIDER_*, QUEUE_FULL, CIRCUIT_OPEN, ...; `retryable`,
+         │                       `unreachable` say whether another attempt may succeed
+         ├─ ProviderError        a model provider failed (cairn_gateway.providers.base)
+         └─ Unsupported          UNSUPPORTED_ANSWER: an answer its sources do not back (cairn_query.chat)
 
 Handlers read fields, never message text. Once a response has started, an error can only become an `error`
-frame followed by `done` (see `cairn_core.contract`).
+frame followed by `done` (the stream events in `_contract.py`).
 """
 
 from __future__ import annotations
@@ -44,7 +53,30 @@ class BadRequest(CairnError):
 
 
 class UpstreamError(CairnError):
-    """A dependency (provider, gateway, store) failed; callers may degrade on it."""
+    """A dependency (provider, gateway, store) failed; callers may degrade on it.
+
+    `retryable`: the failure came before any answer, and another attempt may well not meet it (no connection, a
+    dropped one, 429/5xx): a client may call again, after `retry_after` when the server gave one, or on another
+    replica. `unreachable`: no connection was made at all, so nothing was sent and the dependency is probably
+    down (implies `retryable`). Only the client of a hop retries, and never once an answer has started.
+    """
+
+    def __init__(
+        self,
+        reason_code: ReasonCode,
+        message: str,
+        *,
+        retryable: bool = False,
+        unreachable: bool = False,
+        **kw: Any,
+    ) -> None:
+        super().__init__(reason_code, message, **kw)
+        self.retryable = retryable or unreachable
+        self.unreachable = unreachable
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, UpstreamError) and exc.retryable
 
 
 def error_body(reason_code: ReasonCode | str, message: str, request_id: str | None, **extra: Any) -> dict:

@@ -32,11 +32,12 @@ class _NoCookies(httpx.Cookies):
 
 
 class ServiceClient(httpx.AsyncClient):
-    """An `httpx.AsyncClient` without a cookie jar.
+    """An `httpx.AsyncClient` without a cookie jar: the client of the BFF → QS and QS → gateway hops.
 
-    One client serves every request of a process, so a cookie one upstream answer sets must not ride along
-    on the next user's request. It is also cheaper: httpx copies each response into a urllib-style request
-    to feed its jar, about 5 % of the gateway's CPU per relayed request (py-spy, docs/benchmarks.md).
+    One client serves every user of a process, so a cookie that one upstream answer sets must not ride along
+    on the next user's request. It also skips the copy of each response into a urllib-style request that
+    httpx makes to feed its jar (~5 % of the gateway's CPU per relayed request, measured when the gateway's
+    model-server hop still used httpx; that hop is `make_aiohttp_session` now, whose jar is a dummy too).
     """
 
     def __init__(self, **kwargs: Any) -> None:

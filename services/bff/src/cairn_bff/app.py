@@ -6,15 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
-from cairn_core import (
-    configure_logging,
-    internal_headers,
-    make_http_client,
-    redis_client,
-    secret_of,
-    service_app,
-    setup_tracing,
-)
+from cairn_core import internal_headers, make_http_client, redis_client, secret_of, service_app
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -32,9 +24,6 @@ SERVICE_NAME = "bff"
 
 def create_app(settings: BffSettings | None = None) -> Starlette:
     settings = settings or BffSettings()
-    configure_logging(SERVICE_NAME, settings.log_level)
-    tracer_provider = setup_tracing(SERVICE_NAME)
-    tracer = tracer_provider.get_tracer(SERVICE_NAME)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -53,6 +42,7 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
                 limits.share(redis, settings)
             qs_http = [await stack.enter_async_context(client(url)) for url in settings.qs_url_list]
             gw_http = await stack.enter_async_context(client(settings.gateway_url))
+            tracer = app.state.tracer
             app.state.settings = settings
             app.state.qs = Upstream("query service", qs_http, tracer, app.state.metrics)
             app.state.gateway = Upstream("LLM gateway", [gw_http], tracer, app.state.metrics)
@@ -63,10 +53,7 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
             if sample_s > 0:
                 sampler = Sampler(app.state.gateway, app.state.qs, ring, sample_s, settings.metrics_timeout_s)
                 await stack.enter_async_context(sampling(sampler))
-            try:
-                yield
-            finally:
-                tracer_provider.shutdown()
+            yield
 
     metrics = BffMetrics()
     # The guard needs its limits and metrics before the lifespan runs (middleware is built on first call);
@@ -91,10 +78,10 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
             )
         )
     app = service_app(
+        SERVICE_NAME,
+        settings,
         routes=ROUTES,
         lifespan=lifespan,
-        tracer=tracer,
-        max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
         outer=outer,
         inner=[

@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from cairn_core import BffMetric, GatewayMetric, QueryMetric, total
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -71,42 +72,45 @@ def quantile(buckets: dict[float, float], count: float, q: float) -> float | Non
 
 
 def gateway_summary(samples: list[Sample]) -> dict[str, Any]:
-    requests_by_status = _sum_by(samples, "cairn_gateway_requests_total", "status")
+    m = GatewayMetric
+    requests_by_status = _sum_by(samples, total(m.REQUESTS), "status")
     return {
-        "time_to_first_token_s": histogram(samples, "cairn_gateway_time_to_first_token_seconds"),
-        "tokens_per_second": histogram(samples, "cairn_gateway_tokens_per_second"),
-        "latency_s": histogram(samples, "cairn_gateway_request_latency_seconds"),
+        "time_to_first_token_s": histogram(samples, m.TTFT),
+        "tokens_per_second": histogram(samples, m.TOKENS_PER_SECOND),
+        "latency_s": histogram(samples, m.LATENCY),
         "requests_total": sum(requests_by_status.values()),
         "requests_by_status": requests_by_status,
-        "requests_by_reason": _sum_by(samples, "cairn_gateway_requests_total", "reason_code"),
-        "fallbacks_by_reason": _sum_by(samples, "cairn_gateway_fallbacks_total", "reason_code"),
-        "queue_depth": _gauge_by(samples, "cairn_gateway_queue_depth", "model"),
-        "in_flight": _gauge_by(samples, "cairn_gateway_in_flight", "model"),
-        "provider_up": _gauge_by(samples, "cairn_gateway_provider_up", "model"),
-        "circuit_state": _gauge_by(samples, "cairn_gateway_circuit_state", "model"),
-        "tokens": _sum_by(samples, "cairn_gateway_tokens_total", "kind"),
+        "requests_by_reason": _sum_by(samples, total(m.REQUESTS), "reason_code"),
+        "fallbacks_by_reason": _sum_by(samples, total(m.FALLBACKS), "reason_code"),
+        "queue_depth": _gauge_by(samples, m.QUEUE_DEPTH, "model"),
+        "in_flight": _gauge_by(samples, m.IN_FLIGHT, "model"),
+        "provider_up": _gauge_by(samples, m.PROVIDER_UP, "model"),
+        "circuit_state": _gauge_by(samples, m.CIRCUIT_STATE, "model"),
+        "tokens": _sum_by(samples, total(m.TOKENS), "kind"),
     }
 
 
 def query_summary(samples: list[Sample]) -> dict[str, Any]:
-    requests_by_status = _sum_by(samples, "cairn_qs_requests_total", "status")
+    m = QueryMetric
+    requests_by_status = _sum_by(samples, total(m.REQUESTS), "status")
     return {
         "requests_total": sum(requests_by_status.values()),
         "requests_by_status": requests_by_status,
-        "fallbacks_by_reason": _sum_by(samples, "cairn_qs_fallbacks_total", "reason_code"),
-        "cache": _sum_by(samples, "cairn_qs_cache_total", "result"),
-        "retrieval_latency_s": histogram(samples, "cairn_qs_retrieval_latency_seconds"),
+        "fallbacks_by_reason": _sum_by(samples, total(m.FALLBACKS), "reason_code"),
+        "cache": _sum_by(samples, total(m.CACHE), "result"),
+        "retrieval_latency_s": histogram(samples, m.RETRIEVAL_LATENCY),
         # Ratings of answers since QS started (GET /admin/feedback has them all, from the store).
-        "feedback": {"up": 0.0, "down": 0.0, **_sum_by(samples, "cairn_qs_feedback_total", "rating")},
+        "feedback": {"up": 0.0, "down": 0.0, **_sum_by(samples, total(m.FEEDBACK), "rating")},
     }
 
 
 def bff_summary(samples: list[Sample]) -> dict[str, Any]:
+    m = BffMetric
     return {
-        "requests_by_status": _sum_by(samples, "cairn_bff_requests_total", "status"),
-        "rejected_by_reason": _sum_by(samples, "cairn_bff_rejected_total", "reason_code"),
-        "streams_active": sum(_gauge_by(samples, "cairn_bff_streams_active", "").values()),
-        "streams_by_outcome": _sum_by(samples, "cairn_bff_streams_total", "outcome"),
+        "requests_by_status": _sum_by(samples, total(m.REQUESTS), "status"),
+        "rejected_by_reason": _sum_by(samples, total(m.REJECTED), "reason_code"),
+        "streams_active": sum(_gauge_by(samples, m.STREAMS_ACTIVE, "").values()),
+        "streams_by_outcome": _sum_by(samples, total(m.STREAMS), "outcome"),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cairn_core import BffMetric as M
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
@@ -10,14 +11,14 @@ class BffMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "cairn_bff_requests", "API requests by route and HTTP status", ["route", "status"], registry=r
+            M.REQUESTS, "API requests by route and HTTP status", ["route", "status"], registry=r
         )
         self.rejected = Counter(
-            "cairn_bff_rejected", "Requests refused before reaching a handler", ["reason_code"], registry=r
+            M.REJECTED, "Requests refused before reaching a handler", ["reason_code"], registry=r
         )
-        self.streams = Gauge("cairn_bff_streams_active", "Chat streams being relayed now", registry=r)
+        self.streams = Gauge(M.STREAMS_ACTIVE, "Chat streams being relayed now", registry=r)
         self.stream_outcomes = Counter(
-            "cairn_bff_streams",
+            M.STREAMS,
             "Relayed chat streams by how they ended: complete, client_gone, upstream_broken",
             ["outcome"],
             registry=r,

@@ -6,15 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from cairn_core import (
-    InternalAuthMiddleware,
-    configure_logging,
-    make_aiohttp_session,
-    redis_client,
-    secret_of,
-    service_app,
-    setup_tracing,
-)
+from cairn_core import InternalAuthMiddleware, make_aiohttp_session, redis_client, secret_of, service_app
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -30,8 +22,6 @@ SERVICE_NAME = "llm-gateway"
 
 def create_app(settings: GatewaySettings | None = None) -> Starlette:
     settings = settings or GatewaySettings()
-    configure_logging(SERVICE_NAME, settings.log_level)
-    tracer_provider = setup_tracing(SERVICE_NAME)
     # Built before the lifespan: the auth middleware needs it on the first request.
     keys = KeyStore(settings.internal_token, settings.master_key, settings.keys_path)
 
@@ -54,7 +44,6 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
                     retry.cancel()
                 keys.close()
                 await registry.aclose()
-                tracer_provider.shutdown()
 
     auth = Middleware(
         InternalAuthMiddleware,
@@ -63,12 +52,6 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         hint=", or 'Authorization: Bearer <key>' with LLM_MASTER_KEY or a virtual key",
         own_auth_prefixes=("/admin/", "/key/"),
     )
-    app = service_app(
-        routes=ROUTES,
-        lifespan=lifespan,
-        tracer=tracer_provider.get_tracer(SERVICE_NAME),
-        max_body_bytes=settings.max_body_bytes,
-        outer=[auth],
-    )
+    app = service_app(SERVICE_NAME, settings, routes=ROUTES, lifespan=lifespan, outer=[auth])
     app.state.keys = keys
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cairn_core import GatewayMetric as M
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -14,56 +15,54 @@ class GatewayMetrics:
         ProcessCollector(registry=self.registry)
         r = self.registry
         self.requests = Counter(
-            "cairn_gateway_requests",
+            M.REQUESTS,
             "Requests by endpoint, final status and reason code",
             ["endpoint", "status", "reason_code", "provider"],
             registry=r,
         )
         self.latency = Histogram(
-            "cairn_gateway_request_latency_seconds",
+            M.LATENCY,
             "End-to-end latency of a generation",
             ["endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.ttft = Histogram(
-            "cairn_gateway_time_to_first_token_seconds",
+            M.TTFT,
             "Time until the first token of a stream",
             ["provider"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.tokens = Counter(
-            "cairn_gateway_tokens",
+            M.TOKENS,
             "Tokens processed",
             ["provider", "kind"],
             registry=r,
         )
         self.tokens_per_second = Histogram(
-            "cairn_gateway_tokens_per_second",
+            M.TOKENS_PER_SECOND,
             "Completion tokens per second of a generation",
             ["provider"],
             buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
             registry=r,
         )
         self.fallbacks = Counter(
-            "cairn_gateway_fallbacks",
+            M.FALLBACKS,
             "Answers served by a fallback provider or degraded, by reason",
             ["reason_code"],
             registry=r,
         )
-        self.in_flight = Gauge("cairn_gateway_in_flight", "Generations running now", ["model"], registry=r)
-        self.queue_depth = Gauge(
-            "cairn_gateway_queue_depth", "Requests waiting for a slot", ["model"], registry=r
-        )
+        self.in_flight = Gauge(M.IN_FLIGHT, "Generations running now", ["model"], registry=r)
+        self.queue_depth = Gauge(M.QUEUE_DEPTH, "Requests waiting for a slot", ["model"], registry=r)
         self.circuit_state = Gauge(
-            "cairn_gateway_circuit_state",
+            M.CIRCUIT_STATE,
             "Circuit state per model: 0 closed, 1 half-open, 2 open",
             ["model"],
             registry=r,
         )
         self.provider_up = Gauge(
-            "cairn_gateway_provider_up", "1 when the model answers health checks", ["model"], registry=r
+            M.PROVIDER_UP, "1 when the model answers health checks", ["model"], registry=r
         )
         self.model_memory = Gauge(
             "cairn_gateway_model_memory_bytes", "Memory held by a loaded model", ["model"], registry=r

@@ -7,7 +7,6 @@ openai_compat upstream answers beyond text (tool calls, logprobs, its finish rea
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -28,7 +27,7 @@ from pydantic import ValidationError
 from .openai_fields import forwarded
 from .providers.base import ProviderChunk, ProviderRequest, ProviderResult
 from .schemas import ChatCompletionRequest, CompletionRequest
-from .service import GenerationService, StreamHandle
+from .service import GenerationService, Outcome, StreamHandle
 
 _FINISH = {StopReason.LENGTH: "length", StopReason.STOP: "stop", StopReason.EOS: "stop"}
 # An upstream's own finish reasons that say more than stop/length, relayed as they came.
@@ -212,52 +211,35 @@ async def openai_stream(
     usage = Usage()
     finish: StopReason = StopReason.EOS
     native: str | None = None
-    status, reason = "ok", None
     # The opening frame goes out in the same write as the first token (or whatever comes first): one send
     # less on the way to the first token, the same frames for the client.
     opening = frames.opening()
     pending = _frame(opening) if opening else b""
-    try:
-        async for chunk in handle.chunks():
-            if chunk.text or chunk.delta or chunk.logprobs is not None:
-                yield pending + _frame(frames.piece(chunk))
-                pending = b""
-            if chunk.finish_reason is not None:
-                finish, native = chunk.finish_reason, chunk.native_finish
-            if chunk.usage is not None:
-                usage = chunk.usage
-        yield pending + _frame(frames.last(_finish(finish, native)))
-        pending = b""
-        if include_usage:
-            yield _frame({**frames.base, "choices": [], "usage": usage.model_dump()})
-    except asyncio.CancelledError:
-        status, reason = "error", ReasonCode.CANCELLED
-        raise
-    except CairnError as exc:
-        status, reason = "error", exc.reason_code
-        yield pending + _frame(
-            {
-                "error": {
-                    "message": exc.message,
-                    "type": "server_error",
-                    "code": exc.reason_code.value,
-                    "reason_code": exc.reason_code.value,
-                    "request_id": rid,
+    with service.recording(Outcome.served(frames.endpoint, started, handle), log_fields) as outcome:
+        try:
+            async for chunk in handle.chunks():
+                if chunk.text or chunk.delta or chunk.logprobs is not None:
+                    yield pending + _frame(frames.piece(chunk))
+                    pending = b""
+                if chunk.finish_reason is not None:
+                    finish, native = chunk.finish_reason, chunk.native_finish
+                if chunk.usage is not None:
+                    usage = outcome.usage = chunk.usage
+            yield pending + _frame(frames.last(_finish(finish, native)))
+            pending = b""
+            if include_usage:
+                yield _frame({**frames.base, "choices": [], "usage": usage.model_dump()})
+        except CairnError as exc:
+            outcome.fail(exc.reason_code)
+            yield pending + _frame(
+                {
+                    "error": {
+                        "message": exc.message,
+                        "type": "server_error",
+                        "code": exc.reason_code.value,
+                        "reason_code": exc.reason_code.value,
+                        "request_id": rid,
+                    }
                 }
-            }
-        )
-    finally:
-        latency = time.perf_counter() - started
-        log_fields.update(
-            provider=handle.provider_name,
-            model=handle.model,
-            outcome=status,
-            reason_code=reason,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-        )
-        service.metrics.ttft.labels(handle.provider_name).observe(handle.ttft_s)
-        service.record(
-            frames.endpoint, status, reason, handle.provider_name, latency, usage, latency - handle.ttft_s
-        )
+            )
     yield _frame("[DONE]")

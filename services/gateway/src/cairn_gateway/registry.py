@@ -15,9 +15,9 @@ import structlog
 from cairn_core import CairnError, Circuit, CircuitBreaker, LocalCircuit, ReasonCode, Redis, RedisCircuit
 
 from .admission import Admission
+from .in_process import ModelManifest, declared_manifest
+from .in_process.build import build_stamp
 from .metrics import GatewayMetrics
-from .models import ModelManifest, declared_manifest
-from .models.build import build_stamp
 from .providers.base import EMBEDDERS, Embedder, Provider, provider_class
 from .settings import GatewaySettings, ModelSpec
 
@@ -37,7 +37,7 @@ class ModelEntry:
     provider: Provider | None = None
     error: str | None = None
     reason_code: ReasonCode | None = None  # of the last failed load
-    # The model's manifest (models/manifest.py): known before the load for shipped models, written or checked
+    # The model's manifest (in_process/manifest.py): known before the load for shipped models, written or checked
     # by the load for a user's GGUF; None for models another process serves.
     manifest: ModelManifest | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -1,4 +1,5 @@
-"""Thin handlers: parse, call the service, shape the response. Errors map to HTTP in `app.py`."""
+"""Thin handlers: parse, call the service, shape the response. A raised CairnError becomes its HTTP answer in
+`cairn_core`'s exception handlers (installed by `service_app`); the OpenAI surface shapes its own (`openai_error`)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import openapi
+from .in_process.build import LLAMA_MISSING, build_note, build_status
 from .keys import KeyStore
-from .models.build import LLAMA_MISSING, build_note, build_status
 from .openai_api import (
     ChatFrames,
     TextFrames,
@@ -50,7 +51,7 @@ from .schemas import (
     KeyDeleteRequest,
     KeyGenerateRequest,
 )
-from .service import Completed, GenerationService
+from .service import Completed, GenerationService, Outcome
 from .streaming import generate_events
 
 B = TypeVar("B", ChatCompletionRequest, CompletionRequest)
@@ -72,19 +73,23 @@ async def generate(request: Request) -> Response:
     rid = request_id_of(request)
     fields = log_fields(request)
     req = await parse_json_body(request, GenerateRequest)
-    if req.stream:
-        handle = await cancel_on_disconnect(request, service.open_stream(req))
-        return EventStreamResponse(
-            generate_events(service, handle, req, rid, started, fields),
-            headers=_overhead_header(started, handle.ttft_s),
-        )
     try:
+        if req.stream:
+            handle = await cancel_on_disconnect(request, service.open_stream(req))
+            return EventStreamResponse(
+                generate_events(service, handle, req, rid, started, fields),
+                headers=_overhead_header(started, handle.ttft_s),
+            )
         done: Completed = await cancel_on_disconnect(request, service.complete(req))
     except CairnError as exc:
-        if not (req.citations_required and exc.reason_code in _CITATION_CODES):
-            service.record("generate", "error", exc.reason_code, None, time.perf_counter() - started, None)
+        outcome = Outcome("generate", started)
+        if req.stream or not (req.citations_required and exc.reason_code in _CITATION_CODES):
+            outcome.fail(exc.reason_code)
+            service.record(outcome, fields)
             raise
         # The model answered, but not with valid citations: a controlled fallback, never the bad citation.
+        outcome.fail(exc.reason_code, Status.FALLBACK)
+        service.record(outcome, fields)
         body = GenerateResponse(
             status=Status.FALLBACK,
             reason_code=exc.reason_code,
@@ -92,37 +97,25 @@ async def generate(request: Request) -> Response:
             request_id=rid,
             latency_ms=round((time.perf_counter() - started) * 1000, 2),
         )
-        service.record("generate", "fallback", exc.reason_code, None, time.perf_counter() - started, None)
-        fields.update(outcome="fallback", reason_code=exc.reason_code)
         return JSONResponse(body.model_dump(mode="json"))
     result, grounded = done.result, done.grounded
-    status = Status.FALLBACK if done.fallback_reason else Status.OK
-    reason = done.fallback_reason.reason_code if done.fallback_reason else None
-    latency = time.perf_counter() - started
+    outcome = Outcome.served("generate", started, done)
     body = GenerateResponse(
-        status=status,
+        status=outcome.status,
         text=grounded.answer if grounded else result.text,
         answer=grounded.answer if grounded else result.text,
         citations=grounded.citations if grounded else [],
-        model=getattr(done.entry.provider, "model", None) or done.entry.alias,
-        provider=done.entry.spec.provider,
+        model=done.model,
+        provider=done.provider_name,
         usage=result.usage,
-        latency_ms=round(latency * 1000, 2),
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
         stop_reason=result.finish_reason,
-        reason_code=reason,
+        reason_code=outcome.reason,
         message=done.fallback_reason.message if done.fallback_reason else None,
         request_id=rid,
         answered_by="fallback_provider" if done.fallback_reason else "model",
     )
-    service.record("generate", status.value, reason, body.provider, latency, result.usage, done.provider_s)
-    fields.update(
-        provider=body.provider,
-        model=body.model,
-        outcome=status.value,
-        reason_code=reason,
-        prompt_tokens=result.usage.prompt_tokens,
-        completion_tokens=result.usage.completion_tokens,
-    )
+    service.record(outcome, fields)
     return JSONResponse(body.model_dump(mode="json"), headers=_overhead_header(started, done.provider_s))
 
 
@@ -161,25 +154,13 @@ async def _openai_generation(
             )
         done: Completed = await cancel_on_disconnect(request, service.complete(req, preq))
     except CairnError as exc:
-        service.record(endpoint, "error", exc.reason_code, None, time.perf_counter() - started, None)
-        fields.update(reason_code=exc.reason_code)
+        failed = Outcome(endpoint, started)
+        failed.fail(exc.reason_code)
+        service.record(failed, fields)
         return openai_error(exc, rid)
-    model_name = getattr(done.entry.provider, "model", None) or done.entry.alias
-    latency = time.perf_counter() - started
-    status = "fallback" if done.fallback_reason else "ok"
-    reason = done.fallback_reason.reason_code if done.fallback_reason else None
-    service.record(
-        endpoint, status, reason, done.entry.spec.provider, latency, done.result.usage, done.provider_s
-    )
-    fields.update(
-        provider=done.entry.spec.provider,
-        model=model_name,
-        outcome=status,
-        reason_code=reason,
-        completion_tokens=done.result.usage.completion_tokens,
-    )
+    service.record(Outcome.served(endpoint, started, done), fields)
     return JSONResponse(
-        answer(rid, model_name, done.result), headers=_overhead_header(started, done.provider_s)
+        answer(rid, done.model, done.result), headers=_overhead_header(started, done.provider_s)
     )
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,34 +19,32 @@ import structlog
 from cairn_core import (
     DEGRADABLE,
     CairnError,
-    CitationError,
+    Circuit,
     GenerateRequest,
     GroundedAnswer,
     ReasonCode,
+    Status,
     Usage,
     check_grounded,
     json_schema,
 )
 
+from .grounded_prompt import build_messages
 from .metrics import GatewayMetrics
 from .openai_fields import check_honoured
-from .prompting import build_messages
-from .providers.base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult, provider_class
+from .providers.base import (
+    UNHEALTHY,
+    ProviderChunk,
+    ProviderError,
+    ProviderRequest,
+    ProviderResult,
+    provider_class,
+)
 from .registry import ModelEntry, ModelNotLoaded, Registry
 from .settings import GatewaySettings
 
 log = structlog.get_logger("generation")
 R = TypeVar("R")
-
-# Failures that say something about the provider's health, and so count towards its circuit breaker.
-_CIRCUIT_FAILURES = frozenset(
-    {
-        ReasonCode.PROVIDER_TIMEOUT,
-        ReasonCode.PROVIDER_UNAVAILABLE,
-        ReasonCode.PROVIDER_ERROR,
-        ReasonCode.STREAM_INTERRUPTED,
-    }
-)
 
 
 def _as_cairn_error(exc: BaseException) -> CairnError:
@@ -57,8 +55,46 @@ def _as_cairn_error(exc: BaseException) -> CairnError:
     return ProviderError(ReasonCode.PROVIDER_ERROR, f"The provider failed: {exc!r}")
 
 
+@asynccontextmanager
+async def _judged(breaker: Circuit, *, success_counts: bool = True) -> AsyncIterator[None]:
+    """Tell `breaker` how the call in the block went, and raise any failure as a CairnError.
+
+    A failure that says something about the provider's health counts against it; any other end (a bad request,
+    a cancelled call, a client that went away) frees the half-open probe, so the next call can probe again.
+    `success_counts=False`: the call is not over when the block is (a stream, once open, is judged at its end).
+    """
+    try:
+        yield
+    except (asyncio.CancelledError, GeneratorExit):
+        await breaker.release_probe()
+        raise
+    except Exception as exc:
+        err = _as_cairn_error(exc)
+        if err.reason_code in UNHEALTHY:
+            await breaker.failure()
+        else:
+            await breaker.release_probe()
+        raise err from exc
+    if success_counts:
+        await breaker.success()
+
+
+class _Served:
+    """Who served an answer, as responses, metrics and logs name it."""
+
+    entry: ModelEntry
+
+    @property
+    def provider_name(self) -> str:
+        return self.entry.spec.provider
+
+    @property
+    def model(self) -> str:
+        return getattr(self.entry.provider, "model", None) or self.entry.alias
+
+
 @dataclass
-class Completed:
+class Completed(_Served):
     entry: ModelEntry
     result: ProviderResult
     grounded: GroundedAnswer | None
@@ -67,7 +103,7 @@ class Completed:
 
 
 @dataclass
-class StreamHandle:
+class StreamHandle(_Served):
     """An opened stream whose first chunk is already in hand. Iterate `chunks()` exactly once."""
 
     entry: ModelEntry
@@ -80,40 +116,22 @@ class StreamHandle:
     fallback_reason: CairnError | None = None
     text: list[str] = field(default_factory=list)
 
-    @property
-    def provider_name(self) -> str:
-        return self.entry.spec.provider
-
-    @property
-    def model(self) -> str:
-        return getattr(self.entry.provider, "model", None) or self.entry.alias
-
     async def chunks(self) -> AsyncIterator[ProviderChunk]:
-        breaker = self.entry.breaker
         try:
-            chunk: ProviderChunk | None = self.first
-            while chunk is not None:
-                if chunk.text:
-                    self.text.append(chunk.text)
-                yield chunk
-                wait = min(self.idle_timeout_s, self.deadline - time.monotonic())
-                try:
-                    async with asyncio.timeout(max(wait, 0.001)):
-                        chunk = await anext(self.agen, None)
-                except TimeoutError:
-                    raise ProviderError(
-                        ReasonCode.PROVIDER_TIMEOUT, "The model stopped producing tokens in time."
-                    ) from None
-        except asyncio.CancelledError:
-            await breaker.release_probe()
-            raise
-        except BaseException as exc:
-            err = _as_cairn_error(exc)
-            if err.reason_code in _CIRCUIT_FAILURES:
-                await breaker.failure()
-            raise err from exc
-        else:
-            await breaker.success()
+            async with _judged(self.entry.breaker):
+                chunk: ProviderChunk | None = self.first
+                while chunk is not None:
+                    if chunk.text:
+                        self.text.append(chunk.text)
+                    yield chunk
+                    wait = min(self.idle_timeout_s, self.deadline - time.monotonic())
+                    try:
+                        async with asyncio.timeout(max(wait, 0.001)):
+                            chunk = await anext(self.agen, None)
+                    except TimeoutError:
+                        raise ProviderError(
+                            ReasonCode.PROVIDER_TIMEOUT, "The model stopped producing tokens in time."
+                        ) from None
         finally:
             await self.aclose()
 
@@ -124,6 +142,42 @@ class StreamHandle:
                 await aclose()
         finally:
             await self.stack.aclose()
+
+
+@dataclass
+class Outcome:
+    """How one request to a generation endpoint ended: what its metrics and access-log line say.
+
+    `/v1/generate` and the OpenAI surface, streamed or not, fill in the same fields and `GenerationService.record`
+    writes them in one place, so an answer from the fallback chain is reported as `fallback` on every endpoint.
+    """
+
+    endpoint: str
+    started: float
+    status: Status = Status.OK
+    reason: ReasonCode | None = None
+    provider: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+    ttft_s: float | None = None  # streams only
+    generation_s: float | None = (
+        None  # the provider's own time, for tokens/s; a stream's is after its first token
+    )
+
+    @classmethod
+    def served(cls, endpoint: str, started: float, by: Completed | StreamHandle) -> Outcome:
+        """An answer is `ok`, or `fallback` (with the first failure's reason) when the chain served it."""
+        reason = by.fallback_reason.reason_code if by.fallback_reason else None
+        status = Status.FALLBACK if by.fallback_reason else Status.OK
+        outcome = cls(endpoint, started, status, reason, by.provider_name, by.model)
+        if isinstance(by, StreamHandle):
+            outcome.ttft_s, outcome.usage = by.ttft_s, Usage()
+        else:
+            outcome.usage, outcome.generation_s = by.result.usage, by.provider_s
+        return outcome
+
+    def fail(self, reason: ReasonCode, status: Status = Status.ERROR) -> None:
+        self.status, self.reason = status, reason
 
 
 class GenerationService:
@@ -226,25 +280,10 @@ class GenerationService:
         async with entry.admission.slot():
             await entry.breaker.before_call()
             started = time.perf_counter()
-            try:
-                async with asyncio.timeout(preq.timeout_s):
-                    result = await provider.generate(preq)
-            except asyncio.CancelledError:
-                await entry.breaker.release_probe()
-                raise
-            except Exception as exc:
-                err = _as_cairn_error(exc)
-                if err.reason_code in _CIRCUIT_FAILURES:
-                    await entry.breaker.failure()
-                raise err from exc
-            await entry.breaker.success()
+            async with _judged(entry.breaker), asyncio.timeout(preq.timeout_s):
+                result = await provider.generate(preq)
             provider_s = time.perf_counter() - started
-        grounded = None
-        if req.citations_required:
-            try:
-                grounded = check_grounded(result.text, req.context_chunks)
-            except CitationError as exc:
-                raise CairnError(exc.reason_code, exc.message) from None
+        grounded = check_grounded(result.text, req.context_chunks) if req.citations_required else None
         return Completed(entry, result, grounded, None, provider_s)
 
     # --- streaming -------------------------------------------------------------------------------------
@@ -265,31 +304,26 @@ class GenerationService:
         agen: AsyncIterator[ProviderChunk] | None = None
         try:
             await entry.breaker.before_call()
-            started = time.monotonic()
-            deadline = started + preq.timeout_s
-            agen = entry.provider.stream(preq)
-            first_wait = min(self.settings.first_token_timeout_ms / 1000, preq.timeout_s)
-            try:
-                async with asyncio.timeout(first_wait):
-                    first = await anext(agen)
-            except TimeoutError:
-                raise ProviderError(
-                    ReasonCode.PROVIDER_TIMEOUT, f"The model sent no first token within {first_wait:.1f} s."
-                ) from None
-            except StopAsyncIteration:
-                raise ProviderError(
-                    ReasonCode.STREAM_INTERRUPTED, "The model ended the stream at once."
-                ) from None
-        except asyncio.CancelledError:
-            await entry.breaker.release_probe()
+            async with _judged(entry.breaker, success_counts=False):
+                started = time.monotonic()
+                deadline = started + preq.timeout_s
+                agen = entry.provider.stream(preq)
+                first_wait = min(self.settings.first_token_timeout_ms / 1000, preq.timeout_s)
+                try:
+                    async with asyncio.timeout(first_wait):
+                        first = await anext(agen)
+                except TimeoutError:
+                    raise ProviderError(
+                        ReasonCode.PROVIDER_TIMEOUT,
+                        f"The model sent no first token within {first_wait:.1f} s.",
+                    ) from None
+                except StopAsyncIteration:
+                    raise ProviderError(
+                        ReasonCode.STREAM_INTERRUPTED, "The model ended the stream at once."
+                    ) from None
+        except BaseException:
             await _close_quietly(agen, stack)
             raise
-        except Exception as exc:
-            err = _as_cairn_error(exc)
-            if err.reason_code in _CIRCUIT_FAILURES:
-                await entry.breaker.failure()
-            await _close_quietly(agen, stack)
-            raise err from exc
         return StreamHandle(
             entry,
             first,
@@ -302,26 +336,44 @@ class GenerationService:
 
     # --- bookkeeping -----------------------------------------------------------------------------------
 
-    def record(
-        self,
-        endpoint: str,
-        status: str,
-        reason: ReasonCode | None,
-        provider: str | None,
-        latency_s: float,
-        usage: Usage | None,
-        gen_s: float | None = None,
-    ) -> None:
-        m = self.metrics
-        m.requests.labels(endpoint, status, reason.value if reason else "", provider or "").inc()
-        m.latency.labels(endpoint).observe(latency_s)
-        if usage is not None and provider:
-            m.tokens.labels(provider, "prompt").inc(usage.prompt_tokens)
-            m.tokens.labels(provider, "completion").inc(usage.completion_tokens)
-            if gen_s and usage.completion_tokens:
-                m.tokens_per_second.labels(provider).observe(usage.completion_tokens / gen_s)
-        if status == "fallback" and reason is not None:
-            m.fallbacks.labels(reason.value).inc()
+    def record(self, outcome: Outcome, log_fields: dict[str, Any]) -> None:
+        """The metrics and access-log fields of one finished request."""
+        m, o = self.metrics, outcome
+        latency = time.perf_counter() - o.started
+        m.requests.labels(
+            o.endpoint, o.status.value, o.reason.value if o.reason else "", o.provider or ""
+        ).inc()
+        m.latency.labels(o.endpoint).observe(latency)
+        if o.ttft_s is not None and o.provider:
+            m.ttft.labels(o.provider).observe(o.ttft_s)
+        gen_s = o.generation_s if o.generation_s is not None or o.ttft_s is None else latency - o.ttft_s
+        if o.usage is not None and o.provider:
+            m.tokens.labels(o.provider, "prompt").inc(o.usage.prompt_tokens)
+            m.tokens.labels(o.provider, "completion").inc(o.usage.completion_tokens)
+            if gen_s and o.usage.completion_tokens:
+                m.tokens_per_second.labels(o.provider).observe(o.usage.completion_tokens / gen_s)
+        if o.status is Status.FALLBACK and o.reason is not None:
+            m.fallbacks.labels(o.reason.value).inc()
+        log_fields.update(outcome=o.status.value, reason_code=o.reason)
+        if o.provider:
+            log_fields.update(provider=o.provider, model=o.model)
+        if o.usage is not None:
+            log_fields.update(
+                prompt_tokens=o.usage.prompt_tokens, completion_tokens=o.usage.completion_tokens
+            )
+        if o.ttft_s is not None:
+            log_fields["ttft_ms"] = round(o.ttft_s * 1000, 2)
+
+    @contextmanager
+    def recording(self, outcome: Outcome, log_fields: dict[str, Any]) -> Iterator[Outcome]:
+        """Record `outcome` however the block ends: a stream whose client went away is `CANCELLED`."""
+        try:
+            yield outcome
+        except asyncio.CancelledError:
+            outcome.fail(ReasonCode.CANCELLED)
+            raise
+        finally:
+            self.record(outcome, log_fields)
 
 
 async def _close_quietly(agen: AsyncIterator[ProviderChunk] | None, stack: AsyncExitStack) -> None:

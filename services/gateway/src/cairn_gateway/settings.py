@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .models.offload import parse_gpu_layers
+from .in_process.offload import parse_gpu_layers
 
 
 class ModelSpec(BaseModel):
@@ -103,10 +103,10 @@ class GatewaySettings(BaseSettings):
     extractive_sentences: int = Field(2, ge=1, le=3)  # the most sentences of the chosen chunk quoted
     context_size: int = Field(4096, ge=256)
     # llamacpp: "auto" renders chat messages with the GGUF's own chat template when its metadata has one,
-    # else the base-model `Q: … A:` format; "base" or "chat_template" force one (models/chat_template.py).
+    # else the base-model `Q: … A:` format; "base" or "chat_template" force one (in_process/chat_template.py).
     prompt_format: Literal["auto", "base", "chat_template"] = "auto"
     # llamacpp: layers offloaded to the GPU: "auto" (all of them when this llama.cpp build has GPU support,
-    # none otherwise), an integer, or "none"/0 (models/offload.py).
+    # none otherwise), an integer, or "none"/0 (in_process/offload.py).
     gpu_layers: str = "auto"
     model_cache_dir: str | None = None  # where the packaged GGUF is assembled; default ~/.cache/cairn/models
     embed_batch_size: int = Field(32, ge=1)  # texts per ONNX Runtime call

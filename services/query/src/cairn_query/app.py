@@ -9,14 +9,12 @@ from contextlib import asynccontextmanager
 
 from cairn_core import (
     InternalAuthMiddleware,
-    configure_logging,
     internal_headers,
     make_http_client,
     redis_client,
     running,
     secret_of,
     service_app,
-    setup_tracing,
 )
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -33,9 +31,6 @@ SERVICE_NAME = "query-service"
 
 def create_app(settings: QuerySettings | None = None) -> Starlette:
     settings = settings or QuerySettings()
-    configure_logging(SERVICE_NAME, settings.log_level)
-    tracer_provider = setup_tracing(SERVICE_NAME)
-    tracer = tracer_provider.get_tracer(SERVICE_NAME)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -51,9 +46,8 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
             ) as http:
                 service: QueryService | None = None
                 try:
-                    service = QueryService.build(
-                        settings, store, GatewayClient(settings, http, tracer), redis, policy
-                    )
+                    gateway = GatewayClient(settings, http, app.state.tracer)
+                    service = QueryService.build(settings, store, gateway, redis, policy)
                     app.state.service = service
                     async with contextlib.AsyncExitStack() as background:
                         await background.enter_async_context(
@@ -68,12 +62,6 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
                     if service is not None:
                         service.documents.close()
                     store.close()
-                    tracer_provider.shutdown()
 
-    return service_app(
-        routes=ROUTES,
-        lifespan=lifespan,
-        tracer=tracer,
-        max_body_bytes=settings.max_body_bytes,
-        outer=[Middleware(InternalAuthMiddleware, token=settings.internal_token)],
-    )
+    auth = Middleware(InternalAuthMiddleware, token=settings.internal_token)
+    return service_app(SERVICE_NAME, settings, routes=ROUTES, lifespan=lifespan, outer=[auth])

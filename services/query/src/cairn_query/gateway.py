@@ -35,15 +35,8 @@ T = TypeVar("T")
 _RETRY_STATUS = {502, 503, 504}
 
 
-class _Retryable(Exception):
-    """`unreachable`: no connection was made, so nothing was sent, and the replica is probably down."""
-
-    def __init__(self, error: UpstreamError, *, unreachable: bool = False) -> None:
-        self.error = error
-        self.unreachable = unreachable
-
-
 def _error_from_response(resp: httpx.Response, body: bytes) -> UpstreamError:
+    """The gateway's own reason code; a 502/503/504 is `retryable`, except an open circuit (it says how long)."""
     code, message = ReasonCode.PROVIDER_ERROR, f"The gateway answered HTTP {resp.status_code}."
     try:
         data = httpx.Response(200, content=body).json()
@@ -57,6 +50,7 @@ def _error_from_response(resp: httpx.Response, body: bytes) -> UpstreamError:
         message,
         status_code=resp.status_code,
         retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+        retryable=resp.status_code in _RETRY_STATUS and code is not ReasonCode.CIRCUIT_OPEN,
     )
 
 
@@ -101,7 +95,7 @@ class GatewayClient:
     async def _with_retries(
         self, attempt: Callable[[str], Awaitable[T]], timeout_s: float | None = None, late: str = ""
     ) -> T:
-        """Run `attempt(base_url)` (which raises _Retryable for a retryable failure) against the replicas.
+        """Run `attempt(base_url)` against the replicas; an UpstreamError that is `retryable` is tried again.
 
         A retry goes to another replica while there is one this call has not tried; back on one already tried,
         it waits first (exponential, as before). Each replica's breaker hears of a call's failure once, so one
@@ -109,7 +103,7 @@ class GatewayClient:
         """
         tried: set[_Replica] = set()
         failed: set[_Replica] = set()
-        last: _Retryable | None = None
+        last: UpstreamError | None = None
         current: _Replica | None = None
         try:
             async with asyncio.timeout(timeout_s):
@@ -129,7 +123,16 @@ class GatewayClient:
                     current = replica
                     try:
                         result = await attempt(replica.base)
-                    except _Retryable as exc:
+                    except UpstreamError as exc:
+                        if not exc.retryable:
+                            if exc.reason_code in (
+                                ReasonCode.PROVIDER_TIMEOUT,
+                                ReasonCode.PROVIDER_UNAVAILABLE,
+                            ):
+                                replica.circuit.failure()
+                            else:
+                                replica.circuit.release_probe()
+                            raise
                         last = exc
                         if exc.unreachable:
                             self.replicas.unreachable(replica)
@@ -139,12 +142,6 @@ class GatewayClient:
                         else:
                             replica.circuit.release_probe()
                         continue
-                    except UpstreamError as exc:
-                        if exc.reason_code in (ReasonCode.PROVIDER_TIMEOUT, ReasonCode.PROVIDER_UNAVAILABLE):
-                            replica.circuit.failure()
-                        else:
-                            replica.circuit.release_probe()
-                        raise
                     except BaseException:  # cancelled (client gone, or the deadline): neither verdict
                         replica.circuit.release_probe()
                         raise
@@ -156,7 +153,7 @@ class GatewayClient:
                 current.circuit.failure()
             raise UpstreamError(ReasonCode.PROVIDER_TIMEOUT, late) from None
         if last is not None:
-            raise last.error from None
+            raise last from None
         # Every replica's breaker is open (nothing awaited since _next said so): its refusal says for how long.
         self.replicas.items[0].circuit.before_call()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -175,25 +172,21 @@ class GatewayClient:
             resp = await self.http.send(request, stream=stream)
         except (httpx.ConnectError, httpx.ConnectTimeout):
             # httpx-aiohttp reports a refused connection as ConnectTimeout: both mean "not reachable".
-            raise _Retryable(
-                UpstreamError(ReasonCode.PROVIDER_UNAVAILABLE, "The gateway is unreachable."),
-                unreachable=True,
+            raise UpstreamError(
+                ReasonCode.PROVIDER_UNAVAILABLE, "The gateway is unreachable.", unreachable=True
             ) from None
         except httpx.TimeoutException:
             raise UpstreamError(ReasonCode.PROVIDER_TIMEOUT, "The gateway did not answer in time.") from None
         except httpx.HTTPError as exc:
-            raise _Retryable(
-                UpstreamError(
-                    ReasonCode.PROVIDER_UNAVAILABLE, f"The gateway is unreachable ({type(exc).__name__})."
-                )
+            raise UpstreamError(
+                ReasonCode.PROVIDER_UNAVAILABLE,
+                f"The gateway is unreachable ({type(exc).__name__}).",
+                retryable=True,
             ) from None
         if resp.status_code >= 400:
             raw = await resp.aread()
             await resp.aclose()
-            error = _error_from_response(resp, raw)
-            if resp.status_code in _RETRY_STATUS and error.reason_code is not ReasonCode.CIRCUIT_OPEN:
-                raise _Retryable(error)
-            raise error
+            raise _error_from_response(resp, raw)
         return resp
 
     async def embed(self, texts: list[str]) -> tuple[list[list[float]], str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cairn_core import QueryMetric as M
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -14,14 +15,14 @@ class QueryMetrics:
         ProcessCollector(registry=self.registry)
         r = self.registry
         self.requests = Counter(
-            "cairn_qs_requests", "Requests by endpoint and outcome", ["endpoint", "status"], registry=r
+            M.REQUESTS, "Requests by endpoint and outcome", ["endpoint", "status"], registry=r
         )
-        self.cache = Counter("cairn_qs_cache", "Answer cache lookups", ["result"], registry=r)
+        self.cache = Counter(M.CACHE, "Answer cache lookups", ["result"], registry=r)
         self.fallbacks = Counter(
-            "cairn_qs_fallbacks", "Answers degraded to search results, by reason", ["reason_code"], registry=r
+            M.FALLBACKS, "Answers degraded to search results, by reason", ["reason_code"], registry=r
         )
         self.retrieval_latency = Histogram(
-            "cairn_qs_retrieval_latency_seconds",
+            M.RETRIEVAL_LATENCY,
             "Hybrid retrieval time, query embedding included",
             ["mode"],
             buckets=_FAST,
@@ -48,7 +49,7 @@ class QueryMetrics:
         self.policy_reloads = Counter(
             "cairn_qs_policy_reloads", "Policy reloads, by result (ok or refused)", ["result"], registry=r
         )
-        self.feedback = Counter("cairn_qs_feedback", "Ratings of answers, by rating", ["rating"], registry=r)
+        self.feedback = Counter(M.FEEDBACK, "Ratings of answers, by rating", ["rating"], registry=r)
         self.audit_failures = Counter(
             "cairn_qs_audit_failures", "Audit records that could not be written", registry=r
         )

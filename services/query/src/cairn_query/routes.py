@@ -1,4 +1,5 @@
-"""Thin handlers: parse, call the services, shape the response. Errors map to HTTP in `app.py`."""
+"""Thin handlers: parse, call the services, shape the response. A raised CairnError becomes its HTTP answer in
+`cairn_core`'s exception handlers (installed by `service_app`)."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from cairn_core import (
     DoneEvent,
     MetaEvent,
     ReasonCode,
+    SSEDecoder,
     Status,
     StopReason,
     UpstreamError,
@@ -36,16 +37,6 @@ from .policy import Finding, Verdict
 from .schemas import ChatRequest
 
 log = structlog.get_logger("chat")
-
-
-def _parse(frame: bytes) -> tuple[str, str]:
-    name, data = "message", []
-    for line in frame.decode("utf-8", errors="replace").split("\n"):
-        if line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-    return name, "\n".join(data)
 
 
 class _Relay:
@@ -249,7 +240,7 @@ async def _relay(
     """Forward the gateway's frames up to its `done`, which is kept in `relay.done` (the caller sends it after
     the rules); on any problem set `relay.error` and stop (the caller ends the stream)."""
     deadline = started + service.settings.gateway_timeout_ms / 1000
-    buffer = b""
+    decoder = SSEDecoder(keep_raw=True)
     chunks = resp.aiter_raw()
     try:
         while True:
@@ -262,11 +253,8 @@ async def _relay(
             except StopAsyncIteration:
                 relay.error = ReasonCode.STREAM_INTERRUPTED  # ended without `done`
                 return
-            buffer += piece
-            while b"\n\n" in buffer:
-                frame, buffer = buffer.split(b"\n\n", 1)
-                name, data = _parse(frame)
-                out = frame + b"\n\n"
+            for event in decoder.feed(piece):
+                name, data, out = event.event, event.data, event.raw
                 if name == "meta":
                     meta = json_loads(data)
                     relay.model, relay.provider = meta.get("model"), meta.get("provider")

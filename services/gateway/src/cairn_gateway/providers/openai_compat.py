@@ -25,6 +25,7 @@ from cairn_core import (
     StopReason,
     Usage,
     aiter_sse_chunks,
+    is_retryable,
     json_dumps,
     json_loads,
     outgoing_headers,
@@ -42,10 +43,6 @@ CONNECT_TIMEOUT_S = 5.0
 # How long a finished stream's connection may wait for the server to end the response before it is dropped.
 DRAIN_TIMEOUT_S = 2.0
 _FINISH = {"stop": StopReason.EOS, "length": StopReason.LENGTH, "eos": StopReason.EOS}
-
-
-class RetryableUpstream(ProviderError):
-    pass
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -86,21 +83,25 @@ def _error_from_status(status: int, headers: Mapping[str, str], body: str) -> Pr
             if status == 504
             else (ReasonCode.PROVIDER_UNAVAILABLE if status in (429, 503) else ReasonCode.PROVIDER_ERROR)
         )
-        return RetryableUpstream(code, message, retry_after=_retry_after(headers))
+        return ProviderError(code, message, retry_after=_retry_after(headers), retryable=True)
     return ProviderError(ReasonCode.PROVIDER_ERROR, message)
 
 
 def _open_error(exc: BaseException) -> ProviderError:
     """A failure before any answer arrived: the server could not be reached, or not in time."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
-        return RetryableUpstream(ReasonCode.PROVIDER_UNAVAILABLE, f"Cannot reach the model server: {exc!r}")
+        return ProviderError(
+            ReasonCode.PROVIDER_UNAVAILABLE, f"Cannot reach the model server: {exc!r}", unreachable=True
+        )
     if isinstance(exc, TimeoutError):
         return ProviderError(ReasonCode.PROVIDER_TIMEOUT, "The model server did not answer in time.")
     if isinstance(exc, aiohttp.ClientConnectionError):
         # The connection dropped before any answer: typically a pooled keep-alive connection the server closed
         # just as the request went out ("server disconnected", "cannot write request body"). Try again.
-        return RetryableUpstream(
-            ReasonCode.PROVIDER_UNAVAILABLE, f"The connection to the model server dropped: {exc!r}"
+        return ProviderError(
+            ReasonCode.PROVIDER_UNAVAILABLE,
+            f"The connection to the model server dropped: {exc!r}",
+            retryable=True,
         )
     return ProviderError(ReasonCode.PROVIDER_UNAVAILABLE, f"The request to the model server failed: {exc!r}")
 
@@ -206,7 +207,7 @@ class OpenAICompatProvider:
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
             stop=stop_after_attempt(self.retries),
-            retry=retry_if_exception(lambda e: isinstance(e, RetryableUpstream)),
+            retry=retry_if_exception(is_retryable),
             wait=_WaitRetryAfter(self.retry_cap_s),
             reraise=True,
             before_sleep=lambda rs: _log_retry(
@@ -228,8 +229,8 @@ class OpenAICompatProvider:
         # a tenth of the gateway's budget, and only a failed first call needs it.
         try:
             return await self._post(url, body, headers, limits)
-        except RetryableUpstream as exc:
-            if not self.retries:
+        except ProviderError as exc:
+            if not exc.retryable or not self.retries:
                 raise
             _log_retry(1, exc)
             await asyncio.sleep(backoff_s(exc, 1, self.retry_cap_s))

@@ -35,27 +35,19 @@ from cairn_core import (
     Redis,
     RedisCircuit,
     UpstreamError,
+    is_retryable,
 )
 
 from ..settings import GatewaySettings, ModelSpec
-from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
-from .openai_compat import OpenAICompatProvider, RetryableUpstream, backoff_s
+from .base import UNHEALTHY, ProviderChunk, ProviderError, ProviderRequest, ProviderResult
+from .openai_compat import OpenAICompatProvider, backoff_s
 
 log = structlog.get_logger("router")
 
 # Failures before the first chunk that another server may well not have: unreachable, overloaded, 5xx
-# (RetryableUpstream), no answer in time, or a connection that broke before any text. A 4xx is the request's
+# (`retryable`), no answer in time, or a connection that broke before any text. A 4xx is the request's
 # own fault and would fail everywhere.
 _FAIL_OVER = frozenset({ReasonCode.PROVIDER_TIMEOUT, ReasonCode.STREAM_INTERRUPTED})
-# Failures that say something about a deployment's health, and so count towards its breaker.
-_UNHEALTHY = frozenset(
-    {
-        ReasonCode.PROVIDER_TIMEOUT,
-        ReasonCode.PROVIDER_UNAVAILABLE,
-        ReasonCode.PROVIDER_ERROR,
-        ReasonCode.STREAM_INTERRUPTED,
-    }
-)
 
 
 def public_url(url: str) -> str:
@@ -67,7 +59,7 @@ def public_url(url: str) -> str:
 
 
 def _fails_over(exc: CairnError) -> bool:
-    return isinstance(exc, RetryableUpstream) or exc.reason_code in _FAIL_OVER
+    return is_retryable(exc) or exc.reason_code in _FAIL_OVER
 
 
 async def _aclose(agen: AsyncIterator[ProviderChunk]) -> None:
@@ -94,7 +86,7 @@ class Deployment:
     async def failed(self, err: CairnError, *, unhealthy: bool = True) -> None:
         self.failures += 1
         self.last_error = f"{err.reason_code.value}: {err.message[:200]}"
-        if unhealthy and err.reason_code in _UNHEALTHY:
+        if unhealthy and err.reason_code in UNHEALTHY:
             await self.breaker.failure()
         else:
             await self.breaker.release_probe()

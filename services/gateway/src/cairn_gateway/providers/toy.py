@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from cairn_core import StopReason, Usage
 
-from ..models.manifest import shipped
+from ..in_process.manifest import shipped
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ProviderResult
 

@@ -17,7 +17,7 @@ def render_prompt(messages: list[ChatMessage], grounded: bool = False) -> str:
     """Messages → one completion prompt for a base model.
 
     System text goes first as plain text (for grounded requests: the instructions and numbered sources
-    from prompting.py), then the conversation as `Q: …` / `A: …` lines, ending with `A:` for the model to
+    from grounded_prompt.py), then the conversation as `Q: …` / `A: …` lines, ending with `A:` for the model to
     complete. A grounded prompt asks for the JSON object that the grammar then enforces.
     """
     parts: list[str] = []

@@ -4,7 +4,7 @@ An instruct GGUF carries the chat template it was tuned on in its metadata (`tok
 Jinja text of Hugging Face's tokenizer_config.json). Rendered any other way, such a model sees a format it
 was never trained on and answers worse, so when the template is there (LLM_PROMPT_FORMAT=auto) chat
 messages go through it, rendered by llama-cpp-python's own `Jinja2ChatFormatter` with the model's bos/eos
-token texts. A GGUF without one (the packaged base Gemma 3 270M) keeps the `Q: … A:` format of prompt.py.
+token texts. A GGUF without one (the packaged base Gemma 3 270M) keeps the `Q: … A:` format of base_prompt.py.
 """
 
 from __future__ import annotations

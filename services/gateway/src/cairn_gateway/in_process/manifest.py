@@ -2,7 +2,7 @@
 
 Every model the gateway can run in its own process has one (docs/models.md, "Model manifests"):
 - the shipped models' manifests are JSON files in `cairn_gateway/manifests/`, packaged with the service;
-- a user's GGUF (`LLM_MODEL_PATH`, `path` in `LLM_MODELS`) gets one written at its first load (`models/files.py`).
+- a user's GGUF (`LLM_MODEL_PATH`, `path` in `LLM_MODELS`) gets one written at its first load (`in_process/files.py`).
 
 A manifest is enforced at every load: the file's size and its full sha256 must be the manifest's, else the
 model is refused with `MODEL_REJECTED`. The sha256 is computed afresh by each load, never taken from a cache
