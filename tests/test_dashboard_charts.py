@@ -19,7 +19,7 @@ from redis import Redis as SyncRedis
 
 from .axe import assert_no_serious_violations
 from .conftest import Stack, needs_query_service, start_stack
-from .test_browser import ARTIFACTS, CHROMIUM_ARGS, HANDBOOK, ensure_chromium
+from .test_browser import ARTIFACTS, HANDBOOK, chromium_page
 
 pytestmark = [needs_query_service, pytest.mark.slow]
 SAMPLE_S = 0.5
@@ -101,48 +101,43 @@ def test_the_sampler_turns_the_gateways_traffic_into_points(stack: Stack) -> Non
 
 @pytest.mark.browser
 def test_the_dashboard_draws_its_charts_under_the_csp_and_passes_axe(stack: Stack) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     for q in [*QUESTIONS[:2], NO_CONTEXT]:
         _ask(stack.bff.url, q)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=ensure_chromium(), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.goto(f"{stack.bff.url}/dashboard")
-            for chart in ("ttft", "tps", "requests", "fallbacks", "queue"):
-                expect(page.locator(f"#chart-{chart} canvas")).to_have_count(1, timeout=15_000)
-            # More points arrive while the page is open (it asks for what is newer each sample).
-            requests = page.locator("#chart-requests")
-            first = requests.get_attribute("data-points")
-            expect(requests).not_to_have_attribute("data-points", first or "", timeout=10_000)
-            # The canvases hold drawn lines, not only a blank plot: count pixels in the series' colours.
-            drawn = page.evaluate(
-                """() => [...document.querySelectorAll('.chart canvas')].map((c) => {
-                     const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                     let n = 0;
-                     for (let i = 0; i < px.length; i += 4) {
-                       if (px[i + 3] > 0 && Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 60) n++;
-                     }
-                     return n;
-                   })"""
-            )
-            assert len(drawn) == 5 and all(n > 50 for n in drawn), drawn
-            expect(page.locator("#chart-requests-now")).to_contain_text("ok")
-            expect(page.locator("#chart-requests .u-legend")).to_contain_text("ok")
-            expect(page.locator("#chart-fallbacks .u-legend")).to_contain_text("NO_CONTEXT")
-            # The cards of totals are still there, with the models' manifests.
-            expect(page.locator("#requests")).not_to_have_text("–")
-            expect(page.locator("#models-table")).to_contain_text("no model weights")
-            page.screenshot(path=str(ARTIFACTS / "dashboard-charts.png"), full_page=True)
-            assert not errors, errors
-            assert_no_serious_violations(page)
-        finally:
-            browser.close()
+    with chromium_page(1280, 1000) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.goto(f"{stack.bff.url}/dashboard")
+        for chart in ("ttft", "tps", "requests", "fallbacks", "queue"):
+            expect(page.locator(f"#chart-{chart} canvas")).to_have_count(1, timeout=15_000)
+        # More points arrive while the page is open (it asks for what is newer each sample).
+        requests = page.locator("#chart-requests")
+        first = requests.get_attribute("data-points")
+        expect(requests).not_to_have_attribute("data-points", first or "", timeout=10_000)
+        # The canvases hold drawn lines, not only a blank plot: count pixels in the series' colours.
+        drawn = page.evaluate(
+            """() => [...document.querySelectorAll('.chart canvas')].map((c) => {
+                 const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                 let n = 0;
+                 for (let i = 0; i < px.length; i += 4) {
+                   if (px[i + 3] > 0 && Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 60) n++;
+                 }
+                 return n;
+               })"""
+        )
+        assert len(drawn) == 5 and all(n > 50 for n in drawn), drawn
+        expect(page.locator("#chart-requests-now")).to_contain_text("ok")
+        expect(page.locator("#chart-requests .u-legend")).to_contain_text("ok")
+        expect(page.locator("#chart-fallbacks .u-legend")).to_contain_text("NO_CONTEXT")
+        # The cards of totals are still there, with the models' manifests.
+        expect(page.locator("#requests")).not_to_have_text("–")
+        expect(page.locator("#models-table")).to_contain_text("no model weights")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-charts.png"), full_page=True)
+        assert not errors, errors
+        assert_no_serious_violations(page)
 
 
 @pytest.fixture(scope="module")
