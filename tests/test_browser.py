@@ -17,9 +17,9 @@ import httpx
 import pytest
 from cairn_testing import free_port
 
-from .conftest import Stack, needs_query_service, start_stack
+from .conftest import Stack, start_stack
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_query_service]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("CAIRN_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"

@@ -12,9 +12,8 @@ import httpx
 import pytest
 from cairn_testing import ServerProcess, parse_sse, start_server
 
-from .conftest import Stack, needs_query_service, start_stack
+from .conftest import Stack, start_stack
 
-pytestmark = needs_query_service
 DOC = {
     "id": "tide",
     "title": "Tide log",
