@@ -88,6 +88,8 @@ def receiver() -> Iterator[OtlpReceiver]:
     r.thread.start()
     yield r
     r.server.shutdown()
+    r.server.server_close()  # shutdown() only stops the loop; the listening socket stays open without this
+    r.thread.join(timeout=5)
 
 
 def _log_lines(path: Path) -> list[dict[str, Any]]:
