@@ -5,13 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from cairn_testing import ServerProcess, start_gateway, start_server
-
-QS_APP = Path(__file__).resolve().parents[1] / "services" / "query" / "src" / "cairn_query" / "app.py"
-
-# The e2e and browser tests need the real query service; until it exists they skip with this reason.
-needs_query_service = pytest.mark.skipif(not QS_APP.exists(), reason="services/query is not built yet")
 
 
 @dataclass

@@ -20,12 +20,12 @@ import pytest
 from cairn_testing import free_port, wait_for
 
 from .axe import assert_no_serious_violations
+from .conftest import INTERNAL_TOKEN, Stack, start_stack
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
-from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_query_service]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("CAIRN_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"

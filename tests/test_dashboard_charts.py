@@ -18,10 +18,10 @@ from cairn_testing import RedisServer, ServerProcess, start_redis, start_server,
 from redis import Redis as SyncRedis
 
 from .axe import assert_no_serious_violations
-from .conftest import Stack, needs_query_service, start_stack
+from .conftest import Stack, start_stack
 from .test_browser import ARTIFACTS, HANDBOOK, chromium_page
 
-pytestmark = [needs_query_service, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 SAMPLE_S = 0.5
 QUESTIONS = [
     "How many days of paid leave do employees get?",

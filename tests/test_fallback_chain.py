@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 from cairn_testing import ServerProcess, parse_sse
 
-from .conftest import Stack, needs_query_service, start_stack
+from .conftest import Stack, start_stack
 
-pytestmark = needs_query_service
 DOC = {
     "id": "tide",
     "title": "Tide log",

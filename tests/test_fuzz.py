@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
+from .conftest import INTERNAL_TOKEN, Stack, start_stack
 
-pytestmark = [pytest.mark.slow, needs_query_service]
+pytestmark = pytest.mark.slow
 
 ADMIN_TOKEN = "fuzz-admin"
 INTERNAL = {"X-Cairn-Internal-Token": INTERNAL_TOKEN}

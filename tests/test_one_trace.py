@@ -16,7 +16,7 @@ import pytest
 from cairn_testing import wait_for
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from .conftest import needs_query_service, start_stack
+from .conftest import start_stack
 
 SERVICES = {"bff", "query-service", "llm-gateway"}
 
@@ -88,6 +88,8 @@ def receiver() -> Iterator[OtlpReceiver]:
     r.thread.start()
     yield r
     r.server.shutdown()
+    r.server.server_close()  # shutdown() only stops the loop; the listening socket stays open without this
+    r.thread.join(timeout=5)
 
 
 def _log_lines(path: Path) -> list[dict[str, Any]]:
@@ -101,7 +103,6 @@ def _log_lines(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
-@needs_query_service
 @pytest.mark.slow
 def test_one_chat_request_is_one_trace_across_all_three_services(
     tmp_path: Path, receiver: OtlpReceiver

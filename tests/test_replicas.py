@@ -13,9 +13,8 @@ import httpx
 import pytest
 from cairn_testing import ServerProcess, parse_sse, postgres, start_gateway, start_server
 
-from .conftest import INTERNAL_TOKEN, needs_query_service
+from .conftest import INTERNAL_TOKEN
 
-pytestmark = needs_query_service
 TOKEN = {"CAIRN_INTERNAL_TOKEN": INTERNAL_TOKEN}
 AUTH = {"X-Cairn-Internal-Token": INTERNAL_TOKEN}
 DOC = {

@@ -12,9 +12,8 @@ import httpx
 import pytest
 from cairn_testing import ServerProcess, free_port, start_gateway, start_server
 
-from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
+from .conftest import INTERNAL_TOKEN, Stack, start_stack
 
-pytestmark = needs_query_service
 INTERNAL = {"X-Cairn-Internal-Token": INTERNAL_TOKEN}
 MASTER = "master-of-keys"
 

@@ -24,9 +24,9 @@ from cairn_testing import (
 )
 from redis import Redis as SyncRedis
 
-from .conftest import INTERNAL_TOKEN, Stack, needs_query_service, start_stack
+from .conftest import INTERNAL_TOKEN, Stack, start_stack
 
-pytestmark = [needs_query_service, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 INTERNAL = {"X-Cairn-Internal-Token": INTERNAL_TOKEN}
 RATE_N = 6  # requests per minute (and burst) per identity, across all BFF replicas
 INFLIGHT_N = 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -43,10 +44,21 @@ def bff(upstream: ServerProcess) -> Iterator[ServerProcess]:
 
 @asynccontextmanager
 async def app_client(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The BFF app in this process, inside its lifespan (ASGITransport does not run it)."""
+    """The BFF app in this process, inside its lifespan (ASGITransport does not run it).
+
+    Its startup freezes the heap and raises the collector's threshold, as a served app should; both are put
+    back afterwards, so that the tests after it run with the collector pytest started with."""
     app = create_app(BffSettings(**settings))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080") as client,
-    ):
-        yield client
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080"
+            ) as client,
+        ):
+            yield client
+    finally:
+        if not frozen:
+            gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -120,3 +121,11 @@ async def test_body_limit(upstream: ServerProcess) -> None:
     async with app_client(qs_url=upstream.url, max_body_bytes=2000) as c:
         r = await c.post(DOCS, files={"file": ("big.txt", b"x" * 5000, "text/plain")})
         assert r.status_code == 413 and r.json()["reason_code"] == "PAYLOAD_TOO_LARGE"
+
+
+async def test_an_in_process_app_leaves_the_collector_as_it_found_it(upstream: ServerProcess) -> None:
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    async with app_client(qs_url=upstream.url) as c:
+        assert (await c.get("/healthz")).status_code == 200
+        assert gc.get_freeze_count() > before[1]  # started as it is served: the startup heap frozen
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before

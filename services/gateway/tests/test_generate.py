@@ -29,7 +29,6 @@ def test_non_stream_success_has_the_contract_fields(gateway: ServerProcess, fake
     assert body["usage"] == {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
     assert body["request_id"] == rid and resp.headers["x-request-id"] == rid
     assert body["reason_code"] is None and body["stop_reason"] == "eos"
-    assert float(resp.headers["x-gateway-overhead-ms"]) >= 0
     upstream = stats(fake)["last_body"]
     assert upstream["stream"] is False and upstream["max_tokens"] == 20 and upstream["seed"] == 7
     assert stats(fake)["last_headers"]["x-request-id"] == rid
@@ -51,6 +50,14 @@ def test_non_stream_success_has_the_contract_fields(gateway: ServerProcess, fake
         "completion_tokens": 4,
     }
     assert len(access[0]["trace_id"]) == 32 and access[0]["duration_ms"] > 0
+
+
+def test_overhead_header_leaves_out_the_time_the_model_took(gateway: ServerProcess) -> None:
+    # The upstream takes 300 ms before it answers; the gateway's own share is a few ms on top of that. A header
+    # that counted the wait, or that subtracted more than the wait (clamped to 0), fails.
+    resp = post(gateway, {"prompt": "[[slow_first:0.3]] [[tokens:2]]"})
+    assert resp.status_code == 200 and resp.json()["latency_ms"] >= 300
+    assert 0 < float(resp.headers["x-gateway-overhead-ms"]) < 100
 
 
 def test_stream_success_orders_events_and_ends_with_done(gateway: ServerProcess) -> None:
@@ -115,11 +122,22 @@ def test_500_then_success_retries_once(gateway: ServerProcess, fake: ServerProce
             assert resp.json()["text"] == "tok0 tok1 tok2"
 
 
-def test_non_retryable_status_is_not_retried(gateway: ServerProcess, fake: ServerProcess) -> None:
+def test_a_500_is_retried_until_the_retries_run_out(gateway: ServerProcess, fake: ServerProcess) -> None:
     rid = uuid.uuid4().hex
     resp = post(gateway, {"prompt": "[[fail_always]]"}, rid)
     assert resp.status_code == 502 and resp.json()["reason_code"] == "PROVIDER_ERROR"
-    assert stats(fake)["attempts"][rid] == 3  # 500 is retried: 1 + LLM_RETRIES (2)
+    assert stats(fake)["attempts"][rid] == 3  # 1 + LLM_RETRIES (2)
+
+
+def test_non_retryable_status_is_not_retried(gateway: ServerProcess, fake: ServerProcess) -> None:
+    # A 4xx other than 429 says the request itself is wrong: sending it again gets the same answer.
+    for status in (400, 401, 404, 422):
+        for stream in (False, True):
+            rid = uuid.uuid4().hex
+            resp = post(gateway, {"prompt": f"[[fail_status:{status}]]", "stream": stream}, rid)
+            assert resp.status_code == 502 and resp.json()["reason_code"] == "PROVIDER_ERROR", resp.text
+            assert str(status) in resp.json()["message"]
+            assert stats(fake)["attempts"][rid] == 1, (status, stream)
 
 
 def test_disconnect_mid_stream_ends_with_error_and_done(gateway: ServerProcess) -> None:
@@ -189,25 +207,41 @@ def test_bad_input_gets_reason_codes(gateway: ServerProcess) -> None:
     assert resp.status_code == 413 and resp.json()["reason_code"] == "PAYLOAD_TOO_LARGE"
 
 
-def test_models_health_and_metrics(gateway: ServerProcess) -> None:
-    models = httpx.get(f"{gateway.url}/v1/models").json()["data"]
-    assert (
-        models[0]["id"] == "fake-model" and models[0]["provider"] == "openai_compat" and models[0]["default"]
-    )
-    assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
-    post(gateway, {"prompt": "[[tokens:2]]", "stream": True})
-    text = httpx.get(f"{gateway.url}/metrics").text
-    for name in (
-        "cairn_gateway_requests_total",
-        "cairn_gateway_time_to_first_token_seconds_bucket",
-        "cairn_gateway_queue_depth",
-        "cairn_gateway_circuit_state",
-        "cairn_gateway_in_flight",
-        "cairn_gateway_tokens_total",
-        "process_resident_memory_bytes",
-    ):
-        assert name in text, name
-    assert 'reason_code="PROVIDER_TIMEOUT"' in text
+def test_models_health_and_metrics(fake: ServerProcess) -> None:
+    # Its own gateway: the metrics it checks come from the requests sent here, not from earlier tests.
+    from .conftest import start_gateway
+
+    gw = start_gateway(fake)
+    try:
+        models = httpx.get(f"{gw.url}/v1/models").json()["data"]
+        assert (
+            models[0]["id"] == "fake-model"
+            and models[0]["provider"] == "openai_compat"
+            and models[0]["default"]
+        )
+        assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
+        assert post(gw, {"prompt": "[[tokens:2]]", "stream": True}).status_code == 200
+        assert post(gw, {"prompt": "[[slow_first:10]]", "timeout_ms": 300}).status_code == 504
+        text = httpx.get(f"{gw.url}/metrics").text
+        for name in (
+            "cairn_gateway_requests_total",
+            "cairn_gateway_time_to_first_token_seconds_bucket",
+            "cairn_gateway_queue_depth",
+            "cairn_gateway_circuit_state",
+            "cairn_gateway_in_flight",
+            "cairn_gateway_tokens_total",
+            "process_resident_memory_bytes",
+        ):
+            assert name in text, name
+        assert 'reason_code="PROVIDER_TIMEOUT"' in text
+        completion = next(
+            line
+            for line in text.splitlines()
+            if line.startswith("cairn_gateway_tokens_total") and 'kind="completion"' in line
+        )
+        assert float(completion.rsplit(" ", 1)[1]) == 2  # the stream's two tokens, and nothing else
+    finally:
+        gw.stop()
 
 
 def test_an_empty_admin_token_turns_admin_endpoints_off() -> None:

@@ -17,7 +17,15 @@ from cairn_core import CairnError, ChatMessage, ReasonCode, json_schema
 from cairn_gateway.in_process import check_memory, stream_in_thread
 from cairn_gateway.in_process.base_prompt import StopScanner, render_prompt
 from cairn_gateway.providers.base import ProviderChunk, ProviderRequest
-from cairn_gateway.providers.llamacpp import LlamaCppProvider, budget_schema, json_grammar, response_schema
+from cairn_gateway.providers.llamacpp import (
+    CITATION_TOKENS,
+    GROUNDED_MIN_TOKENS,
+    JSON_OVERHEAD_TOKENS,
+    LlamaCppProvider,
+    budget_schema,
+    json_grammar,
+    response_schema,
+)
 from cairn_gateway.settings import GatewaySettings, ModelSpec
 
 
@@ -72,13 +80,21 @@ def test_stop_scanner_holds_back_a_possible_stop_prefix() -> None:
     assert scanner.feed("x") == "ENx"
 
 
-@pytest.mark.parametrize("max_tokens", [16, 64, 512])
+@pytest.mark.parametrize("max_tokens", [GROUNDED_MIN_TOKENS, 30, 64, 100, 512])
 def test_budget_leaves_room_for_the_json_to_close(max_tokens: int) -> None:
     schema = budget_schema(json_schema(["a", "b"]), max_tokens)
     cites = schema["properties"]["citations"]
     answer_len = schema["properties"]["answer"]["maxLength"]
-    assert answer_len >= 1 and answer_len + 12 + 10 * cites["maxItems"] <= max(max_tokens, 23)
+    assert answer_len >= 1 and cites["maxItems"] >= 1
+    assert answer_len + JSON_OVERHEAD_TOKENS + CITATION_TOKENS * cites["maxItems"] <= max_tokens
     assert cites["items"]["properties"]["chunk_id"]["enum"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("max_tokens", [1, 16, GROUNDED_MIN_TOKENS - 1])
+def test_a_budget_too_small_for_the_json_to_close_is_refused(max_tokens: int) -> None:
+    with pytest.raises(CairnError) as info:
+        budget_schema(json_schema(["a", "b"]), max_tokens)
+    assert info.value.reason_code == ReasonCode.TOKEN_LIMIT and str(GROUNDED_MIN_TOKENS) in info.value.message
 
 
 def test_grammar_bars_control_characters_and_keeps_the_enum() -> None:

@@ -72,9 +72,9 @@ def toy_gateway() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def qs(toy_gateway: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = start_qs(toy_gateway.url, tmp_path_factory.mktemp("qs") / "qs.sqlite3")
-    client = httpx.Client(base_url=srv.url, timeout=20)
-    for doc in DOCS:
-        assert client.post("/v1/documents", json=doc).status_code in (200, 201)
+    with httpx.Client(base_url=srv.url, timeout=20) as client:
+        for doc in DOCS:
+            assert client.post("/v1/documents", json=doc).status_code in (200, 201)
     yield srv
     srv.stop()
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from cairn_testing import ServerProcess, wait_for
 
@@ -119,11 +120,26 @@ def test_bad_chat_requests_are_400(qs: ServerProcess) -> None:
         assert resp.status_code == 400 and resp.json()["reason_code"] == "BAD_REQUEST"
 
 
-def test_hybrid_query_scores_a_grounded_answer(qs: ServerProcess) -> None:
-    body = httpx.post(f"{qs.url}/v1/hybrid-query", json={"query": "When does the office close?"}).json()
+def test_hybrid_query_scores_a_grounded_answer(qs: ServerProcess, toy_gateway: ServerProcess) -> None:
+    question = "When does the office close?"
+    body = httpx.post(f"{qs.url}/v1/hybrid-query", json={"query": question}).json()
     assert body["status"] == "ok" and "6pm" in body["text"]
-    assert 0 < body["relevance"] <= 1 and 0 < body["grounding"] <= 1
-    assert body["score"] == pytest.approx(0.5 * body["relevance"] + 0.5 * body["grounding"], abs=1e-3)
+    assert [c["chunk_id"] for c in body["citations"]] == ["office:0"]
+    # The same cosines worked out here from the gateway's own embeddings of the question, the answer and the
+    # cited chunk as QS stores it (its title, a newline, its text): a score built from other vectors, or
+    # weighted otherwise, fails.
+    office = next(d for d in DOCS if d["id"] == "office")
+    texts = [question, body["text"], f"{office['title']}\n{office['text']}"]
+    vectors = httpx.post(f"{toy_gateway.url}/v1/embed", json={"input": texts}).json()["embeddings"]
+    q, answer, chunk = (np.asarray(v) / np.linalg.norm(v) for v in vectors)
+    relevance, grounding = max(0.0, float(q @ chunk)), max(0.0, float(answer @ chunk))
+    assert body["relevance"] == pytest.approx(relevance, abs=1e-3)
+    assert body["grounding"] == pytest.approx(grounding, abs=1e-3)
+    assert body["score"] == pytest.approx((relevance + grounding) / 2, abs=1e-3)
+    assert body["relevance"] > 0 and body["grounding"] > 0
+    # A question the documents cannot answer has nothing to score.
+    refused = httpx.post(f"{qs.url}/v1/hybrid-query", json={"query": "Explain quantum chromodynamics"}).json()
+    assert refused["reason_code"] == "NO_CONTEXT" and refused["score"] == 0
 
 
 # --- degradation ------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -13,8 +15,9 @@ from .conftest import ADMIN, minimal_pdf, start_gateway, start_qs
 
 
 @pytest.fixture()
-def client(qs: ServerProcess) -> httpx.Client:
-    return httpx.Client(base_url=qs.url, timeout=20)
+def client(qs: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=qs.url, timeout=20) as client:
+        yield client
 
 
 def search_ids(client: httpx.Client, query: str, **kw: object) -> list[str]:
@@ -185,18 +188,32 @@ def test_restart_keeps_documents_and_concurrent_ingest_with_queries(
     try:
         url = srv.url
 
-        def ingest(i: int) -> int:
+        def timed(call: Callable[[], httpx.Response]) -> tuple[int, float, float]:
+            start = time.monotonic()
+            status = call().status_code
+            return status, start, time.monotonic()
+
+        def ingest(i: int) -> tuple[int, float, float]:
             text = f"Document number {i} talks about topic{i} and the shared subject of lighthouses."
-            return httpx.post(
-                f"{url}/v1/documents", json={"id": f"d{i}", "text": text}, timeout=30
-            ).status_code
+            body = {"id": f"d{i}", "text": text}
+            return timed(lambda: httpx.post(f"{url}/v1/documents", json=body, timeout=30))
 
-        def query(i: int) -> int:
-            return httpx.post(f"{url}/v1/search", json={"query": "lighthouses"}, timeout=30).status_code
+        def query() -> tuple[int, float, float]:
+            body = {"query": "lighthouses"}
+            return timed(lambda: httpx.post(f"{url}/v1/search", json=body, timeout=30))
 
+        # Ingests and queries interleaved in one pool, so that searches run while documents are being written.
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(ingest, range(20))) + list(pool.map(query, range(20)))
-        assert set(statuses[:20]) == {201} and set(statuses[20:]) == {200}
+            ingests, queries = [], []
+            for i in range(20):
+                ingests.append(pool.submit(ingest, i))
+                queries.append(pool.submit(query))
+            ingested = [f.result() for f in ingests]
+            searched = [f.result() for f in queries]
+        assert {status for status, _, _ in ingested} == {201}
+        assert {status for status, _, _ in searched} == {200}
+        # Some search started before the last document was in: the two really ran at the same time.
+        assert min(start for _, start, _ in searched) < max(end for _, _, end in ingested)
     finally:
         srv.stop()
     srv = start_qs(toy_gateway.url, db)

@@ -22,17 +22,18 @@ def qs(
     # QS_DB_PATH names a file that must never appear: the URL wins.
     unused = tmp_path_factory.mktemp("qs-pg") / "unused.sqlite3"
     srv = start_qs(toy_gateway.url, unused, QS_STORE_URL=pg_server.url("qs_integration"))
-    client = httpx.Client(base_url=srv.url, timeout=20)
-    for doc in DOCS:
-        assert client.post("/v1/documents", json=doc).status_code in (200, 201)
+    with httpx.Client(base_url=srv.url, timeout=20) as client:
+        for doc in DOCS:
+            assert client.post("/v1/documents", json=doc).status_code in (200, 201)
     yield srv
     srv.stop()
     assert not unused.exists()
 
 
 @pytest.fixture()
-def client(qs: ServerProcess) -> httpx.Client:
-    return httpx.Client(base_url=qs.url, timeout=20)
+def client(qs: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=qs.url, timeout=20) as client:
+        yield client
 
 
 def test_restart_on_postgres_keeps_documents(toy_gateway: ServerProcess, pg_server: PostgresServer) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ def assert_refused(resp: httpx.Response, status: int, code: str) -> None:
 
 
 @pytest.fixture()
-def client(qs: ServerProcess) -> httpx.Client:
-    return httpx.Client(base_url=qs.url, timeout=20)
+def client(qs: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=qs.url, timeout=20) as client:
+        yield client
 
 
 def test_hostile_html_is_refused_in_time_while_the_store_keeps_answering(
@@ -106,19 +108,19 @@ def test_storage_limits_per_document_and_store_wide(toy_gateway: ServerProcess, 
         QS_CHUNK_OVERLAP_CHARS="0",
     )
     try:
-        c = httpx.Client(base_url=srv.url, timeout=20)
-        assert_refused(c.post("/v1/documents", json={"text": "word " * 201}), 413, "PAYLOAD_TOO_LARGE")
-        big = c.post("/v1/documents", files={"file": ("big.txt", b"word " * 201, "text/plain")})
-        assert_refused(big, 413, "PAYLOAD_TOO_LARGE")
-        two = "The first fact is long enough to fill most of a chunk. The second fact is as long as the first one."
-        assert c.post("/v1/documents", json={"id": "two", "text": two}).json()["chunks"] == 2
-        assert c.post("/v1/documents", json={"id": "one", "text": "Short."}).status_code == 201
-        assert_refused(c.post("/v1/documents", json={"id": "more", "text": "Over."}), 507, "STORAGE_FULL")
-        # A replacement counts without the chunks it replaces.
-        assert c.post("/v1/documents", json={"id": "two", "text": two.upper()}).status_code == 201
-        assert c.get("/readyz").json()["chunks"] == 3
-        c.delete("/v1/documents/one")
-        assert c.post("/v1/documents", json={"id": "more", "text": "Over."}).status_code == 201
+        with httpx.Client(base_url=srv.url, timeout=20) as c:
+            assert_refused(c.post("/v1/documents", json={"text": "word " * 201}), 413, "PAYLOAD_TOO_LARGE")
+            big = c.post("/v1/documents", files={"file": ("big.txt", b"word " * 201, "text/plain")})
+            assert_refused(big, 413, "PAYLOAD_TOO_LARGE")
+            two = "The first fact is long enough to fill most of a chunk. The second fact is as long as the first one."
+            assert c.post("/v1/documents", json={"id": "two", "text": two}).json()["chunks"] == 2
+            assert c.post("/v1/documents", json={"id": "one", "text": "Short."}).status_code == 201
+            assert_refused(c.post("/v1/documents", json={"id": "more", "text": "Over."}), 507, "STORAGE_FULL")
+            # A replacement counts without the chunks it replaces.
+            assert c.post("/v1/documents", json={"id": "two", "text": two.upper()}).status_code == 201
+            assert c.get("/readyz").json()["chunks"] == 3
+            c.delete("/v1/documents/one")
+            assert c.post("/v1/documents", json={"id": "more", "text": "Over."}).status_code == 201
     finally:
         srv.stop()
 

@@ -3,7 +3,7 @@
 Run: `python -m cairn_testing.fake_openai --port 8090`. A marker in the last user message picks the behaviour:
 `[[ok]]` (default), `[[made_up_number]]` (a valid citation on an invented number), `[[tokens:N]]`, `[[delay_ms:N]]`, `[[slow_first:S]]` (no answer for S seconds),
 `[[silent]]` (200 headers, then nothing), `[[malformed]]`, `[[fail_once]]` (500, then success, per request id),
-`[[fail_always]]`, `[[busy]]` (429 with Retry-After), `[[disconnect_mid]]`, `[[error_frame]]`, `[[no_done]]`,
+`[[fail_always]]`, `[[fail_status:N]]` (HTTP N, every time), `[[busy]]` (429 with Retry-After), `[[disconnect_mid]]`, `[[error_frame]]`, `[[no_done]]`,
 `[[endless]]` (tokens until the client goes away), `[[bad_citation]]`, `[[good_citation]]`,
 `[[linger_ms:N]]` (the stream's body ends N ms after `[DONE]`, as a slow network delivers it),
 `[[surrogate_pair]]` (an answer with an emoji written as the escaped pair `\\ud83d\\ude00`), `[[deep_json]]`
@@ -144,6 +144,9 @@ def create_app(fail_all: int | None = None, delay_ms: float = 0.0) -> Starlette:
             await asyncio.sleep(delay_ms / 1000)
         if "fail_always" in marks or ("fail_once" in marks and state.attempts[rid] == 1):
             return JSONResponse({"error": {"message": "synthetic failure"}}, status_code=500)
+        if "fail_status" in marks:
+            status = int(marks["fail_status"] or 400)
+            return JSONResponse({"error": {"message": f"synthetic HTTP {status}"}}, status_code=status)
         if "busy" in marks:
             return JSONResponse({"error": {"message": "busy"}}, status_code=429, headers={"Retry-After": "0"})
         if "slow_first" in marks:

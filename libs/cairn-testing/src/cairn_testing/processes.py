@@ -100,9 +100,11 @@ def start_server(
     log_dir = log_dir or Path(os.environ.get("CAIRN_TEST_LOG_DIR", "/tmp/cairn-test-logs"))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{port}.log"
-    log_file = log_path.open("wb")
     args = [sys.executable, "-m", *[a.replace("{port}", str(port)) for a in module_args]]
-    proc = subprocess.Popen(args, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
+    # The child writes to its own copy of the descriptor; ours is closed at once (left open, every server a
+    # test started held one more file until the garbage collector found it).
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(args, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
     server = ServerProcess(name, port, proc, log_path, env or {})
     try:
         wait_http_ok(f"{server.url}{health_path}", timeout_s, proc)

@@ -48,24 +48,35 @@ from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderRequest, ThreadedProvider
 
 # JSON punctuation around the answer and each citation, in tokens, when budgeting the answer's length.
-_JSON_OVERHEAD_TOKENS = 12
-_CITATION_TOKENS = 10
+JSON_OVERHEAD_TOKENS = 12
+CITATION_TOKENS = 10
+# The least a grounded JSON answer needs: its punctuation, one citation and one character of answer.
+GROUNDED_MIN_TOKENS = JSON_OVERHEAD_TOKENS + CITATION_TOKENS + 1
 # Prompt tokens evaluated between two looks at how many generations share the cores.
 _EVAL_PIECE = 64
 
 
 def budget_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
-    """Bound the answer string so the JSON can close within `max_tokens` (a token is at least one char)."""
+    """Bound the answer string so the JSON can close within `max_tokens` (a token is at least one char).
+
+    Below GROUNDED_MIN_TOKENS no answer fits: the grammar would be cut before the JSON closes, so the request is
+    refused rather than answered with broken JSON."""
+    if max_tokens < GROUNDED_MIN_TOKENS:
+        raise CairnError(
+            ReasonCode.TOKEN_LIMIT,
+            f"max_tokens={max_tokens} is too small for a grounded answer: its JSON with one citation needs "
+            f"at least {GROUNDED_MIN_TOKENS} tokens.",
+        )
     out = json.loads(json.dumps(schema))
     citations = out.get("properties", {}).get("citations", {})
     max_items = int(citations.get("maxItems", 5))
-    room = max_tokens - _JSON_OVERHEAD_TOKENS - _CITATION_TOKENS * max_items
+    room = max_tokens - JSON_OVERHEAD_TOKENS - CITATION_TOKENS * max_items
     if room < 8:  # a tiny budget: one citation only, and whatever answer fits
         citations["maxItems"] = max_items = 1
-        room = max_tokens - _JSON_OVERHEAD_TOKENS - _CITATION_TOKENS
+        room = max_tokens - JSON_OVERHEAD_TOKENS - CITATION_TOKENS
     answer = out.get("properties", {}).get("answer")
     if isinstance(answer, dict):
-        answer["maxLength"] = max(1, room)
+        answer["maxLength"] = room
     return out
 
 

@@ -1,0 +1,87 @@
+"""Admin endpoints and the registry's checks before a model loads, without the real model: the bearer token,
+the sha256 manifest check and the memory guard, against a real gateway process whose declared llama.cpp
+models are small files (both checks refuse them before llama.cpp reads a byte)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from cairn_testing import ServerProcess, start_server
+
+TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    weights = tmp_path_factory.mktemp("models") / "tiny.gguf"
+    weights.write_bytes(b"GGUF" + b"\0" * 4096)
+    models = [
+        {"alias": "toy", "provider": "toy"},
+        {"alias": "toy-b", "provider": "toy"},
+        {"alias": "bad-sha", "provider": "llamacpp", "path": str(weights), "sha256": "0" * 64, "load": False},
+        {
+            "alias": "small-limit",
+            "provider": "llamacpp",
+            "path": str(weights),
+            "load": False,
+            "params": {"memory_limit_mb": 64},  # 4 KiB of weights, but two slots' KV caches need ~512 MiB
+        },
+    ]
+    srv = start_server(
+        "gateway-admin",
+        ["cairn_gateway"],
+        env={
+            "LLM_PORT": "{port}",
+            "LLM_PROVIDER": "toy",
+            "LLM_MODEL": "toy",
+            "LLM_EMBED_PROVIDER": "toy",
+            "LLM_ADMIN_TOKEN": TOKEN,
+            "LLM_MODELS": json.dumps(models),
+        },
+        health_path="/readyz",
+    )
+    yield srv
+    srv.stop()
+
+
+def models(gw: ServerProcess) -> dict[str, dict[str, Any]]:
+    data = httpx.get(f"{gw.url}/v1/models", timeout=10).json()["data"]
+    return {m["id"]: m for m in data}
+
+
+def admin(gw: ServerProcess, action: str, alias: str, token: str | None = TOKEN) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return httpx.post(f"{gw.url}/admin/models/{action}", json={"alias": alias}, headers=headers, timeout=30)
+
+
+def test_admin_needs_the_token(gw: ServerProcess) -> None:
+    for token in (None, "wrong", TOKEN + "x", TOKEN[:-1]):
+        resp = admin(gw, "unload", "toy-b", token)
+        assert resp.status_code == 401 and resp.json()["reason_code"] == "UNAUTHORIZED", (token, resp.text)
+    assert models(gw)["toy-b"]["state"] == "loaded"  # nothing happened
+    resp = admin(gw, "unload", "toy-b")
+    assert resp.status_code == 200 and resp.json()["state"] == "not_loaded"
+    resp = admin(gw, "load", "toy-b")
+    assert resp.status_code == 200 and resp.json()["state"] == "loaded"
+
+
+def test_sha256_mismatch_is_refused_with_a_clear_error(gw: ServerProcess) -> None:
+    resp = admin(gw, "load", "bad-sha")
+    assert resp.status_code == 422, resp.text
+    body = resp.json()
+    assert body["reason_code"] == "MODEL_REJECTED"
+    assert "sha256" in body["message"] and "0" * 64 in body["message"]
+    entry = models(gw)["bad-sha"]
+    assert entry["state"] == "not_loaded" and "sha256" in entry["error"]
+
+
+def test_memory_guard_refuses_a_model_over_the_limit(gw: ServerProcess) -> None:
+    resp = admin(gw, "load", "small-limit")
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["reason_code"] == "MODEL_REJECTED"
+    assert "LLM_MEMORY_LIMIT_MB=64" in resp.json()["message"]
+    assert models(gw)["small-limit"]["state"] == "not_loaded"
