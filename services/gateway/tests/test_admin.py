@@ -5,6 +5,7 @@ models are small files (both checks refuse them before llama.cpp reads a byte)."
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,9 @@ TOKEN = "test-admin-token"
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     weights = tmp_path_factory.mktemp("models") / "tiny.gguf"
-    weights.write_bytes(b"GGUF" + b"\0" * 4096)
+    # A valid GGUF v3 header (no tensors, no metadata) and padding: the manifest step reads the header, and
+    # the sha and memory checks both refuse before llama.cpp would load it.
+    weights.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0) + b"\0" * 4096)
     models = [
         {"alias": "toy", "provider": "toy"},
         {"alias": "toy-b", "provider": "toy"},
