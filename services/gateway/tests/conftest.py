@@ -49,3 +49,18 @@ def generate(gw: ServerProcess, **body: Any) -> dict[str, Any]:
     resp = httpx.post(f"{gw.url}/v1/generate", json=body, timeout=150)
     assert resp.status_code == 200, resp.text
     return resp.json()
+
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+def models(gw: ServerProcess) -> dict[str, dict[str, Any]]:
+    """The gateway's `/v1/models`, by alias."""
+    data = httpx.get(f"{gw.url}/v1/models", timeout=10).json()["data"]
+    return {m["id"]: m for m in data}
+
+
+def admin(gw: ServerProcess, action: str, alias: str, token: str | None = ADMIN_TOKEN) -> httpx.Response:
+    """`POST /admin/models/{action}` for `alias`, with the admin token (none when `token` is None)."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return httpx.post(f"{gw.url}/admin/models/{action}", json={"alias": alias}, headers=headers, timeout=60)

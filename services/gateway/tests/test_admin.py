@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
-from typing import Any
 
-import httpx
 import pytest
-from cairn_testing import ServerProcess, start_server
+from cairn_testing import ServerProcess, start_gateway
 
-TOKEN = "test-admin-token"
+from .conftest import ADMIN_TOKEN, admin, models
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +20,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # A valid GGUF v3 header (no tensors, no metadata) and padding: the manifest step reads the header, and
     # the sha and memory checks both refuse before llama.cpp would load it.
     weights.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0) + b"\0" * 4096)
-    models = [
+    declared = [
         {"alias": "toy", "provider": "toy"},
         {"alias": "toy-b", "provider": "toy"},
         {"alias": "bad-sha", "provider": "llamacpp", "path": str(weights), "sha256": "0" * 64, "load": False},
@@ -34,35 +32,15 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             "params": {"memory_limit_mb": 64},  # 4 KiB of weights, but two slots' KV caches need ~512 MiB
         },
     ]
-    srv = start_server(
-        "gateway-admin",
-        ["cairn_gateway"],
-        env={
-            "LLM_PORT": "{port}",
-            "LLM_PROVIDER": "toy",
-            "LLM_MODEL": "toy",
-            "LLM_EMBED_PROVIDER": "toy",
-            "LLM_ADMIN_TOKEN": TOKEN,
-            "LLM_MODELS": json.dumps(models),
-        },
-        health_path="/readyz",
+    srv = start_gateway(
+        name="gateway-admin", LLM_MODEL="toy", LLM_ADMIN_TOKEN=ADMIN_TOKEN, LLM_MODELS=json.dumps(declared)
     )
     yield srv
     srv.stop()
 
 
-def models(gw: ServerProcess) -> dict[str, dict[str, Any]]:
-    data = httpx.get(f"{gw.url}/v1/models", timeout=10).json()["data"]
-    return {m["id"]: m for m in data}
-
-
-def admin(gw: ServerProcess, action: str, alias: str, token: str | None = TOKEN) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return httpx.post(f"{gw.url}/admin/models/{action}", json={"alias": alias}, headers=headers, timeout=30)
-
-
 def test_admin_needs_the_token(gw: ServerProcess) -> None:
-    for token in (None, "wrong", TOKEN + "x", TOKEN[:-1]):
+    for token in (None, "wrong", ADMIN_TOKEN + "x", ADMIN_TOKEN[:-1]):
         resp = admin(gw, "unload", "toy-b", token)
         assert resp.status_code == 401 and resp.json()["reason_code"] == "UNAUTHORIZED", (token, resp.text)
     assert models(gw)["toy-b"]["state"] == "loaded"  # nothing happened

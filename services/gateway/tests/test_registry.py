@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 from cairn_testing import ServerProcess, start_gateway
 
+from .conftest import ADMIN_TOKEN, admin, models
+
 pytestmark = pytest.mark.model
 
-TOKEN = "test-admin-token"
 MODELS = [
     # The same packaged GGUF under a second alias, loaded only on request.
     {"alias": "gemma-b", "provider": "llamacpp", "load": False, "params": {"max_concurrency": 1}},
@@ -29,21 +29,11 @@ def gw() -> Iterator[ServerProcess]:
         provider="llamacpp",
         timeout_s=120,
         LLM_MODEL="gemma",
-        LLM_ADMIN_TOKEN=TOKEN,
+        LLM_ADMIN_TOKEN=ADMIN_TOKEN,
         LLM_MODELS=json.dumps(MODELS),
     )
     yield srv
     srv.stop()
-
-
-def models(gw: ServerProcess) -> dict[str, dict[str, Any]]:
-    data = httpx.get(f"{gw.url}/v1/models", timeout=10).json()["data"]
-    return {m["id"]: m for m in data}
-
-
-def admin(gw: ServerProcess, action: str, alias: str, token: str | None = TOKEN) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.post(f"{gw.url}/admin/models/{action}", json={"alias": alias}, headers=headers, timeout=60)
 
 
 def ask(gw: ServerProcess, model: str) -> httpx.Response:
