@@ -15,16 +15,16 @@ comes back in the result for the OpenAI surface to relay.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
 import structlog
 from cairn_core import (
     ReasonCode,
+    SSEDecoder,
     StopReason,
     Usage,
-    aiter_sse_chunks,
     is_retryable,
     json_dumps,
     json_loads,
@@ -149,6 +149,48 @@ def _beyond_text(part: dict[str, Any]) -> dict[str, Any] | None:
     """A message or delta without its role and text: tool calls, refusal, audio, whatever the server added."""
     rest = {k: v for k, v in part.items() if k not in ("role", "content") and v is not None}
     return rest or None
+
+
+class _Answer:
+    """What a streamed answer's frames said so far: fed each read, it returns the chunks that read completed."""
+
+    def __init__(self, raw: bool) -> None:
+        self.raw = raw  # a `/completions` answer: text in `choices[].text`, no delta
+        self.decoder = SSEDecoder()
+        self.finish: StopReason | None = None
+        self.native: str | None = None
+        self.usage: Usage | None = None
+        self.done = False  # `[DONE]` arrived
+        self.error: ProviderError | None = None  # an error frame arrived
+
+    def feed(self, data: bytes) -> list[ProviderChunk]:
+        """The chunks of the frames `data` completed, up to `[DONE]` or an error frame: either ends the answer."""
+        batch: list[ProviderChunk] = []
+        for msg in self.decoder.feed(data):
+            if msg.data.strip() == "[DONE]":
+                self.done = True
+                break
+            try:
+                frame = json_loads(msg.data)
+            except ValueError:
+                log.warning("upstream_non_json_line", line=msg.data[:200])
+                continue
+            if not isinstance(frame, dict):
+                continue
+            if "error" in frame:
+                self.error = _frame_error(frame)
+                break
+            self.usage = _usage(frame.get("usage")) or self.usage
+            for choice in frame.get("choices") or []:
+                delta = {} if self.raw else (choice.get("delta") or {})
+                piece = choice.get("text") if self.raw else delta.get("content")
+                rest, logprobs = _beyond_text(delta), choice.get("logprobs")
+                if piece or rest or logprobs:
+                    batch.append(ProviderChunk(text=piece or "", delta=rest, logprobs=logprobs))
+                if choice.get("finish_reason"):
+                    self.native = str(choice["finish_reason"])
+                    self.finish = _FINISH.get(self.native, StopReason.EOS)
+        return batch
 
 
 class OpenAICompatProvider:
@@ -288,11 +330,25 @@ class OpenAICompatProvider:
         )
 
     async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
+        """One chunk at a time, for callers that take them so (the router, `collect`)."""
+        batches = self.stream_batches(req)
+        try:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+        finally:
+            await batches.aclose()
+
+    async def stream_batches(self, req: ProviderRequest) -> AsyncGenerator[list[ProviderChunk], None]:
+        """The answer as it arrives, one batch per upstream read that completed a chunk.
+
+        A server that sends as fast as it can puts many frames in one read; handing them on together lets the
+        gateway pass them through its layers, and write them to the client, once per read rather than once per
+        frame (docs/benchmarks.md, "The stream path"). A model-paced server sends one frame per read: batches of one.
+        """
         resp = await self._open(req, stream=True)
-        finish: StopReason | None = None
-        native: str | None = None
-        usage: Usage | None = None
-        saw_done = False
+        answer = _Answer(req.raw)
+        last: list[ProviderChunk] = []  # what the read that ended the answer held before its end
         try:
             if resp.content_type != "text/event-stream":  # e.g. a JSON error body with status 200
                 body = (await resp.text(errors="replace"))[:300]
@@ -300,42 +356,33 @@ class OpenAICompatProvider:
                     ReasonCode.PROVIDER_ERROR,
                     f"The model server did not answer with a stream ({resp.content_type}): {body}",
                 )
-            async for msg in aiter_sse_chunks(resp.content.iter_any()):
-                if msg.data.strip() == "[DONE]":
-                    saw_done = True
+            async for data in resp.content.iter_any():
+                batch = answer.feed(data)
+                if answer.done or answer.error is not None:
+                    last = batch
                     break
-                try:
-                    data = json_loads(msg.data)
-                except ValueError:
-                    log.warning("upstream_non_json_line", line=msg.data[:200])
-                    continue
-                if not isinstance(data, dict):
-                    continue
-                if "error" in data:
-                    raise _frame_error(data)
-                usage = _usage(data.get("usage")) or usage
-                for choice in data.get("choices") or []:
-                    delta = {} if req.raw else (choice.get("delta") or {})
-                    piece = choice.get("text") if req.raw else delta.get("content")
-                    rest, logprobs = _beyond_text(delta), choice.get("logprobs")
-                    if piece or rest or logprobs:
-                        yield ProviderChunk(text=piece or "", delta=rest, logprobs=logprobs)
-                    if choice.get("finish_reason"):
-                        native = str(choice["finish_reason"])
-                        finish = _FINISH.get(native, StopReason.EOS)
+                if batch:
+                    yield batch
+            if answer.error is not None:
+                if last:  # the chunks before the error frame go out first, as they came
+                    yield last
+                raise answer.error
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _read_error(exc) from exc
         finally:
             # Closing (not releasing) an unfinished stream drops the connection, so the server sees the cancel.
-            if saw_done or finish is not None:
+            if answer.done or answer.finish is not None:
                 self._release_when_ended(resp)
             else:
                 resp.close()
-        if not saw_done and finish is None:
+        if not answer.done and answer.finish is None:
             raise ProviderError(
                 ReasonCode.STREAM_INTERRUPTED, "The model server closed the stream mid-answer."
             )
-        yield ProviderChunk(finish_reason=finish or StopReason.EOS, usage=usage, native_finish=native)
+        end = ProviderChunk(
+            finish_reason=answer.finish or StopReason.EOS, usage=answer.usage, native_finish=answer.native
+        )
+        yield [*last, end]
 
     def _release_when_ended(self, resp: aiohttp.ClientResponse) -> None:
         """Give a finished stream's connection back to the pool once the server has ended the response.
