@@ -3,8 +3,9 @@
 A provider turns a `ProviderRequest` into text: `generate()` for one answer, `stream()` for pieces as they are
 produced. A provider whose pieces arrive in reads that hold several at once (`openai_compat`) may also offer
 `stream_batches()`, the same pieces grouped as they arrived, so that the gateway handles and writes a read's
-pieces together (`stream_batches` below picks it, or groups `stream()` one piece per batch). Providers raise `ProviderError` with a reason code; the service layer owns admission, timeouts,
-circuit breaking, fallbacks and citation checks, so a provider stays a thin adapter.
+pieces together (`stream_batches` below picks it, or groups `stream()` one piece per batch). Providers raise
+`ProviderError` with a reason code; the service layer owns admission, timeouts, circuit breaking, fallbacks
+and citation checks, so a provider stays a thin adapter.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ import aiohttp
 import structlog
 from cairn_core import (
     ReasonCode,
-    SSEDecoder,
     StopReason,
     Usage,
     is_retryable,
@@ -35,6 +34,7 @@ from tenacity.wait import wait_base
 
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
+from .openai_frames import FINISH, StreamedAnswer, beyond_text, frame_error, usage_of
 
 log = structlog.get_logger("openai_compat")
 
@@ -42,7 +42,6 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONNECT_TIMEOUT_S = 5.0
 # How long a finished stream's connection may wait for the server to end the response before it is dropped.
 DRAIN_TIMEOUT_S = 2.0
-_FINISH = {"stop": StopReason.EOS, "length": StopReason.LENGTH, "eos": StopReason.EOS}
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -113,24 +112,6 @@ def _read_error(exc: BaseException) -> ProviderError:
     return ProviderError(ReasonCode.STREAM_INTERRUPTED, f"The connection to the model server broke: {exc!r}")
 
 
-def _usage(data: dict[str, Any] | None) -> Usage | None:
-    if not isinstance(data, dict):
-        return None
-    return Usage(
-        prompt_tokens=int(data.get("prompt_tokens") or 0),
-        completion_tokens=int(data.get("completion_tokens") or 0),
-        total_tokens=int(data.get("total_tokens") or 0),
-    )
-
-
-def _frame_error(data: dict[str, Any]) -> ProviderError:
-    err = data.get("error")
-    message = err.get("message") if isinstance(err, dict) else str(err)
-    return ProviderError(
-        ReasonCode.PROVIDER_ERROR, f"The model server reported an error mid-stream: {message}"
-    )
-
-
 async def _drain_then_release(resp: aiohttp.ClientResponse) -> None:
     try:
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
@@ -143,54 +124,6 @@ async def _drain_then_release(resp: aiohttp.ClientResponse) -> None:
         resp.close()
         raise
     resp.release()
-
-
-def _beyond_text(part: dict[str, Any]) -> dict[str, Any] | None:
-    """A message or delta without its role and text: tool calls, refusal, audio, whatever the server added."""
-    rest = {k: v for k, v in part.items() if k not in ("role", "content") and v is not None}
-    return rest or None
-
-
-class _Answer:
-    """What a streamed answer's frames said so far: fed each read, it returns the chunks that read completed."""
-
-    def __init__(self, raw: bool) -> None:
-        self.raw = raw  # a `/completions` answer: text in `choices[].text`, no delta
-        self.decoder = SSEDecoder()
-        self.finish: StopReason | None = None
-        self.native: str | None = None
-        self.usage: Usage | None = None
-        self.done = False  # `[DONE]` arrived
-        self.error: ProviderError | None = None  # an error frame arrived
-
-    def feed(self, data: bytes) -> list[ProviderChunk]:
-        """The chunks of the frames `data` completed, up to `[DONE]` or an error frame: either ends the answer."""
-        batch: list[ProviderChunk] = []
-        for msg in self.decoder.feed(data):
-            if msg.data.strip() == "[DONE]":
-                self.done = True
-                break
-            try:
-                frame = json_loads(msg.data)
-            except ValueError:
-                log.warning("upstream_non_json_line", line=msg.data[:200])
-                continue
-            if not isinstance(frame, dict):
-                continue
-            if "error" in frame:
-                self.error = _frame_error(frame)
-                break
-            self.usage = _usage(frame.get("usage")) or self.usage
-            for choice in frame.get("choices") or []:
-                delta = {} if self.raw else (choice.get("delta") or {})
-                piece = choice.get("text") if self.raw else delta.get("content")
-                rest, logprobs = _beyond_text(delta), choice.get("logprobs")
-                if piece or rest or logprobs:
-                    batch.append(ProviderChunk(text=piece or "", delta=rest, logprobs=logprobs))
-                if choice.get("finish_reason"):
-                    self.native = str(choice["finish_reason"])
-                    self.finish = _FINISH.get(self.native, StopReason.EOS)
-        return batch
 
 
 class OpenAICompatProvider:
@@ -309,21 +242,21 @@ class OpenAICompatProvider:
         try:
             data = json_loads(raw)
             if "error" in data:
-                raise _frame_error(data)
+                raise frame_error(data)
             choice = data["choices"][0]
             message = {} if req.raw else choice["message"]
             text = (choice.get("text") if req.raw else message.get("content")) or ""
-            rest = _beyond_text(message)
+            rest = beyond_text(message)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ProviderError(
                 ReasonCode.MALFORMED_OUTPUT, f"Unreadable answer from the model server: {exc!r}"
             ) from None
         native = choice.get("finish_reason")
-        finish = _FINISH.get(native or "stop", StopReason.EOS)
+        finish = FINISH.get(native or "stop", StopReason.EOS)
         return ProviderResult(
             text,
             finish,
-            _usage(data.get("usage")) or Usage(),
+            usage_of(data.get("usage")) or Usage(),
             message=rest,
             logprobs=choice.get("logprobs"),
             native_finish=native if isinstance(native, str) else None,
@@ -340,14 +273,15 @@ class OpenAICompatProvider:
             await batches.aclose()
 
     async def stream_batches(self, req: ProviderRequest) -> AsyncGenerator[list[ProviderChunk], None]:
-        """The answer as it arrives, one batch per upstream read that completed a chunk.
+        """The answer as it arrives, one batch per upstream read that completed a chunk (the first chunk alone).
 
         A server that sends as fast as it can puts many frames in one read; handing them on together lets the
         gateway pass them through its layers, and write them to the client, once per read rather than once per
-        frame (docs/benchmarks.md, "The stream path"). A model-paced server sends one frame per read: batches of one.
+        frame (docs/benchmarks.md, "The stream path"). A model-paced server sends one frame per read: batches
+        of one.
         """
         resp = await self._open(req, stream=True)
-        answer = _Answer(req.raw)
+        answer = StreamedAnswer(req.raw)
         last: list[ProviderChunk] = []  # what the read that ended the answer held before its end
         try:
             if resp.content_type != "text/event-stream":  # e.g. a JSON error body with status 200
@@ -356,9 +290,16 @@ class OpenAICompatProvider:
                     ReasonCode.PROVIDER_ERROR,
                     f"The model server did not answer with a stream ({resp.content_type}): {body}",
                 )
+            first = True
             async for data in resp.content.iter_any():
-                batch = answer.feed(data)
-                if answer.done or answer.error is not None:
+                answer.feed(data)
+                if first and (batch := answer.take(limit=1)):
+                    # The first token goes out alone, before the rest of its read is parsed: it is what a user
+                    # waits for, and a burst would hold it back by the time the burst takes to handle.
+                    first = False
+                    yield batch
+                batch = answer.take()
+                if answer.ended:
                     last = batch
                     break
                 if batch:
