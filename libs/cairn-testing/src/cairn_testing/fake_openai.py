@@ -6,6 +6,8 @@ Run: `python -m cairn_testing.fake_openai --port 8090`. A marker in the last use
 `[[fail_always]]`, `[[fail_status:N]]` (HTTP N, every time), `[[busy]]` (429 with Retry-After), `[[disconnect_mid]]`, `[[error_frame]]`, `[[no_done]]`,
 `[[endless]]` (tokens until the client goes away), `[[bad_citation]]`, `[[good_citation]]`,
 `[[linger_ms:N]]` (the stream's body ends N ms after `[DONE]`, as a slow network delivers it),
+`[[burst]]` (a stream's frames in one write, as a server that buffers sends them: one read for the gateway),
+`[[stall]]` (after the tokens, nothing more: no finish frame, no end; with `[[burst]]`, what came before in one write),
 `[[surrogate_pair]]` (an answer with an emoji written as the escaped pair `\\ud83d\\ude00`), `[[deep_json]]`
 (JSON nested 5,000 deep), `[[tool_call]]` (a call of the first tool in `tools`, `finish_reason: "tool_calls"`),
 `[[markdown]]` (MARKDOWN_ANSWER, citing the first chunk: Markdown with a `<script>` and an `<img onerror>` in it;
@@ -27,6 +29,7 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
@@ -189,9 +192,10 @@ def create_app(fail_all: int | None = None, delay_ms: float = 0.0) -> Starlette:
                 }
             )
         delay = float(marks.get("delay_ms") or 0) / 1000
-        return StreamingResponse(
-            _stream(state, rid, body, marks, text, model, delay, legacy), media_type="text/event-stream"
-        )
+        frames = _stream(state, rid, body, marks, text, model, delay, legacy)
+        if "burst" in marks:
+            frames = _bursts(frames)
+        return StreamingResponse(frames, media_type="text/event-stream")
 
     async def models(request: Request) -> Response:
         return JSONResponse(
@@ -224,6 +228,19 @@ def create_app(fail_all: int | None = None, delay_ms: float = 0.0) -> Starlette:
             Route("/healthz", healthz),
         ]
     )
+
+
+async def _bursts(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`[[burst]]`: frames held and sent in one write, up to an empty one (a burst's end) or the last."""
+    held: list[bytes] = []
+    async for frame in frames:
+        if frame:
+            held.append(frame)
+        else:
+            yield b"".join(held)
+            held = []
+    if held:
+        yield b"".join(held)
 
 
 async def _stream(
@@ -290,6 +307,10 @@ async def _stream(
                 return
             if delay or endless:
                 await asyncio.sleep(delay or 0.02)
+        if "stall" in marks:  # the model stopped producing, and the connection stays open
+            if "burst" in marks:
+                yield b""  # the end of a burst: what was held goes out now
+            await asyncio.sleep(3600)
         if "no_done" in marks:
             return
         yield frame(chunk(None, "stop"))

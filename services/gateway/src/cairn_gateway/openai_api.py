@@ -217,18 +217,24 @@ async def openai_stream(
     pending = _frame(opening) if opening else b""
     with service.recording(Outcome.served(frames.endpoint, started, handle), log_fields) as outcome:
         try:
-            async for chunk in handle.chunks():
-                if chunk.text or chunk.delta or chunk.logprobs is not None:
-                    yield pending + _frame(frames.piece(chunk))
+            async for batch in handle.batches():
+                # A batch's frames go out in one write: what one upstream read held (docs/benchmarks.md).
+                pieces: list[bytes] = []
+                for chunk in batch:
+                    if chunk.text or chunk.delta or chunk.logprobs is not None:
+                        pieces.append(_frame(frames.piece(chunk)))
+                    if chunk.finish_reason is not None:
+                        finish, native = chunk.finish_reason, chunk.native_finish
+                    if chunk.usage is not None:
+                        usage = outcome.usage = chunk.usage
+                if pieces:
+                    yield pending + b"".join(pieces)
                     pending = b""
-                if chunk.finish_reason is not None:
-                    finish, native = chunk.finish_reason, chunk.native_finish
-                if chunk.usage is not None:
-                    usage = outcome.usage = chunk.usage
-            yield pending + _frame(frames.last(_finish(finish, native)))
-            pending = b""
+            last = _frame(frames.last(_finish(finish, native)))
             if include_usage:
-                yield _frame({**frames.base, "choices": [], "usage": usage.model_dump()})
+                last += _frame({**frames.base, "choices": [], "usage": usage.model_dump()})
+            yield pending + last
+            pending = b""
         except CairnError as exc:
             outcome.fail(exc.reason_code)
             yield pending + _frame(

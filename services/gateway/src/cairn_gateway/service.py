@@ -39,6 +39,7 @@ from .providers.base import (
     ProviderRequest,
     ProviderResult,
     provider_class,
+    stream_batches,
 )
 from .registry import ModelEntry, ModelNotLoaded, Registry
 from .settings import GatewaySettings
@@ -104,11 +105,15 @@ class Completed(_Served):
 
 @dataclass
 class StreamHandle(_Served):
-    """An opened stream whose first chunk is already in hand. Iterate `chunks()` exactly once."""
+    """An opened stream whose first batch of chunks is already in hand. Iterate `batches()` exactly once.
+
+    A batch is what the provider had at once (one upstream read for `openai_compat`, else one chunk): it is
+    waited for under one timeout and written to the client in one write, and is never empty.
+    """
 
     entry: ModelEntry
-    first: ProviderChunk
-    agen: AsyncIterator[ProviderChunk]
+    first: list[ProviderChunk]
+    agen: AsyncIterator[list[ProviderChunk]]
     stack: AsyncExitStack
     deadline: float
     idle_timeout_s: float
@@ -116,18 +121,17 @@ class StreamHandle(_Served):
     fallback_reason: CairnError | None = None
     text: list[str] = field(default_factory=list)
 
-    async def chunks(self) -> AsyncIterator[ProviderChunk]:
+    async def batches(self) -> AsyncIterator[list[ProviderChunk]]:
         try:
             async with _judged(self.entry.breaker):
-                chunk: ProviderChunk | None = self.first
-                while chunk is not None:
-                    if chunk.text:
-                        self.text.append(chunk.text)
-                    yield chunk
+                batch: list[ProviderChunk] | None = self.first
+                while batch is not None:
+                    self.text.extend(chunk.text for chunk in batch if chunk.text)
+                    yield batch
                     wait = min(self.idle_timeout_s, self.deadline - time.monotonic())
                     try:
                         async with asyncio.timeout(max(wait, 0.001)):
-                            chunk = await anext(self.agen, None)
+                            batch = await anext(self.agen, None)
                     except TimeoutError:
                         raise ProviderError(
                             ReasonCode.PROVIDER_TIMEOUT, "The model stopped producing tokens in time."
@@ -301,13 +305,13 @@ class GenerationService:
             raise entry.not_loaded()
         stack = AsyncExitStack()
         await stack.enter_async_context(entry.admission.slot())
-        agen: AsyncIterator[ProviderChunk] | None = None
+        agen: AsyncIterator[list[ProviderChunk]] | None = None
         try:
             await entry.breaker.before_call()
             async with _judged(entry.breaker, success_counts=False):
                 started = time.monotonic()
                 deadline = started + preq.timeout_s
-                agen = entry.provider.stream(preq)
+                agen = stream_batches(entry.provider, preq)
                 first_wait = min(self.settings.first_token_timeout_ms / 1000, preq.timeout_s)
                 try:
                     async with asyncio.timeout(first_wait):
@@ -376,7 +380,7 @@ class GenerationService:
             self.record(outcome, log_fields)
 
 
-async def _close_quietly(agen: AsyncIterator[ProviderChunk] | None, stack: AsyncExitStack) -> None:
+async def _close_quietly(agen: AsyncIterator[list[ProviderChunk]] | None, stack: AsyncExitStack) -> None:
     try:
         aclose = getattr(agen, "aclose", None)
         if aclose is not None:

@@ -1,8 +1,11 @@
 """The small interface every provider implements, and the lazy registry that finds them.
 
 A provider turns a `ProviderRequest` into text: `generate()` for one answer, `stream()` for pieces as they are
-produced. Providers raise `ProviderError` with a reason code; the service layer owns admission, timeouts,
-circuit breaking, fallbacks and citation checks, so a provider stays a thin adapter.
+produced. A provider whose pieces arrive in reads that hold several at once (`openai_compat`) may also offer
+`stream_batches()`, the same pieces grouped as they arrived, so that the gateway handles and writes a read's
+pieces together (`stream_batches` below picks it, or groups `stream()` one piece per batch). Providers raise
+`ProviderError` with a reason code; the service layer owns admission, timeouts, circuit breaking, fallbacks
+and citation checks, so a provider stays a thin adapter.
 """
 
 from __future__ import annotations
@@ -115,6 +118,26 @@ class Embedder(Protocol):
 
     async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]: ...
     async def aclose(self) -> None: ...
+
+
+def stream_batches(provider: Provider, req: ProviderRequest) -> AsyncIterator[list[ProviderChunk]]:
+    """The provider's stream in batches, none empty: what one upstream read held, where the provider knows
+    (`stream_batches()`), else one chunk per batch. The service waits for, and writes, one batch at a time."""
+    batched = getattr(provider, "stream_batches", None)
+    if batched is not None:
+        return batched(req)
+    return _one_per_batch(provider.stream(req))
+
+
+async def _one_per_batch(chunks: AsyncIterator[ProviderChunk]) -> AsyncIterator[list[ProviderChunk]]:
+    try:
+        async for chunk in chunks:
+            yield [chunk]
+    finally:
+        # Closed early (a timeout, a client gone): the provider's own clean-up runs now, not when collected.
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def collect(chunks: AsyncIterator[ProviderChunk]) -> ProviderResult:

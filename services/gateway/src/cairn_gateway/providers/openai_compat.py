@@ -15,7 +15,7 @@ comes back in the result for the OpenAI surface to relay.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -24,7 +24,6 @@ from cairn_core import (
     ReasonCode,
     StopReason,
     Usage,
-    aiter_sse_chunks,
     is_retryable,
     json_dumps,
     json_loads,
@@ -35,6 +34,7 @@ from tenacity.wait import wait_base
 
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
+from .openai_frames import FINISH, StreamedAnswer, beyond_text, frame_error, usage_of
 
 log = structlog.get_logger("openai_compat")
 
@@ -42,7 +42,6 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONNECT_TIMEOUT_S = 5.0
 # How long a finished stream's connection may wait for the server to end the response before it is dropped.
 DRAIN_TIMEOUT_S = 2.0
-_FINISH = {"stop": StopReason.EOS, "length": StopReason.LENGTH, "eos": StopReason.EOS}
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -113,24 +112,6 @@ def _read_error(exc: BaseException) -> ProviderError:
     return ProviderError(ReasonCode.STREAM_INTERRUPTED, f"The connection to the model server broke: {exc!r}")
 
 
-def _usage(data: dict[str, Any] | None) -> Usage | None:
-    if not isinstance(data, dict):
-        return None
-    return Usage(
-        prompt_tokens=int(data.get("prompt_tokens") or 0),
-        completion_tokens=int(data.get("completion_tokens") or 0),
-        total_tokens=int(data.get("total_tokens") or 0),
-    )
-
-
-def _frame_error(data: dict[str, Any]) -> ProviderError:
-    err = data.get("error")
-    message = err.get("message") if isinstance(err, dict) else str(err)
-    return ProviderError(
-        ReasonCode.PROVIDER_ERROR, f"The model server reported an error mid-stream: {message}"
-    )
-
-
 async def _drain_then_release(resp: aiohttp.ClientResponse) -> None:
     try:
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
@@ -143,12 +124,6 @@ async def _drain_then_release(resp: aiohttp.ClientResponse) -> None:
         resp.close()
         raise
     resp.release()
-
-
-def _beyond_text(part: dict[str, Any]) -> dict[str, Any] | None:
-    """A message or delta without its role and text: tool calls, refusal, audio, whatever the server added."""
-    rest = {k: v for k, v in part.items() if k not in ("role", "content") and v is not None}
-    return rest or None
 
 
 class OpenAICompatProvider:
@@ -267,32 +242,47 @@ class OpenAICompatProvider:
         try:
             data = json_loads(raw)
             if "error" in data:
-                raise _frame_error(data)
+                raise frame_error(data)
             choice = data["choices"][0]
             message = {} if req.raw else choice["message"]
             text = (choice.get("text") if req.raw else message.get("content")) or ""
-            rest = _beyond_text(message)
+            rest = beyond_text(message)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ProviderError(
                 ReasonCode.MALFORMED_OUTPUT, f"Unreadable answer from the model server: {exc!r}"
             ) from None
         native = choice.get("finish_reason")
-        finish = _FINISH.get(native or "stop", StopReason.EOS)
+        finish = FINISH.get(native or "stop", StopReason.EOS)
         return ProviderResult(
             text,
             finish,
-            _usage(data.get("usage")) or Usage(),
+            usage_of(data.get("usage")) or Usage(),
             message=rest,
             logprobs=choice.get("logprobs"),
             native_finish=native if isinstance(native, str) else None,
         )
 
     async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
+        """One chunk at a time, for callers that take them so (the router, `collect`)."""
+        batches = self.stream_batches(req)
+        try:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+        finally:
+            await batches.aclose()
+
+    async def stream_batches(self, req: ProviderRequest) -> AsyncGenerator[list[ProviderChunk], None]:
+        """The answer as it arrives, one batch per upstream read that completed a chunk (the first chunk alone).
+
+        A server that sends as fast as it can puts many frames in one read; handing them on together lets the
+        gateway pass them through its layers, and write them to the client, once per read rather than once per
+        frame (docs/benchmarks.md, "The stream path"). A model-paced server sends one frame per read: batches
+        of one.
+        """
         resp = await self._open(req, stream=True)
-        finish: StopReason | None = None
-        native: str | None = None
-        usage: Usage | None = None
-        saw_done = False
+        answer = StreamedAnswer(req.raw)
+        last: list[ProviderChunk] = []  # what the read that ended the answer held before its end
         try:
             if resp.content_type != "text/event-stream":  # e.g. a JSON error body with status 200
                 body = (await resp.text(errors="replace"))[:300]
@@ -300,42 +290,40 @@ class OpenAICompatProvider:
                     ReasonCode.PROVIDER_ERROR,
                     f"The model server did not answer with a stream ({resp.content_type}): {body}",
                 )
-            async for msg in aiter_sse_chunks(resp.content.iter_any()):
-                if msg.data.strip() == "[DONE]":
-                    saw_done = True
+            first = True
+            async for data in resp.content.iter_any():
+                answer.feed(data)
+                if first and (batch := answer.take(limit=1)):
+                    # The first token goes out alone, before the rest of its read is parsed: it is what a user
+                    # waits for, and a burst would hold it back by the time the burst takes to handle.
+                    first = False
+                    yield batch
+                batch = answer.take()
+                if answer.ended:
+                    last = batch
                     break
-                try:
-                    data = json_loads(msg.data)
-                except ValueError:
-                    log.warning("upstream_non_json_line", line=msg.data[:200])
-                    continue
-                if not isinstance(data, dict):
-                    continue
-                if "error" in data:
-                    raise _frame_error(data)
-                usage = _usage(data.get("usage")) or usage
-                for choice in data.get("choices") or []:
-                    delta = {} if req.raw else (choice.get("delta") or {})
-                    piece = choice.get("text") if req.raw else delta.get("content")
-                    rest, logprobs = _beyond_text(delta), choice.get("logprobs")
-                    if piece or rest or logprobs:
-                        yield ProviderChunk(text=piece or "", delta=rest, logprobs=logprobs)
-                    if choice.get("finish_reason"):
-                        native = str(choice["finish_reason"])
-                        finish = _FINISH.get(native, StopReason.EOS)
+                if batch:
+                    yield batch
+            if answer.error is not None:
+                if last:  # the chunks before the error frame go out first, as they came
+                    yield last
+                raise answer.error
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _read_error(exc) from exc
         finally:
             # Closing (not releasing) an unfinished stream drops the connection, so the server sees the cancel.
-            if saw_done or finish is not None:
+            if answer.done or answer.finish is not None:
                 self._release_when_ended(resp)
             else:
                 resp.close()
-        if not saw_done and finish is None:
+        if not answer.done and answer.finish is None:
             raise ProviderError(
                 ReasonCode.STREAM_INTERRUPTED, "The model server closed the stream mid-answer."
             )
-        yield ProviderChunk(finish_reason=finish or StopReason.EOS, usage=usage, native_finish=native)
+        end = ProviderChunk(
+            finish_reason=answer.finish or StopReason.EOS, usage=answer.usage, native_finish=answer.native
+        )
+        yield [*last, end]
 
     def _release_when_ended(self, resp: aiohttp.ClientResponse) -> None:
         """Give a finished stream's connection back to the pool once the server has ended the response.
