@@ -92,18 +92,18 @@ async def audit_page(request: Request) -> Response:
 
 
 async def chat(request: Request) -> Response:
+    # The owner names the asker in QS's audit log: the key's fingerprint, or "local" (never the key).
+    return await _ask(request, "/v1/chat", _owner(request))
+
+
+async def _ask(request: Request, path: str, owner: dict[str, str]) -> Response:
+    """A question to QS, relayed as a stream or answered whole, as its `stream` field says."""
     body = await request.body()
     parsed = await parse_json_body(request, ChatProxyRequest)  # 400 on non-JSON; the rest is QS's to check
-    # The owner names the asker in QS's audit log: the key's fingerprint, or "local" (never the key).
     if parsed.stream:
-        return await _qs(request).open_stream(request, "/v1/chat", body, _owner(request))
+        return await _qs(request).open_stream(request, path, body, owner)
     return await _qs(request).forward(
-        request,
-        "POST",
-        "/v1/chat",
-        content=body,
-        content_type="application/json",
-        extra_headers=_owner(request),
+        request, "POST", path, content=body, content_type="application/json", extra_headers=owner
     )
 
 
@@ -220,14 +220,7 @@ async def conversation(request: Request) -> Response:
 
 async def conversation_message(request: Request) -> Response:
     path = f"/v1/conversations/{_segment(request, 'conv_id')}/messages"
-    body = await request.body()
-    parsed = await parse_json_body(request, ChatProxyRequest)
-    owner = _conversation_owner(request)
-    if parsed.stream:
-        return await _qs(request).open_stream(request, path, body, owner)
-    return await _qs(request).forward(
-        request, "POST", path, content=body, content_type="application/json", extra_headers=owner
-    )
+    return await _ask(request, path, _conversation_owner(request))
 
 
 async def feedback(request: Request) -> Response:

@@ -348,8 +348,7 @@ class ChatService:
         return body
 
     def policy_fallback(self, prep: Prepared, rid: str | None, finding: Finding) -> dict[str, Any]:
-        detail = f"rule '{finding.rule}': {finding.message}"
-        return self.fallback_body(prep, ReasonCode.POLICY_REJECTED, rid, detail, rule=finding.rule)
+        return self.fallback_body(prep, ReasonCode.POLICY_REJECTED, rid, finding.detail, rule=finding.rule)
 
     async def _answer(self, req: ChatRequest, prep: Prepared, rid: str | None) -> dict[str, Any]:
         """The answer before governance: cached, the model's (checked and cited), or a fallback."""

@@ -130,6 +130,11 @@ class Finding:
     target: Target
     message: str
 
+    @property
+    def detail(self) -> str:
+        """Why an answer was withheld, for the fallback message."""
+        return f"rule '{self.rule}': {self.message}"
+
     def public(self) -> dict[str, str]:
         return {"rule": self.rule, "message": self.message}
 

@@ -55,6 +55,11 @@ class _Relay:
         self.rule: str | None = None
         self.withheld: str | None = None
 
+    def withhold(self, finding: Finding, withheld: str | None) -> _Relay:
+        """A policy rule rejected the question or the answer: say which, and keep what the user did not get."""
+        self.rule, self.detail, self.withheld = finding.rule, finding.detail, withheld
+        return self
+
 
 async def chat_events(
     service: ChatService,
@@ -99,8 +104,7 @@ async def _events(
         "sources", {"sources": prep.sources if prep.cached is not None or prep.context else []}
     )
     if turn.rejected is not None:
-        relay = _Relay()
-        relay.rule, relay.detail = turn.rejected.rule, f"rule '{turn.rejected.rule}': {turn.rejected.message}"
+        relay = _Relay().withhold(turn.rejected, None)
         async for frame in _fallback(
             service, turn, ReasonCode.POLICY_REJECTED, False, started, relay, fields
         ):
@@ -111,7 +115,7 @@ async def _events(
         citations = [c["chunk_id"] for c in cached["citations"]]
         verdict = await service.check_answer(req, prep, cached["answer"], citations, turn)
         if verdict.rejected is not None:
-            relay = _rejected(verdict.rejected, verdict.text)
+            relay = _Relay().withhold(verdict.rejected, verdict.text)
             async for frame in _fallback(
                 service, turn, ReasonCode.POLICY_REJECTED, False, started, relay, fields
             ):
@@ -169,19 +173,12 @@ async def _events(
             async for frame in _answered(service, prep, turn, relay, answer, verdict, fields):
                 yield frame
             return
-        code, relay.rule, relay.withheld = ReasonCode.POLICY_REJECTED, verdict.rejected.rule, verdict.text
-        relay.detail = f"rule '{verdict.rejected.rule}': {verdict.rejected.message}"
+        code = ReasonCode.POLICY_REJECTED
+        relay.withhold(verdict.rejected, verdict.text)
     async for frame in _fallback(
         service, turn, code or ReasonCode.PROVIDER_ERROR, bool(relay.answer), started, relay, fields
     ):
         yield frame
-
-
-def _rejected(finding: Finding, withheld: str) -> _Relay:
-    relay = _Relay()
-    relay.rule, relay.withheld = finding.rule, withheld
-    relay.detail = f"rule '{finding.rule}': {finding.message}"
-    return relay
 
 
 async def _answered(
