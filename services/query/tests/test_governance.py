@@ -145,12 +145,28 @@ def test_a_rule_that_finds_nothing_leaves_the_answer_alone(qs: ServerProcess, po
     assert audit_of(qs, answer["request_id"])["rules"] == []
 
 
-def test_a_rejected_question_never_reaches_the_model(qs: ServerProcess, policy_path: Path) -> None:
+def generations(gateway: ServerProcess) -> float:
+    """How many /v1/generate requests the gateway has finished, whatever their outcome."""
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("cairn_gateway_requests_total{") and 'endpoint="generate"' in line
+    )
+
+
+def test_a_rejected_question_never_reaches_the_model(
+    qs: ServerProcess, gateway: ServerProcess, policy_path: Path
+) -> None:
     use_policy(
         qs, policy_path, {"name": "rude", "kind": "toxicity", "action": "reject", "applies_to": ["question"]}
     )
+    before = generations(gateway)
     answer = chat(qs, query="Why is this stupid damn leave policy so shit?").json()
     assert answer["status"] == "fallback" and answer["policy_rule"] == "rude"
+    assert generations(gateway) == before
+    chat(qs, query=LEAVE)  # the count does move for a question that is let through
+    assert generations(gateway) == before + 1
     record = audit_of(qs, answer["request_id"])
     assert (
         record["rules"][0]["target"] == "question" and record["model"] is None and record["withheld"] is None
