@@ -307,9 +307,9 @@ class ChatService:
             async def embed(texts: list[str]) -> list[list[float]]:
                 return (await self.gateway.embed(texts))[0]
 
-        verdict = await policy.check_answer(
-            req.question, answer, await self._source_texts(prep, cited), embed
-        )
+        # Only a support rule reads the sources: a cached answer's come from the store, so no rule, no reads.
+        sources = await self._source_texts(prep, cited) if policy.needs_sources else []
+        verdict = await policy.check_answer(req.question, answer, sources, embed)
         self.count(verdict)
         turn.add(verdict)
         return verdict

@@ -253,6 +253,10 @@ class Policy:
     def needs_embeddings(self) -> bool:
         return any(isinstance(r, RelevanceRule) for r in self.rules)
 
+    @property
+    def needs_sources(self) -> bool:
+        return any(isinstance(r, SupportRule) and "answer" in r.applies_to for r in self.rules)
+
     def summary(self) -> dict[str, Any]:
         return {
             "source": self.source,
