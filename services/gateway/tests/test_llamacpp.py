@@ -7,6 +7,8 @@ and onnx). Kept lean for a 2-core machine: small max_tokens, temperature 0 where
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -365,3 +367,43 @@ def test_packaged_model_uses_the_base_format_on_the_cpu(gw: ServerProcess) -> No
     assert info["prompt_format"] == "base"
     body = generate(gw, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0)
     assert body["usage"]["prompt_tokens"] == 7
+
+
+def test_the_model_runs_in_a_worker_process_probed_on_this_cpu(gw: ServerProcess) -> None:
+    info = model_info(gw)
+    assert info["isolation"] == "worker" and info["worker_pid"] not in (None, gw.proc.pid)
+    # Whatever this CPU allowed: either llama.cpp's extra buffer types ran, or the probe crashed with them
+    # and the model was loaded without them, which is then said where an operator looks.
+    ready = httpx.get(f"{gw.url}/readyz", timeout=5).json()
+    assert ready["status"] == "ready"
+    if info["extra_bufts"] is False:
+        assert "extra buffer types" in info["notice"] and ready["notice"] == info["notice"]
+    else:
+        assert info["extra_bufts"] is True and "notice" not in ready
+
+
+def test_a_segfault_in_the_real_model_ends_the_stream_with_model_crashed_and_the_model_comes_back() -> None:
+    gw = start_llamacpp_gateway(
+        "gateway-llamacpp-crash", LLM_EMBED_PROVIDER="toy", LLM_WORKER_RESTART_MAX_S="1"
+    )
+    try:
+        pid = model_info(gw)["worker_pid"]
+        body = {"prompt": SEQUENCE, "max_tokens": 200, "temperature": 0, "stream": True}
+        events: list[tuple[str, Any]] = []
+        with httpx.stream("POST", f"{gw.url}/v1/generate", json=body, timeout=60) as resp:
+            for event in iter_sse(resp.iter_bytes()):
+                events.append((event.event, json.loads(event.data)))
+                if event.event == "delta" and pid is not None:
+                    os.kill(pid, signal.SIGSEGV)  # a native fault in the middle of an answer
+                    pid = None
+        names = [name for name, _ in events]
+        assert names[0] == "meta" and "delta" in names and names[-2:] == ["error", "done"], names
+        assert events[-2][1]["reason_code"] == "MODEL_CRASHED" and "SIGSEGV" in events[-2][1]["message"]
+        assert gw.proc.poll() is None
+        back = wait_for(
+            lambda: model_info(gw)["state"] == "loaded" and model_info(gw), "the restarted model", 60
+        )
+        assert back["worker_restarts"] == 1 and back["worker_crashes"] == 1
+        assert "Paris" in generate(gw, prompt=QUESTION, max_tokens=24, temperature=0)["text"]
+    finally:
+        gw.stop()

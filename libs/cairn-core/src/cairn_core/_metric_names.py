@@ -25,6 +25,7 @@ class GatewayMetric:
     QUEUE_DEPTH: Final = "cairn_gateway_queue_depth"
     CIRCUIT_STATE: Final = "cairn_gateway_circuit_state"
     PROVIDER_UP: Final = "cairn_gateway_provider_up"
+    MODEL_CRASHES: Final = "cairn_gateway_model_crashes"
 
 
 class QueryMetric:

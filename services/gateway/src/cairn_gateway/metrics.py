@@ -67,6 +67,19 @@ class GatewayMetrics:
         self.model_memory = Gauge(
             "cairn_gateway_model_memory_bytes", "Memory held by a loaded model", ["model"], registry=r
         )
+        # In-process models run in a worker process (providers/isolated.py): its deaths and restarts.
+        self.model_crashes = Counter(
+            M.MODEL_CRASHES,
+            "Model worker processes that died, by phase (probe, load, serving)",
+            ["model", "phase"],
+            registry=r,
+        )
+        self.model_restarts = Counter(
+            "cairn_gateway_model_restarts",
+            "Model worker processes started again after a crash",
+            ["model"],
+            registry=r,
+        )
         self.embeddings = Counter("cairn_gateway_embedded_texts", "Texts embedded", ["model"], registry=r)
         # Router models (LLM_UPSTREAMS): the same two numbers per server behind the alias.
         self.upstream_in_flight = Gauge(

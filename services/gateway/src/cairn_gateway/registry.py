@@ -19,6 +19,7 @@ from .in_process import ModelManifest, declared_manifest
 from .in_process.build import build_stamp
 from .metrics import GatewayMetrics
 from .providers.base import EMBEDDERS, Embedder, Provider, provider_class
+from .providers.isolated import IsolatedProvider
 from .settings import GatewaySettings, ModelSpec
 
 log = structlog.get_logger("registry")
@@ -180,7 +181,11 @@ class Registry:
             if entry.provider is not None:
                 return
             cls = provider_class(entry.spec.provider)
-            provider = cls(entry.spec, self.settings, self.http)
+            provider: Provider
+            if getattr(cls, "isolable", False) and self.settings.model_isolation == "worker":
+                provider = IsolatedProvider(cls, entry.spec, self.settings, self.metrics)
+            else:
+                provider = cls(entry.spec, self.settings, self.http)
             try:
                 await provider.start()
             except CairnError as exc:

@@ -248,11 +248,15 @@ async def readyz(request: Request) -> Response:
     ok = entry.provider is not None and await entry.provider.health()
     registry.metrics.provider_up.labels(entry.alias).set(1 if ok else 0)
     body: dict[str, Any] = {"status": "ready", "model": entry.alias, "provider": entry.spec.provider}
+    info = entry.provider.info() if entry.provider is not None and hasattr(entry.provider, "info") else {}
+    if info.get("notice"):  # loaded, but not as configured (the safe settings after a crashed probe)
+        body["notice"] = info["notice"]
     if ok:
         return JSONResponse(body)
     fallbacks = [f.spec.provider for f in registry.fallbacks if f.provider is not None]
     note = build_note(registry.settings.build_status_path)
-    message = entry.error or "The default model is not usable."
+    not_ready = getattr(entry.provider, "not_ready_reason", None)
+    message = entry.error or (not_ready and not_ready()) or "The default model is not usable."
     body.update(
         status="degraded" if fallbacks else "unavailable",
         reason_code=(entry.reason_code or ReasonCode.PROVIDER_UNAVAILABLE).value,

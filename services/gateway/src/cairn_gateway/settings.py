@@ -108,13 +108,22 @@ class GatewaySettings(BaseSettings):
     # llamacpp: layers offloaded to the GPU: "auto" (all of them when this llama.cpp build has GPU support,
     # none otherwise), an integer, or "none"/0 (in_process/offload.py).
     gpu_layers: str = "auto"
+    # llamacpp: "worker" runs the model in a process of its own that the gateway restarts when it dies (a
+    # native crash ends its requests with MODEL_CRASHED, never the gateway); "none" loads it in the gateway's
+    # own process (providers/isolated.py, docs/models.md).
+    model_isolation: Literal["worker", "none"] = "worker"
+    # llamacpp: llama.cpp's extra buffer types (AMX, repacked weights). "auto" probes them in the worker and
+    # loads without them when the probe dies on a signal; "on" / "off" force them.
+    extra_bufts: Literal["auto", "on", "off"] = "auto"
+    worker_restart_max_s: float = Field(30.0, gt=0)  # the longest wait before a crashed worker is restarted
     model_cache_dir: str | None = None  # where the packaged GGUF is assembled; default ~/.cache/cairn/models
     embed_batch_size: int = Field(32, ge=1)  # texts per ONNX Runtime call
 
     @field_validator("provider", "embed_provider")
     @classmethod
     def _lower(cls, v: str) -> str:
-        return v.strip().lower()
+        # A "module:Class" import path (a provider of the operator's own) keeps its case.
+        return v.strip() if ":" in v else v.strip().lower()
 
     @field_validator("gpu_layers", mode="before")
     @classmethod

@@ -98,7 +98,9 @@ async def _events(
     except CairnError as exc:
         timeout = exc.reason_code is ReasonCode.PROVIDER_TIMEOUT
         finish = StopReason.TIMEOUT if timeout else StopReason.ERROR
-        outcome.fail(ReasonCode.PROVIDER_TIMEOUT if timeout else ReasonCode.STREAM_INTERRUPTED)
+        # A timeout and a crashed model process say more than "interrupted": they keep their own codes.
+        keeps = exc.reason_code in (ReasonCode.PROVIDER_TIMEOUT, ReasonCode.MODEL_CRASHED)
+        outcome.fail(exc.reason_code if keeps else ReasonCode.STREAM_INTERRUPTED)
         yield encode_event(
             "error", ErrorEvent(reason_code=outcome.reason, message=exc.message, request_id=request_id)
         )

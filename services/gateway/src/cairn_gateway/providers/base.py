@@ -76,6 +76,7 @@ UNHEALTHY = frozenset(
         ReasonCode.PROVIDER_UNAVAILABLE,
         ReasonCode.PROVIDER_ERROR,
         ReasonCode.STREAM_INTERRUPTED,
+        ReasonCode.MODEL_CRASHED,
     }
 )
 
@@ -200,6 +201,8 @@ def import_from_string(ref: str) -> Any:
 
 
 def provider_class(name: str, table: dict[str, str] = PROVIDERS) -> Any:
+    if name not in table and ":" in name:  # "module:Class": a provider of the operator's own, by import path
+        return import_from_string(name)
     try:
         ref = table[name]
     except KeyError:

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
@@ -54,6 +56,39 @@ CITATION_TOKENS = 10
 GROUNDED_MIN_TOKENS = JSON_OVERHEAD_TOKENS + CITATION_TOKENS + 1
 # Prompt tokens evaluated between two looks at how many generations share the cores.
 _EVAL_PIECE = 64
+# What `probe()` evaluates: long enough (~60 tokens) for the batched matrix kernels to run, not just the
+# one-token ones.
+_PROBE_PROMPT = (
+    "Sentences:\n[1] The library opens at 9 am and closes at 6 pm on weekdays.\n[2] On Saturdays it opens "
+    "at 10 am.\n[3] A library card costs 5 euros per year and is free for students.\nQuestion: When does "
+    "the library open on Saturdays?\nAnswer: ["
+)
+
+
+@contextmanager
+def model_params(extra_bufts: bool) -> Iterator[None]:
+    """Models loaded in the block use llama.cpp's extra buffer types, or not.
+
+    llama-cpp-python's `Llama()` has no argument for `use_extra_bufts` (llama.cpp's own model parameter), but
+    it takes its parameters from `llama_model_default_params()` at load; the block swaps that function for one
+    that turns the field off. Only worker processes and single-model loads run this, one load at a time."""
+    if extra_bufts:
+        yield
+        return
+    import llama_cpp.llama_cpp as native
+
+    original = native.llama_model_default_params
+
+    def without_extra_bufts() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    native.llama_model_default_params = without_extra_bufts
+    try:
+        yield
+    finally:
+        native.llama_model_default_params = original
 
 
 def budget_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
@@ -120,6 +155,8 @@ def response_schema(response_format: Any) -> dict[str, Any] | None:
 
 class LlamaCppProvider(ThreadedProvider):
     name = "llamacpp"
+    # Runs in a worker process the gateway owns (providers/isolated.py) unless LLM_MODEL_ISOLATION=none.
+    isolable = True
     response_formats = ("json_object", "json_schema")  # through a grammar (openai_fields.py)
 
     def __init__(
@@ -151,18 +188,23 @@ class LlamaCppProvider(ThreadedProvider):
         self.counters = _Counters()
         self._threads_of: dict[int, int] = {}  # id(Llama) -> the thread count last set on it
         self._digits: list[int] = []  # token ids of "1".."9" after "[", for extractive answers
+        self.extra_bufts: bool | None = None  # as loaded: llama.cpp's AMX / repacked-weight buffer types
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load)
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.slots + 1, thread_name_prefix=f"llamacpp-{self.spec.alias}"
-        )
 
     def _load(self) -> None:
-        # The manifest first: a file that is not the one its manifest describes is refused whether or not
-        # llama.cpp is there to load it (on a first run it may still be compiling).
+        """The whole load in this process (LLM_MODEL_ISOLATION=none); the worker process does the same in
+        two steps, `prepare()` in the gateway and `load_resolved()` in the worker (providers/isolated.py)."""
+        self.load_resolved(str(self.prepare()), self.settings.extra_bufts != "off")
+
+    def prepare(self) -> Path:
+        """Everything before llama.cpp is asked: the file, its manifest, the context size, the memory guard.
+
+        A file that is not the one its manifest describes is refused whether or not llama.cpp is there to load
+        it (on a first run it may still be compiling)."""
         found = load_gguf(self.spec.path, self.spec.sha256, self.settings.model_cache_dir)
         self.manifest = found.manifest
         trained = found.manifest.parameters.context_size
@@ -172,8 +214,21 @@ class LlamaCppProvider(ThreadedProvider):
                 f"LLM_CONTEXT_SIZE={self.n_ctx} exceeds the {trained} tokens {found.path.name} was trained for "
                 f"(its manifest {found.manifest.location}); set LLM_CONTEXT_SIZE or params.context_size lower.",
             )
-        path = found.path
         importlib.invalidate_caches()  # setup.sh may have installed it since the last try (first run)
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise CairnError(
+                ReasonCode.PROVIDER_UNAVAILABLE,
+                f"{LLAMA_MISSING}: run `make setup` (it builds llama.cpp once per machine).",
+            )
+        # Each slot adds its KV cache: about 64 MiB per 1k tokens of context for Gemma 3 270M (measured).
+        check_memory(found.path, self.memory_limit_mb, overhead_mb=64.0 * self.n_ctx / 1024 * self.slots)
+        self.model = self.model or found.path.stem
+        return found.path
+
+    def load_resolved(self, path_str: str, extra_bufts: bool = True) -> None:
+        """Load the checked file into llama.cpp, one instance per slot. `extra_bufts=False` keeps llama.cpp off
+        its extra buffer types (AMX and repacked weights), whose kernels fault on some CPUs (docs/models.md)."""
+        path = Path(path_str)
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -181,16 +236,14 @@ class LlamaCppProvider(ThreadedProvider):
                 ReasonCode.PROVIDER_UNAVAILABLE,
                 f"{LLAMA_MISSING}: run `make setup` (it builds llama.cpp once per machine).",
             ) from None
-        # Each slot adds its KV cache: about 64 MiB per 1k tokens of context for Gemma 3 270M (measured).
-        check_memory(path, self.memory_limit_mb, overhead_mb=64.0 * self.n_ctx / 1024 * self.slots)
         try:
             gpu_layers = n_gpu_layers(self.gpu_layers_setting, supports_gpu)
         except ValueError as exc:
             raise CairnError(ReasonCode.MODEL_REJECTED, f"gpu_layers: {exc}") from None
         before = rss_mb()
         try:
-            for _ in range(self.slots):
-                self._pool.put(
+            with model_params(extra_bufts):
+                instances = [
                     Llama(
                         model_path=str(path),
                         n_ctx=self.n_ctx,
@@ -200,10 +253,13 @@ class LlamaCppProvider(ThreadedProvider):
                         seed=int(self.spec.params.get("seed", 0xC41F)),
                         verbose=False,
                     )
-                )
+                    for _ in range(self.slots)
+                ]
         except ValueError as exc:  # llama-cpp-python's way of saying the file is not a loadable model
             raise CairnError(ReasonCode.MODEL_REJECTED, f"llama.cpp could not load {path}: {exc}") from None
-        first = self._pool.queue[0]
+        for llm in instances:
+            self._pool.put(llm)
+        first = instances[0]
         self.prompt_format = choose_format(self.prompt_format_setting, first.metadata, path)
         self.template = ChatTemplate.of(first) if self.prompt_format == "chat_template" else None
         self.placement = Placement.of(gpu_layers, first.metadata)
@@ -211,6 +267,17 @@ class LlamaCppProvider(ThreadedProvider):
         self.model = self.model or path.stem
         self._digits = _digit_tokens(first)
         self._memory_mb = max(rss_mb() - before, path.stat().st_size / (1 << 20))
+        self.extra_bufts = extra_bufts
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.slots + 1, thread_name_prefix=f"llamacpp-{self.spec.alias}"
+        )
+
+    def probe(self) -> None:
+        """A short prompt and two sampled tokens on one slot: batched and single-token matrix products both
+        run once, so a CPU kernel that faults here (AMX in some VMs) kills the worker before any user's
+        request does, and the gateway can load the model the safe way (providers/isolated.py)."""
+        llm = self._pool.queue[0]
+        llm.create_completion(_PROBE_PROMPT, max_tokens=2, temperature=0.0)
 
     async def aclose(self) -> None:
         if self._executor is not None:
@@ -241,6 +308,7 @@ class LlamaCppProvider(ThreadedProvider):
             "gpu_layers": self.placement.gpu_layers,
             "layers": self.placement.total_layers,
             "context_size": self.n_ctx,
+            "extra_bufts": self.extra_bufts,
             "generating": c.active,
             "tokens_generated": c.generated,
             "prompt_tokens_reused": c.prompt_reused,
