@@ -134,3 +134,16 @@ def test_the_pages_never_parse_text_as_html_nor_run_inline_or_evaluated_script()
             assert re.search(r'\bsrc="/static/[\w/.-]+\.js"', tag), (page.name, tag)
         assert not re.search(r"\son\w+=", page.read_text()), page.name  # no inline event handlers
     assert "unsafe-inline" not in CSP and "unsafe-eval" not in CSP
+
+
+def test_dashboard_counts_model_worker_crashes_per_model() -> None:
+    text = """\
+# TYPE cairn_gateway_model_crashes counter
+cairn_gateway_model_crashes_total{model="llamacpp",phase="probe"} 1.0
+cairn_gateway_model_crashes_total{model="llamacpp",phase="serving"} 2.0
+"""
+    summary = dashboard.gateway_summary(dashboard.parse(text))
+    assert summary["model_crashes"] == {"llamacpp": 3.0}
+    models = {"data": [{"id": "llamacpp", "state": "loaded", "worker_crashes": 3, "notice": "safe mode"}]}
+    (row,) = dashboard.model_manifests(json.dumps(models))
+    assert row["worker_crashes"] == 3 and row["notice"] == "safe mode"

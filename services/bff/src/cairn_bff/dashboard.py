@@ -87,6 +87,8 @@ def gateway_summary(samples: list[Sample]) -> dict[str, Any]:
         "provider_up": _gauge_by(samples, m.PROVIDER_UP, "model"),
         "circuit_state": _gauge_by(samples, m.CIRCUIT_STATE, "model"),
         "tokens": _sum_by(samples, total(m.TOKENS), "kind"),
+        # In-process models run in a worker process: how often it died (and was restarted), per model.
+        "model_crashes": _sum_by(samples, total(m.MODEL_CRASHES), "model"),
     }
 
 
@@ -131,6 +133,8 @@ def model_manifests(models_json: str) -> list[dict[str, Any]]:
                 "model": m.get("id"),
                 "state": m.get("state"),
                 "reason_code": m.get("reason_code"),
+                "worker_crashes": m.get("worker_crashes"),
+                "notice": m.get("notice"),
                 "manifest": None
                 if not man
                 else {

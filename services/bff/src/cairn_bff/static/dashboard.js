@@ -49,6 +49,7 @@ function manifestRows(models) {
   for (const m of models || []) {
     const why = m.reason_code ? " · " + m.reason_code : "";
     rows.push([m.model, m.state + why, m.state === "loaded" ? "up" : "down"]);
+    if (m.notice) rows.push(["  note", m.notice]);
     const man = m.manifest;
     if (!man) {
       rows.push(["  manifest", "none: another server holds this model"]);
@@ -81,7 +82,10 @@ function render(d) {
       ...reasons.map(([k, v]) => ["  " + k, fmtNum(v)]),
     ]);
     fillTable("queue-table", entries(gw.queue_depth).map(([k, v]) => [k, fmtNum(v) + " waiting · " + fmtNum(gw.in_flight[k] || 0) + " running"]));
-    fillTable("health-table", entries(gw.provider_up).map(([k, v]) => [k, v ? "up" : "down", v ? "up" : "down"]), "no health check yet");
+    fillTable("health-table", [
+      ...entries(gw.provider_up).map(([k, v]) => [k, v ? "up" : "down", v ? "up" : "down"]),
+      ...entries(gw.model_crashes || {}).map(([k, v]) => [k + ": model process crashes", fmtNum(v) + " (restarted by the gateway)", v ? "down" : "up"]),
+    ], "no health check yet");
     fillTable("models-table", manifestRows(gw.models), "no models listed");
   } else {
     $("ttft").textContent = $("tps").textContent = $("requests").textContent = "–";
