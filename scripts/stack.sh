@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Run the three services in the background with their embedded defaults; `up` is safe to re-run.
 # `up-scaled` runs two gateways and two QS behind one BFF on this box (docs/operations.md, Scaling out).
+# Each service runs under scripts/supervise.py, which restarts it with backoff when it exits unexpectedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=.run
+# Everything the stack writes (the store, its WAL, logs, tokens) holds documents, chats or secrets: readable
+# by this user only (docs/operations.md, Security).
+umask 077
+RUN=${CAIRN_RUN_DIR:-.run}
 PY=.venv/bin/python
 mkdir -p "$RUN"
+chmod 700 "$RUN"
 
 LLM_PORT=${LLM_PORT:-8082}; QS_PORT=${QS_PORT:-8081}; BFF_PORT=${BFF_PORT:-8080}
 LLM_PORT_2=${LLM_PORT_2:-8084}; QS_PORT_2=${QS_PORT_2:-8083}  # the second replicas of up-scaled
+# The store and the gateway's keys live in the run directory (CAIRN_RUN_DIR, default .run) unless set.
+export QS_DB_PATH=${QS_DB_PATH:-$RUN/cairn-qs.sqlite3}
+export LLM_KEYS_PATH=${LLM_KEYS_PATH:-$RUN/cairn-gateway-keys.sqlite3}
 export QS_GATEWAY_URL=${QS_GATEWAY_URL:-http://127.0.0.1:$LLM_PORT}
 export BFF_QS_URL=${BFF_QS_URL:-http://127.0.0.1:$QS_PORT}
 export BFF_GATEWAY_URL=${BFF_GATEWAY_URL:-http://127.0.0.1:$LLM_PORT}
@@ -51,10 +59,18 @@ if [ "${1:-}" = up-scaled ] || [ "$(cat "$RUN/stack-mode" 2>/dev/null)" = scaled
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 healthy() { curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$1$2"; }
 
+exited_at_start() {  # the supervisor saw the service exit before it was ready once: a setting, not bad luck
+  grep -qE '"restarts": [1-9]|"gave_up": true' "$RUN/$1.state.json" 2>/dev/null
+}
+
 wait_ready() { # name port path timeout
   local deadline=$((SECONDS + $4))
   until healthy "$2" "$3"; do
-    if ! alive "$1"; then echo "!! $1 exited; last lines of $RUN/$1.log:"; tail -n 30 "$RUN/$1.log"; return 1; fi
+    if ! alive "$1" || exited_at_start "$1"; then
+      echo "!! $1 exited; last lines of $RUN/$1.log:"; tail -n 30 "$RUN/$1.log"
+      alive "$1" && kill "$(cat "$RUN/$1.pid")" 2>/dev/null
+      return 1
+    fi
     if [ $SECONDS -ge $deadline ]; then echo "!! $1 not ready after $4 s; see $RUN/$1.log"; return 1; fi
     sleep 0.3
   done
@@ -71,7 +87,9 @@ up() {
     if alive "$name" && healthy "$port" "$path"; then echo "==> $name already running on :$port"; continue; fi
     if alive "$name"; then kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true; sleep 1; fi
     echo "==> starting $name on :$port (log: $RUN/$name.log)"
-    env "$portvar=$port" nohup "$PY" -m "$module" >>"$RUN/$name.log" 2>&1 &
+    rm -f "$RUN/$name.state.json"
+    env "$portvar=$port" nohup "$PY" scripts/supervise.py "$name" "$RUN" -- "$PY" -m "$module" \
+      >>"$RUN/$name.log" 2>&1 &
     echo $! >"$RUN/$name.pid"
     wait_ready "$name" "$port" "$path" "${STACK_TIMEOUT_S:-180}"
   done
@@ -117,12 +135,23 @@ down() {
   rm -f "$RUN/stack-mode"
 }
 
+restarts() {  # "  restarted N time(s) (last: SIGKILL)" from the supervisor's state, or nothing
+  "$PY" -c "
+import json, sys
+s = json.load(open(sys.argv[1]))
+if s.get('gave_up'):
+    print(f\"  gave up after repeated crashes (last: {s['last_exit']}); see the log, then make up\")
+elif s.get('restarts'):
+    print(f\"  restarted {s['restarts']} time(s) (last: {s['last_exit']})\")
+" "$RUN/$1.state.json" 2>/dev/null || true
+}
+
 status() {
   for spec in "${SERVICES[@]}"; do
     read -r name _ port path _ <<<"$spec"
     if alive "$name"; then
       if healthy "$port" "$path"; then s=healthy; else s=unhealthy; fi
-      echo "$name  pid $(cat "$RUN/$name.pid")  :$port  $s"
+      echo "$name  pid $(cat "$RUN/$name.pid")  :$port  $s$(restarts "$name")"
     else echo "$name  stopped"; fi
   done
   # The model's own state: degraded while llama.cpp compiles on a first run, or when the model failed to load.
@@ -131,6 +160,8 @@ status() {
 import json, sys
 d = json.load(sys.stdin)
 print('model  ' + d['status'] + '  ' + d.get('model', '') + (('  ' + d['message']) if d.get('message') else ''))
+if d.get('notice'):
+    print('       ' + d['notice'])
 " 2>/dev/null || echo "model  unavailable (see make logs)"
   fi
 }

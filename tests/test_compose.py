@@ -115,3 +115,9 @@ def test_dockerfiles_are_uv_two_step_builds(compose: dict[str, Any], name: str) 
     assert members <= copied, f"uv needs every workspace member's manifest: missing {members - copied}"
     assert f'CMD ["python", "-m", "{module}"]' in text
     assert f"EXPOSE {_default_port(name)}" in text
+
+
+def test_every_service_restarts_when_it_exits_unexpectedly(compose: dict[str, Any]) -> None:
+    # What scripts/supervise.py does for `make up`: a crashed container comes back (Docker backs off itself).
+    for name, service in compose["services"].items():
+        assert service.get("restart") in ("unless-stopped", "always", "on-failure"), name
