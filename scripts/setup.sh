@@ -7,6 +7,9 @@
 #                                  answers quoted from the sources meanwhile, and the gateway loads the model
 #                                  by itself when the build is done)
 #   CAIRN_LLAMA_CUDA=1             build llama.cpp with CUDA (docs/models.md, GPU)
+#   CAIRN_LLAMA_AMX=auto|on|off    llama.cpp's AMX kernels (docs/models.md, "CPUs that advertise AMX"): auto
+#                                  builds without them on a CPU that advertises AMX, whose kernels fault in
+#                                  many VMs; on bare-metal Xeons `on` brings them back
 #
 # llama-cpp-python has no binary wheel for this platform, so llama.cpp is compiled once per machine (about
 # 9 minutes on 2 cores); the wheel is kept in the wheelhouse, so every later setup, fresh clones included,
@@ -19,8 +22,18 @@ LLAMA_VERSION=0.3.36
 MODE=wait
 [ "${1:-}" = "--background" ] && MODE=background
 CUDA=${CAIRN_LLAMA_CUDA:-0}
+AMX=${CAIRN_LLAMA_AMX:-auto}
+if [ "$AMX" = auto ]; then
+  if grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then AMX=off; else AMX=on; fi
+fi
+# Builds of one version differ by their flags but share a wheel name: each flavour has its own wheelhouse, and
+# .venv records the flavour installed, so changing a flag builds (or installs) the matching wheel.
+FLAVOR=cpu
+[ "$AMX" = off ] && FLAVOR=cpu-noamx
+[ "$CUDA" = 1 ] && FLAVOR=cuda
 WHEELHOUSE=${CAIRN_WHEELHOUSE:-$HOME/.cache/cairn/wheels}
-[ "$CUDA" = 1 ] && WHEELHOUSE=$WHEELHOUSE/cuda  # the same wheel name: keep the two builds apart
+[ "$FLAVOR" != cpu ] && WHEELHOUSE=$WHEELHOUSE/$FLAVOR
+FLAVOR_FILE=.venv/.cairn-llama-flavor
 RUN=.run
 STATUS=$RUN/llama-build.json
 LOG=$RUN/llama-build.log
@@ -40,7 +53,8 @@ fi
 # --inexact: keep llama-cpp-python, which is installed below rather than from the lock.
 "$UV" sync --frozen --all-packages --all-extras --inexact --quiet
 
-installed() {  # the right version, and GPU offload exactly when CUDA was asked for
+installed() {  # the right version and flavour, and GPU offload exactly when CUDA was asked for
+  [ "$(cat "$FLAVOR_FILE" 2>/dev/null || echo cpu)" = "$FLAVOR" ] || return 1
   .venv/bin/python - "$LLAMA_VERSION" "$CUDA" <<'EOF' 2>/dev/null
 import sys
 import llama_cpp
@@ -60,7 +74,7 @@ have_wheel() { ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/nu
 
 install_wheel() {
   "$UV" pip install --quiet --reinstall-package llama-cpp-python --python .venv/bin/python --no-deps \
-    --no-index --find-links "$WHEELHOUSE" "llama-cpp-python==$LLAMA_VERSION"
+    --no-index --find-links "$WHEELHOUSE" "llama-cpp-python==$LLAMA_VERSION" && echo "$FLAVOR" >"$FLAVOR_FILE"
 }
 
 build() {  # compile the wheel into the wheelhouse and install it; the status file says how it went
@@ -68,12 +82,22 @@ build() {  # compile the wheel into the wheelhouse and install it; the status fi
   status building "$started"
   mkdir -p "$WHEELHOUSE"
   local build_dir; build_dir=$(mktemp -d)
-  local args=(--no-deps --no-binary llama-cpp-python -w "$build_dir")
+  # --no-cache-dir: pip keeps built wheels by source URL, not by flags; a cached build of another flavour
+  # would be taken for this one.
+  local args=(--no-deps --no-cache-dir --no-binary llama-cpp-python -w "$build_dir")
   if [ "$CUDA" = 1 ]; then
     # Measured on an H100 (16 cores): 308 s. No build isolation, so the build sees this machine's CUDA.
     python3 -m pip install --quiet --user scikit-build-core cmake ninja
     export CMAKE_ARGS="-DGGML_CUDA=on ${CMAKE_ARGS:-}"
     args+=(--no-build-isolation)
+  fi
+  if [ "$AMX" = off ]; then
+    # -march=native turns AMX on wherever the CPU flags say so, and ggml then puts the weights in its AMX
+    # buffer type; in VMs whose hypervisor does not let the tile instructions run, the first answer dies in
+    # ggml_backend_amx_mul_mat. GCC's explicit -mno-* win over -march=native's, whatever their order.
+    # (CMake takes CFLAGS/CXXFLAGS as the initial CMAKE_C_FLAGS/CMAKE_CXX_FLAGS.)
+    local noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    export CFLAGS="$noamx ${CFLAGS:-}" CXXFLAGS="$noamx ${CXXFLAGS:-}"
   fi
   if python3 -m pip wheel --quiet "${args[@]}" "llama-cpp-python==$LLAMA_VERSION" >"$LOG" 2>&1 \
       && mv "$build_dir"/llama_cpp_python-*.whl "$WHEELHOUSE"/ && install_wheel >>"$LOG" 2>&1; then
@@ -97,7 +121,7 @@ if ! building; then
     echo "    background now. Until it is done, the stack answers with quotes from your documents; the"
     echo "    model loads by itself afterwards. Progress: make status, or the banner on the page."
     export -f build status install_wheel
-    export LLAMA_VERSION CUDA WHEELHOUSE STATUS LOG EXPECTED_S UV
+    export LLAMA_VERSION CUDA AMX FLAVOR FLAVOR_FILE WHEELHOUSE STATUS LOG EXPECTED_S UV
     nohup bash -c build >>"$RUN/llama-build.out" 2>&1 &
     echo $! >"$PIDFILE"
     exit 0
