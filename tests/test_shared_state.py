@@ -115,8 +115,8 @@ def test_failed_authentications_are_counted_across_replicas(
         # Once the address is over its failure budget, a valid key from it waits too, on either replica.
         assert httpx.get(f"{bff2.url}/api/models", headers=_auth("k-cache")).status_code == 429
     finally:
-        # The failure bucket is per client IP, and every test here is 127.0.0.1: give the others theirs back.
-        _redis_cli(redis, "DEL", "cairn:bff:authfail:ip:127.0.0.1")
+        # The failure bucket is per client address, and loopback is one (every test here): give it back.
+        _redis_cli(redis, "DEL", "cairn:bff:authfail:ip:127.0.0.0/8")
 
 
 def _redis_cli(redis: RedisServer, *args: str) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from cairn_bff import dashboard
-from cairn_bff.auth import key_matches
+from cairn_bff.auth import client_id, key_matches
 from cairn_bff.proxy import stream_ended, terminal_frames
 from cairn_bff.ratelimit import RateLimiter
 from cairn_bff.settings import BffSettings
@@ -134,3 +134,12 @@ def test_the_pages_never_parse_text_as_html_nor_run_inline_or_evaluated_script()
             assert re.search(r'\bsrc="/static/[\w/.-]+\.js"', tag), (page.name, tag)
         assert not re.search(r"\son\w+=", page.read_text()), page.name  # no inline event handlers
     assert "unsafe-inline" not in CSP and "unsafe-eval" not in CSP
+
+
+def test_addresses_in_a_one_client_network_share_one_identity() -> None:
+    s = BffSettings(one_client_networks="127.0.0.0/8,::1/128,10.8.0.0/16")
+    assert {client_id(a, s) for a in ("127.0.0.1", "127.9.8.7", "::ffff:127.0.0.2")} == {"ip:127.0.0.0/8"}
+    assert client_id("10.8.3.4", s) == client_id("10.8.200.1", s) == "ip:10.8.0.0/16"
+    assert client_id("10.9.0.1", s) == "ip:10.9.0.1" and client_id(None, s) == "ip:?"
+    # Emptied, the setting puts every address on its own again.
+    assert client_id("127.0.0.2", BffSettings(one_client_networks="")) == "ip:127.0.0.2"
