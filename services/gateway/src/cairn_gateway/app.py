@@ -37,7 +37,8 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             try:
                 if redis is not None:
                     await keys.share(redis)
-                tasks.append(asyncio.create_task(keys.keep_fresh(settings.keys_refresh_s)))
+                if keys.master:  # virtual keys exist only with a master key
+                    tasks.append(asyncio.create_task(keys.keep_fresh(settings.keys_refresh_s)))
                 await registry.start()
                 tasks.append(asyncio.create_task(registry.retry_failed(settings.load_retry_s)))
                 app.state.service = GenerationService(settings, registry, metrics)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import structlog
 from cairn_core import (
     INTERNAL_TOKEN_HEADER,
     KEY_PREFIX,
@@ -45,6 +46,8 @@ from cairn_core import (
 )
 from pydantic import SecretStr
 from starlette.datastructures import Headers
+
+log = structlog.get_logger("keys")
 
 VIRTUAL_KEY_PREFIX = "sk-cairn-"
 LIVE_KEYS = f"{KEY_PREFIX}gateway:keys"  # hash: digest -> {"key_id", "key_alias", "created_at"}
@@ -144,7 +147,10 @@ class KeyStore:
         if self._db is None:
             return
         if self._redis is None:
-            self._reread_file()
+            try:
+                self._reread_file()
+            except sqlite3.Error as exc:  # a file gone or locked for long: keep the keys as last read
+                log.warning("keys_file_unreadable", error=repr(exc))
             return
         changes = self._changes
         try:
