@@ -173,10 +173,15 @@ def test_forwarded_for_is_not_believed_unless_the_proxy_is_trusted(stack: Stack)
         assert codes[:3] == [200, 200, 200] and set(codes[3:]) == {429}, codes
     finally:
         bff.stop()
-    proxied = start_bff(stack, BFF_TRUSTED_PROXIES="127.0.0.1", **limits)
-    try:  # behind a configured proxy each forwarded client has its own bucket
+    # Behind a configured proxy each forwarded client has its own bucket (documentation addresses, made local
+    # here so that they need no key: loopback ones would count as one client).
+    local = {"BFF_LOCAL_NETWORKS": "127.0.0.0/8,198.51.100.0/24"}
+    proxied = start_bff(stack, BFF_TRUSTED_PROXIES="127.0.0.1", **limits, **local)
+    try:
         codes = [
-            httpx.get(f"{proxied.url}/api/documents", headers={"X-Forwarded-For": f"127.1.0.{n}"}).status_code
+            httpx.get(
+                f"{proxied.url}/api/documents", headers={"X-Forwarded-For": f"198.51.100.{n}"}
+            ).status_code
             for n in range(8)
         ]
         assert codes == [200] * 8, codes
@@ -198,6 +203,46 @@ def test_failed_authentications_are_rate_limited_even_for_a_right_key_after(stac
         )
         # The guessing address is paused whatever it sends: a guess that happens to be right is not told so.
         assert httpx.get(url, headers={"Authorization": "Bearer right-key"}).status_code == 429
+    finally:
+        bff.stop()
+
+
+def _from(address: str) -> httpx.Client:
+    """A client whose connections leave from `address`, as any local process may choose (127.x.y.z)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=10)
+
+
+def _from_many_loopback_addresses(url: str, headers: list[dict[str, str]]) -> list[int]:
+    """GET `url` once per entry of `headers`, each time from the next loopback address (127.0.0.2, .3, ...)."""
+    codes = []
+    for i, sent in enumerate(headers):
+        address = f"127.0.0.{i + 2}"
+        with _from(address) as client:
+            resp = client.get(url, headers=sent)
+            assert resp.extensions["network_stream"].get_extra_info("client_addr")[0] == address
+            codes.append(resp.status_code)
+    return codes
+
+
+def test_wrong_keys_from_many_loopback_addresses_share_one_failure_budget(stack: Stack) -> None:
+    bff = start_bff(
+        stack, BFF_API_KEYS="right-key", BFF_AUTH_FAILURES_PER_MINUTE="1", BFF_AUTH_FAILURES_BURST="4"
+    )
+    try:
+        guesses = [{"Authorization": f"Bearer guess-{n}"} for n in range(24)]
+        codes = _from_many_loopback_addresses(f"{bff.url}/api/documents", guesses)
+        # Keyed on the exact address, each of the 24 had a budget of its own: 24 x 401 and no 429.
+        assert codes == [401] * 4 + [429] * 20, codes
+    finally:
+        bff.stop()
+
+
+def test_keyless_requests_from_many_loopback_addresses_share_one_rate_limit(stack: Stack) -> None:
+    bff = start_bff(stack, BFF_RATE_LIMIT_PER_MINUTE="1", BFF_RATE_LIMIT_BURST="10")
+    try:
+        codes = _from_many_loopback_addresses(f"{bff.url}/api/documents", [{}] * 60)
+        # Keyed on the exact address, 60 addresses were 60 clients: 60 x 200.
+        assert codes == [200] * 10 + [429] * 50, codes
     finally:
         bff.stop()
 

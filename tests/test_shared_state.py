@@ -2,7 +2,9 @@
 
 One stack (gateway, QS, BFF) plus a second BFF and a second QS, all on one Redis: the limits hold across the
 BFF replicas, an answer cached by one QS is a hit on the other, and an open circuit on one gateway protects
-another. A service with Redis configured but unreachable refuses to start; a Redis gone mid-run fails open.
+another; a virtual key made or revoked through one gateway holds on another (through Redis, or without it
+through the keys file they share). A service with Redis configured but unreachable refuses to start; a Redis
+gone mid-run fails open.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cairn_testing import (
     start_gateway,
     start_redis,
     start_server,
+    wait_for,
 )
 from redis import Redis as SyncRedis
 
@@ -115,8 +118,8 @@ def test_failed_authentications_are_counted_across_replicas(
         # Once the address is over its failure budget, a valid key from it waits too, on either replica.
         assert httpx.get(f"{bff2.url}/api/models", headers=_auth("k-cache")).status_code == 429
     finally:
-        # The failure bucket is per client IP, and every test here is 127.0.0.1: give the others theirs back.
-        _redis_cli(redis, "DEL", "cairn:bff:authfail:ip:127.0.0.1")
+        # The failure bucket is per client address, and loopback is one (every test here): give it back.
+        _redis_cli(redis, "DEL", "cairn:bff:authfail:ip:127.0.0.0/8")
 
 
 def _redis_cli(redis: RedisServer, *args: str) -> None:
@@ -277,3 +280,92 @@ def test_one_of_two_upstreams_answering_503_loses_nothing_and_its_circuit_opens_
     finally:
         for srv in (a, b, good, broken):
             srv.stop()
+
+
+# --- virtual keys across gateway replicas ----------------------------------------------------------------
+
+MASTER = {"Authorization": "Bearer master-of-keys"}
+TOKEN_ENV = {"CAIRN_INTERNAL_TOKEN": INTERNAL_TOKEN}
+KEYS_REFRESH_S = 1.0  # LLM_KEYS_REFRESH_S: the documented bound on a change reaching another replica
+
+
+def _key_gateway(name: str, keys_path: Path, **env: str) -> ServerProcess:
+    return start_gateway(
+        name=name, LLM_MASTER_KEY="master-of-keys", LLM_KEYS_PATH=str(keys_path), **TOKEN_ENV, **env
+    )
+
+
+def _models_with(gw: ServerProcess, key: str) -> int:
+    return httpx.get(f"{gw.url}/v1/models", headers=_auth(key)).status_code
+
+
+def _holds_within_the_refresh(gw: ServerProcess, key: str, status: int, what: str) -> None:
+    wait_for(lambda: _models_with(gw, key) == status, what, timeout_s=KEYS_REFRESH_S + 2)
+
+
+def test_virtual_keys_made_or_revoked_on_one_gateway_hold_on_another_through_redis(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    """Two gateways on two boxes (a keys file each), one Redis: before, each knew only its own file as read
+    at start, so a key revoked on one kept getting 200 on the other and a new key got 401 there."""
+    on_redis = {"CAIRN_REDIS_URL": redis.url}
+    a = _key_gateway("gateway-a", tmp_path / "a.sqlite3", **on_redis)
+    b = _key_gateway("gateway-b", tmp_path / "b.sqlite3", **on_redis)
+    try:
+        made = httpx.post(f"{a.url}/key/generate", json={"key_alias": "alice"}, headers=MASTER).json()
+        key = made["key"]
+        assert _models_with(a, key) == 200
+        _holds_within_the_refresh(b, key, 200, "gateway B to admit the key made on A")
+        listed = httpx.get(f"{b.url}/key/list", headers=MASTER).json()["keys"]
+        assert [k["key_id"] for k in listed] == [made["key_id"]]
+        gone = httpx.post(f"{b.url}/key/delete", json={"keys": [made["key_id"]]}, headers=MASTER)
+        assert gone.json()["deleted_keys"] == [made["key_id"]]
+        assert _models_with(b, key) == 401
+        _holds_within_the_refresh(a, key, 401, "gateway A to refuse the key revoked on B")
+        # A's own file still holds the key; copied into Redis again at a restart, it stays revoked.
+        a.stop()
+        a = _key_gateway("gateway-a", tmp_path / "a.sqlite3", **on_redis)
+        assert _models_with(a, key) == 401 and httpx.get(f"{a.url}/key/list", headers=MASTER).json() == {
+            "keys": []
+        }
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_without_redis_two_gateways_on_one_keys_file_see_each_others_keys(tmp_path: Path) -> None:
+    """The documented one-box setup: both gateways on one LLM_KEYS_PATH, no Redis. Before, each read the file
+    at start only: a key revoked on A kept getting 200 on B, and a key made on B got 401 on A."""
+    keys_path = tmp_path / "keys.sqlite3"
+    a = _key_gateway("gateway-a", keys_path)
+    b: ServerProcess | None = None
+    try:
+        old = httpx.post(f"{a.url}/key/generate", json={}, headers=MASTER).json()["key"]
+        b = _key_gateway("gateway-b", keys_path)  # reads the key at start
+        assert _models_with(b, old) == 200
+        assert httpx.post(f"{a.url}/key/delete", json={"keys": [old]}, headers=MASTER).status_code == 200
+        _holds_within_the_refresh(b, old, 401, "gateway B to refuse the key revoked on A")
+        new = httpx.post(f"{b.url}/key/generate", json={}, headers=MASTER).json()["key"]
+        _holds_within_the_refresh(a, new, 200, "gateway A to admit the key made on B")
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+
+
+def test_with_redis_gone_keys_keep_their_last_state_and_changes_are_refused(tmp_path: Path) -> None:
+    blink = start_redis(log_dir=tmp_path)
+    gw = _key_gateway("gateway", tmp_path / "keys.sqlite3", CAIRN_REDIS_URL=blink.url)
+    try:
+        made = httpx.post(f"{gw.url}/key/generate", json={}, headers=MASTER).json()
+        blink.stop()
+        # A revocation that other replicas could not hear of is refused, not done here alone.
+        refused = httpx.post(f"{gw.url}/key/delete", json={"keys": [made["key_id"]]}, headers=MASTER)
+        assert refused.status_code == 500 and "CAIRN_REDIS_URL" in refused.json()["message"], refused.text
+        assert httpx.post(f"{gw.url}/key/generate", json={}, headers=MASTER).status_code == 500
+        time.sleep(KEYS_REFRESH_S + 0.5)  # a refresh that fails keeps the keys as last read
+        assert _models_with(gw, made["key"]) == 200
+        assert "redis_unavailable" in gw.log_text()
+    finally:
+        gw.stop()
+        blink.stop()

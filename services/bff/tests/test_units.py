@@ -6,7 +6,7 @@ import json
 
 import pytest
 from cairn_bff import dashboard
-from cairn_bff.auth import key_matches
+from cairn_bff.auth import client_id, key_matches
 from cairn_bff.proxy import stream_ended, terminal_frames
 from cairn_bff.ratelimit import RateLimiter
 from cairn_bff.settings import BffSettings
@@ -147,3 +147,12 @@ cairn_gateway_model_crashes_total{model="llamacpp",phase="serving"} 2.0
     models = {"data": [{"id": "llamacpp", "state": "loaded", "worker_crashes": 3, "notice": "safe mode"}]}
     (row,) = dashboard.model_manifests(json.dumps(models))
     assert row["worker_crashes"] == 3 and row["notice"] == "safe mode"
+
+
+def test_addresses_in_a_one_client_network_share_one_identity() -> None:
+    s = BffSettings(one_client_networks="127.0.0.0/8,::1/128,10.8.0.0/16")
+    assert {client_id(a, s) for a in ("127.0.0.1", "127.9.8.7", "::ffff:127.0.0.2")} == {"ip:127.0.0.0/8"}
+    assert client_id("10.8.3.4", s) == client_id("10.8.200.1", s) == "ip:10.8.0.0/16"
+    assert client_id("10.9.0.1", s) == "ip:10.9.0.1" and client_id(None, s) == "ip:?"
+    # Emptied, the setting puts every address on its own again.
+    assert client_id("127.0.0.2", BffSettings(one_client_networks="")) == "ip:127.0.0.2"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 from cairn_testing import ServerProcess
 
-from .conftest import ADMIN, sse
+from .conftest import ADMIN, DOCS, sse, start_gateway, start_qs
 
 ALICE = {"X-Cairn-Owner": "key:alice"}
 BOB = {"X-Cairn-Owner": "key:bob"}
@@ -68,6 +70,32 @@ def test_regenerate_replaces_the_last_answer_with_a_fresh_one(qs: ServerProcess)
     assert messages[1]["request_id"] == again.json()["request_id"]
     bad = call(qs, "POST", path, json={"content": "x", "regenerate": True})
     assert bad.status_code == 400 and bad.json()["reason_code"] == "BAD_REQUEST"
+
+
+def test_a_regeneration_stopped_mid_stream_keeps_the_previous_answer(tmp_path: Path) -> None:
+    # Toy tokens 100 ms apart: the regenerated answer is still streaming when the client leaves.
+    gateway = start_gateway(LLM_TOY_DELAY_MS="100")
+    qs = start_qs(gateway.url, tmp_path / "qs.sqlite3")
+    try:
+        for doc in DOCS:
+            assert httpx.post(f"{qs.url}/v1/documents", json=doc, timeout=20).status_code == 201
+        conv = call(qs, "POST", "/v1/conversations", json={}).json()
+        path = f"/v1/conversations/{conv['id']}"
+        first = call(qs, "POST", f"{path}/messages", json={"content": "When does the office open?"}).json()
+        assert first["status"] == "ok"
+        body = {"regenerate": True, "stream": True}
+        with httpx.stream("POST", f"{qs.url}{path}/messages", json=body, headers=ALICE, timeout=30) as resp:
+            for line in resp.iter_lines():
+                if line == "event: delta":
+                    break  # Stop, mid-answer
+        time.sleep(1.0)  # past the moment the stopped answer would have been stored, had it been
+        messages = call(qs, "GET", path).json()["messages"]
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert messages[1]["request_id"] == first["request_id"]
+        assert messages[1]["content"] == first["answer"]
+    finally:
+        qs.stop()
+        gateway.stop()
 
 
 def test_a_rating_is_kept_with_the_answer_and_on_the_audit_chain(qs: ServerProcess) -> None:

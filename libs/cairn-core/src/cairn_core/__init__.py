@@ -87,6 +87,7 @@ from ._reason_codes import DEGRADABLE, HTTP_STATUS, ReasonCode
 from ._redis import (
     INFLIGHT_ENTER_LUA,
     KEY_PREFIX,
+    KEYS_IMPORT_LUA,
     REDIS_URL_ENV,
     TOKEN_BUCKET_LUA,
     Redis,
@@ -126,6 +127,7 @@ __all__ = [
     "INFLIGHT_ENTER_LUA",
     "INTERNAL_TOKEN_ENV",
     "INTERNAL_TOKEN_HEADER",
+    "KEYS_IMPORT_LUA",
     "KEY_PREFIX",
     "METRICS",
     "OWNER_HEADER",

@@ -34,6 +34,7 @@ log = structlog.get_logger("redis")
 
 __all__ = [
     "INFLIGHT_ENTER_LUA",
+    "KEYS_IMPORT_LUA",
     "KEY_PREFIX",
     "REDIS_URL_ENV",
     "TOKEN_BUCKET_LUA",
@@ -188,4 +189,17 @@ return {failures, opened}
 RELEASE_IF_OWNER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# KEYS[1] the live keys (hash: digest -> record), KEYS[2] the revoked digests (set). ARGV: digest, record,
+# digest, record, ... Adds each key unless it is there already or was ever revoked, so a replica that copies
+# its own file in at start cannot bring back a key that another replica revoked. Returns how many it added.
+KEYS_IMPORT_LUA = """
+local added = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
+    added = added + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return added
 """

@@ -6,10 +6,11 @@ Rules (docs/bff.md):
 - Without a key, local mode (BFF_LOCAL_MODE, default on) admits clients from BFF_LOCAL_NETWORKS (loopback)
   whose `Origin`, when the browser sends one, is this server itself: another web site open in the same
   browser cannot drive the API (no CSRF through localhost). Anything else is 401.
-- Every admitted request spends one token of its identity's bucket (the key's fingerprint, or the client IP
-  in local mode); an empty bucket is 429 RATE_LIMITED with Retry-After.
-- Every refused request spends one token of its client IP's failure bucket (BFF_AUTH_FAILURES_PER_MINUTE);
-  while that is empty, the IP gets 429 before its key is even looked at, so keys cannot be guessed at speed.
+- Every admitted request spends one token of its identity's bucket (the key's fingerprint, or the client
+  address in local mode); an empty bucket is 429 RATE_LIMITED with Retry-After.
+- Every refused request spends one token of its client address's failure bucket (BFF_AUTH_FAILURES_PER_MINUTE);
+  while that is empty, the address gets 429 before its key is even looked at, so keys cannot be guessed at
+  speed. A client address is the IP, or for BFF_ONE_CLIENT_NETWORKS (loopback) the whole network (`client_id`).
 - At most BFF_MAX_INFLIGHT_PER_CLIENT chat, search and upload requests of one identity run at once (a
   stream counts until it ends); more is 429, so one client cannot take the gateway's slots and queue.
 - The client IP is the socket's peer unless it is one of BFF_TRUSTED_PROXIES (see cairn_core `serve`).
@@ -71,6 +72,24 @@ def _is_local(client_host: str | None, settings: BffSettings) -> bool:
     return any(addr in net for net in settings.local_network_list)
 
 
+def client_id(host: str | None, settings: BffSettings) -> str:
+    """The identity of the limits kept per address: `ip:<address>`, or `ip:<network>` for an address in one of
+    BFF_ONE_CLIENT_NETWORKS (loopback by default). A local process can bind any 127.x.y.z as its source, so
+    buckets keyed on the exact address gave it a fresh failed-login budget and request budget per address."""
+    if not host:
+        return "ip:?"
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return f"ip:{host}"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped  # ::ffff:127.0.0.2 is 127.0.0.2 on a dual-stack socket
+    for net in settings.one_client_network_list:
+        if addr in net:
+            return f"ip:{net}"
+    return f"ip:{addr}"
+
+
 def _same_origin(headers: Headers) -> bool:
     # Browsers send Sec-Fetch-Site on every request and Origin on cross-origin and most POSTs; a client that
     # is not a browser (curl on this machine) sends neither and is trusted like the page.
@@ -98,7 +117,7 @@ def identify(scope: Scope, settings: BffSettings) -> str:
     client = scope.get("client")
     host = client[0] if client else None
     if settings.local_mode and _is_local(host, settings) and _same_origin(headers):
-        return f"ip:{host}"
+        return client_id(host, settings)
     if settings.local_mode and _is_local(host, settings):
         raise AuthError("Cross-origin requests need an API key (local mode admits only this server's page).")
     raise AuthError("An API key is required: send 'Authorization: Bearer <key>' (see BFF_API_KEYS).")
@@ -172,7 +191,7 @@ class ApiGuardMiddleware:
             return
         rid = scope.get("state", {}).get("request_id")
         client = scope.get("client")
-        peer = f"ip:{client[0] if client else '?'}"
+        peer = client_id(client[0] if client else None, self.settings)
         limits = self.limits
         wait = await limits.failures.wait(peer)
         if wait > 0:

@@ -13,6 +13,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _networks(text: str) -> list[IPNetwork]:
+    return [ipaddress.ip_network(n.strip(), strict=False) for n in text.split(",") if n.strip()]
+
+
 class BffSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BFF_", extra="ignore", populate_by_name=True)
 
@@ -41,6 +45,10 @@ class BffSettings(BaseSettings):
     api_keys: SecretStr = SecretStr("")  # comma-separated
     local_mode: bool = True
     local_networks: str = "127.0.0.0/8,::1/128"  # clients that count as "local" in local mode
+    # Each network listed is one client for the limits kept per address (failed logins, keyless requests):
+    # any local process can send from any of 16 million loopback addresses (127.x.y.z), so one bucket per
+    # exact address would let it sidestep both. CIDRs, comma-separated; empty = every address on its own.
+    one_client_networks: str = "127.0.0.0/8,::1/128"
 
     # The audit page (/audit) and /api/admin/*: the key an operator types there, and the token the BFF sends to
     # QS's /admin/* (QS_ADMIN_TOKEN). `make up` writes one CAIRN_ADMIN_TOKEN that serves as both. Unset: off.
@@ -105,9 +113,11 @@ class BffSettings(BaseSettings):
 
     @cached_property
     def local_network_list(self) -> list[IPNetwork]:
-        return [
-            ipaddress.ip_network(n.strip(), strict=False) for n in self.local_networks.split(",") if n.strip()
-        ]
+        return _networks(self.local_networks)
+
+    @cached_property
+    def one_client_network_list(self) -> list[IPNetwork]:
+        return _networks(self.one_client_networks)
 
     @cached_property
     def allowed_host_list(self) -> list[str]:

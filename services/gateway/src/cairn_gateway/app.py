@@ -33,15 +33,19 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             make_aiohttp_session(max_connections=max(64, settings.max_concurrency * 4)) as http,
         ):
             registry = Registry(settings, http, metrics, redis)
-            retry: asyncio.Task[None] | None = None
+            tasks: list[asyncio.Task[None]] = []
             try:
+                if redis is not None:
+                    await keys.share(redis)
+                if keys.master:  # virtual keys exist only with a master key
+                    tasks.append(asyncio.create_task(keys.keep_fresh(settings.keys_refresh_s)))
                 await registry.start()
-                retry = asyncio.create_task(registry.retry_failed(settings.load_retry_s))
+                tasks.append(asyncio.create_task(registry.retry_failed(settings.load_retry_s)))
                 app.state.service = GenerationService(settings, registry, metrics)
                 yield
             finally:
-                if retry is not None:
-                    retry.cancel()
+                for task in tasks:
+                    task.cancel()
                 keys.close()
                 await registry.aclose()
 

@@ -315,17 +315,17 @@ def _keys(request: Request) -> KeyStore:
 async def key_generate(request: Request) -> Response:
     keys = _keys(request)
     body = await parse_json_body(request, KeyGenerateRequest)
-    return JSONResponse(keys.generate(body.key_alias))
+    return JSONResponse(await keys.generate(body.key_alias))
 
 
 async def key_list(request: Request) -> Response:
-    return JSONResponse({"keys": _keys(request).listed()})
+    return JSONResponse({"keys": await _keys(request).listed()})
 
 
 async def key_delete(request: Request) -> Response:
     keys = _keys(request)
     body = await parse_json_body(request, KeyDeleteRequest)
-    return JSONResponse({"deleted_keys": keys.delete(body.keys)})
+    return JSONResponse({"deleted_keys": await keys.delete(body.keys)})
 
 
 ROUTES = [

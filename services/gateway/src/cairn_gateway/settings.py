@@ -61,6 +61,10 @@ class GatewaySettings(BaseSettings):
     internal_token: SecretStr | None = Field(None, validation_alias="CAIRN_INTERNAL_TOKEN")
     master_key: SecretStr | None = None
     keys_path: str = "./.run/cairn-gateway-keys.sqlite3"
+    # How often the live virtual keys are read again (from Redis with CAIRN_REDIS_URL, else from the file when
+    # another process changed it): the longest a key revoked or created through another replica is not yet
+    # in force here.
+    keys_refresh_s: float = Field(1.0, gt=0)
 
     # Generation defaults and limits.
     max_tokens: int = Field(512, ge=1)  # hard cap per request → 400 TOKEN_LIMIT above it

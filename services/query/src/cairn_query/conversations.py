@@ -53,17 +53,17 @@ class Conversations:
         self.store = store
 
     async def ask(self, owner: str, conv_id: str, body: MessageIn, turn: Turn) -> ChatRequest:
-        """Store the question (or drop the answer being regenerated) and return the request to answer;
-        the turn then stores the answer."""
+        """Store the question (or, to regenerate, leave out the last answer) and return the request to
+        answer; the turn then stores the answer, replacing the regenerated one only then."""
         table = self.store.conversations
         conv = await asyncio.to_thread(table.get, owner, conv_id)
         if conv is None:
             raise not_found(conv_id)
         if body.regenerate:
-            await asyncio.to_thread(table.drop_last_answer, owner, conv_id)
-            conv = await asyncio.to_thread(table.get, owner, conv_id)
-            if conv is None:
-                raise not_found(conv_id)
+            # The previous answer stays stored until the new one is final (in `keep`): a regeneration that is
+            # stopped, or that fails before its end, leaves the question with the answer it had.
+            if conv["messages"] and conv["messages"][-1]["role"] == "assistant":
+                conv["messages"].pop()
             if not conv["messages"] or conv["messages"][-1]["role"] != "user":
                 raise CairnError(ReasonCode.BAD_REQUEST, "There is no question to answer again.")
         else:
@@ -75,11 +75,14 @@ class Conversations:
                 await asyncio.to_thread(table.rename, owner, conv_id, title)
             conv["messages"].append({"role": "user", "content": question})
 
-        async def keep(answer: dict[str, Any]) -> None:
+        def replace(answer: dict[str, Any]) -> None:
             meta = {k: v for k, v in answer.items() if k not in ("answer", "request_id")}
-            await asyncio.to_thread(
-                table.add_message, owner, conv_id, "assistant", answer["answer"], answer["request_id"], meta
-            )
+            if body.regenerate:
+                table.drop_last_answer(owner, conv_id)
+            table.add_message(owner, conv_id, "assistant", answer["answer"], answer["request_id"], meta)
+
+        async def keep(answer: dict[str, Any]) -> None:
+            await asyncio.to_thread(replace, answer)
 
         turn.on_answer = keep
         return ChatRequest(
