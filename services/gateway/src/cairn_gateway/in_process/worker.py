@@ -14,7 +14,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import structlog
@@ -143,7 +143,7 @@ class ModelWorker:
         if self.alive and not self.proc.stdin.is_closing():
             self.proc.stdin.write(dumps(message))
 
-    async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
+    async def stream(self, req: ProviderRequest) -> AsyncGenerator[ProviderChunk, None]:
         if not self.alive:
             raise ProviderError(ReasonCode.MODEL_CRASHED, "The model process is not running.")
         rid = next(self._ids)
