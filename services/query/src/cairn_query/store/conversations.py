@@ -181,6 +181,18 @@ class SqlConversations:
             if row is not None and row[1] == "assistant":
                 conn.execute(self._sql("DELETE FROM messages WHERE id = ?"), (row[0],))
 
+    def owner_of_answer(self, request_id: str) -> str | None:
+        """The owner of the conversation that keeps the answer with this request id, None if none does."""
+        with self._read() as conn:
+            row = conn.execute(
+                self._sql(
+                    "SELECT c.owner FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+                    " WHERE m.request_id = ? AND m.role = 'assistant' LIMIT 1"
+                ),
+                (request_id,),
+            ).fetchone()
+        return str(row[0]) if row else None
+
     def rate(self, request_id: str, owner: str, rating: str, comment: str | None) -> dict[str, Any]:
         at = now_iso()
         with self._write() as conn:
