@@ -422,3 +422,34 @@ def test_qs_refuses_to_start_on_a_policy_key_that_is_not_text(gateway: ServerPro
     with pytest.raises(RuntimeError, match="did not start") as info:
         start_qs(gateway.url, tmp_path / "qs.sqlite3", QS_POLICY_FILE=str(path))
     assert "line 2" in str(info.value) and "a key must be text" in str(info.value)
+
+
+def test_a_fail_closed_audit_keeps_no_withheld_answer_in_the_conversation_and_no_store_words_in_the_error(
+    gateway: ServerProcess, tmp_path: Path
+) -> None:
+    db = tmp_path / "qs.sqlite3"
+    srv = start_qs(gateway.url, db, QS_AUDIT_FAIL_CLOSED="true")
+    try:
+        httpx.post(f"{srv.url}/v1/documents", json=DOCS[0], timeout=20)
+        conv = httpx.post(f"{srv.url}/v1/conversations", json={}, timeout=10).json()
+        path = f"{srv.url}/v1/conversations/{conv['id']}"
+        with sqlite3.connect(db) as conn:
+            conn.execute(
+                "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+            )
+        resp = httpx.post(f"{path}/messages", json={"content": LEAVE}, timeout=30)
+        assert resp.status_code == 500 and set(resp.json()) == {"reason_code", "message", "request_id"}
+        assert resp.json()["reason_code"] == "INTERNAL_ERROR" and "audit log" in resp.json()["message"]
+        stream = httpx.post(f"{path}/messages", json={"content": LEAVE, "stream": True}, timeout=30)
+        fallback = dict(sse(stream.text)[-2][1])
+        assert fallback["discard_answer"] is True and fallback["reason_code"] == "INTERNAL_ERROR"
+        for text in (resp.text, stream.text):
+            assert (
+                "disk says no" not in text and "IntegrityError" not in text
+            )  # the store's words stay in the log
+        assert "disk says no" in srv.log_text()
+        # Only what was delivered is kept: the two questions, neither withheld answer.
+        messages = httpx.get(path, timeout=10).json()["messages"]
+        assert [m["role"] for m in messages] == ["user", "user"]
+    finally:
+        srv.stop()
