@@ -8,6 +8,7 @@ in a worker thread by the caller (`asyncio.to_thread`).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -152,6 +153,29 @@ def like_pattern(q: str) -> str:
     """`q` as a LIKE pattern matching it anywhere: its own % and _ taken literally (escaped with \\)."""
     escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def scrub(value: Any) -> Any:
+    """`value` as both backends store it: NUL (U+0000) becomes U+FFFD in every string, inside lists, tuples
+    and JSON objects too. PostgreSQL text and JSONB cannot hold NUL (psycopg raises DataError), SQLite can; it
+    means nothing in a document, a title or a question, so both backends store the same thing. Each backend
+    passes every bound parameter through this (sqlite.py's connection, postgres.py's cursor) and every JSON
+    value through `to_json`, so no caller has to remember it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(scrub(v) for v in value)
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    return value
+
+
+def to_json(value: Any) -> str:
+    """A JSON column's text on both backends: scrubbed first, since json.dumps writes NUL as an escape that
+    JSONB refuses and SQLite's json_extract turns back into NUL."""
+    return json.dumps(scrub(value), ensure_ascii=False)
 
 
 def normalise(v: np.ndarray) -> np.ndarray:

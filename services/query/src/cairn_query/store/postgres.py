@@ -20,11 +20,10 @@ with another model) set the store's model.
 
 from __future__ import annotations
 
-import json
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import psycopg
@@ -32,7 +31,7 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.pq import Format
 from psycopg.rows import dict_row
 from psycopg.types import TypeInfo
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps
 from psycopg_pool import ConnectionPool
 
 from .audit import AUDIT_SCHEMA, SqlAuditTable
@@ -49,6 +48,8 @@ from .base import (
     normalise,
     now_iso,
     query_terms,
+    scrub,
+    to_json,
 )
 from .conversations import CONVERSATIONS_SCHEMA, SqlConversations
 
@@ -114,9 +115,15 @@ _RANK_WEIGHTS = "'{0, 0, 0.5, 1}'::float4[]"  # D, C, B (title), A (text)
 _OVERFETCH = 4
 
 
-def _pg_text(s: str) -> str:
-    # PostgreSQL text cannot hold NUL, which SQLite (and JSON) can; it means nothing in a document.
-    return s.replace("\x00", "\ufffd")
+class _Cursor(psycopg.Cursor[Any]):
+    """Binds every parameter through `scrub`, as sqlite.py's connection does: one rule for text on both (JSON
+    values go through `to_json`, set on each connection)."""
+
+    def execute(self, query: Any, params: Any = None, **kw: Any) -> Self:
+        return super().execute(query, scrub(params), **kw)
+
+    def executemany(self, query: Any, params_seq: Iterable[Any], **kw: Any) -> None:
+        super().executemany(query, (scrub(p) for p in params_seq), **kw)
 
 
 class PostgresStore:
@@ -132,7 +139,7 @@ class PostgresStore:
             url,
             min_size=pool_min,
             max_size=pool_max,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "cursor_factory": _Cursor},
             configure=self._configure,
             # One cheap round trip per checkout, so a database restart costs no failed request.
             check=ConnectionPool.check_connection,
@@ -178,6 +185,7 @@ class PostgresStore:
                 dims = struct.unpack_from(">H", data)[0]
                 return np.frombuffer(bytes(data), dtype=">f4", count=dims, offset=4).astype(np.float32)
 
+        set_json_dumps(to_json, conn)
         conn.adapters.register_dumper(np.ndarray, VectorDumper)
         conn.adapters.register_loader(oid, VectorLoader)
 
@@ -285,10 +293,10 @@ class PostgresStore:
                 (
                     doc.id,
                     doc.collection,
-                    _pg_text(doc.title) if doc.title is not None else None,
+                    doc.title,
                     doc.url,
-                    Jsonb(doc.metadata, dumps=_dumps),
-                    _pg_text(doc.text),
+                    Jsonb(doc.metadata),
+                    doc.text,
                     doc.content_hash,
                     old[0] if old else now,
                     now,
@@ -493,10 +501,6 @@ class PostgresStore:
         return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
 
-def _dumps(obj: Any) -> str:
-    return _pg_text(json.dumps(obj, ensure_ascii=False))
-
-
 def _redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     return psycopg.conninfo.make_conninfo(url, password="***") if "@" in url else url
@@ -530,7 +534,7 @@ def _insert_chunks(conn: psycopg.Connection, doc_id: str, chunks: list[str], tit
         "INSERT INTO chunks (chunk_id, document_id, idx, text, tsv)"
         f" SELECT %s || ':' || (i - 1), %s, i - 1, t, {_TSV.format(text='t', title='%s')}"
         " FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i RETURNING rowid, idx",
-        (doc_id, doc_id, _pg_text(title), [_pg_text(c) for c in chunks]),
+        (doc_id, doc_id, title, chunks),
     ).fetchall()
     return [r for r, _ in sorted(rows, key=lambda r: r[1])]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,8 @@ from .base import (
     like_pattern,
     may_write,
     now_iso,
+    scrub,
+    to_json,
 )
 from .base import normalise as _normalise
 from .conversations import CONVERSATIONS_SCHEMA, SqlConversations
@@ -102,6 +104,16 @@ MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+class _Connection(sqlite3.Connection):
+    """Binds every parameter through `scrub`, as postgres.py's cursor does: one rule for text on both."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return super().execute(sql, scrub(parameters))
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        return super().executemany(sql, (scrub(p) for p in parameters))
+
+
 @dataclass
 class _VectorIndex:
     """Every stored vector as a row; a chunk's rows are contiguous, starting at `starts[i]` for `chunks[i]`."""
@@ -147,7 +159,9 @@ class SQLiteStore:
         return int(self.meta().get("schema_version", "0"))
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(
+            self.path, check_same_thread=False, timeout=30, isolation_level=None, factory=_Connection
+        )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -254,7 +268,7 @@ class SQLiteStore:
                     doc.collection,
                     doc.title,
                     doc.url,
-                    json.dumps(doc.metadata, ensure_ascii=False),
+                    to_json(doc.metadata),
                     doc.text,
                     doc.content_hash,
                     old["created_at"] if old else now,
