@@ -113,6 +113,9 @@ _RANK_WEIGHTS = "'{0, 0, 0.5, 1}'::float4[]"  # D, C, B (title), A (text)
 # An unscoped search asks the index for this many vectors per chunk wanted: a chunk's sentences sit close
 # together, so several of the nearest vectors are often one chunk's.
 _OVERFETCH = 4
+# As on SQLite: a document is `embedded` when none of its chunks lacks vectors.
+_NO_VECTORS = "NOT EXISTS (SELECT 1 FROM vectors v WHERE v.chunk_rowid = c.rowid)"
+_EMBEDDED = f"NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id=d.id AND {_NO_VECTORS}) AS embedded"
 
 
 class _Cursor(psycopg.Cursor[Any]):
@@ -331,8 +334,8 @@ class PostgresStore:
 
     def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None:
         rows = self._query(
-            "SELECT d.*, (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n FROM documents d"
-            " WHERE d.id=%s",
+            f"SELECT d.*, {_EMBEDDED}, (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
+            " FROM documents d WHERE d.id=%s",
             (doc_id,),
         )
         if not rows:
@@ -357,7 +360,7 @@ class PostgresStore:
             params += [like_pattern(q)] * 2
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(
-            "SELECT d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at,"
+            f"SELECT d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at, {_EMBEDDED},"
             " (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
             f" FROM documents d {where} ORDER BY d.seq DESC LIMIT %s OFFSET %s",
             [*params, limit, offset],
@@ -402,6 +405,16 @@ class PostgresStore:
         for chunk_id, vector in rows:
             grouped.setdefault(chunk_id, []).append(vector)
         return {k: np.vstack(v) for k, v in grouped.items()}
+
+    def chunks_of(self, doc_id: str) -> list[ChunkRow]:
+        rows = self._query(f"{self._CHUNK_SELECT} WHERE c.document_id=%s ORDER BY c.idx", (doc_id,))
+        return [_chunk(r) for r in rows]
+
+    def without_vectors(self, limit: int) -> list[str]:
+        rows = self._query(
+            f"SELECT DISTINCT c.document_id FROM chunks c WHERE {_NO_VECTORS} LIMIT %s", (limit,)
+        )
+        return [r["document_id"] for r in rows]
 
     def all_chunk_texts(self, after_rowid: int, limit: int) -> list[tuple[int, str]]:
         rows = self._query(
@@ -556,6 +569,7 @@ def _doc(row: dict[str, Any]) -> dict[str, Any]:
         "url": row["url"],
         "metadata": row["metadata"],
         "chunks": int(row["n"]),
+        "embedded": bool(row["embedded"]),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
