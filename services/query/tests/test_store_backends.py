@@ -309,3 +309,16 @@ def test_postgres_survives_its_connections_being_dropped(pg_url: str) -> None:
         assert store.bm25("still", 5, None, {}) == [rowid(store, "a:0")]
     finally:
         store.close()
+
+
+def test_a_document_without_vectors_is_marked_until_they_are_set(store: Store) -> None:
+    store.upsert(doc("v", ["red apples", "green pears"], [[[1.0, 0.0]], [[0.0, 1.0]]]))
+    store.upsert(doc("k", ["blue plums", "ripe figs"]))  # the gateway could not embed it
+    assert store.get_document("v")["embedded"] is True  # type: ignore[index]
+    assert store.get_document("k")["embedded"] is False  # type: ignore[index]
+    assert {d["id"]: d["embedded"] for d in store.list_documents(None, 10, 0)[0]} == {"v": True, "k": False}
+    assert store.without_vectors(10) == ["k"]
+    chunks = store.chunks_of("k")
+    assert [c.chunk_id for c in chunks] == ["k:0", "k:1"] and chunks[1].text == "ripe figs"
+    store.set_vectors("m1", {c.rowid: [[0.6, 0.8]] for c in chunks}, reset=False)
+    assert store.get_document("k")["embedded"] is True and store.without_vectors(10) == []  # type: ignore[index]

@@ -105,9 +105,10 @@ async def _sentence_vectors(
     rows: list[np.ndarray | None] = []
     for hit, i, _ in candidates:
         block = stored.get(hit.chunk.chunk_id) if store_model == outcome.embed_model else None
-        # Row 0 is the whole chunk; a chunk of one sentence has no other row, and that row is the sentence.
+        # Row 0 is the whole chunk, then its first sentences (as many as the ingest caps allowed); a chunk of
+        # one sentence has no other row, and that row is the sentence.
         n = len(split_sentences(hit.chunk.text))
-        if block is not None and len(block) == n + 1:
+        if block is not None and 1 < len(block) <= n + 1 and i + 1 < len(block):
             rows.append(block[i + 1])
         elif block is not None and n == 1 and len(block) == 1:
             rows.append(block[0])

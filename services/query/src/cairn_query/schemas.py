@@ -293,6 +293,9 @@ class DocumentSummary(BaseModel):
     url: str | None
     metadata: dict[str, MetadataValue]
     chunks: int
+    # False while a chunk lacks vectors (the gateway could not embed it): found by keywords only until the
+    # retry (QS_EMBED_RETRY_S) or POST /admin/reembed fills them in.
+    embedded: bool
     created_at: str
     updated_at: str
 
@@ -300,6 +303,8 @@ class DocumentSummary(BaseModel):
 class DocumentStored(DocumentSummary):
     created: bool
     changed: bool
+    # Sentences this upload left without a vector of their own (QS_MAX_SENTENCE_VECTORS_PER_*).
+    sentences_without_vector: int
 
 
 class DocumentDetail(DocumentSummary):

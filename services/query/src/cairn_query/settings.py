@@ -50,6 +50,16 @@ class QuerySettings(BaseSettings):
     # Chunking: sizes in characters (about 4 per token).
     chunk_chars: int = Field(800, ge=100)
     chunk_overlap_chars: int = Field(150, ge=0)
+    # Embedding work per document (documents.py): each chunk's vector, and one per sentence for at most this
+    # many sentences of a chunk and this many of the document, first chunks first. A 1 MB file of "Ab. " was
+    # 1,527 chunks with every sentence embedded: 60 s with the toy embedder, a timeout with the real one.
+    # Sentences past the caps are still found through their chunk's vector and BM25, and are embedded when
+    # evidence needs them. A 1 MB document of prose has about 7,500 sentences.
+    max_sentence_vectors_per_chunk: int = Field(24, ge=0)
+    max_sentence_vectors_per_document: int = Field(8_000, ge=0)
+    # A document stored while the gateway could not embed it is embedded again every this many seconds
+    # (0: only by POST /admin/reembed); until then it is marked `embedded: false`.
+    embed_retry_s: float = Field(30.0, ge=0)
 
     # Retrieval.
     top_k: int = Field(5, ge=1, le=50)

@@ -8,6 +8,7 @@ in a worker thread by the caller (`asyncio.to_thread`).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -154,6 +155,29 @@ def like_pattern(q: str) -> str:
     return f"%{escaped}%"
 
 
+def scrub(value: Any) -> Any:
+    """`value` as both backends store it: NUL (U+0000) becomes U+FFFD in every string, inside lists, tuples
+    and JSON objects too. PostgreSQL text and JSONB cannot hold NUL (psycopg raises DataError), SQLite can; it
+    means nothing in a document, a title or a question, so both backends store the same thing. Each backend
+    passes every bound parameter through this (sqlite.py's connection, postgres.py's cursor) and every JSON
+    value through `to_json`, so no caller has to remember it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(scrub(v) for v in value)
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    return value
+
+
+def to_json(value: Any) -> str:
+    """A JSON column's text on both backends: scrubbed first, since json.dumps writes NUL as an escape that
+    JSONB refuses and SQLite's json_extract turns back into NUL."""
+    return json.dumps(scrub(value), ensure_ascii=False)
+
+
 def normalise(v: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(v))
     return v / norm if norm else v
@@ -239,6 +263,8 @@ class Store(Protocol):
     def get_chunk(self, chunk_id: str) -> ChunkRow | None: ...
     def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, ChunkRow]: ...
     def vectors_of(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def chunks_of(self, doc_id: str) -> list[ChunkRow]: ...  # in order
+    def without_vectors(self, limit: int) -> list[str]: ...  # ids of documents with a chunk lacking vectors
     def all_chunk_texts(self, after_rowid: int, limit: int) -> list[tuple[int, str]]: ...
     def set_vectors(self, model: str, vectors: dict[int, list[list[float]]], reset: bool) -> None: ...
 

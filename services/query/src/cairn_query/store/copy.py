@@ -2,6 +2,7 @@
 dates, chunks with their rowids, every vector, and the corpus meta (version, embedding model and dimension),
 so a user moves backends without re-ingesting or re-embedding. `scripts/copy_store.py` is its command line.
 
+Text goes through the target's binding, which stores NUL as U+FFFD (base.scrub), as any write to it does.
 Everything is written in one transaction (a failed copy leaves the target empty), and the HNSW index is
 built once at the end, which is much faster than growing it row by row.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 from psycopg.types.json import Jsonb
 
-from .postgres import _TSV, PostgresStore, _copy_vectors, _dumps, _index_vectors, _pg_text, _set_embed_meta
+from .postgres import _TSV, PostgresStore, _copy_vectors, _index_vectors, _set_embed_meta
 from .sqlite import SQLiteStore
 
 
@@ -60,8 +61,8 @@ def copy_sqlite_to_postgres(
                         [r["chunk_id"] for r in rows],
                         [r["document_id"] for r in rows],
                         [r["idx"] for r in rows],
-                        [_pg_text(r["text"]) for r in rows],
-                        [_pg_text(titles.get(r["document_id"], "")) for r in rows],
+                        [r["text"] for r in rows],
+                        [titles.get(r["document_id"], "") for r in rows],
                     ),
                 )
                 vectors = {
@@ -98,10 +99,10 @@ def _document(r: sqlite3.Row) -> tuple[Any, ...]:
     return (
         r["id"],
         r["collection"],
-        _pg_text(r["title"]) if r["title"] is not None else None,
+        r["title"],
         r["url"],
-        Jsonb(json.loads(r["metadata"]), dumps=_dumps),
-        _pg_text(r["text"]),
+        Jsonb(json.loads(r["metadata"])),
+        r["text"],
         r["content_hash"],
         r["created_at"],
         r["updated_at"],
