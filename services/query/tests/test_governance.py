@@ -14,7 +14,7 @@ import pytest
 from cairn_query.store import SQLiteStore
 from cairn_testing import ServerProcess, wait_for
 
-from .conftest import ADMIN, sse, start_gateway, start_qs
+from .conftest import ADMIN, generations, sse, start_gateway, start_qs
 
 DOCS = [
     {
@@ -144,16 +144,6 @@ def test_a_rule_that_finds_nothing_leaves_the_answer_alone(qs: ServerProcess, po
     answer = chat(qs, query=LEAVE).json()
     assert answer["status"] == "ok" and "25 days" in answer["answer"] and answer["warnings"] == []
     assert audit_of(qs, answer["request_id"])["rules"] == []
-
-
-def generations(gateway: ServerProcess) -> float:
-    """How many /v1/generate requests the gateway has finished, whatever their outcome."""
-    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("cairn_gateway_requests_total{") and 'endpoint="generate"' in line
-    )
 
 
 def test_a_rejected_question_never_reaches_the_model(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import structlog
@@ -67,6 +68,18 @@ class Evidence:
         # Without embeddings there is nothing calibrated to judge by; BM25 relevance already holds, and the
         # support check still guards the answer.
         return self.match is None or self.match >= threshold
+
+    def passages(self, limit: int = 3) -> list[dict[str, Any]]:
+        """The closest passages, for an answer that is not given (WEAK_EVIDENCE): each chunk holding one of
+        the best sentences, best first, with those sentences as its snippet, which is what the page shows."""
+        out: dict[str, dict[str, Any]] = {}
+        for s in self.sentences:
+            chunk_id = s.hit.chunk.chunk_id
+            if chunk_id in out:
+                out[chunk_id]["snippet"] += " " + s.text
+            elif len(out) < limit:
+                out[chunk_id] = {**s.hit.public(), "snippet": s.text}
+        return list(out.values())
 
     def context(self) -> list[ContextChunk]:
         """The chosen sentences as context chunks, best first; sentences of one chunk go under one id, in

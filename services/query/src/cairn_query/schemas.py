@@ -383,6 +383,9 @@ class ChatResponse(BaseModel):
     # what the rules with action `warn` found in the question or the answer.
     policy_rule: str | None = None
     warnings: list[PolicyWarning] = []
+    # True when the evidence was middling (reason_code WEAK_EVIDENCE): `sources` are the closest passages,
+    # shown instead of an answer, and `answer` says so; never true for an answer (docs/query-service.md).
+    passages: bool = False
 
 
 class PolicyWarning(BaseModel):
