@@ -4,6 +4,7 @@ refusal neither opens the circuit nor costs more than one extra call, once per u
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -60,3 +61,24 @@ def test_grounded_answers_come_from_the_model_whatever_format_the_server_takes(
     assert model["structured_output"] == mode
     assert model["circuit"] == "closed"  # LLM_CIRCUIT_FAILURES=1: one counted failure would have opened it
     assert gw.log_text().count("structured_output_mode") == len(refused)
+
+
+def test_each_server_behind_a_router_is_asked_in_the_form_it_takes() -> None:
+    llama, vllm = (start_fake_openai(f"fake-{n}", "--imitate", n) for n in ("llama-cpp-python", "vllm"))
+    upstreams = [{"base_url": f"{f.url}/v1", "model": "fake-model"} for f in (llama, vllm)]
+    gw = start_gateway(
+        None, LLM_PROVIDER="openai_compat", LLM_UPSTREAMS=json.dumps(upstreams), LLM_CIRCUIT_FAILURES="1"
+    )
+    try:
+        for _ in range(4):  # least in flight, then in turn: both servers are asked
+            assert ask(gw).json()["status"] == "ok"
+        [router] = [m for m in models(gw).values() if m["provider"] == "router"]
+        deps = {d["base_url"]: d for d in router["deployments"]}
+        assert deps[f"{llama.url}/v1"]["structured_output"] == "json_object"
+        assert deps[f"{vllm.url}/v1"]["structured_output"] == "json_schema"
+        assert all(d["failures"] == 0 and d["circuit"] == "closed" for d in deps.values())
+        assert stats(llama)["refused"] == ["json_schema"] and stats(vllm)["refused"] == []
+    finally:
+        gw.stop()
+        llama.stop()
+        vllm.stop()

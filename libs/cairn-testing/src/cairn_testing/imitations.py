@@ -7,7 +7,7 @@ was measured to answer (docs/gateway.md, "Structured output"):
 | NAME | imitates | `json_schema` | `json_object` | another `type` |
 |---|---|---|---|---|
 | `openai` (default) | OpenAI, and the fake as it always was | honoured | honoured | accepted |
-| `llama-cpp-python` | `python -m llama_cpp.server` 0.3.x (`make local-llm-up`) | HTTP 500, `internal_server_error`, pydantic's "Input should be 'text' or 'json_object'" | honoured, held to its `schema` key (a grammar) | the same 500 |
+| `llama-cpp-python` | `python -m llama_cpp.server` 0.3.36 (`make local-llm-up`), measured | HTTP 500 `internal_server_error`, "1 validation error: … Input should be 'text' or 'json_object'", streamed or not | honoured, held to its `schema` key (a grammar) | the same 500 |
 | `ollama` | Ollama's `/v1` (0.5 and later, `openai/openai.go`) | honoured (the schema becomes `format`) | honoured (`format: "json"`; a `schema` key is ignored) | ignored: the answer is plain text |
 | `vllm` | vLLM's OpenAI server, default structured-output backend | honoured | honoured (any object; a `schema` key is ignored) | HTTP 400 `BadRequestError` (pydantic's literal error) |
 | `vllm-xgrammar` | vLLM with its backend pinned to xgrammar, whose check (vLLM 0.7-0.8) refuses `enum`, `minLength`, `minItems`/`maxItems` | HTTP 400 "The provided JSON schema contains features not supported by xgrammar." when the schema has any of them | honoured (any object) | HTTP 400 as `vllm` |
@@ -24,11 +24,12 @@ from typing import Any
 
 IMITATIONS = ("openai", "llama-cpp-python", "ollama", "vllm", "vllm-xgrammar", "no-structured-output")
 
-# As llama-cpp-python 0.3.36's server words it: its route handler turns any exception, FastAPI's request validation
-# included, into a 500 whose message is the exception's text.
+# Measured from llama-cpp-python 0.3.36's server (FastAPI 0.165, pydantic 2.14): its route handler turns every
+# exception, FastAPI's request validation included, into a 500 whose message is the exception's text.
 LLAMA_CPP_PYTHON_REFUSAL = (
-    "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or "
-    "'json_object'\", 'input': '{type}', 'ctx': {'expected': \"'text' or 'json_object'\"}}]"
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input "
+    "should be 'text' or 'json_object'\", 'input': '{type}', 'ctx': {'expected': \"'text' or 'json_object'\"}}"
+    '\n\n  File ".../llama_cpp/server/app.py", line 376, in create_chat_completion\n    POST /v1/chat/completions'
 )
 XGRAMMAR_REFUSAL = "The provided JSON schema contains features not supported by xgrammar."
 _XGRAMMAR_UNSUPPORTED = {
