@@ -96,6 +96,10 @@ class ModelWorker:
             raise CairnError(
                 ReasonCode.PROVIDER_UNAVAILABLE, f"The model worker did not load within {timeout_s:.0f} s."
             ) from None
+        except asyncio.CancelledError:  # the gateway is shutting down mid-load: leave no process behind
+            proc.kill()
+            await proc.wait()
+            raise
         if not line:
             returncode = await proc.wait()
             raise WorkerDied(
