@@ -83,6 +83,7 @@ from ._openapi import (
     openapi_route,
     operation_id,
 )
+from ._processes import describe_exit
 from ._reason_codes import DEGRADABLE, HTTP_STATUS, ReasonCode
 from ._redis import (
     INFLIGHT_ENTER_LUA,
@@ -197,6 +198,7 @@ __all__ = [
     "current_request_id",
     "decode_sse",
     "dedupe_sentences",
+    "describe_exit",
     "encode_event",
     "error_body",
     "error_response",
