@@ -52,6 +52,7 @@ from ._grounding import (
     split_sentences,
     strip_markers,
     without_names,
+    word_stems,
 )
 from ._http import make_aiohttp_session, make_http_client
 from ._json import JSONDecodeError, JSONResponse
@@ -240,4 +241,5 @@ __all__ = [
     "trace_id_hex",
     "validate_citations",
     "without_names",
+    "word_stems",
 ]

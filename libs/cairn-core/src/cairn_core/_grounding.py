@@ -33,6 +33,8 @@ _WORD = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿ][\w'’-]*")
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
 # Inline citation markers such as [2] or [leave:0]: references to sources, not claims.
 _MARKER = re.compile(r"\s*\[[^\s\[\]]{1,200}\]")
+# What may surround a repeated sentence without making it another one.
+_AROUND = " .,;:!?\"'’“”()[]"
 _STOPWORDS = frozenset(
     """a an the and or but if of to in on at by for from with without into onto over under about as is are was
     were be been being am do does did done have has had having it its this that these those there here what
@@ -71,6 +73,13 @@ def _stem(word: str) -> str:
     if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
         return w[:-1]
     return w
+
+
+def word_stems(text: str) -> set[str]:
+    """Every word of `text`, stemmed, lone letters and stopwords included: what a name is looked up in. Code
+    and grammar name things with one letter ("E" in `("e" | "E")`, "the C implementation"), which
+    `content_words` leaves out."""
+    return {_stem(w) for w in _WORD.findall(text)}
 
 
 def content_words(text: str) -> set[str]:
@@ -147,7 +156,9 @@ def strip_markers(text: str) -> str:
 
 
 def _normal(sentence: str) -> str:
-    return " ".join(_WORD.findall(sentence.lower()))
+    """The sentence as a repeat is recognised: case, spacing and the punctuation around it aside. Symbols
+    inside count, since in code and grammar they are the difference ("x == y" and "x != y")."""
+    return " ".join(sentence.lower().split()).strip(_AROUND)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +177,7 @@ def check_support(answer: str, sources: Sequence[str], min_overlap: float = 0.6)
     joined = "\n".join(sources)
     source_numbers = numbers(joined)
     source_words = content_words(joined)
+    source_stems = word_stems(joined)
     seen: set[str] = set()
     for sentence in split_sentences(strip_markers(answer)):
         key = _normal(sentence)
@@ -175,7 +187,7 @@ def check_support(answer: str, sources: Sequence[str], min_overlap: float = 0.6)
         missing = sorted(numbers(sentence) - source_numbers)
         if missing:
             return SupportVerdict(False, f"{', '.join(missing)} does not appear in the cited sources")
-        unknown = sorted(names(sentence) - source_words)
+        unknown = sorted(names(sentence) - source_stems)
         if unknown:
             return SupportVerdict(False, f"{', '.join(unknown)} does not appear in the cited sources")
         words = content_words(sentence)
@@ -185,7 +197,7 @@ def check_support(answer: str, sources: Sequence[str], min_overlap: float = 0.6)
 
 
 def dedupe_sentences(sentences: Iterable[str]) -> list[str]:
-    """The sentences in order, each at most once (compared without case and punctuation)."""
+    """The sentences in order, each at most once (compared as the repeat check compares them)."""
     seen: set[str] = set()
     out = []
     for s in sentences:

@@ -35,6 +35,7 @@ from cairn_core import (
     names_in,
     split_sentences,
     without_names,
+    word_stems,
 )
 
 from .gateway import GatewayClient
@@ -87,9 +88,10 @@ def lexical(question: set[str], text: str) -> float:
 
 
 def about_someone_else(question: str, hit: Hit) -> bool:
-    """The question and the chunk each name something the other does not: another party's document."""
+    """The question and the chunk each name something the other does not: another party's document. Names
+    are looked up among all words, so a one-letter name ("the C implementation") is found where it is."""
     text = f"{hit.chunk.title or ''}\n{hit.chunk.text}"
-    return bool(names_in(question) - content_words(text)) and bool(names_in(text) - content_words(question))
+    return bool(names_in(question) - word_stems(text)) and bool(names_in(text) - word_stems(question))
 
 
 def labelled(hit: Hit, sentence: str) -> str:
