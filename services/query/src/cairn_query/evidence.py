@@ -78,7 +78,7 @@ class Evidence:
             if c.chunk_id in out:
                 out[c.chunk_id].text += " " + s.text
             else:
-                out[c.chunk_id] = ContextChunk(chunk_id=c.chunk_id, title=c.title, url=c.url, text=s.text)
+                out[c.chunk_id] = ContextChunk(chunk_id=c.chunk_id, title=c.heading, url=c.url, text=s.text)
         return list(out.values())
 
 
@@ -90,12 +90,12 @@ def lexical(question: set[str], text: str) -> float:
 def about_someone_else(question: str, hit: Hit) -> bool:
     """The question and the chunk each name something the other does not: another party's document. Names
     are looked up among all words, so a one-letter name ("the C implementation") is found where it is."""
-    text = f"{hit.chunk.title or ''}\n{hit.chunk.text}"
+    text = f"{hit.chunk.heading or ''}\n{hit.chunk.text}"
     return bool(names_in(question) - word_stems(text)) and bool(names_in(text) - word_stems(question))
 
 
 def labelled(hit: Hit, sentence: str) -> str:
-    return f"{hit.chunk.title}: {sentence}" if hit.chunk.title else sentence
+    return f"{hit.chunk.heading}: {sentence}" if hit.chunk.heading else sentence
 
 
 async def _sentence_vectors(
