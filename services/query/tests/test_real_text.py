@@ -5,6 +5,7 @@ documentation looks like."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from pydoc_data.topics import topics
 
@@ -205,3 +206,12 @@ def test_a_chunk_keeps_its_section_and_is_found_by_its_heading(tmp_path: Path) -
     second = store.get_chunk("power:1")
     assert second is not None and "operator" not in second.text.lower()
     assert second.rowid in store.bm25("operator", 10, None, {})
+
+
+@pytest.mark.parametrize("line", ["# a" + " " * 200_000 + "b", "-[ a" + " " * 200_000 + "b ]-"])
+def test_a_crafted_heading_line_is_normalised_in_linear_time(line: str) -> None:
+    # JSON texts are normalised in QS itself, not in the parse worker: no pattern may backtrack on a long
+    # run of spaces (the first patterns took minutes on these lines; linear, they take milliseconds).
+    started = time.perf_counter()
+    clean_plain(line)
+    assert time.perf_counter() - started < 2

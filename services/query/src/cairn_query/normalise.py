@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 # A heading's underline (or overline): one punctuation character repeated, alone on its line.
 _RULE = re.compile(r"^\s*([*=\-~^#\"'+`:.])\1{2,}\s*$")
-_ATX = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+# Headings and rubrics are matched with no backtracking pattern (a lazy group before optional spaces is
+# quadratic in a long run of spaces): the text is tidied in Python.
+_ATX = re.compile(r"^(#{1,6})[ \t]+(\S.*)$")
 # Sphinx's text writer renders a rubric (the "Footnotes" above a document's footnotes) as -[ Footnotes ]-.
-_RUBRIC = re.compile(r"^\s*-\[\s*(.+?)\s*\]-\s*$")
+_RUBRIC = re.compile(r"^\s*-\[(.*)\]-\s*$")
 # Footnotes as Sphinx writes them ([1], [#], [*]) and as Markdown extensions do ([^1]: …).
 _FOOTNOTE_DEF = re.compile(r"^(\s*)\[(\d+|#|\*|\^[\w-]+)\]:?\s+")
 _GRID_RULE = re.compile(r"^\s*\+[-=+:]+\+\s*$")
@@ -76,9 +78,9 @@ def clean_plain(text: str) -> str:
             continue
         if m := _ATX.match(line):
             depth = len(m.group(1))
-            out += ["", f"{m.group(1)} {m.group(2)}", ""]
-        elif m := _RUBRIC.match(line):
-            out += ["", "#" * min(depth + 1, 6) + " " + m.group(1), ""]
+            out += ["", f"{m.group(1)} {_atx_title(m)}", ""]
+        elif (m := _RUBRIC.match(line)) and m.group(1).strip():
+            out += ["", "#" * min(depth + 1, 6) + " " + m.group(1).strip(), ""]
         elif _GRID_RULE.match(line) or _GRID_HEAD.match(line):
             rows, i = _grid_table(lines, i)
             for row in rows:  # each row a paragraph, so that each is a sentence of its own
@@ -117,11 +119,16 @@ def sections(text: str) -> list[Section]:
             close()
             depth = len(m.group(1))
             del path[depth - 1 :]
-            path.append(m.group(2))
+            path.append(_atx_title(m))
         else:
             body.append(line)
     close()
     return out
+
+
+def _atx_title(m: re.Match[str]) -> str:
+    """An ATX heading's text, without the closing hashes Markdown allows (`## Title ##`)."""
+    return m.group(2).rstrip().rstrip("#").rstrip() or m.group(2).strip()
 
 
 def _underlined(lines: list[str], i: int) -> tuple[str, tuple[str, bool], int] | None:
