@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydoc_data.topics import topics
 
 import pytest
-from cairn_core import check_support, numbers, split_sentences
+from cairn_core import check_support, join_sentences, numbers, split_sentences
 
 SOURCE = (
     "Brindlewick mileage policy\n"
@@ -108,3 +108,29 @@ def test_quoted_code_lines_that_differ_only_in_symbols_are_not_repeats() -> None
 def test_a_changed_number_letter_or_name_in_a_real_quote_is_still_caught(answer: str, why: str) -> None:
     verdict = check_support(answer, [FLOATING, topics["power"]])
     assert not verdict and why in verdict.reason.lower()
+
+
+GRAMMAR_LINE = 'exponent ::= ("e" | "E") ["+" | "-"] digitpart'
+UNDERSCORES = "As in integer literals, underscores are supported for digit grouping."
+
+
+def test_joined_sentences_split_back_into_the_same_sentences() -> None:
+    # A grammar line ends without a full stop: after a space the next sentence would be glued to it.
+    assert join_sentences([GRAMMAR_LINE, UNDERSCORES]) == f"{GRAMMAR_LINE}\n\n{UNDERSCORES}"
+    assert join_sentences([UNDERSCORES, "Some examples of floating point literals:"]) == (
+        f"{UNDERSCORES} Some examples of floating point literals:"
+    )
+    for key in ("floating", "power", "with", "calls", "formatstrings"):
+        sentences = split_sentences(topics[key])
+        assert split_sentences(join_sentences(sentences)) == sentences, key
+
+
+def test_a_closing_bracket_or_quote_stays_with_the_sentence_it_closes() -> None:
+    # Before, the sentence was quoted as '(This is an intentional asymmetry … "__setattr__()".', cut off.
+    paragraph = topics["attribute-access"]
+    start = paragraph.index("Note that if the attribute is found through the normal mechanism")
+    sentences = split_sentences(paragraph[start : paragraph.index("This is done both for", start) + 40])
+    assert sentences[:2] == [
+        'Note that if the attribute is found through the normal mechanism, "__getattr__()" is not called.',
+        '(This is an intentional asymmetry between "__getattr__()" and "__setattr__()".)',
+    ]

@@ -12,7 +12,7 @@ from pydoc_data.topics import topics
 import pytest
 from cairn_core import check_support, split_sentences
 from cairn_query.documents import chunk_document
-from cairn_query.evidence import about_someone_else
+from cairn_query.evidence import Evidence, Sentence, about_someone_else
 from cairn_query.extract import html_to_text
 from cairn_query.normalise import clean_plain
 from cairn_query.parsing import FileParser
@@ -215,3 +215,13 @@ def test_a_crafted_heading_line_is_normalised_in_linear_time(line: str) -> None:
     started = time.perf_counter()
     clean_plain(line)
     assert time.perf_counter() - started < 2
+
+
+def test_the_evidence_of_one_chunk_reaches_the_gateway_as_separate_sentences() -> None:
+    _, chunk = chunk_document(topics["floating"], 800, 150)[0]
+    hit = _hit(chunk, "Lexical analysis")
+    grammar, note = split_sentences(chunk)[1:3]
+    evidence = Evidence([Sentence(hit, grammar, 1, 0.6, 0.5, 0.8), Sentence(hit, note, 2, 0.5, 0.5, 0.7)])
+    (context,) = evidence.context()
+    # Joined by a space, the gateway read the grammar line and the note as one sentence and quoted both.
+    assert split_sentences(context.text) == [grammar, note]

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 # A sentence ends at . ! ? followed by whitespace and an upper-case letter, a digit or an opening quote; a
 # full stop inside a number (0.45) or after a one-letter initial or a common abbreviation does not end one.
-_BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+# Closing quotes and brackets after the stop belong to the sentence they close: '(… "ValueError".)'.
+_CLOSING = "\"')]’”"
+_BOUNDARY = re.compile(r"(?<=[.!?])([\"')\]’”]*)\s+(?=[\"'(\[“‘]?[A-Z0-9])")
 _ABBREVIATIONS = frozenset(
     {"e.g.", "i.e.", "etc.", "approx.", "no.", "nr.", "dr.", "mr.", "mrs.", "ms.", "vs."}
 )
@@ -54,14 +56,29 @@ def split_sentences(text: str) -> list[str]:
             continue
         start = 0
         for m in _BOUNDARY.finditer(block):
-            head = block[start : m.start()]
-            last = head.rsplit(" ", 1)[-1].lower()
+            head = block[start : m.end(1)]
+            last = head.rsplit(" ", 1)[-1].lower().rstrip(_CLOSING)
             if last in _ABBREVIATIONS or re.fullmatch(r"[a-z]\.", last):
                 continue
             out.append(head.strip())
             start = m.end()
         out.append(block[start:].strip())
     return [s for s in out if s]
+
+
+def join_sentences(sentences: Iterable[str]) -> str:
+    """The sentences as one text that `split_sentences` cuts back into the same sentences: a space where that
+    keeps them apart, a blank line where it would not (after a grammar line or a heading, which end without a
+    full stop). Evidence sent to the model and quotes written from it are read sentence by sentence again."""
+    text = ""
+    for sentence in sentences:
+        if text:
+            glued = f"{text} {sentence}"
+            apart = split_sentences(glued)[-2:] == [*split_sentences(text)[-1:], sentence]
+            text = glued if apart else f"{text}\n\n{sentence}"
+        else:
+            text = sentence
+    return text
 
 
 def _stem(word: str) -> str:

@@ -32,6 +32,7 @@ from cairn_core import (
     ContextChunk,
     UpstreamError,
     content_words,
+    join_sentences,
     names_in,
     split_sentences,
     without_names,
@@ -72,14 +73,19 @@ class Evidence:
     def context(self) -> list[ContextChunk]:
         """The chosen sentences as context chunks, best first; sentences of one chunk go under one id, in
         the order of their scores (the gateway numbers them in this order)."""
-        out: dict[str, ContextChunk] = {}
+        grouped: dict[str, list[Sentence]] = {}
         for s in self.sentences:
-            c = s.hit.chunk
-            if c.chunk_id in out:
-                out[c.chunk_id].text += " " + s.text
-            else:
-                out[c.chunk_id] = ContextChunk(chunk_id=c.chunk_id, title=c.heading, url=c.url, text=s.text)
-        return list(out.values())
+            grouped.setdefault(s.hit.chunk.chunk_id, []).append(s)
+        return [
+            ContextChunk(
+                chunk_id=chunk_id,
+                title=group[0].hit.chunk.heading,
+                url=group[0].hit.chunk.url,
+                # The gateway splits this text into sentences again: a grammar line must stay one.
+                text=join_sentences(s.text for s in group),
+            )
+            for chunk_id, group in grouped.items()
+        ]
 
 
 def lexical(question: set[str], text: str) -> float:
