@@ -225,3 +225,18 @@ def test_the_evidence_of_one_chunk_reaches_the_gateway_as_separate_sentences() -
     (context,) = evidence.context()
     # Joined by a space, the gateway read the grammar line and the note as one sentence and quoted both.
     assert split_sentences(context.text) == [grammar, note]
+
+
+def test_a_sentence_longer_than_a_chunk_is_cut_after_a_clause() -> None:
+    # The one sentence of the Language Reference longer than a chunk (1,410 characters: code object
+    # attributes, separated by semicolons). Cut on the last space before 800, its first piece ended in
+    # '…referenced by nested functions; "co_freevars" is a tuple containing', mid-clause.
+    whole = next(s for s in split_sentences(clean_plain(topics["types"])) if "co_qualname" in s)
+    pieces = [
+        s
+        for _, chunk in chunk_document(topics["types"], 800, 150)
+        for s in split_sentences(chunk)
+        if s in whole and len(s) > 100
+    ]
+    assert " ".join(dict.fromkeys(pieces)) == whole
+    assert all(len(p) <= 800 and p.endswith((";", ".")) for p in pieces)
