@@ -240,3 +240,10 @@ def test_a_sentence_longer_than_a_chunk_is_cut_after_a_clause() -> None:
     ]
     assert " ".join(dict.fromkeys(pieces)) == whole
     assert all(len(p) <= 800 and p.endswith((";", ".")) for p in pieces)
+
+
+def test_an_indented_line_of_dots_is_code_and_stays() -> None:
+    # A doctest's continuation line "..." looks like a rule; indented, it is code (topics["calls"]).
+    example = "   >>> def f(a, b):\n   ...     print(a, b)\n   ...\n   >>> f(b=1, *(2,))\n   2 1"
+    assert example in topics["calls"]
+    assert example in clean_plain(topics["calls"])

@@ -10,8 +10,8 @@ So the text is normalised once, at ingest, to one plain form that chunking reads
 - no emphasis markers, footnote numbers, directive lines or table rules; a grid table's row is one line,
   "first cell: other cells; …", so that it reads as one statement.
 
-Formats with a parser are read by it in the parse worker (Markdown by markdown-it-py, HTML by
-`extract.py`), which writes this form; `clean_plain` is the normaliser for plain text, including the text that
+Formats with a parser are read by it in the parse worker (Markdown by markdown-it-py, reStructuredText by
+docutils, both in `markup.py`; HTML by `extract.py`), which writes this form; `clean_plain` is the normaliser for plain text, including the text that
 Sphinx writes (the form of Python's own `pydoc_data.topics`), for which no parser exists. It only reads
 lines and runs linear regexes, so it runs in the ingest thread, on uploads and JSON texts alike, and is
 idempotent on what the parsers write. Standard library only: the parse worker imports this module.
@@ -22,8 +22,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# A heading's underline (or overline): one punctuation character repeated, alone on its line.
-_RULE = re.compile(r"^\s*([*=\-~^#\"'+`:.])\1{2,}\s*$")
+# A heading's underline (or overline), or a rule: one punctuation character repeated, alone on its line and
+# not indented. Indented, it is code (`...` as a body, `"""` closing a docstring), which stays.
+_RULE = re.compile(r"^([*=\-~^#\"'+`])\1{2,}\s*$")
 # Headings and rubrics are matched with no backtracking pattern (a lazy group before optional spaces is
 # quadratic in a long run of spaces): the text is tidied in Python.
 _ATX = re.compile(r"^(#{1,6})[ \t]+(\S.*)$")
@@ -44,7 +45,7 @@ _EMPHASIS = re.compile(r"(?<![\w*\\])\*([^\s*\"][^*\"]*?)(?<![\s\\])\*(?![\w*])"
 _INTERPRETED = re.compile(r"(?<![\w`])`{1,2}([^`]+?)`{1,2}(?:_{1,2})?(?![\w`])")
 _CODE = re.compile(r"^\s*(>>>|\.\.\.\s|\$ )|::=", re.MULTILINE)
 _FOOTNOTE_REF = re.compile(r"(?<=[\w.,;:)\]\"'])\s?\[(\d+|#|\*|\^[\w-]+)\](?=[\s.,;:)]|$)")
-PATH_SEPARATOR = " › "
+PATH_SEPARATOR = " › "  # between the headings of a section path, as the chat page shows it
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ..normalise import PATH_SEPARATOR
 from .audit import AuditTable
 
 if TYPE_CHECKING:
@@ -161,9 +162,9 @@ def normalise(v: np.ndarray) -> np.ndarray:
 
 def heading(title: str | None, section: str | None) -> str | None:
     """A document's title and a chunk's section path as one line; the section alone repeats no title."""
-    if section and title and section.split(" › ")[0] == title:
+    if section and title and section.split(PATH_SEPARATOR)[0] == title:
         return section
-    return " › ".join(p for p in (title, section) if p) or None
+    return PATH_SEPARATOR.join(p for p in (title, section) if p) or None
 
 
 @dataclass
