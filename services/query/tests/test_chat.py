@@ -342,3 +342,17 @@ def test_middling_evidence_shows_the_closest_passages_instead_of_an_answer(
         assert none["reason_code"] == "NO_CONTEXT" and none["passages"] is False and none["sources"] == []
     finally:
         qs.stop()
+
+
+def test_a_verbatim_quote_of_a_grammar_line_is_answered(qs: ServerProcess) -> None:
+    # Issue 22: a quoted grammar line was rejected with "e does not appear in the cited sources" ("E" read as a
+    # name). A real Language Reference section (pydoc_data.topics, PSF licence), as Sphinx writes it.
+    from pydoc_data.topics import topics
+
+    doc = {"id": "floating", "title": "Lexical analysis", "collection": "pydocs", "text": topics["floating"]}
+    assert httpx.post(f"{qs.url}/v1/documents", json=doc, timeout=30).status_code == 201
+    body = chat(qs, query="How is exponentfloat defined?", collection="pydocs").json()
+    assert body["status"] == "ok", body
+    # The grammar, whole and on its own: no heading, underline or next sentence glued to it.
+    assert body["answer"].startswith("floatnumber ::= pointfloat | exponentfloat")
+    assert body["answer"].endswith('exponent ::= ("e" | "E") ["+" | "-"] digitpart [floating:0]')

@@ -189,11 +189,11 @@ class _Gateway:
 async def test_chunking_runs_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import cairn_query.documents as documents
 
-    def slow_chunks(text: str, size: int, overlap: int) -> list[str]:
-        time.sleep(0.5)  # what chunking a few million characters costs
-        return [text]
+    def slow_chunks(text: str, size: int, overlap: int) -> list[tuple[str | None, str]]:
+        time.sleep(0.5)  # what normalising and chunking a few million characters costs
+        return [(None, text)]
 
-    monkeypatch.setattr(documents, "chunk_text", slow_chunks)
+    monkeypatch.setattr(documents, "chunk_document", slow_chunks)
     store = SQLiteStore(str(tmp_path / "loop.sqlite3"))
     svc = DocumentService(QuerySettings(), store, _Gateway(), QueryMetrics())  # type: ignore[arg-type]
     gaps: list[float] = []

@@ -136,7 +136,7 @@ class Prepared:
         """The whole chunks behind `citations` (not only the sentences sent), title first."""
         chunks = {h.chunk.chunk_id: h.chunk for h in (self.outcome.hits if self.outcome else [])}
         return [
-            f"{c.title or ''}\n{c.text}" for cit in citations if (c := chunks.get(cit.chunk_id)) is not None
+            f"{c.heading or ''}\n{c.text}" for cit in citations if (c := chunks.get(cit.chunk_id)) is not None
         ]
 
 
@@ -159,7 +159,7 @@ def budget(hits: list[Hit], tokens: int) -> list[ContextChunk]:
                 continue
             text = text[:left]
         out.append(
-            ContextChunk(chunk_id=hit.chunk.chunk_id, title=hit.chunk.title, url=hit.chunk.url, text=text)
+            ContextChunk(chunk_id=hit.chunk.chunk_id, title=hit.chunk.heading, url=hit.chunk.url, text=text)
         )
         left -= len(text)
     return out
@@ -319,9 +319,9 @@ class ChatService:
         if prep.outcome is not None:
             chunks = {h.chunk.chunk_id: h.chunk for h in prep.outcome.hits}
             ids = cited or [c.chunk_id for c in prep.context or []]
-            return [f"{c.title or ''}\n{c.text}" for i in ids if (c := chunks.get(i)) is not None]
+            return [f"{c.heading or ''}\n{c.text}" for i in ids if (c := chunks.get(i)) is not None]
         rows = await asyncio.to_thread(lambda: [self.store.get_chunk(i) for i in cited])
-        return [f"{c.title or ''}\n{c.text}" for c in rows if c is not None]
+        return [f"{c.heading or ''}\n{c.text}" for c in rows if c is not None]
 
     async def check_answer(
         self, req: ChatRequest, prep: Prepared, answer: str, cited: list[str], turn: Turn

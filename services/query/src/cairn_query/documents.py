@@ -11,12 +11,13 @@ from typing import Any
 import structlog
 from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError, split_sentences
 
-from .chunking import chunk_text
+from .chunking import chunk_sections
 from .gateway import GatewayClient
 from .metrics import QueryMetrics
+from .normalise import clean_plain, sections
 from .schemas import DocumentIn
 from .settings import QuerySettings
-from .store import OPERATOR, NewDocument, NotOwner, Store, StoreFull, may_write
+from .store import OPERATOR, NewDocument, NotOwner, Store, StoreFull, heading, may_write
 
 log = structlog.get_logger("ingest")
 
@@ -90,9 +91,10 @@ class DocumentService:
         exists, stored_owner = await asyncio.to_thread(self.store.owner_of, doc_id)
         if exists and not may_write(stored_owner, owner):  # before any work; upsert checks again
             raise not_owner(doc_id)
-        chunks = await self._off_loop(
-            chunk_text, doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars
+        pieces = await self._off_loop(
+            chunk_document, doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars
         )
+        chunks = [text for _, text in pieces]
         if not chunks:
             raise BadRequest("The document has no text to index.")
         try:
@@ -103,11 +105,22 @@ class DocumentService:
         except StoreFull as exc:
             raise self._storage_full(exc) from None
         new = NewDocument(
-            doc_id, doc.collection, doc.title, doc.url, doc.metadata, doc.text, digest, chunks, owner=owner
+            doc_id,
+            doc.collection,
+            doc.title,
+            doc.url,
+            doc.metadata,
+            doc.text,
+            digest,
+            chunks,
+            owner=owner,
+            sections=[section for section, _ in pieces],
         )
         capped = 0
         try:
-            new.embeddings, new.embed_model, capped = await self._embed([(doc.title, c) for c in chunks])
+            new.embeddings, new.embed_model, capped = await self._embed(
+                [(heading(doc.title, section), text) for section, text in pieces]
+            )
         except UpstreamError as exc:
             # Stored and searchable by BM25, marked `embedded: false` until `retry_embeddings` (or
             # POST /admin/reembed) fills the vectors in.
@@ -146,7 +159,7 @@ class DocumentService:
             rows = await asyncio.to_thread(self.store.chunks_by_rowid, rowids)
             for r in rowids:
                 budgets.setdefault(rows[r].document_id, self._budget())
-            plans = [(rows[r].title, rows[r].text, budgets[rows[r].document_id]) for r in rowids]
+            plans = [(rows[r].heading, rows[r].text, budgets[rows[r].document_id]) for r in rowids]
             got, model = await self._embed_planned(plans)
             vectors.update(zip(rowids, got, strict=True))
             after = rowids[-1]
@@ -231,6 +244,12 @@ class _Budget:
         self.left -= kept
         self.capped += sentences - kept
         return kept
+
+
+def chunk_document(text: str, size: int, overlap: int) -> list[tuple[str | None, str]]:
+    """(section path, chunk text) of a document's text: normalised first (`normalise.py`), since a chunk's
+    sentences are what answers quote, then chunked section by section."""
+    return chunk_sections(sections(clean_plain(text)), size, overlap)
 
 
 def not_owner(doc_id: str) -> CairnError:

@@ -33,9 +33,11 @@ from cairn_core import (
     ContextChunk,
     UpstreamError,
     content_words,
+    join_sentences,
     names_in,
     split_sentences,
     without_names,
+    word_stems,
 )
 
 from .gateway import GatewayClient
@@ -84,14 +86,19 @@ class Evidence:
     def context(self) -> list[ContextChunk]:
         """The chosen sentences as context chunks, best first; sentences of one chunk go under one id, in
         the order of their scores (the gateway numbers them in this order)."""
-        out: dict[str, ContextChunk] = {}
+        grouped: dict[str, list[Sentence]] = {}
         for s in self.sentences:
-            c = s.hit.chunk
-            if c.chunk_id in out:
-                out[c.chunk_id].text += " " + s.text
-            else:
-                out[c.chunk_id] = ContextChunk(chunk_id=c.chunk_id, title=c.title, url=c.url, text=s.text)
-        return list(out.values())
+            grouped.setdefault(s.hit.chunk.chunk_id, []).append(s)
+        return [
+            ContextChunk(
+                chunk_id=chunk_id,
+                title=group[0].hit.chunk.heading,
+                url=group[0].hit.chunk.url,
+                # The gateway splits this text into sentences again: a grammar line must stay one.
+                text=join_sentences(s.text for s in group),
+            )
+            for chunk_id, group in grouped.items()
+        ]
 
 
 def lexical(question: set[str], text: str) -> float:
@@ -100,13 +107,14 @@ def lexical(question: set[str], text: str) -> float:
 
 
 def about_someone_else(question: str, hit: Hit) -> bool:
-    """The question and the chunk each name something the other does not: another party's document."""
-    text = f"{hit.chunk.title or ''}\n{hit.chunk.text}"
-    return bool(names_in(question) - content_words(text)) and bool(names_in(text) - content_words(question))
+    """The question and the chunk each name something the other does not: another party's document. Names
+    are looked up among all words, so a one-letter name ("the C implementation") is found where it is."""
+    text = f"{hit.chunk.heading or ''}\n{hit.chunk.text}"
+    return bool(names_in(question) - word_stems(text)) and bool(names_in(text) - word_stems(question))
 
 
 def labelled(hit: Hit, sentence: str) -> str:
-    return f"{hit.chunk.title}: {sentence}" if hit.chunk.title else sentence
+    return f"{hit.chunk.heading}: {sentence}" if hit.chunk.heading else sentence
 
 
 async def _sentence_vectors(

@@ -337,6 +337,7 @@ class ChunkOut(BaseModel):
     document_id: str
     index: int
     title: str | None
+    section: str | None = None  # the headings above the chunk in its document, "A › B"
     url: str | None
     collection: str
     metadata: dict[str, MetadataValue]

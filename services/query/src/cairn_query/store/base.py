@@ -12,11 +12,12 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ..normalise import PATH_SEPARATOR
 from .audit import AuditTable
 
 if TYPE_CHECKING:
@@ -183,6 +184,13 @@ def normalise(v: np.ndarray) -> np.ndarray:
     return v / norm if norm else v
 
 
+def heading(title: str | None, section: str | None) -> str | None:
+    """A document's title and a chunk's section path as one line; the section alone repeats no title."""
+    if section and title and section.split(PATH_SEPARATOR)[0] == title:
+        return section
+    return PATH_SEPARATOR.join(p for p in (title, section) if p) or None
+
+
 @dataclass
 class ChunkRow:
     rowid: int
@@ -194,6 +202,13 @@ class ChunkRow:
     url: str | None
     collection: str
     metadata: dict[str, Any]
+    section: str | None = None  # the headings above the chunk in its document ("Data model › Slots")
+
+    @property
+    def heading(self) -> str | None:
+        """What the chunk is about, put in front of its text wherever it is read (vectors, keywords, the
+        support check, the model's context): its document's title, then its section."""
+        return heading(self.title, self.section)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -201,6 +216,7 @@ class ChunkRow:
             "document_id": self.document_id,
             "index": self.index,
             "title": self.title,
+            "section": self.section,
             "url": self.url,
             "collection": self.collection,
             "metadata": self.metadata,
@@ -222,6 +238,11 @@ class NewDocument:
     embeddings: list[list[list[float]]] | None = None
     embed_model: str | None = None
     owner: str = OPERATOR
+    # Per chunk: its section path (normalise.Section.name), or None before the first heading; empty: none.
+    sections: list[str | None] = field(default_factory=list)
+
+    def section(self, i: int) -> str | None:
+        return self.sections[i] if i < len(self.sections) else None
 
 
 class Store(Protocol):

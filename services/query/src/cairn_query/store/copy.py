@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from psycopg.types.json import Jsonb
 
+from .base import heading
 from .postgres import _TSV, PostgresStore, _copy_vectors, _index_vectors, _set_embed_meta
 from .sqlite import SQLiteStore
 
@@ -52,17 +53,18 @@ def copy_sqlite_to_postgres(
                 copied["documents"] += len(rows)
             for rows in _batches(src.execute("SELECT * FROM chunks ORDER BY rowid"), batch):
                 conn.execute(
-                    "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, tsv)"
-                    f" SELECT r, c, d, i, t, {_TSV.format(text='t', title='h')}"
-                    " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[])"
-                    " AS u(r, c, d, i, t, h)",
+                    "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, section, tsv)"
+                    f" SELECT r, c, d, i, t, s, {_TSV.format(text='t', title='h')}"
+                    " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],"
+                    " %s::text[]) AS u(r, c, d, i, t, s, h)",
                     (
                         [r["rowid"] for r in rows],
                         [r["chunk_id"] for r in rows],
                         [r["document_id"] for r in rows],
                         [r["idx"] for r in rows],
                         [r["text"] for r in rows],
-                        [titles.get(r["document_id"], "") for r in rows],
+                        [r["section"] or None for r in rows],
+                        [heading(titles.get(r["document_id"]), r["section"]) or "" for r in rows],
                     ),
                 )
                 vectors = {

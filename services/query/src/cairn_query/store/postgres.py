@@ -43,6 +43,7 @@ from .base import (
     NotOwner,
     SchemaTooNew,
     StoreFull,
+    heading,
     like_pattern,
     may_write,
     normalise,
@@ -102,6 +103,8 @@ MIGRATIONS = [
     _SCHEMA_V1,
     AUDIT_SCHEMA.format(id_type="BIGSERIAL"),
     CONVERSATIONS_SCHEMA.format(id_type="BIGSERIAL"),
+    # Each chunk's section path (the headings above it); chunks stored before have none.
+    "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS section TEXT",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
@@ -307,7 +310,7 @@ class PostgresStore:
                     (old[1] or LEGACY_OWNER) if old and doc.owner == OPERATOR else doc.owner,
                 ),
             )
-            rowids = _insert_chunks(conn, doc.id, doc.chunks, doc.title or "")
+            rowids = _insert_chunks(conn, doc)
             if keep_vectors and doc.embeddings is not None:
                 _copy_vectors(conn, self._vector_oid, dict(zip(rowids, doc.embeddings, strict=True)))
             self._bump(conn)
@@ -377,7 +380,8 @@ class PostgresStore:
     # --- chunks -----------------------------------------------------------------------------------------
 
     _CHUNK_SELECT = (
-        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, d.title, d.url, d.collection, d.metadata"
+        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, d.title, d.url, d.collection,"
+        " d.metadata"
         " FROM chunks c JOIN documents d ON d.id = c.document_id"
     )
 
@@ -541,13 +545,21 @@ def _index_vectors(conn: psycopg.Connection, dims: int) -> None:
     conn.execute("CREATE INDEX vectors_hnsw ON vectors USING hnsw (embedding vector_cosine_ops)")
 
 
-def _insert_chunks(conn: psycopg.Connection, doc_id: str, chunks: list[str], title: str) -> list[int]:
+def _insert_chunks(conn: psycopg.Connection, doc: NewDocument) -> list[int]:
     """All of a document's chunks in one statement; their rowids in chunk order."""
+    sections = [doc.section(i) for i in range(len(doc.chunks))]
     rows = conn.execute(
-        "INSERT INTO chunks (chunk_id, document_id, idx, text, tsv)"
-        f" SELECT %s || ':' || (i - 1), %s, i - 1, t, {_TSV.format(text='t', title='%s')}"
-        " FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i RETURNING rowid, idx",
-        (doc_id, doc_id, title, chunks),
+        "INSERT INTO chunks (chunk_id, document_id, idx, text, section, tsv)"
+        f" SELECT %s || ':' || (i - 1), %s, i - 1, t, s, {_TSV.format(text='t', title='h')}"
+        " FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS u(t, s, h, i)"
+        " ORDER BY i RETURNING rowid, idx",
+        (
+            doc.id,
+            doc.id,
+            list(doc.chunks),
+            [s or None for s in sections],
+            [heading(doc.title, s) or "" for s in sections],
+        ),
     ).fetchall()
     return [r for r, _ in sorted(rows, key=lambda r: r[1])]
 
@@ -586,4 +598,5 @@ def _chunk(row: dict[str, Any]) -> ChunkRow:
         url=row["url"],
         collection=row["collection"],
         metadata=row["metadata"],
+        section=row["section"],
     )

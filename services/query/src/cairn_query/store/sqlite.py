@@ -34,6 +34,7 @@ from .base import (
     SchemaTooNew,
     StoreFull,
     fts_query,
+    heading,
     like_pattern,
     may_write,
     now_iso,
@@ -100,7 +101,12 @@ def _migrate_4(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
+def _migrate_5(conn: sqlite3.Connection) -> None:
+    """Each chunk's section path (the headings above it); chunks stored before have none."""
+    conn.execute("ALTER TABLE chunks ADD COLUMN section TEXT")
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5]
 # A document is `embedded` when none of its chunks lacks vectors (the gateway could not embed it, or the store
 # holds another model's): until then it is found by keywords only.
 _EMBEDDED = "NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id=d.id AND c.embedding IS NULL) AS embedded"
@@ -283,12 +289,13 @@ class SQLiteStore:
             )
             for i, (text, blob) in enumerate(zip(doc.chunks, blobs, strict=True)):
                 cur = conn.execute(
-                    "INSERT INTO chunks (chunk_id, document_id, idx, text, embedding) VALUES (?,?,?,?,?)",
-                    (f"{doc.id}:{i}", doc.id, i, text, blob),
+                    "INSERT INTO chunks (chunk_id, document_id, idx, text, embedding, section)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (f"{doc.id}:{i}", doc.id, i, text, blob, doc.section(i)),
                 )
                 conn.execute(
                     "INSERT INTO chunks_fts (rowid, text, title) VALUES (?,?,?)",
-                    (cur.lastrowid, text, doc.title or ""),
+                    (cur.lastrowid, text, heading(doc.title, doc.section(i)) or ""),
                 )
             self._bump(conn)
         got = self.get_document(doc.id)
@@ -357,7 +364,8 @@ class SQLiteStore:
     # --- chunks -----------------------------------------------------------------------------------------
 
     _CHUNK_SELECT = (
-        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, d.title, d.url, d.collection, d.metadata"
+        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, d.title, d.url, d.collection,"
+        " d.metadata"
         " FROM chunks c JOIN documents d ON d.id = c.document_id"
     )
 
@@ -596,4 +604,5 @@ def _chunk(row: sqlite3.Row) -> ChunkRow:
         url=row["url"],
         collection=row["collection"],
         metadata=json.loads(row["metadata"]),
+        section=row["section"],
     )
