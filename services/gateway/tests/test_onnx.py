@@ -34,6 +34,15 @@ def test_batching_and_padding_do_not_change_vectors(embedder: OnnxEmbedder) -> N
     assert np.allclose(together, alone, atol=2e-3)
 
 
+def test_texts_batched_by_length_come_back_in_their_own_order(embedder: OnnxEmbedder) -> None:
+    # Longest first and interleaved, so the length-sorted batches hold other texts than the input's runs of 4.
+    texts = ["chunk " * (60 - 5 * i) if i % 3 == 0 else f"Short sentence {i}." for i in range(12)]
+    together, tokens = embedder.embed_sync(texts)
+    alone = [embedder.embed_sync([t]) for t in texts]
+    assert np.allclose(together, np.concatenate([v for v, _ in alone]), atol=2e-3)
+    assert tokens == sum(n for _, n in alone)  # real tokens only: each batch is padded to its own longest
+
+
 def test_long_input_is_truncated_not_rejected(embedder: OnnxEmbedder) -> None:
     v, tokens = embedder.embed_sync(["word " * 2000])
     assert v.shape == (1, 384) and tokens == MAX_TOKENS

@@ -197,16 +197,10 @@ class DocumentService:
     async def _embed_planned(
         self, chunks: list[tuple[str | None, str, _Budget]]
     ) -> tuple[list[list[list[float]]], str]:
-        """Per (title, text, its document's budget) chunk: its vectors, in one batched call to the gateway."""
+        """Per (title, text, its document's budget) chunk: its vectors, all of them batched together (the
+        gateway client sends them in as few calls as it may)."""
 
-        def plan() -> list[list[str]]:
-            texts = []
-            for title, text, budget in chunks:
-                sentences = split_sentences(text)
-                texts.append(vector_texts(title, text, sentences[: budget.take(len(sentences))]))
-            return texts
-
-        texts = await self._off_loop(plan)
+        texts = await self._off_loop(planned_texts, chunks)
         flat, model = await self.gateway.embed([t for group in texts for t in group])
         out, i = [], 0
         for group in texts:
@@ -231,6 +225,21 @@ class _Budget:
         self.left -= kept
         self.capped += sentences - kept
         return kept
+
+
+def planned_texts(chunks: list[tuple[str | None, str, _Budget]]) -> list[list[str]]:
+    """Per (title, text, its document's budget) chunk, in order: the texts embedded for it (`vector_texts`)."""
+    texts = []
+    for title, text, budget in chunks:
+        sentences = split_sentences(text)
+        texts.append(vector_texts(title, text, sentences[: budget.take(len(sentences))]))
+    return texts
+
+
+def document_texts(title: str | None, chunks: list[str], settings: QuerySettings) -> list[str]:
+    """Every text that ingest embeds for one document's chunks, within its caps (what the benchmark embeds)."""
+    budget = _Budget(settings.max_sentence_vectors_per_chunk, settings.max_sentence_vectors_per_document)
+    return [t for group in planned_texts([(title, c, budget) for c in chunks]) for t in group]
 
 
 def not_owner(doc_id: str) -> CairnError:
