@@ -125,7 +125,7 @@ def ingest(client: httpx.Client, docs: list[dict[str, str]], collection: str) ->
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=None, help="documents of the corpus (default: all)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=1, help="uploads at a time (the web page sends 2)")
     parser.add_argument("--quick", action="store_true", help="12 documents, 2 rounds")
     args, _ = parser.parse_known_args()

@@ -269,9 +269,8 @@ def test_a_documents_chunk_and_sentence_vectors_go_to_the_gateway_in_one_call(
     text = " ".join(f"Form {i} is filed by day {i} of the month by the team." for i in range(120))
     title = "Filing rules"
     planned = document_texts(title, chunk_text(text, 800, 150), QuerySettings())
-    assert (
-        64 < len(planned) <= 256
-    )  # more than the old calls of 64 held, within one call of the gateway's cap
+    # More than the old calls of 64 held, within one call of the gateway's cap.
+    assert 64 < len(planned) <= 256
     calls = _gateway_metric(toy_gateway, "cairn_gateway_embed_inputs_count")
     texts = _gateway_metric(toy_gateway, "cairn_gateway_embedded_texts_total")
     resp = client.post("/v1/documents", json={"id": "filing", "title": title, "text": text})

@@ -30,7 +30,7 @@ TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f41157
 # sentence-transformers' max_seq_length for all-MiniLM-L6-v2: longer inputs are truncated, as there.
 MAX_TOKENS = 256
 # A batch holds texts of at most this many times its shortest text's tokens, plus a few: a small request (one
-# document's chunk and sentences, ~20 texts) would otherwise be one batch padded to its chunk's length. Padded
+# document's chunks and sentences, ~50 texts) would otherwise be one batch padded to its chunk's length. Padded
 # tokens over real ones for the benchmark's corpus: 1.61 with batches by count alone, 1.16 with this.
 BATCH_SPREAD = 1.5
 BATCH_SPREAD_TOKENS = 8
@@ -104,8 +104,8 @@ class OnnxEmbedder:
         self._tokenizer = tok
 
     def embed_sync(self, texts: list[str]) -> tuple[np.ndarray, int]:
-        """Embed in batches of `batch_size`; returns (n, 384) float32 in the order of `texts` and the number of
-        real tokens."""
+        """Embed in batches of about one length (`_plan`); returns (n, 384) float32 in the order of `texts` and
+        the number of real tokens."""
         encodings, batches = self._plan(texts)
         out = np.zeros((len(texts), self.dims), np.float32)
         tokens = 0
