@@ -19,6 +19,7 @@ BENCHES = [
     "bench_gateway.py",
     "bench_models.py",
     "bench_query.py",
+    "bench_ingest.py",
     "bench_store.py",
     "bench_governance.py",
 ]

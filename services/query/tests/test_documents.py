@@ -9,6 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cairn_query.chunking import chunk_text
+from cairn_query.documents import document_texts
+from cairn_query.settings import QuerySettings
 from cairn_testing import ServerProcess
 
 from .conftest import ADMIN, minimal_pdf, start_gateway, start_qs
@@ -253,6 +256,28 @@ def test_embedding_model_change_is_refused_then_reembedded(
     finally:
         srv.stop()
         onnx_gw.stop()
+
+
+def _gateway_metric(gateway: ServerProcess, prefix: str) -> float:
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_a_documents_chunk_and_sentence_vectors_go_to_the_gateway_in_one_call(
+    client: httpx.Client, toy_gateway: ServerProcess
+) -> None:
+    text = " ".join(f"Form {i} is filed by day {i} of the month by the team." for i in range(120))
+    title = "Filing rules"
+    planned = document_texts(title, chunk_text(text, 800, 150), QuerySettings())
+    # More than the old calls of 64 held, within one call of the gateway's cap.
+    assert 64 < len(planned) <= 256
+    calls = _gateway_metric(toy_gateway, "cairn_gateway_embed_inputs_count")
+    texts = _gateway_metric(toy_gateway, "cairn_gateway_embedded_texts_total")
+    resp = client.post("/v1/documents", json={"id": "filing", "title": title, "text": text})
+    assert resp.status_code == 201 and resp.json()["embedded"]
+    assert _gateway_metric(toy_gateway, "cairn_gateway_embedded_texts_total") - texts == len(planned)
+    assert _gateway_metric(toy_gateway, "cairn_gateway_embed_inputs_count") - calls == 1
+    assert search_ids(client, "When is form 77 filed?")[0].startswith("filing:")
 
 
 @pytest.mark.parametrize("limit", ["²", "1" * 5000, "-1", "1001", "ten"])

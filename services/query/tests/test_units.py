@@ -213,14 +213,25 @@ async def test_each_gateway_replica_has_its_own_circuit() -> None:
 
 
 @respx.mock
-async def test_embed_batches_under_the_gateway_cap() -> None:
+@pytest.mark.parametrize(("batch_inputs", "calls"), [(256, 2), (64, 5), (1, 300)])
+async def test_embed_sends_as_few_calls_as_the_cap_allows_and_keeps_each_texts_vector_in_place(
+    batch_inputs: int, calls: int
+) -> None:
     def answer(request: httpx.Request) -> httpx.Response:
-        n = len(httpx.Response(200, content=request.content).json()["input"])
-        return httpx.Response(200, json={"embeddings": [[1.0, 0.0]] * n, "model": "toy", "dims": 2})
+        texts = httpx.Response(200, content=request.content).json()["input"]
+        assert len(texts) <= batch_inputs
+        # A vector that is a function of its text alone, as a real embedder's is.
+        vectors = [[float(len(t)), float(t.count("x"))] for t in texts]
+        return httpx.Response(200, json={"embeddings": vectors, "model": "toy", "dims": 2})
 
     route = respx.post("http://gw.test/v1/embed").mock(side_effect=answer)
-    vectors, model = await _client().embed([f"t{i}" for i in range(130)])
-    assert len(vectors) == 130 and model == "toy" and route.call_count == 3
+    texts = [f"t{i}" + "x" * ((i * 37) % 101) for i in range(300)]  # lengths out of order
+    vectors, model = await _client(embed_batch_inputs=batch_inputs).embed(texts)
+    assert vectors == [[float(len(t)), float(t.count("x"))] for t in texts] and model == "toy"
+    assert route.call_count == calls
+    if batch_inputs > 1:  # shortest first: each call holds texts of about one length
+        sent = [httpx.Response(200, content=c.request.content).json()["input"] for c in route.calls]
+        assert max(map(len, sent[0])) <= min(map(len, sent[1]))
 
 
 class _GatedBytes(httpx.AsyncByteStream):

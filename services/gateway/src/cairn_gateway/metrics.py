@@ -81,6 +81,14 @@ class GatewayMetrics:
             registry=r,
         )
         self.embeddings = Counter("cairn_gateway_embedded_texts", "Texts embedded", ["model"], registry=r)
+        # Its count is the embedding requests: a client that embeds one text per call shows here.
+        self.embed_inputs = Histogram(
+            "cairn_gateway_embed_inputs",
+            "Texts per embedding request",
+            ["model"],
+            buckets=(1, 8, 32, 64, 128, 256, 1024),
+            registry=r,
+        )
         # Router models (LLM_UPSTREAMS): the same two numbers per server behind the alias.
         self.upstream_in_flight = Gauge(
             "cairn_gateway_upstream_in_flight",

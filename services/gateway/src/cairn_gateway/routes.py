@@ -212,6 +212,7 @@ async def _embed(request: Request, body: EmbedRequest) -> tuple[list[list[float]
         )
     vectors, tokens = await cancel_on_disconnect(request, registry.embedder.embed(texts))
     registry.metrics.embeddings.labels(registry.embedder.model).inc(len(texts))
+    registry.metrics.embed_inputs.labels(registry.embedder.model).observe(len(texts))
     return vectors, tokens, registry.embedder.model
 
 

@@ -210,16 +210,10 @@ class DocumentService:
     async def _embed_planned(
         self, chunks: list[tuple[str | None, str, _Budget]]
     ) -> tuple[list[list[list[float]]], str]:
-        """Per (title, text, its document's budget) chunk: its vectors, in one batched call to the gateway."""
+        """Per (title, text, its document's budget) chunk: its vectors, all of them batched together (the
+        gateway client sends them in as few calls as it may)."""
 
-        def plan() -> list[list[str]]:
-            texts = []
-            for title, text, budget in chunks:
-                sentences = split_sentences(text)
-                texts.append(vector_texts(title, text, sentences[: budget.take(len(sentences))]))
-            return texts
-
-        texts = await self._off_loop(plan)
+        texts = await self._off_loop(planned_texts, chunks)
         flat, model = await self.gateway.embed([t for group in texts for t in group])
         out, i = [], 0
         for group in texts:
@@ -250,6 +244,24 @@ def chunk_document(text: str, size: int, overlap: int) -> list[tuple[str | None,
     """(section path, chunk text) of a document's text: normalised first (`normalise.py`), since a chunk's
     sentences are what answers quote, then chunked section by section."""
     return chunk_sections(sections(clean_plain(text)), size, overlap)
+
+
+def planned_texts(chunks: list[tuple[str | None, str, _Budget]]) -> list[list[str]]:
+    """Per (title, text, its document's budget) chunk, in order: the texts embedded for it (`vector_texts`)."""
+    texts = []
+    for title, text, budget in chunks:
+        sentences = split_sentences(text)
+        texts.append(vector_texts(title, text, sentences[: budget.take(len(sentences))]))
+    return texts
+
+
+def document_texts(title: str | None, text: str, settings: QuerySettings) -> list[str]:
+    """Every text that ingest embeds for one document, within its caps (what the benchmark embeds): its
+    chunks as ingest cuts them, each under its title and section path."""
+    budget = _Budget(settings.max_sentence_vectors_per_chunk, settings.max_sentence_vectors_per_document)
+    pieces = chunk_document(text, settings.chunk_chars, settings.chunk_overlap_chars)
+    planned = planned_texts([(heading(title, section), chunk, budget) for section, chunk in pieces])
+    return [t for group in planned for t in group]
 
 
 def not_owner(doc_id: str) -> CairnError:

@@ -106,7 +106,11 @@ class QuerySettings(BaseSettings):
     max_tokens: int | None = Field(None, ge=1)
     gateway_timeout_ms: int = Field(30_000, ge=1)  # whole generation
     first_token_timeout_ms: int = Field(15_000, ge=1)  # until the gateway's first byte
+    # Per /v1/embed call of up to 64 texts; a bigger call gets as much again per 64 texts it holds.
     embed_timeout_ms: int = Field(10_000, ge=1)
+    # Texts per /v1/embed call: a document's vectors go in as few calls as this allows. At most the gateway's
+    # LLM_MAX_EMBED_INPUTS (256), or every call of more texts is refused.
+    embed_batch_inputs: int = Field(256, ge=1)
     retries: int = Field(2, ge=0)  # before the first byte only
     retry_wait_ms: int = Field(100, ge=0)
     circuit_failures: int = Field(5, ge=1)
