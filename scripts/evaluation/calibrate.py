@@ -11,6 +11,7 @@ replay is exact.
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 from .score import group, groups
@@ -100,11 +101,11 @@ def html(title: str, points: list[dict[str, Any]], marks: dict[str, float], note
         f"<tr><td>{p['threshold']:.2f}</td><td>{p['right']}</td><td>{p['wrong']}</td><td>{p['declined']}</td></tr>"
         for p in points
     )
-    items = "".join(f"<li>{n}</li>" for n in notes)
+    items = "".join(f"<li>{escape(n)}</li>" for n in notes)
     return (
-        f"<!doctype html><meta charset='utf-8'><title>{title}</title>"
+        f"<!doctype html><meta charset='utf-8'><title>{escape(title)}</title>"
         "<style>body{font-family:sans-serif;max-width:820px;margin:2em auto}td{padding:0 1em;text-align:right}</style>"
-        f"<h1>{title}</h1><ul>{items}</ul>{svg(points, marks)}<ul>{legend}</ul>"
+        f"<h1>{escape(title)}</h1><ul>{items}</ul>{svg(points, marks)}<ul>{legend}</ul>"
         "<table><tr><th>threshold</th><th>right</th><th>wrong shown</th><th>not answered</th></tr>"
         f"{rows}</table>"
     )

@@ -9,8 +9,12 @@ from typing import Any
 _QUOTES = re.compile(r"[\"'`‘’“”]")
 
 
+# Sphinx text wraps lines after a hyphen: "post-\nmortem" reads "post- mortem" once spaces are collapsed.
+_WRAPPED_HYPHEN = re.compile(r"(?<=\w)- (?=\w)")
+
+
 def normalise(text: str) -> str:
-    return " ".join(_QUOTES.sub("", text).lower().split())
+    return _WRAPPED_HYPHEN.sub("-", " ".join(_QUOTES.sub("", text).lower().split()))
 
 
 def has_facts(q: dict[str, Any], answer: str) -> bool:
