@@ -2,8 +2,9 @@
 
 One run of the whole set with the gate open (every answer QS could give, and each question's evidence
 match), a sweep of the threshold over the tune half, the value that maximises right - cost x wrong-shown,
-a plot (self-contained HTML with an inline SVG) and the numbers, then the held-out half run again for real
-at the chosen value. Writes CALIBRATION.json (the chosen value and the sweep) and CALIBRATION.html.
+a plot (self-contained HTML with an inline SVG) and the numbers, then the held-out half asked again of a
+QS gated at the chosen value (same store, no second ingest). Writes CALIBRATION.json (the chosen value and
+the sweep) and CALIBRATION.html.
 
 Usage: python scripts/calibrate.py [--set pydocs|shipped | --docs DIR --questions FILE] [--provider toy]
        [--embed auto|toy|onnx] [--wrong-cost 1] [--range 0.2,0.7,0.01] [--out .run/eval] [--no-verify]
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from evaluation import calibrate as cal
 from evaluation import sets
-from evaluation.run import evaluate
+from evaluation.run import ask_all, session
 from evaluation.score import groups
 from evaluation.stack import pick_embedder
 
@@ -70,17 +71,18 @@ def main() -> int:
     if embed != "onnx":
         print("note: the toy embedder's cosines mean nothing; calibrate with the ONNX embedder\n")
     low, high, step = (float(v) for v in args.range.split(","))
-    open_gate = evaluate(evalset, args.provider, embed, qs_env={"QS_MIN_EVIDENCE": str(cal.OPEN_GATE)})
-    rows = open_gate["rows"]
-    tune = [r for r in rows if r["split"] == "tune"]
-    points = cal.sweep(tune, cal.thresholds(low, high, step))
-    chosen = cal.choose(points, args.wrong_cost)["threshold"]
+    env = {"QS_MIN_EVIDENCE": str(cal.OPEN_GATE)}
     verified = None
-    if not args.no_verify:
-        real = evaluate(
-            evalset, args.provider, embed, qs_env={"QS_MIN_EVIDENCE": str(chosen)}, split="heldout"
-        )
-        verified = {k: v for k, v in groups(real["rows"]).items() if k.startswith("heldout/")}
+    with session(evalset, args.provider, embed, env) as stack:
+        rows = ask_all(stack, evalset.questions)
+        tune = [r for r in rows if r["split"] == "tune"]
+        points = cal.sweep(tune, cal.thresholds(low, high, step))
+        chosen = cal.choose(points, args.wrong_cost)["threshold"]
+        if not args.no_verify:
+            # The same store and gateway, a QS gated at the chosen value: the held-out half for real.
+            stack.restart_query({"QS_MIN_EVIDENCE": str(chosen)})
+            heldout = [q for q in evalset.questions if q["split"] == "heldout"]
+            verified = {k: v for k, v in groups(ask_all(stack, heldout)).items() if k.startswith("heldout/")}
 
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     where = f"{platform.node()}, Python {platform.python_version()}"

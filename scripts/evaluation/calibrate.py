@@ -5,8 +5,8 @@ QS_MIN_EVIDENCE, and says NO_CONTEXT below it. Nothing else depends on the thres
 gate open (QS_MIN_EVIDENCE=-2) gives, for every question, its match and the answer QS would show: at any
 threshold t, a question with match < t is refused and every other keeps its answer. The sweep is computed
 from that run; the chosen value maximises right - cost x wrong-shown on the tune half (ties: the middle of
-the tied range), and the held-out half is then run again for real at the chosen value, as a check that the
-replay is exact.
+the tied range), and the held-out half is then asked again of a QS gated at the chosen value, on the same
+store, as a check that the replay is exact.
 """
 
 from __future__ import annotations

@@ -61,43 +61,55 @@ class LogTail:
         return data.decode("utf-8", "replace")
 
 
+def start_query(gateway: ServerProcess, db_path: str, qs_env: dict[str, str]) -> ServerProcess:
+    """QS with the answer cache off and long timeouts: a slow CPU must not turn answers into fallbacks."""
+    env = {
+        "QS_PORT": "{port}",
+        "QS_GATEWAY_URL": gateway.url,
+        "QS_DB_PATH": db_path,
+        "QS_CACHE_SIZE": "0",
+        "QS_GATEWAY_TIMEOUT_MS": "180000",
+        "QS_FIRST_TOKEN_TIMEOUT_MS": "120000",
+        "QS_EMBED_TIMEOUT_MS": "60000",
+        "QS_PARSE_TIMEOUT_S": "60",
+        **qs_env,
+    }
+    return start_server("eval-query", ["cairn_query"], env=env, health_path="/readyz")
+
+
 @dataclass
 class Stack:
-    client: httpx.Client
+    gateway: ServerProcess
+    db_path: str
     qs: ServerProcess
+    client: httpx.Client
     log: LogTail
+
+    def restart_query(self, qs_env: dict[str, str]) -> None:
+        """A new QS with other settings on the same store and gateway: no second ingest."""
+        self.qs.stop()
+        self.client.close()
+        self.qs = start_query(self.gateway, self.db_path, qs_env)
+        self.client = httpx.Client(base_url=self.qs.url, timeout=300)
+        self.log = LogTail(self.qs.log_path)
 
 
 @contextmanager
 def running(provider: str, embed: str, qs_env: dict[str, str]) -> Iterator[Stack]:
-    """Gateway and QS (answer cache off, long timeouts: a slow CPU must not turn answers into fallbacks)."""
+    """A gateway and a QS on a fresh SQLite store, stopped on the way out."""
     gw = start_gateway(provider, embed)
-    tmp = tempfile.mkdtemp(prefix="cairn-eval-")
+    db_path = f"{tempfile.mkdtemp(prefix='cairn-eval-')}/eval.sqlite3"
     try:
-        qs = start_server(
-            "eval-query",
-            ["cairn_query"],
-            env={
-                "QS_PORT": "{port}",
-                "QS_GATEWAY_URL": gw.url,
-                "QS_DB_PATH": f"{tmp}/eval.sqlite3",
-                "QS_CACHE_SIZE": "0",
-                "QS_GATEWAY_TIMEOUT_MS": "180000",
-                "QS_FIRST_TOKEN_TIMEOUT_MS": "120000",
-                "QS_EMBED_TIMEOUT_MS": "60000",
-                "QS_PARSE_TIMEOUT_S": "60",
-                **qs_env,
-            },
-            health_path="/readyz",
-        )
+        qs = start_query(gw, db_path, qs_env)
     except BaseException:
         gw.stop()
         raise
+    stack = Stack(gw, db_path, qs, httpx.Client(base_url=qs.url, timeout=300), LogTail(qs.log_path))
     try:
-        with httpx.Client(base_url=qs.url, timeout=300) as client:
-            yield Stack(client, qs, LogTail(qs.log_path))
+        yield stack
     finally:
-        qs.stop()
+        stack.client.close()
+        stack.qs.stop()
         gw.stop()
 
 
