@@ -21,7 +21,7 @@ from pathlib import Path
 from evaluation import calibrate as cal
 from evaluation import sets
 from evaluation.run import ask_all, session
-from evaluation.score import groups
+from evaluation.score import groups, outcome
 from evaluation.stack import pick_embedder
 
 DEFAULT = 0.41  # QS_MIN_EVIDENCE's default (services/query settings.py)
@@ -72,7 +72,7 @@ def main() -> int:
         print("note: the toy embedder's cosines mean nothing; calibrate with the ONNX embedder\n")
     low, high, step = (float(v) for v in args.range.split(","))
     env = {"QS_MIN_EVIDENCE": str(cal.OPEN_GATE)}
-    verified = None
+    verified, differ = None, []
     with session(evalset, args.provider, embed, env) as stack:
         rows = ask_all(stack, evalset.questions)
         tune = [r for r in rows if r["split"] == "tune"]
@@ -82,7 +82,10 @@ def main() -> int:
             # The same store and gateway, a QS gated at the chosen value: the held-out half for real.
             stack.restart_query({"QS_MIN_EVIDENCE": str(chosen)})
             heldout = [q for q in evalset.questions if q["split"] == "heldout"]
-            verified = {k: v for k, v in groups(ask_all(stack, heldout)).items() if k.startswith("heldout/")}
+            measured = ask_all(stack, heldout)
+            verified = {k: v for k, v in groups(measured).items() if k.startswith("heldout/")}
+            replayed = {r["question"]: outcome(r, chosen) for r in rows}
+            differ = [r["question"] for r in measured if outcome(r) != replayed[r["question"]]]
 
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     where = f"{platform.node()}, Python {platform.python_version()}"
@@ -108,6 +111,7 @@ def main() -> int:
                 "sweep_tune": points,
                 "heldout_replayed": cal.held_out(rows, chosen),
                 "heldout_measured": verified,
+                "heldout_replay_differs": differ,
                 "rows": rows,  # the open-gate run: replay any threshold with evaluation.score.groups
             },
             indent=2,
@@ -126,6 +130,8 @@ def main() -> int:
     print(
         f"\n### Both halves, replayed; the held-out half also run at the chosen value\n\n{outcomes_table(columns)}\n"
     )
+    if verified is not None:
+        print(f"Replay check: {len(differ)} held-out question(s) ended otherwise when run: {differ}\n")
     print(f"QS_MIN_EVIDENCE={chosen:.2f}  (written to {args.out}/CALIBRATION.json, plot: CALIBRATION.html)")
     return 0
 
