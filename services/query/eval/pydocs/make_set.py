@@ -19,6 +19,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[3] / "scripts"))
@@ -27,7 +28,7 @@ from evaluation.facts import normalise  # noqa: E402
 from evaluation.pydocs import documents, python_version  # noqa: E402
 
 # (question, document, facts): worded like the text.
-DIRECT = [
+DIRECT: list[tuple[str, str, list[str] | str]] = [
     (
         "What is the built-in variable __debug__ when optimization is requested?",
         "assert",
@@ -246,12 +247,12 @@ UNANSWERABLE = [
 ]
 
 
-def fact_fields(facts: list[str] | str) -> dict[str, object]:
+def fact_fields(facts: list[str] | str) -> dict[str, Any]:
     return {"fact_regex": facts} if isinstance(facts, str) else {"facts": facts}
 
 
-def rows() -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
+def rows() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for i, (q, doc, facts) in enumerate(DIRECT):
         out.append({"question": q, "type": "direct", "doc": doc, **fact_fields(facts), "split": half(i)})
     for i, (q, docs, facts) in enumerate(PARAPHRASE):
@@ -270,8 +271,8 @@ def half(i: int) -> str:
     return "tune" if i % 2 == 0 else "heldout"
 
 
-def check(rows: list[dict[str, object]]) -> None:
-    """Every fact is in (one of) its documents, in this Python's texts."""
+def check(rows: list[dict[str, Any]]) -> None:
+    """Every fact is in each of its documents, in this Python's texts."""
     texts = {d["id"]: normalise(d["title"] + "\n" + d["text"]) for d in documents()}
     for row in rows:
         docs = row["doc"]
