@@ -24,17 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cairn_core import describe_exit
+
 STABLE_S = 60.0
 STOP_GRACE_S = 10.0
-
-
-def describe(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return signal.Signals(-returncode).name
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit status {returncode}"
 
 
 class Supervisor:
@@ -82,14 +75,16 @@ class Supervisor:
                 break
             lived = time.monotonic() - started
             failures = 0 if lived >= STABLE_S else failures + 1
-            self.state.update(last_exit=describe(returncode), last_exit_at=time.time())
+            self.state.update(last_exit=describe_exit(returncode), last_exit_at=time.time())
             if failures >= self.limit:
                 self.state["gave_up"] = True
                 self.save()
-                self.say("service_gave_up", exit=describe(returncode), failures_in_a_row=failures)
+                self.say("service_gave_up", exit=describe_exit(returncode), failures_in_a_row=failures)
                 return 1
             wait = min(self.max_wait, 2.0 ** max(0, failures - 1))
-            self.say("service_exited", exit=describe(returncode), lived_s=round(lived, 1), restart_in_s=wait)
+            self.say(
+                "service_exited", exit=describe_exit(returncode), lived_s=round(lived, 1), restart_in_s=wait
+            )
             self.state["restarts"] += 1
             self.save()
             if self._sleep(wait):

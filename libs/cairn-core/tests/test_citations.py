@@ -48,6 +48,12 @@ def test_invalid_outputs_get_their_reason_code(text: str, code: ReasonCode) -> N
     assert err.value.reason_code is code
 
 
+def test_a_raw_line_break_inside_the_answer_is_kept_not_refused() -> None:
+    # What Gemma 3 270M wrote under llama-cpp-python's json_object grammar, which lets control characters through.
+    text = '{"answer":"Cairns mark trails.\nThey are stones.\t" ,"citations":[{"chunk_id": "a:0"}]}'
+    assert check_grounded(text, CHUNKS).answer == "Cairns mark trails.\nThey are stones."
+
+
 def test_duplicate_citations_collapse() -> None:
     text = '{"answer": "y", "citations": [{"chunk_id": "b:1"}, {"chunk_id": "b:1"}, {"chunk_id": "a:0"}]}'
     assert [c.chunk_id for c in check_grounded(text, CHUNKS).citations] == ["b:1", "a:0"]

@@ -205,6 +205,22 @@ def test_extractive_prompt_numbers_sentences_best_first_and_asks_for_one() -> No
     assert [s.text for s in extractive.quote(numbered, 1, 1)] == ["Claims are monthly."]
 
 
+def test_a_quoted_grammar_line_is_not_glued_to_the_sentence_after_it() -> None:
+    from cairn_core import ContextChunk, check_grounded
+    from cairn_gateway.in_process import extractive
+
+    # Two sentences of the Python Language Reference (pydoc_data.topics["floating"], PSF licence).
+    grammar = 'exponent ::= ("e" | "E") ["+" | "-"] digitpart'
+    note = "Note that the integer and exponent parts are always interpreted using radix 10."
+    chunks = [
+        ContextChunk(chunk_id="floating:0", title="Floating point literals", text=f"{grammar}\n\n{note}")
+    ]
+    numbered = extractive.number_sentences(chunks)
+    assert [s.text for s in numbered] == [grammar, note]
+    answer = check_grounded(extractive.as_grounded_json(extractive.quote(numbered, 0, 2)), chunks).answer
+    assert answer == f"{grammar}\n\n{note}"
+
+
 class _Tokens(list[int]):
     def __init__(self, text: str, ids: range) -> None:
         super().__init__(ids)

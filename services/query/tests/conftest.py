@@ -62,6 +62,16 @@ def start_qs(gateway_url: str, db_path: Path, toy_embedder: bool = True, **env: 
     return start_server("query", ["cairn_query"], env={**base, **env}, health_path="/readyz")
 
 
+def generations(gateway: ServerProcess) -> float:
+    """How many /v1/generate requests the gateway has finished, whatever their outcome."""
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("cairn_gateway_requests_total{") and 'endpoint="generate"' in line
+    )
+
+
 @pytest.fixture(scope="module")
 def toy_gateway() -> Iterator[ServerProcess]:
     srv = start_gateway()

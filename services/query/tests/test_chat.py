@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from cairn_testing import ServerProcess, wait_for
 
-from .conftest import ADMIN, DOCS, sse, start_gateway, start_qs
+from .conftest import ADMIN, DOCS, generations, sse, start_gateway, start_qs
 
 
 def chat(srv: ServerProcess, **body: object) -> httpx.Response:
@@ -312,3 +312,47 @@ def test_an_empty_admin_token_turns_admin_endpoints_off(toy_gateway: ServerProce
             assert "QS_ADMIN_TOKEN is not set" in resp.json()["message"]
     finally:
         srv.stop()
+
+
+def test_middling_evidence_shows_the_closest_passages_instead_of_an_answer(
+    toy_gateway: ServerProcess, tmp_path: Path
+) -> None:
+    # Every question's evidence falls between the two thresholds here: answerable, never strong.
+    qs = start_qs(toy_gateway.url, tmp_path / "qs.sqlite3", QS_ANSWER_EVIDENCE="2")
+    try:
+        for doc in DOCS:
+            assert httpx.post(f"{qs.url}/v1/documents", json=doc).status_code in (200, 201)
+        before = generations(toy_gateway)
+        body = chat(qs, query="How many days of paid leave do employees get?").json()
+        assert body["status"] == "fallback" and body["reason_code"] == "WEAK_EVIDENCE", body
+        assert body["passages"] is True and body["citations"] == [] and "not an answer" in body["answer"]
+        first = body["sources"][0]
+        assert first["chunk_id"].startswith("leave")
+        # The passage shown is the best evidence sentence first (evidence.py), not a cut of the chunk.
+        assert first["snippet"].startswith("Employees get 25 days of paid leave per year.")
+        events = sse(chat(qs, query="How many days of paid leave do employees get?", stream=True).text)
+        assert [n for n, _ in events] == ["sources", "fallback", "done"]
+        assert events[0][1]["sources"] == body["sources"]
+        assert events[1][1]["passages"] is True and events[1][1]["reason_code"] == "WEAK_EVIDENCE"
+        assert (
+            generations(toy_gateway) == before
+        )  # the model is not asked for an answer that would not be shown
+        # Nothing relevant at all is still a refusal, with no passages.
+        none = chat(qs, query="Explain quantum chromodynamics").json()
+        assert none["reason_code"] == "NO_CONTEXT" and none["passages"] is False and none["sources"] == []
+    finally:
+        qs.stop()
+
+
+def test_a_verbatim_quote_of_a_grammar_line_is_answered(qs: ServerProcess) -> None:
+    # Issue 22: a quoted grammar line was rejected with "e does not appear in the cited sources" ("E" read as a
+    # name). A real Language Reference section (pydoc_data.topics, PSF licence), as Sphinx writes it.
+    from pydoc_data.topics import topics
+
+    doc = {"id": "floating", "title": "Lexical analysis", "collection": "pydocs", "text": topics["floating"]}
+    assert httpx.post(f"{qs.url}/v1/documents", json=doc, timeout=30).status_code == 201
+    body = chat(qs, query="How is exponentfloat defined?", collection="pydocs").json()
+    assert body["status"] == "ok", body
+    # The grammar, whole and on its own: no heading, underline or next sentence glued to it.
+    assert body["answer"].startswith("floatnumber ::= pointfloat | exponentfloat")
+    assert body["answer"].endswith('exponent ::= ("e" | "E") ["+" | "-"] digitpart [floating:0]')

@@ -123,3 +123,40 @@ def test_a_rating_is_kept_with_the_answer_and_on_the_audit_chain(qs: ServerProce
     missing = call(qs, "POST", "/v1/feedback", json={"request_id": "no-such-answer", "rating": "up"})
     assert missing.status_code == 404 and missing.json()["reason_code"] == "NOT_FOUND"
     assert 'cairn_qs_feedback_total{rating="down"} 1.0' in httpx.get(f"{qs.url}/metrics").text
+
+
+def test_only_the_owner_of_an_answer_may_rate_it(qs: ServerProcess) -> None:
+    conv = call(qs, "POST", "/v1/conversations", json={}).json()
+    path = f"/v1/conversations/{conv['id']}"
+    kept = call(qs, "POST", f"{path}/messages", json={"content": "When does the office close?"}).json()
+    alone = call(qs, "POST", "/v1/chat", json={"query": "When does the office open?"}).json()
+    for rid in (kept["request_id"], alone["request_id"]):
+        mine = {"request_id": rid, "rating": "up", "comment": "mine"}
+        assert call(qs, "POST", "/v1/feedback", json=mine).status_code == 200
+        theirs = call(qs, "POST", "/v1/feedback", BOB, json={**mine, "rating": "down", "comment": "theirs"})
+        # The same answer as for an id that does not exist: another owner learns nothing of the answer.
+        assert theirs.status_code == 404 and theirs.json()["reason_code"] == "NOT_FOUND"
+        assert theirs.json()["message"] == f"No answer with request id {rid!r}."
+    message = call(qs, "GET", path).json()["messages"][1]
+    assert (message["rating"], message["comment"]) == ("up", "mine")
+    listed = httpx.get(f"{qs.url}/admin/feedback", headers=ADMIN, timeout=10).json()["feedback"]
+    assert "theirs" not in [r["comment"] for r in listed]
+
+
+def test_without_the_audit_log_the_conversation_names_who_may_rate(
+    toy_gateway: ServerProcess, tmp_path: Path
+) -> None:
+    srv = start_qs(toy_gateway.url, tmp_path / "qs.sqlite3", QS_AUDIT_ENABLED="false")
+    try:
+        assert call(srv, "POST", "/v1/documents", json=DOCS[1]).status_code == 201
+        conv = call(srv, "POST", "/v1/conversations", json={}).json()
+        rid = call(
+            srv, "POST", f"/v1/conversations/{conv['id']}/messages", json={"content": "When does it open?"}
+        ).json()["request_id"]
+        assert (
+            call(srv, "POST", "/v1/feedback", BOB, json={"request_id": rid, "rating": "down"}).status_code
+            == 404
+        )
+        assert call(srv, "POST", "/v1/feedback", json={"request_id": rid, "rating": "up"}).status_code == 200
+    finally:
+        srv.stop()

@@ -24,7 +24,9 @@ def _copy(sqlite_path: Path, url: str) -> subprocess.CompletedProcess[str]:
 def test_copy_keeps_documents_chunks_vectors_owners_and_meta(tmp_path: Path, pg_url: str) -> None:
     path = tmp_path / "s.sqlite3"
     src = SQLiteStore(str(path))
-    src.upsert(doc("a", ["red apples", "green pears"], [[[1, 0, 0], [0, 0, 1]], [[0, 1, 0]]], title="Fruit"))
+    fruit = doc("a", ["red apples", "green pears"], [[[1, 0, 0], [0, 0, 1]], [[0, 1, 0]]], title="Fruit")
+    fruit.sections = [None, "Orchard › Pears"]
+    src.upsert(fruit)
     src.upsert(doc("b", ["the vpn client"], [[[0.6, 0.8, 0]]], collection="it", metadata={"team": "it"}))
     src.upsert(doc("c", ["a page upload"], [[[0, 0.6, 0.8]]], owner="key:alice"))
     src.delete_document("b")
@@ -34,7 +36,8 @@ def test_copy_keeps_documents_chunks_vectors_owners_and_meta(tmp_path: Path, pg_
     queries = [([1, 0, 0.2], None, {}), ([0, 1, 0], "it", {}), ([0, 0, 1], None, {"team": "it"})]
     expected = {
         "docs": src.list_documents(None, 10, 0),
-        "bm25": [src.bm25(q, 5, None, {}) for q in ("apples", "vpn", "fruit")],
+        "bm25": [src.bm25(q, 5, None, {}) for q in ("apples", "vpn", "fruit", "orchard")],
+        "chunks": [src.get_chunk(c) for c in ("a:0", "a:1")],
         "vec": [src.vector_search(v, "m1", 5, c, f) for v, c, f in queries],
         "vectors": src.vectors_of(["a:0", "a:1", "b:0"]),
         "owners": [src.owner_of(d) for d in "abc"],
@@ -50,7 +53,8 @@ def test_copy_keeps_documents_chunks_vectors_owners_and_meta(tmp_path: Path, pg_
     dst = PostgresStore(pg_url)
     try:
         assert dst.list_documents(None, 10, 0) == expected["docs"]
-        assert [dst.bm25(q, 5, None, {}) for q in ("apples", "vpn", "fruit")] == expected["bm25"]
+        assert [dst.bm25(q, 5, None, {}) for q in ("apples", "vpn", "fruit", "orchard")] == expected["bm25"]
+        assert [dst.get_chunk(c) for c in ("a:0", "a:1")] == expected["chunks"]  # sections too
         for (v, c, f), want in zip(queries, expected["vec"], strict=True):
             got = dst.vector_search(v, "m1", 5, c, f)
             assert got is not None and want is not None

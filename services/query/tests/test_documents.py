@@ -260,3 +260,21 @@ def test_a_bad_limit_is_a_400_not_a_500(client: httpx.Client, limit: str) -> Non
     resp = client.get("/v1/documents", params={"limit": limit})
     assert resp.status_code == 400 and resp.json()["reason_code"] == "BAD_REQUEST", resp.text
     assert "'limit' must be an integer" in resp.json()["message"]
+
+
+def test_sphinx_text_is_stored_as_clean_chunks_under_their_section(client: httpx.Client) -> None:
+    # A real section of the Python Language Reference as Sphinx writes it (pydoc_data.topics, PSF licence).
+    from pydoc_data.topics import topics
+
+    doc = {"id": "tmp-power", "title": "Expressions", "text": topics["power"]}
+    assert client.post("/v1/documents", json=doc).status_code == 201
+    first = client.get("/v1/chunks/tmp-power:0").json()
+    assert first["section"] == "The power operator"
+    assert first["text"].startswith(
+        "The power operator binds more tightly than unary operators on its left; it binds less tightly than"
+        " unary operators on its right."
+    )
+    assert "******" not in first["text"]
+    # The second chunk does not say "operator"; its section does, and the keyword index reads both.
+    assert "tmp-power:1" in bm25_ids(client, "operator")
+    assert client.delete("/v1/documents/tmp-power").status_code == 200

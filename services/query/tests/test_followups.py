@@ -26,6 +26,7 @@ from cairn_query.followup import (
     rewrite_rules,
     standalone_by_rules,
 )
+from cairn_query.schemas import MAX_QUESTION_CHARS
 from cairn_query.settings import QuerySettings
 from cairn_testing import ServerProcess
 
@@ -297,3 +298,19 @@ def test_without_the_rewrite_the_same_followup_finds_the_wrong_policy(
     finally:
         srv.stop()
     assert [c["chunk_id"] for c in body["citations"]] != ["corvale-night-shift:0"]
+
+
+def test_a_chain_of_long_followups_is_searched_within_the_question_cap(lookalike_qs: ServerProcess) -> None:
+    """Each follow-up the rules cannot resolve is searched together with the one before: 8 of 4,000
+    characters once made a 31,895-character search query, past the cap on any question QS is asked."""
+    messages: list[dict[str, str]] = []
+    for i in range(8):
+        words = f"and the night-shift bonus rule {i} for hours worked late " * 80
+        messages.append({"role": "user", "content": ("And " + words)[:3_900]})
+        messages.append({"role": "assistant", "content": "Noted."})
+    resp = httpx.post(f"{lookalike_qs.url}/v1/chat", json={"messages": messages[:-1]}, timeout=60)
+    assert resp.status_code == 200, resp.text
+    log = [json.loads(line) for line in lookalike_qs.log_text().splitlines() if "followup_rewrite" in line]
+    assert log[-1]["question"] == " ".join(messages[-2]["content"].split())
+    assert len(log[-1]["rewritten"]) <= MAX_QUESTION_CHARS
+    assert log[-1]["rewritten"].endswith(log[-1]["question"][-3_000:])  # the newest follow-up is kept

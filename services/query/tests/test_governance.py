@@ -4,6 +4,7 @@ a refused policy file, audit records for ok, fallback and warned answers, tamper
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from cairn_query.store import SQLiteStore
 from cairn_testing import ServerProcess, wait_for
 
-from .conftest import ADMIN, sse, start_gateway, start_qs
+from .conftest import ADMIN, generations, sse, start_gateway, start_qs
 
 DOCS = [
     {
@@ -145,16 +146,6 @@ def test_a_rule_that_finds_nothing_leaves_the_answer_alone(qs: ServerProcess, po
     assert audit_of(qs, answer["request_id"])["rules"] == []
 
 
-def generations(gateway: ServerProcess) -> float:
-    """How many /v1/generate requests the gateway has finished, whatever their outcome."""
-    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("cairn_gateway_requests_total{") and 'endpoint="generate"' in line
-    )
-
-
 def test_a_rejected_question_never_reaches_the_model(
     qs: ServerProcess, gateway: ServerProcess, policy_path: Path
 ) -> None:
@@ -241,6 +232,52 @@ def test_a_broken_policy_is_refused_with_its_line_and_the_old_one_stays(
         policy = httpx.get(f"{qs.url}/admin/policy", headers=ADMIN).json()
         assert [r["name"] for r in policy["rules"]] == ["short"]
         assert chat(qs, query=LEAVE).json()["warnings"][0]["rule"] == "short"
+
+
+# Files that once gave 500 (KeyError, TypeError, RecursionError) instead of a refusal.
+NOT_TEXT_KEYS = [
+    ("1: x\n", 1, "a key must be text, not '1'"),
+    ("null: x\n", 1, "a key must be text, not 'null'"),
+    ("version: 1\ntrue: x\n", 2, "a key must be text, not 'true'"),
+    ("rules: []\nfoo: 1\n2: y\n", 3, "a key must be text, not '2'"),  # text and number keys together
+    ("rules:\n  - name: a\n    kind: length\n    action: warn\n    1: 3\n", 5, "a key must be text"),
+]
+
+
+def test_a_policy_with_keys_that_are_not_text_or_nested_too_deep_is_refused_with_its_line(
+    qs: ServerProcess, policy_path: Path
+) -> None:
+    use_policy(qs, policy_path, {"name": "short", "kind": "length", "action": "warn", "max_chars": 10})
+    deep = ("rules: " + "[" * 3000 + "]" * 3000 + "\n", None, "nested too deeply")
+    for broken, line, words in [*NOT_TEXT_KEYS, deep]:
+        policy_path.write_text(broken)
+        resp = httpx.post(f"{qs.url}/admin/policy/reload", headers=ADMIN, timeout=30)
+        assert resp.status_code == 400 and resp.json()["reason_code"] == "BAD_REQUEST", resp.text
+        assert words in resp.json()["message"], resp.json()
+        assert line is None or f"line {line}:" in resp.json()["message"], resp.json()
+        assert [r["name"] for r in httpx.get(f"{qs.url}/admin/policy", headers=ADMIN).json()["rules"]] == [
+            "short"
+        ]
+
+
+def test_the_watch_outlives_a_broken_policy_file_and_logs_it(qs: ServerProcess, policy_path: Path) -> None:
+    use_policy(qs, policy_path, {"name": "first", "kind": "length", "action": "pass", "max_chars": 10})
+    for broken, _, _ in NOT_TEXT_KEYS[:2]:
+        policy_path.write_text(broken)
+        time.sleep(0.6)  # the watch (every 0.2 s) reads it
+    assert "a key must be text" in qs.log_text() and "policy_refused" in qs.log_text()
+    policy_path.write_text(
+        policy_yaml({"name": "after", "kind": "length", "action": "warn", "max_chars": 5000})
+    )
+    wait_for(
+        lambda: (
+            [r["name"] for r in httpx.get(f"{qs.url}/admin/policy", headers=ADMIN).json()["rules"]]
+            == ["after"]
+        ),
+        "the watch to load the valid file written after the broken ones",
+        10,
+        0.1,
+    )
 
 
 def test_the_policy_file_is_watched(qs: ServerProcess, policy_path: Path) -> None:
@@ -367,3 +404,42 @@ def test_qs_refuses_to_start_on_a_broken_policy(gateway: ServerProcess, tmp_path
     with pytest.raises(RuntimeError, match="did not start") as info:
         start_qs(gateway.url, tmp_path / "qs.sqlite3", QS_POLICY_FILE=str(path))
     assert "line 5" in str(info.value) and "action" in str(info.value)
+
+
+def test_qs_refuses_to_start_on_a_policy_key_that_is_not_text(gateway: ServerProcess, tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("version: 1\n1: x\n")
+    with pytest.raises(RuntimeError, match="did not start") as info:
+        start_qs(gateway.url, tmp_path / "qs.sqlite3", QS_POLICY_FILE=str(path))
+    assert "line 2" in str(info.value) and "a key must be text" in str(info.value)
+
+
+def test_a_fail_closed_audit_keeps_no_withheld_answer_in_the_conversation_and_no_store_words_in_the_error(
+    gateway: ServerProcess, tmp_path: Path
+) -> None:
+    db = tmp_path / "qs.sqlite3"
+    srv = start_qs(gateway.url, db, QS_AUDIT_FAIL_CLOSED="true")
+    try:
+        httpx.post(f"{srv.url}/v1/documents", json=DOCS[0], timeout=20)
+        conv = httpx.post(f"{srv.url}/v1/conversations", json={}, timeout=10).json()
+        path = f"{srv.url}/v1/conversations/{conv['id']}"
+        with sqlite3.connect(db) as conn:
+            conn.execute(
+                "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+            )
+        resp = httpx.post(f"{path}/messages", json={"content": LEAVE}, timeout=30)
+        assert resp.status_code == 500 and set(resp.json()) == {"reason_code", "message", "request_id"}
+        assert resp.json()["reason_code"] == "INTERNAL_ERROR" and "audit log" in resp.json()["message"]
+        stream = httpx.post(f"{path}/messages", json={"content": LEAVE, "stream": True}, timeout=30)
+        fallback = dict(sse(stream.text)[-2][1])
+        assert fallback["discard_answer"] is True and fallback["reason_code"] == "INTERNAL_ERROR"
+        for text in (resp.text, stream.text):
+            assert (
+                "disk says no" not in text and "IntegrityError" not in text
+            )  # the store's words stay in the log
+        assert "disk says no" in srv.log_text()
+        # Only what was delivered is kept: the two questions, neither withheld answer.
+        messages = httpx.get(path, timeout=10).json()["messages"]
+        assert [m["role"] for m in messages] == ["user", "user"]
+    finally:
+        srv.stop()

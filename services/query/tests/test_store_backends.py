@@ -58,7 +58,7 @@ def rowid(store: Store, chunk_id: str) -> int:
 
 def test_open_store_picks_the_backend_from_the_url(target: str, store: Store) -> None:
     assert isinstance(store, SQLiteStore) == (not target.startswith("postgresql://"))
-    assert store.meta()["schema_version"] == ("4" if isinstance(store, SQLiteStore) else "3")
+    assert store.meta()["schema_version"] == ("5" if isinstance(store, SQLiteStore) else "4")
 
 
 def test_upsert_creates_then_replaces_and_keeps_created_at(store: Store) -> None:
@@ -213,14 +213,19 @@ def test_the_chunk_limit_counts_other_documents_only(store: Store) -> None:
 
 
 def test_chunks_by_rowid_carry_their_document(store: Store) -> None:
-    store.upsert(doc("a", ["one", "two"], title="T", metadata={"team": "hr"}, collection="c"))
+    new = doc("a", ["one", "two"], title="T", metadata={"team": "hr"}, collection="c")
+    new.sections = [None, "Leave › Part-time"]
+    store.upsert(new)
     rows = store.chunks_by_rowid([rowid(store, "a:1"), 999_999])
     (chunk,) = rows.values()
+    assert chunk.heading == "T › Leave › Part-time"
+    assert store.bm25("part-time", 5, None, {}) == [chunk.rowid]  # the section's words are keywords
     assert chunk.public() == {
         "chunk_id": "a:1",
         "document_id": "a",
         "index": 1,
         "title": "T",
+        "section": "Leave › Part-time",
         "url": None,
         "collection": "c",
         "metadata": {"team": "hr"},
@@ -283,8 +288,10 @@ def test_an_old_sqlite_store_is_upgraded_in_place(tmp_path: Path) -> None:
     conn.executescript(_OLD_SQLITE)
     conn.close()
     store = SQLiteStore(str(path))
-    assert store.meta()["schema_version"] == "4" and store.version() == 7
+    assert store.meta()["schema_version"] == "5" and store.version() == 7
     assert store.audit.count() == 0  # the audit table came with the upgrade
+    old = store.get_chunk("old:0")
+    assert old is not None and old.section is None and old.heading == "Old"  # chunks from before: no section
     assert store.owner_of("old") == (True, None)  # a legacy row: the local page's
     assert store.bm25("legacy", 5, None, {}) == [1]
     with pytest.raises(NotOwner):
@@ -309,3 +316,16 @@ def test_postgres_survives_its_connections_being_dropped(pg_url: str) -> None:
         assert store.bm25("still", 5, None, {}) == [rowid(store, "a:0")]
     finally:
         store.close()
+
+
+def test_a_document_without_vectors_is_marked_until_they_are_set(store: Store) -> None:
+    store.upsert(doc("v", ["red apples", "green pears"], [[[1.0, 0.0]], [[0.0, 1.0]]]))
+    store.upsert(doc("k", ["blue plums", "ripe figs"]))  # the gateway could not embed it
+    assert store.get_document("v")["embedded"] is True  # type: ignore[index]
+    assert store.get_document("k")["embedded"] is False  # type: ignore[index]
+    assert {d["id"]: d["embedded"] for d in store.list_documents(None, 10, 0)[0]} == {"v": True, "k": False}
+    assert store.without_vectors(10) == ["k"]
+    chunks = store.chunks_of("k")
+    assert [c.chunk_id for c in chunks] == ["k:0", "k:1"] and chunks[1].text == "ripe figs"
+    store.set_vectors("m1", {c.rowid: [[0.6, 0.8]] for c in chunks}, reset=False)
+    assert store.get_document("k")["embedded"] is True and store.without_vectors(10) == []  # type: ignore[index]

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import respx
 import structlog
-from cairn_core import BadRequest, GenerateRequest, ReasonCode, UpstreamError
+from cairn_core import BadRequest, GenerateRequest, ReasonCode, UpstreamError, split_sentences
 from cairn_query.cache import AnswerCache, cache_key
 from cairn_query.chunking import chunk_text
 from cairn_query.extract import ExtractError, extract_file, html_to_text
@@ -36,7 +36,9 @@ def test_chunks_break_on_sentences_overlap_and_are_deterministic() -> None:
 
 def test_paragraph_breaks_end_sentences_and_long_sentences_are_cut() -> None:
     chunks = chunk_text("Title without a period\n\nBody text here.", size=100, overlap=0)
-    assert chunks == ["Title without a period\nBody text here."]
+    # The paragraph break stays in the chunk, so the line without a period is not glued to the next sentence.
+    assert chunks == ["Title without a period\n\nBody text here."]
+    assert split_sentences(chunks[0]) == ["Title without a period", "Body text here."]
     long = "word " * 500
     assert all(len(c) <= 200 for c in chunk_text(long, size=200, overlap=0))
     assert chunk_text("   \n\n ") == []

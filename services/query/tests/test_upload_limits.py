@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from cairn_core import split_sentences
+from cairn_query.chunking import chunk_text
 from cairn_query.documents import DocumentService
 from cairn_query.metrics import QueryMetrics
 from cairn_query.schemas import DocumentIn
 from cairn_query.settings import QuerySettings
 from cairn_query.store import SQLiteStore
-from cairn_testing import ServerProcess
+from cairn_testing import ServerProcess, free_port, gateway_env, start_server, wait_for
 from pydantic import ValidationError
 
 from .conftest import start_qs
@@ -186,11 +189,11 @@ class _Gateway:
 async def test_chunking_runs_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import cairn_query.documents as documents
 
-    def slow_chunks(text: str, size: int, overlap: int) -> list[str]:
-        time.sleep(0.5)  # what chunking a few million characters costs
-        return [text]
+    def slow_chunks(text: str, size: int, overlap: int) -> list[tuple[str | None, str]]:
+        time.sleep(0.5)  # what normalising and chunking a few million characters costs
+        return [(None, text)]
 
-    monkeypatch.setattr(documents, "chunk_text", slow_chunks)
+    monkeypatch.setattr(documents, "chunk_document", slow_chunks)
     store = SQLiteStore(str(tmp_path / "loop.sqlite3"))
     svc = DocumentService(QuerySettings(), store, _Gateway(), QueryMetrics())  # type: ignore[arg-type]
     gaps: list[float] = []
@@ -211,3 +214,61 @@ async def test_chunking_runs_off_the_event_loop(tmp_path: Path, monkeypatch: pyt
         svc.close()
         store.close()
     assert created and max(gaps) < 0.2, max(gaps)
+
+
+def test_the_embedding_work_of_an_upload_is_capped_and_reported(
+    toy_gateway: ServerProcess, tmp_path: Path
+) -> None:
+    """1 MB of "Ab. " was 1,527 chunks with every sentence embedded: 60 s with the toy embedder, and with the
+    real one the embed call timed out. Now each chunk embeds at most 24 sentences, the document 8,000."""
+    db = tmp_path / "qs.sqlite3"
+    srv = start_qs(toy_gateway.url, db)
+    try:
+        resp = httpx.post(f"{srv.url}/v1/documents", json={"id": "ab", "text": "Ab. " * 250_000}, timeout=120)
+        assert resp.status_code == 201, resp.text[:300]
+        body = resp.json()
+        assert body["embedded"] is True and body["chunks"] > 1_000
+        with sqlite3.connect(db) as conn:
+            dims = int(conn.execute("SELECT value FROM meta WHERE key='embed_dims'").fetchone()[0])
+            rows = [n // (4 * dims) for (n,) in conn.execute("SELECT LENGTH(embedding) FROM chunks")]
+        assert len(rows) == body["chunks"] and max(rows) == 1 + 24  # the chunk's vector and 24 sentences'
+        assert sum(rows) == body["chunks"] + 8_000
+        sentences = sum(len(split_sentences(c)) for c in chunk_text("Ab. " * 250_000, 800, 150))
+        assert body["sentences_without_vector"] == sentences - 8_000  # what the caps left out is said
+        # A sentence past the caps still answers: evidence embeds it when it needs it.
+        assert httpx.post(f"{srv.url}/v1/search", json={"query": "Ab"}, timeout=30).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_a_document_stored_without_vectors_is_marked_and_embedded_when_the_gateway_is_back(
+    tmp_path: Path,
+) -> None:
+    port = free_port()  # no gateway there yet: the upload's embed call fails
+    srv = start_qs(
+        f"http://127.0.0.1:{port}",
+        tmp_path / "qs.sqlite3",
+        QS_EMBED_RETRY_S="0.3",
+        QS_CIRCUIT_FAILURES="1000",
+    )
+    gateway = None
+    try:
+        doc = {"id": "cairns", "text": "Cairns are piles of stones. They mark trails across the moor."}
+        stored = httpx.post(f"{srv.url}/v1/documents", json=doc, timeout=30).json()
+        assert stored["embedded"] is False  # searchable by keywords only, and it says so
+        listed = httpx.get(f"{srv.url}/v1/documents", timeout=10).json()["documents"]
+        assert [d["embedded"] for d in listed] == [False]
+        gateway = start_server(
+            "gateway", ["cairn_gateway"], port=port, env=gateway_env(), health_path="/readyz"
+        )
+        wait_for(
+            lambda: httpx.get(f"{srv.url}/v1/documents/cairns", timeout=10).json()["embedded"],
+            "the retry to embed the document",
+            30,
+            0.2,
+        )
+        assert "document_embedded" in srv.log_text()
+    finally:
+        srv.stop()
+        if gateway is not None:
+            gateway.stop()

@@ -46,12 +46,14 @@ from ._grounding import (
     check_support,
     content_words,
     dedupe_sentences,
+    join_sentences,
     names_in,
     numbers,
     overlap,
     split_sentences,
     strip_markers,
     without_names,
+    word_stems,
 )
 from ._http import make_aiohttp_session, make_http_client
 from ._json import JSONDecodeError, JSONResponse
@@ -83,6 +85,7 @@ from ._openapi import (
     openapi_route,
     operation_id,
 )
+from ._processes import describe_exit
 from ._reason_codes import DEGRADABLE, HTTP_STATUS, ReasonCode
 from ._redis import (
     INFLIGHT_ENTER_LUA,
@@ -197,6 +200,7 @@ __all__ = [
     "current_request_id",
     "decode_sse",
     "dedupe_sentences",
+    "describe_exit",
     "encode_event",
     "error_body",
     "error_response",
@@ -205,6 +209,7 @@ __all__ = [
     "is_loopback_host",
     "is_retryable",
     "iter_sse",
+    "join_sentences",
     "json_dumps",
     "json_loads",
     "json_schema",
@@ -240,4 +245,5 @@ __all__ = [
     "trace_id_hex",
     "validate_citations",
     "without_names",
+    "word_stems",
 ]

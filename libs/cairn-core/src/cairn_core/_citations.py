@@ -2,7 +2,8 @@
 
 The model is asked for `{"answer": str, "citations": [{"chunk_id": one of the given ids}]}`. Layers, strongest
 first: constrained decoding with `json_schema()` where the provider supports it; `parse_grounded()` that forgives
-text around the JSON, code fences and trailing commas; `validate_citations()` against the ids actually given.
+text around the JSON, code fences, trailing commas and raw line breaks inside strings; `validate_citations()`
+against the ids actually given.
 `AnswerExtractor` pulls the answer text out of a JSON stream as it is generated, so it can stream to the user
 before the citations are known.
 """
@@ -82,7 +83,9 @@ def parse_grounded(text: str) -> dict[str, Any]:
     for cand in _candidates(text):
         for attempt in (cand, _TRAILING_COMMA.sub(r"\1", cand)):
             try:
-                data = json.loads(attempt)
+                # strict=False: a raw line break or tab inside a string is kept, not refused. Grammars let models
+                # write them (llama-cpp-python 0.3.36's schema grammar allows any character but `"` and `\`).
+                data = json.loads(attempt, strict=False)
             except (json.JSONDecodeError, RecursionError):  # nesting deeper than the interpreter's stack
                 continue
             if isinstance(data, dict):

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 # A sentence ends at . ! ? followed by whitespace and an upper-case letter, a digit or an opening quote; a
 # full stop inside a number (0.45) or after a one-letter initial or a common abbreviation does not end one.
-_BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+# Closing quotes and brackets after the stop belong to the sentence they close: '(… "ValueError".)'.
+_CLOSING = "\"')]’”"
+_BOUNDARY = re.compile(r"(?<=[.!?])([\"')\]’”]*)\s+(?=[\"'(\[“‘]?[A-Z0-9])")
 _ABBREVIATIONS = frozenset(
     {"e.g.", "i.e.", "etc.", "approx.", "no.", "nr.", "dr.", "mr.", "mrs.", "ms.", "vs."}
 )
@@ -33,6 +35,8 @@ _WORD = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿ][\w'’-]*")
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
 # Inline citation markers such as [2] or [leave:0]: references to sources, not claims.
 _MARKER = re.compile(r"\s*\[[^\s\[\]]{1,200}\]")
+# What may surround a repeated sentence without making it another one.
+_AROUND = " .,;:!?\"'’“”()[]"
 _STOPWORDS = frozenset(
     """a an the and or but if of to in on at by for from with without into onto over under about as is are was
     were be been being am do does did done have has had having it its this that these those there here what
@@ -52,14 +56,29 @@ def split_sentences(text: str) -> list[str]:
             continue
         start = 0
         for m in _BOUNDARY.finditer(block):
-            head = block[start : m.start()]
-            last = head.rsplit(" ", 1)[-1].lower()
+            head = block[start : m.end(1)]
+            last = head.rsplit(" ", 1)[-1].lower().rstrip(_CLOSING)
             if last in _ABBREVIATIONS or re.fullmatch(r"[a-z]\.", last):
                 continue
             out.append(head.strip())
             start = m.end()
         out.append(block[start:].strip())
     return [s for s in out if s]
+
+
+def join_sentences(sentences: Iterable[str]) -> str:
+    """The sentences as one text that `split_sentences` cuts back into the same sentences: a space where that
+    keeps them apart, a blank line where it would not (after a grammar line or a heading, which end without a
+    full stop). Evidence sent to the model and quotes written from it are read sentence by sentence again."""
+    text = ""
+    for sentence in sentences:
+        if text:
+            glued = f"{text} {sentence}"
+            apart = split_sentences(glued)[-2:] == [*split_sentences(text)[-1:], sentence]
+            text = glued if apart else f"{text}\n\n{sentence}"
+        else:
+            text = sentence
+    return text
 
 
 def _stem(word: str) -> str:
@@ -71,6 +90,13 @@ def _stem(word: str) -> str:
     if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
         return w[:-1]
     return w
+
+
+def word_stems(text: str) -> set[str]:
+    """Every word of `text`, stemmed, lone letters and stopwords included: what a name is looked up in. Code
+    and grammar name things with one letter ("E" in `("e" | "E")`, "the C implementation"), which
+    `content_words` leaves out."""
+    return {_stem(w) for w in _WORD.findall(text)}
 
 
 def content_words(text: str) -> set[str]:
@@ -147,7 +173,9 @@ def strip_markers(text: str) -> str:
 
 
 def _normal(sentence: str) -> str:
-    return " ".join(_WORD.findall(sentence.lower()))
+    """The sentence as a repeat is recognised: case, spacing and the punctuation around it aside. Symbols
+    inside count, since in code and grammar they are the difference ("x == y" and "x != y")."""
+    return " ".join(sentence.lower().split()).strip(_AROUND)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +194,7 @@ def check_support(answer: str, sources: Sequence[str], min_overlap: float = 0.6)
     joined = "\n".join(sources)
     source_numbers = numbers(joined)
     source_words = content_words(joined)
+    source_stems = word_stems(joined)
     seen: set[str] = set()
     for sentence in split_sentences(strip_markers(answer)):
         key = _normal(sentence)
@@ -175,7 +204,7 @@ def check_support(answer: str, sources: Sequence[str], min_overlap: float = 0.6)
         missing = sorted(numbers(sentence) - source_numbers)
         if missing:
             return SupportVerdict(False, f"{', '.join(missing)} does not appear in the cited sources")
-        unknown = sorted(names(sentence) - source_words)
+        unknown = sorted(names(sentence) - source_stems)
         if unknown:
             return SupportVerdict(False, f"{', '.join(unknown)} does not appear in the cited sources")
         words = content_words(sentence)
@@ -185,7 +214,7 @@ def check_support(answer: str, sources: Sequence[str], min_overlap: float = 0.6)
 
 
 def dedupe_sentences(sentences: Iterable[str]) -> list[str]:
-    """The sentences in order, each at most once (compared without case and punctuation)."""
+    """The sentences in order, each at most once (compared as the repeat check compares them)."""
     seen: set[str] = set()
     out = []
     for s in sentences:

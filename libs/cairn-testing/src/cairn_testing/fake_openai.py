@@ -17,8 +17,13 @@ a test stores the same text as its document, so the answer passes the support ch
 Two flags make the whole server misbehave whatever the markers say, for tests of several upstreams:
 `--fail-all STATUS` answers every chat request with that status, `--delay-ms N` makes every answer wait N ms
 before its first byte (a slow server).
-`GET /_stats` reports what the server saw, including requests whose client disconnected mid-answer and how
-many connections the chat requests came over.
+`--imitate NAME` makes it take `response_format` as a real server does: `openai` (the default: every format),
+`llama-cpp-python` (`json_schema` refused with a 500), `ollama`, `vllm`, `vllm-xgrammar` (a schema with `enum` or
+`minLength` refused with a 400); the table is in `imitations.py`. A grounded request (a system message with
+`Sources:`) that no honoured format holds to JSON is answered as an unconstrained model might write it: a
+sentence, then the JSON in a code fence.
+`GET /_stats` reports what the server saw, including requests whose client disconnected mid-answer, how
+many connections the chat requests came over, and the `response_format` types it refused (`refused`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from .imitations import IMITATIONS, constrained, refusal
+
 _MARK = re.compile(r"\[\[(\w+)(?::([^\]]*))?\]\]")
 
 
@@ -48,12 +55,26 @@ def _markers(body: dict[str, Any]) -> dict[str, str]:
     return {m.group(1): (m.group(2) or "") for m in _MARK.finditer(text)}
 
 
+_SOURCE_ID = re.compile(r"^\[([^\[\]\n]+)\]", re.M)
+
+
+def _prompt_ids(body: dict[str, Any]) -> list[str]:
+    """The ids of the sources a grounded prompt lists (`[chunk_id] title` lines after `Sources:`)."""
+    messages = body.get("messages") or []
+    system = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "system")
+    head = system.find("Sources:")
+    return _SOURCE_ID.findall(system[head:]) if head != -1 else []
+
+
 def _schema_ids(body: dict[str, Any]) -> list[str]:
+    """The ids a grounded answer may cite: the schema's enum (`json_schema`, or `json_object`'s `schema` key as
+    llama-cpp-python reads it), else the prompt's sources."""
+    fmt = body.get("response_format") or {}
     try:
-        schema = body["response_format"]["json_schema"]["schema"]
+        schema = (fmt.get("json_schema") or {}).get("schema") or fmt["schema"]
         return list(schema["properties"]["citations"]["items"]["properties"]["chunk_id"]["enum"])
-    except (KeyError, TypeError):
-        return []
+    except (KeyError, TypeError, AttributeError):
+        return _prompt_ids(body)
 
 
 class FakeState:
@@ -66,6 +87,7 @@ class FakeState:
         self.last_body: dict[str, Any] = {}
         self.last_headers: dict[str, str] = {}
         self.connections: set[str] = set()
+        self.refused: list[str] = []
 
 
 def _first_sentence_of(body: dict[str, Any], chunk_id: str) -> str:
@@ -86,7 +108,7 @@ MARKDOWN_ANSWER = (
 )
 
 
-def _answer(body: dict[str, Any], marks: dict[str, str]) -> str:
+def _answer(body: dict[str, Any], marks: dict[str, str], held_to_json: bool) -> str:
     if "deep_json" in marks:
         return '{"answer": ' + "[" * 5000 + "]" * 5000 + "}"
     if "surrogate_pair" in marks:  # json.dumps escapes the emoji as a surrogate pair, as many models write it
@@ -100,12 +122,15 @@ def _answer(body: dict[str, Any], marks: dict[str, str]) -> str:
         return json.dumps({"answer": answer, "citations": [{"chunk_id": ids[0]}]})
     if "bad_citation" in marks:
         return json.dumps({"answer": "Made up.", "citations": [{"chunk_id": "not-a-real-chunk"}]})
-    if "good_citation" in marks or "made_up_number" in marks or body.get("response_format"):
+    if "good_citation" in marks or "made_up_number" in marks or held_to_json:
         ids = _schema_ids(body) or ["unknown"]
         answer = _first_sentence_of(body, ids[0])
         if "made_up_number" in marks:  # a valid citation on an invented figure
             answer = "The answer is 4711 days."
         return json.dumps({"answer": answer, "citations": [{"chunk_id": ids[0]}]})
+    if ids := _prompt_ids(body):  # asked for JSON by the prompt alone: prose around it, as models write it
+        grounded = {"answer": _first_sentence_of(body, ids[0]), "citations": [{"chunk_id": ids[0]}]}
+        return f"Here is the answer from the sources:\n```json\n{json.dumps(grounded)}\n```"
     n = int(marks.get("tokens") or 8)
     return " ".join(f"tok{i}" for i in range(n))
 
@@ -127,7 +152,7 @@ def _logprobs(pieces: list[str]) -> dict[str, Any]:
     return {"content": [{"token": p, "logprob": -0.5, "bytes": None, "top_logprobs": []} for p in pieces]}
 
 
-def create_app(fail_all: int | None = None, delay_ms: float = 0.0) -> Starlette:
+def create_app(fail_all: int | None = None, delay_ms: float = 0.0, imitate: str = "openai") -> Starlette:
     state = FakeState()
 
     async def chat(request: Request) -> Response:
@@ -143,6 +168,9 @@ def create_app(fail_all: int | None = None, delay_ms: float = 0.0) -> Starlette:
             return JSONResponse(
                 {"error": {"message": f"whole server fails ({fail_all})"}}, status_code=fail_all
             )
+        if (refused := refusal(imitate, body)) is not None:
+            state.refused.append(str(body["response_format"].get("type")))
+            return JSONResponse(refused[1], status_code=refused[0])
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
         if "fail_always" in marks or ("fail_once" in marks and state.attempts[rid] == 1):
@@ -162,7 +190,7 @@ def create_app(fail_all: int | None = None, delay_ms: float = 0.0) -> Starlette:
                 await asyncio.sleep(0.05)
         if "malformed" in marks and not body.get("stream"):
             return Response(b"{not json", media_type="application/json")
-        text = _answer(body, marks)
+        text = _answer(body, marks, constrained(imitate, body))
         model = body.get("model", "fake")
         legacy = request.url.path.endswith("/v1/completions")
         if not body.get("stream"):
@@ -213,6 +241,7 @@ def create_app(fail_all: int | None = None, delay_ms: float = 0.0) -> Starlette:
                 "last_body": state.last_body,
                 "last_headers": state.last_headers,
                 "connections": len(state.connections),
+                "refused": state.refused,
             }
         )
 
@@ -341,8 +370,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--fail-all", type=int, default=None, metavar="STATUS")
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--imitate", choices=IMITATIONS, default="openai")
     args = parser.parse_args()
-    app = create_app(fail_all=args.fail_all, delay_ms=args.delay_ms)
+    app = create_app(fail_all=args.fail_all, delay_ms=args.delay_ms, imitate=args.imitate)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

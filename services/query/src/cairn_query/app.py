@@ -53,6 +53,10 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
                         await background.enter_async_context(
                             running(service.audit.retention(), "audit-retention")
                         )
+                        if settings.embed_retry_s:
+                            await background.enter_async_context(
+                                running(service.documents.retry_embeddings(), "embed-retry")
+                            )
                         if settings.policy_file and settings.policy_watch_s:
                             await background.enter_async_context(
                                 running(service.watch_policy(), "policy-watch")

@@ -38,11 +38,12 @@ def utc_now() -> str:
 class AuditUnavailable(CairnError):
     """The record could not be written and QS_AUDIT_FAIL_CLOSED says the answer must not go out without it."""
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self) -> None:
+        # The store's own words stay in QS's log (`audit_write_failed`): they can name tables, paths or hosts.
         super().__init__(
             ReasonCode.INTERNAL_ERROR,
             "The answer could not be written to the audit log, and this deployment gives no unrecorded "
-            f"answers (QS_AUDIT_FAIL_CLOSED): {detail}",
+            "answers.",
         )
 
 
@@ -62,7 +63,7 @@ class AuditLog:
                 "audit_write_failed", error=f"{type(exc).__name__}: {exc}", request_id=body.get("request_id")
             )
             if self.settings.audit_fail_closed:
-                raise AuditUnavailable(str(exc)) from exc
+                raise AuditUnavailable() from exc
         finally:
             self.metrics.audit_latency.observe(time.perf_counter() - started)
 
@@ -121,7 +122,8 @@ class Turn:
     retrieved: list[str] = field(default_factory=list)
     rejected: Finding | None = None  # the question's rule that withholds any answer
     recorded: bool = False  # one record per answer: a failure after it (a bug) adds none
-    # Called with what the user got, once, before the record is written: a conversation keeps the answer.
+    # Called with what the user got, once, after the record is written: a conversation keeps the answer. A
+    # record that fails closed withholds the answer, so it is not kept either (a reload shows what was given).
     on_answer: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
     def add(self, verdict: Verdict) -> None:
@@ -150,6 +152,10 @@ class Turn:
             return
         self.recorded = True
         citations = list(citations)
+        if self.audit.settings.audit_enabled:
+            await self._write(
+                status, reason_code, answer, citations, withheld, model, provider, usage, cache, rule
+            )
         if self.on_answer is not None:
             await self.on_answer(
                 {
@@ -164,8 +170,20 @@ class Turn:
                     "model": model,
                 }
             )
-        if not self.audit.settings.audit_enabled:
-            return
+
+    async def _write(
+        self,
+        status: str,
+        reason_code: str | None,
+        answer: str,
+        citations: list[dict[str, Any]],
+        withheld: str | None,
+        model: str | None,
+        provider: str | None,
+        usage: dict[str, Any] | None,
+        cache: str | None,
+        rule: str | None,
+    ) -> None:
         warned = status == "ok" and any(f.action == "warn" for f in self.findings)
         usage = usage or {}
         await self.audit.write(

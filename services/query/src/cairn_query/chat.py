@@ -42,6 +42,9 @@ from .store import Store
 log = structlog.get_logger("chat")
 
 NO_CONTEXT_MESSAGE = "I could not find anything about this in your documents."
+WEAK_EVIDENCE_MESSAGE = (
+    "Your documents may not answer this. These are the closest passages, not an answer: check them yourself."
+)
 
 
 def answered_by_of(status: str, answered_by: str | None) -> str | None:
@@ -61,6 +64,8 @@ def fallback_provider_message(provider: str | None, code: ReasonCode | str | Non
 def fallback_message(code: ReasonCode, detail: str | None = None) -> str:
     if code is ReasonCode.NO_CONTEXT:
         return NO_CONTEXT_MESSAGE
+    if code is ReasonCode.WEAK_EVIDENCE:
+        return WEAK_EVIDENCE_MESSAGE
     if code is ReasonCode.INTERNAL_ERROR and detail:
         return f"{detail} Here are the most relevant passages from your documents."
     if code is ReasonCode.POLICY_REJECTED:
@@ -98,11 +103,22 @@ class Prepared:
     cached: dict[str, Any] | None
     outcome: SearchOutcome | None = None
     context: list[ContextChunk] | None = None
+    # Middling evidence: no answer, these closest passages instead (WEAK_EVIDENCE), best first.
+    passages: list[dict[str, Any]] | None = None
+
+    @property
+    def no_answer(self) -> ReasonCode | None:
+        """Why the model is not asked: nothing relevant (NO_CONTEXT), or only passages close to it."""
+        if self.cached is not None or self.context:
+            return None
+        return ReasonCode.WEAK_EVIDENCE if self.passages else ReasonCode.NO_CONTEXT
 
     @property
     def sources(self) -> list[dict[str, Any]]:
         if self.cached is not None:
             return list(self.cached["sources"])
+        if self.passages:
+            return self.passages
         # Only relevant chunks: a vector hit far below the similarity floor is noise to the reader.
         return [h.public() for h in (self.outcome.relevant if self.outcome else [])]
 
@@ -120,7 +136,7 @@ class Prepared:
         """The whole chunks behind `citations` (not only the sentences sent), title first."""
         chunks = {h.chunk.chunk_id: h.chunk for h in (self.outcome.hits if self.outcome else [])}
         return [
-            f"{c.title or ''}\n{c.text}" for cit in citations if (c := chunks.get(cit.chunk_id)) is not None
+            f"{c.heading or ''}\n{c.text}" for cit in citations if (c := chunks.get(cit.chunk_id)) is not None
         ]
 
 
@@ -143,7 +159,7 @@ def budget(hits: list[Hit], tokens: int) -> list[ContextChunk]:
                 continue
             text = text[:left]
         out.append(
-            ContextChunk(chunk_id=hit.chunk.chunk_id, title=hit.chunk.title, url=hit.chunk.url, text=text)
+            ContextChunk(chunk_id=hit.chunk.chunk_id, title=hit.chunk.heading, url=hit.chunk.url, text=text)
         )
         left -= len(text)
     return out
@@ -190,13 +206,22 @@ class ChatService:
             return Prepared(key, None, outcome, budget(outcome.relevant, self.settings.context_tokens))
         evidence = await select_evidence(self.settings, self.store, self.gateway, question, outcome)
         answerable = evidence.answerable(self.settings.min_evidence)
+        strong = answerable and evidence.answerable(self.answer_evidence)
         log.info(
             "evidence",
             sentences=len(evidence.sentences),
             match=None if evidence.match is None else round(evidence.match, 4),
             answerable=answerable,
+            strong=strong,
         )
+        if answerable and not strong:
+            return Prepared(key, None, outcome, [], passages=evidence.passages())
         return Prepared(key, None, outcome, evidence.context() if answerable else [])
+
+    @property
+    def answer_evidence(self) -> float:
+        s = self.settings
+        return s.min_evidence if s.answer_evidence is None else max(s.min_evidence, s.answer_evidence)
 
     def generate_request(self, req: ChatRequest, prep: Prepared, stream: bool) -> GenerateRequest:
         context = prep.context or []
@@ -253,6 +278,7 @@ class ChatService:
             "answer": message,
             "citations": [],
             "sources": prep.sources if code is not ReasonCode.NO_CONTEXT else [],
+            "passages": code is ReasonCode.WEAK_EVIDENCE,
             "status": "fallback",
             "reason_code": code.value,
             "message": message,
@@ -293,9 +319,9 @@ class ChatService:
         if prep.outcome is not None:
             chunks = {h.chunk.chunk_id: h.chunk for h in prep.outcome.hits}
             ids = cited or [c.chunk_id for c in prep.context or []]
-            return [f"{c.title or ''}\n{c.text}" for i in ids if (c := chunks.get(i)) is not None]
+            return [f"{c.heading or ''}\n{c.text}" for i in ids if (c := chunks.get(i)) is not None]
         rows = await asyncio.to_thread(lambda: [self.store.get_chunk(i) for i in cited])
-        return [f"{c.title or ''}\n{c.text}" for c in rows if c is not None]
+        return [f"{c.heading or ''}\n{c.text}" for c in rows if c is not None]
 
     async def check_answer(
         self, req: ChatRequest, prep: Prepared, answer: str, cited: list[str], turn: Turn
@@ -363,8 +389,8 @@ class ChatService:
                 "answered_by": "model",
                 "policy_rule": None,
             }
-        if not prep.context:
-            return self.fallback_body(prep, ReasonCode.NO_CONTEXT, rid)
+        if prep.no_answer is not None:
+            return self.fallback_body(prep, prep.no_answer, rid)
         started = time.perf_counter()
         try:
             resp = await self.gateway.generate(self.generate_request(req, prep, stream=False))

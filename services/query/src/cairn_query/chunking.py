@@ -1,38 +1,68 @@
-"""Split a document into overlapping chunks on paragraph and sentence boundaries.
+"""Split a document into overlapping chunks on paragraph and sentence boundaries, one section at a time.
 
-Chunks are built from whole sentences up to `size` characters; the next chunk starts with the last sentences
-of the previous one (up to `overlap` characters), so a fact that straddles a boundary is whole in one chunk.
-A paragraph break always ends a sentence, and a single sentence longer than `size` is cut on whitespace.
+Chunks are built from whole sentences (`cairn_core.split_sentences`, the splitter that evidence and quotes
+use, so a chunk never starts or ends inside what they call a sentence) up to `size` characters; the next
+chunk starts with the last sentences of the previous one (up to `overlap` characters), so a fact that
+straddles a boundary is whole in one chunk. Paragraphs stay apart (a blank line), so a heading or a grammar
+line is never glued to the sentence after it. A chunk never crosses a section: its section path is a
+property of the whole chunk. A code or grammar block longer than `size` is cut between its lines, and a
+single sentence longer than `size` after a clause (`;`, then `,`), or on whitespace when it has none.
 Deterministic: the same text always gives the same chunks, which keeps chunk ids stable.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+
+from cairn_core import split_sentences
+
+from .normalise import Section
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
-_SPACE = re.compile(r"[ \t\r\f\v]+")
+_PARAGRAPH_END = "\n\n"
+
+
+def _blocks(para: str, size: int) -> list[str]:
+    """A paragraph, or the line groups of a long code block (every line indented, as Sphinx and the
+    normalised form write code and grammars), each at most `size` characters where its lines allow."""
+    lines = para.split("\n")
+    if len(para) <= size or not all(line.startswith((" ", "\t")) for line in lines[1:] if line.strip()):
+        return [para]
+    out: list[str] = []
+    group: list[str] = []
+    for line in lines:
+        if group and sum(len(g) + 1 for g in group) + len(line) > size:
+            out.append("\n".join(group))
+            group = []
+        group.append(line)
+    return [*out, "\n".join(group)]
+
+
+def _cut(sentence: str, size: int) -> int:
+    """Where to cut a sentence longer than `size`: after the last clause ("; ", then ", ") in its second half,
+    so each piece reads as a whole clause, else at a space, else at `size`."""
+    for mark in ("; ", ", ", " "):
+        cut = sentence.rfind(mark, 0, size - 1)
+        if cut > size // 2:
+            return cut + len(mark) - 1
+    return size
 
 
 def _sentences(text: str, size: int) -> list[str]:
     out: list[str] = []
     for para in _PARAGRAPH.split(text):
-        para = _SPACE.sub(" ", para).strip()
-        if not para:
-            continue
-        for sentence in _SENTENCE_END.split(para):
-            sentence = sentence.strip()
-            while len(sentence) > size:
-                cut = sentence.rfind(" ", 0, size)
-                cut = cut if cut > size // 2 else size
-                out.append(sentence[:cut].strip())
-                sentence = sentence[cut:].strip()
-            if sentence:
-                out.append(sentence)
-        # Mark the paragraph end so chunks prefer to break here.
-        if out:
-            out[-1] = out[-1] + "\n"
+        for block in _blocks(para, size):
+            for sentence in split_sentences(block):
+                while len(sentence) > size:
+                    cut = _cut(sentence, size)
+                    out.append(sentence[:cut].strip())
+                    sentence = sentence[cut:].strip()
+                if sentence:
+                    out.append(sentence)
+            # Mark the block's end so that it stays a paragraph of its own in the chunk.
+            if out and not out[-1].endswith(_PARAGRAPH_END):
+                out[-1] += _PARAGRAPH_END
     return out
 
 
@@ -52,6 +82,9 @@ def chunk_text(text: str, size: int = 800, overlap: int = 150) -> list[str]:
                     break
                 carry.insert(0, prev)
                 carried += len(prev) + 1
+            # The overlap gives way to a long sentence, so that no chunk passes `size`.
+            while carry and carried + len(sentence) + 1 > size:
+                carried -= len(carry.pop(0)) + 1
             current, length = carry, carried
         current.append(sentence)
         length += len(sentence) + 1
@@ -63,10 +96,17 @@ def chunk_text(text: str, size: int = 800, overlap: int = 150) -> list[str]:
     return chunks
 
 
+def chunk_sections(
+    sections: Iterable[Section], size: int = 800, overlap: int = 150
+) -> list[tuple[str | None, str]]:
+    """(section path, chunk text) for every chunk of every section, in document order."""
+    return [(s.name, chunk) for s in sections for chunk in chunk_text(s.text, size, overlap)]
+
+
 def _join(sentences: list[str]) -> str:
     text = ""
     for s in sentences:
-        if text and not text.endswith("\n"):
+        if text and not text.endswith(_PARAGRAPH_END):
             text += " "
         text += s
     return text.strip()

@@ -4,7 +4,7 @@
 questions and the answers the model gave; fallback messages are QS's words, not the model's, and stay out),
 and answers it through the chat service, stream or not. The answer is stored when it is final, through the
 turn's `on_answer` hook, so a stream that is stopped halfway stores nothing half-written: the hook runs
-where the audit record is written, before `done`.
+once the audit record is written, before `done`, and not at all when a failed record withholds the answer.
 
 The thread sent is cut to what a chat request may carry (schemas.py: 50 messages, 32,000 characters),
 newest first; the prompt budget then decides how much of it reaches the model (chat.py).

@@ -11,12 +11,13 @@ from typing import Any
 import structlog
 from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError, split_sentences
 
-from .chunking import chunk_text
+from .chunking import chunk_sections
 from .gateway import GatewayClient
 from .metrics import QueryMetrics
+from .normalise import clean_plain, sections
 from .schemas import DocumentIn
 from .settings import QuerySettings
-from .store import OPERATOR, NewDocument, NotOwner, Store, StoreFull, may_write
+from .store import OPERATOR, NewDocument, NotOwner, Store, StoreFull, heading, may_write
 
 log = structlog.get_logger("ingest")
 
@@ -86,13 +87,14 @@ class DocumentService:
         if await asyncio.to_thread(self.store.content_hash, doc_id) == digest:
             existing = await asyncio.to_thread(self.store.get_document, doc_id)
             if existing is not None:
-                return existing, False, False
+                return {**existing, "sentences_without_vector": 0}, False, False
         exists, stored_owner = await asyncio.to_thread(self.store.owner_of, doc_id)
         if exists and not may_write(stored_owner, owner):  # before any work; upsert checks again
             raise not_owner(doc_id)
-        chunks = await self._off_loop(
-            chunk_text, doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars
+        pieces = await self._off_loop(
+            chunk_document, doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars
         )
+        chunks = [text for _, text in pieces]
         if not chunks:
             raise BadRequest("The document has no text to index.")
         try:
@@ -103,13 +105,28 @@ class DocumentService:
         except StoreFull as exc:
             raise self._storage_full(exc) from None
         new = NewDocument(
-            doc_id, doc.collection, doc.title, doc.url, doc.metadata, doc.text, digest, chunks, owner=owner
+            doc_id,
+            doc.collection,
+            doc.title,
+            doc.url,
+            doc.metadata,
+            doc.text,
+            digest,
+            chunks,
+            owner=owner,
+            sections=[section for section, _ in pieces],
         )
+        capped = 0
         try:
-            new.embeddings, new.embed_model = await self._embed([(doc.title, c) for c in chunks])
+            new.embeddings, new.embed_model, capped = await self._embed(
+                [(heading(doc.title, section), text) for section, text in pieces]
+            )
         except UpstreamError as exc:
-            # Still stored and searchable by BM25; POST /admin/reembed fills the vectors in later.
+            # Stored and searchable by BM25, marked `embedded: false` until `retry_embeddings` (or
+            # POST /admin/reembed) fills the vectors in.
             log.warning("ingest_without_embeddings", document_id=doc_id, reason_code=exc.reason_code.value)
+        if capped:
+            log.info("sentence_vectors_capped", document_id=doc_id, sentences=capped)
         try:
             stored, created = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
         except StoreFull as exc:
@@ -126,20 +143,24 @@ class DocumentService:
                 fix="POST /admin/reembed",
             )
         self.metrics.ingested_chunks.inc(len(chunks))
-        return stored, created, True
+        return {**stored, "sentences_without_vector": capped}, created, True
 
     async def reembed(self) -> dict[str, Any]:
         """Re-embed every chunk with the gateway's current embedder (after a model or dimension change)."""
         vectors: dict[int, list[list[float]]] = {}
         model = None
         after = 0
+        budgets: dict[str, _Budget] = {}  # a document's chunks come in order, over several batches
         while True:
             batch = await asyncio.to_thread(self.store.all_chunk_texts, after, 256)
             if not batch:
                 break
             rowids = [r for r, _ in batch]
             rows = await asyncio.to_thread(self.store.chunks_by_rowid, rowids)
-            got, model = await self._embed([(rows[r].title, rows[r].text) for r in rowids])
+            for r in rowids:
+                budgets.setdefault(rows[r].document_id, self._budget())
+            plans = [(rows[r].heading, rows[r].text, budgets[rows[r].document_id]) for r in rowids]
+            got, model = await self._embed_planned(plans)
             vectors.update(zip(rowids, got, strict=True))
             after = rowids[-1]
         if model is not None:
@@ -147,15 +168,88 @@ class DocumentService:
         _, dims = await asyncio.to_thread(self.store.embed_model)
         return {"chunks": len(vectors), "model": model, "dims": dims}
 
-    async def _embed(self, chunks: list[tuple[str | None, str]]) -> tuple[list[list[list[float]]], str]:
-        """Per (title, text) chunk: its vectors (`vector_texts`), in one batched call to the gateway."""
-        texts = await self._off_loop(lambda: [vector_texts(title, text) for title, text in chunks])
+    async def retry_embeddings(self) -> None:
+        """Embed the documents stored while the gateway could not, every QS_EMBED_RETRY_S (the lifespan runs
+        this while the app lives): a document searchable by keywords only must not stay so unnoticed."""
+        while True:
+            await asyncio.sleep(self.settings.embed_retry_s)
+            try:
+                await self.fill_vectors()
+            except Exception as exc:  # a gateway or store hiccup must not end the loop: the next round tries
+                log.warning("embed_retry_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def fill_vectors(self, documents: int = 8) -> int:
+        """Embed up to `documents` documents that have chunks without vectors; how many were filled."""
+        filled = 0
+        for doc_id in await asyncio.to_thread(self.store.without_vectors, documents):
+            chunks = await asyncio.to_thread(self.store.chunks_of, doc_id)
+            got, model, _ = await self._embed([(c.title, c.text) for c in chunks])
+            store_model, _ = await asyncio.to_thread(self.store.embed_model)
+            if store_model is not None and store_model != model:
+                # The store holds another model's vectors: mixing them would rank nonsense. That needs the
+                # whole store re-embedded (POST /admin/reembed), not this document alone.
+                log.warning("embed_retry_other_model", store_model=store_model, gateway_model=model)
+                break
+            vectors = dict(zip([c.rowid for c in chunks], got, strict=True))
+            await asyncio.to_thread(self.store.set_vectors, model, vectors, store_model is None)
+            log.info("document_embedded", document_id=doc_id, chunks=len(chunks))
+            filled += 1
+        return filled
+
+    def _budget(self) -> _Budget:
+        s = self.settings
+        return _Budget(s.max_sentence_vectors_per_chunk, s.max_sentence_vectors_per_document)
+
+    async def _embed(self, chunks: list[tuple[str | None, str]]) -> tuple[list[list[list[float]]], str, int]:
+        """Per (title, text) chunk of one document, in order: its vectors (`vector_texts`) within the
+        document's caps, and how many sentences the caps left without a vector of their own."""
+        budget = self._budget()
+        out, model = await self._embed_planned([(title, text, budget) for title, text in chunks])
+        return out, model, budget.capped
+
+    async def _embed_planned(
+        self, chunks: list[tuple[str | None, str, _Budget]]
+    ) -> tuple[list[list[list[float]]], str]:
+        """Per (title, text, its document's budget) chunk: its vectors, in one batched call to the gateway."""
+
+        def plan() -> list[list[str]]:
+            texts = []
+            for title, text, budget in chunks:
+                sentences = split_sentences(text)
+                texts.append(vector_texts(title, text, sentences[: budget.take(len(sentences))]))
+            return texts
+
+        texts = await self._off_loop(plan)
         flat, model = await self.gateway.embed([t for group in texts for t in group])
         out, i = [], 0
         for group in texts:
             out.append(flat[i : i + len(group)])
             i += len(group)
         return out, model
+
+
+class _Budget:
+    """How many sentences of each chunk get a vector of their own, within one document's caps; chunks are
+    planned in order, so a document gets the same vectors at ingest, on a retry and on a reembed."""
+
+    def __init__(self, per_chunk: int, per_document: int) -> None:
+        self.per_chunk = per_chunk
+        self.left = per_document
+        self.capped = 0  # sentences left without a vector of their own
+
+    def take(self, sentences: int) -> int:
+        if sentences <= 1:
+            return 0  # a chunk of one sentence: the chunk's vector is the sentence's
+        kept = min(sentences, self.per_chunk, self.left)
+        self.left -= kept
+        self.capped += sentences - kept
+        return kept
+
+
+def chunk_document(text: str, size: int, overlap: int) -> list[tuple[str | None, str]]:
+    """(section path, chunk text) of a document's text: normalised first (`normalise.py`), since a chunk's
+    sentences are what answers quote, then chunked section by section."""
+    return chunk_sections(sections(clean_plain(text)), size, overlap)
 
 
 def not_owner(doc_id: str) -> CairnError:
@@ -166,10 +260,10 @@ def not_owner(doc_id: str) -> CairnError:
     )
 
 
-def vector_texts(title: str | None, text: str) -> list[str]:
-    """What is embedded for a chunk: the chunk, then each of its sentences, all with the title in front (it
-    names what the chunk is about: whose policy, which product). Retrieval scores a chunk by the best of
-    them; evidence.py reuses the sentence vectors, in `split_sentences` order."""
-    sentences = split_sentences(text)
+def vector_texts(title: str | None, text: str, sentences: list[str]) -> list[str]:
+    """What is embedded for a chunk: the chunk, then `sentences` (its first sentences, in `split_sentences`
+    order, as many as the caps allow), all with the title in front (it names what the chunk is about: whose
+    policy, which product). Retrieval scores a chunk by the best of them; evidence.py reuses the sentence
+    vectors and embeds the sentences past them when it needs them."""
     head = [f"{title}\n{text}" if title else text]
-    return head + ([f"{title}: {s}" if title else s for s in sentences] if len(sentences) > 1 else [])
+    return head + [f"{title}: {s}" if title else s for s in sentences]

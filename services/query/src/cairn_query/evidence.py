@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import structlog
@@ -32,9 +33,11 @@ from cairn_core import (
     ContextChunk,
     UpstreamError,
     content_words,
+    join_sentences,
     names_in,
     split_sentences,
     without_names,
+    word_stems,
 )
 
 from .gateway import GatewayClient
@@ -68,17 +71,34 @@ class Evidence:
         # support check still guards the answer.
         return self.match is None or self.match >= threshold
 
+    def passages(self, limit: int = 3) -> list[dict[str, Any]]:
+        """The closest passages, for an answer that is not given (WEAK_EVIDENCE): each chunk holding one of
+        the best sentences, best first, with those sentences as its snippet, which is what the page shows."""
+        out: dict[str, dict[str, Any]] = {}
+        for s in self.sentences:
+            chunk_id = s.hit.chunk.chunk_id
+            if chunk_id in out:
+                out[chunk_id]["snippet"] += " " + s.text
+            elif len(out) < limit:
+                out[chunk_id] = {**s.hit.public(), "snippet": s.text}
+        return list(out.values())
+
     def context(self) -> list[ContextChunk]:
         """The chosen sentences as context chunks, best first; sentences of one chunk go under one id, in
         the order of their scores (the gateway numbers them in this order)."""
-        out: dict[str, ContextChunk] = {}
+        grouped: dict[str, list[Sentence]] = {}
         for s in self.sentences:
-            c = s.hit.chunk
-            if c.chunk_id in out:
-                out[c.chunk_id].text += " " + s.text
-            else:
-                out[c.chunk_id] = ContextChunk(chunk_id=c.chunk_id, title=c.title, url=c.url, text=s.text)
-        return list(out.values())
+            grouped.setdefault(s.hit.chunk.chunk_id, []).append(s)
+        return [
+            ContextChunk(
+                chunk_id=chunk_id,
+                title=group[0].hit.chunk.heading,
+                url=group[0].hit.chunk.url,
+                # The gateway splits this text into sentences again: a grammar line must stay one.
+                text=join_sentences(s.text for s in group),
+            )
+            for chunk_id, group in grouped.items()
+        ]
 
 
 def lexical(question: set[str], text: str) -> float:
@@ -87,13 +107,14 @@ def lexical(question: set[str], text: str) -> float:
 
 
 def about_someone_else(question: str, hit: Hit) -> bool:
-    """The question and the chunk each name something the other does not: another party's document."""
-    text = f"{hit.chunk.title or ''}\n{hit.chunk.text}"
-    return bool(names_in(question) - content_words(text)) and bool(names_in(text) - content_words(question))
+    """The question and the chunk each name something the other does not: another party's document. Names
+    are looked up among all words, so a one-letter name ("the C implementation") is found where it is."""
+    text = f"{hit.chunk.heading or ''}\n{hit.chunk.text}"
+    return bool(names_in(question) - word_stems(text)) and bool(names_in(text) - word_stems(question))
 
 
 def labelled(hit: Hit, sentence: str) -> str:
-    return f"{hit.chunk.title}: {sentence}" if hit.chunk.title else sentence
+    return f"{hit.chunk.heading}: {sentence}" if hit.chunk.heading else sentence
 
 
 async def _sentence_vectors(
@@ -105,9 +126,10 @@ async def _sentence_vectors(
     rows: list[np.ndarray | None] = []
     for hit, i, _ in candidates:
         block = stored.get(hit.chunk.chunk_id) if store_model == outcome.embed_model else None
-        # Row 0 is the whole chunk; a chunk of one sentence has no other row, and that row is the sentence.
+        # Row 0 is the whole chunk, then its first sentences (as many as the ingest caps allowed); a chunk of
+        # one sentence has no other row, and that row is the sentence.
         n = len(split_sentences(hit.chunk.text))
-        if block is not None and len(block) == n + 1:
+        if block is not None and 1 < len(block) <= n + 1 and i + 1 < len(block):
             rows.append(block[i + 1])
         elif block is not None and n == 1 and len(block) == 1:
             rows.append(block[0])

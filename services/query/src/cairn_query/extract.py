@@ -1,7 +1,8 @@
-"""Plain text out of file bytes: .txt, .md, .html and .pdf.
+"""Text in the normalised form (`normalise.py`: `#` headings, plain paragraphs) out of file bytes: .txt, .md,
+.rst, .html and .pdf.
 
-Imports only the standard library (pypdf lazily), because `parse_worker` runs this module in a fresh process
-for every HTML or PDF upload and its start-up time is each upload's overhead. Errors are `ExtractError`, whose
+Imports only the standard library (pypdf, markdown-it-py and docutils lazily), because `parse_worker` runs this
+module in a fresh process for every upload but plain text, and its start-up time is each upload's overhead. Errors are `ExtractError`, whose
 message is safe to show the uploader; the caller turns it into a 4xx.
 """
 
@@ -20,7 +21,8 @@ class ExtractError(ValueError):
 class _HTMLText(HTMLParser):
     """Visible text of an HTML page, with block elements as paragraph breaks; script/style dropped."""
 
-    _BLOCKS = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article", "pre"}
+    _BLOCKS = {"p", "div", "br", "li", "tr", "section", "article", "pre"}
+    _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
     _SKIP = {"script", "style", "noscript", "template", "head"}
 
     def __init__(self) -> None:
@@ -29,12 +31,17 @@ class _HTMLText(HTMLParser):
         self.title = ""
         self._skip = 0
         self._in_title = False
+        self._heading = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "title":
             self._in_title = True
         elif tag in self._SKIP:
             self._skip += 1
+        elif tag in self._HEADINGS:
+            # A heading is a line of its own in the normalised form, which makes it the section's path.
+            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
+            self._heading = True
         elif tag in self._BLOCKS:
             self.parts.append("\n\n")
 
@@ -43,14 +50,16 @@ class _HTMLText(HTMLParser):
             self._in_title = False
         elif tag in self._SKIP:
             self._skip = max(0, self._skip - 1)
-        elif tag in self._BLOCKS:
+        elif tag in self._BLOCKS or tag in self._HEADINGS:
+            self._heading = False
             self.parts.append("\n\n")
 
     def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title += data
         elif not self._skip:
-            self.parts.append(data)
+            # Inside a heading a line break would end the heading line.
+            self.parts.append(" ".join(data.split()) + " " if self._heading else data)
 
     def parse_marked_section(self, i: int, report: bool = True) -> int:
         # `<![ x` (neither CDATA nor a keyword) makes _markupbase raise AssertionError. Browsers treat it as a
@@ -94,11 +103,20 @@ def decode_text(data: bytes) -> str:
 
 
 def extract_file(kind: str, data: bytes) -> tuple[str, str | None]:
-    """(text, title found in the file or None) of a file of `kind` ("text", "html" or "pdf")."""
+    """(text, title found in the file or None) of a file of `kind` ("text", "markdown", "rst", "html" or
+    "pdf")."""
     if kind == "pdf":
         return pdf_to_text(data), None
     raw = decode_text(data)
     if kind == "html":
         text, title = html_to_text(raw)
         return text, title or None
+    if kind == "markdown":
+        from .markup import markdown_to_text
+
+        return markdown_to_text(raw), None
+    if kind == "rst":
+        from .markup import rst_to_text
+
+        return rst_to_text(raw), None
     return raw, None

@@ -29,9 +29,19 @@ class Feedback:
         rows = await self.audit.find(AuditQuery(request_id=request_id, limit=1))
         return rows[0].record() if rows else None
 
+    async def _asker(self, request_id: str) -> str | None:
+        """Who the answer was given to (the owner conversations use): its audit record names them; with the
+        audit log off, or the record past retention, the conversation that keeps the answer does."""
+        if self.audit.settings.audit_enabled:
+            record = await self._answer_record(request_id)
+            if record is not None:
+                return str(record.get("key_id"))
+        return await asyncio.to_thread(self.store.conversations.owner_of_answer, request_id)
+
     async def rate(self, body: FeedbackIn, owner: str) -> dict[str, Any]:
-        if self.audit.settings.audit_enabled and await self._answer_record(body.request_id) is None:
-            # With the audit log on, every answer has a record: a rating of anything else is a mistake.
+        if await self._asker(body.request_id) != owner:
+            # Only the one who was answered rates it; to anyone else the answer does not exist (the same 404
+            # as an unknown id, so a request id reveals nothing), as another owner's conversation does not.
             raise CairnError(ReasonCode.NOT_FOUND, f"No answer with request id {body.request_id!r}.")
         saved = await asyncio.to_thread(
             self.store.conversations.rate, body.request_id, owner, body.rating, body.comment

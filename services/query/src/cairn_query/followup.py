@@ -35,6 +35,7 @@ import structlog
 from cairn_core import ChatMessage, GenerateRequest, UpstreamError, content_words
 
 from .gateway import GatewayClient
+from .schemas import MAX_QUESTION_CHARS
 from .settings import QuerySettings
 
 log = structlog.get_logger("followup")
@@ -170,7 +171,17 @@ def rewrite_rules(previous: str, question: str, lower: set[str]) -> str:
 
 def _rules(previous: str, question: str, lower: set[str]) -> tuple[str, bool]:
     """The rules' rewrite, and whether they resolved the follow-up (False: it is only searched together
-    with the previous question, where the model may do better)."""
+    with the previous question, where the model may do better). At most MAX_QUESTION_CHARS, as any question
+    QS is asked: each unresolved follow-up carries the one before, so a chain of long ones grew without
+    bound (8 of 4,000 characters made a 31,895-character search). The end is kept: the newest words."""
+    text, resolved = _resolve(previous, question, lower)
+    if len(text) > MAX_QUESTION_CHARS:
+        cut = text[-MAX_QUESTION_CHARS:]
+        text = cut.split(" ", 1)[1] if " " in cut[:100] else cut  # from a whole word on
+    return text, resolved
+
+
+def _resolve(previous: str, question: str, lower: set[str]) -> tuple[str, bool]:
     question = " ".join(question.split())
     if not looks_like_followup(question):
         return question, True

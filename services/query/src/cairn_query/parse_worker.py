@@ -1,10 +1,11 @@
 """`python -m cairn_query.parse_worker KIND MEMORY_MB CPU_S`: read one file's bytes on stdin, write its text.
 
-The child side of `parsing.py`. HTML and PDF parsers can take minutes or gigabytes on crafted input (the
-stdlib's html.parser is quadratic on `"<a " * n`), so each parse runs here, in a process of its own with a
+The child side of `parsing.py`. Parsers can take minutes or gigabytes on crafted input (the stdlib's
+html.parser is quadratic on `"<a " * n`; Markdown and reST nest without bound), so each parse runs here, in a process of its own with a
 memory and a CPU limit, where the parent can kill it. Prints one JSON object on stdout:
 `{"text": ..., "title": ...}`, or `{"error": message, "kind": "unreadable" | "too_complex"}`.
-Standard library only (plus pypdf for PDFs): the start-up time of this module is every upload's overhead.
+Standard library only (plus pypdf, markdown-it-py or docutils for their own formats, imported when needed): the
+start-up time of this module is every upload's overhead.
 """
 
 from __future__ import annotations

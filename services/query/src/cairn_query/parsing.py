@@ -1,7 +1,7 @@
 """Uploaded files to text, without letting one file take QS from everyone else.
 
-Plain text and Markdown are decoded in process (linear, in C). HTML and PDF go to `parse_worker`, one child
-process per file, under a time limit (`QS_PARSE_TIMEOUT_S`, then the child is killed), a memory limit
+Plain text is decoded in process (linear, in C). Markdown, reStructuredText, HTML and PDF go to
+`parse_worker`, one child process per file, under a time limit (`QS_PARSE_TIMEOUT_S`, then the child is killed), a memory limit
 (`QS_PARSE_MEMORY_MB`) and a semaphore (`QS_PARSE_CONCURRENCY`), so crafted files queue up behind each other
 instead of filling the thread pool that every store call runs in. The wait is on pipes in the event loop; no
 thread is held while a child parses. Past a limit the file is refused: 422 DOCUMENT_TOO_COMPLEX.
@@ -24,16 +24,18 @@ log = structlog.get_logger("parsing")
 
 SUPPORTED = {
     ".txt": "text",
-    ".md": "text",
-    ".markdown": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".rst": "rst",
     ".html": "html",
     ".htm": "html",
     ".pdf": "pdf",
 }
 _CONTENT_TYPES = {
     "text/plain": "text",
-    "text/markdown": "text",
-    "text/x-markdown": "text",
+    "text/markdown": "markdown",
+    "text/x-markdown": "markdown",
+    "text/x-rst": "rst",
     "text/html": "html",
     "application/pdf": "pdf",
 }
@@ -48,7 +50,7 @@ def kind_of(filename: str, content_type: str | None) -> str:
     if ctype in _CONTENT_TYPES and "." not in name:
         return _CONTENT_TYPES[ctype]
     raise BadRequest(
-        f"Unsupported file type {filename!r}; upload .txt, .md, .html or .pdf.",
+        f"Unsupported file type {filename!r}; upload .txt, .md, .rst, .html or .pdf.",
         ReasonCode.UNSUPPORTED_MEDIA_TYPE,
     )
 

@@ -363,6 +363,15 @@ class _Loader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Lined:
+    for key, _ in node.value:
+        # Every key a policy knows is text; `1:`, `null:` or `true:` would otherwise reach the checks below
+        # as an int, None or bool, which neither match a key's line nor sort beside text keys.
+        if not (
+            isinstance(key, yaml.ScalarNode) and key.tag == yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG
+        ):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be text, not {key.value!r}", key.start_mark
+            )
     data = _Lined(loader.construct_mapping(node, deep=True))
     data.line = node.start_mark.line + 1
     data.key_lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
@@ -381,6 +390,8 @@ def parse_policy(text: str, source: str) -> list[Any]:
         raise PolicyError(source, f"not valid YAML: {exc.problem}", mark.line + 1 if mark else None) from None
     except yaml.YAMLError as exc:
         raise PolicyError(source, f"not valid YAML: {exc}") from None
+    except RecursionError:  # PyYAML composes nested lists and mappings recursively
+        raise PolicyError(source, "nested too deeply to be a policy") from None
     if doc is None:
         return []
     if not isinstance(doc, _Lined):

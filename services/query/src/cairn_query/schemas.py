@@ -293,6 +293,9 @@ class DocumentSummary(BaseModel):
     url: str | None
     metadata: dict[str, MetadataValue]
     chunks: int
+    # False while a chunk lacks vectors (the gateway could not embed it): found by keywords only until the
+    # retry (QS_EMBED_RETRY_S) or POST /admin/reembed fills them in.
+    embedded: bool
     created_at: str
     updated_at: str
 
@@ -300,6 +303,8 @@ class DocumentSummary(BaseModel):
 class DocumentStored(DocumentSummary):
     created: bool
     changed: bool
+    # Sentences this upload left without a vector of their own (QS_MAX_SENTENCE_VECTORS_PER_*).
+    sentences_without_vector: int
 
 
 class DocumentDetail(DocumentSummary):
@@ -332,6 +337,7 @@ class ChunkOut(BaseModel):
     document_id: str
     index: int
     title: str | None
+    section: str | None = None  # the headings above the chunk in its document, "A › B"
     url: str | None
     collection: str
     metadata: dict[str, MetadataValue]
@@ -378,6 +384,9 @@ class ChatResponse(BaseModel):
     # what the rules with action `warn` found in the question or the answer.
     policy_rule: str | None = None
     warnings: list[PolicyWarning] = []
+    # True when the evidence was middling (reason_code WEAK_EVIDENCE): `sources` are the closest passages,
+    # shown instead of an answer, and `answer` says so; never true for an answer (docs/query-service.md).
+    passages: bool = False
 
 
 class PolicyWarning(BaseModel):

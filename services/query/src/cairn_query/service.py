@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from dataclasses import dataclass
 
@@ -114,5 +113,9 @@ class QueryService:
             now = stamp()
             if now != seen and now is not None:
                 seen = now
-                with contextlib.suppress(PolicyError):  # logged and counted; the old policy stays
+                try:
                     await self.reload_policy()
+                except PolicyError:
+                    pass  # logged and counted by reload_policy; the old policy stays
+                except Exception as exc:  # a bug in loading must not end the watch: the next edit is read
+                    log.exception("policy_watch_failed", error=f"{type(exc).__name__}: {exc}")

@@ -50,6 +50,16 @@ class QuerySettings(BaseSettings):
     # Chunking: sizes in characters (about 4 per token).
     chunk_chars: int = Field(800, ge=100)
     chunk_overlap_chars: int = Field(150, ge=0)
+    # Embedding work per document (documents.py): each chunk's vector, and one per sentence for at most this
+    # many sentences of a chunk and this many of the document, first chunks first. A 1 MB file of "Ab. " was
+    # 1,527 chunks with every sentence embedded: 60 s with the toy embedder, a timeout with the real one.
+    # Sentences past the caps are still found through their chunk's vector and BM25, and are embedded when
+    # evidence needs them. A 1 MB document of prose has about 7,500 sentences.
+    max_sentence_vectors_per_chunk: int = Field(24, ge=0)
+    max_sentence_vectors_per_document: int = Field(8_000, ge=0)
+    # A document stored while the gateway could not embed it is embedded again every this many seconds
+    # (0: only by POST /admin/reembed); until then it is marked `embedded: false`.
+    embed_retry_s: float = Field(30.0, ge=0)
 
     # Retrieval.
     top_k: int = Field(5, ge=1, le=50)
@@ -77,6 +87,9 @@ class QuerySettings(BaseSettings):
     evidence_sentences: int = Field(6, ge=0, le=9)  # sentences sent to the model; 0 = whole chunks
     evidence_lexical_weight: float = Field(0.3, ge=0.0)
     min_evidence: float = Field(0.41, ge=-2.0, le=2.0)  # below it the documents do not answer: NO_CONTEXT
+    # From here up the evidence is strong enough to answer; between the two, the closest passages are shown
+    # instead of an answer (WEAK_EVIDENCE). None = QS_MIN_EVIDENCE (no middle band).
+    answer_evidence: float | None = Field(None, ge=-2.0, le=2.0)
     support_min_overlap: float = Field(0.6, ge=0.0, le=1.0)  # share of a sentence's words in its sources
 
     # Gateway.

@@ -101,7 +101,7 @@ async def _events(
 ) -> AsyncIterator[bytes]:
     # NO_CONTEXT: nothing relevant was found, so no sources, as in the JSON answer.
     yield encode_event(
-        "sources", {"sources": prep.sources if prep.cached is not None or prep.context else []}
+        "sources", {"sources": prep.sources if prep.no_answer is not ReasonCode.NO_CONTEXT else []}
     )
     if turn.rejected is not None:
         relay = _Relay().withhold(turn.rejected, None)
@@ -148,8 +148,8 @@ async def _events(
             ),
         )
         return
-    if not prep.context:
-        async for frame in _fallback(service, turn, ReasonCode.NO_CONTEXT, False, started, None, fields):
+    if prep.no_answer is not None:
+        async for frame in _fallback(service, turn, prep.no_answer, False, started, None, fields):
             yield frame
         return
     relay = _Relay()
@@ -330,7 +330,13 @@ async def _fallback(
     rule = relay.rule if relay else None
     yield encode_event(
         "fallback",
-        {"reason_code": code.value, "message": message, "discard_answer": discard, "policy_rule": rule},
+        {
+            "reason_code": code.value,
+            "message": message,
+            "discard_answer": discard,
+            "policy_rule": rule,
+            "passages": code is ReasonCode.WEAK_EVIDENCE,
+        },
     )
     with contextlib.suppress(AuditUnavailable):  # the answer is withheld already: nothing more to keep
         await turn.record(

@@ -154,7 +154,7 @@ function renderCitations(a) {
   renderAnswer(a);
 }
 
-function renderSourcesAsResults(a) {
+function renderSourcesAsResults(a, heading) {
   if (!a.sources.length) return;
   const list = el("ol", "results");
   for (const s of a.sources) {
@@ -165,7 +165,7 @@ function renderSourcesAsResults(a) {
     li.append(link, el("p", "snippet", s.snippet || (s.text || "").slice(0, 300)));
     list.append(li);
   }
-  a.parts.sources.replaceChildren(el("h4", "", "Most relevant passages"), list);
+  a.parts.sources.replaceChildren(el("h4", "", heading || "Most relevant passages"), list);
 }
 
 // A policy rule with action "warn" found something; the answer stands, with this beside it.
@@ -221,8 +221,15 @@ function handleEvent(a, name, data) {
         a.citations = [];
         renderCitations(a);
       }
-      showNotice(a, "fallback", "Fallback answer (" + data.reason_code + ").", data.message);
       if (a.parts.meta.textContent === "…") a.parts.meta.textContent = "no model answer";
+      if (data.passages) {
+        // Middling evidence (WEAK_EVIDENCE): passages near the question, visibly not an answer.
+        a.box.dataset.passages = "true";
+        showNotice(a, "passages", "Closest passages, not an answer.", data.message);
+        renderSourcesAsResults(a, "Closest passages: check whether they answer your question");
+        break;
+      }
+      showNotice(a, "fallback", "Fallback answer (" + data.reason_code + ").", data.message);
       // NO_CONTEXT means nothing retrieved was relevant: listing it as "relevant passages" would mislead.
       if (data.reason_code !== "NO_CONTEXT") renderSourcesAsResults(a);
       break;

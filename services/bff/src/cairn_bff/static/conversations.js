@@ -146,7 +146,8 @@ function storedAnswer(m) {
     a.box.dataset.state = "done";
   } else {
     a.box.dataset.state = "fallback";
-    showNotice(a, "fallback", "Fallback answer (" + (m.reason_code || "ERROR") + ").", m.message || m.content);
+    if (m.reason_code === "WEAK_EVIDENCE") showNotice(a, "passages", "Closest passages, not an answer.", m.message || m.content);
+    else showNotice(a, "fallback", "Fallback answer (" + (m.reason_code || "ERROR") + ").", m.message || m.content);
   }
   a.rating = m.rating || null;
   Cairn.addActions(a);

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from cairn_core import ChatMessage, ContextChunk, split_sentences
+from cairn_core import ChatMessage, ContextChunk, join_sentences, split_sentences
 
 # Digits 1-9 are one token each in every tokenizer we ship for: the choice is one forward pass.
 MAX_SENTENCES = 9
@@ -84,5 +84,5 @@ def quote(sentences: list[Numbered], choice: int, most: int) -> list[Numbered]:
 
 def as_grounded_json(quoted: list[Numbered]) -> str:
     """The quoted sentences in the contract's citation JSON, as any provider would have written it."""
-    answer = " ".join(s.text for s in quoted)
+    answer = join_sentences(s.text for s in quoted)  # a quoted grammar line is not glued to the next sentence
     return json.dumps({"answer": answer, "citations": [{"chunk_id": quoted[0].chunk_id}]}, ensure_ascii=False)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import structlog
-from cairn_core import CairnError, ReasonCode
+from cairn_core import CairnError, ReasonCode, describe_exit
 
 from ..providers.base import ProviderChunk, ProviderError, ProviderRequest
 from .worker_protocol import chunk_from_wire, dumps, request_to_wire
@@ -30,20 +29,8 @@ _LINE_LIMIT = 16 * 1024 * 1024
 _CHUNK, _END, _ERROR = 0, 1, 2
 
 
-def describe_exit(returncode: int | None) -> str:
-    """'SIGSEGV' for a death by signal (asyncio reports -signum), 'exit status 3' otherwise."""
-    if returncode is None:
-        return "unknown"
-    if returncode < 0:
-        try:
-            return signal.Signals(-returncode).name
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit status {returncode}"
-
-
 class WorkerDied(CairnError):
-    """The worker process ended while loading or serving; `signal` is e.g. 'SIGSEGV' when a signal killed it."""
+    """The worker process ended while loading or serving; `by_signal` when a signal (SIGSEGV, SIGKILL) ended it."""
 
     def __init__(self, message: str, *, returncode: int | None) -> None:
         super().__init__(ReasonCode.MODEL_CRASHED, message, status_code=502)
@@ -96,6 +83,10 @@ class ModelWorker:
             raise CairnError(
                 ReasonCode.PROVIDER_UNAVAILABLE, f"The model worker did not load within {timeout_s:.0f} s."
             ) from None
+        except asyncio.CancelledError:  # the gateway is shutting down mid-load: leave no process behind
+            proc.kill()
+            await proc.wait()
+            raise
         if not line:
             returncode = await proc.wait()
             raise WorkerDied(
@@ -143,7 +134,7 @@ class ModelWorker:
         if self.alive and not self.proc.stdin.is_closing():
             self.proc.stdin.write(dumps(message))
 
-    async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
+    async def stream(self, req: ProviderRequest) -> AsyncGenerator[ProviderChunk, None]:
         if not self.alive:
             raise ProviderError(ReasonCode.MODEL_CRASHED, "The model process is not running.")
         rid = next(self._ids)

@@ -24,6 +24,8 @@ from ..providers.base import import_from_string
 from ..settings import GatewaySettings, ModelSpec
 from .worker_protocol import chunk_to_wire, dumps, request_from_wire
 
+REPORT_S = 0.1
+
 
 class _Worker:
     def __init__(self, out: BinaryIO, loop: asyncio.AbstractEventLoop) -> None:
@@ -31,6 +33,7 @@ class _Worker:
         self.loop = loop
         self.engine: Any = None
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.last_info: dict[str, Any] = {}
 
     def send(self, message: dict[str, Any]) -> None:
         self.out.write(dumps(message))
@@ -38,6 +41,19 @@ class _Worker:
 
     def info(self) -> dict[str, Any]:
         return dict(self.engine.info()) if self.engine is not None else {}
+
+    def send_info(self) -> None:
+        info = self.info()
+        if info != self.last_info:
+            self.last_info = info
+            self.send({"op": "info", "info": info})
+
+    async def report(self) -> None:
+        """The engine's counters change in its threads (a cancelled generation finishes a token later): the
+        gateway gets them within REPORT_S, so /v1/models is never more than that behind."""
+        while True:
+            await asyncio.sleep(REPORT_S)
+            self.send_info()
 
     async def init(self, msg: dict[str, Any]) -> bool:
         settings = GatewaySettings.model_validate(msg["settings"])
@@ -57,9 +73,13 @@ class _Worker:
         return True
 
     async def generate(self, rid: int, wire: dict[str, Any]) -> None:
+        first = True
         try:
             async for chunk in self.engine.stream(request_from_wire(wire)):
                 self.send({"id": rid, "chunk": chunk_to_wire(chunk)})
+                if first:  # the engine counts this generation now: the gateway's view should too
+                    first = False
+                    self.send_info()
         except asyncio.CancelledError:
             self.send({"id": rid, "end": True, "info": self.info()})
             raise
@@ -97,11 +117,13 @@ async def _main(out: BinaryIO) -> int:
     first = await inbox.get()
     if not first or not await worker.init(json.loads(first)):
         return 1
+    reporter = loop.create_task(worker.report())
     while line := await inbox.get():
         worker.handle(json.loads(line))
     for task in list(worker.tasks.values()):  # the gateway is gone: stop what runs, within a token
         task.cancel()
     await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    reporter.cancel()
     await worker.engine.aclose()
     return 0
 

@@ -13,6 +13,7 @@ library prints can corrupt the protocol):
     {"id": 7, "chunk": {...}}                                 a ProviderChunk
     {"id": 7, "end": true, "info": {...}}                     the generation is over; the engine's fresh info
     {"id": 7, "error": {"reason_code": "...", "message": "..."}, "info": {...}}
+    {"op": "info", "info": {...}}                            the engine's counters changed (at most every 0.1 s)
 
 JSON lines keep the boundary cheap (a few microseconds a token against the ~20 ms a token takes on a CPU) and
 readable with `strace`; nothing here depends on llama.cpp, so one worker runs any threaded engine.

@@ -24,6 +24,7 @@ import importlib.util
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -189,8 +190,11 @@ class IsolatedProvider:
         worker = self.worker
         if worker is None or not worker.alive:
             raise ProviderError(ReasonCode.PROVIDER_UNAVAILABLE, self.not_ready_reason() or "Not loaded.")
-        async for chunk in worker.stream(req):
-            yield chunk
+        # aclosing: when the caller stops early (timeout, disconnect) the worker hears `cancel` now, not when the
+        # inner generator is garbage-collected.
+        async with aclosing(worker.stream(req)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def generate(self, req: ProviderRequest) -> ProviderResult:
         return await collect(self.stream(req))

@@ -10,6 +10,9 @@ without `[DONE]`.
 OpenAI fields beyond the contract (`ProviderRequest.openai`: tools, response_format, vendor extensions) go out
 unchanged, and what the answer carries beyond text (tool calls, logprobs, the upstream's own finish reason)
 comes back in the result for the OpenAI surface to relay.
+
+A grounded request asks for its JSON in the strongest form the upstream accepts (`json_schema`, then
+`json_object`, then the prompt alone), learnt from the upstream's refusals (`structured_output.py`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from tenacity.wait import wait_base
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
 from .openai_frames import FINISH, StreamedAnswer, beyond_text, frame_error, usage_of
+from .structured_output import FormatRefused, Mode, StructuredOutput, public_url, refusal, response_format
 
 log = structlog.get_logger("openai_compat")
 
@@ -74,7 +78,11 @@ def _log_retry(failed_attempts: int, exc: BaseException | None) -> None:
     log.warning("upstream_retry", attempt=failed_attempts, error=repr(exc))
 
 
-def _error_from_status(status: int, headers: Mapping[str, str], body: str) -> ProviderError:
+def _error_from_status(
+    status: int, headers: Mapping[str, str], body: str, format_sent: bool = False
+) -> ProviderError:
+    if format_sent and refusal(status, body):
+        return FormatRefused(status, body)
     message = f"Upstream answered HTTP {status}: {body[:300]}"
     if status in RETRY_STATUSES:
         code = (
@@ -146,11 +154,13 @@ class OpenAICompatProvider:
         self.retry_cap_s = settings.retry_max_wait_ms / 1000
         self.idle_timeout_s = settings.idle_timeout_ms / 1000
         self._drains: set[asyncio.Task[None]] = set()
+        self.structured = StructuredOutput(self.base_url, self.model)
 
     async def start(self) -> None:
         return None
 
-    def payload(self, req: ProviderRequest, stream: bool) -> dict[str, Any]:
+    def payload(self, req: ProviderRequest, stream: bool, mode: Mode | None = None) -> dict[str, Any]:
+        """The upstream's request body; a grounded one asks for its JSON in `mode` (default: the learnt one)."""
         body: dict[str, Any] = {"model": self.model}
         if req.raw:
             body["prompt"] = req.messages[0].content
@@ -170,10 +180,9 @@ class OpenAICompatProvider:
         if stream:
             body["stream_options"] = {"include_usage": True}
         if req.json_schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "grounded_answer", "schema": req.json_schema, "strict": True},
-            }
+            fmt = response_format(mode or self.structured.mode, req.json_schema)
+            if fmt is not None:
+                body["response_format"] = fmt
         # Last, so that what the client asked for is what the upstream sees (a tool conversation's own
         # messages included: the OpenAI surface puts them here when they carry more than text).
         body.update(req.openai)
@@ -191,7 +200,24 @@ class OpenAICompatProvider:
         )
 
     async def _open(self, req: ProviderRequest, stream: bool) -> aiohttp.ClientResponse:
-        body = json_dumps(self.payload(req, stream))
+        """Open the upstream request. A refusal of the grounded `response_format` is no failure: the request goes
+        out again at once in the next mode, learnt for the requests after it (a client's own format is theirs)."""
+        ours = req.json_schema is not None and "response_format" not in req.openai
+        while True:
+            mode = self.structured.mode
+            payload = self.payload(req, stream, mode)
+            try:
+                return await self._open_as(req, stream, payload)
+            except FormatRefused as exc:
+                if not ours:
+                    raise
+                self.structured.refused(mode, exc)
+
+    async def _open_as(
+        self, req: ProviderRequest, stream: bool, payload: dict[str, Any]
+    ) -> aiohttp.ClientResponse:
+        body = json_dumps(payload)
+        format_sent = "response_format" in payload
         url = self.text_completions_url if req.raw else self.completions_url
         headers = {**self.post_headers, **outgoing_headers()}
         connect_s = min(CONNECT_TIMEOUT_S, req.timeout_s)
@@ -203,7 +229,7 @@ class OpenAICompatProvider:
         # The first call goes out bare: an AsyncRetrying costs about 70 µs per request (measured), as much as
         # a tenth of the gateway's budget, and only a failed first call needs it.
         try:
-            return await self._post(url, body, headers, limits)
+            return await self._post(url, body, headers, limits, format_sent)
         except ProviderError as exc:
             if not exc.retryable or not self.retries:
                 raise
@@ -211,11 +237,16 @@ class OpenAICompatProvider:
             await asyncio.sleep(backoff_s(exc, 1, self.retry_cap_s))
         async for attempt in self._retrying():
             with attempt:
-                return await self._post(url, body, headers, limits)
+                return await self._post(url, body, headers, limits, format_sent)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _post(
-        self, url: str, body: bytes, headers: dict[str, str], limits: aiohttp.ClientTimeout
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        limits: aiohttp.ClientTimeout,
+        format_sent: bool,
     ) -> aiohttp.ClientResponse:
         try:
             resp = await self.http.post(url, data=body, headers=headers, timeout=limits)
@@ -228,7 +259,7 @@ class OpenAICompatProvider:
                 text = ""
             finally:
                 resp.release()
-            raise _error_from_status(resp.status, resp.headers, text)
+            raise _error_from_status(resp.status, resp.headers, text, format_sent)
         return resp
 
     async def generate(self, req: ProviderRequest) -> ProviderResult:
@@ -353,4 +384,9 @@ class OpenAICompatProvider:
             task.cancel()
 
     def info(self) -> dict[str, Any]:
-        return {"state": "remote", "memory_mb": 0, "base_url": self.base_url}
+        return {
+            "state": "remote",
+            "memory_mb": 0,
+            "base_url": public_url(self.base_url),
+            "structured_output": self.structured.mode.value,
+        }

@@ -22,7 +22,6 @@ import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import structlog
@@ -41,6 +40,7 @@ from cairn_core import (
 from ..settings import GatewaySettings, ModelSpec
 from .base import UNHEALTHY, ProviderChunk, ProviderError, ProviderRequest, ProviderResult
 from .openai_compat import OpenAICompatProvider, backoff_s
+from .structured_output import public_url
 
 log = structlog.get_logger("router")
 
@@ -48,14 +48,6 @@ log = structlog.get_logger("router")
 # (`retryable`), no answer in time, or a connection that broke before any text. A 4xx is the request's
 # own fault and would fail everywhere.
 _FAIL_OVER = frozenset({ReasonCode.PROVIDER_TIMEOUT, ReasonCode.STREAM_INTERRUPTED})
-
-
-def public_url(url: str) -> str:
-    """A base URL fit to show: no user:password, no query string (some servers take keys there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _fails_over(exc: CairnError) -> bool:
@@ -102,6 +94,7 @@ class Deployment:
             "failures": self.failures,
             "circuit": self.breaker.state.name.lower(),
             "last_error": self.last_error,
+            "structured_output": self.provider.structured.mode.value,
         }
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from cairn_core import ReasonCode, StopReason, Usage, split_sentences
+from cairn_core import ReasonCode, StopReason, Usage, join_sentences, split_sentences
 
 from ..settings import GatewaySettings, ModelSpec
 from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
@@ -37,7 +37,7 @@ def quote(text: str) -> str:
         if out and len(" ".join([*out, sentence])) > QUOTE_CHARS:
             break
         out.append(sentence)
-    return " ".join(out) or text.strip()[:QUOTE_CHARS]
+    return join_sentences(out) or text.strip()[:QUOTE_CHARS]
 
 
 class SourcesProvider:

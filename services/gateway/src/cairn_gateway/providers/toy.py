@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from cairn_core import StopReason, Usage
+from cairn_core import StopReason, Usage, split_sentences
 
 from ..in_process.manifest import shipped
 from ..settings import GatewaySettings, ModelSpec
@@ -63,9 +63,9 @@ def _seed(req: ProviderRequest) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def _first_sentence(text: str, limit: int = 160) -> str:
-    sentence = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
-    return sentence[:limit].rstrip()
+def _first_sentence(text: str) -> str:
+    # Whole, and cut where QS's support check and every other quote cut it: a quote is never a fragment.
+    return next(iter(split_sentences(text)), text.strip())
 
 
 def _grounded_text(req: ProviderRequest) -> str:

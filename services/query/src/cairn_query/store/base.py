@@ -8,14 +8,16 @@ in a worker thread by the caller (`asyncio.to_thread`).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ..normalise import PATH_SEPARATOR
 from .audit import AuditTable
 
 if TYPE_CHECKING:
@@ -154,9 +156,39 @@ def like_pattern(q: str) -> str:
     return f"%{escaped}%"
 
 
+def scrub(value: Any) -> Any:
+    """`value` as both backends store it: NUL (U+0000) becomes U+FFFD in every string, inside lists, tuples
+    and JSON objects too. PostgreSQL text and JSONB cannot hold NUL (psycopg raises DataError), SQLite can; it
+    means nothing in a document, a title or a question, so both backends store the same thing. Each backend
+    passes every bound parameter through this (sqlite.py's connection, postgres.py's cursor) and every JSON
+    value through `to_json`, so no caller has to remember it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(scrub(v) for v in value)
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    return value
+
+
+def to_json(value: Any) -> str:
+    """A JSON column's text on both backends: scrubbed first, since json.dumps writes NUL as an escape that
+    JSONB refuses and SQLite's json_extract turns back into NUL."""
+    return json.dumps(scrub(value), ensure_ascii=False)
+
+
 def normalise(v: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(v))
     return v / norm if norm else v
+
+
+def heading(title: str | None, section: str | None) -> str | None:
+    """A document's title and a chunk's section path as one line; the section alone repeats no title."""
+    if section and title and section.split(PATH_SEPARATOR)[0] == title:
+        return section
+    return PATH_SEPARATOR.join(p for p in (title, section) if p) or None
 
 
 @dataclass
@@ -170,6 +202,13 @@ class ChunkRow:
     url: str | None
     collection: str
     metadata: dict[str, Any]
+    section: str | None = None  # the headings above the chunk in its document ("Data model › Slots")
+
+    @property
+    def heading(self) -> str | None:
+        """What the chunk is about, put in front of its text wherever it is read (vectors, keywords, the
+        support check, the model's context): its document's title, then its section."""
+        return heading(self.title, self.section)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -177,6 +216,7 @@ class ChunkRow:
             "document_id": self.document_id,
             "index": self.index,
             "title": self.title,
+            "section": self.section,
             "url": self.url,
             "collection": self.collection,
             "metadata": self.metadata,
@@ -198,6 +238,11 @@ class NewDocument:
     embeddings: list[list[list[float]]] | None = None
     embed_model: str | None = None
     owner: str = OPERATOR
+    # Per chunk: its section path (normalise.Section.name), or None before the first heading; empty: none.
+    sections: list[str | None] = field(default_factory=list)
+
+    def section(self, i: int) -> str | None:
+        return self.sections[i] if i < len(self.sections) else None
 
 
 class Store(Protocol):
@@ -239,6 +284,8 @@ class Store(Protocol):
     def get_chunk(self, chunk_id: str) -> ChunkRow | None: ...
     def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, ChunkRow]: ...
     def vectors_of(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def chunks_of(self, doc_id: str) -> list[ChunkRow]: ...  # in order
+    def without_vectors(self, limit: int) -> list[str]: ...  # ids of documents with a chunk lacking vectors
     def all_chunk_texts(self, after_rowid: int, limit: int) -> list[tuple[int, str]]: ...
     def set_vectors(self, model: str, vectors: dict[int, list[list[float]]], reset: bool) -> None: ...
 

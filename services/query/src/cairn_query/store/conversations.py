@@ -13,7 +13,7 @@ import json
 import secrets
 from typing import Any
 
-from .base import now_iso
+from .base import now_iso, to_json
 
 CONVERSATIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -74,13 +74,15 @@ class SqlConversations:
     def create(self, owner: str, title: str) -> dict[str, Any]:
         conv_id, now = secrets.token_hex(8), now_iso()
         with self._write() as conn:
-            conn.execute(
+            # RETURNING: the title as stored (base.scrub), not as given.
+            row = conn.execute(
                 self._sql(
                     "INSERT INTO conversations (id, owner, title, created_at, updated_at) VALUES (?,?,?,?,?)"
+                    " RETURNING id, title, created_at, updated_at, 0"
                 ),
                 (conv_id, owner, title, now, now),
-            )
-        return {"id": conv_id, "title": title, "created_at": now, "updated_at": now, "messages": 0}
+            ).fetchone()
+        return _conversation(row)
 
     def of_owner(self, owner: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
         with self._read() as conn:
@@ -164,7 +166,7 @@ class SqlConversations:
                     "INSERT INTO messages (conversation_id, role, content, request_id, meta, created_at)"
                     " VALUES (?,?,?,?,?,?)"
                 ),
-                (conv_id, role, content, request_id, json.dumps(meta or {}, ensure_ascii=False), now),
+                (conv_id, role, content, request_id, to_json(meta or {}), now),
             )
             return True
 
@@ -181,18 +183,30 @@ class SqlConversations:
             if row is not None and row[1] == "assistant":
                 conn.execute(self._sql("DELETE FROM messages WHERE id = ?"), (row[0],))
 
+    def owner_of_answer(self, request_id: str) -> str | None:
+        """The owner of the conversation that keeps the answer with this request id, None if none does."""
+        with self._read() as conn:
+            row = conn.execute(
+                self._sql(
+                    "SELECT c.owner FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+                    " WHERE m.request_id = ? AND m.role = 'assistant' LIMIT 1"
+                ),
+                (request_id,),
+            ).fetchone()
+        return str(row[0]) if row else None
+
     def rate(self, request_id: str, owner: str, rating: str, comment: str | None) -> dict[str, Any]:
         at = now_iso()
         with self._write() as conn:
-            conn.execute(
+            row = conn.execute(
                 self._sql(
                     "INSERT INTO feedback (request_id, owner, rating, comment, at) VALUES (?,?,?,?,?)"
                     " ON CONFLICT (request_id) DO UPDATE SET owner = excluded.owner, rating = excluded.rating,"
-                    " comment = excluded.comment, at = excluded.at"
+                    " comment = excluded.comment, at = excluded.at RETURNING comment"
                 ),
                 (request_id, owner, rating, comment, at),
-            )
-        return {"request_id": request_id, "rating": rating, "comment": comment, "at": at}
+            ).fetchone()
+        return {"request_id": request_id, "rating": rating, "comment": row[0], "at": at}
 
     def feedback(
         self, rating: str | None, limit: int, offset: int

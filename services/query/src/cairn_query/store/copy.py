@@ -2,6 +2,7 @@
 dates, chunks with their rowids, every vector, and the corpus meta (version, embedding model and dimension),
 so a user moves backends without re-ingesting or re-embedding. `scripts/copy_store.py` is its command line.
 
+Text goes through the target's binding, which stores NUL as U+FFFD (base.scrub), as any write to it does.
 Everything is written in one transaction (a failed copy leaves the target empty), and the HNSW index is
 built once at the end, which is much faster than growing it row by row.
 """
@@ -16,7 +17,8 @@ from typing import Any
 import numpy as np
 from psycopg.types.json import Jsonb
 
-from .postgres import _TSV, PostgresStore, _copy_vectors, _dumps, _index_vectors, _pg_text, _set_embed_meta
+from .base import heading
+from .postgres import _TSV, PostgresStore, _copy_vectors, _index_vectors, _set_embed_meta
 from .sqlite import SQLiteStore
 
 
@@ -51,17 +53,18 @@ def copy_sqlite_to_postgres(
                 copied["documents"] += len(rows)
             for rows in _batches(src.execute("SELECT * FROM chunks ORDER BY rowid"), batch):
                 conn.execute(
-                    "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, tsv)"
-                    f" SELECT r, c, d, i, t, {_TSV.format(text='t', title='h')}"
-                    " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[])"
-                    " AS u(r, c, d, i, t, h)",
+                    "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, section, tsv)"
+                    f" SELECT r, c, d, i, t, s, {_TSV.format(text='t', title='h')}"
+                    " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],"
+                    " %s::text[]) AS u(r, c, d, i, t, s, h)",
                     (
                         [r["rowid"] for r in rows],
                         [r["chunk_id"] for r in rows],
                         [r["document_id"] for r in rows],
                         [r["idx"] for r in rows],
-                        [_pg_text(r["text"]) for r in rows],
-                        [_pg_text(titles.get(r["document_id"], "")) for r in rows],
+                        [r["text"] for r in rows],
+                        [r["section"] or None for r in rows],
+                        [heading(titles.get(r["document_id"]), r["section"]) or "" for r in rows],
                     ),
                 )
                 vectors = {
@@ -98,10 +101,10 @@ def _document(r: sqlite3.Row) -> tuple[Any, ...]:
     return (
         r["id"],
         r["collection"],
-        _pg_text(r["title"]) if r["title"] is not None else None,
+        r["title"],
         r["url"],
-        Jsonb(json.loads(r["metadata"]), dumps=_dumps),
-        _pg_text(r["text"]),
+        Jsonb(json.loads(r["metadata"])),
+        r["text"],
         r["content_hash"],
         r["created_at"],
         r["updated_at"],

@@ -20,11 +20,10 @@ with another model) set the store's model.
 
 from __future__ import annotations
 
-import json
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import psycopg
@@ -32,7 +31,7 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.pq import Format
 from psycopg.rows import dict_row
 from psycopg.types import TypeInfo
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps
 from psycopg_pool import ConnectionPool
 
 from .audit import AUDIT_SCHEMA, SqlAuditTable
@@ -44,11 +43,14 @@ from .base import (
     NotOwner,
     SchemaTooNew,
     StoreFull,
+    heading,
     like_pattern,
     may_write,
     normalise,
     now_iso,
     query_terms,
+    scrub,
+    to_json,
 )
 from .conversations import CONVERSATIONS_SCHEMA, SqlConversations
 
@@ -101,6 +103,8 @@ MIGRATIONS = [
     _SCHEMA_V1,
     AUDIT_SCHEMA.format(id_type="BIGSERIAL"),
     CONVERSATIONS_SCHEMA.format(id_type="BIGSERIAL"),
+    # Each chunk's section path (the headings above it); chunks stored before have none.
+    "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS section TEXT",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
@@ -112,11 +116,20 @@ _RANK_WEIGHTS = "'{0, 0, 0.5, 1}'::float4[]"  # D, C, B (title), A (text)
 # An unscoped search asks the index for this many vectors per chunk wanted: a chunk's sentences sit close
 # together, so several of the nearest vectors are often one chunk's.
 _OVERFETCH = 4
+# As on SQLite: a document is `embedded` when none of its chunks lacks vectors.
+_NO_VECTORS = "NOT EXISTS (SELECT 1 FROM vectors v WHERE v.chunk_rowid = c.rowid)"
+_EMBEDDED = f"NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id=d.id AND {_NO_VECTORS}) AS embedded"
 
 
-def _pg_text(s: str) -> str:
-    # PostgreSQL text cannot hold NUL, which SQLite (and JSON) can; it means nothing in a document.
-    return s.replace("\x00", "\ufffd")
+class _Cursor(psycopg.Cursor[Any]):
+    """Binds every parameter through `scrub`, as sqlite.py's connection does: one rule for text on both (JSON
+    values go through `to_json`, set on each connection)."""
+
+    def execute(self, query: Any, params: Any = None, **kw: Any) -> Self:
+        return super().execute(query, scrub(params), **kw)
+
+    def executemany(self, query: Any, params_seq: Iterable[Any], **kw: Any) -> None:
+        super().executemany(query, (scrub(p) for p in params_seq), **kw)
 
 
 class PostgresStore:
@@ -132,7 +145,7 @@ class PostgresStore:
             url,
             min_size=pool_min,
             max_size=pool_max,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "cursor_factory": _Cursor},
             configure=self._configure,
             # One cheap round trip per checkout, so a database restart costs no failed request.
             check=ConnectionPool.check_connection,
@@ -178,6 +191,7 @@ class PostgresStore:
                 dims = struct.unpack_from(">H", data)[0]
                 return np.frombuffer(bytes(data), dtype=">f4", count=dims, offset=4).astype(np.float32)
 
+        set_json_dumps(to_json, conn)
         conn.adapters.register_dumper(np.ndarray, VectorDumper)
         conn.adapters.register_loader(oid, VectorLoader)
 
@@ -285,10 +299,10 @@ class PostgresStore:
                 (
                     doc.id,
                     doc.collection,
-                    _pg_text(doc.title) if doc.title is not None else None,
+                    doc.title,
                     doc.url,
-                    Jsonb(doc.metadata, dumps=_dumps),
-                    _pg_text(doc.text),
+                    Jsonb(doc.metadata),
+                    doc.text,
                     doc.content_hash,
                     old[0] if old else now,
                     now,
@@ -296,7 +310,7 @@ class PostgresStore:
                     (old[1] or LEGACY_OWNER) if old and doc.owner == OPERATOR else doc.owner,
                 ),
             )
-            rowids = _insert_chunks(conn, doc.id, doc.chunks, doc.title or "")
+            rowids = _insert_chunks(conn, doc)
             if keep_vectors and doc.embeddings is not None:
                 _copy_vectors(conn, self._vector_oid, dict(zip(rowids, doc.embeddings, strict=True)))
             self._bump(conn)
@@ -323,8 +337,8 @@ class PostgresStore:
 
     def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None:
         rows = self._query(
-            "SELECT d.*, (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n FROM documents d"
-            " WHERE d.id=%s",
+            f"SELECT d.*, {_EMBEDDED}, (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
+            " FROM documents d WHERE d.id=%s",
             (doc_id,),
         )
         if not rows:
@@ -349,7 +363,7 @@ class PostgresStore:
             params += [like_pattern(q)] * 2
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(
-            "SELECT d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at,"
+            f"SELECT d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at, {_EMBEDDED},"
             " (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
             f" FROM documents d {where} ORDER BY d.seq DESC LIMIT %s OFFSET %s",
             [*params, limit, offset],
@@ -366,7 +380,8 @@ class PostgresStore:
     # --- chunks -----------------------------------------------------------------------------------------
 
     _CHUNK_SELECT = (
-        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, d.title, d.url, d.collection, d.metadata"
+        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, d.title, d.url, d.collection,"
+        " d.metadata"
         " FROM chunks c JOIN documents d ON d.id = c.document_id"
     )
 
@@ -394,6 +409,16 @@ class PostgresStore:
         for chunk_id, vector in rows:
             grouped.setdefault(chunk_id, []).append(vector)
         return {k: np.vstack(v) for k, v in grouped.items()}
+
+    def chunks_of(self, doc_id: str) -> list[ChunkRow]:
+        rows = self._query(f"{self._CHUNK_SELECT} WHERE c.document_id=%s ORDER BY c.idx", (doc_id,))
+        return [_chunk(r) for r in rows]
+
+    def without_vectors(self, limit: int) -> list[str]:
+        rows = self._query(
+            f"SELECT DISTINCT c.document_id FROM chunks c WHERE {_NO_VECTORS} LIMIT %s", (limit,)
+        )
+        return [r["document_id"] for r in rows]
 
     def all_chunk_texts(self, after_rowid: int, limit: int) -> list[tuple[int, str]]:
         rows = self._query(
@@ -493,10 +518,6 @@ class PostgresStore:
         return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
 
-def _dumps(obj: Any) -> str:
-    return _pg_text(json.dumps(obj, ensure_ascii=False))
-
-
 def _redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
     return psycopg.conninfo.make_conninfo(url, password="***") if "@" in url else url
@@ -524,13 +545,21 @@ def _index_vectors(conn: psycopg.Connection, dims: int) -> None:
     conn.execute("CREATE INDEX vectors_hnsw ON vectors USING hnsw (embedding vector_cosine_ops)")
 
 
-def _insert_chunks(conn: psycopg.Connection, doc_id: str, chunks: list[str], title: str) -> list[int]:
+def _insert_chunks(conn: psycopg.Connection, doc: NewDocument) -> list[int]:
     """All of a document's chunks in one statement; their rowids in chunk order."""
+    sections = [doc.section(i) for i in range(len(doc.chunks))]
     rows = conn.execute(
-        "INSERT INTO chunks (chunk_id, document_id, idx, text, tsv)"
-        f" SELECT %s || ':' || (i - 1), %s, i - 1, t, {_TSV.format(text='t', title='%s')}"
-        " FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i RETURNING rowid, idx",
-        (doc_id, doc_id, _pg_text(title), [_pg_text(c) for c in chunks]),
+        "INSERT INTO chunks (chunk_id, document_id, idx, text, section, tsv)"
+        f" SELECT %s || ':' || (i - 1), %s, i - 1, t, s, {_TSV.format(text='t', title='h')}"
+        " FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS u(t, s, h, i)"
+        " ORDER BY i RETURNING rowid, idx",
+        (
+            doc.id,
+            doc.id,
+            list(doc.chunks),
+            [s or None for s in sections],
+            [heading(doc.title, s) or "" for s in sections],
+        ),
     ).fetchall()
     return [r for r, _ in sorted(rows, key=lambda r: r[1])]
 
@@ -552,6 +581,7 @@ def _doc(row: dict[str, Any]) -> dict[str, Any]:
         "url": row["url"],
         "metadata": row["metadata"],
         "chunks": int(row["n"]),
+        "embedded": bool(row["embedded"]),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
@@ -568,4 +598,5 @@ def _chunk(row: dict[str, Any]) -> ChunkRow:
         url=row["url"],
         collection=row["collection"],
         metadata=row["metadata"],
+        section=row["section"],
     )

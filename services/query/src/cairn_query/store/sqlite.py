@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +34,12 @@ from .base import (
     SchemaTooNew,
     StoreFull,
     fts_query,
+    heading,
     like_pattern,
     may_write,
     now_iso,
+    scrub,
+    to_json,
 )
 from .base import normalise as _normalise
 from .conversations import CONVERSATIONS_SCHEMA, SqlConversations
@@ -98,8 +101,26 @@ def _migrate_4(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
+def _migrate_5(conn: sqlite3.Connection) -> None:
+    """Each chunk's section path (the headings above it); chunks stored before have none."""
+    conn.execute("ALTER TABLE chunks ADD COLUMN section TEXT")
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5]
+# A document is `embedded` when none of its chunks lacks vectors (the gateway could not embed it, or the store
+# holds another model's): until then it is found by keywords only.
+_EMBEDDED = "NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id=d.id AND c.embedding IS NULL) AS embedded"
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class _Connection(sqlite3.Connection):
+    """Binds every parameter through `scrub`, as postgres.py's cursor does: one rule for text on both."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return super().execute(sql, scrub(parameters))
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        return super().executemany(sql, (scrub(p) for p in parameters))
 
 
 @dataclass
@@ -147,7 +168,9 @@ class SQLiteStore:
         return int(self.meta().get("schema_version", "0"))
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(
+            self.path, check_same_thread=False, timeout=30, isolation_level=None, factory=_Connection
+        )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -254,7 +277,7 @@ class SQLiteStore:
                     doc.collection,
                     doc.title,
                     doc.url,
-                    json.dumps(doc.metadata, ensure_ascii=False),
+                    to_json(doc.metadata),
                     doc.text,
                     doc.content_hash,
                     old["created_at"] if old else now,
@@ -266,12 +289,13 @@ class SQLiteStore:
             )
             for i, (text, blob) in enumerate(zip(doc.chunks, blobs, strict=True)):
                 cur = conn.execute(
-                    "INSERT INTO chunks (chunk_id, document_id, idx, text, embedding) VALUES (?,?,?,?,?)",
-                    (f"{doc.id}:{i}", doc.id, i, text, blob),
+                    "INSERT INTO chunks (chunk_id, document_id, idx, text, embedding, section)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (f"{doc.id}:{i}", doc.id, i, text, blob, doc.section(i)),
                 )
                 conn.execute(
                     "INSERT INTO chunks_fts (rowid, text, title) VALUES (?,?,?)",
-                    (cur.lastrowid, text, doc.title or ""),
+                    (cur.lastrowid, text, heading(doc.title, doc.section(i)) or ""),
                 )
             self._bump(conn)
         got = self.get_document(doc.id)
@@ -297,8 +321,8 @@ class SQLiteStore:
 
     def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None:
         rows = self._query(
-            "SELECT d.*, (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n FROM documents d"
-            " WHERE d.id=?",
+            f"SELECT d.*, {_EMBEDDED}, (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
+            " FROM documents d WHERE d.id=?",
             (doc_id,),
         )
         if not rows:
@@ -323,7 +347,7 @@ class SQLiteStore:
             params += [like_pattern(q)] * 2
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(
-            "SELECT d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at,"
+            f"SELECT d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at, {_EMBEDDED},"
             " (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
             f" FROM documents d {where} ORDER BY d.seq DESC LIMIT ? OFFSET ?",
             [*params, limit, offset],
@@ -340,7 +364,8 @@ class SQLiteStore:
     # --- chunks -----------------------------------------------------------------------------------------
 
     _CHUNK_SELECT = (
-        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, d.title, d.url, d.collection, d.metadata"
+        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, d.title, d.url, d.collection,"
+        " d.metadata"
         " FROM chunks c JOIN documents d ON d.id = c.document_id"
     )
 
@@ -366,6 +391,18 @@ class SQLiteStore:
             list(chunk_ids),
         )
         return {r[0]: _rows(r[1], dims) for r in rows}
+
+    def chunks_of(self, doc_id: str) -> list[ChunkRow]:
+        return [
+            _chunk(r)
+            for r in self._query(f"{self._CHUNK_SELECT} WHERE c.document_id=? ORDER BY c.idx", (doc_id,))
+        ]
+
+    def without_vectors(self, limit: int) -> list[str]:
+        rows = self._query(
+            "SELECT DISTINCT document_id FROM chunks WHERE embedding IS NULL LIMIT ?", (limit,)
+        )
+        return [r[0] for r in rows]
 
     def all_chunk_texts(self, after_rowid: int, limit: int) -> list[tuple[int, str]]:
         rows = self._query(
@@ -550,6 +587,7 @@ def _doc(row: sqlite3.Row) -> dict[str, Any]:
         "url": row["url"],
         "metadata": json.loads(row["metadata"]),
         "chunks": int(row["n"]),
+        "embedded": bool(row["embedded"]),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
@@ -566,4 +604,5 @@ def _chunk(row: sqlite3.Row) -> ChunkRow:
         url=row["url"],
         collection=row["collection"],
         metadata=json.loads(row["metadata"]),
+        section=row["section"],
     )
