@@ -71,7 +71,9 @@ def main() -> int:
     if embed != "onnx":
         print("note: the toy embedder's cosines mean nothing; calibrate with the ONNX embedder\n")
     low, high, step = (float(v) for v in args.range.split(","))
-    env = {"QS_MIN_EVIDENCE": str(cal.OPEN_GATE)}
+    # Both thresholds at one value: no middle band (WEAK_EVIDENCE), whatever .env says, so a question is
+    # answered at or above the threshold and not answered below it; that is what the replay assumes.
+    env = {"QS_MIN_EVIDENCE": str(cal.OPEN_GATE), "QS_ANSWER_EVIDENCE": str(cal.OPEN_GATE)}
     verified, differ = None, []
     with session(evalset, args.provider, embed, env) as stack:
         rows = ask_all(stack, evalset.questions)
@@ -80,7 +82,7 @@ def main() -> int:
         chosen = cal.choose(points, args.wrong_cost)["threshold"]
         if not args.no_verify:
             # The same store and gateway, a QS gated at the chosen value: the held-out half for real.
-            stack.restart_query({"QS_MIN_EVIDENCE": str(chosen)})
+            stack.restart_query({"QS_MIN_EVIDENCE": str(chosen), "QS_ANSWER_EVIDENCE": str(chosen)})
             heldout = [q for q in evalset.questions if q["split"] == "heldout"]
             measured = ask_all(stack, heldout)
             verified = {k: v for k, v in groups(measured).items() if k.startswith("heldout/")}

@@ -12,8 +12,9 @@ from .facts import has_facts
 from .stack import Stack
 
 CITATION_CODES = {"MALFORMED_OUTPUT", "INVALID_CITATION", "MISSING_CITATIONS"}
-# What counts as declining to answer: nothing found, or an answer that its sources did not support.
-REFUSALS = {"NO_CONTEXT", "UNSUPPORTED_ANSWER"}
+# What counts as declining to answer: nothing found, only the closest passages shown (middling evidence), or an
+# answer that its sources did not support.
+REFUSALS = {"NO_CONTEXT", "WEAK_EVIDENCE", "UNSUPPORTED_ANSWER"}
 
 
 def logged(text: str, event: str) -> list[dict[str, Any]]:

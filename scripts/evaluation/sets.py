@@ -18,7 +18,7 @@ from . import pydocs
 ROOT = Path(__file__).resolve().parents[2]
 EVAL_DIR = ROOT / "services" / "query" / "eval"
 # What QS parses (services/query parsing.py): the same files a user uploads.
-UPLOADABLE = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf"}
+UPLOADABLE = {".txt", ".md", ".markdown", ".rst", ".html", ".htm", ".pdf"}
 ANSWERABLE_TYPES = ("direct", "paraphrase", "lookalike")
 
 
