@@ -39,7 +39,7 @@ def chosen_sets(args: argparse.Namespace) -> list[sets.EvalSet]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="shipped,pydocs")
-    parser.add_argument("--docs", type=Path, help="a folder of .txt, .md, .html or .pdf files")
+    parser.add_argument("--docs", type=Path, help="a folder of .txt, .md, .rst, .html or .pdf files")
     parser.add_argument("--questions", type=Path, help="its questions, JSONL (docs/eval.md)")
     parser.add_argument("--providers", default="toy,llamacpp")
     parser.add_argument("--embed", default="auto", choices=["auto", "toy", "onnx"])
