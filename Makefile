@@ -10,7 +10,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PY := .venv/bin/python
 RUN_DIR := .run
 
-.PHONY: help setup up up-scaled down logs status test test-fast lint bench eval local-llm-up local-llm-down local-llm-health smoke
+.PHONY: help setup up up-scaled down logs status test test-fast lint bench eval calibrate local-llm-up local-llm-down local-llm-health smoke
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,8 +49,11 @@ lint: setup ## ruff and mypy
 bench: setup ## benchmarks; ratios against direct calls measured in the same run
 	@$(PY) scripts/bench.py
 
-eval: setup ## retrieval and citation quality on the shipped evaluation set
-	@$(PY) scripts/eval.py
+eval: setup ## right and wrong answers on the shipped and the real-document sets (EVAL_ARGS="--docs DIR --questions FILE": your own)
+	@$(PY) scripts/eval.py $(EVAL_ARGS)
+
+calibrate: setup ## choose QS_MIN_EVIDENCE on a set's tune half, check it on the held-out half (CALIBRATE_ARGS)
+	@$(PY) scripts/calibrate.py $(CALIBRATE_ARGS)
 
 local-llm-up: setup ## run llama.cpp's OpenAI-compatible server with the packaged Gemma 3 270M
 	@bash scripts/local_llm.sh up
