@@ -6,11 +6,15 @@
      │                           MISSING_CITATIONS (`_citations.py`)
      ├─ UnsupportedField         an OpenAI field the chosen model cannot honour (cairn_gateway.openai_fields)
      ├─ ModelNotLoaded           the model asked for is not loaded; the fallback chain is tried (cairn_gateway.registry)
+     ├─ WorkerDied               MODEL_CRASHED: the model's worker process died while loading or serving
+     │                           (cairn_gateway.in_process.worker)
      ├─ AuditUnavailable         an answer's audit record could not be written, and QS fails closed
      │                           (cairn_query.audit)
      └─ UpstreamError            a dependency failed: PROVIDER_*, QUEUE_FULL, CIRCUIT_OPEN, ...; `retryable`,
          │                       `unreachable` say whether another attempt may succeed
          ├─ ProviderError        a model provider failed (cairn_gateway.providers.base)
+         │   └─ FormatRefused    the upstream does not take the `response_format` sent
+         │                       (cairn_gateway.providers.structured_output)
          └─ Unsupported          UNSUPPORTED_ANSWER: an answer its sources do not back (cairn_query.chat)
 
 Handlers read fields, never message text. Once a response has started, an error can only become an `error`

@@ -49,8 +49,8 @@ def _owner(request: Request) -> dict[str, str]:
 
 
 def _conversation_owner(request: Request) -> dict[str, str]:
-    """Who a conversation belongs to: the API key, else this browser's session cookie, else (a local tool
-    without cookies) the local user."""
+    """Who is answered, and so who owns a conversation and may rate an answer: the API key, else this
+    browser's session cookie, else (a local tool without cookies) the local user."""
     owner = getattr(request.state, "owner", None)
     session = request.cookies.get(SESSION_COOKIE)
     if owner == "local" and session:
@@ -93,7 +93,7 @@ async def audit_page(request: Request) -> Response:
 
 async def chat(request: Request) -> Response:
     # The owner names the asker in QS's audit log: the key's fingerprint, or "local" (never the key).
-    return await _ask(request, "/v1/chat", _owner(request))
+    return await _ask(request, "/v1/chat", _conversation_owner(request))
 
 
 async def _ask(request: Request, path: str, owner: dict[str, str]) -> Response:
@@ -231,7 +231,8 @@ async def feedback(request: Request) -> Response:
         "/v1/feedback",
         content=body,
         content_type="application/json",
-        extra_headers=_owner(request),
+        # Only the one who was answered may rate an answer (QS checks): the same owner the answer went to.
+        extra_headers=_conversation_owner(request),
     )
 
 
