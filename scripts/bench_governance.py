@@ -51,6 +51,7 @@ def start_qs(gw: ServerProcess, db: Path, audit: bool) -> ServerProcess:
         "QS_LOG_LEVEL": "WARNING",
         "QS_CACHE_SIZE": "0",  # every chat reaches the model and writes its record
         "QS_MIN_EVIDENCE": "-1",  # calibrated on MiniLM, not on the toy embedder
+        "QS_ANSWER_EVIDENCE": "-1",
         "QS_AUDIT_ENABLED": str(audit).lower(),
     }
     return start_server("bench-query", ["cairn_query"], env=env, health_path="/readyz")

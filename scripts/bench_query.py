@@ -64,7 +64,7 @@ def start_qs(gw: ServerProcess, db: str, **env: str) -> ServerProcess:
     base = {"QS_PORT": "{port}", "QS_GATEWAY_URL": gw.url, "QS_DB_PATH": db, "QS_LOG_LEVEL": "WARNING"}
     # QS_MIN_EVIDENCE is calibrated on MiniLM's cosines; behind the toy embedder (another scale) the
     # answerability gate is off, as in QS's own tests, or every question is refused with NO_CONTEXT.
-    base["QS_MIN_EVIDENCE"] = "-1"
+    base["QS_MIN_EVIDENCE"] = base["QS_ANSWER_EVIDENCE"] = "-1"
     return start_server("bench-query", ["cairn_query"], env={**base, **env}, health_path="/readyz")
 
 

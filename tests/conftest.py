@@ -54,7 +54,7 @@ def start_stack(
                 "QS_GATEWAY_URL": gateway.url,
                 "QS_DB_PATH": str(data_dir / "qs.sqlite3"),
                 # Calibrated on MiniLM's cosines, not on the toy embedder's hashed words: gate off behind it.
-                **({"QS_MIN_EVIDENCE": "-1"} if toy_embedder else {}),
+                **({"QS_MIN_EVIDENCE": "-1", "QS_ANSWER_EVIDENCE": "-1"} if toy_embedder else {}),
                 **env,
             },
             health_path="/healthz",

@@ -39,6 +39,7 @@ def _qs(store: Path | str, gateways: list[ServerProcess]) -> ServerProcess:
         "QS_GATEWAY_URLS": ",".join(g.url for g in gateways),
         "QS_STORE_URL": str(store),
         "QS_MIN_EVIDENCE": "-1",  # calibrated on MiniLM, not on the toy embedder
+        "QS_ANSWER_EVIDENCE": "-1",
         "QS_CACHE_SIZE": "0",  # every question must reach a gateway
         **TOKEN,
     }

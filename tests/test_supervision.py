@@ -41,6 +41,7 @@ def supervised(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "LLM_PROVIDER": "toy",
         "LLM_EMBED_PROVIDER": "toy",
         "QS_MIN_EVIDENCE": "-1",  # calibrated on MiniLM, not on the toy embedder
+        "QS_ANSWER_EVIDENCE": "-1",
         "BFF_RATE_LIMIT_PER_MINUTE": "0",
         "BFF_MAX_INFLIGHT_PER_CLIENT": "0",
         "CAIRN_RESTART_MAX_S": "1",

@@ -58,7 +58,7 @@ def start_qs(gateway_url: str, db_path: Path, toy_embedder: bool = True, **env: 
     if toy_embedder:
         # QS_MIN_EVIDENCE is calibrated on MiniLM's cosines; the toy embedder's hashed words are on another
         # scale, so behind it the answerability gate is off (retrieval's own NO_CONTEXT still holds).
-        base["QS_MIN_EVIDENCE"] = "-1"
+        base["QS_MIN_EVIDENCE"] = base["QS_ANSWER_EVIDENCE"] = "-1"
     return start_server("query", ["cairn_query"], env={**base, **env}, health_path="/readyz")
 
 

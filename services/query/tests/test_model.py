@@ -111,6 +111,7 @@ def test_gemma_made_up_number_is_rejected_as_unsupported(tmp_path: Path) -> None
         tmp_path / "qs.sqlite3",
         toy_embedder=False,
         QS_MIN_EVIDENCE="-2",
+        QS_ANSWER_EVIDENCE="-2",
         QS_MAX_TOKENS="64",
         QS_GATEWAY_TIMEOUT_MS="120000",
         QS_FIRST_TOKEN_TIMEOUT_MS="60000",

@@ -221,7 +221,7 @@ class ChatService:
     @property
     def answer_evidence(self) -> float:
         s = self.settings
-        return s.min_evidence if s.answer_evidence is None else max(s.min_evidence, s.answer_evidence)
+        return max(s.min_evidence, s.answer_evidence)
 
     def generate_request(self, req: ChatRequest, prep: Prepared, stream: bool) -> GenerateRequest:
         context = prep.context or []
