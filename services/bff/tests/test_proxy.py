@@ -144,6 +144,8 @@ def test_dashboard_summarises_the_services_metrics(bff: ServerProcess) -> None:
         "model": "remote",
         "state": "not_loaded",
         "reason_code": "PROVIDER_UNAVAILABLE",
+        "worker_crashes": None,  # no worker process: another server holds the model
+        "notice": None,
         "manifest": None,
     }
 

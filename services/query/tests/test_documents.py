@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cairn_query.chunking import chunk_text
 from cairn_query.documents import document_texts
 from cairn_query.settings import QuerySettings
 from cairn_testing import ServerProcess
@@ -268,7 +267,7 @@ def test_a_documents_chunk_and_sentence_vectors_go_to_the_gateway_in_one_call(
 ) -> None:
     text = " ".join(f"Form {i} is filed by day {i} of the month by the team." for i in range(120))
     title = "Filing rules"
-    planned = document_texts(title, chunk_text(text, 800, 150), QuerySettings())
+    planned = document_texts(title, text, QuerySettings())
     # More than the old calls of 64 held, within one call of the gateway's cap.
     assert 64 < len(planned) <= 256
     calls = _gateway_metric(toy_gateway, "cairn_gateway_embed_inputs_count")
