@@ -9,13 +9,13 @@
      ├─ WorkerDied               MODEL_CRASHED: the model's worker process died while loading or serving
      │                           (cairn_gateway.in_process.worker)
      ├─ AuditUnavailable         an answer's audit record could not be written, and QS fails closed
-     │                           (cairn_query.audit)
+     │                           (cairn_query.governance.audit)
      └─ UpstreamError            a dependency failed: PROVIDER_*, QUEUE_FULL, CIRCUIT_OPEN, ...; `retryable`,
          │                       `unreachable` say whether another attempt may succeed
          ├─ ProviderError        a model provider failed (cairn_gateway.providers.base)
          │   └─ FormatRefused    the upstream does not take the `response_format` sent
          │                       (cairn_gateway.providers.structured_output)
-         └─ Unsupported          UNSUPPORTED_ANSWER: an answer its sources do not back (cairn_query.chat)
+         └─ Unsupported          UNSUPPORTED_ANSWER: an answer its sources do not back (cairn_query.chat.service)
 
 Handlers read fields, never message text. Once a response has started, an error can only become an `error`
 frame followed by `done` (the stream events in `_contract.py`).
