@@ -2,9 +2,12 @@
 
 from ._app import running, serve, service_app
 from ._auth import (
+    GROUPS_HEADER,
     INTERNAL_TOKEN_ENV,
     INTERNAL_TOKEN_HEADER,
     OWNER_HEADER,
+    ROLE_HEADER,
+    USER_HEADER,
     InternalAuthMiddleware,
     internal_headers,
     is_loopback_host,
@@ -125,6 +128,7 @@ __all__ = [
     "EVENT_STREAM",
     "EVENT_TYPES",
     "EXCEPTION_HANDLERS",
+    "GROUPS_HEADER",
     "HEALTHZ",
     "HTTP_STATUS",
     "INFLIGHT_ENTER_LUA",
@@ -136,8 +140,10 @@ __all__ = [
     "OWNER_HEADER",
     "REDIS_URL_ENV",
     "REQUEST_ID_HEADER",
+    "ROLE_HEADER",
     "SSE_HEADERS",
     "TOKEN_BUCKET_LUA",
+    "USER_HEADER",
     "AnswerExtractor",
     "AnsweredBy",
     "BadRequest",

@@ -32,6 +32,7 @@ from cairn_query.chat.followup import Followups
 from cairn_query.chat.prompt_budget import conversation_budget, fit_conversation
 from cairn_query.clients.gateway import GatewayClient
 from cairn_query.corpus.retrieval import Hit, Retriever, SearchOutcome
+from cairn_query.governance.access import Access
 from cairn_query.governance.audit import Turn
 from cairn_query.governance.policy import Finding, Policy, Verdict
 from cairn_query.metrics import QueryMetrics
@@ -188,20 +189,23 @@ class ChatService:
     def top_k(self, req: ChatRequest) -> int:
         return req.top_k or self.settings.top_k
 
-    async def prepare(self, req: ChatRequest) -> Prepared:
+    async def prepare(self, req: ChatRequest, access: Access) -> Prepared:
         # The version is read before retrieval: an ingest racing with this request makes the key stale, never
         # the cached answer newer than its key.
         version = await asyncio.to_thread(self.store.version)
         model = req.model or self.settings.model
         conv = [(m.role, m.content) for m in req.conversation()]
-        key = cache_key(conv, req.collection, req.filters, self.top_k(req), model, version)
+        # Keyed by what the asker may read too: an answer is never served to someone with other permissions.
+        key = cache_key(conv, req.collection, req.filters, self.top_k(req), model, version, access.scope_key)
         cached = await self.cache.get(key) if self.settings.cache_size and req.cache else None
         self.metrics.cache.labels("hit" if cached else "miss").inc()
         if cached is not None:
             return Prepared(key, cached)
         # A follow-up ("and for Corvale?") is searched as a standalone question (followup.py).
         question = await self.followups.standalone(req.conversation())
-        outcome = await self.retriever.search(question, self.top_k(req), req.collection, req.filters)
+        outcome = await self.retriever.search(
+            question, self.top_k(req), req.collection, req.filters, access.collections
+        )
         if not self.settings.evidence_sentences:
             return Prepared(key, None, outcome, budget(outcome.relevant, self.settings.context_tokens))
         evidence = await select_evidence(self.settings, self.store, self.gateway, question, outcome)
@@ -310,17 +314,17 @@ class ChatService:
         turn.add(verdict)
         turn.question = verdict.text
         turn.rejected = verdict.rejected
-        prep = await self.prepare(req)
+        prep = await self.prepare(req, turn.access)
         turn.retrieved = prep.retrieved
         return prep
 
-    async def _source_texts(self, prep: Prepared, cited: list[str]) -> list[str]:
+    async def _source_texts(self, prep: Prepared, cited: list[str], access: Access) -> list[str]:
         """What an answer's claims are checked against: its cited chunks, or every chunk sent if it cites none."""
         if prep.outcome is not None:
             chunks = {h.chunk.chunk_id: h.chunk for h in prep.outcome.hits}
             ids = cited or [c.chunk_id for c in prep.context or []]
             return [f"{c.heading or ''}\n{c.text}" for i in ids if (c := chunks.get(i)) is not None]
-        rows = await asyncio.to_thread(lambda: [self.store.get_chunk(i) for i in cited])
+        rows = await asyncio.to_thread(lambda: [self.store.get_chunk(i, access.collections) for i in cited])
         return [f"{c.heading or ''}\n{c.text}" for c in rows if c is not None]
 
     async def check_answer(
@@ -334,7 +338,7 @@ class ChatService:
                 return (await self.gateway.embed(texts))[0]
 
         # Only a support rule reads the sources: a cached answer's come from the store, so no rule, no reads.
-        sources = await self._source_texts(prep, cited) if policy.needs_sources else []
+        sources = await self._source_texts(prep, cited, turn.access) if policy.needs_sources else []
         verdict = await policy.check_answer(req.question, answer, sources, embed)
         self.count(verdict)
         turn.add(verdict)

@@ -20,6 +20,7 @@ from cairn_core import (
     openapi_document,
 )
 
+from cairn_query.http import identity
 from cairn_query.schemas import (
     AuditPage,
     AuditVerdict,
@@ -316,6 +317,7 @@ OPERATIONS = [
         tags=["ops"],
     ),
     METRICS,
+    *identity.OPERATIONS,
 ]
 
 

@@ -35,9 +35,10 @@ from cairn_query.chat.streaming import chat_events
 from cairn_query.conversations.service import not_found
 from cairn_query.corpus.documents import not_owner
 from cairn_query.corpus.hybrid import hybrid_query
+from cairn_query.governance.access import access_of, require_admin, require_writer
 from cairn_query.governance.audit import Turn
 from cairn_query.governance.policy import PolicyError
-from cairn_query.http import openapi
+from cairn_query.http import identity, openapi
 from cairn_query.schemas import ChatRequest, ConversationIn, DocumentIn, FeedbackIn, MessageIn, SearchRequest
 from cairn_query.store import OPERATOR, NotOwner
 from cairn_query.store.audit import AuditQuery
@@ -103,6 +104,7 @@ async def create_document(request: Request) -> Response:
         raise BadRequest(
             f"Send JSON or multipart/form-data, not {ctype!r}.", ReasonCode.UNSUPPORTED_MEDIA_TYPE
         )
+    await require_writer(await access_of(request, svc.store), svc.store, doc.collection)
     stored, created, changed = await svc.documents.ingest(doc, _owner(request))
     log_fields(request).update(document_id=stored["id"], chunks=stored["chunks"], changed=changed)
     return JSONResponse(
@@ -128,13 +130,16 @@ async def list_documents(request: Request) -> Response:
     q = request.query_params.get("q", "").strip() or None
     if q is not None and len(q) > 200:
         raise BadRequest("'q' must be at most 200 characters.")
-    docs, total = await asyncio.to_thread(svc.store.list_documents, collection, limit, offset, q)
+    readable = (await access_of(request, svc.store)).collections
+    docs, total = await asyncio.to_thread(svc.store.list_documents, collection, limit, offset, q, readable)
     return JSONResponse({"documents": docs, "total": total})
 
 
 async def list_collections(request: Request) -> Response:
     """The collections that hold documents, with how many each: what the page's collection picker offers."""
-    collections = await asyncio.to_thread(_svc(request).store.list_collections)
+    store = _svc(request).store
+    readable = (await access_of(request, store)).collections
+    collections = await asyncio.to_thread(store.list_collections, readable)
     return JSONResponse({"collections": collections})
 
 
@@ -144,7 +149,9 @@ def _not_found(what: str, ident: str) -> CairnError:
 
 async def get_document(request: Request) -> Response:
     doc_id = request.path_params["doc_id"]
-    doc = await asyncio.to_thread(_svc(request).store.get_document, doc_id, True)
+    store = _svc(request).store
+    readable = (await access_of(request, store)).collections
+    doc = await asyncio.to_thread(store.get_document, doc_id, True, readable)
     if doc is None:
         raise _not_found("document", doc_id)
     return JSONResponse(doc)
@@ -152,8 +159,17 @@ async def get_document(request: Request) -> Response:
 
 async def delete_document(request: Request) -> Response:
     doc_id = request.path_params["doc_id"]
+    store = _svc(request).store
+    access = await access_of(request, store)
+    if not access.unrestricted:
+        # A document the caller may not read is missing to them; one they may read, they may delete only
+        # as a writer of its collection (and, as before, only if they own the id).
+        doc = await asyncio.to_thread(store.get_document, doc_id, False, access.collections)
+        if doc is None:
+            raise _not_found("document", doc_id)
+        await require_writer(access, store, doc["collection"])
     try:
-        n = await asyncio.to_thread(_svc(request).store.delete_document, doc_id, _owner(request))
+        n = await asyncio.to_thread(store.delete_document, doc_id, _owner(request))
     except NotOwner:
         raise not_owner(doc_id) from None
     if n is None:
@@ -163,7 +179,9 @@ async def delete_document(request: Request) -> Response:
 
 async def get_chunk(request: Request) -> Response:
     chunk_id = request.path_params["chunk_id"]
-    chunk = await asyncio.to_thread(_svc(request).store.get_chunk, chunk_id)
+    store = _svc(request).store
+    readable = (await access_of(request, store)).collections
+    chunk = await asyncio.to_thread(store.get_chunk, chunk_id, readable)
     if chunk is None:
         raise _not_found("chunk", chunk_id)
     return JSONResponse(chunk.public())
@@ -172,8 +190,9 @@ async def get_chunk(request: Request) -> Response:
 async def search(request: Request) -> Response:
     svc = _svc(request)
     body = await parse_json_body(request, SearchRequest)
+    readable = (await access_of(request, svc.store)).collections
     outcome = await svc.retriever.search(
-        body.query, body.top_k or svc.settings.top_k, body.collection, body.filters
+        body.query, body.top_k or svc.settings.top_k, body.collection, body.filters, readable
     )
     svc.metrics.requests.labels("search", "ok").inc()
     log_fields(request).update(mode=outcome.mode, results=len(outcome.hits))
@@ -193,6 +212,7 @@ async def chat(request: Request) -> Response:
     turn = Turn(
         svc.audit, request_id_of(request), trace_id_hex(), _owner(request), body.collection, body.question
     )
+    turn.access = await access_of(request, svc.store)
     return await _answer(request, svc, body, turn)
 
 
@@ -265,6 +285,7 @@ async def conversation_message(request: Request) -> Response:
     conv_id = _conversation_id(request)
     message = await parse_json_body(request, MessageIn)
     turn = Turn(svc.audit, request_id_of(request), trace_id_hex(), _owner(request), message.collection, "")
+    turn.access = await access_of(request, svc.store)
     body = await svc.conversations.ask(_owner(request), conv_id, message, turn)
     log_fields(request).update(conversation=conv_id, regenerate=message.regenerate)
     return await _answer(request, svc, body, turn)
@@ -277,7 +298,7 @@ async def rate(request: Request) -> Response:
 
 
 async def feedback(request: Request) -> Response:
-    svc = _admin(request)
+    svc = await _admin_of(request)
     rating = request.query_params.get("rating") or None
     if rating not in (None, "up", "down"):
         raise BadRequest("'rating' is 'up' or 'down'.")
@@ -292,6 +313,7 @@ async def hybrid(request: Request) -> Response:
         raise BadRequest("/v1/hybrid-query does not stream; use /v1/chat for streams.")
     rid = request_id_of(request)
     turn = Turn(svc.audit, rid, trace_id_hex(), _owner(request), body.collection, body.question)
+    turn.access = await access_of(request, svc.store)
     result = await hybrid_query(svc, body, rid, turn)
     svc.metrics.requests.labels("hybrid_query", result["status"]).inc()
     return JSONResponse(result)
@@ -308,6 +330,14 @@ async def reembed(request: Request) -> Response:
 def _admin(request: Request) -> QueryService:
     svc = _svc(request)
     require_bearer(request, svc.settings.admin_token, "QS_ADMIN_TOKEN")
+    return svc
+
+
+async def _admin_of(request: Request) -> QueryService:
+    """The admin token, and an admin behind it: the audit log and the ratings quote every collection, so a
+    user the BFF names must be an admin too (the operator, naming nobody, is)."""
+    svc = _admin(request)
+    require_admin(await access_of(request, svc.store))
     return svc
 
 
@@ -339,7 +369,7 @@ def _audit_query(request: Request) -> AuditQuery:
 
 async def audit(request: Request) -> Response:
     """Newest first, `limit` a page; `next_after_id` continues. `format=jsonl` exports every match."""
-    svc = _admin(request)
+    svc = await _admin_of(request)
     query = _audit_query(request)
     if request.query_params.get("format") == "jsonl":
 
@@ -361,7 +391,7 @@ async def audit(request: Request) -> Response:
 
 
 async def verify_audit(request: Request) -> Response:
-    report = await _admin(request).audit.verify()
+    report = await (await _admin_of(request)).audit.verify()
     return JSONResponse(report.public())
 
 
@@ -422,5 +452,6 @@ ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    *identity.ROUTES,
     openapi_route(openapi.document),
 ]
