@@ -32,7 +32,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .schemas import BffReady, DashboardData, DashboardSeries
+from .schemas import BffReady, DashboardData, DashboardSeries, Me
 
 REF = "#/components/schemas/{model}"
 # (upstream, its path, the BFF's path, methods): routes.py forwards each of these.
@@ -52,14 +52,19 @@ PROXIED = [
     ("qs", "/admin/feedback", "/api/admin/feedback", ("get",)),
     ("qs", "/admin/audit", "/api/admin/audit", ("get",)),
     ("qs", "/admin/audit/verify", "/api/admin/audit/verify", ("get",)),
+    ("qs", "/v1/collections/{name}/permissions", "/api/collections/{name}/permissions", ("get", "put")),
+    ("qs", "/admin/keys", "/api/admin/keys", ("get", "post")),
+    ("qs", "/admin/keys/{key_id}", "/api/admin/keys/{key_id}", ("delete",)),
 ]
 # Local mode admits loopback without a key (docs/bff.md), hence the empty requirement first.
-API_SECURITY: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}, {"apiKey": []}]
-ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminKey": []}]  # /api/admin/*: the admin key only
+API_SECURITY: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}, {"apiKey": []}, {"session": []}]
+# /api/admin/*: the admin key, or the login of a user who is an admin.
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminKey": []}, {"bearerAuth": []}, {"session": []}]
 SECURITY_SCHEMES = {
     "adminKey": {"type": "http", "scheme": "bearer", "description": "BFF_ADMIN_KEY"},
     "bearerAuth": {"type": "http", "scheme": "bearer", "description": "one of BFF_API_KEYS"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "one of BFF_API_KEYS"},
+    "session": {"type": "apiKey", "in": "cookie", "name": "cairn_login", "description": "an OIDC login"},
 }
 # 403: a Host the BFF does not serve (security.py); 401 and 429: the API guard (auth.py).
 _GUARD_ERRORS = (401, 403, 429, 502, 503, 504)
@@ -92,6 +97,39 @@ OWN = [
         params=[Param("since", "query", {"type": "number"}, description="only points with a larger `t`")],
         security=API_SECURITY,
         tags=["dashboard"],
+    ),
+    Operation(
+        "GET",
+        "/api/me",
+        "Who the BFF takes the caller for: local mode, a login, a proxy's user or a key",
+        {200: Reply(Me)},
+        errors=(401, 429),
+        security=API_SECURITY,
+        tags=["identity"],
+    ),
+    Operation(
+        "GET",
+        "/auth/login",
+        "Sign in with OpenID Connect: a redirect to the provider (404 when none is configured)",
+        {302: Reply(description="To the provider's authorization endpoint")},
+        errors=(404, 503),
+        tags=["identity"],
+    ),
+    Operation(
+        "GET",
+        "/auth/callback",
+        "The provider's redirect back: the login cookie is set, then a redirect to the page",
+        {303: Reply(description="To the chat page")},
+        errors=(401, 404),
+        params=[Param("code", "query", {"type": "string"}), Param("state", "query", {"type": "string"})],
+        tags=["identity"],
+    ),
+    Operation(
+        "GET",
+        "/auth/logout",
+        "Sign out: the login cookie is cleared",
+        {303: Reply(description="To the chat page")},
+        tags=["identity"],
     ),
     HEALTHZ,
     Operation(
