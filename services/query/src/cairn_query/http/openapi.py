@@ -294,6 +294,15 @@ OPERATIONS = [
             Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 500, "default": 50}),
             Param("after_id", "query", {"type": "integer", "minimum": 0}),
             Param("format", "query", {"type": "string", "enum": ["json", "jsonl"]}),
+            Param(
+                "kind",
+                "query",
+                {
+                    "type": "string",
+                    "enum": ["answer", "login", "permissions", "key", "retention", "all"],
+                    "default": "answer",
+                },
+            ),
         ],
         security=[{"adminBearer": []}],
         tags=["admin"],

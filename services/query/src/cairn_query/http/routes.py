@@ -354,13 +354,20 @@ async def reload_policy(request: Request) -> Response:
     return JSONResponse({"reloaded": True, **policy.summary()})
 
 
+_AUDIT_KINDS = ("answer", "login", "permissions", "key", "retention", "all")
+
+
 def _audit_query(request: Request) -> AuditQuery:
     p = request.query_params
     texts = {k: (p.get(k) or None) for k in ("since", "until", "outcome", "reason_code", "q", "request_id")}
     if any(v is not None and len(v) > 200 for v in texts.values()):
         raise BadRequest("Audit filters are at most 200 characters each.")
     after = p.get("after_id")
+    kind = p.get("kind") or "answer"
+    if kind not in _AUDIT_KINDS:
+        raise BadRequest(f"'kind' is one of {', '.join(_AUDIT_KINDS)}.")
     return AuditQuery(
+        kind=kind,
         **texts,
         limit=_int_param(request, "limit", 50, 500),
         after_id=_int_param(request, "after_id", 0, 10**15) if after else None,
