@@ -11,14 +11,13 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from cairn_testing import ServerProcess, start_oidc_provider
 
-from .conftest import INTERNAL_TOKEN, Stack, start_stack
+from .conftest import Stack, start_stack
 
 ADMIN_TOKEN = "identity-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
