@@ -17,7 +17,7 @@ import httpx
 import pytest
 from cairn_testing import ServerProcess, start_oidc_provider
 
-from .conftest import Stack, start_stack
+from .conftest import INTERNAL_TOKEN, Stack, start_stack
 
 ADMIN_TOKEN = "identity-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -65,6 +65,8 @@ def stack(oidc: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "BFF_TRUSTED_PROXIES": TRUSTED_PROXY,
         "BFF_KEY_CACHE_S": "0",  # a revoked key is refused at once
         "BFF_RATE_LIMIT_PER_MINUTE": "0",
+        "BFF_AUTH_FAILURES_PER_MINUTE": "0",  # the leak test is refused many times on purpose
+        "BFF_MAX_INFLIGHT_PER_CLIENT": "0",
     }
     stack = start_stack(tmp_path_factory.mktemp("identity"), env)
     with httpx.Client(base_url=stack.bff.url, headers=ADMIN, timeout=30) as admin:
@@ -214,3 +216,102 @@ def test_a_user_cannot_change_who_may_read_a_collection_they_do_not_own(alice: h
     own = alice.post("/api/documents", json={**doc, "collection": "alice-notes"})
     assert own.status_code == 201, own.text
     assert alice.get("/api/collections/alice-notes/permissions").json()["owner"] == "user:alice"
+
+
+# --- the leak test: every endpoint of both OpenAPI documents, tried as a user who may not read `hr` ----------
+
+PATH_VALUES = {"doc_id": "hr-bonus", "chunk_id": "hr-bonus:0", "name": "hr"}
+ASK = {"query": f"{SECRET}: what does the bonus policy pay?"}
+SAY = {"content": ASK["query"]}  # a conversation's message
+BODIES: dict[str, Any] = {
+    "chat": ASK,
+    "hybrid-query": ASK,
+    "search": {"query": f"{SECRET} bonus policy"},
+    "messages": SAY,
+    "documents": {"id": "hr-bonus", "collection": "hr", "text": "Overwritten by someone who may not."},
+    "conversations": {"title": "mine"},
+    "conv_id": {"title": "taken"},
+    "feedback": {"request_id": "x", "rating": "up"},
+    "permissions": {"owner": "user:bob", "readers": ["*"]},
+    "keys": {"user": "bob", "admin": True},
+    "resolve": {"key_hash": "0" * 64},
+    "logins": {"user": "bob", "groups": ["eng"]},
+}
+QUERIES = {"documents": {"q": "bonus", "collection": "hr"}, "audit": {"kind": "all", "q": SECRET}}
+
+
+def _calls(doc: dict[str, Any], values: dict[str, str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every operation of an OpenAPI document as (method, url path, request kwargs); a question is asked both
+    as JSON and as a stream."""
+    out = []
+    for template, ops in doc["paths"].items():
+        path = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
+        last = ([p for p in template.split("/") if p] or [""])[-1].strip("{}")
+        for method in ops:
+            kwargs: dict[str, Any] = {"params": QUERIES.get(last, {})}
+            if method in ("post", "put", "patch") and last in BODIES:
+                kwargs["json"] = BODIES[last]
+            out.append((method.upper(), path, kwargs))
+            if kwargs.get("json") in (ASK, SAY):
+                out.append((method.upper(), path, {"json": {**kwargs["json"], "stream": True}}))
+    # Signing out (and in) last: until then every call is the signed-in user's.
+    return sorted(out, key=lambda call: call[1].startswith("/auth/"))
+
+
+@pytest.fixture(scope="module")
+def admin_state(stack: Stack) -> dict[str, str]:
+    """An admin's conversation that quotes the secret, a cached answer, and a key: things to try to reach."""
+    with httpx.Client(base_url=stack.bff.url, headers=ADMIN, timeout=30) as admin:
+        conv = admin.post("/api/conversations", json={"title": "hr talk"}).json()["id"]
+        said = admin.post(f"/api/conversations/{conv}/messages", json=SAY).json()
+        assert SECRET in str(said["sources"]), said  # the admin can read it: the test can fail
+        assert SECRET in admin.post("/api/chat", json=ASK).text
+        key = admin.post("/api/admin/keys", json={"user": "erin"}).json()["id"]
+    return {"conv_id": conv, "key_id": key}
+
+
+def _assert_no_leak(calls: list[tuple[str, str, dict[str, Any]]], send: Any) -> list[str]:
+    tried = []
+    for method, path, kwargs in calls:
+        resp = send(method, path, **kwargs)
+        assert SECRET not in resp.text, (method, path, resp.status_code, resp.text[:300])
+        # A refusal for being too fast would hide a leak: every call must reach its handler.
+        assert resp.status_code != 429 and resp.status_code < 500, (method, path, resp.text[:300])
+        tried.append(f"{method} {path}")
+        # Still signed in: a 401 outside the admin routes would mean nothing was really tried.
+        assert resp.status_code != 401 or "/admin/" in path or path.startswith("/auth/"), (method, path)
+    return tried
+
+
+def _hr_untouched(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.bff.url, headers=ADMIN, timeout=30) as admin:
+        assert SECRET in admin.get("/api/documents/hr-bonus").text
+        assert admin.get("/api/collections/hr/permissions").json()["readers"] == ["group:hr"]
+
+
+def test_no_endpoint_of_the_bff_shows_a_collection_to_a_user_who_may_not_read_it(
+    stack: Stack, bob: httpx.Client, admin_state: dict[str, str]
+) -> None:
+    doc = httpx.get(f"{stack.bff.url}/openapi.json", headers=ADMIN, timeout=30).json()
+    calls = _calls(doc, {**PATH_VALUES, **admin_state})
+    tried = _assert_no_leak(calls, bob.request)
+    assert len(tried) >= 35 and "POST /api/chat" in tried and "GET /api/admin/audit" in tried, tried
+    _hr_untouched(stack)
+
+
+def test_no_endpoint_of_qs_shows_a_collection_to_a_user_who_may_not_read_it(
+    stack: Stack, admin_state: dict[str, str]
+) -> None:
+    """QS enforces by itself: bob named by the internal-token holder, even with the admin token on top."""
+    bob = {
+        "X-Cairn-Internal-Token": INTERNAL_TOKEN,
+        "X-Cairn-User": "bob",
+        "X-Cairn-Groups": "eng",
+        "X-Cairn-Owner": "user:bob",
+        **ADMIN,
+    }
+    with httpx.Client(base_url=stack.query.url, headers=bob, timeout=60) as client:
+        doc = client.get("/openapi.json").json()
+        tried = _assert_no_leak(_calls(doc, {**PATH_VALUES, **admin_state}), client.request)
+    assert "POST /v1/search" in tried and "GET /admin/audit" in tried and "GET /v1/chunks/hr-bonus:0" in tried
+    _hr_untouched(stack)

@@ -512,7 +512,7 @@ class PermissionsOut(BaseModel):
     readers: list[str]
 
 
-class KeyIn(BaseModel):
+class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: str = Field(min_length=1, max_length=200, pattern=r"^[^\s,]+$")
     name: str = Field("", max_length=200)
@@ -522,7 +522,7 @@ class KeyIn(BaseModel):
     admin: bool = False
 
 
-class KeyOut(BaseModel):
+class ApiKeyOut(BaseModel):
     id: str
     user: str
     name: str
@@ -532,15 +532,15 @@ class KeyOut(BaseModel):
     created_by: str | None
 
 
-class KeyCreated(KeyOut):
+class ApiKeyCreated(ApiKeyOut):
     key: str = Field(description="the key itself, shown this once; only its hash is stored")
 
 
-class KeyList(BaseModel):
-    keys: list[KeyOut]
+class ApiKeyList(BaseModel):
+    keys: list[ApiKeyOut]
 
 
-class KeyResolveIn(BaseModel):
+class ApiKeyResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     key_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the key, hex")
 

@@ -29,11 +29,11 @@ from starlette.routing import Route
 from cairn_query.governance.access import Access, access_of, require_admin, require_manager
 from cairn_query.governance.audit import utc_now
 from cairn_query.schemas import (
-    KeyCreated,
-    KeyIn,
-    KeyList,
-    KeyOut,
-    KeyResolveIn,
+    ApiKeyCreated,
+    ApiKeyIn,
+    ApiKeyList,
+    ApiKeyOut,
+    ApiKeyResolveIn,
     LoginIn,
     PermissionsIn,
     PermissionsOut,
@@ -117,7 +117,7 @@ async def list_keys(request: Request) -> Response:
 
 async def create_key(request: Request) -> Response:
     access = await _admin(request)
-    body = await parse_json_body(request, KeyIn)
+    body = await parse_json_body(request, ApiKeyIn)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     groups = sorted(set(body.groups))
     row = await asyncio.to_thread(
@@ -146,7 +146,7 @@ async def delete_key(request: Request) -> Response:
 
 async def resolve_key(request: Request) -> Response:
     """The user an API key names, for the BFF, which sends the key's hash (QS never sees a key)."""
-    body = await parse_json_body(request, KeyResolveIn)
+    body = await parse_json_body(request, ApiKeyResolveIn)
     row = await asyncio.to_thread(_svc(request).store.permissions.key_by_hash, body.key_hash)
     if row is None:
         raise CairnError(ReasonCode.NOT_FOUND, "No such API key.")
@@ -197,7 +197,7 @@ OPERATIONS = [
         "/v1/keys/resolve",
         "The user an API key names, by the key's SHA-256 (the BFF's lookup)",
         {200: Reply(ResolvedIdentity)},
-        body=KeyResolveIn,
+        body=ApiKeyResolveIn,
         errors=(400, 404),
         tags=["permissions"],
     ),
@@ -214,7 +214,7 @@ OPERATIONS = [
         "GET",
         "/admin/keys",
         "The API keys (never the keys themselves)",
-        {200: Reply(KeyList)},
+        {200: Reply(ApiKeyList)},
         errors=(401, 403),
         security=_ADMIN,
         tags=["admin"],
@@ -223,8 +223,8 @@ OPERATIONS = [
         "POST",
         "/admin/keys",
         "Make an API key for a user; the key is in this answer only",
-        {201: Reply(KeyCreated)},
-        body=KeyIn,
+        {201: Reply(ApiKeyCreated)},
+        body=ApiKeyIn,
         errors=(400, 401, 403),
         security=_ADMIN,
         tags=["admin"],
@@ -233,7 +233,7 @@ OPERATIONS = [
         "DELETE",
         "/admin/keys/{key_id}",
         "Revoke an API key",
-        {200: Reply(KeyOut)},
+        {200: Reply(ApiKeyOut)},
         errors=(401, 403, 404),
         params=[Param("key_id", "path", {"type": "string"})],
         security=_ADMIN,
