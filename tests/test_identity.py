@@ -315,3 +315,30 @@ def test_no_endpoint_of_qs_shows_a_collection_to_a_user_who_may_not_read_it(
         tried = _assert_no_leak(_calls(doc, {**PATH_VALUES, **admin_state}), client.request)
     assert "POST /v1/search" in tried and "GET /admin/audit" in tried and "GET /v1/chunks/hr-bonus:0" in tried
     _hr_untouched(stack)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_real_browser_signs_in_through_the_page(stack: Stack) -> None:
+    """Debian's Chromium: the page offers Sign in, the provider's form signs Alice in, the page says who she is,
+    her searches see hr only, and the login cookie is out of the page's scripts' reach (HttpOnly)."""
+    from .test_browser import chromium_page
+
+    with chromium_page(1200, 800) as page:
+        page.goto(stack.bff.url)
+        page.click("#sign-in")
+        page.fill("#username", "alice")
+        page.click("#sign-in")
+        page.wait_for_selector("#who-name")
+        assert page.inner_text("#who-name") == "Signed in as Alice (hr)"
+        found = page.evaluate(
+            """async (q) => {
+                const r = await fetch('/api/search', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                                      body: JSON.stringify({query: q})});
+                return (await r.json()).results.map((h) => h.collection);
+            }""",
+            QUESTION,
+        )
+        assert found and set(found) == {"hr"}
+        assert "cairn_login" not in page.evaluate("document.cookie")
+        assert not page.is_hidden("#permissions") and page.is_hidden("#keys")
