@@ -117,14 +117,13 @@ async def _identity(
         if managed is None:
             raise AuthError("Invalid API key.")
         return managed
-    proxied = from_proxy(scope, headers, settings)
-    if proxied is not None:
-        return proxied
-    session = from_session(scope, settings)
-    if session is not None:
+    # A browser's login (the proxy's cookie, or ours) rides along on any site's request: like local mode, it
+    # admits only this server's own page.
+    signed_in = from_proxy(scope, headers, settings) or from_session(scope, settings)
+    if signed_in is not None:
         if not _same_origin(headers):
             raise AuthError("Cross-origin requests need an API key (a login admits only this server's page).")
-        return session
+        return signed_in
     client = scope.get("client")
     host = client[0] if client else None
     if settings.local_mode_on and _is_local(host, settings):

@@ -439,8 +439,22 @@ class AuditRecord(BaseModel):
     completion_tokens: int | None = None
 
 
+class AuditEvent(BaseModel):
+    """A login, a permission change or an API key change (`?kind=`; http/identity.py), as it was recorded."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    hash: str
+    at: str
+    kind: Literal["login", "permissions", "key", "retention"]
+    outcome: str
+    request_id: str | None = None
+    by: dict[str, Any] | None = None
+
+
 class AuditPage(BaseModel):
-    records: list[AuditRecord]
+    records: list[AuditRecord | AuditEvent]
     next_after_id: int | None
 
 
