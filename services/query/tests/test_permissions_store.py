@@ -87,6 +87,6 @@ def test_api_keys_are_found_by_hash_and_revoked(store: Store) -> None:
     made = perms.add_key("k1", "a" * 64, "dave", "Dave", ["eng"], False, "carol")
     assert made["user"] == "dave" and made["groups"] == ["eng"] and "key_hash" not in made
     assert perms.key_by_hash("a" * 64) == made and perms.key_by_hash("b" * 64) is None
-    assert [k["id"] for k in perms.keys()] == ["k1"]
+    assert [k["id"] for k in perms.api_keys()] == ["k1"]
     assert perms.delete_key("k1") == made and perms.key_by_hash("a" * 64) is None
     assert perms.delete_key("k1") is None

@@ -112,7 +112,7 @@ async def _admin(request: Request) -> Access:
 
 async def list_keys(request: Request) -> Response:
     await _admin(request)
-    return JSONResponse({"keys": await asyncio.to_thread(_svc(request).store.permissions.keys)})
+    return JSONResponse({"keys": await asyncio.to_thread(_svc(request).store.permissions.api_keys)})
 
 
 async def create_key(request: Request) -> Response:

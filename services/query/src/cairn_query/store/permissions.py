@@ -168,7 +168,7 @@ class SqlPermissions:
             ).fetchone()
         return _key(row) if row else None
 
-    def keys(self) -> list[dict[str, Any]]:
+    def api_keys(self) -> list[dict[str, Any]]:
         with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {self._KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
