@@ -142,6 +142,6 @@ async def me(request: Request) -> Response:
 ROUTES = [
     Route("/auth/login", login, methods=["GET"]),
     Route("/auth/callback", callback, methods=["GET"], name="oidc_callback"),
-    Route("/auth/logout", logout, methods=["GET", "POST"]),
+    Route("/auth/logout", logout, methods=["GET"]),
     Route("/api/me", me, methods=["GET"]),
 ]
