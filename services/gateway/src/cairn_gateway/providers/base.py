@@ -1,4 +1,4 @@
-"""The small interface every provider implements, and the lazy registry that finds them.
+"""The small interface every provider implements (the catalogue that finds them by name is `catalogue.py`).
 
 A provider turns a `ProviderRequest` into text: `generate()` for one answer, `stream()` for pieces as they are
 produced. A provider whose pieces arrive in reads that hold several at once (`openai_compat`) may also offer
@@ -10,15 +10,15 @@ and citation checks, so a provider stays a thin adapter.
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from cairn_core import ChatMessage, ReasonCode, StopReason, UpstreamError, Usage
+from cairn_core import ChatMessage, ReasonCode, StopReason, Usage
 
+from ..errors import ProviderError
 from ..in_process.threaded import stream_in_thread
 from ..settings import ModelSpec
 
@@ -79,24 +79,6 @@ UNHEALTHY = frozenset(
         ReasonCode.MODEL_CRASHED,
     }
 )
-
-
-class ProviderError(UpstreamError):
-    """A provider failed. `retryable` (see UpstreamError): the provider's own client may call again (only
-    openai_compat and the router do, before the first chunk); the service's fallback chain reads reason codes."""
-
-    def __init__(
-        self,
-        reason_code: ReasonCode,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        retryable: bool = False,
-        unreachable: bool = False,
-    ) -> None:
-        super().__init__(
-            reason_code, message, retry_after=retry_after, retryable=retryable, unreachable=unreachable
-        )
 
 
 @runtime_checkable
@@ -179,32 +161,3 @@ class ThreadedProvider:
 
         async for chunk in stream_in_thread(self._executor, produce):
             yield chunk
-
-
-# Imported only when chosen, so `llama_cpp` and `onnxruntime` load only in processes that use them.
-PROVIDERS: dict[str, str] = {
-    "toy": "cairn_gateway.providers.toy:ToyProvider",
-    "sources": "cairn_gateway.providers.sources:SourcesProvider",
-    "openai_compat": "cairn_gateway.providers.openai_compat:OpenAICompatProvider",
-    "router": "cairn_gateway.providers.router:RouterProvider",
-    "llamacpp": "cairn_gateway.providers.llamacpp:LlamaCppProvider",
-}
-EMBEDDERS: dict[str, str] = {
-    "toy": "cairn_gateway.providers.toy:ToyEmbedder",
-    "onnx": "cairn_gateway.providers.onnx_embed:OnnxEmbedder",
-}
-
-
-def import_from_string(ref: str) -> Any:
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def provider_class(name: str, table: dict[str, str] = PROVIDERS) -> Any:
-    if name not in table and ":" in name:  # "module:Class": a provider of the operator's own, by import path
-        return import_from_string(name)
-    try:
-        ref = table[name]
-    except KeyError:
-        raise ValueError(f"Unknown provider {name!r}; choose one of {sorted(table)}") from None
-    return import_from_string(ref)

@@ -3,11 +3,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from cairn_core import (
+from cairn_core import ContextChunk, ReasonCode
+from cairn_gateway.citations import (
     AnswerExtractor,
     CitationError,
-    ContextChunk,
-    ReasonCode,
     check_grounded,
     json_schema,
     parse_grounded,

@@ -21,9 +21,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from ._observability import RequestContextMiddleware, configure_logging, setup_tracing
-from ._server import guarded_protocol
-from ._web import EXCEPTION_HANDLERS, BodyLimitMiddleware
+from ..observability import RequestContextMiddleware, configure_logging, setup_tracing
+from .handlers import EXCEPTION_HANDLERS, BodyLimitMiddleware
+from .server import guarded_protocol
 
 
 class ServiceSettings(Protocol):

@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._errors import CairnError, error_body
-from ._json import JSONDecodeError, JSONResponse, loads
-from ._reason_codes import HTTP_STATUS, ReasonCode
+from ..contract.errors import CairnError, error_body
+from ..contract.reason_codes import HTTP_STATUS, ReasonCode
+from .json import JSONDecodeError, JSONResponse, loads
 
 log = structlog.get_logger("errors")
 M = TypeVar("M", bound=BaseModel)

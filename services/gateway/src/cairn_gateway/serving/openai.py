@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from cairn_core import (
     HTTP_STATUS,
@@ -21,13 +21,20 @@ from cairn_core import (
     Usage,
     format_validation_error,
     json_dumps,
+    parse_json_body,
+    request_id_of,
 )
 from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
 
-from .openai_fields import forwarded
-from .providers.base import ProviderChunk, ProviderRequest, ProviderResult
-from .schemas import ChatCompletionRequest, CompletionRequest
-from .service import GenerationService, Outcome, StreamHandle
+from ..engine import Completed, Engine, StreamHandle
+from ..openai_fields import forwarded
+from ..protocol.openai import ChatCompletionRequest, CompletionRequest
+from ..providers.base import ProviderChunk, ProviderRequest, ProviderResult
+from .base import Outcome, Renderer, serve
+
+B = TypeVar("B", ChatCompletionRequest, CompletionRequest)
 
 _FINISH = {StopReason.LENGTH: "length", StopReason.STOP: "stop", StopReason.EOS: "stop"}
 # An upstream's own finish reasons that say more than stop/length, relayed as they came.
@@ -46,9 +53,7 @@ def _contract(build: Callable[[], GenerateRequest]) -> GenerateRequest:
         raise CairnError(ReasonCode.BAD_REQUEST, format_validation_error(exc)) from None
 
 
-def chat_request(
-    service: GenerationService, body: ChatCompletionRequest
-) -> tuple[GenerateRequest, ProviderRequest]:
+def chat_request(engine: Engine, body: ChatCompletionRequest) -> tuple[GenerateRequest, ProviderRequest]:
     req = _contract(
         lambda: GenerateRequest(
             messages=[m.to_chat() for m in body.messages],
@@ -65,12 +70,10 @@ def chat_request(
     # A tool conversation (or images) loses its meaning as plain text: an upstream gets the messages as sent.
     if any(m.carries_more_than_text() for m in body.messages):
         fields["messages"] = [m.to_wire() for m in body.messages]
-    return req, service.provider_request(req, openai=fields)
+    return req, engine.provider_request(req, openai=fields)
 
 
-def completion_request(
-    service: GenerationService, body: CompletionRequest
-) -> tuple[GenerateRequest, ProviderRequest]:
+def completion_request(engine: Engine, body: CompletionRequest) -> tuple[GenerateRequest, ProviderRequest]:
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]  # the validator made it one
     req = _contract(
         lambda: GenerateRequest(
@@ -84,7 +87,7 @@ def completion_request(
             stream=body.stream,
         )
     )
-    return req, service.provider_request(req, raw=True, openai=forwarded(body.sent()))
+    return req, engine.provider_request(req, raw=True, openai=forwarded(body.sent()))
 
 
 def openai_error(exc: CairnError, request_id: str | None) -> JSONResponse:
@@ -92,20 +95,22 @@ def openai_error(exc: CairnError, request_id: str | None) -> JSONResponse:
     if exc.reason_code in (ReasonCode.QUEUE_FULL, ReasonCode.RATE_LIMITED):
         kind = "rate_limit_error"
     headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after is not None else None
+    detail = {**_error_detail(exc, request_id, kind), "param": getattr(exc, "param", None)}
     return JSONResponse(
-        {
-            "error": {
-                "message": exc.message,
-                "type": kind,
-                "param": getattr(exc, "param", None),
-                "code": exc.reason_code.value,
-                "reason_code": exc.reason_code.value,
-                "request_id": request_id,
-            }
-        },
+        {"error": detail},
         status_code=exc.status_code or HTTP_STATUS.get(exc.reason_code, 500),
         headers=headers,
     )
+
+
+def _error_detail(exc: CairnError, request_id: str | None, kind: str = "server_error") -> dict[str, Any]:
+    return {
+        "message": exc.message,
+        "type": kind,
+        "code": exc.reason_code.value,
+        "reason_code": exc.reason_code.value,
+        "request_id": request_id,
+    }
 
 
 def chat_body(rid: str, model: str, result: ProviderResult) -> dict[str, Any]:
@@ -199,14 +204,47 @@ def _frame(data: dict[str, Any] | str) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
-async def openai_stream(
-    service: GenerationService,
-    handle: StreamHandle,
-    frames: ChatFrames | TextFrames,
-    include_usage: bool,
-    rid: str,
-    started: float,
-    log_fields: dict[str, Any],
+async def chat_completions(request: Request) -> Response:
+    return await _generation(request, ChatCompletionRequest, chat_request, ChatFrames, chat_body)
+
+
+async def completions(request: Request) -> Response:
+    """OpenAI's legacy completions, for base models: the prompt reaches the model as is."""
+    return await _generation(request, CompletionRequest, completion_request, TextFrames, text_body)
+
+
+async def _generation(
+    request: Request,
+    model: type[B],
+    shape: Callable[[Engine, B], tuple[GenerateRequest, ProviderRequest]],
+    frames: type[ChatFrames | TextFrames],
+    answer: Callable[[str, str, ProviderResult], dict[str, Any]],
+) -> Response:
+    """Either endpoint: the body is parsed here, so that even a malformed one is answered in OpenAI's shape."""
+    rid = request_id_of(request) or ""
+    include_usage = False
+
+    async def shaped(engine: Engine) -> tuple[GenerateRequest, ProviderRequest]:
+        nonlocal include_usage
+        body = await parse_json_body(request, model)
+        include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
+        return shape(engine, body)
+
+    def as_json(done: Completed, outcome: Outcome) -> Response:
+        return JSONResponse(answer(rid, done.model, done.result))
+
+    def stream(handle: StreamHandle, outcome: Outcome) -> AsyncIterator[bytes]:
+        return _frames(handle, frames(rid, handle.model), include_usage, rid, outcome)
+
+    def failed(exc: CairnError, outcome: Outcome) -> Response:
+        return openai_error(exc, rid)
+
+    render = Renderer(frames.endpoint, as_json, stream, failed, trailer=_frame("[DONE]"))
+    return await serve(request, render, shaped)
+
+
+async def _frames(
+    handle: StreamHandle, frames: ChatFrames | TextFrames, include_usage: bool, rid: str, outcome: Outcome
 ) -> AsyncIterator[bytes]:
     usage = Usage()
     finish: StopReason = StopReason.EOS
@@ -215,37 +253,24 @@ async def openai_stream(
     # less on the way to the first token, the same frames for the client.
     opening = frames.opening()
     pending = _frame(opening) if opening else b""
-    with service.recording(Outcome.served(frames.endpoint, started, handle), log_fields) as outcome:
-        try:
-            async for batch in handle.batches():
-                # A batch's frames go out in one write: what one upstream read held (docs/benchmarks.md).
-                pieces: list[bytes] = []
-                for chunk in batch:
-                    if chunk.text or chunk.delta or chunk.logprobs is not None:
-                        pieces.append(_frame(frames.piece(chunk)))
-                    if chunk.finish_reason is not None:
-                        finish, native = chunk.finish_reason, chunk.native_finish
-                    if chunk.usage is not None:
-                        usage = outcome.usage = chunk.usage
-                if pieces:
-                    yield pending + b"".join(pieces)
-                    pending = b""
-            last = _frame(frames.last(_finish(finish, native)))
-            if include_usage:
-                last += _frame({**frames.base, "choices": [], "usage": usage.model_dump()})
-            yield pending + last
-            pending = b""
-        except CairnError as exc:
-            outcome.fail(exc.reason_code)
-            yield pending + _frame(
-                {
-                    "error": {
-                        "message": exc.message,
-                        "type": "server_error",
-                        "code": exc.reason_code.value,
-                        "reason_code": exc.reason_code.value,
-                        "request_id": rid,
-                    }
-                }
-            )
-    yield _frame("[DONE]")
+    try:
+        async for batch in handle.batches():
+            # A batch's frames go out in one write: what one upstream read held (docs/benchmarks.md).
+            pieces: list[bytes] = []
+            for chunk in batch:
+                if chunk.text or chunk.delta or chunk.logprobs is not None:
+                    pieces.append(_frame(frames.piece(chunk)))
+                if chunk.finish_reason is not None:
+                    finish, native = chunk.finish_reason, chunk.native_finish
+                if chunk.usage is not None:
+                    usage = outcome.usage = chunk.usage
+            if pieces:
+                yield pending + b"".join(pieces)
+                pending = b""
+        last = _frame(frames.last(_finish(finish, native)))
+        if include_usage:
+            last += _frame({**frames.base, "choices": [], "usage": usage.model_dump()})
+        yield pending + last
+    except CairnError as exc:
+        outcome.fail(exc.reason_code)
+        yield pending + _frame({"error": _error_detail(exc, rid)})

@@ -1,4 +1,4 @@
-"""The generation core shared by `/v1/generate` and `/v1/chat/completions`.
+"""The engine: the generation core behind `/v1/generate` and the OpenAI-compatible API (serving/).
 
 For each request: resolve the model, then walk the chain (the model, then `LLM_FALLBACK_PROVIDERS`): take an
 admission slot, pass the circuit breaker, call the provider under timeouts. For a stream, the chain is walked
@@ -10,38 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
-from cairn_core import (
-    DEGRADABLE,
-    CairnError,
-    Circuit,
-    GenerateRequest,
-    GroundedAnswer,
-    ReasonCode,
-    Status,
-    Usage,
-    check_grounded,
-    json_schema,
-)
+from cairn_core import DEGRADABLE, CairnError, Circuit, GenerateRequest, ReasonCode
 
+from .citations import GroundedAnswer, check_grounded, json_schema
+from .errors import ModelNotLoaded, ProviderError
 from .grounded_prompt import build_messages
-from .metrics import GatewayMetrics
+from .model_registry import ModelEntry, ModelRegistry
 from .openai_fields import check_honoured
-from .providers.base import (
-    UNHEALTHY,
-    ProviderChunk,
-    ProviderError,
-    ProviderRequest,
-    ProviderResult,
-    provider_class,
-    stream_batches,
-)
-from .registry import ModelEntry, ModelNotLoaded, Registry
+from .providers.base import UNHEALTHY, ProviderChunk, ProviderRequest, ProviderResult, stream_batches
+from .providers.catalogue import provider_class
 from .settings import GatewaySettings
 
 log = structlog.get_logger("generation")
@@ -148,47 +131,10 @@ class StreamHandle(_Served):
             await self.stack.aclose()
 
 
-@dataclass
-class Outcome:
-    """How one request to a generation endpoint ended: what its metrics and access-log line say.
-
-    `/v1/generate` and the OpenAI surface, streamed or not, fill in the same fields and `GenerationService.record`
-    writes them in one place, so an answer from the fallback chain is reported as `fallback` on every endpoint.
-    """
-
-    endpoint: str
-    started: float
-    status: Status = Status.OK
-    reason: ReasonCode | None = None
-    provider: str | None = None
-    model: str | None = None
-    usage: Usage | None = None
-    ttft_s: float | None = None  # streams only
-    generation_s: float | None = (
-        None  # the provider's own time, for tokens/s; a stream's is after its first token
-    )
-
-    @classmethod
-    def served(cls, endpoint: str, started: float, by: Completed | StreamHandle) -> Outcome:
-        """An answer is `ok`, or `fallback` (with the first failure's reason) when the chain served it."""
-        reason = by.fallback_reason.reason_code if by.fallback_reason else None
-        status = Status.FALLBACK if by.fallback_reason else Status.OK
-        outcome = cls(endpoint, started, status, reason, by.provider_name, by.model)
-        if isinstance(by, StreamHandle):
-            outcome.ttft_s, outcome.usage = by.ttft_s, Usage()
-        else:
-            outcome.usage, outcome.generation_s = by.result.usage, by.provider_s
-        return outcome
-
-    def fail(self, reason: ReasonCode, status: Status = Status.ERROR) -> None:
-        self.status, self.reason = status, reason
-
-
-class GenerationService:
-    def __init__(self, settings: GatewaySettings, registry: Registry, metrics: GatewayMetrics) -> None:
+class Engine:
+    def __init__(self, settings: GatewaySettings, registry: ModelRegistry) -> None:
         self.settings = settings
         self.registry = registry
-        self.metrics = metrics
 
     # --- request shaping -------------------------------------------------------------------------------
 
@@ -337,47 +283,6 @@ class GenerationService:
             self.settings.idle_timeout_ms / 1000,
             ttft_s=time.monotonic() - started,
         )
-
-    # --- bookkeeping -----------------------------------------------------------------------------------
-
-    def record(self, outcome: Outcome, log_fields: dict[str, Any]) -> None:
-        """The metrics and access-log fields of one finished request."""
-        m, o = self.metrics, outcome
-        latency = time.perf_counter() - o.started
-        m.requests.labels(
-            o.endpoint, o.status.value, o.reason.value if o.reason else "", o.provider or ""
-        ).inc()
-        m.latency.labels(o.endpoint).observe(latency)
-        if o.ttft_s is not None and o.provider:
-            m.ttft.labels(o.provider).observe(o.ttft_s)
-        gen_s = o.generation_s if o.generation_s is not None or o.ttft_s is None else latency - o.ttft_s
-        if o.usage is not None and o.provider:
-            m.tokens.labels(o.provider, "prompt").inc(o.usage.prompt_tokens)
-            m.tokens.labels(o.provider, "completion").inc(o.usage.completion_tokens)
-            if gen_s and o.usage.completion_tokens:
-                m.tokens_per_second.labels(o.provider).observe(o.usage.completion_tokens / gen_s)
-        if o.status is Status.FALLBACK and o.reason is not None:
-            m.fallbacks.labels(o.reason.value).inc()
-        log_fields.update(outcome=o.status.value, reason_code=o.reason)
-        if o.provider:
-            log_fields.update(provider=o.provider, model=o.model)
-        if o.usage is not None:
-            log_fields.update(
-                prompt_tokens=o.usage.prompt_tokens, completion_tokens=o.usage.completion_tokens
-            )
-        if o.ttft_s is not None:
-            log_fields["ttft_ms"] = round(o.ttft_s * 1000, 2)
-
-    @contextmanager
-    def recording(self, outcome: Outcome, log_fields: dict[str, Any]) -> Iterator[Outcome]:
-        """Record `outcome` however the block ends: a stream whose client went away is `CANCELLED`."""
-        try:
-            yield outcome
-        except asyncio.CancelledError:
-            outcome.fail(ReasonCode.CANCELLED)
-            raise
-        finally:
-            self.record(outcome, log_fields)
 
 
 async def _close_quietly(agen: AsyncIterator[list[ProviderChunk]] | None, stack: AsyncExitStack) -> None:

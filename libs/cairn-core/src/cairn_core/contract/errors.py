@@ -1,24 +1,22 @@
-"""One exception tree for every service, mapped to HTTP once (`EXCEPTION_HANDLERS` in `_web.py`).
+"""The exceptions of cairn-core, mapped to HTTP once (`EXCEPTION_HANDLERS` in cairn_core.web.handlers).
 
     CairnError                   reason_code, message, status_code, retry_after, details
      ├─ BadRequest               400 BAD_REQUEST (and friends: TOKEN_LIMIT, PAYLOAD_TOO_LARGE, ...)
-     ├─ CitationError            the model's citation JSON is unusable: MALFORMED_OUTPUT, INVALID_CITATION,
-     │                           MISSING_CITATIONS (`_citations.py`)
-     ├─ UnsupportedField         an OpenAI field the chosen model cannot honour (cairn_gateway.openai_fields)
-     ├─ ModelNotLoaded           the model asked for is not loaded; the fallback chain is tried (cairn_gateway.registry)
-     ├─ WorkerDied               MODEL_CRASHED: the model's worker process died while loading or serving
-     │                           (cairn_gateway.in_process.worker)
      ├─ AuditUnavailable         an answer's audit record could not be written, and QS fails closed
      │                           (cairn_query.audit)
      └─ UpstreamError            a dependency failed: PROVIDER_*, QUEUE_FULL, CIRCUIT_OPEN, ...; `retryable`,
          │                       `unreachable` say whether another attempt may succeed
-         ├─ ProviderError        a model provider failed (cairn_gateway.providers.base)
-         │   └─ FormatRefused    the upstream does not take the `response_format` sent
-         │                       (cairn_gateway.providers.structured_output)
          └─ Unsupported          UNSUPPORTED_ANSWER: an answer its sources do not back (cairn_query.chat)
 
-Handlers read fields, never message text. Once a response has started, an error can only become an `error`
-frame followed by `done` (the stream events in `_contract.py`).
+    Outside the tree, because none of them is an answer to a client:
+     ─ ClientDisconnected        the client went away; its work was cancelled (cairn_core.web.handlers)
+     ─ RedisUnavailable          CAIRN_REDIS_URL is set but Redis does not answer at startup (cairn_core.redis)
+     ─ GiveUp                    an attempt tells `retrying()` to stop (cairn_core.resilience.retrying)
+
+Each service draws the subclasses it defines in its own `errors.py` (the gateway's: cairn_gateway.errors); the
+query service's two are drawn above until it has one. Handlers read fields, never message text. Once a
+response has started, an error can only become an `error` frame followed by `done` (the stream events in
+cairn_core.contract.generate).
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ._reason_codes import HTTP_STATUS, ReasonCode
+from .reason_codes import HTTP_STATUS, ReasonCode
 
 
 class CairnError(Exception):

@@ -1,4 +1,4 @@
-"""Wire models of the gateway's own endpoints beside the shared contract: OpenAI-compatible and embeddings."""
+"""The OpenAI-compatible API's wire models: `/v1/chat/completions` and `/v1/completions`, asked and answered."""
 
 from __future__ import annotations
 
@@ -106,116 +106,6 @@ class CompletionRequest(_Sampling):
         return v
 
 
-class EmbedRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    input: str | list[str]
-    model: str | None = None
-    encoding_format: Literal["float", "base64"] | None = None
-
-    @field_validator("input")
-    @classmethod
-    def _non_empty(cls, v: str | list[str]) -> list[str]:
-        items = [v] if isinstance(v, str) else v
-        if not items or any(not isinstance(t, str) or not t.strip() for t in items):
-            raise ValueError("'input' must be a non-empty string or a list of non-empty strings")
-        return items
-
-
-class AdminModelRequest(BaseModel):
-    alias: str
-
-
-class KeyGenerateRequest(BaseModel):
-    key_alias: str | None = Field(default=None, max_length=200)
-
-
-class KeyDeleteRequest(BaseModel):
-    keys: list[str] = Field(min_length=1, max_length=1000)
-
-
-class KeyInfo(BaseModel):
-    key: str | None = None  # only in the answer to /key/generate
-    key_id: str
-    key_alias: str | None
-    created_at: float
-
-
-class KeyList(BaseModel):
-    keys: list[KeyInfo]
-
-
-class KeyDeleted(BaseModel):
-    deleted_keys: list[str]
-
-
-# --- what the gateway answers (for /openapi.json; handlers build these shapes in routes.py) ---------------
-
-
-class TokenUsage(BaseModel):
-    prompt_tokens: int
-    total_tokens: int
-
-
-class EmbedResponse(BaseModel):
-    embeddings: list[list[float]]
-    model: str
-    dims: int
-    usage: TokenUsage
-
-
-class EmbeddingItem(BaseModel):
-    object: Literal["embedding"]
-    index: int
-    embedding: list[float] | str  # a string when `encoding_format` is "base64"
-
-
-class EmbeddingsResponse(BaseModel):
-    object: Literal["list"]
-    model: str
-    data: list[EmbeddingItem]
-    usage: TokenUsage
-
-
-class DeploymentInfo(BaseModel):
-    """One server behind a router model (`LLM_UPSTREAMS`), as the gateway sees it now."""
-
-    base_url: str  # without credentials or query string
-    model: str
-    weight: float
-    in_flight: int
-    requests: int
-    failures: int
-    circuit: str
-    last_error: str | None = None
-
-
-class ModelInfo(BaseModel):
-    """A chat model (registry entry) or the embedder; provider details follow the common fields."""
-
-    model_config = ConfigDict(extra="allow")
-
-    id: str
-    object: Literal["model"]
-    owned_by: str
-    provider: str
-    state: str
-    default: bool | None = None
-    kind: Literal["embedding"] | None = None
-    upstream_model: str | None = None
-    memory_mb: float | None = None
-    circuit: str | None = None
-    error: str | None = None
-    dims: int | None = None
-    routing: Literal["least_in_flight"] | None = None  # router models only
-    deployments: list[DeploymentInfo] | None = None
-
-
-class ModelList(BaseModel):
-    object: Literal["list"]
-    data: list[ModelInfo]
-
-
 # The upstream's own finish reasons come back as sent (openai_compat); in-process providers give stop or length.
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
 
@@ -310,16 +200,3 @@ class OpenAIErrorDetail(BaseModel):
 
 class OpenAIErrorBody(BaseModel):
     error: OpenAIErrorDetail
-
-
-class GatewayReady(BaseModel):
-    """`degraded`: the default model is not usable, but the fallback chain answers (see `message`)."""
-
-    status: Literal["ready", "degraded"]
-    model: str
-    provider: str
-    reason_code: str | None = None
-    message: str | None = None
-    request_id: str | None = None
-    fallbacks: list[str] = []
-    build: dict[str, Any] | None = None

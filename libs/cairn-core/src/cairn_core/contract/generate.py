@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ._reason_codes import ReasonCode
+from .reason_codes import ReasonCode
 
 CONTRACT_VERSION = "v1"
 

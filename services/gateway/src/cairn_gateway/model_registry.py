@@ -1,4 +1,4 @@
-"""Model registry: declared models, their providers, admission slots and circuit breakers.
+"""The model registry: declared models, their providers, admission slots and circuit breakers.
 
 Models come from settings (the default `LLM_PROVIDER`/`LLM_MODEL` plus `LLM_MODELS`); a request's `model`
 picks one by alias. The admin endpoints load, unload and switch the default without a restart.
@@ -12,22 +12,19 @@ from typing import Any
 
 import aiohttp
 import structlog
-from cairn_core import CairnError, Circuit, CircuitBreaker, LocalCircuit, ReasonCode, Redis, RedisCircuit
+from cairn_core import CairnError, Circuit, CircuitBreaker, ReasonCode, Redis, RedisCircuit
 
 from .admission import Admission
+from .errors import ModelNotLoaded
 from .in_process import ModelManifest, declared_manifest
 from .in_process.build import build_stamp
 from .metrics import GatewayMetrics
-from .providers.base import EMBEDDERS, Embedder, Provider, provider_class
+from .providers.base import Embedder, Provider
+from .providers.catalogue import EMBEDDERS, provider_class
 from .providers.isolated import IsolatedProvider
 from .settings import GatewaySettings, ModelSpec
 
 log = structlog.get_logger("registry")
-
-
-class ModelNotLoaded(CairnError):
-    """A request for a model that is not loaded. Whatever the reason (a refused file is MODEL_REJECTED), it is
-    not the request's fault, so the fallback chain is tried next; when nothing answers, the client sees why."""
 
 
 @dataclass(eq=False)
@@ -75,7 +72,7 @@ class ModelEntry:
         }
 
 
-class Registry:
+class ModelRegistry:
     def __init__(
         self,
         settings: GatewaySettings,
@@ -109,7 +106,7 @@ class Registry:
         s = self.settings
         breaker = CircuitBreaker(f"Model {spec.alias!r}", s.circuit_failures, s.circuit_reset_ms / 1000)
         if self.redis is None:
-            return LocalCircuit(breaker)
+            return breaker
         # The probe's lease lasts as long as a generation may: no second replica probes while it runs.
         return RedisCircuit(self.redis, breaker, probe_lease_s=s.timeout_ms / 1000)
 

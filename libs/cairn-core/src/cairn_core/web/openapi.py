@@ -1,15 +1,18 @@
-"""OpenAPI 3.1 documents built from each service's declared operations and the pydantic models it validates with.
+"""OpenAPI 3.1 documents built from a service's routes and the pydantic models they parse and answer with.
 
-Each service lists its operations once (`Operation`: path, method, request body, parameters, responses); the
-schemas come from the same models the handlers parse with (`mode="validation"`) and the models that describe
-what they send (`mode="serialization"`), so the document cannot drift from the code without a test noticing:
-the fuzz run (tests/test_fuzz.py) checks every answer against it. Every error answer is one shared
-`ErrorBody` unless an operation says otherwise (the OpenAI-compatible routes answer in OpenAI's shape).
+A route is an `Endpoint`: a Starlette `Route` that carries its `Operation` (path, method, request body,
+parameters, responses). `openapi_document(title, version, routes)` walks the route table, and a route without
+an operation is an error (`include_in_schema=False` opts one out, as `/openapi.json` itself does), so no route
+can exist without its document. The body model of an operation is the one its endpoint parses the request
+with and hands to the handler (`mode="validation"`); the reply models describe what it sends
+(`mode="serialization"`), and the fuzz run (tests/test_fuzz.py) checks every answer against them. Every error
+answer is one shared `ErrorBody` unless an operation says otherwise (the OpenAI-compatible routes answer in
+OpenAI's shape).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -17,10 +20,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from ._errors import ErrorBody
-from ._json import JSONResponse
+from ..contract.errors import ErrorBody
+from .handlers import parse_json_body
+from .json import JSONResponse
 
 REF = "#/components/schemas/{model}"
 EVENT_STREAM = "text/event-stream"
@@ -90,10 +94,52 @@ HEALTHZ = Operation("GET", "/healthz", "Liveness: the process answers", {200: Re
 METRICS = Operation("GET", "/metrics", "Prometheus metrics", {200: Reply(media=["text/plain"])}, tags=["ops"])
 
 
+class Endpoint(Route):
+    """A route and its operation in one. With `op.body` set (and `parse_body`), the request body is parsed with
+    that model, a 400 when it does not fit, and the handler is called as `handler(request, body)`; otherwise as
+    `handler(request)`. `parse_body=False` leaves the body to the handler (one that answers its own error shape).
+    `guard(request)` runs first: a credential check answers 401 before a body is read."""
+
+    def __init__(
+        self,
+        handler: Callable[..., Awaitable[Response]],
+        op: Operation,
+        *,
+        parse_body: bool = True,
+        guard: Callable[[Request], object] | None = None,
+    ) -> None:
+        self.operation = op
+        model = op.body if parse_body else None
+
+        async def endpoint(request: Request) -> Response:
+            if guard is not None:
+                guard(request)
+            if model is None:
+                return await handler(request)
+            return await handler(request, await parse_json_body(request, model))
+
+        super().__init__(op.path, endpoint, methods=[op.method], name=handler.__name__)
+
+
+def operations_of(routes: Iterable[BaseRoute | Operation]) -> list[Operation]:
+    """The operation of every route; a route that has none and is not opted out raises, naming it."""
+    ops = []
+    for route in routes:
+        if isinstance(route, Operation):
+            ops.append(route)
+        elif isinstance(route, Endpoint):
+            ops.append(route.operation)
+        elif getattr(route, "include_in_schema", True):
+            raise TypeError(
+                f"{getattr(route, 'path', route)!r} has no OpenAPI operation: make it an Endpoint"
+            )
+    return ops
+
+
 def openapi_document(
     title: str,
     version: str,
-    operations: Iterable[Operation],
+    routes: Iterable[BaseRoute | Operation],
     *,
     description: str = "",
     security_schemes: Mapping[str, Mapping[str, Any]] | None = None,
@@ -105,7 +151,8 @@ def openapi_document(
     internal-token check's 401)."""
     probes = {HEALTHZ.path, METRICS.path, "/readyz"}
     ops = [
-        op if op.path in probes else replace(op, errors=(*op.errors, *guarded_errors)) for op in operations
+        op if op.path in probes else replace(op, errors=(*op.errors, *guarded_errors))
+        for op in operations_of(routes)
     ]
     wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = []
     for op in ops:
@@ -223,4 +270,4 @@ def openapi_route(build: Callable[[], dict[str, Any]], path: str = "/openapi.jso
             cache.append(bytes(JSONResponse(build()).body))
         return Response(cache[0], media_type="application/json")
 
-    return Route(path, openapi, methods=["GET"])
+    return Route(path, openapi, methods=["GET"], include_in_schema=False)

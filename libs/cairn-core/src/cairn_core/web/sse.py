@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from ._json import dumps, loads
+from .json import dumps, loads
 
 _BOM = b"\xef\xbb\xbf"
 

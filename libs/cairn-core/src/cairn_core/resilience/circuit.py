@@ -1,22 +1,28 @@
-"""One interface for a circuit breaker whose state lives in this process or in Redis (shared by replicas).
+"""The circuit breaker of every hop, one API (`Circuit`) whose state lives in this process or in Redis.
 
-`Circuit` is what the gateway calls around every upstream call. `LocalCircuit` is the default: the plain
-`CircuitBreaker` of this process. `RedisCircuit` keeps failures and open-until in Redis under a key per breaker
-name, so one replica's open circuit protects the others too. In half-open state the one probe is a lease taken
-with SET NX (PX = the longest a call may take), so across all replicas one caller probes; a replica that dies
-mid-probe frees it when the lease runs out. On a Redis error it falls back to its own `CircuitBreaker`, which
-sees every outcome of this replica's calls, so the protection degrades to per process rather than to none.
+closed → open after N consecutive failures → half-open probe → closed. While open, calls fail at once with
+CIRCUIT_OPEN (the gateway then tries its fallback chain, QS answers with search results), which keeps a dead
+dependency from holding every request for a full timeout. In half-open state exactly one call probes; the rest
+still fail fast until it succeeds.
+
+`CircuitBreaker` is the default: the state of this process. `RedisCircuit` keeps failures and open-until in
+Redis under a key per breaker name, so one replica's open circuit protects the others too. In half-open state
+the one probe is a lease taken with SET NX (PX = the longest a call may take), so across all replicas one
+caller probes; a replica that dies mid-probe frees it when the lease runs out. On a Redis error it falls back
+to its own `CircuitBreaker`, which sees every outcome of this replica's calls, so the protection degrades to
+per process rather than to none.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from enum import IntEnum
 from typing import Protocol
 
-from ._circuit import CircuitBreaker, CircuitState
-from ._errors import UpstreamError
-from ._reason_codes import ReasonCode
-from ._redis import (
+from ..contract.errors import UpstreamError
+from ..contract.reason_codes import ReasonCode
+from ..redis import (
     CIRCUIT_CHECK,
     CIRCUIT_FAILURE,
     KEY_PREFIX,
@@ -27,52 +33,88 @@ from ._redis import (
 )
 
 
+class CircuitState(IntEnum):
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
 class Circuit(Protocol):
+    """What a caller does around every call to a dependency (`CircuitBreaker` and `RedisCircuit` are one)."""
+
     name: str
 
     @property
     def state(self) -> CircuitState: ...
 
     @property
-    def is_open(self) -> bool: ...
+    def is_open(self) -> bool:
+        """Calls are being refused (a half-open circuit whose probe is out counts as open)."""
 
     async def before_call(self) -> None:
-        """Raise UpstreamError(CIRCUIT_OPEN) unless a call may go through."""
+        """Raise UpstreamError(CIRCUIT_OPEN) unless a call may go through; in half-open state only one probe may."""
 
     async def success(self) -> None: ...
 
     async def failure(self) -> None: ...
 
     async def release_probe(self) -> None:
-        """A call that ended in neither success nor failure (its client went away)."""
+        """A call that ended in neither success nor failure (its client went away) frees the probe slot."""
 
 
-class LocalCircuit:
-    """The circuit of this process alone: `CircuitBreaker` behind the async interface."""
+class CircuitBreaker:
+    """The circuit of this process alone."""
 
-    def __init__(self, breaker: CircuitBreaker) -> None:
-        self.breaker = breaker
-        self.name = breaker.name
+    def __init__(self, name: str, failure_threshold: int, reset_after_s: float) -> None:
+        self.name = name
+        self.failure_threshold = failure_threshold
+        self.reset_after_s = reset_after_s
+        self.failures = 0
+        self._opened_at = 0.0
+        self._state = CircuitState.CLOSED
+        self._probe_in_flight = False
 
     @property
     def state(self) -> CircuitState:
-        return self.breaker.state
+        if self._state is CircuitState.OPEN and time.monotonic() - self._opened_at >= self.reset_after_s:
+            return CircuitState.HALF_OPEN
+        return self._state
+
+    async def before_call(self) -> None:
+        state = self.state
+        if state is CircuitState.CLOSED:
+            return
+        if state is CircuitState.HALF_OPEN and not self._probe_in_flight:
+            self._probe_in_flight = True
+            return
+        wait = max(0.0, self.reset_after_s - (time.monotonic() - self._opened_at))
+        raise UpstreamError(
+            ReasonCode.CIRCUIT_OPEN,
+            f"{self.name} failed {self.failures} times in a row; calls to it are paused for a moment.",
+            retry_after=max(1.0, wait),
+        )
+
+    async def success(self) -> None:
+        self.failures = 0
+        self._probe_in_flight = False
+        self._state = CircuitState.CLOSED
+
+    async def failure(self) -> None:
+        self.failures += 1
+        was_probe = self._probe_in_flight
+        self._probe_in_flight = False
+        if was_probe or self.failures >= self.failure_threshold:
+            self._state = CircuitState.OPEN
+            self._opened_at = time.monotonic()
 
     @property
     def is_open(self) -> bool:
-        return self.breaker.is_open
-
-    async def before_call(self) -> None:
-        self.breaker.before_call()
-
-    async def success(self) -> None:
-        self.breaker.success()
-
-    async def failure(self) -> None:
-        self.breaker.failure()
+        return self.state is CircuitState.OPEN or (
+            self.state is CircuitState.HALF_OPEN and self._probe_in_flight
+        )
 
     async def release_probe(self) -> None:
-        self.breaker.release_probe()
+        self._probe_in_flight = False
 
 
 _STATES = {
@@ -122,7 +164,7 @@ class RedisCircuit:
         except RedisError as exc:
             self._warn(exc, "this replica's own circuit")
             self._fallback = True
-            self.local.before_call()
+            await self.local.before_call()
             return
         self._fallback = False
         self._seen_failures = int(failures)
@@ -140,7 +182,7 @@ class RedisCircuit:
         )
 
     async def success(self) -> None:
-        self.local.success()
+        await self.local.success()
         # Healthy and nothing recorded: no write, so a working upstream costs one round trip per call.
         if not self._seen_failures and not self._probes:
             return
@@ -152,7 +194,7 @@ class RedisCircuit:
             self._warn(exc, "the shared circuit keeps its failures until its key expires")
 
     async def failure(self) -> None:
-        self.local.failure()
+        await self.local.failure()
         was_probe = self._probes > 0
         self._probes = 0
         try:
@@ -168,7 +210,7 @@ class RedisCircuit:
             self._seen, self._refusing = CircuitState.OPEN, True
 
     async def release_probe(self) -> None:
-        self.local.release_probe()
+        await self.local.release_probe()
         if not self._probes:
             return
         self._probes = 0

@@ -22,8 +22,8 @@ from pydantic import SecretStr
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._reason_codes import ReasonCode
-from ._web import error_response
+from ..contract.reason_codes import ReasonCode
+from .handlers import error_response
 
 INTERNAL_TOKEN_ENV = "CAIRN_INTERNAL_TOKEN"
 INTERNAL_TOKEN_HEADER = "X-Cairn-Internal-Token"

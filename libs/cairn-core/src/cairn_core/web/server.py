@@ -19,9 +19,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ._errors import error_body
-from ._json import dumps
-from ._reason_codes import ReasonCode
+from ..contract.errors import error_body
+from ..contract.reason_codes import ReasonCode
+from .json import dumps
 
 _REASONS = {408: b"Request Timeout", 503: b"Service Unavailable"}
 

@@ -1,4 +1,4 @@
-"""Grounded-answer output: the JSON schema we ask for, a tolerant parser, and validation.
+"""A grounded answer's output: the JSON schema the gateway asks for, a tolerant parser, and validation.
 
 The model is asked for `{"answer": str, "citations": [{"chunk_id": one of the given ids}]}`. Layers, strongest
 first: constrained decoding with `json_schema()` where the provider supports it; `parse_grounded()` that forgives
@@ -16,9 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._contract import Citation, ContextChunk
-from ._errors import CairnError
-from ._reason_codes import ReasonCode
+from cairn_core import CairnError, Citation, ContextChunk, ReasonCode
 
 
 def json_schema(chunk_ids: Sequence[str], max_citations: int = 5) -> dict[str, Any]:
