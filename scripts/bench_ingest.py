@@ -33,7 +33,7 @@ import numpy as np
 from bench import machine
 from cairn_gateway.providers.onnx_embed import MAX_TOKENS, mean_pool, tokenizer_path
 from cairn_gateway.settings import GatewaySettings
-from cairn_query.documents import document_texts
+from cairn_query.corpus.documents import document_texts
 from cairn_query.settings import QuerySettings
 from cairn_testing import ServerProcess, start_server
 

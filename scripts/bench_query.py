@@ -116,7 +116,7 @@ def build_store(path: str, n_chunks: int, rng: np.random.Generator) -> tuple[SQL
 
 
 def bench_search(n_chunks: int, queries: int) -> dict[str, float]:
-    from cairn_query.retrieval import Retriever
+    from cairn_query.corpus.retrieval import Retriever
 
     rng = np.random.default_rng(3)
     tmp = tempfile.mkdtemp(prefix="cairn-bench-")

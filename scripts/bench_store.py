@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from bench_query import WEIGHTS, WORDS, pct, sentence, start_gateway, start_qs
-from cairn_query.retrieval import Retriever
+from cairn_query.corpus.retrieval import Retriever
 from cairn_query.settings import QuerySettings
 from cairn_query.store import NewDocument, PostgresStore, SQLiteStore, Store
 from cairn_query.store.copy import copy_sqlite_to_postgres

@@ -120,7 +120,7 @@ def test_every_route_is_in_its_document(stack: Stack) -> None:
     """A route added without an entry in the service's OPERATIONS would escape the fuzz run."""
     from cairn_bff.routes import ROUTES as BFF
     from cairn_gateway.routes import ROUTES as GATEWAY
-    from cairn_query.routes import ROUTES as QUERY
+    from cairn_query.http.routes import ROUTES as QUERY
 
     for server, routes in ((stack.gateway, GATEWAY), (stack.query, QUERY), (stack.bff, BFF)):
         doc = httpx.get(f"{server.url}/openapi.json", headers=INTERNAL, timeout=10).json()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cairn_query.documents import document_texts
+from cairn_query.corpus.documents import document_texts
 from cairn_query.settings import QuerySettings
 from cairn_testing import ServerProcess
 

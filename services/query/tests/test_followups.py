@@ -18,7 +18,7 @@ from cairn_core import (
     UpstreamError,
     content_words,
 )
-from cairn_query.followup import (
+from cairn_query.chat.followup import (
     Followups,
     check_model_rewrite,
     looks_like_followup,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 from cairn_core import ChatMessage, ContextChunk
-from cairn_query.prompt_budget import (
+from cairn_query.chat.prompt_budget import (
     RESERVE_TOKENS,
     conversation_budget,
     fit_conversation,

@@ -11,12 +11,12 @@ from pydoc_data.topics import topics
 
 import pytest
 from cairn_core import check_support, split_sentences
-from cairn_query.documents import chunk_document
-from cairn_query.evidence import Evidence, Sentence, about_someone_else
-from cairn_query.extract import html_to_text
-from cairn_query.normalise import clean_plain
-from cairn_query.parsing import FileParser
-from cairn_query.retrieval import Hit
+from cairn_query.chat.evidence import Evidence, Sentence, about_someone_else
+from cairn_query.corpus.documents import chunk_document
+from cairn_query.corpus.extract import html_to_text
+from cairn_query.corpus.normalise import clean_plain
+from cairn_query.corpus.parsing import FileParser
+from cairn_query.corpus.retrieval import Hit
 from cairn_query.store import ChunkRow, NewDocument, SQLiteStore, heading
 
 

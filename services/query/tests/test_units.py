@@ -12,11 +12,11 @@ import pytest
 import respx
 import structlog
 from cairn_core import BadRequest, GenerateRequest, ReasonCode, UpstreamError, split_sentences
-from cairn_query.cache import AnswerCache, cache_key
-from cairn_query.chunking import chunk_text
-from cairn_query.extract import ExtractError, extract_file, html_to_text
-from cairn_query.gateway import GatewayClient
-from cairn_query.parsing import kind_of
+from cairn_query.chat.cache import AnswerCache, cache_key
+from cairn_query.clients.gateway import GatewayClient
+from cairn_query.corpus.chunking import chunk_text
+from cairn_query.corpus.extract import ExtractError, extract_file, html_to_text
+from cairn_query.corpus.parsing import kind_of
 from cairn_query.settings import QuerySettings
 from cairn_query.store import NewDocument, SQLiteStore, fts_query
 from opentelemetry.trace import NoOpTracer
@@ -252,7 +252,7 @@ async def test_relay_keeps_a_disconnect_that_arrives_with_a_chunk(turns_before_c
     # gateway's stream); asyncio.wait_for on Python 3.11 lost exactly this cancel, in some of these timings.
     from types import SimpleNamespace
 
-    from cairn_query.streaming import _Relay, _relay
+    from cairn_query.chat.streaming import _Relay, _relay
 
     body = _GatedBytes()
     resp = httpx.Response(200, stream=body)
@@ -290,7 +290,7 @@ async def test_the_relay_reads_a_gateway_stream_whose_lines_end_in_crlf() -> Non
     # The SSE standard lets a server end lines in CRLF; the relay used to wait for a "\n\n" that never came.
     from types import SimpleNamespace
 
-    from cairn_query.streaming import _Relay, _relay
+    from cairn_query.chat.streaming import _Relay, _relay
 
     raw = (
         b'event: meta\r\ndata: {"model": "m", "provider": "p"}\r\n\r\n'

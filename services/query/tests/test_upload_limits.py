@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from cairn_core import split_sentences
-from cairn_query.chunking import chunk_text
-from cairn_query.documents import DocumentService
+from cairn_query.corpus.chunking import chunk_text
+from cairn_query.corpus.documents import DocumentService
 from cairn_query.metrics import QueryMetrics
 from cairn_query.schemas import DocumentIn
 from cairn_query.settings import QuerySettings
@@ -187,7 +187,7 @@ class _Gateway:
 
 
 async def test_chunking_runs_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cairn_query.documents as documents
+    import cairn_query.corpus.documents as documents
 
     def slow_chunks(text: str, size: int, overlap: int) -> list[tuple[str | None, str]]:
         time.sleep(0.5)  # what normalising and chunking a few million characters costs

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from cairn_core import require_token_off_loopback, serve
 
-from .app import create_app
-from .settings import QuerySettings
+from cairn_query.http.app import create_app
+from cairn_query.settings import QuerySettings
 
 
 def main() -> None:

@@ -3,10 +3,10 @@
     CairnError                   reason_code, message, status_code, retry_after, details
      ├─ BadRequest               400 BAD_REQUEST (and friends: TOKEN_LIMIT, PAYLOAD_TOO_LARGE, ...)
      ├─ AuditUnavailable         an answer's audit record could not be written, and QS fails closed
-     │                           (cairn_query.audit)
+     │                           (cairn_query.governance.audit)
      └─ UpstreamError            a dependency failed: PROVIDER_*, QUEUE_FULL, CIRCUIT_OPEN, ...; `retryable`,
          │                       `unreachable` say whether another attempt may succeed
-         └─ Unsupported          UNSUPPORTED_ANSWER: an answer its sources do not back (cairn_query.chat)
+         └─ Unsupported          UNSUPPORTED_ANSWER: an answer its sources do not back (cairn_query.chat.service)
 
     Outside the tree, because none of them is an answer to a client:
      ─ ClientDisconnected        the client went away; its work was cancelled (cairn_core.web.handlers)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import (
+from cairn_query.store.base import (
     LEGACY_OWNER,
     OPERATOR,
     STOPWORDS,
@@ -25,11 +25,11 @@ from .base import (
     now_iso,
     query_terms,
 )
-from .sqlite import SQLiteStore
+from cairn_query.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
-    from ..settings import QuerySettings
-    from .postgres import PostgresStore
+    from cairn_query.settings import QuerySettings
+    from cairn_query.store.postgres import PostgresStore
 
 __all__ = [
     "LEGACY_OWNER",
@@ -61,7 +61,7 @@ def is_postgres_url(target: str) -> bool:
 def open_store(settings: QuerySettings) -> Store:
     target = settings.store_url or settings.db_path
     if is_postgres_url(target):
-        from .postgres import PostgresStore
+        from cairn_query.store.postgres import PostgresStore
 
         return PostgresStore(
             target,
@@ -75,7 +75,7 @@ def open_store(settings: QuerySettings) -> Store:
 def __getattr__(name: str) -> object:
     # PostgresStore on demand, so that importing the store does not import psycopg.
     if name == "PostgresStore":
-        from .postgres import PostgresStore
+        from cairn_query.store.postgres import PostgresStore
 
         return PostgresStore
     raise AttributeError(name)

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..normalise import PATH_SEPARATOR
-from .audit import AuditTable
+from cairn_query.corpus.normalise import PATH_SEPARATOR
+from cairn_query.store.audit import AuditTable
 
 if TYPE_CHECKING:
-    from .conversations import SqlConversations
+    from cairn_query.store.conversations import SqlConversations
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words that match almost every chunk and would make any question look answerable.

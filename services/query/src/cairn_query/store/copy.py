@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from psycopg.types.json import Jsonb
 
-from .base import heading
-from .postgres import _TSV, PostgresStore, _copy_vectors, _index_vectors, _set_embed_meta
-from .sqlite import SQLiteStore
+from cairn_query.store.base import heading
+from cairn_query.store.postgres import _TSV, PostgresStore, _copy_vectors, _index_vectors, _set_embed_meta
+from cairn_query.store.sqlite import SQLiteStore
 
 
 class TargetNotEmpty(Exception):
@@ -72,7 +72,7 @@ def copy_sqlite_to_postgres(
                     for r in rows
                     if r["embedding"] is not None and dims
                 }
-                _copy_vectors(conn, dst._vector_oid, vectors)  # type: ignore[arg-type]
+                _copy_vectors(conn, dst._vector_oid, vectors)
                 copied["chunks"] += len(rows)
                 copied["vectors"] += sum(len(v) for v in vectors.values())
                 if progress:

@@ -34,8 +34,8 @@ from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb, set_json_dumps
 from psycopg_pool import ConnectionPool
 
-from .audit import AUDIT_SCHEMA, SqlAuditTable
-from .base import (
+from cairn_query.store.audit import AUDIT_SCHEMA, SqlAuditTable
+from cairn_query.store.base import (
     LEGACY_OWNER,
     OPERATOR,
     ChunkRow,
@@ -52,7 +52,7 @@ from .base import (
     scrub,
     to_json,
 )
-from .conversations import CONVERSATIONS_SCHEMA, SqlConversations
+from cairn_query.store.conversations import CONVERSATIONS_SCHEMA, SqlConversations
 
 _SCHEMA_V1 = """
 CREATE EXTENSION IF NOT EXISTS vector;

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .audit import AUDIT_SCHEMA, SqlAuditTable
-from .base import (
+from cairn_query.store.audit import AUDIT_SCHEMA, SqlAuditTable
+from cairn_query.store.base import (
     LEGACY_OWNER,
     OPERATOR,
     ChunkRow,
@@ -41,8 +41,8 @@ from .base import (
     scrub,
     to_json,
 )
-from .base import normalise as _normalise
-from .conversations import CONVERSATIONS_SCHEMA, SqlConversations
+from cairn_query.store.base import normalise as _normalise
+from cairn_query.store.conversations import CONVERSATIONS_SCHEMA, SqlConversations
 
 # Versioned migrations: the store's `schema_version` (in meta) says how many of these it has had. Each runs
 # in the transaction that records it, so a crash leaves the store at one version or the next. Stores from

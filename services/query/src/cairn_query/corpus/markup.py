@@ -51,7 +51,7 @@ def markdown_to_text(source: str) -> str:
         elif kind in ("fence", "code_block"):
             out.append("\n".join(CODE_INDENT + line for line in tok.content.rstrip("\n").split("\n")))
         elif kind == "html_block":
-            from .extract import html_to_text
+            from cairn_query.corpus.extract import html_to_text
 
             text, _ = html_to_text(tok.content)
             if text:

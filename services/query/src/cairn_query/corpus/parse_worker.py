@@ -1,4 +1,4 @@
-"""`python -m cairn_query.parse_worker KIND MEMORY_MB CPU_S`: read one file's bytes on stdin, write its text.
+"""`python -m cairn_query.corpus.parse_worker KIND MEMORY_MB CPU_S`: read one file's bytes on stdin, write its text.
 
 The child side of `parsing.py`. Parsers can take minutes or gigabytes on crafted input (the stdlib's
 html.parser is quadratic on `"<a " * n`; Markdown and reST nest without bound), so each parse runs here, in a process of its own with a
@@ -16,7 +16,7 @@ import os
 import resource
 import sys
 
-from .extract import ExtractError, extract_file
+from cairn_query.corpus.extract import ExtractError, extract_file
 
 
 def _limit(memory_mb: int, cpu_s: int) -> None:

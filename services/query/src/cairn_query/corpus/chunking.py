@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from cairn_core import split_sentences
 
-from .normalise import Section
+from cairn_query.corpus.normalise import Section
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _PARAGRAPH_END = "\n\n"

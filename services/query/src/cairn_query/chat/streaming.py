@@ -31,10 +31,10 @@ from cairn_core import (
     json_loads,
 )
 
-from .audit import AuditUnavailable, Turn
-from .chat import ChatService, Prepared, Unsupported, answered_by_of, fallback_message
-from .policy import Finding, Verdict
-from .schemas import ChatRequest
+from cairn_query.chat.service import ChatService, Prepared, Unsupported, answered_by_of, fallback_message
+from cairn_query.governance.audit import AuditUnavailable, Turn
+from cairn_query.governance.policy import Finding, Verdict
+from cairn_query.schemas import ChatRequest
 
 log = structlog.get_logger("chat")
 

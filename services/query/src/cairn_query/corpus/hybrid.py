@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from cairn_core import UpstreamError
 
-from .audit import Turn
-from .schemas import ChatRequest
-from .service import QueryService
+from cairn_query.governance.audit import Turn
+from cairn_query.schemas import ChatRequest
+from cairn_query.wiring import QueryService
 
 
 def _mean_cos(vector: np.ndarray, chunks: list[np.ndarray]) -> float:

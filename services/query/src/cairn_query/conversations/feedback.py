@@ -12,11 +12,11 @@ from typing import Any
 
 from cairn_core import CairnError, ReasonCode
 
-from .audit import AuditLog, utc_now
-from .metrics import QueryMetrics
-from .schemas import FeedbackIn
-from .store import Store
-from .store.audit import AuditQuery
+from cairn_query.governance.audit import AuditLog, utc_now
+from cairn_query.metrics import QueryMetrics
+from cairn_query.schemas import FeedbackIn
+from cairn_query.store import Store
+from cairn_query.store.audit import AuditQuery
 
 
 class Feedback:

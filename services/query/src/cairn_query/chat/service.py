@@ -26,18 +26,18 @@ from cairn_core import (
     check_support,
 )
 
-from .audit import Turn
-from .cache import Cache, cache_key
-from .evidence import select_evidence
-from .followup import Followups
-from .gateway import GatewayClient
-from .metrics import QueryMetrics
-from .policy import Finding, Policy, Verdict
-from .prompt_budget import conversation_budget, fit_conversation
-from .retrieval import Hit, Retriever, SearchOutcome
-from .schemas import ChatRequest
-from .settings import QuerySettings
-from .store import Store
+from cairn_query.chat.cache import Cache, cache_key
+from cairn_query.chat.evidence import select_evidence
+from cairn_query.chat.followup import Followups
+from cairn_query.chat.prompt_budget import conversation_budget, fit_conversation
+from cairn_query.clients.gateway import GatewayClient
+from cairn_query.corpus.retrieval import Hit, Retriever, SearchOutcome
+from cairn_query.governance.audit import Turn
+from cairn_query.governance.policy import Finding, Policy, Verdict
+from cairn_query.metrics import QueryMetrics
+from cairn_query.schemas import ChatRequest
+from cairn_query.settings import QuerySettings
+from cairn_query.store import Store
 
 log = structlog.get_logger("chat")
 

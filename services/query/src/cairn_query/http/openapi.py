@@ -20,7 +20,7 @@ from cairn_core import (
     openapi_document,
 )
 
-from .schemas import (
+from cairn_query.schemas import (
     AuditPage,
     AuditVerdict,
     ChatRequest,

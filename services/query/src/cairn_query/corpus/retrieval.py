@@ -17,10 +17,10 @@ import numpy as np
 import structlog
 from cairn_core import UpstreamError
 
-from .gateway import GatewayClient
-from .metrics import QueryMetrics
-from .settings import QuerySettings
-from .store import ChunkRow, Store
+from cairn_query.clients.gateway import GatewayClient
+from cairn_query.metrics import QueryMetrics
+from cairn_query.settings import QuerySettings
+from cairn_query.store import ChunkRow, Store
 
 log = structlog.get_logger("retrieval")
 

@@ -112,11 +112,11 @@ def extract_file(kind: str, data: bytes) -> tuple[str, str | None]:
         text, title = html_to_text(raw)
         return text, title or None
     if kind == "markdown":
-        from .markup import markdown_to_text
+        from cairn_query.corpus.markup import markdown_to_text
 
         return markdown_to_text(raw), None
     if kind == "rst":
-        from .markup import rst_to_text
+        from cairn_query.corpus.markup import rst_to_text
 
         return rst_to_text(raw), None
     return raw, None

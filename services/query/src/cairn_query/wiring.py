@@ -9,19 +9,19 @@ from dataclasses import dataclass
 import structlog
 from cairn_core import Redis
 
-from .audit import AuditLog
-from .cache import AnswerCache, Cache, RedisAnswerCache
-from .chat import ChatService
-from .conversations import Conversations
-from .documents import DocumentService
-from .feedback import Feedback
-from .gateway import GatewayClient
-from .metrics import QueryMetrics
-from .parsing import FileParser
-from .policy import Policy, PolicyError, load_policy
-from .retrieval import Retriever
-from .settings import QuerySettings
-from .store import Store
+from cairn_query.chat.cache import AnswerCache, Cache, RedisAnswerCache
+from cairn_query.chat.service import ChatService
+from cairn_query.clients.gateway import GatewayClient
+from cairn_query.conversations.feedback import Feedback
+from cairn_query.conversations.service import Conversations
+from cairn_query.corpus.documents import DocumentService
+from cairn_query.corpus.parsing import FileParser
+from cairn_query.corpus.retrieval import Retriever
+from cairn_query.governance.audit import AuditLog
+from cairn_query.governance.policy import Policy, PolicyError, load_policy
+from cairn_query.metrics import QueryMetrics
+from cairn_query.settings import QuerySettings
+from cairn_query.store import Store
 
 log = structlog.get_logger("policy")
 

@@ -40,10 +40,10 @@ from cairn_core import (
     word_stems,
 )
 
-from .gateway import GatewayClient
-from .retrieval import Hit, SearchOutcome
-from .settings import QuerySettings
-from .store import Store
+from cairn_query.clients.gateway import GatewayClient
+from cairn_query.corpus.retrieval import Hit, SearchOutcome
+from cairn_query.settings import QuerySettings
+from cairn_query.store import Store
 
 log = structlog.get_logger("evidence")
 

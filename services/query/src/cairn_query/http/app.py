@@ -19,12 +19,12 @@ from cairn_core import (
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from .gateway import GatewayClient
-from .policy import load_policy
-from .routes import ROUTES
-from .service import QueryService
-from .settings import QuerySettings
-from .store import open_store
+from cairn_query.clients.gateway import GatewayClient
+from cairn_query.governance.policy import load_policy
+from cairn_query.http.routes import ROUTES
+from cairn_query.settings import QuerySettings
+from cairn_query.store import open_store
+from cairn_query.wiring import QueryService
 
 SERVICE_NAME = "query-service"
 

@@ -11,13 +11,13 @@ from typing import Any
 import structlog
 from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError, split_sentences
 
-from .chunking import chunk_sections
-from .gateway import GatewayClient
-from .metrics import QueryMetrics
-from .normalise import clean_plain, sections
-from .schemas import DocumentIn
-from .settings import QuerySettings
-from .store import OPERATOR, NewDocument, NotOwner, Store, StoreFull, heading, may_write
+from cairn_query.clients.gateway import GatewayClient
+from cairn_query.corpus.chunking import chunk_sections
+from cairn_query.corpus.normalise import clean_plain, sections
+from cairn_query.metrics import QueryMetrics
+from cairn_query.schemas import DocumentIn
+from cairn_query.settings import QuerySettings
+from cairn_query.store import OPERATOR, NewDocument, NotOwner, Store, StoreFull, heading, may_write
 
 log = structlog.get_logger("ingest")
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from cairn_core import CairnError, ChatMessage, ReasonCode
 
-from .audit import Turn
-from .schemas import MAX_CONVERSATION_CHARS, MAX_MESSAGE_CHARS, ChatRequest, MessageIn
-from .store import Store
+from cairn_query.governance.audit import Turn
+from cairn_query.schemas import MAX_CONVERSATION_CHARS, MAX_MESSAGE_CHARS, ChatRequest, MessageIn
+from cairn_query.store import Store
 
 MAX_TURNS = 50
 TITLE_CHARS = 60

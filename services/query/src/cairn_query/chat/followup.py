@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import structlog
 from cairn_core import ChatMessage, GenerateRequest, UpstreamError, content_words
 
-from .gateway import GatewayClient
-from .schemas import MAX_QUESTION_CHARS
-from .settings import QuerySettings
+from cairn_query.clients.gateway import GatewayClient
+from cairn_query.schemas import MAX_QUESTION_CHARS
+from cairn_query.settings import QuerySettings
 
 log = structlog.get_logger("followup")
 

@@ -32,7 +32,7 @@ from cairn_core import (
 )
 from opentelemetry.trace import Tracer
 
-from .settings import QuerySettings
+from cairn_query.settings import QuerySettings
 
 T = TypeVar("T")
 _RETRY_STATUS = {502, 503, 504}

@@ -449,7 +449,7 @@ def load_policy(path: str | None) -> Policy:
             raise PolicyError(source, f"cannot be read: {exc}") from None
     else:
         source = f"(default) {DEFAULT_POLICY}"
-        text = resources.files("cairn_query").joinpath(DEFAULT_POLICY).read_text(encoding="utf-8")
+        text = resources.files("cairn_query.governance").joinpath(DEFAULT_POLICY).read_text(encoding="utf-8")
     rules = parse_policy(text, source)
     toxicity = Toxicity() if any(isinstance(r, ToxicityRule) for r in rules) else None
     return Policy(rules, source, toxicity)

@@ -31,17 +31,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from . import openapi
-from .audit import Turn
-from .conversations import not_found
-from .documents import not_owner
-from .hybrid import hybrid_query
-from .policy import PolicyError
-from .schemas import ChatRequest, ConversationIn, DocumentIn, FeedbackIn, MessageIn, SearchRequest
-from .service import QueryService
-from .store import OPERATOR, NotOwner
-from .store.audit import AuditQuery
-from .streaming import chat_events
+from cairn_query.chat.streaming import chat_events
+from cairn_query.conversations.service import not_found
+from cairn_query.corpus.documents import not_owner
+from cairn_query.corpus.hybrid import hybrid_query
+from cairn_query.governance.audit import Turn
+from cairn_query.governance.policy import PolicyError
+from cairn_query.http import openapi
+from cairn_query.schemas import ChatRequest, ConversationIn, DocumentIn, FeedbackIn, MessageIn, SearchRequest
+from cairn_query.store import OPERATOR, NotOwner
+from cairn_query.store.audit import AuditQuery
+from cairn_query.wiring import QueryService
 
 
 def _svc(request: Request) -> QueryService:

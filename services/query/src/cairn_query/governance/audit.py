@@ -21,11 +21,11 @@ from typing import Any
 import structlog
 from cairn_core import CairnError, ReasonCode
 
-from .metrics import QueryMetrics
-from .policy import Finding, Verdict
-from .settings import QuerySettings
-from .store import Store
-from .store.audit import AuditQuery, AuditRow, ChainReport, verify_chain
+from cairn_query.governance.policy import Finding, Verdict
+from cairn_query.metrics import QueryMetrics
+from cairn_query.settings import QuerySettings
+from cairn_query.store import Store
+from cairn_query.store.audit import AuditQuery, AuditRow, ChainReport, verify_chain
 
 log = structlog.get_logger("audit")
 

@@ -18,7 +18,7 @@ import sys
 import structlog
 from cairn_core import BadRequest, ReasonCode
 
-from .extract import ExtractError, extract_file
+from cairn_query.corpus.extract import ExtractError, extract_file
 
 log = structlog.get_logger("parsing")
 
@@ -90,7 +90,7 @@ class FileParser:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "cairn_query.parse_worker",
+            "cairn_query.corpus.parse_worker",
             kind,
             str(self.memory_mb),
             str(cpu_s),
