@@ -15,12 +15,14 @@ def total(counter: str) -> str:
 
 
 class GatewayMetric:
+    # Per request: how many, how fast, how they ended.
     REQUESTS: Final = "cairn_gateway_requests"
     LATENCY: Final = "cairn_gateway_request_latency_seconds"
     TTFT: Final = "cairn_gateway_time_to_first_token_seconds"
     TOKENS: Final = "cairn_gateway_tokens"
     TOKENS_PER_SECOND: Final = "cairn_gateway_tokens_per_second"
     FALLBACKS: Final = "cairn_gateway_fallbacks"
+    # Per model, now: its load and its health.
     IN_FLIGHT: Final = "cairn_gateway_in_flight"
     QUEUE_DEPTH: Final = "cairn_gateway_queue_depth"
     CIRCUIT_STATE: Final = "cairn_gateway_circuit_state"

@@ -32,19 +32,6 @@ SOCKET_TIMEOUT_S = 0.5
 
 log = structlog.get_logger("redis")
 
-__all__ = [
-    "INFLIGHT_ENTER_LUA",
-    "KEYS_IMPORT_LUA",
-    "KEY_PREFIX",
-    "REDIS_URL_ENV",
-    "TOKEN_BUCKET_LUA",
-    "Redis",
-    "RedisError",
-    "RedisOutageLog",
-    "RedisUnavailable",
-    "redis_client",
-]
-
 
 class RedisUnavailable(RuntimeError):
     """Raised from a lifespan: uvicorn then exits with this message instead of serving without Redis."""

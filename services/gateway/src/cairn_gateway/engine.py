@@ -23,7 +23,14 @@ from .errors import ModelNotLoaded, ProviderError
 from .grounded_prompt import build_messages
 from .model_registry import ModelEntry, ModelRegistry
 from .openai_fields import check_honoured
-from .providers.base import UNHEALTHY, ProviderChunk, ProviderRequest, ProviderResult, stream_batches
+from .providers.base import (
+    UNHEALTHY,
+    ProviderChunk,
+    ProviderRequest,
+    ProviderResult,
+    aclose_now,
+    stream_batches,
+)
 from .providers.catalogue import provider_class
 from .settings import GatewaySettings
 
@@ -123,10 +130,8 @@ class StreamHandle(_Served):
             await self.aclose()
 
     async def aclose(self) -> None:
-        aclose = getattr(self.agen, "aclose", None)
         try:
-            if aclose is not None:
-                await aclose()
+            await aclose_now(self.agen)
         finally:
             await self.stack.aclose()
 
@@ -287,9 +292,7 @@ class Engine:
 
 async def _close_quietly(agen: AsyncIterator[list[ProviderChunk]] | None, stack: AsyncExitStack) -> None:
     try:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose_now(agen)
     except Exception:
         pass
     finally:

@@ -55,7 +55,6 @@ _CHAT_STREAM = Stream({"message": [ChatCompletionChunk, OpenAIErrorBody]}, senti
 _TEXT_STREAM = Stream({"message": [TextCompletion, OpenAIErrorBody]}, sentinel="[DONE]")
 _ADMIN: list[dict[str, list[str]]] = [{"adminBearer": []}]
 _MASTER: list[dict[str, list[str]]] = [{"masterKey": []}]
-_KEY_ERRORS = (401, 404, 500)
 
 
 def _openai(path: str, summary: str, body: type[Any], reply: type[Any], stream: Stream) -> Operation:
@@ -68,6 +67,18 @@ def _openai(path: str, summary: str, body: type[Any], reply: type[Any], stream: 
         body=body,
         error_model=OpenAIErrorBody,
         tags=["openai"],
+    )
+
+
+def _embedding(path: str, summary: str, reply: type[Any], tag: str) -> Operation:
+    return Operation("POST", path, summary, {200: Reply(reply)}, errors=(503,), body=EmbedRequest, tags=[tag])
+
+
+def _keys(method: str, path: str, summary: str, reply: type[Any], body: type[Any] | None = None) -> Operation:
+    """The virtual key routes (keys.py): with LLM_MASTER_KEY as the bearer token, 404 while keys are off."""
+    errors = (401, 404, 500)
+    return Operation(
+        method, path, summary, {200: Reply(reply)}, errors, body, security=_MASTER, tags=["keys"]
     )
 
 
@@ -107,29 +118,10 @@ ROUTES: list[BaseRoute] = [
         ),
         parse_body=False,
     ),
-    Endpoint(
-        embeddings.embed,
-        Operation(
-            "POST",
-            "/v1/embed",
-            "Embed texts",
-            {200: Reply(EmbedResponse)},
-            errors=(503,),
-            body=EmbedRequest,
-            tags=["embeddings"],
-        ),
-    ),
+    Endpoint(embeddings.embed, _embedding("/v1/embed", "Embed texts", EmbedResponse, "embeddings")),
     Endpoint(
         embeddings.embeddings,
-        Operation(
-            "POST",
-            "/v1/embeddings",
-            "OpenAI-compatible embeddings",
-            {200: Reply(EmbeddingsResponse)},
-            errors=(503,),
-            body=EmbedRequest,
-            tags=["openai"],
-        ),
+        _embedding("/v1/embeddings", "OpenAI-compatible embeddings", EmbeddingsResponse, "openai"),
     ),
     Endpoint(
         admin.models,
@@ -154,41 +146,27 @@ ROUTES: list[BaseRoute] = [
     ),
     Endpoint(
         admin.key_generate,
-        Operation(
+        _keys(
             "POST",
             "/key/generate",
             "Create a virtual key (Authorization: Bearer LLM_MASTER_KEY); the key is shown only here",
-            {200: Reply(KeyInfo)},
-            errors=_KEY_ERRORS,
-            body=KeyGenerateRequest,
-            security=_MASTER,
-            tags=["keys"],
+            KeyInfo,
+            KeyGenerateRequest,
         ),
         guard=admin.master_keys,
     ),
     Endpoint(
         admin.key_list,
-        Operation(
-            "GET",
-            "/key/list",
-            "The virtual keys, by id and alias (never the keys)",
-            {200: Reply(KeyList)},
-            errors=_KEY_ERRORS,
-            security=_MASTER,
-            tags=["keys"],
-        ),
+        _keys("GET", "/key/list", "The virtual keys, by id and alias (never the keys)", KeyList),
     ),
     Endpoint(
         admin.key_delete,
-        Operation(
+        _keys(
             "POST",
             "/key/delete",
             "Revoke virtual keys by id or by the key itself",
-            {200: Reply(KeyDeleted)},
-            errors=_KEY_ERRORS,
-            body=KeyDeleteRequest,
-            security=_MASTER,
-            tags=["keys"],
+            KeyDeleted,
+            KeyDeleteRequest,
         ),
         guard=admin.master_keys,
     ),

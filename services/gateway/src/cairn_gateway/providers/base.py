@@ -117,10 +117,15 @@ async def _one_per_batch(chunks: AsyncIterator[ProviderChunk]) -> AsyncIterator[
         async for chunk in chunks:
             yield [chunk]
     finally:
-        # Closed early (a timeout, a client gone): the provider's own clean-up runs now, not when collected.
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose_now(chunks)
+
+
+async def aclose_now(chunks: AsyncIterator[Any] | None) -> None:
+    """Close an async generator left early (a timeout, a client gone): the provider's own clean-up (its
+    upstream connection) runs now, not whenever it is collected."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def collect(chunks: AsyncIterator[ProviderChunk]) -> ProviderResult:

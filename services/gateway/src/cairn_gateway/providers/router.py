@@ -40,7 +40,7 @@ from cairn_core import (
 
 from ..errors import ProviderError
 from ..settings import GatewaySettings, ModelSpec
-from .base import UNHEALTHY, ProviderChunk, ProviderRequest, ProviderResult
+from .base import UNHEALTHY, ProviderChunk, ProviderRequest, ProviderResult, aclose_now
 from .openai_compat import OpenAICompatProvider, backoff_s
 from .structured_output import public_url
 
@@ -55,12 +55,6 @@ _FAIL_OVER = frozenset({ReasonCode.PROVIDER_TIMEOUT, ReasonCode.STREAM_INTERRUPT
 
 def _fails_over(exc: BaseException) -> bool:
     return isinstance(exc, CairnError) and (is_retryable(exc) or exc.reason_code in _FAIL_OVER)
-
-
-async def _aclose(agen: AsyncIterator[ProviderChunk]) -> None:
-    aclose = getattr(agen, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 @dataclass(eq=False)
@@ -235,7 +229,7 @@ class RouterProvider:
             except BaseException:
                 dep.in_flight -= 1
                 await dep.breaker.release_probe()
-                await _aclose(agen)
+                await aclose_now(agen)
                 raise
             else:
                 return dep, agen, first
@@ -263,7 +257,7 @@ class RouterProvider:
             dep.in_flight -= 1
             if not verdict:  # the caller went away or timed out: no verdict on the server
                 await dep.breaker.release_probe()
-            await _aclose(agen)
+            await aclose_now(agen)
 
     async def health(self) -> bool:
         results = await asyncio.gather(*(d.provider.health() for d in self.deployments))

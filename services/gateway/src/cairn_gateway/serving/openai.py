@@ -45,27 +45,19 @@ def _finish(reason: StopReason, native: str | None) -> str:
     return native if native in _NATIVE_FINISH else _FINISH.get(reason, "stop")
 
 
-def _contract(build: Callable[[], GenerateRequest]) -> GenerateRequest:
-    """The contract's own limits (at most 4 stop strings, …) are a 400 here too, never a 500."""
+def _contract(body: ChatCompletionRequest | CompletionRequest, **given: Any) -> GenerateRequest:
+    """The contract's request for `body`, its input `given`; the contract's own limits (at most 4 stop
+    strings, …) are a 400 here too, never a 500."""
+    sampling = {k: getattr(body, k) for k in ("model", "temperature", "top_p", "stop", "seed", "stream")}
     try:
-        return build()
+        return GenerateRequest(**sampling, **given)
     except ValidationError as exc:
         raise CairnError(ReasonCode.BAD_REQUEST, format_validation_error(exc)) from None
 
 
 def chat_request(engine: Engine, body: ChatCompletionRequest) -> tuple[GenerateRequest, ProviderRequest]:
-    req = _contract(
-        lambda: GenerateRequest(
-            messages=[m.to_chat() for m in body.messages],
-            model=body.model,
-            max_tokens=body.max_completion_tokens or body.max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=body.stop,
-            seed=body.seed,
-            stream=body.stream,
-        )
-    )
+    messages = [m.to_chat() for m in body.messages]
+    req = _contract(body, messages=messages, max_tokens=body.max_completion_tokens or body.max_tokens)
     fields = forwarded(body.sent())
     # A tool conversation (or images) loses its meaning as plain text: an upstream gets the messages as sent.
     if any(m.carries_more_than_text() for m in body.messages):
@@ -75,18 +67,7 @@ def chat_request(engine: Engine, body: ChatCompletionRequest) -> tuple[GenerateR
 
 def completion_request(engine: Engine, body: CompletionRequest) -> tuple[GenerateRequest, ProviderRequest]:
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]  # the validator made it one
-    req = _contract(
-        lambda: GenerateRequest(
-            prompt=prompt,
-            model=body.model,
-            max_tokens=body.max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            stop=body.stop,
-            seed=body.seed,
-            stream=body.stream,
-        )
-    )
+    req = _contract(body, prompt=prompt, max_tokens=body.max_tokens)
     return req, engine.provider_request(req, raw=True, openai=forwarded(body.sent()))
 
 

@@ -27,24 +27,7 @@ class by this package (`cairn_gateway.providers.llamacpp:LlamaCppProvider`), so 
 """
 
 from .generation import digit_tokens
-from .grammar import (
-    CITATION_TOKENS,
-    GROUNDED_MIN_TOKENS,
-    JSON_OVERHEAD_TOKENS,
-    budget_schema,
-    json_grammar,
-    response_schema,
-)
+from .grammar import json_grammar
 from .provider import LlamaCppProvider, model_params
 
-__all__ = [
-    "CITATION_TOKENS",
-    "GROUNDED_MIN_TOKENS",
-    "JSON_OVERHEAD_TOKENS",
-    "LlamaCppProvider",
-    "budget_schema",
-    "digit_tokens",
-    "json_grammar",
-    "model_params",
-    "response_schema",
-]
+__all__ = ["LlamaCppProvider", "digit_tokens", "json_grammar", "model_params"]
