@@ -64,6 +64,7 @@ from .web.auth import (
     InternalAuthMiddleware,
     internal_headers,
     is_loopback_host,
+    require_bearer,
     require_token_off_loopback,
     secret_of,
     token_matches,
@@ -77,7 +78,6 @@ from .web.handlers import (
     metrics_response,
     parse_json_body,
     request_id_of,
-    require_bearer,
 )
 from .web.json import JSONDecodeError, JSONResponse
 from .web.json import dumps as json_dumps

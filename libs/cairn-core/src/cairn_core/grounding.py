@@ -211,15 +211,3 @@ def check_support(answer: str, sources: Sequence[str], min_overlap: float = 0.6)
         if words and len(words & source_words) / len(words) < min_overlap:
             return SupportVerdict(False, f"{sentence!r} is not found in the cited sources")
     return SupportVerdict(True)
-
-
-def dedupe_sentences(sentences: Iterable[str]) -> list[str]:
-    """The sentences in order, each at most once (compared as the repeat check compares them)."""
-    seen: set[str] = set()
-    out = []
-    for s in sentences:
-        key = _normal(s)
-        if key not in seen:
-            seen.add(key)
-            out.append(s)
-    return out

@@ -47,8 +47,5 @@ class Replicas(Generic[T]):
     def reachable(self, item: T) -> None:
         self._down_until.pop(self._index(item), None)
 
-    def is_down(self, item: T) -> bool:
-        return self._down_until.get(self._index(item), 0.0) > time.monotonic()
-
     def _index(self, item: T) -> int:
         return next(i for i, x in enumerate(self.items) if x is item)

@@ -20,8 +20,10 @@ from collections.abc import Callable
 
 from pydantic import SecretStr
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..contract.errors import CairnError
 from ..contract.reason_codes import ReasonCode
 from .handlers import error_response
 
@@ -66,6 +68,19 @@ def require_token_off_loopback(service: str, host: str, token: SecretStr | None)
             f"{service}: refusing to listen on {host} without {INTERNAL_TOKEN_ENV}: anyone who can reach the "
             f"port could use the service. Set {INTERNAL_TOKEN_ENV} to the same random value for every Cairn "
             "service (for example `openssl rand -hex 32`), or bind to 127.0.0.1."
+        )
+
+
+def require_bearer(request: Request, token: SecretStr | None, setting: str) -> None:
+    """Admin endpoints: `Authorization: Bearer <token>`, compared in constant time. No token set = disabled,
+    and so is a token set to the empty string (`LLM_ADMIN_TOKEN=`), which would otherwise match an empty
+    header and let anyone in."""
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    secret = secret_of(token)
+    if not token_matches(given, secret):
+        state = "" if secret else f" ({setting} is not set, so admin endpoints are off)"
+        raise CairnError(
+            ReasonCode.UNAUTHORIZED, f"Admin endpoints need 'Authorization: Bearer <{setting}>'{state}."
         )
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import AsyncIterable, Awaitable, Mapping
 from typing import Any, TypeVar
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -183,19 +182,6 @@ class BodyLimitMiddleware:
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = scope.get("state", {}).get("request_id")
         await error_response(ReasonCode.PAYLOAD_TOO_LARGE, self._message(), rid)(scope, receive, send)
-
-
-def require_bearer(request: Request, token: SecretStr | None, setting: str) -> None:
-    """Admin endpoints: `Authorization: Bearer <token>`, compared in constant time. No token set = disabled,
-    and so is a token set to the empty string (`LLM_ADMIN_TOKEN=`), which would otherwise match an empty
-    header and let anyone in."""
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    secret = token.get_secret_value().strip() if token is not None else ""
-    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
-        state = "" if secret else f" ({setting} is not set, so admin endpoints are off)"
-        raise CairnError(
-            ReasonCode.UNAUTHORIZED, f"Admin endpoints need 'Authorization: Bearer <{setting}>'{state}."
-        )
 
 
 def metrics_response(registry: CollectorRegistry) -> Response:

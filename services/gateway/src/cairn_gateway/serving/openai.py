@@ -98,37 +98,25 @@ def chat_body(rid: str, model: str, result: ProviderResult) -> dict[str, Any]:
     extra = result.message or {}
     # OpenAI's answer that is only tool calls has `content: null`, and SDKs branch on it.
     content = result.text if result.text or not extra.get("tool_calls") else None
-    return {
-        "id": f"chatcmpl-{rid}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, **extra},
-                "finish_reason": _finish(result.finish_reason, result.native_finish),
-                "logprobs": result.logprobs,
-            }
-        ],
-        "usage": result.usage.model_dump(),
-    }
+    message = {"role": "assistant", "content": content, **extra}
+    return _answer(f"chatcmpl-{rid}", "chat.completion", model, result, {"message": message})
 
 
 def text_body(rid: str, model: str, result: ProviderResult) -> dict[str, Any]:
+    return _answer(f"cmpl-{rid}", "text_completion", model, result, {"text": result.text})
+
+
+def _answer(
+    id_: str, kind: str, model: str, result: ProviderResult, content: dict[str, Any]
+) -> dict[str, Any]:
+    finish = _finish(result.finish_reason, result.native_finish)
+    choice = {"index": 0, **content, "finish_reason": finish, "logprobs": result.logprobs}
     return {
-        "id": f"cmpl-{rid}",
-        "object": "text_completion",
+        "id": id_,
+        "object": kind,
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "text": result.text,
-                "finish_reason": _finish(result.finish_reason, result.native_finish),
-                "logprobs": result.logprobs,
-            }
-        ],
+        "choices": [choice],
         "usage": result.usage.model_dump(),
     }
 
