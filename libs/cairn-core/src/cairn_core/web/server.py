@@ -10,6 +10,15 @@ enough of them starve everyone else. This subclass of its httptools protocol:
   them all (uvicorn's own `limit_concurrency` answers in plain text).
 
 Slow bodies are the ASGI side's business: `BodyLimitMiddleware` gives the whole body a deadline.
+
+Why a subclass (issue 24 asked for a supported mechanism): uvicorn 0.54 has none for either guard. Its settings
+stop at `timeout_keep_alive` (idle connections between requests) and `limit_concurrency` (a plain-text 503), and
+a header deadline cannot be an ASGI middleware, since the app is only called once the headers are complete.
+The one supported door is the one used here: `uvicorn.run(http=...)` takes a protocol class. What is not public
+is what the subclass hooks into (the parser callbacks `on_message_begin` / `on_headers_complete`, and
+`connections`), so tests/test_security.py `test_half_sent_requests_are_closed_and_connections_are_capped` runs
+both guards against a real server: an upgrade that moves them fails there, not in production. The other
+supported answer is outside the process: a proxy in front (nginx's `client_header_timeout`, `limit_conn`).
 """
 
 from __future__ import annotations
