@@ -53,8 +53,13 @@ class ModelEntry:
         why = f": {self.error}" if self.error else "."
         return ModelNotLoaded(code, f"Model {self.alias!r} is not loaded{why}", status_code=503)
 
+    def provider_info(self) -> dict[str, Any]:
+        """What the loaded provider says of itself (`info()`: state, memory, slots, deployments…); {} if nothing."""
+        info = getattr(self.provider, "info", None)
+        return info() if info is not None else {}
+
     def info(self) -> dict[str, Any]:
-        extra = self.provider.info() if self.provider is not None and hasattr(self.provider, "info") else {}
+        extra = self.provider_info()
         return {
             "id": self.alias,
             "object": "model",
@@ -248,11 +253,7 @@ class ModelRegistry:
             m.in_flight.labels(entry.alias).set(entry.admission.in_flight)
             m.queue_depth.labels(entry.alias).set(entry.admission.waiting)
             m.circuit_state.labels(entry.alias).set(int(entry.breaker.state))
-            info = (
-                entry.provider.info()
-                if entry.provider is not None and hasattr(entry.provider, "info")
-                else {}
-            )
+            info = entry.provider_info()
             m.model_memory.labels(entry.alias).set(float(info.get("memory_mb", 0)) * 1024 * 1024)
             for dep in info.get("deployments") or []:
                 m.upstream_in_flight.labels(entry.alias, dep["base_url"]).set(dep["in_flight"])

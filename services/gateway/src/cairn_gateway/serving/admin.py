@@ -54,7 +54,7 @@ async def readyz(request: Request) -> Response:
     ok = entry.provider is not None and await entry.provider.health()
     registry.metrics.provider_up.labels(entry.alias).set(1 if ok else 0)
     body: dict[str, Any] = {"status": "ready", "model": entry.alias, "provider": entry.spec.provider}
-    info = entry.provider.info() if entry.provider is not None and hasattr(entry.provider, "info") else {}
+    info = entry.provider_info()
     if info.get("notice"):  # loaded, but not as configured (the safe settings after a crashed probe)
         body["notice"] = info["notice"]
     if ok:
