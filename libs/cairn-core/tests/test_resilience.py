@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from cairn_core import CairnError, CircuitBreaker, CircuitState, GiveUp, ReasonCode, UpstreamError, retrying
@@ -19,7 +18,7 @@ async def test_circuit_breaker_opens_probes_and_closes() -> None:
     with pytest.raises(CairnError) as err:
         await cb.before_call()
     assert err.value.reason_code is ReasonCode.CIRCUIT_OPEN
-    time.sleep(0.06)
+    await asyncio.sleep(0.06)
     assert cb.state is CircuitState.HALF_OPEN and not cb.is_open
     await cb.before_call()  # the one probe
     assert cb.is_open
@@ -50,7 +49,9 @@ async def test_retrying_calls_again_on_a_retryable_failure_and_waits_as_told() -
         waits.append((str(exc), failed))
         return 0.001
 
-    result = await retrying(attempt, attempts=3, wait=wait, on_retry=lambda exc, failed: retried.append(failed))
+    result = await retrying(
+        attempt, attempts=3, wait=wait, on_retry=lambda exc, failed: retried.append(failed)
+    )
     assert result == "ok" and calls == [1, 2, 3]
     assert waits == [("busy 1", 1), ("busy 2", 2)] and retried == [1, 2]
 
