@@ -4,7 +4,7 @@ A provider turns a `ProviderRequest` into text: `generate()` for one answer, `st
 produced. A provider whose pieces arrive in reads that hold several at once (`openai_compat`) may also offer
 `stream_batches()`, the same pieces grouped as they arrived, so that the gateway handles and writes a read's
 pieces together (`stream_batches` below picks it, or groups `stream()` one piece per batch). Providers raise
-`ProviderError` with a reason code; the service layer owns admission, timeouts, circuit breaking, fallbacks
+`ProviderError` with a reason code; the engine (engine.py) owns admission, timeouts, circuit breaking, fallbacks
 and citation checks, so a provider stays a thin adapter.
 """
 
@@ -69,7 +69,7 @@ class ProviderResult:
 
 
 # Failures that say something about a provider's health, and so count towards its circuit breaker (the model's
-# in service.py, each upstream's in router.py); any other failure is the request's own.
+# in engine.py, each upstream's in router.py); any other failure is the request's own.
 UNHEALTHY = frozenset(
     {
         ReasonCode.PROVIDER_TIMEOUT,

@@ -1,10 +1,11 @@
 """Any OpenAI-compatible server: llama.cpp server, Ollama, vLLM, OpenAI.
 
-Calls `{LLM_BASE_URL}/chat/completions` (or `/completions` for a raw prompt) with `stream=false|true` over the gateway's aiohttp session (this is
-the hop every token crosses; httpx's layers cost 40 % of the gateway's CPU here, docs/benchmarks.md). Retries
-live here and only here (`retrying()`, on tenacity): connect errors and 429/500/502/503/504, honouring `Retry-After`, and only
-while opening the request, so never after the first byte of an answer was produced. A 200 stream can still
-carry an error frame (`data: {"error": …}`, as vLLM and llama.cpp server send it), non-JSON lines, or end
+Calls `{LLM_BASE_URL}/chat/completions` (or `/completions` for a raw prompt) with `stream=false|true` over the
+gateway's aiohttp session (this is the hop every token crosses; httpx's layers cost 40 % of the gateway's CPU
+here, docs/benchmarks.md). Retries live here and only here (`cairn_core.retrying()`, on tenacity): connect
+errors and 429/500/502/503/504, honouring `Retry-After`, and only while opening the request, so never after the
+first byte of an answer was produced. A 200 stream can still carry an error frame (`data: {"error": …}`, as vLLM
+and llama.cpp server send it), non-JSON lines, or end
 without `[DONE]`.
 
 OpenAI fields beyond the contract (`ProviderRequest.openai`: tools, response_format, vendor extensions) go out
@@ -190,8 +191,8 @@ class OpenAICompatProvider:
         url = self.text_completions_url if req.raw else self.completions_url
         headers = {**self.post_headers, **outgoing_headers()}
         connect_s = min(CONNECT_TIMEOUT_S, req.timeout_s)
-        # A stream may last as long as the service's deadline allows, but must keep sending: the idle limit
-        # is the read timeout. A plain answer is bounded by the service's own deadline around this call.
+        # A stream may last as long as the engine's deadline allows, but must keep sending: the idle limit
+        # is the read timeout. A plain answer is bounded by the engine's own deadline around this call.
         limits = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_s, sock_read=self.idle_timeout_s if stream else None
         )
