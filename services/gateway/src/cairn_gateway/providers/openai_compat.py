@@ -5,8 +5,7 @@ gateway's aiohttp session (this is the hop every token crosses; httpx's layers c
 here, docs/benchmarks.md). Retries live here and only here (`cairn_core.retrying()`, on tenacity): connect
 errors and 429/500/502/503/504, honouring `Retry-After`, and only while opening the request, so never after the
 first byte of an answer was produced. A 200 stream can still carry an error frame (`data: {"error": …}`, as vLLM
-and llama.cpp server send it), non-JSON lines, or end
-without `[DONE]`.
+and llama.cpp server send it), non-JSON lines, or end without `[DONE]`.
 
 OpenAI fields beyond the contract (`ProviderRequest.openai`: tools, response_format, vendor extensions) go out
 unchanged, and what the answer carries beyond text (tool calls, logprobs, the upstream's own finish reason)
