@@ -18,7 +18,8 @@ from cairn_query.corpus.documents import DocumentService
 from cairn_query.corpus.parsing import FileParser
 from cairn_query.corpus.retrieval import Retriever
 from cairn_query.governance.audit import AuditLog
-from cairn_query.governance.policy import Policy, PolicyError, load_policy
+from cairn_query.governance.policy import Policy, PolicyError
+from cairn_query.governance.policy_file import load_policy
 from cairn_query.metrics import QueryMetrics
 from cairn_query.settings import QuerySettings
 from cairn_query.store import Store

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from cairn_query.clients.gateway import GatewayClient
-from cairn_query.governance.policy import load_policy
+from cairn_query.governance.policy_file import load_policy
 from cairn_query.http.routes import ROUTES
 from cairn_query.settings import QuerySettings
 from cairn_query.store import open_store
