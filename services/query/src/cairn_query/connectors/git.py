@@ -62,8 +62,8 @@ class GitConnector:
 
     def _remote(self) -> str:
         repo = self.config.repo
-        if "://" in repo or repo.startswith("git@"):
-            return repo
+        if "://" in repo or "::" in repo or repo.startswith("git@"):
+            return repo  # a URL, or a `transport::address` (GIT_ALLOW_PROTOCOL decides whether it may run)
         return Path(repo).expanduser().resolve().as_uri()  # a local path, as a file:// URL: depth works
 
     async def _git(self, *args: str, stdin: bytes | None = None) -> bytes:
