@@ -18,7 +18,7 @@ def _known_kind(v: str) -> str:
     return v
 
 
-class SourceIn(BaseModel):
+class ConnectorIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=_NAME, description="unique; the source's documents carry it as metadata.source")
@@ -31,7 +31,7 @@ class SourceIn(BaseModel):
     _kind = field_validator("kind")(_known_kind)
 
 
-class SourcePatch(BaseModel):
+class ConnectorPatch(BaseModel):
     """What `PATCH /v1/connectors/{name}` may change; what it leaves out stays."""
 
     model_config = ConfigDict(extra="forbid")
@@ -42,13 +42,13 @@ class SourcePatch(BaseModel):
     enabled: bool | None = None
 
 
-class Failure(BaseModel):
+class ConnectorFailure(BaseModel):
     key: str
     reason_code: str
     message: str
 
 
-class RunStatus(BaseModel):
+class ConnectorRun(BaseModel):
     source: str
     id: str = Field(description="this run's id")
     trigger: str = Field(description="schedule, watch or manual")
@@ -62,12 +62,12 @@ class RunStatus(BaseModel):
     renamed: int
     deleted: int
     failed: int
-    failures: list[Failure] = Field(description="the first 100 failed items, each with its reason")
+    failures: list[ConnectorFailure] = Field(description="the first 100 failed items, each with its reason")
     error: dict[str, str] | None = Field(description="reason_code and message when the whole run failed")
     duration_s: float | None
 
 
-class SourceOut(BaseModel):
+class ConnectorOut(BaseModel):
     name: str
     kind: str
     config: dict[str, Any]
@@ -78,27 +78,27 @@ class SourceOut(BaseModel):
     updated_at: str
     running: bool = Field(description="a run holds the source's lease now (on any replica)")
     documents: int = Field(description="documents the source holds in the store")
-    status: RunStatus | None = Field(description="the last run's (or the running one's) status")
+    status: ConnectorRun | None = Field(description="the last run's (or the running one's) status")
 
 
-class SourceList(BaseModel):
-    sources: list[SourceOut]
+class ConnectorList(BaseModel):
+    sources: list[ConnectorOut]
 
 
-class SourceDeleted(BaseModel):
+class ConnectorDeleted(BaseModel):
     name: str
     deleted: bool
     documents_deleted: int
 
 
-class RunStarted(BaseModel):
+class ConnectorRunStarted(BaseModel):
     name: str
     started: bool = Field(description="false when a run was already going (here or on another replica)")
     running: bool
-    status: RunStatus | None
+    status: ConnectorRun | None
 
 
-class SourceStatus(BaseModel):
+class ConnectorStatus(BaseModel):
     name: str
     running: bool
-    status: RunStatus | None = Field(description="null before the first run")
+    status: ConnectorRun | None = Field(description="null before the first run")

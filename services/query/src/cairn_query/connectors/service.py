@@ -21,7 +21,7 @@ from cairn_core import BadRequest, CairnError, ReasonCode
 from pydantic import ValidationError
 
 from cairn_query.connectors.base import Context, build, connector_class
-from cairn_query.connectors.models import SourceIn, SourcePatch
+from cairn_query.connectors.models import ConnectorIn, ConnectorPatch
 from cairn_query.connectors.sync import RunReport, SyncEngine
 from cairn_query.corpus.documents import DocumentService
 from cairn_query.corpus.parsing import FileParser
@@ -98,7 +98,7 @@ class ConnectorService:
     async def get(self, name: str) -> dict[str, Any]:
         return await self.public(await self._row(name))
 
-    async def create(self, body: SourceIn) -> dict[str, Any]:
+    async def create(self, body: ConnectorIn) -> dict[str, Any]:
         row = SourceRow(
             name=body.name,
             kind=body.kind,
@@ -115,7 +115,7 @@ class ConnectorService:
         log.info("connector_created", source=body.name, kind=body.kind)
         return await self.get(body.name)
 
-    async def update(self, name: str, patch: SourcePatch) -> dict[str, Any]:
+    async def update(self, name: str, patch: ConnectorPatch) -> dict[str, Any]:
         row = await self._row(name)
         if patch.config is not None:
             row.config = _check_config(row.kind, patch.config)

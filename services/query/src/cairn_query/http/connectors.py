@@ -13,13 +13,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cairn_query.connectors.models import (
-    RunStarted,
-    SourceDeleted,
-    SourceIn,
-    SourceList,
-    SourceOut,
-    SourcePatch,
-    SourceStatus,
+    ConnectorRunStarted,
+    ConnectorDeleted,
+    ConnectorIn,
+    ConnectorList,
+    ConnectorOut,
+    ConnectorPatch,
+    ConnectorStatus,
 )
 from cairn_query.connectors.service import ConnectorService
 
@@ -41,7 +41,7 @@ async def list_sources(request: Request) -> Response:
 
 async def create_source(request: Request) -> Response:
     connectors = _connectors(request)
-    body = await parse_json_body(request, SourceIn)
+    body = await parse_json_body(request, ConnectorIn)
     return JSONResponse(await connectors.create(body), status_code=201)
 
 
@@ -51,7 +51,7 @@ async def get_source(request: Request) -> Response:
 
 async def update_source(request: Request) -> Response:
     connectors = _connectors(request)
-    patch = await parse_json_body(request, SourcePatch)
+    patch = await parse_json_body(request, ConnectorPatch)
     return JSONResponse(await connectors.update(request.path_params["name"], patch))
 
 
@@ -94,7 +94,7 @@ OPERATIONS = [
         "GET",
         "/v1/connectors",
         "Connector sources with their last run's status",
-        {200: Reply(SourceList)},
+        {200: Reply(ConnectorList)},
         errors=(401,),
         security=_ADMIN,
         tags=["connectors"],
@@ -103,9 +103,9 @@ OPERATIONS = [
         "POST",
         "/v1/connectors",
         "Configure a source (folder, website or git); its first run follows on the schedule or on /run",
-        {201: Reply(SourceOut)},
+        {201: Reply(ConnectorOut)},
         errors=(400, 401),
-        body=SourceIn,
+        body=ConnectorIn,
         security=_ADMIN,
         tags=["connectors"],
     ),
@@ -113,7 +113,7 @@ OPERATIONS = [
         "GET",
         "/v1/connectors/{name}",
         "One source",
-        {200: Reply(SourceOut)},
+        {200: Reply(ConnectorOut)},
         errors=(401, 404),
         params=[_NAME],
         security=_ADMIN,
@@ -123,9 +123,9 @@ OPERATIONS = [
         "PATCH",
         "/v1/connectors/{name}",
         "Change a source's config, collection, interval or enabled flag",
-        {200: Reply(SourceOut)},
+        {200: Reply(ConnectorOut)},
         errors=(400, 401, 404),
-        body=SourcePatch,
+        body=ConnectorPatch,
         params=[_NAME],
         security=_ADMIN,
         tags=["connectors"],
@@ -134,7 +134,7 @@ OPERATIONS = [
         "DELETE",
         "/v1/connectors/{name}",
         "Delete a source and, unless keep_documents=true, the documents it stored",
-        {200: Reply(SourceDeleted)},
+        {200: Reply(ConnectorDeleted)},
         errors=(401, 404),
         params=[_NAME, Param("keep_documents", "query", {"type": "boolean", "default": False})],
         security=_ADMIN,
@@ -144,7 +144,7 @@ OPERATIONS = [
         "POST",
         "/v1/connectors/{name}/run",
         "Run a source now: 202 while it runs, 200 once ended (wait=true waits); started=false if one was going",
-        {202: Reply(RunStarted), 200: Reply(RunStarted)},
+        {202: Reply(ConnectorRunStarted), 200: Reply(ConnectorRunStarted)},
         errors=(401, 404),
         params=[_NAME, Param("wait", "query", {"type": "boolean", "default": False})],
         security=_ADMIN,
@@ -154,7 +154,7 @@ OPERATIONS = [
         "GET",
         "/v1/connectors/{name}/status",
         "The last (or current) run's status: counts, and each failed item with its reason",
-        {200: Reply(SourceStatus)},
+        {200: Reply(ConnectorStatus)},
         errors=(401, 404),
         params=[_NAME],
         security=_ADMIN,
