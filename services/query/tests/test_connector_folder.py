@@ -21,7 +21,8 @@ INTERVAL_S = 1.0
 
 @pytest.fixture(scope="module")
 def qs(toy_gateway: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = start_qs(toy_gateway.url, tmp_path_factory.mktemp("qs-folder") / "qs.sqlite3", **FAST)
+    roots = {"QS_CONNECTORS_FOLDER_ROOTS": str(tmp_path_factory.getbasetemp())}
+    srv = start_qs(toy_gateway.url, tmp_path_factory.mktemp("qs-folder") / "qs.sqlite3", **FAST, **roots)
     yield srv
     srv.stop()
 
@@ -32,7 +33,9 @@ def _write(root: Path, rel: str, text: str) -> None:
     path.write_text(text)
 
 
-def test_folder_sync_reflects_every_change_and_embeds_nothing_twice(qs: ServerProcess, tmp_path: Path) -> None:
+def test_folder_sync_reflects_every_change_and_embeds_nothing_twice(
+    qs: ServerProcess, tmp_path: Path
+) -> None:
     root = tmp_path / "share"
     _write(root, "falcon.md", "# Falcon\n\nThe falcon project ships on Tuesday.\n")
     _write(root, "heron.txt", "The heron budget is forty thousand euros.\n")
@@ -42,7 +45,9 @@ def test_folder_sync_reflects_every_change_and_embeds_nothing_twice(qs: ServerPr
     with admin(qs) as client:
         # The schedule alone (no watcher): what a network mount without file events gets.
         body = {"name": "share", "kind": "folder", "config": {"path": str(root), "watch": False}}
-        created = client.post("/v1/connectors", json={**body, "collection": "share", "interval_s": INTERVAL_S})
+        created = client.post(
+            "/v1/connectors", json={**body, "collection": "share", "interval_s": INTERVAL_S}
+        )
         assert created.status_code == 201, created.text
         first = next_run(client, "share", None)
         assert (first["state"], first["seen"], first["added"], first["failed"]) == ("ok", 3, 3, 0)
@@ -54,7 +59,12 @@ def test_folder_sync_reflects_every_change_and_embeds_nothing_twice(qs: ServerPr
         # Nothing changed: the next scheduled runs read nothing and embed nothing.
         before = embedded(qs)
         quiet = next_run(client, "share", first["id"], timeout_s=INTERVAL_S + 10)
-        assert (quiet["trigger"], quiet["unchanged"], quiet["added"], quiet["changed"]) == ("schedule", 3, 0, 0)
+        assert (quiet["trigger"], quiet["unchanged"], quiet["added"], quiet["changed"]) == (
+            "schedule",
+            3,
+            0,
+            0,
+        )
 
         # Touched (new mtime, same bytes) and renamed: no parse, no embedding.
         os.utime(root / "heron.txt", (1_000_000, 1_000_000))
@@ -82,7 +92,9 @@ def test_folder_sync_reflects_every_change_and_embeds_nothing_twice(qs: ServerPr
         assert answer["citations"][0]["chunk_id"].startswith(document_id("share", "falcon.md"))
 
 
-def test_a_watched_folder_syncs_on_file_events_long_before_its_schedule(qs: ServerProcess, tmp_path: Path) -> None:
+def test_a_watched_folder_syncs_on_file_events_long_before_its_schedule(
+    qs: ServerProcess, tmp_path: Path
+) -> None:
     root = tmp_path / "watched"
     _write(root, "one.md", "The first watched note mentions albatross.\n")
     with admin(qs) as client:
@@ -101,7 +113,10 @@ def test_an_unreadable_folder_fails_the_run_and_deletes_nothing(qs: ServerProces
     _write(root, "kept.md", "The gannet report is kept while the mount is away.\n")
     with admin(qs) as client:
         body = {"name": "mount", "kind": "folder", "config": {"path": str(root), "watch": False}}
-        assert client.post("/v1/connectors", json={**body, "interval_s": 0, "collection": "mount"}).status_code == 201
+        assert (
+            client.post("/v1/connectors", json={**body, "interval_s": 0, "collection": "mount"}).status_code
+            == 201
+        )
         ran = client.post("/v1/connectors/mount/run", params={"wait": "true"}).json()
         assert ran["started"] and ran["status"]["added"] == 1
         shutil.rmtree(root)
@@ -121,6 +136,13 @@ def test_connectors_need_the_admin_token_and_a_valid_config(qs: ServerProcess) -
     with admin(qs) as client:
         bad = client.post("/v1/connectors", json={"name": "x", "kind": "folder", "config": {}})
         assert bad.status_code == 400 and "config.path" in bad.json()["message"]
-        assert client.post("/v1/connectors", json={"name": "x", "kind": "ftp", "config": {}}).status_code == 400
+        assert (
+            client.post("/v1/connectors", json={"name": "x", "kind": "ftp", "config": {}}).status_code == 400
+        )
+        # QS_CONNECTORS_FOLDER_ROOTS (set for this QS) bounds what a folder source may read.
+        outside = client.post(
+            "/v1/connectors", json={"name": "etc", "kind": "folder", "config": {"path": "/etc"}}
+        )
+        assert outside.status_code == 400 and "QS_CONNECTORS_FOLDER_ROOTS" in outside.json()["message"]
         missing = client.post("/v1/connectors/none/run")
         assert missing.status_code == 404 and missing.json()["reason_code"] == "NOT_FOUND"

@@ -25,7 +25,9 @@ def git(repo: Path, *args: str) -> str:
         "HOME": str(repo.parent),
         "PATH": "/usr/bin:/bin:/usr/local/bin",
     }
-    done = subprocess.run(["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True
+    )
     return done.stdout
 
 
@@ -64,7 +66,10 @@ def test_git_sync_follows_commits_and_renames_without_embedding(qs: ServerProces
     )
     with admin(qs) as client:
         body = {"name": "handbook", "kind": "git", "config": {"repo": str(repo), "branch": "main"}}
-        assert client.post("/v1/connectors", json={**body, "collection": "hb", "interval_s": 0}).status_code == 201
+        assert (
+            client.post("/v1/connectors", json={**body, "collection": "hb", "interval_s": 0}).status_code
+            == 201
+        )
         first = client.post("/v1/connectors/handbook/run", params={"wait": "true"}).json()["status"]
         assert (first["state"], first["seen"], first["added"]) == ("ok", 3, 3), first
         assert paths_found(client, "mongoose deploys Wednesdays", "hb")[0] == "docs/deploy.rst"
@@ -105,4 +110,9 @@ def test_a_git_url_that_would_run_a_command_is_refused(qs: ServerProcess, tmp_pa
         run = client.post("/v1/connectors/evil/run", params={"wait": "true"}).json()["status"]
         assert run["state"] == "failed" and run["error"]["reason_code"] == "SOURCE_UNAVAILABLE"
         assert not marker.exists()
-        assert client.post("/v1/connectors", json={**body, "name": "opt", "config": {"repo": "--upload-pack=x"}}).status_code == 400
+        assert (
+            client.post(
+                "/v1/connectors", json={**body, "name": "opt", "config": {"repo": "--upload-pack=x"}}
+            ).status_code
+            == 400
+        )

@@ -64,7 +64,10 @@ def test_two_replicas_on_postgres_asked_at_once_sync_a_folder_once(
     try:
         with admin(replicas[0]) as one, httpx.Client(base_url=replicas[1].url, headers=one.headers) as two:
             body = {"name": "docs", "kind": "folder", "config": {"path": str(root), "watch": False}}
-            assert one.post("/v1/connectors", json={**body, "interval_s": 0, "collection": "pg"}).status_code == 201
+            assert (
+                one.post("/v1/connectors", json={**body, "interval_s": 0, "collection": "pg"}).status_code
+                == 201
+            )
             # Both replicas are asked to run it at the same moment, several times: one wins the lease.
             with ThreadPoolExecutor(8) as pool:
                 asks = [pool.submit(c.post, "/v1/connectors/docs/run") for c in (one, two) * 4]

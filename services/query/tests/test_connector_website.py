@@ -91,8 +91,15 @@ def qs(toy_gateway: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_website_crawl_obeys_robots_host_and_depth_and_syncs_changes(qs: ServerProcess, site: Site) -> None:
     site.pages = {
         "/robots.txt": "User-agent: *\nDisallow: /private/\n",
-        "/": page("Home", "Welcome to the lighthouse wiki.", "/guide.html", "/private/keys.html",
-                  "http://example.invalid/elsewhere", "#top", "/style.css"),
+        "/": page(
+            "Home",
+            "Welcome to the lighthouse wiki.",
+            "/guide.html",
+            "/private/keys.html",
+            "http://example.invalid/elsewhere",
+            "#top",
+            "/style.css",
+        ),
         "/guide.html": page("Guide", "The lighthouse lamp is cleaned every Monday.", "/deep/one.html"),
         "/deep/one.html": page("Deep", "The lighthouse keeper logs the weather hourly.", "/deep/two.html"),
         "/deep/two.html": page("Too deep", "The puffin count is beyond the depth cap."),
@@ -116,7 +123,9 @@ def test_website_crawl_obeys_robots_host_and_depth_and_syncs_changes(qs: ServerP
         assert site.requested("/guide.html") == [200, 304] and embedded(qs) == before
 
         # A page changes, one disappears, one is new.
-        site.pages["/guide.html"] = page("Guide", "The lighthouse lamp is cleaned every Thursday.", "/news.html")
+        site.pages["/guide.html"] = page(
+            "Guide", "The lighthouse lamp is cleaned every Thursday.", "/news.html"
+        )
         site.pages["/news.html"] = page("News", "The new foghorn arrives in spring.")
         del site.pages["/deep/one.html"]
         third = client.post("/v1/connectors/wiki/run", params={"wait": "true"}).json()["status"]

@@ -136,6 +136,9 @@ class QuerySettings(BaseSettings):
     connectors_cache_dir: str | None = None
     connectors_timeout_s: float = Field(30.0, gt=0)  # one HTTP request or git command
     connectors_watch_debounce_ms: int = Field(300, ge=10)  # folder events gathered this long into one run
+    # Comma-separated folders that folder sources and local Git paths must lie in; empty: any folder QS's user
+    # can read (the admin token is then the only gate).
+    connectors_folder_roots: str = ""
 
     # Answer cache: in process (LRU of `cache_size` entries), or in Redis when CAIRN_REDIS_URL is set, shared
     # by every QS replica (Redis's maxmemory policy bounds it then; `cache_size` 0 still turns it off).

@@ -18,8 +18,6 @@ from typing import Any
 
 import structlog
 from cairn_core import BadRequest, CairnError, ReasonCode
-from pydantic import ValidationError
-
 from cairn_query.connectors.base import Context, build, connector_class
 from cairn_query.connectors.models import ConnectorIn, ConnectorPatch
 from cairn_query.connectors.sync import RunReport, SyncEngine
@@ -28,6 +26,7 @@ from cairn_query.corpus.parsing import FileParser
 from cairn_query.settings import QuerySettings
 from cairn_query.store import OPERATOR, Store
 from cairn_query.store.connectors import SourceRow
+from pydantic import ValidationError
 
 log = structlog.get_logger("connectors")
 
@@ -57,7 +56,9 @@ class ConnectorService:
         self.engine = SyncEngine(store, documents, parser)
         # Who holds a lease: this process, on this host, this time it started.
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        cache = settings.connectors_cache_dir or str(Path(settings.db_path).expanduser().parent / "connectors")
+        cache = settings.connectors_cache_dir or str(
+            Path(settings.db_path).expanduser().parent / "connectors"
+        )
         self.context = Context(
             cache_dir=Path(cache).expanduser().resolve(),
             max_bytes=settings.max_upload_bytes,
@@ -98,11 +99,24 @@ class ConnectorService:
     async def get(self, name: str) -> dict[str, Any]:
         return await self.public(await self._row(name))
 
+    def _config(self, kind: str, config: dict[str, Any]) -> dict[str, Any]:
+        checked = _check_config(kind, config)
+        local = checked.get("path") if kind == "folder" else checked.get("repo")
+        roots = [
+            Path(r).expanduser().resolve() for r in self.settings.connectors_folder_roots.split(",") if r
+        ]
+        if roots and local and "://" not in local and "::" not in local and not local.startswith("git@"):
+            path = Path(local).expanduser().resolve()
+            if not any(path == r or r in path.parents for r in roots):
+                allowed = ", ".join(map(str, roots))
+                raise BadRequest(f"{path} is outside QS_CONNECTORS_FOLDER_ROOTS ({allowed}).")
+        return checked
+
     async def create(self, body: ConnectorIn) -> dict[str, Any]:
         row = SourceRow(
             name=body.name,
             kind=body.kind,
-            config=_check_config(body.kind, body.config),
+            config=self._config(body.kind, body.config),
             collection=body.collection,
             interval_s=body.interval_s,
             enabled=body.enabled,
@@ -111,14 +125,16 @@ class ConnectorService:
             updated_at="",
         )
         if not await asyncio.to_thread(self.store.connectors.create, row):
-            raise BadRequest(f"A connector source named {body.name!r} exists; PATCH it or choose another name.")
+            raise BadRequest(
+                f"A connector source named {body.name!r} exists; PATCH it or choose another name."
+            )
         log.info("connector_created", source=body.name, kind=body.kind)
         return await self.get(body.name)
 
     async def update(self, name: str, patch: ConnectorPatch) -> dict[str, Any]:
         row = await self._row(name)
         if patch.config is not None:
-            row.config = _check_config(row.kind, patch.config)
+            row.config = self._config(row.kind, patch.config)
         if patch.collection is not None:
             row.collection = patch.collection
         if patch.interval_s is not None:

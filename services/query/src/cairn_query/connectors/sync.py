@@ -26,14 +26,13 @@ from typing import Any
 
 import structlog
 from cairn_core import CairnError, ReasonCode
-from pydantic import ValidationError
-
 from cairn_query.connectors.base import Connector, Item, ScanError
 from cairn_query.corpus.documents import DocumentService
 from cairn_query.corpus.parsing import FileParser
 from cairn_query.schemas import DocumentIn
 from cairn_query.store import OPERATOR, Store, now_iso
 from cairn_query.store.connectors import ItemRow, SourceRow
+from pydantic import ValidationError
 
 log = structlog.get_logger("connectors")
 
@@ -165,7 +164,11 @@ class SyncEngine:
     async def _add(self, source: SourceRow, fresh: _New, gone: dict[str, ItemRow], report: RunReport) -> None:
         item = fresh.item
         twin = next(
-            (r for r in gone.values() if r.present and r.content_hash == fresh.digest and r.kind == item.kind),
+            (
+                r
+                for r in gone.values()
+                if r.present and r.content_hash == fresh.digest and r.kind == item.kind
+            ),
             None,
         )
         try:
@@ -210,7 +213,9 @@ class SyncEngine:
             raise _ItemFailed(ReasonCode.BAD_REQUEST, str(exc.errors()[0]["msg"])) from None
         await self._record(source, item, doc_id, digest)
 
-    def _document(self, source: SourceRow, item: Item, doc_id: str, text: str, title: str | None) -> DocumentIn:
+    def _document(
+        self, source: SourceRow, item: Item, doc_id: str, text: str, title: str | None
+    ) -> DocumentIn:
         return DocumentIn(
             id=doc_id,
             collection=source.collection,

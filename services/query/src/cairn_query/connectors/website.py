@@ -26,10 +26,9 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from cairn_query.connectors.base import Context, Item, ScanError, parseable
 from cairn_query.store.connectors import ItemRow
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _HREF = re.compile(r"""href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
 _LOC = re.compile(r"<loc>\s*([^<\s]+)\s*</loc>", re.IGNORECASE)
@@ -88,10 +87,8 @@ class WebsiteConnector:
             raise ScanError(f"{self.origin}/robots.txt could not be read: {type(exc).__name__}.") from None
         if resp.status_code >= 500:
             raise ScanError(f"{self.origin}/robots.txt answered {resp.status_code}: nothing may be crawled.")
-        if resp.status_code >= 400:
-            robots.allow_all = True
-        else:
-            robots.parse(resp.text.splitlines())
+        # No robots.txt (4xx): no rules, everything allowed.
+        robots.parse(resp.text.splitlines() if resp.status_code < 400 else [])
         return robots
 
     async def _sitemap(self, client: httpx.AsyncClient, url: str, nested: int = 0) -> list[str]:
@@ -150,7 +147,9 @@ class WebsiteConnector:
         except (httpx.HTTPError, ScanError) as exc:
             if first:  # the start itself: the site is down, and a run must not read that as "empty"
                 raise ScanError(f"{url} could not be read: {exc}") from None
-            return Item(key=url, name=_name(url, None), version="", url=url, error=f"{type(exc).__name__}: {exc}")
+            return Item(
+                key=url, name=_name(url, None), version="", url=url, error=f"{type(exc).__name__}: {exc}"
+            )
         if resp.status_code == 304 and prev is not None:
             return Item(key=url, name=_name(url, "text/html"), version=prev.version, url=url, state=state)
         body = resp.content[: self.context.max_bytes + 1]
@@ -167,7 +166,11 @@ class WebsiteConnector:
             url=url,
             content_type=ctype or None,
             data=body,
-            state={"etag": resp.headers.get("etag"), "modified": resp.headers.get("last-modified"), "links": links},
+            state={
+                "etag": resp.headers.get("etag"),
+                "modified": resp.headers.get("last-modified"),
+                "links": links,
+            },
         )
         if len(body) > self.context.max_bytes:
             item.data, item.error = None, f"The page is larger than {self.context.max_bytes} bytes."

@@ -13,12 +13,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cairn_query.connectors.models import (
-    ConnectorRunStarted,
     ConnectorDeleted,
     ConnectorIn,
     ConnectorList,
     ConnectorOut,
     ConnectorPatch,
+    ConnectorRunStarted,
     ConnectorStatus,
 )
 from cairn_query.connectors.service import ConnectorService
@@ -57,7 +57,9 @@ async def update_source(request: Request) -> Response:
 
 async def delete_source(request: Request) -> Response:
     connectors = _connectors(request)
-    return JSONResponse(await connectors.delete(request.path_params["name"], _flag(request, "keep_documents")))
+    return JSONResponse(
+        await connectors.delete(request.path_params["name"], _flag(request, "keep_documents"))
+    )
 
 
 async def run_source(request: Request) -> Response:
@@ -87,7 +89,7 @@ ROUTES = [
 ]
 
 _NAME = Param("name", "path", {"type": "string"}, required=True)
-_ADMIN = [{"adminBearer": []}]
+_ADMIN: list[dict[str, list[str]]] = [{"adminBearer": []}]
 
 OPERATIONS = [
     Operation(

@@ -255,6 +255,4 @@ class SqlConnectors:
 
     def drop_item(self, source: str, key: str) -> None:
         with self._write() as conn:
-            conn.execute(
-                self._sql("DELETE FROM connector_items WHERE source = ? AND key = ?"), (source, key)
-            )
+            conn.execute(self._sql("DELETE FROM connector_items WHERE source = ? AND key = ?"), (source, key))
