@@ -135,6 +135,7 @@ class QuerySettings(BaseSettings):
     connectors_lease_s: float = Field(60.0, ge=1)
     connectors_cache_dir: str | None = None
     connectors_timeout_s: float = Field(30.0, gt=0)  # one HTTP request or git command
+    connectors_concurrency: int = Field(4, ge=1)  # items of one run read, parsed and embedded at once
     connectors_watch_debounce_ms: int = Field(300, ge=10)  # folder events gathered this long into one run
     # Comma-separated folders that folder sources and local Git paths must lie in; empty: any folder QS's user
     # can read (the admin token is then the only gate).

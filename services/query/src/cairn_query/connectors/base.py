@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from pydantic import BaseModel
+
 from cairn_query.corpus.parsing import SUPPORTED
 from cairn_query.store.connectors import ItemRow
-from pydantic import BaseModel
 
 # kind → "module:Class", imported when a source of that kind is first used (uvicorn's importer pattern).
 CONNECTORS: dict[str, str] = {

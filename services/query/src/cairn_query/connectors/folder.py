@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from cairn_query.connectors.base import Context, Item, ScanError, parseable
 from cairn_query.store.connectors import ItemRow
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class FolderConfig(BaseModel):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn_query.connectors.base import CONNECTORS
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cairn_query.connectors.base import CONNECTORS
 
 _NAME = r"^[A-Za-z0-9._-]{1,64}$"
 MAX_INTERVAL_S = 7 * 86400

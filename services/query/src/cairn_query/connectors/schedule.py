@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 import watchfiles
 from cairn_core import CairnError
+
 from cairn_query.connectors.service import ConnectorService
 from cairn_query.store.connectors import SourceRow
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import structlog
 from cairn_core import BadRequest, CairnError, ReasonCode
+from pydantic import ValidationError
+
 from cairn_query.connectors.base import Context, build, connector_class
 from cairn_query.connectors.models import ConnectorIn, ConnectorPatch
 from cairn_query.connectors.sync import RunReport, SyncEngine
@@ -26,7 +28,6 @@ from cairn_query.corpus.parsing import FileParser
 from cairn_query.settings import QuerySettings
 from cairn_query.store import OPERATOR, Store
 from cairn_query.store.connectors import SourceRow
-from pydantic import ValidationError
 
 log = structlog.get_logger("connectors")
 
@@ -53,7 +54,7 @@ class ConnectorService:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.engine = SyncEngine(store, documents, parser)
+        self.engine = SyncEngine(store, documents, parser, settings.connectors_concurrency)
         # Who holds a lease: this process, on this host, this time it started.
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         cache = settings.connectors_cache_dir or str(

@@ -20,19 +20,21 @@ import asyncio
 import hashlib
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
 import structlog
 from cairn_core import CairnError, ReasonCode
+from pydantic import ValidationError
+
 from cairn_query.connectors.base import Connector, Item, ScanError
 from cairn_query.corpus.documents import DocumentService
 from cairn_query.corpus.parsing import FileParser
 from cairn_query.schemas import DocumentIn
 from cairn_query.store import OPERATOR, Store, now_iso
 from cairn_query.store.connectors import ItemRow, SourceRow
-from pydantic import ValidationError
 
 log = structlog.get_logger("connectors")
 
@@ -98,44 +100,112 @@ class _New:
     digest: str
 
 
+class _Pool:
+    """At most `size` coroutines at once: a folder of many small files parses in as many child processes as
+    the parser allows (QS_PARSE_CONCURRENCY) while others embed, instead of one file after the other."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def add(self, work: Coroutine[Any, Any, None]) -> None:
+        while len(self.tasks) >= self.size:
+            done, self.tasks = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a bug in one item ends the run (the service reports it), not silently
+        self.tasks.add(asyncio.create_task(work))
+
+    async def join(self) -> None:
+        tasks, self.tasks = self.tasks, set()
+        await asyncio.gather(*tasks)
+
+    def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
 class SyncEngine:
-    def __init__(self, store: Store, documents: DocumentService, parser: FileParser) -> None:
+    def __init__(
+        self, store: Store, documents: DocumentService, parser: FileParser, concurrency: int
+    ) -> None:
         self.store = store
         self.documents = documents
         self.parser = parser
+        self.concurrency = concurrency
 
     async def run(self, source: SourceRow, connector: Connector, report: RunReport) -> RunReport:
         table = self.store.connectors
         known = await asyncio.to_thread(table.items, source.name)
         seen: set[str] = set()
         new: list[_New] = []
+        pool = _Pool(self.concurrency)
         saved = time.monotonic()
         try:
-            async for item in connector.scan(known):
-                if item.key in seen:
-                    continue
-                seen.add(item.key)
-                report.seen += 1
-                try:
-                    fresh = await self._item(source, connector, item, known.get(item.key), report)
-                except _ItemFailed as exc:
-                    report.fail(item.key, exc.code, exc.message)
-                    continue
-                if fresh is not None:
-                    new.append(fresh)
-                if time.monotonic() - saved > _SAVE_EVERY_S:
-                    await asyncio.to_thread(table.set_status, source.name, report.public())
-                    saved = time.monotonic()
-        except ScanError as exc:
-            return report.finish(ReasonCode.SOURCE_UNAVAILABLE, str(exc))
-        gone = {k: row for k, row in known.items() if k not in seen}
-        for fresh in new:
-            await self._add(source, fresh, gone, report)
+            try:
+                async for item in connector.scan(known):
+                    if item.key not in seen:
+                        seen.add(item.key)
+                        report.seen += 1
+                        await pool.add(
+                            self._listed(source, connector, item, known.get(item.key), new, report)
+                        )
+                    if time.monotonic() - saved > _SAVE_EVERY_S:
+                        await asyncio.to_thread(table.set_status, source.name, report.public())
+                        saved = time.monotonic()
+            except ScanError as exc:
+                await pool.join()  # what was listed is stored; nothing is deleted
+                return report.finish(ReasonCode.SOURCE_UNAVAILABLE, str(exc))
+            await pool.join()
+            gone = {k: row for k, row in known.items() if k not in seen}
+            for fresh, twin in self._pair(new, gone):
+                await pool.add(self._add(source, fresh, twin, gone, report))
+            await pool.join()
+        finally:
+            pool.cancel()  # the run was cancelled (its source deleted, QS stopping)
         for row in gone.values():
             await asyncio.to_thread(self.store.delete_document, row.document_id, OPERATOR)
             await asyncio.to_thread(table.drop_item, source.name, row.key)
             report.deleted += 1
         return report.finish()
+
+    @staticmethod
+    def _pair(new: list[_New], gone: dict[str, ItemRow]) -> list[tuple[_New, ItemRow | None]]:
+        """Each new item with the gone item it is a rename of (same bytes, same type), each gone one at most once."""
+        claimed: set[str] = set()
+        out = []
+        for fresh in new:
+            twin = next(
+                (
+                    r
+                    for r in gone.values()
+                    if r.key not in claimed
+                    and r.present
+                    and r.content_hash == fresh.digest
+                    and r.kind == fresh.item.kind
+                ),
+                None,
+            )
+            if twin is not None:
+                claimed.add(twin.key)
+            out.append((fresh, twin))
+        return out
+
+    async def _listed(
+        self,
+        source: SourceRow,
+        connector: Connector,
+        item: Item,
+        prev: ItemRow | None,
+        new: list[_New],
+        report: RunReport,
+    ) -> None:
+        try:
+            fresh = await self._item(source, connector, item, prev, report)
+        except _ItemFailed as exc:
+            report.fail(item.key, exc.code, exc.message)
+            return
+        if fresh is not None:
+            new.append(fresh)
 
     async def _item(
         self, source: SourceRow, connector: Connector, item: Item, prev: ItemRow | None, report: RunReport
@@ -161,19 +231,18 @@ class SyncEngine:
         report.changed += 1
         return None
 
-    async def _add(self, source: SourceRow, fresh: _New, gone: dict[str, ItemRow], report: RunReport) -> None:
+    async def _add(
+        self,
+        source: SourceRow,
+        fresh: _New,
+        twin: ItemRow | None,
+        gone: dict[str, ItemRow],
+        report: RunReport,
+    ) -> None:
         item = fresh.item
-        twin = next(
-            (
-                r
-                for r in gone.values()
-                if r.present and r.content_hash == fresh.digest and r.kind == item.kind
-            ),
-            None,
-        )
         try:
             if twin is not None and await self._move(source, item, twin, fresh.digest):
-                del gone[twin.key]
+                gone.pop(twin.key, None)
                 report.renamed += 1
                 return
             await self._store(source, item, fresh.data, fresh.digest, document_id(source.name, item.key))

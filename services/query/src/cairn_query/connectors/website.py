@@ -26,9 +26,10 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 from urllib.robotparser import RobotFileParser
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from cairn_query.connectors.base import Context, Item, ScanError, parseable
 from cairn_query.store.connectors import ItemRow
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _HREF = re.compile(r"""href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
 _LOC = re.compile(r"<loc>\s*([^<\s]+)\s*</loc>", re.IGNORECASE)
