@@ -51,6 +51,10 @@ from .settings import BffSettings
 
 API_PREFIX = "/api/"
 ADMIN_PREFIX = "/api/admin/"
+# What only the admin key may call: the admin pages' data, and the connector sources (a source makes QS read a
+# folder on its machine or fetch from the network, which no API key or local page may point it at).
+CONNECTORS_PREFIX = "/api/connectors"
+ADMIN_PREFIXES = (ADMIN_PREFIX, CONNECTORS_PREFIX)
 
 
 def _is_local(client_host: str | None, settings: BffSettings) -> bool:
@@ -95,8 +99,11 @@ async def identify(scope: Scope, settings: BffSettings, keys: KeyDirectory) -> I
     headers = Headers(scope=scope)
     key = presented_key(headers)
     identity = await _identity(scope, headers, key, settings, keys)
-    if scope["path"].startswith(ADMIN_PREFIX) and not identity.operator:
-        # The audit log shows what everyone asked: the admin key, or a user who is an admin.
+    path = scope["path"]
+    # The audit log shows what everyone asked: the admin key, or a user who is an admin. Connector sources
+    # make QS read its own disk or the network: the admin key only, as before identities.
+    allowed = identity.via == "admin-key" if path.startswith(CONNECTORS_PREFIX) else identity.operator
+    if path.startswith(ADMIN_PREFIXES) and not allowed:
         if settings.admin_key is None and identity.via in ("local", "key"):
             raise AuthError("The admin pages are off: set BFF_ADMIN_KEY (make up writes .run/admin-token).")
         raise AuthError("The admin key is required: send 'Authorization: Bearer <BFF_ADMIN_KEY>'.")

@@ -32,6 +32,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .auth import ADMIN_PREFIX, CONNECTORS_PREFIX
 from .schemas import BffReady, DashboardData, DashboardSeries, Me
 
 REF = "#/components/schemas/{model}"
@@ -55,11 +56,16 @@ PROXIED = [
     ("qs", "/v1/collections/{name}/permissions", "/api/collections/{name}/permissions", ("get", "put")),
     ("qs", "/admin/keys", "/api/admin/keys", ("get", "post")),
     ("qs", "/admin/keys/{key_id}", "/api/admin/keys/{key_id}", ("delete",)),
+    ("qs", "/v1/connectors", "/api/connectors", ("get", "post")),
+    ("qs", "/v1/connectors/{name}", "/api/connectors/{name}", ("get", "patch", "delete")),
+    ("qs", "/v1/connectors/{name}/run", "/api/connectors/{name}/run", ("post",)),
+    ("qs", "/v1/connectors/{name}/status", "/api/connectors/{name}/status", ("get",)),
 ]
 # Local mode admits loopback without a key (docs/bff.md), hence the empty requirement first.
 API_SECURITY: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}, {"apiKey": []}, {"session": []}]
 # /api/admin/*: the admin key, or the login of a user who is an admin.
 ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminKey": []}, {"bearerAuth": []}, {"session": []}]
+KEY_ONLY_SECURITY: list[dict[str, list[str]]] = [{"adminKey": []}]  # /api/connectors: the admin key only
 SECURITY_SCHEMES = {
     "adminKey": {"type": "http", "scheme": "bearer", "description": "BFF_ADMIN_KEY"},
     "bearerAuth": {"type": "http", "scheme": "bearer", "description": "one of BFF_API_KEYS"},
@@ -156,7 +162,13 @@ def merge(upstreams: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for method in methods:
             op = copy.deepcopy(source["paths"][upstream_path][method])
             op["operationId"] = operation_id(method, path)
-            op["security"] = ADMIN_SECURITY if path.startswith("/api/admin/") else API_SECURITY
+            op["security"] = (
+                KEY_ONLY_SECURITY
+                if path.startswith(CONNECTORS_PREFIX)
+                else ADMIN_SECURITY
+                if path.startswith(ADMIN_PREFIX)
+                else API_SECURITY
+            )
             for status in _GUARD_ERRORS:
                 op["responses"].setdefault(str(status), _error_response())
             _allow_error_frame(op)

@@ -20,7 +20,7 @@ from cairn_core import (
     openapi_document,
 )
 
-from cairn_query.http import identity
+from cairn_query.http import connectors, identity
 from cairn_query.schemas import (
     AuditPage,
     AuditVerdict,
@@ -316,6 +316,7 @@ OPERATIONS = [
         security=[{"adminBearer": []}],
         tags=["admin"],
     ),
+    *connectors.OPERATIONS,
     HEALTHZ,
     Operation(
         "GET",

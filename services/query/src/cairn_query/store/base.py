@@ -21,6 +21,7 @@ from cairn_query.corpus.normalise import PATH_SEPARATOR
 from cairn_query.store.audit import AuditTable
 
 if TYPE_CHECKING:
+    from cairn_query.store.connectors import SqlConnectors
     from cairn_query.store.conversations import SqlConversations
     from cairn_query.store.permissions import SqlPermissions
 
@@ -264,6 +265,9 @@ class Store(Protocol):
     # Collection permissions and API keys (permissions.py).
     @property
     def permissions(self) -> SqlPermissions: ...
+    # Connector sources and what each synced (connectors.py).
+    @property
+    def connectors(self) -> SqlConnectors: ...
 
     def close(self) -> None: ...
 

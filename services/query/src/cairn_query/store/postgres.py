@@ -52,6 +52,7 @@ from cairn_query.store.base import (
     scrub,
     to_json,
 )
+from cairn_query.store.connectors import CONNECTORS_SCHEMA, SqlConnectors
 from cairn_query.store.conversations import CONVERSATIONS_SCHEMA, SqlConversations
 from cairn_query.store.permissions import PERMISSIONS_SCHEMA, SqlPermissions
 
@@ -106,6 +107,7 @@ MIGRATIONS = [
     CONVERSATIONS_SCHEMA.format(id_type="BIGSERIAL"),
     # Each chunk's section path (the headings above it); chunks stored before have none.
     "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS section TEXT",
+    CONNECTORS_SCHEMA,  # connector sources and what each synced (connectors.py)
     # Collection permissions and API keys (permissions.py).
     PERMISSIONS_SCHEMA,
 ]
@@ -158,6 +160,7 @@ class PostgresStore:
         self.audit = SqlAuditTable(self._audit_tx, self._pool.connection, placeholder="%s")
         self.conversations = SqlConversations(self._plain_tx, self._pool.connection, placeholder="%s")
         self.permissions = SqlPermissions(self._tx, self._pool.connection, placeholder="%s")
+        self.connectors = SqlConnectors(self._plain_tx, self._pool.connection, placeholder="%s")
 
     def _migrate(self, conn: psycopg.Connection) -> None:
         with conn.transaction():
