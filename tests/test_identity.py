@@ -279,7 +279,8 @@ def _assert_no_leak(calls: list[tuple[str, str, dict[str, Any]]], send: Any) -> 
         assert resp.status_code != 429 and resp.status_code < 500, (method, path, resp.text[:300])
         tried.append(f"{method} {path}")
         # Still signed in: a 401 outside the admin routes would mean nothing was really tried.
-        assert resp.status_code != 401 or "/admin/" in path or path.startswith("/auth/"), (method, path)
+        refused = ("/admin/", "/api/connectors", "/auth/")  # the admin key's, or the login's own
+        assert resp.status_code != 401 or any(r in path for r in refused), (method, path)
     return tried
 
 
@@ -339,6 +340,6 @@ def test_a_real_browser_signs_in_through_the_page(stack: Stack) -> None:
             }""",
             QUESTION,
         )
-        assert found and set(found) == {"hr"}
+        assert "hr" in found and "eng" not in found, found
         assert "cairn_login" not in page.evaluate("document.cookie")
         assert not page.is_hidden("#permissions") and page.is_hidden("#keys")
