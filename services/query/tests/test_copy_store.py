@@ -26,6 +26,7 @@ def test_copy_keeps_documents_chunks_vectors_owners_and_meta(tmp_path: Path, pg_
     src = SQLiteStore(str(path))
     fruit = doc("a", ["red apples", "green pears"], [[[1, 0, 0], [0, 0, 1]], [[0, 1, 0]]], title="Fruit")
     fruit.sections = [None, "Orchard › Pears"]
+    fruit.pages = [1, 2]
     src.upsert(fruit)
     src.upsert(doc("b", ["the vpn client"], [[[0.6, 0.8, 0]]], collection="it", metadata={"team": "it"}))
     src.upsert(doc("c", ["a page upload"], [[[0, 0.6, 0.8]]], owner="key:alice"))

@@ -58,7 +58,7 @@ def rowid(store: Store, chunk_id: str) -> int:
 
 def test_open_store_picks_the_backend_from_the_url(target: str, store: Store) -> None:
     assert isinstance(store, SQLiteStore) == (not target.startswith("postgresql://"))
-    assert store.meta()["schema_version"] == ("5" if isinstance(store, SQLiteStore) else "4")
+    assert store.meta()["schema_version"] == ("6" if isinstance(store, SQLiteStore) else "5")
 
 
 def test_upsert_creates_then_replaces_and_keeps_created_at(store: Store) -> None:
@@ -215,6 +215,7 @@ def test_the_chunk_limit_counts_other_documents_only(store: Store) -> None:
 def test_chunks_by_rowid_carry_their_document(store: Store) -> None:
     new = doc("a", ["one", "two"], title="T", metadata={"team": "hr"}, collection="c")
     new.sections = [None, "Leave › Part-time"]
+    new.pages = [None, 3]
     store.upsert(new)
     rows = store.chunks_by_rowid([rowid(store, "a:1"), 999_999])
     (chunk,) = rows.values()
@@ -226,6 +227,7 @@ def test_chunks_by_rowid_carry_their_document(store: Store) -> None:
         "index": 1,
         "title": "T",
         "section": "Leave › Part-time",
+        "page": 3,
         "url": None,
         "collection": "c",
         "metadata": {"team": "hr"},
@@ -288,10 +290,11 @@ def test_an_old_sqlite_store_is_upgraded_in_place(tmp_path: Path) -> None:
     conn.executescript(_OLD_SQLITE)
     conn.close()
     store = SQLiteStore(str(path))
-    assert store.meta()["schema_version"] == "5" and store.version() == 7
+    assert store.meta()["schema_version"] == "6" and store.version() == 7
     assert store.audit.count() == 0  # the audit table came with the upgrade
     old = store.get_chunk("old:0")
     assert old is not None and old.section is None and old.heading == "Old"  # chunks from before: no section
+    assert old.page is None
     assert store.owner_of("old") == (True, None)  # a legacy row: the local page's
     assert store.bm25("legacy", 5, None, {}) == [1]
     with pytest.raises(NotOwner):

@@ -203,6 +203,7 @@ class ChunkRow:
     collection: str
     metadata: dict[str, Any]
     section: str | None = None  # the headings above the chunk in its document ("Data model › Slots")
+    page: int | None = None  # the page (PDF) or slide (PPTX) the chunk is on; None where a format has none
 
     @property
     def heading(self) -> str | None:
@@ -217,6 +218,7 @@ class ChunkRow:
             "index": self.index,
             "title": self.title,
             "section": self.section,
+            "page": self.page,
             "url": self.url,
             "collection": self.collection,
             "metadata": self.metadata,
@@ -241,8 +243,14 @@ class NewDocument:
     # Per chunk: its section path (normalise.Section.name), or None before the first heading; empty: none.
     sections: list[str | None] = field(default_factory=list)
 
+    # Per chunk: its page or slide number (normalise.Section.page), or None; empty: none.
+    pages: list[int | None] = field(default_factory=list)
+
     def section(self, i: int) -> str | None:
         return self.sections[i] if i < len(self.sections) else None
+
+    def page(self, i: int) -> int | None:
+        return self.pages[i] if i < len(self.pages) else None
 
 
 class Store(Protocol):

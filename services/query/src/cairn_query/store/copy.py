@@ -53,10 +53,10 @@ def copy_sqlite_to_postgres(
                 copied["documents"] += len(rows)
             for rows in _batches(src.execute("SELECT * FROM chunks ORDER BY rowid"), batch):
                 conn.execute(
-                    "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, section, tsv)"
-                    f" SELECT r, c, d, i, t, s, {_TSV.format(text='t', title='h')}"
+                    "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, section, page, tsv)"
+                    f" SELECT r, c, d, i, t, s, p, {_TSV.format(text='t', title='h')}"
                     " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],"
-                    " %s::text[]) AS u(r, c, d, i, t, s, h)",
+                    " %s::int[], %s::text[]) AS u(r, c, d, i, t, s, p, h)",
                     (
                         [r["rowid"] for r in rows],
                         [r["chunk_id"] for r in rows],
@@ -64,6 +64,7 @@ def copy_sqlite_to_postgres(
                         [r["idx"] for r in rows],
                         [r["text"] for r in rows],
                         [r["section"] or None for r in rows],
+                        [r["page"] for r in rows],
                         [heading(titles.get(r["document_id"]), r["section"]) or "" for r in rows],
                     ),
                 )

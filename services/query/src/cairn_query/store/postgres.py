@@ -105,6 +105,8 @@ MIGRATIONS = [
     CONVERSATIONS_SCHEMA.format(id_type="BIGSERIAL"),
     # Each chunk's section path (the headings above it); chunks stored before have none.
     "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS section TEXT",
+    # Each chunk's page or slide number (PDF, PPTX, scans); chunks stored before have none.
+    "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS page INTEGER",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
@@ -380,7 +382,7 @@ class PostgresStore:
     # --- chunks -----------------------------------------------------------------------------------------
 
     _CHUNK_SELECT = (
-        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, d.title, d.url, d.collection,"
+        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, c.page, d.title, d.url, d.collection,"
         " d.metadata"
         " FROM chunks c JOIN documents d ON d.id = c.document_id"
     )
@@ -549,15 +551,16 @@ def _insert_chunks(conn: psycopg.Connection, doc: NewDocument) -> list[int]:
     """All of a document's chunks in one statement; their rowids in chunk order."""
     sections = [doc.section(i) for i in range(len(doc.chunks))]
     rows = conn.execute(
-        "INSERT INTO chunks (chunk_id, document_id, idx, text, section, tsv)"
-        f" SELECT %s || ':' || (i - 1), %s, i - 1, t, s, {_TSV.format(text='t', title='h')}"
-        " FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS u(t, s, h, i)"
+        "INSERT INTO chunks (chunk_id, document_id, idx, text, section, page, tsv)"
+        f" SELECT %s || ':' || (i - 1), %s, i - 1, t, s, p, {_TSV.format(text='t', title='h')}"
+        " FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[]) WITH ORDINALITY AS u(t, s, p, h, i)"
         " ORDER BY i RETURNING rowid, idx",
         (
             doc.id,
             doc.id,
             list(doc.chunks),
             [s or None for s in sections],
+            [doc.page(i) for i in range(len(doc.chunks))],
             [heading(doc.title, s) or "" for s in sections],
         ),
     ).fetchall()
@@ -599,4 +602,5 @@ def _chunk(row: dict[str, Any]) -> ChunkRow:
         collection=row["collection"],
         metadata=row["metadata"],
         section=row["section"],
+        page=row["page"],
     )

@@ -106,7 +106,12 @@ def _migrate_5(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE chunks ADD COLUMN section TEXT")
 
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5]
+def _migrate_6(conn: sqlite3.Connection) -> None:
+    """Each chunk's page or slide number (PDF, PPTX, scans); chunks stored before have none."""
+    conn.execute("ALTER TABLE chunks ADD COLUMN page INTEGER")
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5, _migrate_6]
 # A document is `embedded` when none of its chunks lacks vectors (the gateway could not embed it, or the store
 # holds another model's): until then it is found by keywords only.
 _EMBEDDED = "NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id=d.id AND c.embedding IS NULL) AS embedded"
@@ -289,9 +294,9 @@ class SQLiteStore:
             )
             for i, (text, blob) in enumerate(zip(doc.chunks, blobs, strict=True)):
                 cur = conn.execute(
-                    "INSERT INTO chunks (chunk_id, document_id, idx, text, embedding, section)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (f"{doc.id}:{i}", doc.id, i, text, blob, doc.section(i)),
+                    "INSERT INTO chunks (chunk_id, document_id, idx, text, embedding, section, page)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (f"{doc.id}:{i}", doc.id, i, text, blob, doc.section(i), doc.page(i)),
                 )
                 conn.execute(
                     "INSERT INTO chunks_fts (rowid, text, title) VALUES (?,?,?)",
@@ -364,7 +369,7 @@ class SQLiteStore:
     # --- chunks -----------------------------------------------------------------------------------------
 
     _CHUNK_SELECT = (
-        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, d.title, d.url, d.collection,"
+        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, c.page, d.title, d.url, d.collection,"
         " d.metadata"
         " FROM chunks c JOIN documents d ON d.id = c.document_id"
     )
@@ -605,4 +610,5 @@ def _chunk(row: sqlite3.Row) -> ChunkRow:
         collection=row["collection"],
         metadata=json.loads(row["metadata"]),
         section=row["section"],
+        page=row["page"],
     )
