@@ -66,7 +66,7 @@ class QueryService:
             metrics=metrics,
             retriever=retriever,
             documents=DocumentService(settings, store, gateway, metrics),
-            parser=FileParser(settings.parse_timeout_s, settings.parse_memory_mb, settings.parse_concurrency),
+            parser=FileParser.from_settings(settings),
             chat=ChatService(
                 settings,
                 store,
