@@ -58,7 +58,7 @@ def rowid(store: Store, chunk_id: str) -> int:
 
 def test_open_store_picks_the_backend_from_the_url(target: str, store: Store) -> None:
     assert isinstance(store, SQLiteStore) == (not target.startswith("postgresql://"))
-    assert store.meta()["schema_version"] == ("6" if isinstance(store, SQLiteStore) else "5")
+    assert store.meta()["schema_version"] == ("7" if isinstance(store, SQLiteStore) else "6")
 
 
 def test_upsert_creates_then_replaces_and_keeps_created_at(store: Store) -> None:
@@ -71,6 +71,21 @@ def test_upsert_creates_then_replaces_and_keeps_created_at(store: Store) -> None
     full = store.get_document("a", with_text=True)
     assert full is not None and full["text"] == "only plums" and full["chunk_ids"] == ["a:0"]
     assert store.stats() == {"documents": 1, "chunks": 1}
+
+
+def test_an_original_file_is_kept_with_its_document_replaced_with_it_and_deleted_with_it(
+    store: Store,
+) -> None:
+    pdf = b"%PDF-1.7\n\x00\xff binary"
+    new = doc("a", ["page one"])
+    new.original = ("application/pdf", pdf)
+    store.upsert(new)
+    assert store.original("a") == ("application/pdf", pdf) and store.original_type("a") == "application/pdf"
+    store.upsert(doc("a", ["sent again as JSON"]))  # the file no longer matches the text: it goes
+    assert store.original("a") is None and store.original_type("a") is None
+    store.upsert(new)
+    store.delete_document("a")
+    assert store.original("a") is None and store.original_type("zz") is None
 
 
 def test_delete_removes_chunks_keywords_and_vectors(store: Store) -> None:
@@ -290,7 +305,7 @@ def test_an_old_sqlite_store_is_upgraded_in_place(tmp_path: Path) -> None:
     conn.executescript(_OLD_SQLITE)
     conn.close()
     store = SQLiteStore(str(path))
-    assert store.meta()["schema_version"] == "6" and store.version() == 7
+    assert store.meta()["schema_version"] == "7" and store.version() == 7
     assert store.audit.count() == 0  # the audit table came with the upgrade
     old = store.get_chunk("old:0")
     assert old is not None and old.section is None and old.heading == "Old"  # chunks from before: no section

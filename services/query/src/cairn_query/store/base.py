@@ -98,6 +98,12 @@ STOPWORDS = frozenset(
 # kept are the page's: that is who wrote them under the default local mode.
 OPERATOR = "operator"
 LEGACY_OWNER = "local"
+# The uploaded file behind a document, one row per document, gone with it; `blob` is each dialect's type.
+ORIGINALS_SCHEMA = """CREATE TABLE IF NOT EXISTS originals (
+    document_id TEXT PRIMARY KEY REFERENCES documents (id) ON DELETE CASCADE,
+    content_type TEXT NOT NULL,
+    data {blob} NOT NULL
+)"""
 
 
 class StoreError(Exception):
@@ -245,6 +251,8 @@ class NewDocument:
 
     # Per chunk: its page or slide number (normalise.Section.page), or None; empty: none.
     pages: list[int | None] = field(default_factory=list)
+    # The uploaded file itself, (content type, bytes), kept for PDFs so a citation can open it at its page.
+    original: tuple[str, bytes] | None = None
 
     def section(self, i: int) -> str | None:
         return self.sections[i] if i < len(self.sections) else None
@@ -283,6 +291,9 @@ class Store(Protocol):
     def owner_of(self, doc_id: str) -> tuple[bool, str | None]: ...
     def delete_document(self, doc_id: str, owner: str = OPERATOR) -> int | None: ...
     def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None: ...
+    # The uploaded file behind a document, where one was kept: (content type, bytes); only its type.
+    def original(self, doc_id: str) -> tuple[str, bytes] | None: ...
+    def original_type(self, doc_id: str) -> str | None: ...
     def list_documents(
         self, collection: str | None, limit: int, offset: int, q: str | None = None
     ) -> tuple[list[dict[str, Any]], int]: ...

@@ -51,6 +51,11 @@ def copy_sqlite_to_postgres(
                 )
                 titles.update((r["id"], r["title"] or "") for r in rows)
                 copied["documents"] += len(rows)
+            for rows in _batches(src.execute("SELECT * FROM originals"), 16):  # files of up to megabytes
+                conn.cursor().executemany(
+                    "INSERT INTO originals VALUES (%s, %s, %s)",
+                    [(r["document_id"], r["content_type"], bytes(r["data"])) for r in rows],
+                )
             for rows in _batches(src.execute("SELECT * FROM chunks ORDER BY rowid"), batch):
                 conn.execute(
                     "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, section, page, tsv)"

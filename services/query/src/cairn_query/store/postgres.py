@@ -38,6 +38,7 @@ from cairn_query.store.audit import AUDIT_SCHEMA, SqlAuditTable
 from cairn_query.store.base import (
     LEGACY_OWNER,
     OPERATOR,
+    ORIGINALS_SCHEMA,
     ChunkRow,
     NewDocument,
     NotOwner,
@@ -107,6 +108,8 @@ MIGRATIONS = [
     "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS section TEXT",
     # Each chunk's page or slide number (PDF, PPTX, scans); chunks stored before have none.
     "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS page INTEGER",
+    # The uploaded file behind a document (PDFs), so a citation can open it at its page.
+    ORIGINALS_SCHEMA.format(blob="BYTEA"),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
@@ -315,6 +318,8 @@ class PostgresStore:
             rowids = _insert_chunks(conn, doc)
             if keep_vectors and doc.embeddings is not None:
                 _copy_vectors(conn, self._vector_oid, dict(zip(rowids, doc.embeddings, strict=True)))
+            if doc.original is not None:  # the old one went with the old row (ON DELETE CASCADE)
+                conn.execute("INSERT INTO originals VALUES (%s, %s, %s)", (doc.id, *doc.original))
             self._bump(conn)
         got = self.get_document(doc.id)
         assert got is not None
@@ -336,6 +341,14 @@ class PostgresStore:
             conn.execute("DELETE FROM documents WHERE id=%s", (doc_id,))
             self._bump(conn)
             return int(count[0]) if count else 0
+
+    def original(self, doc_id: str) -> tuple[str, bytes] | None:
+        rows = self._query("SELECT content_type, data FROM originals WHERE document_id=%s", (doc_id,))
+        return (rows[0]["content_type"], bytes(rows[0]["data"])) if rows else None
+
+    def original_type(self, doc_id: str) -> str | None:
+        rows = self._query("SELECT content_type FROM originals WHERE document_id=%s", (doc_id,))
+        return rows[0]["content_type"] if rows else None
 
     def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None:
         rows = self._query(

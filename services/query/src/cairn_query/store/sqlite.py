@@ -28,6 +28,7 @@ from cairn_query.store.audit import AUDIT_SCHEMA, SqlAuditTable
 from cairn_query.store.base import (
     LEGACY_OWNER,
     OPERATOR,
+    ORIGINALS_SCHEMA,
     ChunkRow,
     NewDocument,
     NotOwner,
@@ -111,7 +112,12 @@ def _migrate_6(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE chunks ADD COLUMN page INTEGER")
 
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5, _migrate_6]
+def _migrate_7(conn: sqlite3.Connection) -> None:
+    """The uploaded file behind a document (PDFs), so a citation can open it at its page."""
+    conn.execute(ORIGINALS_SCHEMA.format(blob="BLOB"))
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5, _migrate_6, _migrate_7]
 # A document is `embedded` when none of its chunks lacks vectors (the gateway could not embed it, or the store
 # holds another model's): until then it is found by keywords only.
 _EMBEDDED = "NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id=d.id AND c.embedding IS NULL) AS embedded"
@@ -302,6 +308,8 @@ class SQLiteStore:
                     "INSERT INTO chunks_fts (rowid, text, title) VALUES (?,?,?)",
                     (cur.lastrowid, text, heading(doc.title, doc.section(i)) or ""),
                 )
+            if doc.original is not None:  # the old one went with the old row (ON DELETE CASCADE)
+                conn.execute("INSERT INTO originals VALUES (?,?,?)", (doc.id, *doc.original))
             self._bump(conn)
         got = self.get_document(doc.id)
         assert got is not None
@@ -323,6 +331,14 @@ class SQLiteStore:
             conn.execute("DELETE FROM documents WHERE id=?", (doc_id,))
             self._bump(conn)
             return n
+
+    def original(self, doc_id: str) -> tuple[str, bytes] | None:
+        rows = self._query("SELECT content_type, data FROM originals WHERE document_id=?", (doc_id,))
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+    def original_type(self, doc_id: str) -> str | None:
+        rows = self._query("SELECT content_type FROM originals WHERE document_id=?", (doc_id,))
+        return rows[0][0] if rows else None
 
     def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None:
         rows = self._query(
