@@ -50,6 +50,9 @@ class QuerySettings(BaseSettings):
     ocr_memory_mb: int = Field(3072, ge=512)
     ocr_threads: int = Field(2, ge=1)
     ocr_max_pages: int = Field(50, ge=1)
+    # An uploaded PDF of at most this many bytes is kept as it is (GET /v1/documents/{id}/original), so a
+    # citation opens it at its page (`#page=N`); 0 keeps none.
+    max_original_bytes: int = Field(10_000_000, ge=0)
 
     # Storage limits: one document, and the whole store (SQLite holds every chunk's vectors in memory).
     max_document_chars: int = Field(1_000_000, ge=1_000, le=5_000_000)  # about 1,250 chunks

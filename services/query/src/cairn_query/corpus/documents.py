@@ -72,9 +72,12 @@ class DocumentService:
         )
         return hashlib.sha256(key.encode()).hexdigest()
 
-    async def ingest(self, doc: DocumentIn, owner: str = OPERATOR) -> tuple[dict[str, Any], bool, bool]:
+    async def ingest(
+        self, doc: DocumentIn, owner: str = OPERATOR, original: tuple[str, bytes] | None = None
+    ) -> tuple[dict[str, Any], bool, bool]:
         """Store `doc` for `owner`; returns (document, created, changed). Only the owner of an existing id
-        may replace it (store.may_write), so a client cannot put its text under another's title."""
+        may replace it (store.may_write), so a client cannot put its text under another's title. `original`:
+        the uploaded file, (content type, bytes), kept beside the document (PDFs, for their pages)."""
         limit = self.settings.max_document_chars
         if len(doc.text) > limit:
             raise BadRequest(
@@ -116,6 +119,7 @@ class DocumentService:
             owner=owner,
             sections=[piece.section for piece in pieces],
             pages=[piece.page for piece in pieces],
+            original=original,
         )
         capped = 0
         try:

@@ -63,6 +63,18 @@ def kind_of(filename: str, content_type: str | None) -> str:
     )
 
 
+# Kept as uploaded (store `originals`), so that a citation opens the file at its page: what browsers show.
+KEEP_ORIGINAL = {"pdf": "application/pdf"}
+
+
+def original_of(filename: str, content_type: str | None, data: bytes, limit: int) -> tuple[str, bytes] | None:
+    """(content type, bytes) to keep of an upload: a PDF of at most `limit` bytes (QS_MAX_ORIGINAL_BYTES)."""
+    kind = kind_of(filename, content_type)
+    if kind in KEEP_ORIGINAL and len(data) <= limit:
+        return KEEP_ORIGINAL[kind], data
+    return None
+
+
 def _too_complex(filename: str, why: str) -> BadRequest:
     return BadRequest(
         f"{filename!r} was not stored: {why} Convert it to plain text or split it.",
