@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 from cairn_query.corpus.parsing import SUPPORTED
 
 from .conftest import start_stack
@@ -52,5 +53,39 @@ def test_a_pdf_citation_names_its_page_and_the_bff_serves_the_file_for_it(tmp_pa
         page = httpx.get(f"{bff}/", timeout=10).text
         accept = re.search(r'id="file-input"[^>]*accept="([^"]+)"', page, re.S)
         assert accept is not None and set(accept.group(1).split(",")) == set(SUPPORTED)
+    finally:
+        stack.stop()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_page_opens_a_cited_pdf_at_its_page(tmp_path: Path) -> None:
+    """In a real Chromium: upload a PDF with the page's file picker, ask, open the citation, and the dialog's
+    button opens the kept PDF at the cited page."""
+    from playwright.sync_api import expect
+
+    from .test_browser import chromium_page
+
+    pdf = tmp_path / "fleet.pdf"
+    pdf.write_bytes(two_page_pdf())
+    stack = start_stack(tmp_path)
+    try:
+        with chromium_page(1280, 860) as page:
+            page.goto(stack.bff.url)
+            page.set_input_files("#file-input", str(pdf))
+            page.click("#upload-btn")
+            expect(page.locator("#upload-status")).to_contain_text("Added")
+            page.fill("#question", "When does the ferry to Svalbard leave?")
+            page.click("#send-btn")
+            answer = page.locator(".msg.assistant").nth(0)
+            expect(answer).to_have_attribute("data-state", "done", timeout=30_000)
+            expect(answer.locator(".citations li")).to_contain_text("p. 2")
+            answer.locator(".citations li button").first.click()
+            expect(page.locator("#chunk-meta")).to_contain_text("p. 2")
+            button = page.locator("#chunk-open-btn")
+            expect(button).to_have_text("Open the PDF at page 2")
+            with page.context.expect_page() as opened:
+                button.click()
+            assert re.search(r"/api/documents/[^/]+/original#page=2$", opened.value.url), opened.value.url
     finally:
         stack.stop()

@@ -17,7 +17,7 @@ from cairn_query.corpus.formats.tables import table_rows
 from cairn_testing import ServerProcess
 
 from . import real_files
-from .conftest import start_qs
+from .conftest import sse, start_qs
 
 SHEET_CSV = b"Region;Q3 revenue;Owner\nNorth;4.2 M;Ana\nEast;2.9 M;Cy\n"
 UPLOADS = {
@@ -88,6 +88,15 @@ def test_a_question_about_each_format_cites_the_chunk_and_its_page(
     assert body["citations"][0]["page"] == page
     source = next(s for s in body["sources"] if s["chunk_id"] == chunk["chunk_id"])
     assert source["page"] == page and source["section"] == section
+
+
+def test_a_streamed_answer_cites_the_page_too(qs_files: dict[str, Any]) -> None:
+    srv = qs_files["srv"]
+    body = {"query": "Why was the design budget cut?", "collection": "formats", "stream": True}
+    events = dict(sse(httpx.post(f"{srv.url}/v1/chat", json=body, timeout=60).text))
+    assert events["done"]["status"] == "ok"
+    assert events["citations"]["citations"][0]["page"] == 2
+    assert events["sources"]["sources"][0]["page"] == 2
 
 
 def test_a_pdf_is_kept_and_served_for_its_page_links(qs_files: dict[str, Any]) -> None:

@@ -186,7 +186,7 @@ function renderSourcesAsResults(a, heading) {
   const list = el("ol", "results");
   for (const s of a.sources) {
     const li = el("li");
-    const link = el("button", "link", s.title || s.chunk_id);
+    const link = el("button", "link", (s.title || s.chunk_id) + pageLabel(s));
     link.type = "button";
     link.addEventListener("click", () => openChunk(s.chunk_id));
     li.append(link, el("p", "snippet", s.snippet || (s.text || "").slice(0, 300)));
