@@ -38,7 +38,7 @@ from cairn_query.corpus.hybrid import hybrid_query
 from cairn_query.corpus.parsing import original_of
 from cairn_query.governance.audit import Turn
 from cairn_query.governance.policy import PolicyError
-from cairn_query.http import openapi
+from cairn_query.http import connectors, openapi
 from cairn_query.schemas import ChatRequest, ConversationIn, DocumentIn, FeedbackIn, MessageIn, SearchRequest
 from cairn_query.store import OPERATOR, NotOwner
 from cairn_query.store.audit import AuditQuery
@@ -442,6 +442,7 @@ ROUTES = [
     Route("/admin/policy/reload", reload_policy, methods=["POST"]),
     Route("/admin/audit", audit, methods=["GET"]),
     Route("/admin/audit/verify", verify_audit, methods=["GET"]),
+    *connectors.ROUTES,
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

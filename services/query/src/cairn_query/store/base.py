@@ -21,6 +21,7 @@ from cairn_query.corpus.normalise import PATH_SEPARATOR
 from cairn_query.store.audit import AuditTable
 
 if TYPE_CHECKING:
+    from cairn_query.store.connectors import SqlConnectors
     from cairn_query.store.conversations import SqlConversations
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -275,6 +276,10 @@ class Store(Protocol):
     # Conversations and ratings (conversations.py), owner-scoped.
     @property
     def conversations(self) -> SqlConversations: ...
+
+    # Connector sources and what each synced (connectors.py).
+    @property
+    def connectors(self) -> SqlConnectors: ...
 
     def close(self) -> None: ...
 
