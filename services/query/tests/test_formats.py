@@ -187,3 +187,35 @@ def test_html_boilerplate_is_dropped_and_tables_keep_their_column_names() -> Non
     for boilerplate in ("Home", "Menu item", "Breadcrumbs", "Related", "Example Corp", "track"):
         assert boilerplate not in text
     assert "# Support rota" in text and "\vDay: Monday; Engineer: Ines" in text
+
+
+def test_a_pdf_synced_from_a_folder_keeps_its_pages_and_file_through_a_rename(
+    toy_gateway: ServerProcess, tmp_path: Path
+) -> None:
+    from cairn_query.connectors.sync import document_id
+
+    from .connector_helpers import FAST, admin, next_run
+
+    root = tmp_path / "share"
+    root.mkdir()
+    (root / "warehouses.pdf").write_bytes(real_files.table_pdf())
+    srv = start_qs(toy_gateway.url, tmp_path / "qs.sqlite3", QS_CONNECTORS_FOLDER_ROOTS=str(tmp_path), **FAST)
+    try:
+        with admin(srv) as client:
+            body = {"name": "share", "kind": "folder", "config": {"path": str(root), "watch": False}}
+            assert client.post("/v1/connectors", json={**body, "interval_s": 3600}).status_code == 201
+            first = next_run(client, "share", None)
+            assert (first["state"], first["added"]) == ("ok", 1), first
+            for name in ("warehouses.pdf", "stock.pdf"):
+                doc_id = document_id("share", name)
+                hit = client.post("/v1/search", json={"query": "pallets in Bergen"}).json()["results"][0]
+                assert hit["document_id"] == doc_id and hit["page"] == 2
+                original = client.get(f"/v1/documents/{doc_id}/original")
+                assert original.status_code == 200 and original.content == (root / name).read_bytes()
+                if name == "warehouses.pdf":  # renamed: adopted without a parse, pages and file kept
+                    (root / name).rename(root / "stock.pdf")
+                    assert client.post("/v1/connectors/share/run").status_code in (200, 202)
+                    run = next_run(client, "share", first["id"])
+                    assert (run["state"], run["renamed"]) == ("ok", 1), run
+    finally:
+        srv.stop()
