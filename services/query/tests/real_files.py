@@ -116,6 +116,17 @@ def scanned_pdf() -> bytes:
     return out.getvalue()
 
 
+def encrypted_pdf() -> bytes:
+    from reportlab.pdfgen import canvas
+
+    out = io.BytesIO()
+    pdf = canvas.Canvas(out, encrypt="secret")
+    pdf.drawString(72, 720, "Locked text.")
+    pdf.showPage()
+    pdf.save()
+    return out.getvalue()
+
+
 def _saved(document: Any) -> bytes:
     out = io.BytesIO()
     document.save(out)

@@ -125,6 +125,7 @@ def test_titles_come_from_the_files(qs_files: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("name", "data", "status", "code"),
     [
+        ("locked.pdf", real_files.encrypted_pdf(), 400, "BAD_REQUEST"),
         ("broken.docx", b"PK\x03\x04 not a zip", 400, "BAD_REQUEST"),
         ("broken.xlsx", b"garbage", 400, "BAD_REQUEST"),
         ("broken.pptx", b"", 400, "BAD_REQUEST"),
@@ -140,6 +141,8 @@ def test_a_broken_or_unsupported_file_is_refused_with_its_reason(
     assert resp.status_code == status, resp.text
     body = resp.json()
     assert body["reason_code"] == code and name in body["message"] and body["request_id"]
+    if name == "locked.pdf":
+        assert "encrypted" in body["message"]
 
 
 def test_images_are_refused_when_ocr_is_off(toy_gateway: ServerProcess, tmp_path: Path) -> None:
