@@ -51,11 +51,7 @@ def copy_sqlite_to_postgres(
                 )
                 titles.update((r["id"], r["title"] or "") for r in rows)
                 copied["documents"] += len(rows)
-            for rows in _batches(src.execute("SELECT * FROM originals"), 16):  # files of up to megabytes
-                conn.cursor().executemany(
-                    "INSERT INTO originals VALUES (%s, %s, %s)",
-                    [(r["document_id"], r["content_type"], bytes(r["data"])) for r in rows],
-                )
+            _copy_originals(src, conn)
             for rows in _batches(src.execute("SELECT * FROM chunks ORDER BY rowid"), batch):
                 conn.execute(
                     "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, section, page, tsv)"
@@ -96,6 +92,15 @@ def copy_sqlite_to_postgres(
     finally:
         src.close()
         dst.close()
+
+
+def _copy_originals(src: sqlite3.Connection, conn: Any) -> None:
+    """The kept uploaded files (PDFs), a few at a time: each may be megabytes."""
+    for rows in _batches(src.execute("SELECT * FROM originals"), 16):
+        conn.cursor().executemany(
+            "INSERT INTO originals VALUES (%s, %s, %s)",
+            [(r["document_id"], r["content_type"], bytes(r["data"])) for r in rows],
+        )
 
 
 def _batches(cursor: sqlite3.Cursor, size: int) -> Iterator[list[sqlite3.Row]]:
