@@ -256,10 +256,14 @@ class ChatService:
         if bad:
             raise UpstreamError(ReasonCode.INVALID_CITATION, f"Cited chunks that were not retrieved: {bad}.")
         out: list[Citation] = []
+        # The page is QS's to add: the gateway sees only the context chunks, which have none.
+        pages = {h.chunk.chunk_id: h.chunk.page for h in (prep.outcome.hits if prep.outcome else [])}
         for c in citations:
             if c.chunk_id not in {x.chunk_id for x in out}:
                 src = allowed[c.chunk_id]
-                out.append(Citation(chunk_id=c.chunk_id, title=src.title, url=src.url))
+                out.append(
+                    Citation(chunk_id=c.chunk_id, title=src.title, url=src.url, page=pages.get(c.chunk_id))
+                )
         return out
 
     def check_support(self, prep: Prepared, answer: str, citations: list[Citation]) -> None:

@@ -1,8 +1,8 @@
 """`/v1/chat` as Server-Sent Events: `sources`, then the gateway's frames relayed byte for byte, then `done`.
 
 The relay parses each frame only to decide what to do with it; the bytes it forwards are the gateway's own
-(no re-encoding, no buffering of the answer). `meta` and `delta` pass straight through; `citations` passes after
-its ids are checked against what QS retrieved; the gateway's `error` is held back, and a `done` that is not ok
+(no re-encoding, no buffering of the answer). `meta` and `delta` pass straight through; `citations` is sent
+after its ids are checked against what QS retrieved, as QS's checked list (with each chunk's page); the gateway's `error` is held back, and a `done` that is not ok
 (or any failure: no first byte in time, a broken stream, a silent gateway, an answer that its citations do
 not support) becomes QS's own `fallback` event and `done` with `status: "fallback"` and the reason code; the
 `fallback` event's `discard_answer` tells the page to drop the text it drew. The stream always ends with `done`.
@@ -266,7 +266,9 @@ async def _relay(
                     except UpstreamError as exc:
                         relay.error = exc.reason_code
                         return
-                    yield out
+                    # Re-encoded, not relayed: QS adds what the gateway cannot know (each chunk's page).
+                    citations = [c.model_dump(mode="json") for c in relay.citations]
+                    yield encode_event("citations", {"citations": citations})
                 elif name == "error":
                     relay.error = ReasonCode(json_loads(data).get("reason_code", "PROVIDER_ERROR"))
                 elif name == "done":

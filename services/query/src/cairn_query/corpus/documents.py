@@ -12,7 +12,7 @@ import structlog
 from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError, split_sentences
 
 from cairn_query.clients.gateway import GatewayClient
-from cairn_query.corpus.chunking import chunk_sections
+from cairn_query.corpus.chunking import Piece, chunk_sections
 from cairn_query.corpus.normalise import clean_plain, sections
 from cairn_query.metrics import QueryMetrics
 from cairn_query.schemas import DocumentIn
@@ -72,9 +72,12 @@ class DocumentService:
         )
         return hashlib.sha256(key.encode()).hexdigest()
 
-    async def ingest(self, doc: DocumentIn, owner: str = OPERATOR) -> tuple[dict[str, Any], bool, bool]:
+    async def ingest(
+        self, doc: DocumentIn, owner: str = OPERATOR, original: tuple[str, bytes] | None = None
+    ) -> tuple[dict[str, Any], bool, bool]:
         """Store `doc` for `owner`; returns (document, created, changed). Only the owner of an existing id
-        may replace it (store.may_write), so a client cannot put its text under another's title."""
+        may replace it (store.may_write), so a client cannot put its text under another's title. `original`:
+        the uploaded file, (content type, bytes), kept beside the document (PDFs, for their pages)."""
         limit = self.settings.max_document_chars
         if len(doc.text) > limit:
             raise BadRequest(
@@ -94,7 +97,7 @@ class DocumentService:
         pieces = await self._off_loop(
             chunk_document, doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars
         )
-        chunks = [text for _, text in pieces]
+        chunks = [piece.text for piece in pieces]
         if not chunks:
             raise BadRequest("The document has no text to index.")
         try:
@@ -114,12 +117,14 @@ class DocumentService:
             digest,
             chunks,
             owner=owner,
-            sections=[section for section, _ in pieces],
+            sections=[piece.section for piece in pieces],
+            pages=[piece.page for piece in pieces],
+            original=original,
         )
         capped = 0
         try:
             new.embeddings, new.embed_model, capped = await self._embed(
-                [(heading(doc.title, section), text) for section, text in pieces]
+                [(heading(doc.title, piece.section), piece.text) for piece in pieces]
             )
         except UpstreamError as exc:
             # Stored and searchable by BM25, marked `embedded: false` until `retry_embeddings` (or
@@ -171,6 +176,8 @@ class DocumentService:
             embed_model=model if whole else None,
             owner=owner,
             sections=[r.section for r in rows],
+            pages=[r.page for r in rows],
+            original=await asyncio.to_thread(self.store.original, from_id),
         )
         try:
             stored, _ = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
@@ -277,9 +284,9 @@ class _Budget:
         return kept
 
 
-def chunk_document(text: str, size: int, overlap: int) -> list[tuple[str | None, str]]:
-    """(section path, chunk text) of a document's text: normalised first (`normalise.py`), since a chunk's
-    sentences are what answers quote, then chunked section by section."""
+def chunk_document(text: str, size: int, overlap: int) -> list[Piece]:
+    """(section path, chunk text, page) of a document's text: normalised first (`normalise.py`), since a
+    chunk's sentences are what answers quote, then chunked section by section."""
     return chunk_sections(sections(clean_plain(text)), size, overlap)
 
 
@@ -297,7 +304,7 @@ def document_texts(title: str | None, text: str, settings: QuerySettings) -> lis
     chunks as ingest cuts them, each under its title and section path."""
     budget = _Budget(settings.max_sentence_vectors_per_chunk, settings.max_sentence_vectors_per_document)
     pieces = chunk_document(text, settings.chunk_chars, settings.chunk_overlap_chars)
-    planned = planned_texts([(heading(title, section), chunk, budget) for section, chunk in pieces])
+    planned = planned_texts([(heading(title, p.section), p.text, budget) for p in pieces])
     return [t for group in planned for t in group]
 
 

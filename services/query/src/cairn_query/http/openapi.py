@@ -129,6 +129,15 @@ OPERATIONS = [
         tags=["documents"],
     ),
     Operation(
+        "GET",
+        "/v1/documents/{doc_id}/original",
+        "The uploaded file a document was read from, where it was kept (PDFs): open it at `#page=N`",
+        {200: Reply(media=["application/pdf"])},
+        errors=(404,),
+        params=[_id("doc_id")],
+        tags=["documents"],
+    ),
+    Operation(
         "DELETE",
         "/v1/documents/{doc_id}",
         "Delete a document and its chunks",

@@ -35,6 +35,7 @@ from cairn_query.chat.streaming import chat_events
 from cairn_query.conversations.service import not_found
 from cairn_query.corpus.documents import not_owner
 from cairn_query.corpus.hybrid import hybrid_query
+from cairn_query.corpus.parsing import original_of
 from cairn_query.governance.access import access_of, require_admin, require_writer
 from cairn_query.governance.audit import Turn
 from cairn_query.governance.policy import PolicyError
@@ -57,7 +58,9 @@ def _owner(request: Request) -> str:
     return owner or OPERATOR
 
 
-async def _document_from_multipart(request: Request, svc: QueryService) -> DocumentIn:
+async def _document_from_multipart(
+    request: Request, svc: QueryService
+) -> tuple[DocumentIn, tuple[str, bytes] | None]:
     max_bytes = svc.settings.max_upload_bytes
     async with request.form(max_files=1, max_fields=20) as form:
         upload = form.get("file")
@@ -88,16 +91,18 @@ async def _document_from_multipart(request: Request, svc: QueryService) -> Docum
         raise BadRequest(f"No text could be extracted from {filename!r}.")
     fields["title"] = given_title or found_title or filename
     try:
-        return DocumentIn.model_validate({**fields, "text": text})
+        doc = DocumentIn.model_validate({**fields, "text": text})
     except ValidationError as exc:
         raise BadRequest(format_validation_error(exc)) from None
+    return doc, original_of(filename, content_type, data, svc.settings.max_original_bytes)
 
 
 async def create_document(request: Request) -> Response:
     svc = _svc(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    original = None
     if ctype == "multipart/form-data":
-        doc = await _document_from_multipart(request, svc)
+        doc, original = await _document_from_multipart(request, svc)
     elif ctype in ("application/json", ""):
         doc = await parse_json_body(request, DocumentIn)
     else:
@@ -105,7 +110,7 @@ async def create_document(request: Request) -> Response:
             f"Send JSON or multipart/form-data, not {ctype!r}.", ReasonCode.UNSUPPORTED_MEDIA_TYPE
         )
     await require_writer(await access_of(request, svc.store), svc.store, doc.collection)
-    stored, created, changed = await svc.documents.ingest(doc, _owner(request))
+    stored, created, changed = await svc.documents.ingest(doc, _owner(request), original)
     log_fields(request).update(document_id=stored["id"], chunks=stored["chunks"], changed=changed)
     return JSONResponse(
         {**stored, "created": created, "changed": changed}, status_code=201 if changed else 200
@@ -157,6 +162,25 @@ async def get_document(request: Request) -> Response:
     return JSONResponse(doc)
 
 
+async def get_original(request: Request) -> Response:
+    """The file a document was read from, where QS kept it (PDFs): a citation opens it at `#page=N`."""
+    doc_id = request.path_params["doc_id"]
+    store = _svc(request).store
+    # A document the caller may not read has no file to them either: checked before the bytes are read.
+    readable = (await access_of(request, store)).collections
+    visible = await asyncio.to_thread(store.get_document, doc_id, False, readable)
+    found = await asyncio.to_thread(store.original, doc_id) if visible is not None else None
+    if found is None:
+        raise CairnError(
+            ReasonCode.NOT_FOUND,
+            f"Document {doc_id!r} has no kept file: only uploaded PDFs are kept (QS_MAX_ORIGINAL_BYTES).",
+        )
+    content_type, data = found
+    # Only the types QS keeps (never HTML), shown inline, and never sniffed into something else.
+    headers = {"content-disposition": "inline", "x-content-type-options": "nosniff"}
+    return Response(data, media_type=content_type, headers=headers)
+
+
 async def delete_document(request: Request) -> Response:
     doc_id = request.path_params["doc_id"]
     store = _svc(request).store
@@ -184,7 +208,8 @@ async def get_chunk(request: Request) -> Response:
     chunk = await asyncio.to_thread(store.get_chunk, chunk_id, readable)
     if chunk is None:
         raise _not_found("chunk", chunk_id)
-    return JSONResponse(chunk.public())
+    original = await asyncio.to_thread(store.original_type, chunk.document_id)
+    return JSONResponse({**chunk.public(), "original": original})
 
 
 async def search(request: Request) -> Response:
@@ -439,6 +464,7 @@ ROUTES = [
     Route("/v1/collections", list_collections, methods=["GET"]),
     Route("/v1/documents/{doc_id}", get_document, methods=["GET"]),
     Route("/v1/documents/{doc_id}", delete_document, methods=["DELETE"]),
+    Route("/v1/documents/{doc_id}/original", get_original, methods=["GET"]),
     Route("/v1/chunks/{chunk_id}", get_chunk, methods=["GET"]),
     Route("/v1/search", search, methods=["POST"]),
     Route("/v1/chat", chat, methods=["POST"]),
