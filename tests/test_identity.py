@@ -343,3 +343,21 @@ def test_a_real_browser_signs_in_through_the_page(stack: Stack) -> None:
         assert "hr" in found and "eng" not in found, found
         assert "cairn_login" not in page.evaluate("document.cookie")
         assert not page.is_hidden("#permissions") and page.is_hidden("#keys")
+
+
+def test_a_kept_pdf_is_served_only_to_who_may_read_its_collection(
+    stack: Stack, alice: httpx.Client, bob: httpx.Client
+) -> None:
+    """The original file is document text too: a PDF kept for hr opens for alice (hr), and is missing to bob."""
+    from .test_page_links import two_page_pdf
+
+    data = two_page_pdf()
+    with httpx.Client(base_url=stack.bff.url, headers=ADMIN, timeout=60) as admin:
+        up = admin.post("/api/documents", data={"collection": "hr"}, files={"file": ("fleet.pdf", data)})
+        assert up.status_code == 201, up.text
+        doc_id = up.json()["id"]
+        assert admin.get(f"/api/documents/{doc_id}/original").content == data
+    assert alice.get(f"/api/documents/{doc_id}/original").content == data
+    refused = bob.get(f"/api/documents/{doc_id}/original")
+    assert refused.status_code == 404 and refused.json()["reason_code"] == "NOT_FOUND", refused.text
+    assert data not in refused.content
