@@ -10,7 +10,7 @@ import structlog
 from cairn_core import Redis
 
 from cairn_query.chat.cache import AnswerCache, Cache, RedisAnswerCache
-from cairn_query.chat.service import ChatService
+from cairn_query.chat.pipeline import ChatPipeline
 from cairn_query.clients.gateway import GatewayClient
 from cairn_query.conversations.feedback import Feedback
 from cairn_query.conversations.service import Conversations
@@ -35,7 +35,7 @@ class QueryService:
     retriever: Retriever
     documents: DocumentService
     parser: FileParser
-    chat: ChatService
+    chat: ChatPipeline
     audit: AuditLog
     conversations: Conversations
     feedback: Feedback
@@ -67,7 +67,7 @@ class QueryService:
             retriever=retriever,
             documents=DocumentService(settings, store, gateway, metrics),
             parser=FileParser(settings.parse_timeout_s, settings.parse_memory_mb, settings.parse_concurrency),
-            chat=ChatService(
+            chat=ChatPipeline(
                 settings,
                 store,
                 retriever,

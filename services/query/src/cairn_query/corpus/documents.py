@@ -145,6 +145,43 @@ class DocumentService:
         self.metrics.ingested_chunks.inc(len(chunks))
         return {**stored, "sentences_without_vector": capped}, created, True
 
+    # --- reading and deleting: what the routes ask for (http/documents.py) --------------------------------
+
+    async def listing(
+        self, collection: str | None, limit: int, offset: int, q: str | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        return await asyncio.to_thread(self.store.list_documents, collection, limit, offset, q)
+
+    async def collections(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.store.list_collections)
+
+    async def get(self, doc_id: str) -> dict[str, Any]:
+        """The document with its text and chunk ids; NOT_FOUND when there is none."""
+        doc = await asyncio.to_thread(self.store.get_document, doc_id, True)
+        if doc is None:
+            raise not_found("document", doc_id)
+        return doc
+
+    async def delete(self, doc_id: str, owner: str) -> int:
+        """Delete the document and its chunks (only its owner may); how many chunks went."""
+        try:
+            n = await asyncio.to_thread(self.store.delete_document, doc_id, owner)
+        except NotOwner:
+            raise not_owner(doc_id) from None
+        if n is None:
+            raise not_found("document", doc_id)
+        return n
+
+    async def chunk(self, chunk_id: str) -> dict[str, Any]:
+        chunk = await asyncio.to_thread(self.store.get_chunk, chunk_id)
+        if chunk is None:
+            raise not_found("chunk", chunk_id)
+        return chunk.public()
+
+    async def stats(self) -> dict[str, int]:
+        """How many documents and chunks the store holds; raises when the store is not usable."""
+        return await asyncio.to_thread(self.store.stats)
+
     async def reembed(self) -> dict[str, Any]:
         """Re-embed every chunk with the gateway's current embedder (after a model or dimension change)."""
         vectors: dict[int, list[list[float]]] = {}
@@ -262,6 +299,10 @@ def document_texts(title: str | None, text: str, settings: QuerySettings) -> lis
     pieces = chunk_document(text, settings.chunk_chars, settings.chunk_overlap_chars)
     planned = planned_texts([(heading(title, section), chunk, budget) for section, chunk in pieces])
     return [t for group in planned for t in group]
+
+
+def not_found(what: str, ident: str) -> CairnError:
+    return CairnError(ReasonCode.NOT_FOUND, f"No {what} with id {ident!r}.")
 
 
 def not_owner(doc_id: str) -> CairnError:

@@ -1,0 +1,112 @@
+"""`/v1/chat` and `/v1/hybrid-query`: one pipeline (chat/pipeline.py), rendered as JSON or as a stream."""
+
+from __future__ import annotations
+
+from cairn_core import (
+    BadRequest,
+    CitationsEvent,
+    DeltaEvent,
+    DoneEvent,
+    EventStreamResponse,
+    JSONResponse,
+    MetaEvent,
+    Operation,
+    Reply,
+    Stream,
+    log_fields,
+    parse_json_body,
+    request_id_of,
+    trace_id_hex,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cairn_query.chat.hybrid import hybrid_query
+from cairn_query.chat.render import render_json, render_sse
+from cairn_query.chat.turn import Turn
+from cairn_query.http.params import owner_of, service_of
+from cairn_query.schemas import (
+    ChatRequest,
+    ChatResponse,
+    FallbackEvent,
+    HybridResponse,
+    PolicyWarning,
+    RedactedEvent,
+    SourcesEvent,
+)
+
+
+def new_turn(request: Request, collection: str | None, question: str) -> Turn:
+    """The audit record's start: who asks what, under which request and trace."""
+    svc = service_of(request)
+    return Turn(svc.audit, request_id_of(request), trace_id_hex(), owner_of(request), collection, question)
+
+
+async def chat(request: Request) -> Response:
+    body = await parse_json_body(request, ChatRequest)
+    return await answer(request, body, new_turn(request, body.collection, body.question))
+
+
+async def answer(request: Request, body: ChatRequest, turn: Turn) -> Response:
+    """`body` answered as JSON or as a stream: the same events, two renderings. `turn` records the answer."""
+    svc = service_of(request)
+    events = svc.chat.run(body, turn, stream=body.stream)
+    if body.stream:
+        cached, frames = await render_sse(events, log_fields(request))
+        svc.metrics.requests.labels("chat_stream", "started").inc()
+        return EventStreamResponse(frames, headers={"X-Cache": "hit" if cached else "miss"})
+    result = await render_json(events, request_id_of(request), log_fields(request))
+    svc.metrics.requests.labels("chat", result.status).inc()
+    return JSONResponse(result.model_dump(mode="json"), headers={"X-Cache": result.cache})
+
+
+async def hybrid(request: Request) -> Response:
+    svc = service_of(request)
+    body = await parse_json_body(request, ChatRequest)
+    if body.stream:
+        raise BadRequest("/v1/hybrid-query does not stream; use /v1/chat for streams.")
+    result = await hybrid_query(svc.chat, body, new_turn(request, body.collection, body.question))
+    svc.metrics.requests.labels("hybrid_query", result.status).inc()
+    return JSONResponse(result.model_dump(mode="json"))
+
+
+# `sources`, the gateway's `meta`/`delta`/`citations` relayed, and `done`; `fallback` before `done` when the
+# answer cannot be shown (docs/query-service.md).
+CHAT_STREAM = Stream(
+    {
+        "sources": [SourcesEvent],
+        "meta": [MetaEvent],
+        "delta": [DeltaEvent],
+        "citations": [CitationsEvent],
+        "fallback": [FallbackEvent],
+        "redacted": [RedactedEvent],
+        "warning": [PolicyWarning],
+        "done": [DoneEvent],
+    }
+)
+
+# Each route with its OpenAPI operation (http/openapi.py gathers them).
+ENDPOINTS = [
+    (
+        Operation(
+            "POST",
+            "/v1/chat",
+            "Grounded chat; a fallback is still 200; `stream: true` answers with SSE events",
+            {200: Reply(ChatResponse, stream=CHAT_STREAM)},
+            body=ChatRequest,
+            tags=["chat"],
+        ),
+        chat,
+    ),
+    (
+        Operation(
+            "POST",
+            "/v1/hybrid-query",
+            "Grounded answer plus a trust score",
+            {200: Reply(HybridResponse)},
+            body=ChatRequest,
+            tags=["chat"],
+        ),
+        hybrid,
+    ),
+]

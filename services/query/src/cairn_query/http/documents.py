@@ -1,0 +1,260 @@
+"""Documents, chunks and search: ingest (JSON or a file), list, read, delete, re-embed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cairn_core import (
+    BadRequest,
+    JSONDecodeError,
+    JSONResponse,
+    Operation,
+    Param,
+    ReasonCode,
+    Reply,
+    format_validation_error,
+    json_loads,
+    log_fields,
+    parse_json_body,
+    request_id_of,
+    require_bearer,
+)
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cairn_query.http.params import ADMIN, owner_of, page, page_params, path_id, service_of
+from cairn_query.schemas import (
+    ChunkOut,
+    CollectionList,
+    DocumentDeleted,
+    DocumentDetail,
+    DocumentIn,
+    DocumentList,
+    DocumentStored,
+    ReembedResult,
+    SearchRequest,
+    SearchResponse,
+)
+from cairn_query.wiring import QueryService
+
+UPLOAD_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+        "title": {"type": "string"},
+        "collection": {"type": "string"},
+        "url": {"type": "string"},
+        "id": {"type": "string"},
+        "metadata": {"type": "string", "description": "a JSON object"},
+    },
+    "required": ["file"],
+}
+
+
+async def create_document(request: Request) -> Response:
+    svc = service_of(request)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        doc = await _document_from_multipart(request, svc)
+    elif ctype in ("application/json", ""):
+        doc = await parse_json_body(request, DocumentIn)
+    else:
+        raise BadRequest(
+            f"Send JSON or multipart/form-data, not {ctype!r}.", ReasonCode.UNSUPPORTED_MEDIA_TYPE
+        )
+    stored, created, changed = await svc.documents.ingest(doc, owner_of(request))
+    log_fields(request).update(document_id=stored["id"], chunks=stored["chunks"], changed=changed)
+    return JSONResponse(
+        {**stored, "created": created, "changed": changed}, status_code=201 if changed else 200
+    )
+
+
+async def _document_from_multipart(request: Request, svc: QueryService) -> DocumentIn:
+    max_bytes = svc.settings.max_upload_bytes
+    async with request.form(max_files=1, max_fields=20) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise BadRequest("Multipart upload needs a file in the field 'file'.")
+        data = await upload.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise BadRequest(
+                f"The file exceeds the limit of {max_bytes} bytes.", ReasonCode.PAYLOAD_TOO_LARGE
+            )
+        filename = upload.filename or "upload.txt"
+        content_type = upload.content_type
+        fields: dict[str, Any] = {
+            k: v for k in ("collection", "url", "id") if isinstance(v := form.get(k), str) and v
+        }
+        raw_meta = form.get("metadata")
+        if isinstance(raw_meta, str) and raw_meta.strip():
+            try:
+                # orjson, as for JSON bodies: it refuses NaN, lone surrogates and deep nesting, where the
+                # stdlib accepts the first two and overflows the stack on the third.
+                fields["metadata"] = json_loads(raw_meta)
+            except JSONDecodeError as exc:
+                raise BadRequest(f"'metadata' must be a JSON object: {exc}") from None
+        title = form.get("title")
+        given_title = title if isinstance(title, str) and title else None
+    text, found_title = await svc.parser.extract(filename, content_type, data)
+    if not text.strip():
+        raise BadRequest(f"No text could be extracted from {filename!r}.")
+    fields["title"] = given_title or found_title or filename
+    try:
+        return DocumentIn.model_validate({**fields, "text": text})
+    except ValidationError as exc:
+        raise BadRequest(format_validation_error(exc)) from None
+
+
+async def list_documents(request: Request) -> Response:
+    collection = request.query_params.get("collection") or None
+    limit, offset = page(request, 100, 1000)
+    q = request.query_params.get("q", "").strip() or None
+    if q is not None and len(q) > 200:
+        raise BadRequest("'q' must be at most 200 characters.")
+    docs, total = await service_of(request).documents.listing(collection, limit, offset, q)
+    return JSONResponse({"documents": docs, "total": total})
+
+
+async def list_collections(request: Request) -> Response:
+    """The collections that hold documents, with how many each: what the page's collection picker offers."""
+    return JSONResponse({"collections": await service_of(request).documents.collections()})
+
+
+async def get_document(request: Request) -> Response:
+    return JSONResponse(await service_of(request).documents.get(request.path_params["doc_id"]))
+
+
+async def delete_document(request: Request) -> Response:
+    doc_id = request.path_params["doc_id"]
+    chunks = await service_of(request).documents.delete(doc_id, owner_of(request))
+    return JSONResponse({"id": doc_id, "deleted": True, "chunks": chunks})
+
+
+async def get_chunk(request: Request) -> Response:
+    return JSONResponse(await service_of(request).documents.chunk(request.path_params["chunk_id"]))
+
+
+async def search(request: Request) -> Response:
+    svc = service_of(request)
+    body = await parse_json_body(request, SearchRequest)
+    top_k = body.top_k or svc.settings.top_k
+    outcome = await svc.retriever.search(body.query, top_k, body.collection, body.filters)
+    svc.metrics.requests.labels("search", "ok").inc()
+    log_fields(request).update(mode=outcome.mode, results=len(outcome.hits))
+    results = [h.public() for h in outcome.hits]
+    rid = request_id_of(request)
+    return JSONResponse(
+        {"results": results, "mode": outcome.mode, "took_ms": outcome.took_ms, "request_id": rid}
+    )
+
+
+async def reembed(request: Request) -> Response:
+    require_bearer(request, service_of(request).settings.admin_token, "QS_ADMIN_TOKEN")
+    return JSONResponse(await service_of(request).documents.reembed())
+
+
+_LISTING = [
+    Param("collection", "query", {"type": "string"}),
+    *page_params(100, 1000),
+    Param("q", "query", {"type": "string", "maxLength": 200}),
+]
+
+# Each route with its OpenAPI operation (http/openapi.py gathers them).
+ENDPOINTS = [
+    (
+        Operation(
+            "POST",
+            "/v1/documents",
+            "Ingest a document (JSON, or a file as multipart/form-data); 201 when stored anew, 200 when unchanged",
+            {201: Reply(DocumentStored), 200: Reply(DocumentStored)},
+            errors=(403, 415, 422, 507),
+            body=DocumentIn,
+            multipart=UPLOAD_FORM,
+            tags=["documents"],
+        ),
+        create_document,
+    ),
+    (
+        Operation(
+            "GET",
+            "/v1/documents",
+            "List documents, newest first",
+            {200: Reply(DocumentList)},
+            errors=(400,),
+            params=_LISTING,
+            tags=["documents"],
+        ),
+        list_documents,
+    ),
+    (
+        Operation(
+            "GET",
+            "/v1/collections",
+            "The collections that hold documents, with their document counts",
+            {200: Reply(CollectionList)},
+            tags=["documents"],
+        ),
+        list_collections,
+    ),
+    (
+        Operation(
+            "GET",
+            "/v1/documents/{doc_id}",
+            "A document with its text and chunk ids",
+            {200: Reply(DocumentDetail)},
+            errors=(404,),
+            params=[path_id("doc_id")],
+            tags=["documents"],
+        ),
+        get_document,
+    ),
+    (
+        Operation(
+            "DELETE",
+            "/v1/documents/{doc_id}",
+            "Delete a document and its chunks",
+            {200: Reply(DocumentDeleted)},
+            errors=(403, 404),
+            params=[path_id("doc_id")],
+            tags=["documents"],
+        ),
+        delete_document,
+    ),
+    (
+        Operation(
+            "GET",
+            "/v1/chunks/{chunk_id}",
+            "One chunk",
+            {200: Reply(ChunkOut)},
+            errors=(404,),
+            params=[path_id("chunk_id")],
+            tags=["documents"],
+        ),
+        get_chunk,
+    ),
+    (
+        Operation(
+            "POST",
+            "/v1/search",
+            "Hybrid search (BM25 and vectors, fused by rank)",
+            {200: Reply(SearchResponse)},
+            body=SearchRequest,
+            tags=["search"],
+        ),
+        search,
+    ),
+    (
+        Operation(
+            "POST",
+            "/admin/reembed",
+            "Re-embed every chunk with the gateway's embedder (Authorization: Bearer QS_ADMIN_TOKEN)",
+            {200: Reply(ReembedResult)},
+            errors=(401, 502, 503, 504),
+            security=ADMIN,
+            tags=["admin"],
+        ),
+        reembed,
+    ),
+]

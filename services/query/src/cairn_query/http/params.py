@@ -1,0 +1,60 @@
+"""What every route reads from a request: the services, the caller, a bounded integer, an admin's token."""
+
+from __future__ import annotations
+
+from cairn_core import OWNER_HEADER, BadRequest, Param, require_bearer
+from starlette.requests import Request
+
+from cairn_query.store import OPERATOR
+from cairn_query.wiring import QueryService
+
+
+def service_of(request: Request) -> QueryService:
+    return request.app.state.service
+
+
+def admin_service(request: Request) -> QueryService:
+    """The services, for a caller with `Authorization: Bearer QS_ADMIN_TOKEN` (401 otherwise)."""
+    svc = service_of(request)
+    require_bearer(request, svc.settings.admin_token, "QS_ADMIN_TOKEN")
+    return svc
+
+
+def owner_of(request: Request) -> str:
+    """Who a write is for: the BFF names its client; a caller at QS itself is the operator."""
+    owner = request.headers.get(OWNER_HEADER, "").strip()
+    if len(owner) > 100:
+        raise BadRequest(f"{OWNER_HEADER} must be at most 100 characters.")
+    return owner or OPERATOR
+
+
+def int_param(request: Request, name: str, default: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    # ASCII digits only ("²".isdigit() is true), and few enough that int() takes them (it refuses > 4,300).
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)) or int(raw) > high:
+        raise BadRequest(f"'{name}' must be an integer from 0 to {high}.")
+    return int(raw)
+
+
+def page(request: Request, limit: int, most: int) -> tuple[int, int]:
+    """`limit` (default `limit`, at most `most`) and `offset` of a listing."""
+    return int_param(request, "limit", limit, most), int_param(request, "offset", 0, 10**9)
+
+
+# --- the same parameters in the OpenAPI document ------------------------------------------------------------
+
+
+def path_id(name: str) -> Param:
+    return Param(name, "path", {"type": "string"}, required=True)
+
+
+def page_params(limit: int, most: int) -> list[Param]:
+    return [
+        Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": most, "default": limit}),
+        Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}),
+    ]
+
+
+ADMIN: list[dict[str, list[str]]] = [{"adminBearer": []}]
