@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from cairn_core import (
     BadRequest,
     CitationsEvent,
@@ -10,7 +12,6 @@ from cairn_core import (
     EventStreamResponse,
     JSONResponse,
     MetaEvent,
-    Operation,
     Reply,
     Stream,
     log_fields,
@@ -24,7 +25,7 @@ from starlette.responses import Response
 from cairn_query.chat.hybrid import hybrid_query
 from cairn_query.chat.render import render_json, render_sse
 from cairn_query.chat.turn import Turn
-from cairn_query.http.params import owner_of, service_of
+from cairn_query.http.params import endpoint, owner_of, service_of
 from cairn_query.schemas import (
     ChatRequest,
     ChatResponse,
@@ -35,39 +36,13 @@ from cairn_query.schemas import (
     SourcesEvent,
 )
 
+_route = partial(endpoint, tags="chat")
+
 
 def new_turn(request: Request, collection: str | None, question: str) -> Turn:
     """The audit record's start: who asks what, under which request and trace."""
     svc = service_of(request)
     return Turn(svc.audit, request_id_of(request), trace_id_hex(), owner_of(request), collection, question)
-
-
-async def chat(request: Request) -> Response:
-    body = await parse_json_body(request, ChatRequest)
-    return await answer(request, body, new_turn(request, body.collection, body.question))
-
-
-async def answer(request: Request, body: ChatRequest, turn: Turn) -> Response:
-    """`body` answered as JSON or as a stream: the same events, two renderings. `turn` records the answer."""
-    svc = service_of(request)
-    events = svc.chat.run(body, turn, stream=body.stream)
-    if body.stream:
-        cached, frames = await render_sse(events, log_fields(request))
-        svc.metrics.requests.labels("chat_stream", "started").inc()
-        return EventStreamResponse(frames, headers={"X-Cache": "hit" if cached else "miss"})
-    result = await render_json(events, request_id_of(request), log_fields(request))
-    svc.metrics.requests.labels("chat", result.status).inc()
-    return JSONResponse(result.model_dump(mode="json"), headers={"X-Cache": result.cache})
-
-
-async def hybrid(request: Request) -> Response:
-    svc = service_of(request)
-    body = await parse_json_body(request, ChatRequest)
-    if body.stream:
-        raise BadRequest("/v1/hybrid-query does not stream; use /v1/chat for streams.")
-    result = await hybrid_query(svc.chat, body, new_turn(request, body.collection, body.question))
-    svc.metrics.requests.labels("hybrid_query", result.status).inc()
-    return JSONResponse(result.model_dump(mode="json"))
 
 
 # `sources`, the gateway's `meta`/`delta`/`citations` relayed, and `done`; `fallback` before `done` when the
@@ -85,28 +60,37 @@ CHAT_STREAM = Stream(
     }
 )
 
-# Each route with its OpenAPI operation (http/openapi.py gathers them).
-ENDPOINTS = [
-    (
-        Operation(
-            "POST",
-            "/v1/chat",
-            "Grounded chat; a fallback is still 200; `stream: true` answers with SSE events",
-            {200: Reply(ChatResponse, stream=CHAT_STREAM)},
-            body=ChatRequest,
-            tags=["chat"],
-        ),
-        chat,
-    ),
-    (
-        Operation(
-            "POST",
-            "/v1/hybrid-query",
-            "Grounded answer plus a trust score",
-            {200: Reply(HybridResponse)},
-            body=ChatRequest,
-            tags=["chat"],
-        ),
-        hybrid,
-    ),
-]
+
+@_route("POST", "/v1/chat", Reply(ChatResponse, stream=CHAT_STREAM), body=ChatRequest)
+async def chat(request: Request) -> Response:
+    """Grounded chat; a fallback is still 200; `stream: true` answers with SSE events"""
+    body = await parse_json_body(request, ChatRequest)
+    return await answer(request, body, new_turn(request, body.collection, body.question))
+
+
+async def answer(request: Request, body: ChatRequest, turn: Turn) -> Response:
+    """`body` answered as JSON or as a stream: the same events, two renderings. `turn` records the answer."""
+    svc = service_of(request)
+    events = svc.chat.run(body, turn, stream=body.stream)
+    if body.stream:
+        cached, frames = await render_sse(events, log_fields(request))
+        svc.metrics.requests.labels("chat_stream", "started").inc()
+        return EventStreamResponse(frames, headers={"X-Cache": "hit" if cached else "miss"})
+    result = await render_json(events, request_id_of(request), log_fields(request))
+    svc.metrics.requests.labels("chat", result.status).inc()
+    return JSONResponse(result.model_dump(mode="json"), headers={"X-Cache": result.cache})
+
+
+@_route("POST", "/v1/hybrid-query", HybridResponse, body=ChatRequest)
+async def hybrid(request: Request) -> Response:
+    """Grounded answer plus a trust score"""
+    svc = service_of(request)
+    body = await parse_json_body(request, ChatRequest)
+    if body.stream:
+        raise BadRequest("/v1/hybrid-query does not stream; use /v1/chat for streams.")
+    result = await hybrid_query(svc.chat, body, new_turn(request, body.collection, body.question))
+    svc.metrics.requests.labels("hybrid_query", result.status).inc()
+    return JSONResponse(result.model_dump(mode="json"))
+
+
+ENDPOINTS = [chat, hybrid]

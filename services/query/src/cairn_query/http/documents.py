@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from cairn_core import (
     BadRequest,
     JSONDecodeError,
     JSONResponse,
-    Operation,
     Param,
     ReasonCode,
     Reply,
@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cairn_query.http.params import ADMIN, owner_of, page, page_params, path_id, service_of
+from cairn_query.http.params import ADMIN, endpoint, owner_of, page, page_params, path_id, service_of
 from cairn_query.schemas import (
     ChunkOut,
     CollectionList,
@@ -53,7 +53,27 @@ UPLOAD_FORM: dict[str, Any] = {
 }
 
 
+_route = partial(endpoint, tags="documents")
+_admin = partial(endpoint, tags="admin", security=ADMIN)
+
+
+_LISTING = [
+    Param("collection", "query", {"type": "string"}),
+    *page_params(100, 1000),
+    Param("q", "query", {"type": "string", "maxLength": 200}),
+]
+
+
+@_route(
+    "POST",
+    "/v1/documents",
+    {201: Reply(DocumentStored), 200: Reply(DocumentStored)},
+    errors=(403, 415, 422, 507),
+    body=DocumentIn,
+    multipart=UPLOAD_FORM,
+)
 async def create_document(request: Request) -> Response:
+    """Ingest a document (JSON, or a file as multipart/form-data); 201 when stored anew, 200 when unchanged"""
     svc = service_of(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
@@ -107,7 +127,9 @@ async def _document_from_multipart(request: Request, svc: QueryService) -> Docum
         raise BadRequest(format_validation_error(exc)) from None
 
 
+@_route("GET", "/v1/documents", DocumentList, errors=(400,), params=_LISTING)
 async def list_documents(request: Request) -> Response:
+    """List documents, newest first"""
     collection = request.query_params.get("collection") or None
     limit, offset = page(request, 100, 1000)
     q = request.query_params.get("q", "").strip() or None
@@ -117,26 +139,37 @@ async def list_documents(request: Request) -> Response:
     return JSONResponse({"documents": docs, "total": total})
 
 
+@_route("GET", "/v1/collections", CollectionList)
 async def list_collections(request: Request) -> Response:
-    """The collections that hold documents, with how many each: what the page's collection picker offers."""
+    """The collections that hold documents, with their document counts
+
+    The collections that hold documents, with how many each: what the page's collection picker offers."""
     return JSONResponse({"collections": await service_of(request).documents.collections()})
 
 
+@_route("GET", "/v1/documents/{doc_id}", DocumentDetail, errors=(404,), params=[path_id("doc_id")])
 async def get_document(request: Request) -> Response:
+    """A document with its text and chunk ids"""
     return JSONResponse(await service_of(request).documents.get(request.path_params["doc_id"]))
 
 
+@_route("DELETE", "/v1/documents/{doc_id}", DocumentDeleted, errors=(403, 404), params=[path_id("doc_id")])
 async def delete_document(request: Request) -> Response:
+    """Delete a document and its chunks"""
     doc_id = request.path_params["doc_id"]
     chunks = await service_of(request).documents.delete(doc_id, owner_of(request))
     return JSONResponse({"id": doc_id, "deleted": True, "chunks": chunks})
 
 
+@_route("GET", "/v1/chunks/{chunk_id}", ChunkOut, errors=(404,), params=[path_id("chunk_id")])
 async def get_chunk(request: Request) -> Response:
+    """One chunk"""
     return JSONResponse(await service_of(request).documents.chunk(request.path_params["chunk_id"]))
 
 
+@endpoint("POST", "/v1/search", SearchResponse, body=SearchRequest, tags="search")
 async def search(request: Request) -> Response:
+    """Hybrid search (BM25 and vectors, fused by rank)"""
     svc = service_of(request)
     body = await parse_json_body(request, SearchRequest)
     top_k = body.top_k or svc.settings.top_k
@@ -150,111 +183,20 @@ async def search(request: Request) -> Response:
     )
 
 
+@_admin("POST", "/admin/reembed", ReembedResult, errors=(401, 502, 503, 504))
 async def reembed(request: Request) -> Response:
+    """Re-embed every chunk with the gateway's embedder (Authorization: Bearer QS_ADMIN_TOKEN)"""
     require_bearer(request, service_of(request).settings.admin_token, "QS_ADMIN_TOKEN")
     return JSONResponse(await service_of(request).documents.reembed())
 
 
-_LISTING = [
-    Param("collection", "query", {"type": "string"}),
-    *page_params(100, 1000),
-    Param("q", "query", {"type": "string", "maxLength": 200}),
-]
-
-# Each route with its OpenAPI operation (http/openapi.py gathers them).
 ENDPOINTS = [
-    (
-        Operation(
-            "POST",
-            "/v1/documents",
-            "Ingest a document (JSON, or a file as multipart/form-data); 201 when stored anew, 200 when unchanged",
-            {201: Reply(DocumentStored), 200: Reply(DocumentStored)},
-            errors=(403, 415, 422, 507),
-            body=DocumentIn,
-            multipart=UPLOAD_FORM,
-            tags=["documents"],
-        ),
-        create_document,
-    ),
-    (
-        Operation(
-            "GET",
-            "/v1/documents",
-            "List documents, newest first",
-            {200: Reply(DocumentList)},
-            errors=(400,),
-            params=_LISTING,
-            tags=["documents"],
-        ),
-        list_documents,
-    ),
-    (
-        Operation(
-            "GET",
-            "/v1/collections",
-            "The collections that hold documents, with their document counts",
-            {200: Reply(CollectionList)},
-            tags=["documents"],
-        ),
-        list_collections,
-    ),
-    (
-        Operation(
-            "GET",
-            "/v1/documents/{doc_id}",
-            "A document with its text and chunk ids",
-            {200: Reply(DocumentDetail)},
-            errors=(404,),
-            params=[path_id("doc_id")],
-            tags=["documents"],
-        ),
-        get_document,
-    ),
-    (
-        Operation(
-            "DELETE",
-            "/v1/documents/{doc_id}",
-            "Delete a document and its chunks",
-            {200: Reply(DocumentDeleted)},
-            errors=(403, 404),
-            params=[path_id("doc_id")],
-            tags=["documents"],
-        ),
-        delete_document,
-    ),
-    (
-        Operation(
-            "GET",
-            "/v1/chunks/{chunk_id}",
-            "One chunk",
-            {200: Reply(ChunkOut)},
-            errors=(404,),
-            params=[path_id("chunk_id")],
-            tags=["documents"],
-        ),
-        get_chunk,
-    ),
-    (
-        Operation(
-            "POST",
-            "/v1/search",
-            "Hybrid search (BM25 and vectors, fused by rank)",
-            {200: Reply(SearchResponse)},
-            body=SearchRequest,
-            tags=["search"],
-        ),
-        search,
-    ),
-    (
-        Operation(
-            "POST",
-            "/admin/reembed",
-            "Re-embed every chunk with the gateway's embedder (Authorization: Bearer QS_ADMIN_TOKEN)",
-            {200: Reply(ReembedResult)},
-            errors=(401, 502, 503, 504),
-            security=ADMIN,
-            tags=["admin"],
-        ),
-        reembed,
-    ),
+    create_document,
+    list_documents,
+    list_collections,
+    get_document,
+    delete_document,
+    get_chunk,
+    search,
+    reembed,
 ]

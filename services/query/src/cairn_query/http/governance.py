@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
-from cairn_core import BadRequest, JSONResponse, Operation, Param, Reply, json_dumps
+from cairn_core import BadRequest, JSONResponse, Param, Reply, json_dumps
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cairn_query.governance.policy import PolicyError
-from cairn_query.http.params import ADMIN, admin_service, int_param
+from cairn_query.http.params import ADMIN, admin_service, endpoint, int_param
 from cairn_query.schemas import AuditPage, AuditVerdict, PolicyState
 from cairn_query.store.audit import AuditQuery
 from cairn_query.wiring import QueryService
 
+_AUDIT_FILTERS = [
+    Param("since", "query", {"type": "string", "description": "ISO-8601 UTC, inclusive"}),
+    Param("until", "query", {"type": "string", "description": "ISO-8601 UTC, exclusive"}),
+    Param("outcome", "query", {"type": "string", "enum": ["ok", "fallback", "warn"]}),
+    Param("reason_code", "query", {"type": "string"}),
+    Param("q", "query", {"type": "string", "description": "text in the question, answer or ids"}),
+    Param("request_id", "query", {"type": "string"}),
+    Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 500, "default": 50}),
+    Param("after_id", "query", {"type": "integer", "minimum": 0}),
+    Param("format", "query", {"type": "string", "enum": ["json", "jsonl"]}),
+]
 
+
+_admin = partial(endpoint, tags="admin", security=ADMIN)
+
+
+@_admin("GET", "/admin/policy", PolicyState, errors=(401,))
 async def get_policy(request: Request) -> Response:
+    """The policy in force (Authorization: Bearer QS_ADMIN_TOKEN)"""
     return JSONResponse(admin_service(request).chat.policy.summary())
 
 
+@_admin("POST", "/admin/policy/reload", PolicyState, errors=(400, 401))
 async def reload_policy(request: Request) -> Response:
+    """Load QS_POLICY_FILE again; a broken file is refused (400, with its line) and the old policy stays"""
     svc = admin_service(request)
     try:
         policy = await svc.reload_policy()
@@ -41,8 +61,17 @@ def _audit_query(request: Request) -> AuditQuery:
     )
 
 
+@_admin(
+    "GET",
+    "/admin/audit",
+    Reply(AuditPage, media=["application/x-ndjson"]),
+    errors=(400, 401),
+    params=_AUDIT_FILTERS,
+)
 async def audit(request: Request) -> Response:
-    """Newest first, `limit` a page; `next_after_id` continues. `format=jsonl` exports every match."""
+    """Audit records, newest first; `format=jsonl` exports every match as JSON lines
+
+    Newest first, `limit` a page; `next_after_id` continues. `format=jsonl` exports every match."""
     svc = admin_service(request)
     query = _audit_query(request)
     if request.query_params.get("format") == "jsonl":
@@ -64,72 +93,11 @@ async def _audit_lines(svc: QueryService, query: AuditQuery) -> AsyncIterator[by
         page.after_id = rows[-1].id
 
 
+@_admin("GET", "/admin/audit/verify", AuditVerdict, errors=(401,))
 async def verify_audit(request: Request) -> Response:
+    """Check the audit log's hash chain from its anchor to its head"""
     report = await admin_service(request).audit.verify()
     return JSONResponse(report.public())
 
 
-_AUDIT_FILTERS = [
-    Param("since", "query", {"type": "string", "description": "ISO-8601 UTC, inclusive"}),
-    Param("until", "query", {"type": "string", "description": "ISO-8601 UTC, exclusive"}),
-    Param("outcome", "query", {"type": "string", "enum": ["ok", "fallback", "warn"]}),
-    Param("reason_code", "query", {"type": "string"}),
-    Param("q", "query", {"type": "string", "description": "text in the question, answer or ids"}),
-    Param("request_id", "query", {"type": "string"}),
-    Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 500, "default": 50}),
-    Param("after_id", "query", {"type": "integer", "minimum": 0}),
-    Param("format", "query", {"type": "string", "enum": ["json", "jsonl"]}),
-]
-
-# Each route with its OpenAPI operation (http/openapi.py gathers them).
-ENDPOINTS = [
-    (
-        Operation(
-            "GET",
-            "/admin/policy",
-            "The policy in force (Authorization: Bearer QS_ADMIN_TOKEN)",
-            {200: Reply(PolicyState)},
-            errors=(401,),
-            security=ADMIN,
-            tags=["admin"],
-        ),
-        get_policy,
-    ),
-    (
-        Operation(
-            "POST",
-            "/admin/policy/reload",
-            "Load QS_POLICY_FILE again; a broken file is refused (400, with its line) and the old policy stays",
-            {200: Reply(PolicyState)},
-            errors=(400, 401),
-            security=ADMIN,
-            tags=["admin"],
-        ),
-        reload_policy,
-    ),
-    (
-        Operation(
-            "GET",
-            "/admin/audit",
-            "Audit records, newest first; `format=jsonl` exports every match as JSON lines",
-            {200: Reply(AuditPage, media=["application/x-ndjson"])},
-            errors=(400, 401),
-            params=_AUDIT_FILTERS,
-            security=ADMIN,
-            tags=["admin"],
-        ),
-        audit,
-    ),
-    (
-        Operation(
-            "GET",
-            "/admin/audit/verify",
-            "Check the audit log's hash chain from its anchor to its head",
-            {200: Reply(AuditVerdict)},
-            errors=(401,),
-            security=ADMIN,
-            tags=["admin"],
-        ),
-        verify_audit,
-    ),
-]
+ENDPOINTS = [get_policy, reload_policy, audit, verify_audit]

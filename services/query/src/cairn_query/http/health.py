@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from cairn_core import (
     HEALTHZ,
     METRICS,
     ErrorBody,
     JSONResponse,
-    Operation,
     ReasonCode,
     Reply,
     metrics_response,
@@ -16,15 +17,21 @@ from cairn_core import (
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cairn_query.http.params import service_of
+from cairn_query.http.params import Endpoint, endpoint, service_of
 from cairn_query.schemas import QueryReady
+
+_route = partial(endpoint, tags="ops")
 
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+@_route(
+    "GET", "/readyz", QueryReady, error_replies={503: Reply(ErrorBody, description="The store is not usable")}
+)
 async def readyz(request: Request) -> Response:
+    """Readiness: the store answers"""
     svc = service_of(request)
     try:
         stats = await svc.documents.stats()
@@ -51,14 +58,5 @@ async def metrics(request: Request) -> Response:
     return metrics_response(svc.metrics.registry)
 
 
-READY = Operation(
-    "GET",
-    "/readyz",
-    "Readiness: the store answers",
-    {200: Reply(QueryReady)},
-    error_replies={503: Reply(ErrorBody, description="The store is not usable")},
-    tags=["ops"],
-)
-
-# Each route with its OpenAPI operation (http/openapi.py gathers them).
-ENDPOINTS = [(HEALTHZ, healthz), (READY, readyz), (METRICS, metrics)]
+# /healthz and /metrics are declared alike by every service (cairn_core).
+ENDPOINTS = [Endpoint(HEALTHZ, healthz), readyz, Endpoint(METRICS, metrics)]

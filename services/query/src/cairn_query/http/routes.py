@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 
 from cairn_core import openapi_route
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from cairn_query.http import chat, conversations, documents, governance, health, openapi
 
@@ -22,6 +22,6 @@ ENDPOINTS = [
 ]
 
 ROUTES: list[BaseRoute] = [
-    *(Route(op.path, handler, methods=[op.method]) for op, handler in ENDPOINTS),
-    openapi_route(partial(openapi.document, [op for op, _ in ENDPOINTS])),
+    *(e.route() for e in ENDPOINTS),
+    openapi_route(partial(openapi.document, [e.operation for e in ENDPOINTS])),
 ]
