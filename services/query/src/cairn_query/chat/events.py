@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from cairn_core import Citation, ReasonCode, StopReason
 
+from cairn_query.schemas import FallbackEvent, PolicyWarning, RedactedEvent
+
 
 @dataclass(frozen=True, slots=True)
 class Sources:
@@ -44,28 +46,10 @@ class Cited:
     raw: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Redacted:
-    """A pii rule changed the answer after it was drawn: the page replaces the text with this one."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Warned:
-    rule: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Fallback:
-    """The answer is not given: the search results are, with this message and the reason code."""
-
-    reason_code: ReasonCode
-    message: str
-    discard_answer: bool  # text was already drawn: the page drops it
-    policy_rule: str | None
-    passages: bool  # WEAK_EVIDENCE: the sources are the closest passages, not an answer's
+# These three are their wire form (schemas.py): the stream sends them as they are.
+Redacted = RedactedEvent  # a pii rule changed the answer after it was drawn: the page replaces the text
+Warned = PolicyWarning  # a rule with action `warn` found something in the question or the answer
+Fallback = FallbackEvent  # the answer is not given: the search results are, with a message and the code
 
 
 @dataclass(frozen=True, slots=True)

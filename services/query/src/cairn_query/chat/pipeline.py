@@ -81,25 +81,19 @@ class Failure:
     discard: bool = False  # answer text was drawn already
 
 
+@dataclass
 class ChatPipeline:
-    def __init__(
-        self,
-        settings: QuerySettings,
-        store: Store,
-        retriever: Retriever,
-        gateway: GatewayClient,
-        cache: Cache,
-        metrics: QueryMetrics,
-        policy: Policy,
-    ) -> None:
-        self.policy = policy  # replaced whole by a reload (wiring.reload_policy); read once per check
-        self.settings = settings
-        self.store = store
-        self.retriever = retriever
-        self.gateway = gateway
-        self.cache = cache
-        self.metrics = metrics
-        self.planner = Planner(settings, store, retriever, gateway, cache, metrics)
+    settings: QuerySettings
+    store: Store
+    retriever: Retriever
+    gateway: GatewayClient
+    cache: Cache
+    metrics: QueryMetrics
+    policy: Policy  # replaced whole by a reload (wiring.reload_policy); read once per check
+
+    def __post_init__(self) -> None:
+        s = self
+        self.planner = Planner(s.settings, s.store, s.retriever, s.gateway, s.cache, s.metrics)
 
     async def run(self, req: ChatRequest, turn: Turn, stream: bool) -> AsyncGenerator[ChatEvent, None]:
         """One chat's events. `stream`: the gateway is asked for a stream, and once events have gone out, an
@@ -280,9 +274,7 @@ class ChatPipeline:
         shown = draft.answer if draft.shown is None else draft.shown
         if shown != draft.answer:
             # The text drawn so far held what a pii rule redacts: the page replaces it with this.
-            yield Redacted(shown)
-        for warning in turn.warnings:
-            yield Warned(**warning)
+            yield Redacted(text=shown)
         answered_by = answered_by_of(end.status, end.answered_by)
         by_fallback = answered_by == "fallback_provider"
         done = Done(
@@ -303,6 +295,13 @@ class ChatPipeline:
         )
         if not by_fallback:
             await self._remember(plan, done)
+        async for event in self._deliver(turn, done):
+            yield event
+
+    async def _deliver(self, turn: Turn, done: Done) -> AsyncGenerator[ChatEvent, None]:
+        """The warnings, the record, then `Done`: the end of every answer that is given."""
+        for warning in turn.warnings:
+            yield Warned.model_validate(warning)
         await turn.record(done)
         yield done
 
@@ -323,8 +322,6 @@ class ChatPipeline:
         yield Meta(turn.request_id, model, "cache")
         yield Delta(verdict.text)
         yield Cited(citations)
-        for warning in turn.warnings:
-            yield Warned(**warning)
         done = Done(
             "ok",
             verdict.text,
@@ -338,14 +335,21 @@ class ChatPipeline:
             turn.latency_ms(),
             stop_reason=StopReason.EOS,
         )
-        await turn.record(done)
-        yield done
+        async for event in self._deliver(turn, done):
+            yield event
 
     async def _fall_back(self, turn: Turn, failure: Failure, draft: Draft) -> AsyncGenerator[ChatEvent, None]:
         code = failure.code
         self.metrics.fallbacks.labels(code.value).inc()
         message = fallback_message(code, failure.detail)
-        yield Fallback(code, message, failure.discard, failure.rule, code is ReasonCode.WEAK_EVIDENCE)
+        passages = code is ReasonCode.WEAK_EVIDENCE
+        yield Fallback(
+            reason_code=code,
+            message=message,
+            discard_answer=failure.discard,
+            policy_rule=failure.rule,
+            passages=passages,
+        )
         done = Done(
             "fallback",
             message,

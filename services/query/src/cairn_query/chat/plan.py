@@ -72,23 +72,17 @@ class Plan:
         return [f"{c.heading or ''}\n{c.text}" for i in ids if (c := chunks.get(i)) is not None]
 
 
+@dataclass
 class Planner:
-    def __init__(
-        self,
-        settings: QuerySettings,
-        store: Store,
-        retriever: Retriever,
-        gateway: GatewayClient,
-        cache: Cache,
-        metrics: QueryMetrics,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.retriever = retriever
-        self.gateway = gateway
-        self.cache = cache
-        self.metrics = metrics
-        self.followups = Followups(settings, gateway)
+    settings: QuerySettings
+    store: Store
+    retriever: Retriever
+    gateway: GatewayClient
+    cache: Cache
+    metrics: QueryMetrics
+
+    def __post_init__(self) -> None:
+        self.followups = Followups(self.settings, self.gateway)
 
     async def plan(self, req: ChatRequest) -> Plan:
         """The cached answer, or the search results and the evidence the model would answer from."""

@@ -42,8 +42,7 @@ async def generated(gateway: GatewayClient, req: GenerateRequest) -> AsyncGenera
     try:
         resp = await gateway.generate(req)
     except UpstreamError as exc:
-        log.info("chat_fallback", reason_code=exc.reason_code.value, detail=exc.message)
-        yield Broken(exc.reason_code)
+        yield _refused(exc)
         return
     yield Meta(resp.request_id, resp.model, resp.provider)
     if resp.answer is None:
@@ -61,11 +60,15 @@ async def streamed(
     try:
         resp = await gateway.open_stream(req)
     except UpstreamError as exc:
-        log.info("chat_fallback", reason_code=exc.reason_code.value, detail=exc.message)
-        yield Broken(exc.reason_code)
+        yield _refused(exc)
         return
     async for event in relay(resp, deadline):
         yield event
+
+
+def _refused(exc: UpstreamError) -> Broken:
+    log.info("chat_fallback", reason_code=exc.reason_code.value, detail=exc.message)
+    return Broken(exc.reason_code)
 
 
 async def relay(resp: httpx.Response, deadline: float) -> AsyncGenerator[GatewayEvent, None]:

@@ -39,7 +39,7 @@ async def render_json(
         if isinstance(event, Sources):
             sources = event.sources
         elif isinstance(event, Warned):
-            warnings.append(PolicyWarning(rule=event.rule, message=event.message))
+            warnings.append(event)
         elif isinstance(event, Done):
             done = event
     assert done is not None, "the pipeline always ends with Done"
@@ -89,34 +89,24 @@ async def _frames(
             yield sse_frame(event)
 
 
+# The events that are their wire form.
+_WIRE: dict[type, str] = {Redacted: "redacted", Warned: "warning", Fallback: "fallback"}
+
+
 def sse_frame(event: ChatEvent) -> bytes:
     """One event as its frame; a relayed event is the gateway's bytes as they came."""
     raw = getattr(event, "raw", None)
     if raw is not None and not (isinstance(event, Done) and event.answered_by != "model"):
         return raw
-    if isinstance(event, Meta):
-        return encode_event(
-            "meta", MetaEvent(request_id=event.request_id, model=event.model, provider=event.provider)
-        )
+    if (name := _WIRE.get(type(event))) is not None:
+        return encode_event(name, event)
     if isinstance(event, Delta):
         return encode_event("delta", {"text": event.text})
+    if isinstance(event, Meta):
+        meta = MetaEvent(request_id=event.request_id, model=event.model, provider=event.provider)
+        return encode_event("meta", meta)
     if isinstance(event, Cited):
         return encode_event("citations", {"citations": [c.model_dump(mode="json") for c in event.citations]})
-    if isinstance(event, Redacted):
-        return encode_event("redacted", {"text": event.text})
-    if isinstance(event, Warned):
-        return encode_event("warning", {"rule": event.rule, "message": event.message})
-    if isinstance(event, Fallback):
-        return encode_event(
-            "fallback",
-            {
-                "reason_code": event.reason_code.value,
-                "message": event.message,
-                "discard_answer": event.discard_answer,
-                "policy_rule": event.policy_rule,
-                "passages": event.passages,
-            },
-        )
     if isinstance(event, Done):
         return encode_event("done", _done(event))
     raise TypeError(f"not a chat event: {event!r}")

@@ -79,9 +79,7 @@ class Conversations:
         """Store the question (or, to regenerate, leave out the last answer) and return the request to
         answer; the turn then stores the answer, replacing the regenerated one only then."""
         table = self.store.conversations
-        conv = await asyncio.to_thread(table.get, owner, conv_id)
-        if conv is None:
-            raise not_found(conv_id)
+        conv = await self.get(owner, conv_id)
         if body.regenerate:
             # The previous answer stays stored until the new one is final (in `keep`): a regeneration that is
             # stopped, or that fails before its end, leaves the question with the answer it had.

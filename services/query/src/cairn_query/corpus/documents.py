@@ -104,29 +104,9 @@ class DocumentService:
             )
         except StoreFull as exc:
             raise self._storage_full(exc) from None
-        new = NewDocument(
-            doc_id,
-            doc.collection,
-            doc.title,
-            doc.url,
-            doc.metadata,
-            doc.text,
-            digest,
-            chunks,
-            owner=owner,
-            sections=[section for section, _ in pieces],
-        )
-        capped = 0
-        try:
-            new.embeddings, new.embed_model, capped = await self._embed(
-                [(heading(doc.title, section), text) for section, text in pieces]
-            )
-        except UpstreamError as exc:
-            # Stored and searchable by BM25, marked `embedded: false` until `retry_embeddings` (or
-            # POST /admin/reembed) fills the vectors in.
-            log.warning("ingest_without_embeddings", document_id=doc_id, reason_code=exc.reason_code.value)
-        if capped:
-            log.info("sentence_vectors_capped", document_id=doc_id, sentences=capped)
+        new = NewDocument(doc_id, doc.collection, doc.title, doc.url, doc.metadata, doc.text, digest, chunks)
+        new.owner, new.sections = owner, [section for section, _ in pieces]
+        capped = await self._add_vectors(new, pieces)
         try:
             stored, created = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
         except StoreFull as exc:
@@ -144,6 +124,21 @@ class DocumentService:
             )
         self.metrics.ingested_chunks.inc(len(chunks))
         return {**stored, "sentences_without_vector": capped}, created, True
+
+    async def _add_vectors(self, new: NewDocument, pieces: list[tuple[str | None, str]]) -> int:
+        """Embed the chunks into `new`; how many sentence vectors the caps left out. A failing gateway leaves
+        the document without vectors: stored and searchable by BM25, marked `embedded: false` until
+        `retry_embeddings` (or POST /admin/reembed) fills them in."""
+        try:
+            new.embeddings, new.embed_model, capped = await self._embed(
+                [(heading(new.title, section), text) for section, text in pieces]
+            )
+        except UpstreamError as exc:
+            log.warning("ingest_without_embeddings", document_id=new.id, reason_code=exc.reason_code.value)
+            return 0
+        if capped:
+            log.info("sentence_vectors_capped", document_id=new.id, sentences=capped)
+        return capped
 
     # --- reading and deleting: what the routes ask for (http/documents.py) --------------------------------
 

@@ -22,19 +22,11 @@ from cairn_core import (
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cairn_query import schemas
 from cairn_query.chat.hybrid import hybrid_query
 from cairn_query.chat.render import render_json, render_sse
 from cairn_query.chat.turn import Turn
 from cairn_query.http.params import endpoint, owner_of, service_of
-from cairn_query.schemas import (
-    ChatRequest,
-    ChatResponse,
-    FallbackEvent,
-    HybridResponse,
-    PolicyWarning,
-    RedactedEvent,
-    SourcesEvent,
-)
 
 _route = partial(endpoint, tags="chat")
 
@@ -49,26 +41,26 @@ def new_turn(request: Request, collection: str | None, question: str) -> Turn:
 # answer cannot be shown (docs/query-service.md).
 CHAT_STREAM = Stream(
     {
-        "sources": [SourcesEvent],
+        "sources": [schemas.SourcesEvent],
         "meta": [MetaEvent],
         "delta": [DeltaEvent],
         "citations": [CitationsEvent],
-        "fallback": [FallbackEvent],
-        "redacted": [RedactedEvent],
-        "warning": [PolicyWarning],
+        "fallback": [schemas.FallbackEvent],
+        "redacted": [schemas.RedactedEvent],
+        "warning": [schemas.PolicyWarning],
         "done": [DoneEvent],
     }
 )
 
 
-@_route("POST", "/v1/chat", Reply(ChatResponse, stream=CHAT_STREAM), body=ChatRequest)
+@_route("POST", "/v1/chat", Reply(schemas.ChatResponse, stream=CHAT_STREAM), body=schemas.ChatRequest)
 async def chat(request: Request) -> Response:
     """Grounded chat; a fallback is still 200; `stream: true` answers with SSE events"""
-    body = await parse_json_body(request, ChatRequest)
+    body = await parse_json_body(request, schemas.ChatRequest)
     return await answer(request, body, new_turn(request, body.collection, body.question))
 
 
-async def answer(request: Request, body: ChatRequest, turn: Turn) -> Response:
+async def answer(request: Request, body: schemas.ChatRequest, turn: Turn) -> Response:
     """`body` answered as JSON or as a stream: the same events, two renderings. `turn` records the answer."""
     svc = service_of(request)
     events = svc.chat.run(body, turn, stream=body.stream)
@@ -81,11 +73,11 @@ async def answer(request: Request, body: ChatRequest, turn: Turn) -> Response:
     return JSONResponse(result.model_dump(mode="json"), headers={"X-Cache": result.cache})
 
 
-@_route("POST", "/v1/hybrid-query", HybridResponse, body=ChatRequest)
+@_route("POST", "/v1/hybrid-query", schemas.HybridResponse, body=schemas.ChatRequest)
 async def hybrid(request: Request) -> Response:
     """Grounded answer plus a trust score"""
     svc = service_of(request)
-    body = await parse_json_body(request, ChatRequest)
+    body = await parse_json_body(request, schemas.ChatRequest)
     if body.stream:
         raise BadRequest("/v1/hybrid-query does not stream; use /v1/chat for streams.")
     result = await hybrid_query(svc.chat, body, new_turn(request, body.collection, body.question))

@@ -8,6 +8,7 @@ from cairn_core import BadRequest, JSONResponse, Param, Reply, log_fields, parse
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cairn_query import schemas
 from cairn_query.conversations.service import not_found
 from cairn_query.http.chat import CHAT_STREAM, answer, new_turn
 from cairn_query.http.params import (
@@ -19,18 +20,6 @@ from cairn_query.http.params import (
     page_params,
     path_id,
     service_of,
-)
-from cairn_query.schemas import (
-    ChatResponse,
-    ConversationDeleted,
-    ConversationDetail,
-    ConversationIn,
-    ConversationList,
-    ConversationOut,
-    FeedbackIn,
-    FeedbackList,
-    FeedbackOut,
-    MessageIn,
 )
 
 _route = partial(endpoint, tags="conversations")
@@ -47,7 +36,7 @@ def _conversation_id(request: Request) -> str:
 _CONVERSATION = [path_id("conv_id")]
 
 
-@_route("GET", "/v1/conversations", ConversationList, errors=(400,), params=page_params(50, 500))
+@_route("GET", "/v1/conversations", schemas.ConversationList, errors=(400,), params=page_params(50, 500))
 async def list_conversations(request: Request) -> Response:
     """The caller's conversations (X-Cairn-Owner), most recently active first"""
     limit, offset = page(request, 50, 500)
@@ -55,15 +44,15 @@ async def list_conversations(request: Request) -> Response:
     return JSONResponse({"conversations": rows, "total": total})
 
 
-@_route("POST", "/v1/conversations", {201: Reply(ConversationOut)}, body=ConversationIn)
+@_route("POST", "/v1/conversations", {201: Reply(schemas.ConversationOut)}, body=schemas.ConversationIn)
 async def create_conversation(request: Request) -> Response:
     """Start a conversation; its title becomes the first question unless one is given"""
-    body = await parse_json_body(request, ConversationIn)
+    body = await parse_json_body(request, schemas.ConversationIn)
     conv = await service_of(request).conversations.create(owner_of(request), body.title)
     return JSONResponse(conv, status_code=201)
 
 
-@_route("GET", "/v1/conversations/{conv_id}", ConversationDetail, errors=(404,), params=_CONVERSATION)
+@_route("GET", "/v1/conversations/{conv_id}", schemas.ConversationDetail, errors=(404,), params=_CONVERSATION)
 async def get_conversation(request: Request) -> Response:
     """A conversation with its messages and their ratings"""
     conv_id = _conversation_id(request)
@@ -73,20 +62,22 @@ async def get_conversation(request: Request) -> Response:
 @_route(
     "PATCH",
     "/v1/conversations/{conv_id}",
-    ConversationDetail,
+    schemas.ConversationDetail,
     errors=(404,),
-    body=ConversationIn,
+    body=schemas.ConversationIn,
     params=_CONVERSATION,
 )
 async def rename_conversation(request: Request) -> Response:
     """Rename a conversation"""
     conv_id = _conversation_id(request)
-    body = await parse_json_body(request, ConversationIn)
+    body = await parse_json_body(request, schemas.ConversationIn)
     conv = await service_of(request).conversations.rename(owner_of(request), conv_id, body.title)
     return JSONResponse(conv)
 
 
-@_route("DELETE", "/v1/conversations/{conv_id}", ConversationDeleted, errors=(404,), params=_CONVERSATION)
+@_route(
+    "DELETE", "/v1/conversations/{conv_id}", schemas.ConversationDeleted, errors=(404,), params=_CONVERSATION
+)
 async def delete_conversation(request: Request) -> Response:
     """Delete a conversation and its messages"""
     conv_id = _conversation_id(request)
@@ -97,32 +88,32 @@ async def delete_conversation(request: Request) -> Response:
 @_route(
     "POST",
     "/v1/conversations/{conv_id}/messages",
-    Reply(ChatResponse, stream=CHAT_STREAM),
+    Reply(schemas.ChatResponse, stream=CHAT_STREAM),
     errors=(404,),
-    body=MessageIn,
+    body=schemas.MessageIn,
     params=_CONVERSATION,
 )
 async def conversation_message(request: Request) -> Response:
     """Ask in a conversation (or `regenerate` its last answer); answers as /v1/chat, stream or not"""
     conv_id = _conversation_id(request)
-    message = await parse_json_body(request, MessageIn)
+    message = await parse_json_body(request, schemas.MessageIn)
     turn = new_turn(request, message.collection, "")
     body = await service_of(request).conversations.ask(owner_of(request), conv_id, message, turn)
     log_fields(request).update(conversation=conv_id, regenerate=message.regenerate)
     return await answer(request, body, turn)
 
 
-@_route("POST", "/v1/feedback", FeedbackOut, errors=(404,), body=FeedbackIn)
+@_route("POST", "/v1/feedback", schemas.FeedbackOut, errors=(404,), body=schemas.FeedbackIn)
 async def rate(request: Request) -> Response:
     """Rate an answer by its request id (a second rating replaces the first)"""
-    body = await parse_json_body(request, FeedbackIn)
+    body = await parse_json_body(request, schemas.FeedbackIn)
     return JSONResponse(await service_of(request).feedback.rate(body, owner_of(request)))
 
 
 @_admin(
     "GET",
     "/admin/feedback",
-    FeedbackList,
+    schemas.FeedbackList,
     errors=(400, 401),
     params=[
         Param("rating", "query", {"type": "string", "enum": ["up", "down"]}),

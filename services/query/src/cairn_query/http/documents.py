@@ -24,19 +24,8 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cairn_query import schemas
 from cairn_query.http.params import ADMIN, endpoint, owner_of, page, page_params, path_id, service_of
-from cairn_query.schemas import (
-    ChunkOut,
-    CollectionList,
-    DocumentDeleted,
-    DocumentDetail,
-    DocumentIn,
-    DocumentList,
-    DocumentStored,
-    ReembedResult,
-    SearchRequest,
-    SearchResponse,
-)
 from cairn_query.wiring import QueryService
 
 UPLOAD_FORM: dict[str, Any] = {
@@ -67,9 +56,9 @@ _LISTING = [
 @_route(
     "POST",
     "/v1/documents",
-    {201: Reply(DocumentStored), 200: Reply(DocumentStored)},
+    {201: Reply(schemas.DocumentStored), 200: Reply(schemas.DocumentStored)},
     errors=(403, 415, 422, 507),
-    body=DocumentIn,
+    body=schemas.DocumentIn,
     multipart=UPLOAD_FORM,
 )
 async def create_document(request: Request) -> Response:
@@ -79,7 +68,7 @@ async def create_document(request: Request) -> Response:
     if ctype == "multipart/form-data":
         doc = await _document_from_multipart(request, svc)
     elif ctype in ("application/json", ""):
-        doc = await parse_json_body(request, DocumentIn)
+        doc = await parse_json_body(request, schemas.DocumentIn)
     else:
         raise BadRequest(
             f"Send JSON or multipart/form-data, not {ctype!r}.", ReasonCode.UNSUPPORTED_MEDIA_TYPE
@@ -91,7 +80,7 @@ async def create_document(request: Request) -> Response:
     )
 
 
-async def _document_from_multipart(request: Request, svc: QueryService) -> DocumentIn:
+async def _document_from_multipart(request: Request, svc: QueryService) -> schemas.DocumentIn:
     max_bytes = svc.settings.max_upload_bytes
     async with request.form(max_files=1, max_fields=20) as form:
         upload = form.get("file")
@@ -122,12 +111,12 @@ async def _document_from_multipart(request: Request, svc: QueryService) -> Docum
         raise BadRequest(f"No text could be extracted from {filename!r}.")
     fields["title"] = given_title or found_title or filename
     try:
-        return DocumentIn.model_validate({**fields, "text": text})
+        return schemas.DocumentIn.model_validate({**fields, "text": text})
     except ValidationError as exc:
         raise BadRequest(format_validation_error(exc)) from None
 
 
-@_route("GET", "/v1/documents", DocumentList, errors=(400,), params=_LISTING)
+@_route("GET", "/v1/documents", schemas.DocumentList, errors=(400,), params=_LISTING)
 async def list_documents(request: Request) -> Response:
     """List documents, newest first"""
     collection = request.query_params.get("collection") or None
@@ -139,7 +128,7 @@ async def list_documents(request: Request) -> Response:
     return JSONResponse({"documents": docs, "total": total})
 
 
-@_route("GET", "/v1/collections", CollectionList)
+@_route("GET", "/v1/collections", schemas.CollectionList)
 async def list_collections(request: Request) -> Response:
     """The collections that hold documents, with their document counts
 
@@ -147,13 +136,15 @@ async def list_collections(request: Request) -> Response:
     return JSONResponse({"collections": await service_of(request).documents.collections()})
 
 
-@_route("GET", "/v1/documents/{doc_id}", DocumentDetail, errors=(404,), params=[path_id("doc_id")])
+@_route("GET", "/v1/documents/{doc_id}", schemas.DocumentDetail, errors=(404,), params=[path_id("doc_id")])
 async def get_document(request: Request) -> Response:
     """A document with its text and chunk ids"""
     return JSONResponse(await service_of(request).documents.get(request.path_params["doc_id"]))
 
 
-@_route("DELETE", "/v1/documents/{doc_id}", DocumentDeleted, errors=(403, 404), params=[path_id("doc_id")])
+@_route(
+    "DELETE", "/v1/documents/{doc_id}", schemas.DocumentDeleted, errors=(403, 404), params=[path_id("doc_id")]
+)
 async def delete_document(request: Request) -> Response:
     """Delete a document and its chunks"""
     doc_id = request.path_params["doc_id"]
@@ -161,17 +152,17 @@ async def delete_document(request: Request) -> Response:
     return JSONResponse({"id": doc_id, "deleted": True, "chunks": chunks})
 
 
-@_route("GET", "/v1/chunks/{chunk_id}", ChunkOut, errors=(404,), params=[path_id("chunk_id")])
+@_route("GET", "/v1/chunks/{chunk_id}", schemas.ChunkOut, errors=(404,), params=[path_id("chunk_id")])
 async def get_chunk(request: Request) -> Response:
     """One chunk"""
     return JSONResponse(await service_of(request).documents.chunk(request.path_params["chunk_id"]))
 
 
-@endpoint("POST", "/v1/search", SearchResponse, body=SearchRequest, tags="search")
+@endpoint("POST", "/v1/search", schemas.SearchResponse, body=schemas.SearchRequest, tags="search")
 async def search(request: Request) -> Response:
     """Hybrid search (BM25 and vectors, fused by rank)"""
     svc = service_of(request)
-    body = await parse_json_body(request, SearchRequest)
+    body = await parse_json_body(request, schemas.SearchRequest)
     top_k = body.top_k or svc.settings.top_k
     outcome = await svc.retriever.search(body.query, top_k, body.collection, body.filters)
     svc.metrics.requests.labels("search", "ok").inc()
@@ -183,7 +174,7 @@ async def search(request: Request) -> Response:
     )
 
 
-@_admin("POST", "/admin/reembed", ReembedResult, errors=(401, 502, 503, 504))
+@_admin("POST", "/admin/reembed", schemas.ReembedResult, errors=(401, 502, 503, 504))
 async def reembed(request: Request) -> Response:
     """Re-embed every chunk with the gateway's embedder (Authorization: Bearer QS_ADMIN_TOKEN)"""
     require_bearer(request, service_of(request).settings.admin_token, "QS_ADMIN_TOKEN")

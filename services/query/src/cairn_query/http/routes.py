@@ -1,4 +1,5 @@
-"""The route table: each concern's routes with their OpenAPI operations, from the module of its handlers.
+"""The route table: each concern's routes with their OpenAPI operations (`@endpoint`, in the module of its
+handlers), and `/openapi.json` made of those operations.
 
 Handlers are thin (parse, call a service, shape the response); a raised CairnError becomes its HTTP answer in
 `cairn_core`'s exception handlers (installed by `service_app`).
@@ -6,12 +7,12 @@ Handlers are thin (parse, call a service, shape the response); a raised CairnErr
 
 from __future__ import annotations
 
-from functools import partial
+from typing import Any
 
-from cairn_core import openapi_route
+from cairn_core import CONTRACT_VERSION, openapi_document, openapi_route
 from starlette.routing import BaseRoute
 
-from cairn_query.http import chat, conversations, documents, governance, health, openapi
+from cairn_query.http import chat, conversations, documents, governance, health
 
 ENDPOINTS = [
     *documents.ENDPOINTS,
@@ -21,7 +22,15 @@ ENDPOINTS = [
     *health.ENDPOINTS,
 ]
 
-ROUTES: list[BaseRoute] = [
-    *(e.route() for e in ENDPOINTS),
-    openapi_route(partial(openapi.document, [e.operation for e in ENDPOINTS])),
-]
+
+def openapi() -> dict[str, Any]:
+    return openapi_document(
+        "Cairn query service",
+        CONTRACT_VERSION,
+        [e.operation for e in ENDPOINTS],
+        guarded_errors=(401,),  # the internal token (cairn_core _auth), when it is set
+        security_schemes={"adminBearer": {"type": "http", "scheme": "bearer"}},
+    )
+
+
+ROUTES: list[BaseRoute] = [*(e.route() for e in ENDPOINTS), openapi_route(openapi)]
