@@ -10,7 +10,7 @@ passes them on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cairn_core import Citation, ReasonCode, StopReason
@@ -57,15 +57,15 @@ class Done:
     """What the user got, whole: the JSON answer, the audit record and the stream's last frame are made of it."""
 
     status: Literal["ok", "fallback"]
-    answer: str
-    citations: list[Citation]
-    reason_code: ReasonCode | None
-    message: str | None
-    cache: Literal["hit", "miss", "off"]
-    model: str | None
-    provider: str | None
-    answered_by: Literal["model", "fallback_provider"] | None
+    answer: str  # what the user reads: the answer as the rules left it, or the fallback's message
     latency_ms: float
+    citations: list[Citation] = field(default_factory=list)
+    reason_code: ReasonCode | None = None  # a fallback's, or why a fallback provider answered
+    message: str | None = None
+    cache: Literal["hit", "miss", "off"] = "off"
+    model: str | None = None
+    provider: str | None = None
+    answered_by: Literal["model", "fallback_provider"] | None = None
     stop_reason: StopReason | None = None
     policy_rule: str | None = None
     withheld: str | None = None  # the model's answer that the user did not get (for the audit log)

@@ -234,8 +234,9 @@ class ChatPipeline:
         )
         if verdict.rejected is not None:
             rejected = verdict.rejected
+            code = ReasonCode.POLICY_REJECTED
             return Failure(
-                ReasonCode.POLICY_REJECTED, rejected.detail, rejected.rule, verdict.text, bool(draft.text)
+                code, rejected.detail, rejected.rule, withheld=verdict.text, discard=bool(draft.text)
             )
         draft.shown = verdict.text
         return None
@@ -280,15 +281,15 @@ class ChatPipeline:
         done = Done(
             "ok",
             shown,
-            draft.citations,
-            end.reason_code if by_fallback else None,
-            fallback_provider_message(draft.provider, end.reason_code) if by_fallback else None,
-            # Not cached when a fallback provider answered: the model answers the next asker, once it is back.
-            "off" if by_fallback else "miss",
-            draft.model,
-            draft.provider,
-            "fallback_provider" if by_fallback else "model",
             turn.latency_ms(),
+            draft.citations,
+            reason_code=end.reason_code if by_fallback else None,
+            message=fallback_provider_message(draft.provider, end.reason_code) if by_fallback else None,
+            # Not cached when a fallback provider answered: the model answers the next asker, once it is back.
+            cache="off" if by_fallback else "miss",
+            model=draft.model,
+            provider=draft.provider,
+            answered_by="fallback_provider" if by_fallback else "model",
             usage=end.usage,
             upstream=end.upstream,
             raw=end.raw,
@@ -314,7 +315,8 @@ class ChatPipeline:
         citations = [Citation.model_validate(c) for c in cached["citations"]]
         verdict = await self._check_answer(req, plan, cached["answer"], [c.chunk_id for c in citations], turn)
         if (rejected := verdict.rejected) is not None:
-            failure = Failure(ReasonCode.POLICY_REJECTED, rejected.detail, rejected.rule, verdict.text)
+            code = ReasonCode.POLICY_REJECTED
+            failure = Failure(code, rejected.detail, rejected.rule, withheld=verdict.text)
             async for event in self._fall_back(turn, failure, draft):
                 yield event
             return
@@ -325,14 +327,12 @@ class ChatPipeline:
         done = Done(
             "ok",
             verdict.text,
-            citations,
-            None,
-            None,
-            "hit",
-            model,
-            cached.get("provider"),
-            "model",
             turn.latency_ms(),
+            citations,
+            cache="hit",
+            model=model,
+            provider=cached.get("provider"),
+            answered_by="model",
             stop_reason=StopReason.EOS,
         )
         async for event in self._deliver(turn, done):
@@ -353,14 +353,11 @@ class ChatPipeline:
         done = Done(
             "fallback",
             message,
-            [],
-            code,
-            message,
-            "off",
-            draft.model,
-            draft.provider,
-            None,
             turn.latency_ms(),
+            reason_code=code,
+            message=message,
+            model=draft.model,
+            provider=draft.provider,
             stop_reason=StopReason.TIMEOUT if code is ReasonCode.PROVIDER_TIMEOUT else None,
             policy_rule=failure.rule,
             withheld=failure.withheld,

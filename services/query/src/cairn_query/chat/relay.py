@@ -9,6 +9,7 @@ pipeline decides what the user gets. One JSON response reads as the same events,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator
 
@@ -62,8 +63,9 @@ async def streamed(
     except UpstreamError as exc:
         yield _refused(exc)
         return
-    async for event in relay(resp, deadline):
-        yield event
+    async with contextlib.aclosing(relay(resp, deadline)) as events:
+        async for event in events:
+            yield event
 
 
 def _refused(exc: UpstreamError) -> Broken:
