@@ -177,6 +177,42 @@ class DocumentService:
         """How many documents and chunks the store holds; raises when the store is not usable."""
         return await asyncio.to_thread(self.store.stats)
 
+    async def adopt(self, doc: DocumentIn, from_id: str, owner: str = OPERATOR) -> dict[str, Any]:
+        """Store `doc` with the chunks and vectors of document `from_id`, which holds the same text: a renamed
+        file (connectors/sync.py) costs no parse and no embedding. The vectors keep the old title in front
+        until the text changes; keywords index the new one. LookupError when `from_id` no longer holds it."""
+        doc_id = document_id(doc)
+        old = await asyncio.to_thread(self.store.get_document, from_id, True)
+        if old is None or old["text"] != doc.text:
+            raise LookupError(from_id)
+        rows = await asyncio.to_thread(self.store.chunks_of, from_id)
+        vectors = await asyncio.to_thread(self.store.vectors_of, [r.chunk_id for r in rows])
+        model, _ = await asyncio.to_thread(self.store.embed_model)
+        whole = bool(rows) and all(r.chunk_id in vectors for r in rows)
+        new = NewDocument(
+            doc_id,
+            doc.collection,
+            doc.title,
+            doc.url,
+            doc.metadata,
+            doc.text,
+            await self._off_loop(self._hash, doc),
+            [r.text for r in rows],
+            # Some chunk without vectors: none are copied, and retry_embeddings fills them in as usual.
+            embeddings=[vectors[r.chunk_id].tolist() for r in rows] if whole else None,
+            embed_model=model if whole else None,
+            owner=owner,
+            sections=[r.section for r in rows],
+        )
+        try:
+            stored, _ = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
+        except StoreFull as exc:
+            raise self._storage_full(exc) from None
+        except NotOwner:
+            raise not_owner(doc_id) from None
+        self.metrics.ingested_chunks.inc(len(rows))
+        return stored
+
     async def reembed(self) -> dict[str, Any]:
         """Re-embed every chunk with the gateway's current embedder (after a model or dimension change)."""
         vectors: dict[int, list[list[float]]] = {}
@@ -247,6 +283,7 @@ class DocumentService:
 
         texts = await self._off_loop(planned_texts, chunks)
         flat, model = await self.gateway.embed([t for group in texts for t in group])
+        self.metrics.embedded_texts.inc(len(flat))
         out, i = [], 0
         for group in texts:
             out.append(flat[i : i + len(group)])

@@ -15,7 +15,6 @@ from cairn_core import (
     Reply,
     Stream,
     log_fields,
-    parse_json_body,
     request_id_of,
     trace_id_hex,
 )
@@ -54,9 +53,8 @@ CHAT_STREAM = Stream(
 
 
 @_route("POST", "/v1/chat", Reply(schemas.ChatResponse, stream=CHAT_STREAM), body=schemas.ChatRequest)
-async def chat(request: Request) -> Response:
+async def chat(request: Request, body: schemas.ChatRequest) -> Response:
     """Grounded chat; a fallback is still 200; `stream: true` answers with SSE events"""
-    body = await parse_json_body(request, schemas.ChatRequest)
     return await answer(request, body, new_turn(request, body.collection, body.question))
 
 
@@ -74,10 +72,9 @@ async def answer(request: Request, body: schemas.ChatRequest, turn: Turn) -> Res
 
 
 @_route("POST", "/v1/hybrid-query", schemas.HybridResponse, body=schemas.ChatRequest)
-async def hybrid(request: Request) -> Response:
+async def hybrid(request: Request, body: schemas.ChatRequest) -> Response:
     """Grounded answer plus a trust score"""
     svc = service_of(request)
-    body = await parse_json_body(request, schemas.ChatRequest)
     if body.stream:
         raise BadRequest("/v1/hybrid-query does not stream; use /v1/chat for streams.")
     result = await hybrid_query(svc.chat, body, new_turn(request, body.collection, body.question))

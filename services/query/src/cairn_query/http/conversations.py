@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from cairn_core import BadRequest, JSONResponse, Param, Reply, log_fields, parse_json_body
+from cairn_core import BadRequest, JSONResponse, Param, Reply, log_fields
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -45,9 +45,8 @@ async def list_conversations(request: Request) -> Response:
 
 
 @_route("POST", "/v1/conversations", {201: Reply(schemas.ConversationOut)}, body=schemas.ConversationIn)
-async def create_conversation(request: Request) -> Response:
+async def create_conversation(request: Request, body: schemas.ConversationIn) -> Response:
     """Start a conversation; its title becomes the first question unless one is given"""
-    body = await parse_json_body(request, schemas.ConversationIn)
     conv = await service_of(request).conversations.create(owner_of(request), body.title)
     return JSONResponse(conv, status_code=201)
 
@@ -67,10 +66,9 @@ async def get_conversation(request: Request) -> Response:
     body=schemas.ConversationIn,
     params=_CONVERSATION,
 )
-async def rename_conversation(request: Request) -> Response:
+async def rename_conversation(request: Request, body: schemas.ConversationIn) -> Response:
     """Rename a conversation"""
     conv_id = _conversation_id(request)
-    body = await parse_json_body(request, schemas.ConversationIn)
     conv = await service_of(request).conversations.rename(owner_of(request), conv_id, body.title)
     return JSONResponse(conv)
 
@@ -93,10 +91,9 @@ async def delete_conversation(request: Request) -> Response:
     body=schemas.MessageIn,
     params=_CONVERSATION,
 )
-async def conversation_message(request: Request) -> Response:
+async def conversation_message(request: Request, message: schemas.MessageIn) -> Response:
     """Ask in a conversation (or `regenerate` its last answer); answers as /v1/chat, stream or not"""
     conv_id = _conversation_id(request)
-    message = await parse_json_body(request, schemas.MessageIn)
     turn = new_turn(request, message.collection, "")
     body = await service_of(request).conversations.ask(owner_of(request), conv_id, message, turn)
     log_fields(request).update(conversation=conv_id, regenerate=message.regenerate)
@@ -104,9 +101,8 @@ async def conversation_message(request: Request) -> Response:
 
 
 @_route("POST", "/v1/feedback", schemas.FeedbackOut, errors=(404,), body=schemas.FeedbackIn)
-async def rate(request: Request) -> Response:
+async def rate(request: Request, body: schemas.FeedbackIn) -> Response:
     """Rate an answer by its request id (a second rating replaces the first)"""
-    body = await parse_json_body(request, schemas.FeedbackIn)
     return JSONResponse(await service_of(request).feedback.rate(body, owner_of(request)))
 
 

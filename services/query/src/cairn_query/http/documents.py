@@ -60,6 +60,7 @@ _LISTING = [
     errors=(403, 415, 422, 507),
     body=schemas.DocumentIn,
     multipart=UPLOAD_FORM,
+    parse_body=False,
 )
 async def create_document(request: Request) -> Response:
     """Ingest a document (JSON, or a file as multipart/form-data); 201 when stored anew, 200 when unchanged"""
@@ -159,10 +160,9 @@ async def get_chunk(request: Request) -> Response:
 
 
 @endpoint("POST", "/v1/search", schemas.SearchResponse, body=schemas.SearchRequest, tags="search")
-async def search(request: Request) -> Response:
+async def search(request: Request, body: schemas.SearchRequest) -> Response:
     """Hybrid search (BM25 and vectors, fused by rank)"""
     svc = service_of(request)
-    body = await parse_json_body(request, schemas.SearchRequest)
     top_k = body.top_k or svc.settings.top_k
     outcome = await svc.retriever.search(body.query, top_k, body.collection, body.filters)
     svc.metrics.requests.labels("search", "ok").inc()

@@ -7,6 +7,7 @@ from functools import partial
 from cairn_core import (
     HEALTHZ,
     METRICS,
+    Endpoint,
     ErrorBody,
     JSONResponse,
     ReasonCode,
@@ -17,7 +18,7 @@ from cairn_core import (
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cairn_query.http.params import Endpoint, endpoint, service_of
+from cairn_query.http.params import endpoint, service_of
 from cairn_query.schemas import QueryReady
 
 _route = partial(endpoint, tags="ops")
@@ -59,4 +60,4 @@ async def metrics(request: Request) -> Response:
 
 
 # /healthz and /metrics are declared alike by every service (cairn_core).
-ENDPOINTS = [Endpoint(HEALTHZ, healthz), readyz, Endpoint(METRICS, metrics)]
+ENDPOINTS = [Endpoint(healthz, HEALTHZ), readyz, Endpoint(metrics, METRICS)]

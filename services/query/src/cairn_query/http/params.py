@@ -4,14 +4,12 @@ how a route is declared with its OpenAPI operation (`endpoint`)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from cairn_core import OWNER_HEADER, BadRequest, Operation, Param, Reply, require_bearer
+from cairn_core import OWNER_HEADER, BadRequest, Endpoint, Operation, Param, Reply, require_bearer
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from cairn_query.store import OPERATOR
 from cairn_query.wiring import QueryService
@@ -68,37 +66,26 @@ def page_params(limit: int, most: int) -> list[Param]:
 ADMIN: list[dict[str, list[str]]] = [{"adminBearer": []}]
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A handler with its OpenAPI operation, declared together (`@endpoint(Operation(...))` above the handler);
-    routes.py makes the route table and the document of the same list, so no route goes undocumented."""
-
-    operation: Operation
-    handler: Handler
-
-    async def __call__(self, request: Request) -> Response:
-        return await self.handler(request)
-
-    def route(self) -> Route:
-        op = self.operation
-        return Route(op.path, self.handler, methods=[op.method], name=self.handler.__name__)
-
-
 def endpoint(
-    method: str, path: str, reply: type[BaseModel] | Reply | Mapping[int, Reply], *, tags: str, **more: Any
-) -> Callable[[Handler], Endpoint]:
-    """Declare the handler below as the route `method path` with its OpenAPI operation: `reply` is its 200 answer
-    (a model, a Reply, or replies by status), `more` the rest of `Operation`, and the summary is the first
-    paragraph of the handler's docstring (so the words that document the handler are the document's)."""
+    method: str,
+    path: str,
+    reply: type[BaseModel] | Reply | Mapping[int, Reply],
+    *,
+    tags: str,
+    parse_body: bool = True,
+    **more: Any,
+) -> Callable[[Callable[..., Awaitable[Response]]], Endpoint]:
+    """The handler below as the route `method path` with its OpenAPI operation (`cairn_core.Endpoint`): `reply`
+    is its 200 answer (a model, a Reply, or replies by status), `more` the rest of `Operation`, and the summary
+    is the first paragraph of the handler's docstring, so the words that document the handler are the
+    document's. With `body=Model`, the handler is called as `handler(request, body)`."""
     replies = (
         reply if isinstance(reply, Mapping) else {200: reply if isinstance(reply, Reply) else Reply(reply)}
     )
 
-    def declare(handler: Handler) -> Endpoint:
+    def declare(handler: Callable[..., Awaitable[Response]]) -> Endpoint:
         summary = " ".join((handler.__doc__ or "").split("\n\n")[0].split())
-        return Endpoint(Operation(method, path, summary, replies, tags=[tags], **more), handler)
+        op = Operation(method, path, summary, replies, tags=[tags], **more)
+        return Endpoint(handler, op, parse_body=parse_body)
 
     return declare

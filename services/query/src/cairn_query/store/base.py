@@ -20,6 +20,7 @@ import numpy as np
 from cairn_query.store.audit import AuditTable
 
 if TYPE_CHECKING:
+    from cairn_query.store.connectors import SqlConnectors
     from cairn_query.store.conversations import SqlConversations
 
 # Between the headings of a section path, as the chat page shows it; stored in chunk headings, so it lives with
@@ -262,6 +263,10 @@ class Store(Protocol):
     # Conversations and ratings (conversations.py), owner-scoped.
     @property
     def conversations(self) -> SqlConversations: ...
+
+    # Connector sources and what each synced (connectors.py).
+    @property
+    def connectors(self) -> SqlConnectors: ...
 
     def close(self) -> None: ...
 

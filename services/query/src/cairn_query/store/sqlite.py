@@ -42,6 +42,7 @@ from cairn_query.store.base import (
     to_json,
 )
 from cairn_query.store.base import normalise as _normalise
+from cairn_query.store.connectors import CONNECTORS_SCHEMA, SqlConnectors
 from cairn_query.store.conversations import CONVERSATIONS_SCHEMA, SqlConversations
 
 # Versioned migrations: the store's `schema_version` (in meta) says how many of these it has had. Each runs
@@ -106,7 +107,13 @@ def _migrate_5(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE chunks ADD COLUMN section TEXT")
 
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5]
+def _migrate_6(conn: sqlite3.Connection) -> None:
+    """Connector sources and what each synced (connectors.py)."""
+    for statement in CONNECTORS_SCHEMA.split(";"):
+        conn.execute(statement)
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5, _migrate_6]
 # A document is `embedded` when none of its chunks lacks vectors (the gateway could not embed it, or the store
 # holds another model's): until then it is found by keywords only.
 _EMBEDDED = "NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id=d.id AND c.embedding IS NULL) AS embedded"
@@ -149,6 +156,7 @@ class SQLiteStore:
         self._index = _VectorIndex()
         self.audit = SqlAuditTable(self._tx, self._reading)
         self.conversations = SqlConversations(self._tx, self._reading)
+        self.connectors = SqlConnectors(self._tx, self._reading)
         try:
             self._migrate()
         except BaseException:
