@@ -156,3 +156,15 @@ def test_addresses_in_a_one_client_network_share_one_identity() -> None:
     assert client_id("10.9.0.1", s) == "ip:10.9.0.1" and client_id(None, s) == "ip:?"
     # Emptied, the setting puts every address on its own again.
     assert client_id("127.0.0.2", BffSettings(one_client_networks="")) == "ip:127.0.0.2"
+
+
+def test_an_oidc_login_needs_a_client_id_and_a_session_secret() -> None:
+    from cairn_bff.settings import BffSettings
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="BFF_SESSION_SECRET"):
+        BffSettings(oidc_issuer="https://idp.example", oidc_client_id="cairn")
+    ok = BffSettings(oidc_issuer="https://idp.example", oidc_client_id="cairn", session_secret="s")
+    # A login turns local mode off: a request from loopback may be the proxy's, and so anyone's.
+    assert ok.local_mode and not ok.local_mode_on
+    assert BffSettings().local_mode_on and not BffSettings(proxy_auth=True).local_mode_on

@@ -124,10 +124,12 @@ def test_fts_query_drops_stopwords_and_quotes_terms() -> None:
 
 
 async def test_cache_key_normalises_and_changes_with_the_corpus() -> None:
-    k1 = cache_key([("user", "Hello  World")], None, {}, 5, None, 1)
-    assert k1 == cache_key([("user", " hello world ")], None, {}, 5, None, 1)
-    assert k1 != cache_key([("user", "hello world")], None, {}, 5, None, 2)
-    assert k1 != cache_key([("user", "hello world")], "hr", {}, 5, None, 1)
+    k1 = cache_key([("user", "Hello  World")], None, {}, 5, None, 1, "*")
+    assert k1 == cache_key([("user", " hello world ")], None, {}, 5, None, 1, "*")
+    assert k1 != cache_key([("user", "hello world")], None, {}, 5, None, 2, "*")
+    assert k1 != cache_key([("user", "hello world")], "hr", {}, 5, None, 1, "*")
+    # Another permission set never shares an answer (governance/access.py, Access.scope_key).
+    assert k1 != cache_key([("user", "hello world")], None, {}, 5, None, 1, "hr")
     cache = AnswerCache(size=1, ttl_s=60)
     await cache.put("a", {"x": 1})
     await cache.put("b", {"x": 2})

@@ -59,8 +59,11 @@ from .resilience.replicas import Replicas, split_urls
 from .resilience.retrying import GiveUp, retrying
 from .web.app import running, serve, service_app
 from .web.auth import (
+    GROUPS_HEADER,
     INTERNAL_TOKEN_HEADER,
     OWNER_HEADER,
+    ROLE_HEADER,
+    USER_HEADER,
     InternalAuthMiddleware,
     internal_headers,
     is_loopback_host,
@@ -102,6 +105,7 @@ __all__ = [
     "DEGRADABLE",
     "EVENT_STREAM",
     "EVENT_TYPES",
+    "GROUPS_HEADER",
     "HEALTHZ",
     "HTTP_STATUS",
     "INFLIGHT_ENTER_LUA",
@@ -110,7 +114,9 @@ __all__ = [
     "KEY_PREFIX",
     "METRICS",
     "OWNER_HEADER",
+    "ROLE_HEADER",
     "TOKEN_BUCKET_LUA",
+    "USER_HEADER",
     "AnsweredBy",
     "BadRequest",
     "BffMetric",

@@ -14,7 +14,8 @@ def main() -> None:
         create_app(settings),
         settings.host,
         settings.port,
-        trusted_proxies=settings.trusted_proxies,
+        # BFF_TRUSTED_PROXIES is applied inside the app (security.TrustedProxyMiddleware), which keeps the peer.
+        trusted_proxies="",
         header_timeout_s=settings.header_timeout_s,
         max_connections=settings.max_connections,
     )

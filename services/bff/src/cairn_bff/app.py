@@ -10,13 +10,16 @@ from cairn_core import internal_headers, make_http_client, redis_client, secret_
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.sessions import SessionMiddleware
 
 from .auth import ApiGuardMiddleware, Limits
 from .history import MemoryRing, RedisRing, Ring, Sampler, sampling
+from .identity import KeyDirectory
 from .metrics import BffMetrics
+from .oidc import SESSION_COOKIE, make_oauth
 from .proxy import Upstream
 from .routes import ROUTES
-from .security import HostGuardMiddleware, SecurityHeadersMiddleware
+from .security import HostGuardMiddleware, SecurityHeadersMiddleware, TrustedProxyMiddleware
 from .settings import BffSettings
 
 SERVICE_NAME = "bff"
@@ -45,6 +48,7 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
             tracer = app.state.tracer
             app.state.settings = settings
             app.state.qs = Upstream("query service", qs_http, tracer, app.state.metrics)
+            keys.upstream = app.state.qs  # managed API keys are looked up in QS
             app.state.gateway = Upstream("LLM gateway", [gw_http], tracer, app.state.metrics)
             # The dashboard's history; entered after the clients, so the sampler stops before they close.
             size, sample_s = settings.dashboard_points, settings.dashboard_sample_s
@@ -59,9 +63,11 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
     # The guard needs its limits and metrics before the lifespan runs (middleware is built on first call);
     # the lifespan moves the limits to Redis when it is configured.
     limits = Limits.in_memory(settings)
+    keys = KeyDirectory(settings)
     # The address the BFF is bound to is a name it is reached by; a wildcard bind names nothing.
     own = [] if settings.host in ("0.0.0.0", "::", "") else [settings.host.lower()]
     outer = [
+        Middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies),
         Middleware(HostGuardMiddleware, allowed=[*settings.allowed_host_list, *own]),
         Middleware(SecurityHeadersMiddleware),
     ]
@@ -75,6 +81,19 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
                 allow_methods=["GET", "POST", "DELETE"],
                 allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
                 expose_headers=["X-Request-ID", "Retry-After", "X-Cache"],
+            )
+        )
+    if settings.oidc_issuer:
+        # The login cookie: signed, HttpOnly (Starlette sets it so), SameSite=Lax (oidc.py says why).
+        assert settings.session_secret is not None  # BffSettings refuses OIDC without it
+        outer.append(
+            Middleware(
+                SessionMiddleware,
+                secret_key=settings.session_secret.get_secret_value(),
+                session_cookie=SESSION_COOKIE,
+                max_age=settings.session_max_age_s,
+                same_site="lax",
+                https_only=settings.cookie_secure,
             )
         )
     app = service_app(
@@ -91,9 +110,11 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
                 limits=limits,
                 metrics=metrics,
                 routes=ROUTES,
+                keys=keys,
             )
         ],
     )
+    app.state.oauth = make_oauth(settings)
     app.state.metrics = metrics
     app.state.limits = limits
     return app

@@ -1,36 +1,49 @@
-"""Who may call `/api`: API keys in constant time, the documented local mode, and the per-client rate limit.
+"""Who may call `/api`: identities (identity.py) checked here, the documented local mode, and the per-client
+rate limit.
 
-Rules (docs/bff.md):
-- A request that carries a key (`Authorization: Bearer <key>` or `X-API-Key`) must match one of BFF_API_KEYS,
-  compared with `hmac.compare_digest` against every key, else 401 UNAUTHORIZED.
-- Without a key, local mode (BFF_LOCAL_MODE, default on) admits clients from BFF_LOCAL_NETWORKS (loopback)
-  whose `Origin`, when the browser sends one, is this server itself: another web site open in the same
-  browser cannot drive the API (no CSRF through localhost). Anything else is 401.
-- Every admitted request spends one token of its identity's bucket (the key's fingerprint, or the client
-  address in local mode); an empty bucket is 429 RATE_LIMITED with Retry-After.
+Rules (docs/bff.md, docs/operations.md "Users, groups and permissions"):
+- A request that carries a key (`Authorization: Bearer <key>` or `X-API-Key`) must be BFF_ADMIN_KEY, one of
+  BFF_API_KEYS (compared with `hmac.compare_digest` against every key) or a key an admin made (looked up in
+  QS by its hash), else 401 UNAUTHORIZED.
+- Without a key: a trusted proxy's user header (BFF_PROXY_AUTH), then the OIDC login cookie; a page that
+  is signed in is, like local mode, admitted only from this server's own origin (no CSRF).
+- Local mode (BFF_LOCAL_MODE, default on, and only while no login is configured) admits clients from
+  BFF_LOCAL_NETWORKS (loopback) whose `Origin`, when the browser sends one, is this server itself: another
+  web site open in the same browser cannot drive the API (no CSRF through localhost). Anything else is 401.
+- /api/admin/* needs the admin key or a user who is an admin (`Identity.operator`).
+- Every admitted request spends one token of its identity's bucket (the user, the key's fingerprint, or the
+  client address in local mode); an empty bucket is 429 RATE_LIMITED with Retry-After.
 - Every refused request spends one token of its client address's failure bucket (BFF_AUTH_FAILURES_PER_MINUTE);
   while that is empty, the address gets 429 before its key is even looked at, so keys cannot be guessed at
   speed. A client address is the IP, or for BFF_ONE_CLIENT_NETWORKS (loopback) the whole network (`client_id`).
 - At most BFF_MAX_INFLIGHT_PER_CLIENT chat, search and upload requests of one identity run at once (a
   stream counts until it ends); more is 429, so one client cannot take the gateway's slots and queue.
-- The client IP is the socket's peer unless it is one of BFF_TRUSTED_PROXIES (see cairn_core `serve`).
+- The client IP is the socket's peer unless it is one of BFF_TRUSTED_PROXIES (security.TrustedProxyMiddleware).
 - The buckets and in-flight counts live in this process, or in Redis when CAIRN_REDIS_URL is set, so that
   they hold across BFF replicas (`Limits.share`; docs/operations.md, Shared state).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from cairn_core import ReasonCode, Redis, error_response
+from cairn_core import CairnError, ReasonCode, Redis, error_response
 from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .identity import (
+    AuthError,
+    Identity,
+    KeyDirectory,
+    fingerprint,
+    from_proxy,
+    from_session,
+    key_matches,
+    presented_key,
+)
 from .inflight import Concurrency, InFlight, RedisInFlight
 from .metrics import BffMetrics
 from .ratelimit import Limiter, RateLimiter, RedisRateLimiter
@@ -40,29 +53,8 @@ API_PREFIX = "/api/"
 ADMIN_PREFIX = "/api/admin/"
 # What only the admin key may call: the admin pages' data, and the connector sources (a source makes QS read a
 # folder on its machine or fetch from the network, which no API key or local page may point it at).
-ADMIN_PREFIXES = (ADMIN_PREFIX, "/api/connectors")
-
-
-class AuthError(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def presented_key(headers: Headers) -> str | None:
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return headers.get("x-api-key", "").strip() or None
-
-
-def key_matches(given: str, keys: list[bytes]) -> bool:
-    # Compare against every key (no early exit) so timing says nothing about which key, or how much, matched.
-    raw = given.encode()
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(raw, key)
-    return found
+CONNECTORS_PREFIX = "/api/connectors"
+ADMIN_PREFIXES = (ADMIN_PREFIX, CONNECTORS_PREFIX)
 
 
 def _is_local(client_host: str | None, settings: BffSettings) -> bool:
@@ -102,27 +94,53 @@ def _same_origin(headers: Headers) -> bool:
     return origin is None or urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
 
 
-def identify(scope: Scope, settings: BffSettings) -> str:
-    """The rate-limit identity of an admitted request; raises AuthError when it is not admitted."""
+async def identify(scope: Scope, settings: BffSettings, keys: KeyDirectory) -> Identity:
+    """Who an admitted request is from (identity.py says in which order); raises AuthError otherwise."""
     headers = Headers(scope=scope)
     key = presented_key(headers)
-    if scope["path"].startswith(ADMIN_PREFIXES):
-        # The audit log shows what everyone asked: the admin key only, never an API key or local mode.
-        if settings.admin_key is None:
+    identity = await _identity(scope, headers, key, settings, keys)
+    path = scope["path"]
+    # The audit log shows what everyone asked: the admin key, or a user who is an admin. Connector sources
+    # make QS read its own disk or the network: the admin key only, as before identities.
+    allowed = identity.via == "admin-key" if path.startswith(CONNECTORS_PREFIX) else identity.operator
+    if path.startswith(ADMIN_PREFIXES) and not allowed:
+        if settings.admin_key is None and identity.via in ("local", "key"):
             raise AuthError("The admin pages are off: set BFF_ADMIN_KEY (make up writes .run/admin-token).")
-        if key is None or not key_matches(key, [settings.admin_key.get_secret_value().encode()]):
-            raise AuthError("The admin key is required: send 'Authorization: Bearer <BFF_ADMIN_KEY>'.")
-        return "admin"
+        raise AuthError("The admin key is required: send 'Authorization: Bearer <BFF_ADMIN_KEY>'.")
+    return identity
+
+
+async def _identity(
+    scope: Scope, headers: Headers, key: str | None, settings: BffSettings, keys: KeyDirectory
+) -> Identity:
     if key is not None:
-        if not key_matches(key, settings.key_list):
+        admin_key = settings.admin_key.get_secret_value().encode() if settings.admin_key else None
+        if admin_key and key_matches(key, [admin_key]):
+            return Identity("admin", "Admin", (), True, "admin-key", legacy_owner="admin")
+        if key_matches(key, settings.key_list):
+            fp = "key:" + fingerprint(key)[:16]
+            return Identity(fp, "API key", (), True, "key", legacy_owner=fp)
+        managed = await keys.resolve(key)
+        if managed is None:
             raise AuthError("Invalid API key.")
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        return managed
+    # A browser's login (the proxy's cookie, or ours) rides along on any site's request: like local mode, it
+    # admits only this server's own page.
+    signed_in = from_proxy(scope, headers, settings) or from_session(scope, settings)
+    if signed_in is not None:
+        if not _same_origin(headers):
+            raise AuthError("Cross-origin requests need an API key (a login admits only this server's page).")
+        return signed_in
     client = scope.get("client")
     host = client[0] if client else None
-    if settings.local_mode and _is_local(host, settings) and _same_origin(headers):
-        return client_id(host, settings)
-    if settings.local_mode and _is_local(host, settings):
-        raise AuthError("Cross-origin requests need an API key (local mode admits only this server's page).")
+    if settings.local_mode_on and _is_local(host, settings):
+        if not _same_origin(headers):
+            raise AuthError(
+                "Cross-origin requests need an API key (local mode admits only this server's page)."
+            )
+        return Identity("local", "Local user", (), True, "local", legacy_owner=client_id(host, settings))
+    if settings.oidc_issuer:
+        raise AuthError("Sign in first (/auth/login), or send an API key.")
     raise AuthError("An API key is required: send 'Authorization: Bearer <key>' (see BFF_API_KEYS).")
 
 
@@ -177,8 +195,10 @@ class ApiGuardMiddleware:
         limits: Limits,
         metrics: BffMetrics,
         routes: list[BaseRoute],
+        keys: KeyDirectory,
     ) -> None:
         self.app = app
+        self.keys = keys
         self.settings = settings
         self.limits = limits
         self.metrics = metrics
@@ -202,7 +222,10 @@ class ApiGuardMiddleware:
             await self._limited(scope, receive, send, message, wait)
             return
         try:
-            identity = identify(scope, self.settings)
+            who = await identify(scope, self.settings, self.keys)
+        except CairnError as exc:  # QS could not be asked about a key: say so, never a 500
+            await error_response(exc.reason_code, exc.message, rid)(scope, receive, send)
+            return
         except AuthError as exc:
             await limits.failures.check(peer)
             self.metrics.rejected.labels(ReasonCode.UNAUTHORIZED.value).inc()
@@ -210,9 +233,14 @@ class ApiGuardMiddleware:
             response.headers["WWW-Authenticate"] = 'Bearer realm="cairn"'
             await response(scope, receive, send)
             return
-        # Who owns what this request writes: the key, or "local" for the page and tools on this machine
-        # (they are one user, whatever loopback address they come from). QS scopes document ids by it.
-        scope.setdefault("state", {})["owner"] = identity if identity.startswith("key:") else "local"
+        # Who owns what this request writes: the user, the key, or "local" for the page and tools on this
+        # machine (they are one user, whatever loopback address they come from). QS scopes document ids by it.
+        state = scope.setdefault("state", {})
+        state["owner"] = "local" if who.via == "local" else who.owner
+        state["identity"] = who
+        # The limits' identity: the user, the key, or the client address in local mode.
+        identity = who.legacy_owner if who.via in ("local", "key", "admin-key") else who.owner
+        assert identity is not None
         wait = await limits.requests.check(identity)
         if wait > 0:
             await self._limited(scope, receive, send, f"Too many requests; retry in {wait:.1f} s.", wait)

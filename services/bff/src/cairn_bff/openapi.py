@@ -32,8 +32,8 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .auth import ADMIN_PREFIXES
-from .schemas import BffReady, DashboardData, DashboardSeries
+from .auth import ADMIN_PREFIX, CONNECTORS_PREFIX
+from .schemas import BffReady, DashboardData, DashboardSeries, Me
 
 REF = "#/components/schemas/{model}"
 # (upstream, its path, the BFF's path, methods): routes.py forwards each of these.
@@ -53,18 +53,24 @@ PROXIED = [
     ("qs", "/admin/feedback", "/api/admin/feedback", ("get",)),
     ("qs", "/admin/audit", "/api/admin/audit", ("get",)),
     ("qs", "/admin/audit/verify", "/api/admin/audit/verify", ("get",)),
+    ("qs", "/v1/collections/{name}/permissions", "/api/collections/{name}/permissions", ("get", "put")),
+    ("qs", "/admin/keys", "/api/admin/keys", ("get", "post")),
+    ("qs", "/admin/keys/{key_id}", "/api/admin/keys/{key_id}", ("delete",)),
     ("qs", "/v1/connectors", "/api/connectors", ("get", "post")),
     ("qs", "/v1/connectors/{name}", "/api/connectors/{name}", ("get", "patch", "delete")),
     ("qs", "/v1/connectors/{name}/run", "/api/connectors/{name}/run", ("post",)),
     ("qs", "/v1/connectors/{name}/status", "/api/connectors/{name}/status", ("get",)),
 ]
 # Local mode admits loopback without a key (docs/bff.md), hence the empty requirement first.
-API_SECURITY: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}, {"apiKey": []}]
-ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminKey": []}]  # /api/admin/*: the admin key only
+API_SECURITY: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}, {"apiKey": []}, {"session": []}]
+# /api/admin/*: the admin key, or the login of a user who is an admin.
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminKey": []}, {"bearerAuth": []}, {"session": []}]
+KEY_ONLY_SECURITY: list[dict[str, list[str]]] = [{"adminKey": []}]  # /api/connectors: the admin key only
 SECURITY_SCHEMES = {
     "adminKey": {"type": "http", "scheme": "bearer", "description": "BFF_ADMIN_KEY"},
     "bearerAuth": {"type": "http", "scheme": "bearer", "description": "one of BFF_API_KEYS"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "one of BFF_API_KEYS"},
+    "session": {"type": "apiKey", "in": "cookie", "name": "cairn_login", "description": "an OIDC login"},
 }
 # 403: a Host the BFF does not serve (security.py); 401 and 429: the API guard (auth.py).
 _GUARD_ERRORS = (401, 403, 429, 502, 503, 504)
@@ -98,6 +104,39 @@ OWN = [
         security=API_SECURITY,
         tags=["dashboard"],
     ),
+    Operation(
+        "GET",
+        "/api/me",
+        "Who the BFF takes the caller for: local mode, a login, a proxy's user or a key",
+        {200: Reply(Me)},
+        errors=(401, 429),
+        security=API_SECURITY,
+        tags=["identity"],
+    ),
+    Operation(
+        "GET",
+        "/auth/login",
+        "Sign in with OpenID Connect: a redirect to the provider (404 when none is configured)",
+        {302: Reply(description="To the provider's authorization endpoint")},
+        errors=(404, 503),
+        tags=["identity"],
+    ),
+    Operation(
+        "GET",
+        "/auth/callback",
+        "The provider's redirect back: the login cookie is set, then a redirect to the page",
+        {303: Reply(description="To the chat page")},
+        errors=(401, 404),
+        params=[Param("code", "query", {"type": "string"}), Param("state", "query", {"type": "string"})],
+        tags=["identity"],
+    ),
+    Operation(
+        "GET",
+        "/auth/logout",
+        "Sign out: the login cookie is cleared",
+        {303: Reply(description="To the chat page")},
+        tags=["identity"],
+    ),
     HEALTHZ,
     Operation(
         "GET",
@@ -123,7 +162,13 @@ def merge(upstreams: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for method in methods:
             op = copy.deepcopy(source["paths"][upstream_path][method])
             op["operationId"] = operation_id(method, path)
-            op["security"] = ADMIN_SECURITY if path.startswith(ADMIN_PREFIXES) else API_SECURITY
+            op["security"] = (
+                KEY_ONLY_SECURITY
+                if path.startswith(CONNECTORS_PREFIX)
+                else ADMIN_SECURITY
+                if path.startswith(ADMIN_PREFIX)
+                else API_SECURITY
+            )
             for status in _GUARD_ERRORS:
                 op["responses"].setdefault(str(status), _error_response())
             _allow_error_frame(op)

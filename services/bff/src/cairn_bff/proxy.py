@@ -35,6 +35,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .identity import upstream_headers
 from .metrics import BffMetrics
 
 log = structlog.get_logger("proxy")
@@ -66,6 +67,12 @@ def terminal_frames(tail: bytes, message: str) -> bytes:
 
 
 _UNREACHABLE = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+def _caller(request: Request) -> dict[str, str]:
+    """Who asks, on every request forwarded upstream, here and nowhere else, so that no route can forget
+    it: QS filters what it reads by it (identity.py)."""
+    return upstream_headers(getattr(request.state, "identity", None))
 
 
 class Upstream:
@@ -128,7 +135,11 @@ class Upstream:
     ) -> Response:
         """Send one request and return the upstream's answer as it is (status, body, content type)."""
         with client_span(self.tracer, f"{self.label} {method}", **{"url.path": path}):
-            extra = {**({"content-type": content_type} if content_type else {}), **(extra_headers or {})}
+            extra = {
+                **({"content-type": content_type} if content_type else {}),
+                **(extra_headers or {}),
+                **_caller(request),
+            }
             headers = outgoing_headers(extra)
 
             async def send(client: httpx.AsyncClient) -> httpx.Response:
@@ -137,6 +148,14 @@ class Upstream:
 
             resp = await self._first_reachable(send)
         return Response(resp.content, status_code=resp.status_code, headers=passthrough_headers(resp.headers))
+
+    async def post_json(self, path: str, body: dict[str, Any], timeout_s: float) -> httpx.Response:
+        """A small JSON call of the BFF's own (a key lookup, a login record), not a client's request."""
+
+        async def send(client: httpx.AsyncClient) -> httpx.Response:
+            return await client.post(path, json=body, timeout=timeout_s, headers=outgoing_headers())
+
+        return await self._first_reachable(send)
 
     async def get_text(self, path: str, timeout_s: float) -> str:
         async def send(client: httpx.AsyncClient) -> httpx.Response:
@@ -154,7 +173,12 @@ class Upstream:
         span.set_attribute("url.path", path)
         with trace.use_span(span, end_on_exit=False):
             headers = outgoing_headers(
-                {"content-type": "application/json", "accept": "text/event-stream", **(extra_headers or {})}
+                {
+                    "content-type": "application/json",
+                    "accept": "text/event-stream",
+                    **(extra_headers or {}),
+                    **_caller(request),
+                }
             )
 
         async def send(client: httpx.AsyncClient) -> httpx.Response:

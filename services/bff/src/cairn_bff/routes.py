@@ -27,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import dashboard as dash
-from . import openapi
+from . import oidc, openapi, permissions
 from .proxy import Upstream
 from .schemas import ChatProxyRequest
 
@@ -363,6 +363,8 @@ ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    *oidc.ROUTES,
+    *permissions.ROUTES,
     Route("/openapi.json", openapi.openapi, methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
 ]

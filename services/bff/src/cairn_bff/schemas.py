@@ -63,3 +63,15 @@ class DashboardSeries(BaseModel):
 class BffReady(BaseModel):
     status: Literal["ready"]
     query_service: Literal["up"]
+
+
+class Me(BaseModel):
+    """Who the BFF takes the caller for (identity.py): their user, name and groups, and how they came in."""
+
+    user: str
+    name: str
+    groups: list[str]
+    admin: bool
+    operator: bool
+    via: Literal["admin-key", "key", "managed-key", "proxy", "oidc", "local"]
+    login: bool

@@ -1,10 +1,16 @@
-"""Security headers on every response (a strict CSP: no inline script, same-origin only), and the Host check."""
+"""Security headers on every response (a strict CSP: no inline script, same-origin only), the Host check, and
+which proxies' `X-Forwarded-For` is believed."""
 
 from __future__ import annotations
+
+from typing import Any, cast
 
 from cairn_core import ReasonCode, error_response, is_loopback_host
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from .identity import PEER
 
 # The page is plain files served by us: nothing inline, nothing from elsewhere, never framed.
 CSP = (
@@ -84,3 +90,21 @@ class HostGuardMiddleware:
             f"Host {host!r} is not served here; add it to BFF_ALLOWED_HOSTS if it is this server's name."
         )
         await error_response(ReasonCode.POLICY_REJECTED, message, rid)(scope, receive, send)
+
+
+class TrustedProxyMiddleware:
+    """Believes `X-Forwarded-For` from BFF_TRUSTED_PROXIES only (uvicorn's ProxyHeadersMiddleware), and keeps
+    the socket's peer in `scope["cairn.peer"]` first: once the client address is rewritten the peer is gone,
+    and a proxy's user header (identity.from_proxy) must be believed from the proxy itself only. That is why
+    this is done here and not by uvicorn (`__main__` serves with no trusted proxies of its own)."""
+
+    def __init__(self, app: ASGIApp, trusted: str) -> None:
+        # uvicorn types its middleware with its own ASGI types; at run time both are the same callables.
+        proxied: Any = ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted)
+        self.app: ASGIApp = proxied if trusted.strip() else app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            scope[PEER] = client[0] if client else None
+        await self.app(scope, receive, send)

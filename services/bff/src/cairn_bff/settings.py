@@ -7,7 +7,7 @@ from functools import cached_property
 from typing import Literal
 
 from cairn_core import split_urls
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -49,6 +49,35 @@ class BffSettings(BaseSettings):
     # any local process can send from any of 16 million loopback addresses (127.x.y.z), so one bucket per
     # exact address would let it sidestep both. CIDRs, comma-separated; empty = every address on its own.
     one_client_networks: str = "127.0.0.0/8,::1/128"
+
+    # Users, groups and permissions (docs/operations.md). Members of these groups (comma-separated) are
+    # admins: they read every collection, manage permissions and API keys, and open the audit log.
+    admin_groups: str = ""
+    # A managed API key QS has named is believed this long without asking again: a revoked key stops
+    # working within it. 0 = ask QS on every request.
+    key_cache_s: float = Field(30.0, ge=0)
+    # A reverse proxy that signs users in (oauth2-proxy, Authelia, Pomerium…) names them in these headers;
+    # believed only from BFF_TRUSTED_PROXIES, and only when this is on.
+    proxy_auth: bool = False
+    proxy_user_header: str = "X-Forwarded-User"
+    proxy_groups_header: str = "X-Forwarded-Groups"
+    proxy_name_header: str = "X-Forwarded-Preferred-Username"
+    # OpenID Connect login (authorization code + PKCE): the issuer (its /.well-known/openid-configuration is
+    # read), this client's id and secret, and which claims name the user, their name and their groups.
+    oidc_issuer: str = ""  # empty = no OIDC login
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid profile email"
+    oidc_user_claim: str = "sub"
+    oidc_name_claim: str = "name"
+    oidc_groups_claim: str = "groups"
+    # The public URL of /auth/callback as registered at the provider; empty = from the request's own URL.
+    oidc_redirect_url: str = ""
+    # Signs the login cookie (HttpOnly, SameSite=Lax); the same on every replica. Required with OIDC.
+    session_secret: SecretStr | None = None
+    session_max_age_s: int = Field(8 * 3600, ge=60)
+    # Send the login cookie over HTTPS only (on behind TLS; off for http://localhost).
+    cookie_secure: bool = False
 
     # The audit page (/audit) and /api/admin/*: the key an operator types there, and the token the BFF sends to
     # QS's /admin/* (QS_ADMIN_TOKEN). `make up` writes one CAIRN_ADMIN_TOKEN that serves as both. Unset: off.
@@ -94,6 +123,14 @@ class BffSettings(BaseSettings):
 
     max_body_bytes: int = Field(12_000_000, ge=1_000)  # uploads go through here; QS has its own limit
 
+    @model_validator(mode="after")
+    def _login_is_complete(self) -> BffSettings:
+        if self.oidc_issuer and not (self.oidc_client_id and self.session_secret):
+            raise ValueError(
+                "BFF_OIDC_ISSUER needs BFF_OIDC_CLIENT_ID and BFF_SESSION_SECRET (the login cookie's signing key)."
+            )
+        return self
+
     @cached_property
     def qs_url_list(self) -> list[str]:
         return split_urls(self.qs_urls, self.qs_url)
@@ -122,6 +159,20 @@ class BffSettings(BaseSettings):
     @cached_property
     def allowed_host_list(self) -> list[str]:
         return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+
+    @cached_property
+    def admin_group_list(self) -> list[str]:
+        return [g.strip() for g in self.admin_groups.split(",") if g.strip()]
+
+    @cached_property
+    def trusted_proxy_list(self) -> list[IPNetwork]:
+        return _networks(self.trusted_proxies)
+
+    @property
+    def local_mode_on(self) -> bool:
+        """Local mode holds only while no login is configured: with OIDC or a signing proxy, a request from
+        loopback may be that proxy's, and so anyone's."""
+        return self.local_mode and not self.oidc_issuer and not self.proxy_auth
 
     @cached_property
     def cors_origin_list(self) -> list[str]:

@@ -439,8 +439,22 @@ class AuditRecord(BaseModel):
     completion_tokens: int | None = None
 
 
+class AuditEvent(BaseModel):
+    """A login, a permission change or an API key change (`?kind=`; http/identity.py), as it was recorded."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    hash: str
+    at: str
+    kind: Literal["login", "permissions", "key", "retention"]
+    outcome: str
+    request_id: str | None = None
+    by: dict[str, Any] | None = None
+
+
 class AuditPage(BaseModel):
-    records: list[AuditRecord]
+    records: list[AuditRecord | AuditEvent]
     next_after_id: int | None
 
 
@@ -492,3 +506,77 @@ class QueryReady(BaseModel):
     documents: int
     chunks: int
     gateway_circuit: Literal["open", "closed"]
+
+
+# --- users, groups and permissions (governance/access.py, http/identity.py) -------------------------------
+
+# `user:<id>`, `group:<name>` or `*` (everyone who signed in).
+_PRINCIPAL = r"^(\*|(user|group):[^\s,]{1,200})$"
+Principal = Annotated[str, Field(pattern=_PRINCIPAL)]
+
+
+class PermissionsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    owner: Principal | None = None
+    writers: list[Principal] = Field(default_factory=list, max_length=500)
+    readers: list[Principal] = Field(default_factory=list, max_length=500)
+
+
+class PermissionsOut(BaseModel):
+    collection: str
+    owner: str | None
+    writers: list[str]
+    readers: list[str]
+
+
+class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(min_length=1, max_length=200, pattern=r"^[^\s,]+$")
+    name: str = Field("", max_length=200)
+    groups: list[Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s,]+$")]] = Field(
+        default_factory=list, max_length=200
+    )
+    admin: bool = False
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    user: str
+    name: str
+    groups: list[str]
+    admin: bool
+    created_at: str
+    created_by: str | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="the key itself, shown this once; only its hash is stored")
+
+
+class ApiKeyList(BaseModel):
+    keys: list[ApiKeyOut]
+
+
+class ApiKeyResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the key, hex")
+
+
+class ResolvedIdentity(BaseModel):
+    user: str
+    name: str
+    groups: list[str]
+    admin: bool
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(min_length=1, max_length=200)
+    name: str = Field("", max_length=200)
+    groups: list[str] = Field(default_factory=list, max_length=200)
+    admin: bool = False
+    via: Literal["oidc", "proxy", "key"] = "oidc"
+
+
+class Recorded(BaseModel):
+    recorded: bool

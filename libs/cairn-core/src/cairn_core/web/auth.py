@@ -32,6 +32,12 @@ INTERNAL_TOKEN_HEADER = "X-Cairn-Internal-Token"
 # Who a write is made for, set by the BFF (an API key's fingerprint, or "local"); QS believes it because only
 # holders of the internal token can reach QS once that is set.
 OWNER_HEADER = "X-Cairn-Owner"
+# Who is asking, set by the BFF on every request it forwards (docs/operations.md, "Users, groups and
+# permissions"): the user's id, their groups (comma-separated) and "admin" for an admin. QS filters every read
+# of the corpus by the collections they may read; without USER_HEADER the caller is the operator.
+USER_HEADER = "X-Cairn-User"
+GROUPS_HEADER = "X-Cairn-Groups"
+ROLE_HEADER = "X-Cairn-Role"
 # Probes and the metrics scrape stay open: orchestrators and Prometheus call them without credentials, and
 # they reveal counts, not documents.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

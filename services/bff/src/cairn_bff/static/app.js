@@ -352,6 +352,7 @@ document.addEventListener("DOMContentLoaded", () => {
     loadDocs();
   });
   Cairn.initLibrary({ api });
+  Cairn.initAccess({ api });
   Cairn.initUploads({ headers: authHeaders, onUploaded: loadDocs });
   Cairn.initSources({ onSynced: loadDocs });
   $("ask-form").addEventListener("submit", (event) => {

@@ -1,6 +1,7 @@
 """The answer cache: an in-process LRU with a TTL, or Redis shared by every QS replica.
 
-Keyed on the normalised conversation, collection, filters, top_k, model and the corpus version: any ingest or
+Keyed on the normalised conversation, collection, filters, top_k, model, the corpus version and the collections
+the asker may read (so an answer never crosses permission sets): any ingest or
 delete bumps the version, so no answer outlives the documents it was built from. Only `ok` answers are stored.
 `AnswerCache` (in process) is right for one QS; with `CAIRN_REDIS_URL` set, `RedisAnswerCache` holds the same
 entries for all replicas, so an answer paid for once is a hit everywhere. Both implement `Cache`.
@@ -35,9 +36,12 @@ def cache_key(
     top_k: int,
     model: str | None,
     corpus_version: int,
+    readable: str,
 ) -> str:
+    """`readable`: the asker's permission set (governance/access.py `Access.scope_key`)."""
     payload = json.dumps(
-        [[r, normalise(c)] for r, c in conversation] + [collection, filters, top_k, model, corpus_version],
+        [[r, normalise(c)] for r, c in conversation]
+        + [collection, filters, top_k, model, corpus_version, readable],
         sort_keys=True,
         ensure_ascii=False,
     )

@@ -150,7 +150,7 @@ class ChatPipeline:
         turn.add(verdict)
         turn.question = verdict.text
         turn.rejected = verdict.rejected
-        plan = await self.planner.plan(req)
+        plan = await self.planner.plan(req, turn.access)
         turn.retrieved = plan.retrieved
         return plan
 
@@ -252,18 +252,19 @@ class ChatPipeline:
                 return (await self.gateway.embed(texts))[0]
 
         # Only a support rule reads the sources: a cached answer's come from the store, so no rule, no reads.
-        sources = await self._source_texts(plan, cited) if policy.needs_sources else []
+        sources = await self._source_texts(plan, cited, turn) if policy.needs_sources else []
         verdict = await policy.check_answer(req.question, answer, sources, embed)
         self._count(verdict)
         turn.add(verdict)
         return verdict
 
-    async def _source_texts(self, plan: Plan, cited: list[str]) -> list[str]:
+    async def _source_texts(self, plan: Plan, cited: list[str], turn: Turn) -> list[str]:
         """What an answer's claims are checked against: its cited chunks, or every chunk sent if it cites none."""
         texts = plan.texts_of(cited or [c.chunk_id for c in plan.context])
         if texts is not None:
             return texts
-        rows = await asyncio.to_thread(lambda: [self.store.get_chunk(i) for i in cited])
+        readable = turn.access.collections
+        rows = await asyncio.to_thread(lambda: [self.store.get_chunk(i, readable) for i in cited])
         return [f"{c.heading or ''}\n{c.text}" for c in rows if c is not None]
 
     # --- the ends: an answer, a cached answer, a fallback --------------------------------------------------

@@ -20,6 +20,7 @@ from cairn_query.chat.followup import Followups
 from cairn_query.chat.prompt_budget import fit_chunks
 from cairn_query.clients.gateway import GatewayClient
 from cairn_query.corpus.retrieval import Retriever, SearchOutcome
+from cairn_query.governance.access import Access
 from cairn_query.metrics import QueryMetrics
 from cairn_query.schemas import ChatRequest
 from cairn_query.settings import QuerySettings
@@ -84,7 +85,7 @@ class Planner:
     def __post_init__(self) -> None:
         self.followups = Followups(self.settings, self.gateway)
 
-    async def plan(self, req: ChatRequest) -> Plan:
+    async def plan(self, req: ChatRequest, access: Access) -> Plan:
         """The cached answer, or the search results and the evidence the model would answer from."""
         # The version is read before retrieval: an ingest racing with this request makes the key stale, never
         # the cached answer newer than its key.
@@ -92,14 +93,17 @@ class Planner:
         model = req.model or self.settings.model
         top_k = req.top_k or self.settings.top_k
         conv = [(m.role, m.content) for m in req.conversation()]
-        key = cache_key(conv, req.collection, req.filters, top_k, model, version)
+        # Keyed by what the asker may read too: an answer is never served to someone with other permissions.
+        key = cache_key(conv, req.collection, req.filters, top_k, model, version, access.scope_key)
         cached = await self.cache.get(key) if self.settings.cache_size and req.cache else None
         self.metrics.cache.labels("hit" if cached else "miss").inc()
         if cached is not None:
             return Plan(key, cached)
         # A follow-up ("and for Corvale?") is searched as a standalone question (followup.py).
         question = await self.followups.standalone(req.conversation())
-        outcome = await self.retriever.search(question, top_k, req.collection, req.filters)
+        outcome = await self.retriever.search(
+            question, top_k, req.collection, req.filters, access.collections
+        )
         if not self.settings.evidence_sentences:
             return Plan(key, None, outcome, fit_chunks(outcome.relevant, self.settings.context_tokens))
         evidence = await select_evidence(self.settings, self.store, self.gateway, question, outcome)

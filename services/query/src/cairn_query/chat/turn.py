@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cairn_query.chat.events import Done
+from cairn_query.governance.access import Access
 from cairn_query.governance.audit import AuditLog, utc_now
 from cairn_query.governance.policy import Finding, Verdict
 
@@ -36,6 +37,9 @@ class Turn:
     # Called with what the user got, once, after the record is written: a conversation keeps the answer. A
     # record that fails closed withholds the answer, so it is not kept either (a reload shows what was given).
     on_answer: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    # Who asks and what they may read (governance/access.py): retrieval and the answer cache go by it. A turn
+    # nobody named reads nothing, so a new way to ask cannot forget the permission filter and read it all.
+    access: Access = field(default_factory=Access.nobody)
 
     def add(self, verdict: Verdict) -> None:
         self.findings.extend(verdict.findings)
@@ -94,4 +98,5 @@ class Turn:
             "prompt_tokens": int(usage.get("prompt_tokens") or 0),
             "completion_tokens": int(usage.get("completion_tokens") or 0),
             "cache": done.cache,
+            **({"user": self.access.user, "groups": list(self.access.groups)} if self.access.user else {}),
         }

@@ -14,6 +14,7 @@ from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError, split_
 from cairn_query.clients.gateway import GatewayClient
 from cairn_query.corpus.chunking import chunk_sections
 from cairn_query.corpus.normalise import clean_plain, sections
+from cairn_query.governance.access import Access, require_writer
 from cairn_query.metrics import QueryMetrics
 from cairn_query.schemas import DocumentIn
 from cairn_query.settings import QuerySettings
@@ -143,22 +144,34 @@ class DocumentService:
     # --- reading and deleting: what the routes ask for (http/documents.py) --------------------------------
 
     async def listing(
-        self, collection: str | None, limit: int, offset: int, q: str | None
+        self, collection: str | None, limit: int, offset: int, q: str | None, readable: list[str] | None
     ) -> tuple[list[dict[str, Any]], int]:
-        return await asyncio.to_thread(self.store.list_documents, collection, limit, offset, q)
+        """`readable`: the collections the caller may read (governance/access.py); None: all."""
+        return await asyncio.to_thread(self.store.list_documents, collection, limit, offset, q, readable)
 
-    async def collections(self) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.store.list_collections)
+    async def collections(self, readable: list[str] | None) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.store.list_collections, readable)
 
-    async def get(self, doc_id: str) -> dict[str, Any]:
-        """The document with its text and chunk ids; NOT_FOUND when there is none."""
-        doc = await asyncio.to_thread(self.store.get_document, doc_id, True)
+    async def get(self, doc_id: str, readable: list[str] | None) -> dict[str, Any]:
+        """The document with its text and chunk ids; NOT_FOUND when there is none the caller may read."""
+        doc = await asyncio.to_thread(self.store.get_document, doc_id, True, readable)
         if doc is None:
             raise not_found("document", doc_id)
         return doc
 
-    async def delete(self, doc_id: str, owner: str) -> int:
-        """Delete the document and its chunks (only its owner may); how many chunks went."""
+    async def check_writer(self, access: Access, collection: str) -> None:
+        """Raise unless `access` may write `collection` (its first writer becomes its owner)."""
+        await require_writer(access, self.store, collection)
+
+    async def delete(self, doc_id: str, owner: str, access: Access) -> int:
+        """Delete the document and its chunks; how many chunks went. A document the caller may not read is
+        missing to them; one they may read, they may delete only as a writer of its collection (and only if
+        they own the id)."""
+        if not access.unrestricted:
+            doc = await asyncio.to_thread(self.store.get_document, doc_id, False, access.collections)
+            if doc is None:
+                raise not_found("document", doc_id)
+            await require_writer(access, self.store, doc["collection"])
         try:
             n = await asyncio.to_thread(self.store.delete_document, doc_id, owner)
         except NotOwner:
@@ -167,8 +180,8 @@ class DocumentService:
             raise not_found("document", doc_id)
         return n
 
-    async def chunk(self, chunk_id: str) -> dict[str, Any]:
-        chunk = await asyncio.to_thread(self.store.get_chunk, chunk_id)
+    async def chunk(self, chunk_id: str, readable: list[str] | None) -> dict[str, Any]:
+        chunk = await asyncio.to_thread(self.store.get_chunk, chunk_id, readable)
         if chunk is None:
             raise not_found("chunk", chunk_id)
         return chunk.public()

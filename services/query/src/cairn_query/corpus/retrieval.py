@@ -92,11 +92,20 @@ class Retriever:
         return np.asarray(vectors[0], dtype=np.float32), model
 
     async def search(
-        self, query: str, top_k: int, collection: str | None, filters: dict[str, Any]
+        self,
+        query: str,
+        top_k: int,
+        collection: str | None,
+        filters: dict[str, Any],
+        collections: list[str] | None,
     ) -> SearchOutcome:
+        """`collections`: what the caller may read (governance/access.py), None for everything; required, so
+        that no caller can leave it out by accident."""
         started = time.perf_counter()
         vector, model = await self.embed_query(query)
-        outcome = await asyncio.to_thread(self._search_sync, query, vector, model, top_k, collection, filters)
+        outcome = await asyncio.to_thread(
+            self._search_sync, query, vector, model, top_k, collection, filters, collections
+        )
         outcome.took_ms = round((time.perf_counter() - started) * 1000, 3)
         self.metrics.retrieval_latency.labels(outcome.mode).observe(outcome.took_ms / 1000)
         return outcome
@@ -109,12 +118,13 @@ class Retriever:
         top_k: int,
         collection: str | None,
         filters: dict[str, Any],
+        collections: list[str] | None,
     ) -> SearchOutcome:
         n = max(self.settings.candidates, top_k)
-        bm25 = self.store.bm25(query, n, collection, filters)
+        bm25 = self.store.bm25(query, n, collection, filters, collections)
         dense: list[tuple[int, float]] | None = None
         if vector is not None and model is not None:
-            dense = self.store.vector_search(vector.tolist(), model, n, collection, filters)
+            dense = self.store.vector_search(vector.tolist(), model, n, collection, filters, collections)
             if dense is None:
                 log.warning("embedding_model_mismatch", query_model=model, store=self.store.embed_model())
         k = self.settings.rrf_k
@@ -126,7 +136,7 @@ class Retriever:
             for rowid, rank in ranks.items():
                 scores[rowid] = scores.get(rowid, 0.0) + weight / (k + rank)
         top = sorted(scores, key=lambda r: (-scores[r], r))[:top_k]
-        rows = self.store.chunks_by_rowid(top)
+        rows = self.store.chunks_by_rowid(top, collections)
         hits = []
         for rowid in top:
             if rowid not in rows:  # deleted between the two reads

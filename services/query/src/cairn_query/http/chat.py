@@ -25,15 +25,17 @@ from cairn_query import schemas
 from cairn_query.chat.hybrid import hybrid_query
 from cairn_query.chat.render import render_json, render_sse
 from cairn_query.chat.turn import Turn
-from cairn_query.http.params import endpoint, owner_of, service_of
+from cairn_query.http.params import access, endpoint, owner_of, service_of
 
 _route = partial(endpoint, tags="chat")
 
 
-def new_turn(request: Request, collection: str | None, question: str) -> Turn:
-    """The audit record's start: who asks what, under which request and trace."""
+async def new_turn(request: Request, collection: str | None, question: str) -> Turn:
+    """The audit record's start: who asks what (and may read what), under which request and trace."""
     svc = service_of(request)
-    return Turn(svc.audit, request_id_of(request), trace_id_hex(), owner_of(request), collection, question)
+    turn = Turn(svc.audit, request_id_of(request), trace_id_hex(), owner_of(request), collection, question)
+    turn.access = await access(request)
+    return turn
 
 
 # `sources`, the gateway's `meta`/`delta`/`citations` relayed, and `done`; `fallback` before `done` when the
@@ -55,7 +57,7 @@ CHAT_STREAM = Stream(
 @_route("POST", "/v1/chat", Reply(schemas.ChatResponse, stream=CHAT_STREAM), body=schemas.ChatRequest)
 async def chat(request: Request, body: schemas.ChatRequest) -> Response:
     """Grounded chat; a fallback is still 200; `stream: true` answers with SSE events"""
-    return await answer(request, body, new_turn(request, body.collection, body.question))
+    return await answer(request, body, await new_turn(request, body.collection, body.question))
 
 
 async def answer(request: Request, body: schemas.ChatRequest, turn: Turn) -> Response:
@@ -77,7 +79,7 @@ async def hybrid(request: Request, body: schemas.ChatRequest) -> Response:
     svc = service_of(request)
     if body.stream:
         raise BadRequest("/v1/hybrid-query does not stream; use /v1/chat for streams.")
-    result = await hybrid_query(svc.chat, body, new_turn(request, body.collection, body.question))
+    result = await hybrid_query(svc.chat, body, await new_turn(request, body.collection, body.question))
     svc.metrics.requests.labels("hybrid_query", result.status).inc()
     return JSONResponse(result.model_dump(mode="json"))
 

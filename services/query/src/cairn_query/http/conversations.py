@@ -13,7 +13,7 @@ from cairn_query.conversations.service import not_found
 from cairn_query.http.chat import CHAT_STREAM, answer, new_turn
 from cairn_query.http.params import (
     ADMIN,
-    admin_service,
+    admin_of,
     endpoint,
     owner_of,
     page,
@@ -94,7 +94,7 @@ async def delete_conversation(request: Request) -> Response:
 async def conversation_message(request: Request, message: schemas.MessageIn) -> Response:
     """Ask in a conversation (or `regenerate` its last answer); answers as /v1/chat, stream or not"""
     conv_id = _conversation_id(request)
-    turn = new_turn(request, message.collection, "")
+    turn = await new_turn(request, message.collection, "")
     body = await service_of(request).conversations.ask(owner_of(request), conv_id, message, turn)
     log_fields(request).update(conversation=conv_id, regenerate=message.regenerate)
     return await answer(request, body, turn)
@@ -118,7 +118,7 @@ async def rate(request: Request, body: schemas.FeedbackIn) -> Response:
 )
 async def feedback(request: Request) -> Response:
     """Ratings, newest first, with their question and answer, and the count of each"""
-    svc = admin_service(request)
+    svc = await admin_of(request)
     rating = request.query_params.get("rating") or None
     if rating not in (None, "up", "down"):
         raise BadRequest("'rating' is 'up' or 'down'.")

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cairn_query import schemas
-from cairn_query.http.params import ADMIN, endpoint, owner_of, page, page_params, path_id, service_of
+from cairn_query.http.params import ADMIN, access, endpoint, owner_of, page, page_params, path_id, service_of
 from cairn_query.wiring import QueryService
 
 UPLOAD_FORM: dict[str, Any] = {
@@ -74,6 +74,7 @@ async def create_document(request: Request) -> Response:
         raise BadRequest(
             f"Send JSON or multipart/form-data, not {ctype!r}.", ReasonCode.UNSUPPORTED_MEDIA_TYPE
         )
+    await svc.documents.check_writer(await access(request), doc.collection)
     stored, created, changed = await svc.documents.ingest(doc, owner_of(request))
     log_fields(request).update(document_id=stored["id"], chunks=stored["chunks"], changed=changed)
     return JSONResponse(
@@ -125,7 +126,8 @@ async def list_documents(request: Request) -> Response:
     q = request.query_params.get("q", "").strip() or None
     if q is not None and len(q) > 200:
         raise BadRequest("'q' must be at most 200 characters.")
-    docs, total = await service_of(request).documents.listing(collection, limit, offset, q)
+    readable = (await access(request)).collections
+    docs, total = await service_of(request).documents.listing(collection, limit, offset, q, readable)
     return JSONResponse({"documents": docs, "total": total})
 
 
@@ -134,13 +136,15 @@ async def list_collections(request: Request) -> Response:
     """The collections that hold documents, with their document counts
 
     The collections that hold documents, with how many each: what the page's collection picker offers."""
-    return JSONResponse({"collections": await service_of(request).documents.collections()})
+    readable = (await access(request)).collections
+    return JSONResponse({"collections": await service_of(request).documents.collections(readable)})
 
 
 @_route("GET", "/v1/documents/{doc_id}", schemas.DocumentDetail, errors=(404,), params=[path_id("doc_id")])
 async def get_document(request: Request) -> Response:
     """A document with its text and chunk ids"""
-    return JSONResponse(await service_of(request).documents.get(request.path_params["doc_id"]))
+    readable = (await access(request)).collections
+    return JSONResponse(await service_of(request).documents.get(request.path_params["doc_id"], readable))
 
 
 @_route(
@@ -149,14 +153,15 @@ async def get_document(request: Request) -> Response:
 async def delete_document(request: Request) -> Response:
     """Delete a document and its chunks"""
     doc_id = request.path_params["doc_id"]
-    chunks = await service_of(request).documents.delete(doc_id, owner_of(request))
+    chunks = await service_of(request).documents.delete(doc_id, owner_of(request), await access(request))
     return JSONResponse({"id": doc_id, "deleted": True, "chunks": chunks})
 
 
 @_route("GET", "/v1/chunks/{chunk_id}", schemas.ChunkOut, errors=(404,), params=[path_id("chunk_id")])
 async def get_chunk(request: Request) -> Response:
     """One chunk"""
-    return JSONResponse(await service_of(request).documents.chunk(request.path_params["chunk_id"]))
+    readable = (await access(request)).collections
+    return JSONResponse(await service_of(request).documents.chunk(request.path_params["chunk_id"], readable))
 
 
 @endpoint("POST", "/v1/search", schemas.SearchResponse, body=schemas.SearchRequest, tags="search")
@@ -164,7 +169,8 @@ async def search(request: Request, body: schemas.SearchRequest) -> Response:
     """Hybrid search (BM25 and vectors, fused by rank)"""
     svc = service_of(request)
     top_k = body.top_k or svc.settings.top_k
-    outcome = await svc.retriever.search(body.query, top_k, body.collection, body.filters)
+    readable = (await access(request)).collections
+    outcome = await svc.retriever.search(body.query, top_k, body.collection, body.filters, readable)
     svc.metrics.requests.labels("search", "ok").inc()
     log_fields(request).update(mode=outcome.mode, results=len(outcome.hits))
     results = [h.public() for h in outcome.hits]

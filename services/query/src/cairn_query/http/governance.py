@@ -10,11 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cairn_query.governance.policy import PolicyError
-from cairn_query.http.params import ADMIN, admin_service, endpoint, int_param
+from cairn_query.http.params import ADMIN, admin_of, admin_service, endpoint, int_param
 from cairn_query.schemas import AuditPage, AuditVerdict, PolicyState
 from cairn_query.store.audit import AuditQuery
 from cairn_query.wiring import QueryService
 
+_AUDIT_KINDS = ("answer", "login", "permissions", "key", "retention", "all")
 _AUDIT_FILTERS = [
     Param("since", "query", {"type": "string", "description": "ISO-8601 UTC, inclusive"}),
     Param("until", "query", {"type": "string", "description": "ISO-8601 UTC, exclusive"}),
@@ -25,6 +26,7 @@ _AUDIT_FILTERS = [
     Param("limit", "query", {"type": "integer", "minimum": 0, "maximum": 500, "default": 50}),
     Param("after_id", "query", {"type": "integer", "minimum": 0}),
     Param("format", "query", {"type": "string", "enum": ["json", "jsonl"]}),
+    Param("kind", "query", {"type": "string", "enum": list(_AUDIT_KINDS), "default": "answer"}),
 ]
 
 
@@ -54,7 +56,11 @@ def _audit_query(request: Request) -> AuditQuery:
     if any(v is not None and len(v) > 200 for v in texts.values()):
         raise BadRequest("Audit filters are at most 200 characters each.")
     after = p.get("after_id")
+    kind = p.get("kind") or "answer"
+    if kind not in _AUDIT_KINDS:
+        raise BadRequest(f"'kind' is one of {', '.join(_AUDIT_KINDS)}.")
     return AuditQuery(
+        kind=kind,
         **texts,
         limit=int_param(request, "limit", 50, 500),
         after_id=int_param(request, "after_id", 0, 10**15) if after else None,
@@ -72,7 +78,7 @@ async def audit(request: Request) -> Response:
     """Audit records, newest first; `format=jsonl` exports every match as JSON lines
 
     Newest first, `limit` a page; `next_after_id` continues. `format=jsonl` exports every match."""
-    svc = admin_service(request)
+    svc = await admin_of(request)
     query = _audit_query(request)
     if request.query_params.get("format") == "jsonl":
         return StreamingResponse(
@@ -96,7 +102,7 @@ async def _audit_lines(svc: QueryService, query: AuditQuery) -> AsyncIterator[by
 @_admin("GET", "/admin/audit/verify", AuditVerdict, errors=(401,))
 async def verify_audit(request: Request) -> Response:
     """Check the audit log's hash chain from its anchor to its head"""
-    report = await admin_service(request).audit.verify()
+    report = await (await admin_of(request)).audit.verify()
     return JSONResponse(report.public())
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cairn_query.governance.access import Access, access_of, require_admin
 from cairn_query.store import OPERATOR
 from cairn_query.wiring import QueryService
 
@@ -23,6 +24,19 @@ def admin_service(request: Request) -> QueryService:
     """The services, for a caller with `Authorization: Bearer QS_ADMIN_TOKEN` (401 otherwise)."""
     svc = service_of(request)
     require_bearer(request, svc.settings.admin_token, "QS_ADMIN_TOKEN")
+    return svc
+
+
+async def access(request: Request) -> Access:
+    """Who asks and which collections they may read (governance/access.py), worked out once per request."""
+    return await access_of(request, service_of(request).store)
+
+
+async def admin_of(request: Request) -> QueryService:
+    """The admin token, and an admin behind it: the audit log and the ratings quote every collection, so a
+    user the BFF names must be an admin too (the operator, naming nobody, is)."""
+    svc = admin_service(request)
+    require_admin(await access(request))
     return svc
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from cairn_core import CONTRACT_VERSION, openapi_document, openapi_route
 from starlette.routing import BaseRoute
 
-from cairn_query.http import chat, connectors, conversations, documents, governance, health
+from cairn_query.http import chat, connectors, conversations, documents, governance, health, identity
 
 ENDPOINTS = [
     *documents.ENDPOINTS,
@@ -27,10 +27,10 @@ def openapi() -> dict[str, Any]:
     return openapi_document(
         "Cairn query service",
         CONTRACT_VERSION,
-        [*ENDPOINTS, *connectors.OPERATIONS],
+        [*ENDPOINTS, *connectors.OPERATIONS, *identity.OPERATIONS],
         guarded_errors=(401,),  # the internal token (cairn_core _auth), when it is set
         security_schemes={"adminBearer": {"type": "http", "scheme": "bearer"}},
     )
 
 
-ROUTES: list[BaseRoute] = [*ENDPOINTS, *connectors.ROUTES, openapi_route(openapi)]
+ROUTES: list[BaseRoute] = [*ENDPOINTS, *connectors.ROUTES, *identity.ROUTES, openapi_route(openapi)]

@@ -1,6 +1,7 @@
 """The audit log's hash chain and the table protocol both store backends implement (docs/governance.md).
 
-One row per answer (kind `answer`) or per retention run (kind `retention`). A row's `body` is the canonical
+One row per answer (kind `answer`), per retention run (kind `retention`), per login, permission change or API
+key change (kinds `login`, `permissions`, `key`: http/identity.py). A row's `body` is the canonical
 JSON of what it records, and `hash = sha256(prev_hash + body)`, where `prev_hash` is the previous row's hash:
 changing, inserting or removing a row breaks every link after it. Two values in the store's meta table close
 the ends of the chain: `audit_anchor` (the hash of the last row that retention removed; genesis before any)
@@ -57,6 +58,8 @@ class AuditQuery:
     request_id: str | None = None
     limit: int = 50
     after_id: int | None = None  # pages go from newest to oldest: the next page starts below this id
+    # Answers by default; `login`, `permissions`, `key` or `retention` records (identity), or "all".
+    kind: str = "answer"
 
 
 @dataclass
@@ -217,8 +220,9 @@ class SqlAuditTable:
             return self._insert(conn, body)
 
     def find(self, query: AuditQuery) -> list[AuditRow]:
-        where, params = ["kind = 'answer'"], []
+        where, params = [], []
         for column, op, value in (
+            ("kind", "=", None if query.kind == "all" else query.kind),
             ("at", ">=", query.since),
             ("at", "<", query.until),
             ("outcome", "=", query.outcome),
@@ -232,7 +236,7 @@ class SqlAuditTable:
         if query.q:
             where.append("LOWER(body) LIKE ?")
             params.append("%" + query.q.lower().replace("\\", "").replace("%", "").replace("_", "") + "%")
-        sql = f"SELECT {_COLUMNS} FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+        sql = f"SELECT {_COLUMNS} FROM audit WHERE {' AND '.join(where) or 'TRUE'} ORDER BY id DESC LIMIT ?"
         with self._read() as conn:
             rows = conn.execute(self._sql(sql), (*params, query.limit)).fetchall()
         return [AuditRow(*r) for r in rows]

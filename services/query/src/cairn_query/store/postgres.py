@@ -54,6 +54,7 @@ from cairn_query.store.base import (
 )
 from cairn_query.store.connectors import CONNECTORS_SCHEMA, SqlConnectors
 from cairn_query.store.conversations import CONVERSATIONS_SCHEMA, SqlConversations
+from cairn_query.store.permissions import PERMISSIONS_SCHEMA, SqlPermissions
 
 _SCHEMA_V1 = """
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -107,6 +108,8 @@ MIGRATIONS = [
     # Each chunk's section path (the headings above it); chunks stored before have none.
     "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS section TEXT",
     CONNECTORS_SCHEMA,  # connector sources and what each synced (connectors.py)
+    # Collection permissions and API keys (permissions.py).
+    PERMISSIONS_SCHEMA,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
@@ -156,6 +159,7 @@ class PostgresStore:
         self._pool.open(wait=True, timeout=30)
         self.audit = SqlAuditTable(self._audit_tx, self._pool.connection, placeholder="%s")
         self.conversations = SqlConversations(self._plain_tx, self._pool.connection, placeholder="%s")
+        self.permissions = SqlPermissions(self._tx, self._pool.connection, placeholder="%s")
         self.connectors = SqlConnectors(self._plain_tx, self._pool.connection, placeholder="%s")
 
     def _migrate(self, conn: psycopg.Connection) -> None:
@@ -245,9 +249,14 @@ class PostgresStore:
     def _bump(conn: psycopg.Connection) -> None:
         conn.execute("UPDATE meta SET value = (value::bigint + 1)::text WHERE key='version'")
 
-    def stats(self) -> dict[str, int]:
+    def stats(self, collections: list[str] | None = None) -> dict[str, int]:
+        """How many documents and chunks; with `collections`, only theirs (the dashboard of a user)."""
+        where, params = _within(collections)
+        join = " JOIN documents d ON d.id = c.document_id" if collections is not None else ""
         row = self._query(
-            "SELECT (SELECT COUNT(*) FROM documents) AS documents, (SELECT COUNT(*) FROM chunks) AS chunks"
+            f"SELECT (SELECT COUNT(*) FROM documents d WHERE {where}) AS documents,"
+            f" (SELECT COUNT(*) FROM chunks c{join} WHERE {where}) AS chunks",
+            [*params, *params],
         )[0]
         return {"documents": int(row["documents"]), "chunks": int(row["chunks"])}
 
@@ -338,11 +347,14 @@ class PostgresStore:
             self._bump(conn)
             return int(count[0]) if count else 0
 
-    def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None:
+    def get_document(
+        self, doc_id: str, with_text: bool = False, collections: list[str] | None = None
+    ) -> dict[str, Any] | None:
+        where, params = _within(collections)
         rows = self._query(
             f"SELECT d.*, {_EMBEDDED}, (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
-            " FROM documents d WHERE d.id=%s",
-            (doc_id,),
+            f" FROM documents d WHERE d.id=%s AND {where}",
+            (doc_id, *params),
         )
         if not rows:
             return None
@@ -354,17 +366,22 @@ class PostgresStore:
         return doc
 
     def list_documents(
-        self, collection: str | None, limit: int, offset: int, q: str | None = None
+        self,
+        collection: str | None,
+        limit: int,
+        offset: int,
+        q: str | None = None,
+        collections: list[str] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        clauses: list[str] = []
-        params: list[Any] = []
+        within, params = _within(collections)
+        clauses = [within]
         if collection:
             clauses.append("d.collection=%s")
             params.append(collection)
         if q:
             clauses.append("(d.title ILIKE %s OR d.id ILIKE %s)")  # ILIKE: case ignored, as on SQLite
             params += [like_pattern(q)] * 2
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where = f"WHERE {' AND '.join(clauses)}"
         rows = self._query(
             f"SELECT d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at, {_EMBEDDED},"
             " (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
@@ -374,9 +391,12 @@ class PostgresStore:
         total = self._query(f"SELECT COUNT(*) AS n FROM documents d {where}", params)[0]["n"]
         return [_doc(r) for r in rows], int(total)
 
-    def list_collections(self) -> list[dict[str, Any]]:
+    def list_collections(self, collections: list[str] | None = None) -> list[dict[str, Any]]:
+        where, params = _within(collections)
         rows = self._query(
-            "SELECT collection, COUNT(*) AS n FROM documents GROUP BY collection ORDER BY collection", ()
+            f"SELECT collection, COUNT(*) AS n FROM documents d WHERE {where}"
+            " GROUP BY collection ORDER BY collection",
+            params,
         )
         return [{"name": r["collection"], "documents": int(r["n"])} for r in rows]
 
@@ -388,14 +408,20 @@ class PostgresStore:
         " FROM chunks c JOIN documents d ON d.id = c.document_id"
     )
 
-    def get_chunk(self, chunk_id: str) -> ChunkRow | None:
-        rows = self._query(f"{self._CHUNK_SELECT} WHERE c.chunk_id=%s", (chunk_id,))
+    def get_chunk(self, chunk_id: str, collections: list[str] | None = None) -> ChunkRow | None:
+        where, params = _within(collections)
+        rows = self._query(f"{self._CHUNK_SELECT} WHERE c.chunk_id=%s AND {where}", (chunk_id, *params))
         return _chunk(rows[0]) if rows else None
 
-    def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, ChunkRow]:
+    def chunks_by_rowid(
+        self, rowids: Sequence[int], collections: list[str] | None = None
+    ) -> dict[int, ChunkRow]:
         if not rowids:
             return {}
-        rows = self._query(f"{self._CHUNK_SELECT} WHERE c.rowid = ANY(%s)", (list(rowids),))
+        where, params = _within(collections)
+        rows = self._query(
+            f"{self._CHUNK_SELECT} WHERE c.rowid = ANY(%s) AND {where}", (list(rowids), *params)
+        )
         return {r["rowid"]: _chunk(r) for r in rows}
 
     def vectors_of(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -447,9 +473,14 @@ class PostgresStore:
     # --- retrieval --------------------------------------------------------------------------------------
 
     @staticmethod
-    def _scope(collection: str | None, filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    def _scope(
+        collection: str | None, filters: dict[str, Any], collections: list[str] | None = None
+    ) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
+        if collections is not None:
+            within, params = _within(collections)
+            clauses.append(within)
         if collection:
             clauses.append("d.collection = %s")
             params.append(collection)
@@ -461,12 +492,19 @@ class PostgresStore:
             params += [key, Jsonb(value)]
         return (" AND ".join(clauses), params)
 
-    def bm25(self, query: str, limit: int, collection: str | None, filters: dict[str, Any]) -> list[int]:
+    def bm25(
+        self,
+        query: str,
+        limit: int,
+        collection: str | None,
+        filters: dict[str, Any],
+        collections: list[str] | None = None,
+    ) -> list[int]:
         terms = query_terms(query)
         if not terms:
             return []
         tsquery = " | ".join(f"'{t}'" for t in terms)  # \w+ words: no quote or operator can be in one
-        scope, params = self._scope(collection, filters)
+        scope, params = self._scope(collection, filters, collections)
         join = " JOIN documents d ON d.id = c.document_id" if scope else ""
         rows = self._query(
             f"SELECT c.rowid FROM chunks c{join}, to_tsquery('cairn', %s) q"
@@ -483,6 +521,7 @@ class PostgresStore:
         limit: int,
         collection: str | None,
         filters: dict[str, Any],
+        collections: list[str] | None = None,
     ) -> list[tuple[int, float]] | None:
         """Top chunks by cosine similarity, each scoring its best vector; None when the stored vectors come
         from another model."""
@@ -494,7 +533,7 @@ class PostgresStore:
             # As on SQLite: a store with no vectors left has nothing to mismatch.
             empty = self._query("SELECT NOT EXISTS (SELECT 1 FROM vectors) AS empty")[0]["empty"]
             return [] if empty else None
-        scope, params = self._scope(collection, filters)
+        scope, params = self._scope(collection, filters, collections)
         with self._pool.connection() as conn:
             if scope:
                 rows = conn.execute(
@@ -519,6 +558,13 @@ class PostgresStore:
             if rowid not in best:  # rows come nearest first, so a chunk's first row is its best
                 best[int(rowid)] = 1.0 - float(dist)
         return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+
+
+def _within(collections: list[str] | None) -> tuple[str, list[Any]]:
+    """The permission filter on `documents d`, as on SQLite: None no filter, an empty list nothing."""
+    if collections is None:
+        return "TRUE", []
+    return "d.collection = ANY(%s)", [list(collections)]
 
 
 def _redact(url: str) -> str:

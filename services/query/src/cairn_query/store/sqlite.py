@@ -44,6 +44,7 @@ from cairn_query.store.base import (
 from cairn_query.store.base import normalise as _normalise
 from cairn_query.store.connectors import CONNECTORS_SCHEMA, SqlConnectors
 from cairn_query.store.conversations import CONVERSATIONS_SCHEMA, SqlConversations
+from cairn_query.store.permissions import PERMISSIONS_SCHEMA, SqlPermissions
 
 # Versioned migrations: the store's `schema_version` (in meta) says how many of these it has had. Each runs
 # in the transaction that records it, so a crash leaves the store at one version or the next. Stores from
@@ -113,7 +114,13 @@ def _migrate_6(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5, _migrate_6]
+def _migrate_7(conn: sqlite3.Connection) -> None:
+    """Collection permissions and API keys (permissions.py)."""
+    for statement in PERMISSIONS_SCHEMA.split(";"):
+        conn.execute(statement)
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5, _migrate_6, _migrate_7]
 # A document is `embedded` when none of its chunks lacks vectors (the gateway could not embed it, or the store
 # holds another model's): until then it is found by keywords only.
 _EMBEDDED = "NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id=d.id AND c.embedding IS NULL) AS embedded"
@@ -156,6 +163,7 @@ class SQLiteStore:
         self._index = _VectorIndex()
         self.audit = SqlAuditTable(self._tx, self._reading)
         self.conversations = SqlConversations(self._tx, self._reading)
+        self.permissions = SqlPermissions(self._tx, self._reading)
         self.connectors = SqlConnectors(self._tx, self._reading)
         try:
             self._migrate()
@@ -226,9 +234,12 @@ class SQLiteStore:
     def _bump(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='version'")
 
-    def stats(self) -> dict[str, int]:
-        docs = self._query("SELECT COUNT(*) FROM documents")[0][0]
-        chunks = self._query("SELECT COUNT(*) FROM chunks")[0][0]
+    def stats(self, collections: list[str] | None = None) -> dict[str, int]:
+        """How many documents and chunks; with `collections`, only theirs (the dashboard of a user)."""
+        where, params = _within(collections)
+        docs = self._query(f"SELECT COUNT(*) FROM documents d WHERE {where}", params)[0][0]
+        join = " JOIN documents d ON d.id = c.document_id" if collections is not None else ""
+        chunks = self._query(f"SELECT COUNT(*) FROM chunks c{join} WHERE {where}", params)[0][0]
         return {"documents": int(docs), "chunks": int(chunks)}
 
     # --- documents --------------------------------------------------------------------------------------
@@ -327,11 +338,14 @@ class SQLiteStore:
             self._bump(conn)
             return n
 
-    def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None:
+    def get_document(
+        self, doc_id: str, with_text: bool = False, collections: list[str] | None = None
+    ) -> dict[str, Any] | None:
+        where, params = _within(collections)
         rows = self._query(
             f"SELECT d.*, {_EMBEDDED}, (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
-            " FROM documents d WHERE d.id=?",
-            (doc_id,),
+            f" FROM documents d WHERE d.id=? AND {where}",
+            (doc_id, *params),
         )
         if not rows:
             return None
@@ -343,9 +357,15 @@ class SQLiteStore:
         return doc
 
     def list_documents(
-        self, collection: str | None, limit: int, offset: int, q: str | None = None
+        self,
+        collection: str | None,
+        limit: int,
+        offset: int,
+        q: str | None = None,
+        collections: list[str] | None = None,
     ) -> tuple[list[dict], int]:
-        clauses, params = [], []
+        within, params = _within(collections)
+        clauses = [within]
         if collection:
             clauses.append("d.collection=?")
             params.append(collection)
@@ -353,7 +373,7 @@ class SQLiteStore:
             # SQLite's LIKE ignores ASCII case, as the page's search box expects.
             clauses.append("(d.title LIKE ? ESCAPE '\\' OR d.id LIKE ? ESCAPE '\\')")
             params += [like_pattern(q)] * 2
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where = f"WHERE {' AND '.join(clauses)}"
         rows = self._query(
             f"SELECT d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at, {_EMBEDDED},"
             " (SELECT COUNT(*) FROM chunks c WHERE c.document_id=d.id) AS n"
@@ -363,9 +383,11 @@ class SQLiteStore:
         total = self._query(f"SELECT COUNT(*) FROM documents d {where}", params)[0][0]
         return [_doc(r) for r in rows], int(total)
 
-    def list_collections(self) -> list[dict[str, Any]]:
+    def list_collections(self, collections: list[str] | None = None) -> list[dict[str, Any]]:
+        where, params = _within(collections)
         rows = self._query(
-            "SELECT collection, COUNT(*) FROM documents GROUP BY collection ORDER BY collection", ()
+            f"SELECT collection, COUNT(*) FROM documents d WHERE {where} GROUP BY collection ORDER BY collection",
+            params,
         )
         return [{"name": r[0], "documents": int(r[1])} for r in rows]
 
@@ -377,15 +399,19 @@ class SQLiteStore:
         " FROM chunks c JOIN documents d ON d.id = c.document_id"
     )
 
-    def get_chunk(self, chunk_id: str) -> ChunkRow | None:
-        rows = self._query(f"{self._CHUNK_SELECT} WHERE c.chunk_id=?", (chunk_id,))
+    def get_chunk(self, chunk_id: str, collections: list[str] | None = None) -> ChunkRow | None:
+        where, params = _within(collections)
+        rows = self._query(f"{self._CHUNK_SELECT} WHERE c.chunk_id=? AND {where}", (chunk_id, *params))
         return _chunk(rows[0]) if rows else None
 
-    def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, ChunkRow]:
+    def chunks_by_rowid(
+        self, rowids: Sequence[int], collections: list[str] | None = None
+    ) -> dict[int, ChunkRow]:
         if not rowids:
             return {}
         marks = ",".join("?" * len(rowids))
-        rows = self._query(f"{self._CHUNK_SELECT} WHERE c.rowid IN ({marks})", list(rowids))
+        where, params = _within(collections)
+        rows = self._query(f"{self._CHUNK_SELECT} WHERE c.rowid IN ({marks}) AND {where}", [*rowids, *params])
         return {r["rowid"]: _chunk(r) for r in rows}
 
     def vectors_of(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -431,8 +457,14 @@ class SQLiteStore:
 
     # --- retrieval --------------------------------------------------------------------------------------
 
-    def _scope(self, collection: str | None, filters: dict[str, Any]) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+    def _scope(
+        self, collection: str | None, filters: dict[str, Any], collections: list[str] | None = None
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if collections is not None:
+            within, params = _within(collections)
+            clauses.append(within)
         if collection:
             clauses.append("d.collection = ?")
             params.append(collection)
@@ -441,11 +473,18 @@ class SQLiteStore:
             params += [f'$."{key}"', value]
         return (" AND ".join(clauses), params)
 
-    def bm25(self, query: str, limit: int, collection: str | None, filters: dict[str, Any]) -> list[int]:
+    def bm25(
+        self,
+        query: str,
+        limit: int,
+        collection: str | None,
+        filters: dict[str, Any],
+        collections: list[str] | None = None,
+    ) -> list[int]:
         match = fts_query(query)
         if match is None:
             return []
-        scope, params = self._scope(collection, filters)
+        scope, params = self._scope(collection, filters, collections)
         if not scope:
             # Without a join FTS5 ranks and limits inside the index, which is much cheaper.
             rows = self._query(
@@ -461,8 +500,10 @@ class SQLiteStore:
         )
         return [r[0] for r in rows]
 
-    def allowed_rowids(self, collection: str | None, filters: dict[str, Any]) -> np.ndarray | None:
-        scope, params = self._scope(collection, filters)
+    def allowed_rowids(
+        self, collection: str | None, filters: dict[str, Any], collections: list[str] | None = None
+    ) -> np.ndarray | None:
+        scope, params = self._scope(collection, filters, collections)
         if not scope:
             return None
         rows = self._query(
@@ -489,16 +530,21 @@ class SQLiteStore:
             return self._index
 
     def _mask(
-        self, index: _VectorIndex, collection: str | None, filters: dict[str, Any]
+        self,
+        index: _VectorIndex,
+        collection: str | None,
+        filters: dict[str, Any],
+        collections: list[str] | None,
     ) -> np.ndarray | None:
-        """Which rows of the matrix a collection/filter scope allows; cached per corpus version (scopes repeat)."""
-        if not collection and not filters:
+        """Which rows of the matrix a collection/filter/permission scope allows; cached per corpus version
+        (scopes repeat: a user's readable collections are the same on each of their questions)."""
+        if not collection and not filters and collections is None:
             return None
-        key = json.dumps([collection, filters], sort_keys=True)
+        key = json.dumps([collection, filters, collections], sort_keys=True)
         with self._index_lock:
             cached = index.masks.get(key)
         if cached is None:
-            allowed = self.allowed_rowids(collection, filters)
+            allowed = self.allowed_rowids(collection, filters, collections)
             cached = (
                 np.isin(index.rowids, allowed) if allowed is not None else np.ones(len(index.rowids), bool)
             )
@@ -515,6 +561,7 @@ class SQLiteStore:
         limit: int,
         collection: str | None,
         filters: dict[str, Any],
+        collections: list[str] | None = None,
     ) -> list[tuple[int, float]] | None:
         """Top chunks by cosine similarity; None when the stored vectors come from another model.
 
@@ -529,7 +576,7 @@ class SQLiteStore:
         if index.model != model or index.matrix.shape[1] != q.shape[0]:
             return None
         sims = index.matrix @ q
-        mask = self._mask(index, collection, filters)
+        mask = self._mask(index, collection, filters, collections)
         if mask is not None:
             sims = np.where(mask, sims, -np.inf)
         best = np.maximum.reduceat(sims, index.starts)
@@ -537,6 +584,16 @@ class SQLiteStore:
         top = np.argpartition(-best, k - 1)[:k]
         top = top[np.argsort(-best[top])]
         return [(int(index.chunks[i]), float(best[i])) for i in top if np.isfinite(best[i])]
+
+
+def _within(collections: list[str] | None) -> tuple[str, list[Any]]:
+    """The permission filter on `documents d`: its collection is one of `collections` (None: no filter,
+    an empty list: nothing). Uses the documents_collection index."""
+    if collections is None:
+        return "1", []
+    if not collections:
+        return "0", []
+    return f"d.collection IN ({','.join('?' * len(collections))})", list(collections)
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
