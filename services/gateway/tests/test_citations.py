@@ -32,7 +32,7 @@ def test_schema_restricts_chunk_ids_and_valid_citations_are_enriched(
     body = ask(gateway, "What marks trails?").json()
     assert body["status"] == "ok"
     assert body["citations"] == [
-        {"chunk_id": "handbook:0", "title": "Handbook", "url": "https://example.test/h"}
+        {"chunk_id": "handbook:0", "title": "Handbook", "url": "https://example.test/h", "page": None}
     ]
     assert body["answer"] == "Cairns mark trails."  # the fake quotes its first source
     sent = stats(fake)["last_body"]

@@ -27,7 +27,9 @@ CHUNKS = [ContextChunk(chunk_id="a:0", title="A", url="u", text="x"), ContextChu
 def test_tolerant_parser_accepts_common_model_quirks(text: str) -> None:
     grounded = check_grounded(text, CHUNKS)
     assert grounded.answer == "yes"
-    assert [c.model_dump() for c in grounded.citations] == [{"chunk_id": "a:0", "title": "A", "url": "u"}]
+    assert [c.model_dump() for c in grounded.citations] == [
+        {"chunk_id": "a:0", "title": "A", "url": "u", "page": None}
+    ]
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ def test_chat_answers_with_valid_citations_and_sources(qs: ServerProcess) -> Non
     body = resp.json()
     assert resp.status_code == 200 and body["status"] == "ok" and body["reason_code"] is None
     assert body["citations"] == [
-        {"chunk_id": "leave:0", "title": "Leave policy", "url": "https://wiki.example/leave"}
+        {"chunk_id": "leave:0", "title": "Leave policy", "url": "https://wiki.example/leave", "page": None}
     ]
     assert "25 days" in body["answer"]
     assert body["sources"][0]["chunk_id"] == "leave:0"

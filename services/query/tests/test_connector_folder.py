@@ -41,7 +41,7 @@ def test_folder_sync_reflects_every_change_and_embeds_nothing_twice(
     _write(root, "heron.txt", "The heron budget is forty thousand euros.\n")
     _write(root, "notes/osprey.rst", "Osprey\n======\n\nThe osprey team meets in room twelve.\n")
     _write(root, ".hidden.md", "The kestrel secret is hidden.\n")
-    (root / "picture.png").write_bytes(b"\x89PNG not a document")
+    (root / "archive.zip").write_bytes(b"PK not a document")  # a type QS does not read: not seen
     with admin(qs) as client:
         # The schedule alone (no watcher): what a network mount without file events gets.
         body = {"name": "share", "kind": "folder", "config": {"path": str(root), "watch": False}}

@@ -26,6 +26,8 @@ def test_copy_keeps_documents_chunks_vectors_owners_and_meta(tmp_path: Path, pg_
     src = SQLiteStore(str(path))
     fruit = doc("a", ["red apples", "green pears"], [[[1, 0, 0], [0, 0, 1]], [[0, 1, 0]]], title="Fruit")
     fruit.sections = [None, "Orchard › Pears"]
+    fruit.pages = [1, 2]
+    fruit.original = ("application/pdf", b"%PDF-1.4 fruit\x00\xff")
     src.upsert(fruit)
     src.upsert(doc("b", ["the vpn client"], [[[0.6, 0.8, 0]]], collection="it", metadata={"team": "it"}))
     src.upsert(doc("c", ["a page upload"], [[[0, 0.6, 0.8]]], owner="key:alice"))
@@ -64,6 +66,9 @@ def test_copy_keeps_documents_chunks_vectors_owners_and_meta(tmp_path: Path, pg_
         assert set(vectors) == set(expected["vectors"])
         assert all(np.allclose(vectors[k], v) for k, v in expected["vectors"].items())
         assert [dst.owner_of(d) for d in "abc"] == expected["owners"]
+        assert (
+            dst.original("a") == ("application/pdf", b"%PDF-1.4 fruit\x00\xff") and dst.original("c") is None
+        )
         assert dst.embed_model() == expected["model"] and dst.version() > expected["version"]
         # New rows carry on after the copied rowids.
         dst.upsert(doc("d", ["fresh"], [[[1, 0, 0]]]))

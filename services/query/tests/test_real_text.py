@@ -51,7 +51,7 @@ def _quotes(topic: str) -> list[tuple[str | None, str]]:
     """(section path, sentence) for every sentence of every chunk of a topic, as evidence and quotes see them."""
     return [
         (section, s)
-        for section, chunk in chunk_document(topics[topic], 800, 150)
+        for section, chunk, _ in chunk_document(topics[topic], 800, 150)
         for s in split_sentences(chunk)
     ]
 
@@ -111,7 +111,7 @@ def test_no_chunk_of_any_reference_section_holds_layout_markup() -> None:
     for key, text in topics.items():
         normalised = clean_plain(text)
         assert clean_plain(normalised) == normalised, key  # uploads are normalised twice (worker, ingest)
-        for _, chunk in chunk_document(text, 800, 150):
+        for _, chunk, _ in chunk_document(text, 800, 150):
             assert not layout.search(chunk), (key, chunk)
             assert len(chunk) <= 800
 
@@ -121,7 +121,7 @@ def test_no_chunk_of_any_reference_section_holds_layout_markup() -> None:
 )
 def test_every_sentence_of_a_chunk_is_a_supported_quote_of_it(topic: str) -> None:
     # Clean quotes out: what the extractive answer quotes from a chunk passes the support check on that chunk.
-    for section, chunk in chunk_document(topics[topic], 800, 150):
+    for section, chunk, _ in chunk_document(topics[topic], 800, 150):
         source = f"{heading(topic, section)}\n{chunk}"
         for sentence in split_sentences(chunk):
             assert check_support(sentence, [source]), sentence
@@ -174,9 +174,9 @@ async def test_markdown_and_rest_uploads_are_read_by_their_parsers_in_the_worker
         text, _ = await parser.extract(name, None, source.encode())
         chunks = chunk_document(text, 800, 150)
         assert chunks[0][0] == "Customizing attribute access › __slots__", name
-        sentences = [s for _, chunk in chunks for s in split_sentences(chunk)]
+        sentences = [s for _, chunk, _ in chunks for s in split_sentences(chunk)]
         assert sentences[0] == SLOTS_SENTENCE.replace('"', ""), name
-        assert not any(mark in chunk for _, chunk in chunks for mark in ("*", "`", "[#]", "..", "|")), name
+        assert not any(mark in chunk for _, chunk, _ in chunks for mark in ("*", "`", "[#]", "..", "|")), name
     md_text, _ = await parser.extract("slots.md", None, SLOTS_MD.encode())
     assert "max(s): largest item of s" in md_text
     rst_text, _ = await parser.extract("slots.rst", None, SLOTS_RST.encode())
@@ -191,7 +191,11 @@ def test_html_headings_become_the_section_path() -> None:
     )
     assert title == "Data model"
     assert chunk_document(text, 800, 150) == [
-        ("Customizing attribute access › __slots__", "__slots__ allow us to explicitly declare data members.")
+        (
+            "Customizing attribute access › __slots__",
+            "__slots__ allow us to explicitly declare data members.",
+            None,
+        )
     ]
 
 
@@ -206,8 +210,8 @@ def test_a_chunk_keeps_its_section_and_is_found_by_its_heading(tmp_path: Path) -
         {},
         topics["power"],
         "h",
-        [t for _, t in pieces],
-        sections=[s for s, _ in pieces],
+        [p.text for p in pieces],
+        sections=[p.section for p in pieces],
     )
     store.upsert(doc)
     chunk = store.get_chunk("power:0")
@@ -230,7 +234,7 @@ def test_a_crafted_heading_line_is_normalised_in_linear_time(line: str) -> None:
 
 
 def test_the_evidence_of_one_chunk_reaches_the_gateway_as_separate_sentences() -> None:
-    _, chunk = chunk_document(topics["floating"], 800, 150)[0]
+    _, chunk, _ = chunk_document(topics["floating"], 800, 150)[0]
     hit = _hit(chunk, "Lexical analysis")
     grammar, note = split_sentences(chunk)[1:3]
     evidence = Evidence([Sentence(hit, grammar, 1, 0.6, 0.5, 0.8), Sentence(hit, note, 2, 0.5, 0.5, 0.7)])
@@ -246,7 +250,7 @@ def test_a_sentence_longer_than_a_chunk_is_cut_after_a_clause() -> None:
     whole = next(s for s in split_sentences(clean_plain(topics["types"])) if "co_qualname" in s)
     pieces = [
         s
-        for _, chunk in chunk_document(topics["types"], 800, 150)
+        for _, chunk, _ in chunk_document(topics["types"], 800, 150)
         for s in split_sentences(chunk)
         if s in whole and len(s) > 100
     ]

@@ -76,6 +76,21 @@ def test_upsert_creates_then_replaces_and_keeps_created_at(store: Store) -> None
     assert store.stats() == {"documents": 1, "chunks": 1}
 
 
+def test_an_original_file_is_kept_with_its_document_replaced_with_it_and_deleted_with_it(
+    store: Store,
+) -> None:
+    pdf = b"%PDF-1.7\n\x00\xff binary"
+    new = doc("a", ["page one"])
+    new.original = ("application/pdf", pdf)
+    store.upsert(new)
+    assert store.original("a") == ("application/pdf", pdf) and store.original_type("a") == "application/pdf"
+    store.upsert(doc("a", ["sent again as JSON"]))  # the file no longer matches the text: it goes
+    assert store.original("a") is None and store.original_type("a") is None
+    store.upsert(new)
+    store.delete_document("a")
+    assert store.original("a") is None and store.original_type("zz") is None
+
+
 def test_delete_removes_chunks_keywords_and_vectors(store: Store) -> None:
     store.upsert(doc("a", ["red apples"], [[[1, 0, 0]]]))
     store.upsert(doc("b", ["green pears"], [[[0, 1, 0]]]))
@@ -218,6 +233,7 @@ def test_the_chunk_limit_counts_other_documents_only(store: Store) -> None:
 def test_chunks_by_rowid_carry_their_document(store: Store) -> None:
     new = doc("a", ["one", "two"], title="T", metadata={"team": "hr"}, collection="c")
     new.sections = [None, "Leave › Part-time"]
+    new.pages = [None, 3]
     store.upsert(new)
     rows = store.chunks_by_rowid([rowid(store, "a:1"), 999_999])
     (chunk,) = rows.values()
@@ -229,6 +245,7 @@ def test_chunks_by_rowid_carry_their_document(store: Store) -> None:
         "index": 1,
         "title": "T",
         "section": "Leave › Part-time",
+        "page": 3,
         "url": None,
         "collection": "c",
         "metadata": {"team": "hr"},
@@ -295,6 +312,7 @@ def test_an_old_sqlite_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert store.audit.count() == 0  # the audit table came with the upgrade
     old = store.get_chunk("old:0")
     assert old is not None and old.section is None and old.heading == "Old"  # chunks from before: no section
+    assert old.page is None
     assert store.owner_of("old") == (True, None)  # a legacy row: the local page's
     assert store.bm25("legacy", 5, None, {}) == [1]
     with pytest.raises(NotOwner):

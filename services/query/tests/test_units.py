@@ -56,7 +56,7 @@ def test_html_text_drops_scripts_and_keeps_the_title() -> None:
 
 def test_unsupported_and_broken_files_are_refused_with_reason_codes() -> None:
     with pytest.raises(BadRequest) as exc:
-        kind_of("x.docx", None)
+        kind_of("x.exe", None)
     assert exc.value.reason_code is ReasonCode.UNSUPPORTED_MEDIA_TYPE
     with pytest.raises(ExtractError, match="PDF could not be read"):
         extract_file("pdf", b"not a pdf")

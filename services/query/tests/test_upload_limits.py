@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from cairn_core import split_sentences
-from cairn_query.corpus.chunking import chunk_text
+from cairn_query.corpus.chunking import Piece, chunk_text
 from cairn_query.corpus.documents import DocumentService
 from cairn_query.metrics import QueryMetrics
 from cairn_query.schemas import DocumentIn
@@ -189,9 +189,9 @@ class _Gateway:
 async def test_chunking_runs_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import cairn_query.corpus.documents as documents
 
-    def slow_chunks(text: str, size: int, overlap: int) -> list[tuple[str | None, str]]:
+    def slow_chunks(text: str, size: int, overlap: int) -> list[Piece]:
         time.sleep(0.5)  # what normalising and chunking a few million characters costs
-        return [(None, text)]
+        return [Piece(None, text)]
 
     monkeypatch.setattr(documents, "chunk_document", slow_chunks)
     store = SQLiteStore(str(tmp_path / "loop.sqlite3"))

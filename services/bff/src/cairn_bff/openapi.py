@@ -41,6 +41,7 @@ PROXIED = [
     ("qs", "/v1/chat", "/api/chat", ("post",)),
     ("qs", "/v1/documents", "/api/documents", ("get", "post")),
     ("qs", "/v1/documents/{doc_id}", "/api/documents/{doc_id}", ("get", "delete")),
+    ("qs", "/v1/documents/{doc_id}/original", "/api/documents/{doc_id}/original", ("get",)),
     ("qs", "/v1/collections", "/api/collections", ("get",)),
     ("qs", "/v1/chunks/{chunk_id}", "/api/chunks/{chunk_id}", ("get",)),
     ("qs", "/v1/search", "/api/search", ("post",)),

@@ -131,6 +131,22 @@ async def document(request: Request) -> Response:
     return await _qs(request).forward(request, request.method, path, extra_headers=_owner(request))
 
 
+# The kept PDF is the uploader's file, served from the page's origin: never sniffed, never framed, and its
+# own policy, which lets the browser's PDF viewer (a plugin, which the page's `object-src 'none'` blocks) run.
+_ORIGINAL_HEADERS = {
+    "content-security-policy": "default-src 'none'; object-src 'self'; frame-ancestors 'none'",
+    "content-disposition": "inline",
+}
+
+
+async def original(request: Request) -> Response:
+    path = f"/v1/documents/{_segment(request, 'doc_id')}/original"
+    resp = await _qs(request).forward(request, "GET", path)
+    if resp.status_code == 200:
+        resp.headers.update(_ORIGINAL_HEADERS)
+    return resp
+
+
 async def collections(request: Request) -> Response:
     return await _qs(request).forward(request, "GET", "/v1/collections")
 
@@ -342,6 +358,7 @@ ROUTES = [
     Route("/api/chat", chat, methods=["POST"]),
     Route("/api/documents", documents, methods=["GET", "POST"]),
     Route("/api/documents/{doc_id}", document, methods=["GET", "DELETE"]),
+    Route("/api/documents/{doc_id}/original", original, methods=["GET"]),
     Route("/api/collections", collections, methods=["GET"]),
     Route("/api/chunks/{chunk_id}", chunk, methods=["GET"]),
     Route("/api/search", search, methods=["POST"]),

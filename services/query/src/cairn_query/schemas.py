@@ -338,6 +338,9 @@ class ChunkOut(BaseModel):
     index: int
     title: str | None
     section: str | None = None  # the headings above the chunk in its document, "A › B"
+    page: int | None = None  # the page (PDF, scan) or slide (PPTX) the chunk is on
+    # The content type of the document's kept upload (GET /v1/documents/{id}/original), or None.
+    original: str | None = None
     url: str | None
     collection: str
     metadata: dict[str, MetadataValue]
@@ -348,6 +351,8 @@ class SearchHit(BaseModel):
     chunk_id: str
     document_id: str
     title: str | None
+    section: str | None = None
+    page: int | None = None  # the page or slide, for a citation link (`#page=N` on the original PDF)
     url: str | None
     score: float
     bm25_rank: int | None

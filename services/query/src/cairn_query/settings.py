@@ -42,6 +42,17 @@ class QuerySettings(BaseSettings):
     parse_timeout_s: float = Field(10.0, gt=0)
     parse_memory_mb: int = Field(1024, ge=128)
     parse_concurrency: int = Field(2, ge=1)
+    # OCR of images and scanned PDF pages (corpus/formats/ocr.py): PDFs and images are read under these
+    # limits instead (a page takes 2-5 s on 2 cores; the models need about 700 MB). Off: images are refused
+    # (415) and scanned PDF pages left out. Past `ocr_max_pages` scanned pages of one file, the rest are left out.
+    ocr_enabled: bool = True
+    ocr_timeout_s: float = Field(120.0, gt=0)
+    ocr_memory_mb: int = Field(3072, ge=512)
+    ocr_threads: int = Field(2, ge=1)
+    ocr_max_pages: int = Field(50, ge=1)
+    # An uploaded PDF of at most this many bytes is kept as it is (GET /v1/documents/{id}/original), so a
+    # citation opens it at its page (`#page=N`); 0 keeps none.
+    max_original_bytes: int = Field(10_000_000, ge=0)
 
     # Storage limits: one document, and the whole store (SQLite holds every chunk's vectors in memory).
     max_document_chars: int = Field(1_000_000, ge=1_000, le=5_000_000)  # about 1,250 chunks

@@ -63,7 +63,7 @@ class QueryService:
             else AnswerCache(settings.cache_size, settings.cache_ttl_s)  # size 0: stores nothing
         )
         documents = DocumentService(settings, store, gateway, metrics)
-        parser = FileParser(settings.parse_timeout_s, settings.parse_memory_mb, settings.parse_concurrency)
+        parser = FileParser.from_settings(settings)
         return cls(
             settings=settings,
             store=store,

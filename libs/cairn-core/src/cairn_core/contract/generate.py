@@ -55,6 +55,7 @@ class Citation(BaseModel):
     chunk_id: str
     title: str | None = None
     url: str | None = None
+    page: int | None = None  # the page or slide the chunk is on, where QS knows it (PDF, PPTX, scans)
 
 
 class Usage(BaseModel):

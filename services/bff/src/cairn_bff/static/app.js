@@ -87,17 +87,44 @@ function loadDocs() {
 
 // --- chunks (cited sources) ----------------------------------------------------------------------------------
 
+// " · p. 3": the page (PDF, scan) or slide (PPTX) a chunk is on, where its document has pages.
+function pageLabel(item) {
+  return item.page ? " · p. " + item.page : "";
+}
+
+// The kept PDF at the chunk's page (#page=N, which browsers' PDF viewers follow). Without an API key the
+// link is opened as it is; with one, the file is fetched with the key and opened from memory.
+async function openOriginal(docId, page) {
+  const url = "/api/documents/" + encodeURIComponent(docId) + "/original";
+  const anchor = page ? "#page=" + page : "";
+  if (!$("api-key").value.trim()) {
+    window.open(url + anchor, "_blank", "noopener");
+    return;
+  }
+  const tab = window.open("", "_blank"); // now, inside the click: a window opened after a fetch is blocked
+  const blob = await (await api(url)).blob();
+  tab.location.href = URL.createObjectURL(blob) + anchor;
+}
+
 // answerText: the answer that cited the chunk, whose sentences are marked in the chunk (highlight.js).
 async function openChunk(chunkId, answerText) {
   const dialog = $("chunk-dialog");
   $("chunk-title").textContent = chunkId;
   $("chunk-meta").textContent = "";
+  $("chunk-open").hidden = true;
   $("chunk-text").textContent = "Loading…";
   if (!dialog.open) dialog.showModal();
   try {
     const chunk = await (await api("/api/chunks/" + encodeURIComponent(chunkId))).json();
     $("chunk-title").textContent = chunk.title || chunk.document_id;
-    $("chunk-meta").textContent = chunk.chunk_id + (chunk.url ? " · " + chunk.url : "");
+    $("chunk-meta").textContent = chunk.chunk_id + (chunk.section ? " · " + chunk.section : "") +
+      pageLabel(chunk) + (chunk.url ? " · " + chunk.url : "");
+    if (chunk.original === "application/pdf") {
+      const btn = $("chunk-open-btn");
+      btn.textContent = "Open the PDF" + (chunk.page ? " at page " + chunk.page : "");
+      btn.onclick = () => openOriginal(chunk.document_id, chunk.page);
+      $("chunk-open").hidden = false;
+    }
     Cairn.showChunkText($("chunk-text"), chunk.text, answerText);
   } catch (err) {
     $("chunk-text").textContent = "Cannot load this source: " + err.message;
@@ -147,7 +174,7 @@ function renderCitations(a) {
     link.type = "button";
     link.dataset.chunkId = c.chunk_id;
     link.addEventListener("click", () => openChunk(c.chunk_id, a.text));
-    li.append(link, el("span", "hint", " " + c.chunk_id));
+    li.append(link, el("span", "hint", " " + c.chunk_id + pageLabel(c)));
     return li;
   });
   a.parts.citations.replaceChildren(...items);
@@ -159,7 +186,7 @@ function renderSourcesAsResults(a, heading) {
   const list = el("ol", "results");
   for (const s of a.sources) {
     const li = el("li");
-    const link = el("button", "link", s.title || s.chunk_id);
+    const link = el("button", "link", (s.title || s.chunk_id) + pageLabel(s));
     link.type = "button";
     link.addEventListener("click", () => openChunk(s.chunk_id));
     li.append(link, el("p", "snippet", s.snippet || (s.text || "").slice(0, 300)));

@@ -2,8 +2,9 @@
 
     Sources → (Meta → Delta… → Cited)? → Redacted? → Warned… → Fallback? → Done
 
-`Sources` is always first and `Done` always last. Between them, a streamed answer's `Meta`, `Delta` and `Cited`
-carry the gateway's own frame in `raw`, so the stream renderer relays the bytes it received (docs/contract.md).
+`Sources` is always first and `Done` always last. Between them, a streamed answer's `Meta` and `Delta` carry the
+gateway's own frame in `raw`, so the stream renderer relays the bytes it received (docs/contract.md); `Cited` is
+QS's checked list (it adds each chunk's page, which the gateway cannot know).
 `Generated` and `Broken` are the gateway's end as `relay.py` reads it; the pipeline decides on them and never
 passes them on.
 """

@@ -182,6 +182,9 @@ class ChatPipeline:
                         except UpstreamError as exc:
                             draft.error = exc.reason_code
                             return
+                        # QS's checked list, not the gateway's frame: it adds what the gateway cannot know
+                        # (each chunk's page).
+                        event = Cited(draft.citations)
                     else:  # Broken: the gateway's error frame is held until its `done`
                         draft.error = event.reason_code
                         if event.final:
@@ -198,7 +201,11 @@ class ChatPipeline:
         if bad:
             raise UpstreamError(ReasonCode.INVALID_CITATION, f"Cited chunks that were not retrieved: {bad}.")
         ids = list(dict.fromkeys(c.chunk_id for c in citations))
-        return [Citation(chunk_id=i, title=allowed[i].title, url=allowed[i].url) for i in ids]
+        # The page is QS's to add: the gateway sees only the context chunks, which have none.
+        pages = {h.chunk.chunk_id: h.chunk.page for h in (plan.outcome.hits if plan.outcome else [])}
+        return [
+            Citation(chunk_id=i, title=allowed[i].title, url=allowed[i].url, page=pages.get(i)) for i in ids
+        ]
 
     def _failure(self, req: ChatRequest, plan: Plan, draft: Draft) -> Failure | None:
         """Why the gateway's answer cannot be shown, or None: it ended well, cites, and is supported."""

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from cairn_query.connectors.base import Connector, Item, ScanError
 from cairn_query.corpus.documents import DocumentService
-from cairn_query.corpus.parsing import FileParser
+from cairn_query.corpus.parsing import FileParser, original_of
 from cairn_query.schemas import DocumentIn
 from cairn_query.store import OPERATOR, Store, now_iso
 from cairn_query.store.connectors import ItemRow, SourceRow
@@ -275,7 +275,10 @@ class SyncEngine:
             if not text.strip():
                 raise _ItemFailed(ReasonCode.BAD_REQUEST, "No text could be extracted from it.")
             doc = self._document(source, item, doc_id, text, found_title or item.title)
-            await self.documents.ingest(doc, OPERATOR)
+            # A synced PDF is kept like an uploaded one, so its citations open it at their page.
+            limit = self.documents.settings.max_original_bytes
+            original = original_of(item.name, item.content_type, data, limit)
+            await self.documents.ingest(doc, OPERATOR, original)
         except CairnError as exc:
             raise _ItemFailed(exc.reason_code, exc.message) from None
         except ValidationError as exc:

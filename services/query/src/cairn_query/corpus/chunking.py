@@ -5,8 +5,10 @@ use, so a chunk never starts or ends inside what they call a sentence) up to `si
 chunk starts with the last sentences of the previous one (up to `overlap` characters), so a fact that
 straddles a boundary is whole in one chunk. Paragraphs stay apart (a blank line), so a heading or a grammar
 line is never glued to the sentence after it. A chunk never crosses a section: its section path is a
-property of the whole chunk. A code or grammar block longer than `size` is cut between its lines, and a
-single sentence longer than `size` after a clause (`;`, then `,`), or on whitespace when it has none.
+property of the whole chunk, and so is its page. A table row (a line marked `\v`, see `normalise.py`) is
+one unit, never split between chunks: a row longer than `size` alone is cut between its cells. A code or
+grammar block longer than `size` is cut between its lines, and a single sentence longer than `size` after a
+clause (`;`, then `,`), or on whitespace when it has none.
 Deterministic: the same text always gives the same chunks, which keeps chunk ids stable.
 """
 
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from cairn_core import split_sentences
 
-from cairn_query.corpus.normalise import Section
+from cairn_query.corpus.normalise import ROW_MARK, Section
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _PARAGRAPH_END = "\n\n"
@@ -49,9 +52,34 @@ def _cut(sentence: str, size: int) -> int:
     return size
 
 
+class Piece(NamedTuple):
+    """One chunk of a document: its section path, its text, its page or slide (or None)."""
+
+    section: str | None
+    text: str
+    page: int | None = None
+
+
+def _rows(para: str, size: int) -> list[str]:
+    """A paragraph of table rows (each line marked), one unit per row, each ending its paragraph."""
+    out: list[str] = []
+    for line in para.split("\n"):
+        row = line.lstrip(ROW_MARK).strip()
+        while len(row) > size:
+            cut = _cut(row, size)
+            out.append(row[:cut].strip() + _PARAGRAPH_END)
+            row = row[cut:].strip()
+        if row:
+            out.append(row + _PARAGRAPH_END)
+    return out
+
+
 def _sentences(text: str, size: int) -> list[str]:
     out: list[str] = []
     for para in _PARAGRAPH.split(text):
+        if para.startswith(ROW_MARK):
+            out += _rows(para, size)
+            continue
         for block in _blocks(para, size):
             for sentence in split_sentences(block):
                 while len(sentence) > size:
@@ -96,11 +124,9 @@ def chunk_text(text: str, size: int = 800, overlap: int = 150) -> list[str]:
     return chunks
 
 
-def chunk_sections(
-    sections: Iterable[Section], size: int = 800, overlap: int = 150
-) -> list[tuple[str | None, str]]:
-    """(section path, chunk text) for every chunk of every section, in document order."""
-    return [(s.name, chunk) for s in sections for chunk in chunk_text(s.text, size, overlap)]
+def chunk_sections(sections: Iterable[Section], size: int = 800, overlap: int = 150) -> list[Piece]:
+    """(section path, chunk text, page) for every chunk of every section, in document order."""
+    return [Piece(s.name, chunk, s.page) for s in sections for chunk in chunk_text(s.text, size, overlap)]
 
 
 def _join(sentences: list[str]) -> str:

@@ -12,7 +12,7 @@ import structlog
 from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError, split_sentences
 
 from cairn_query.clients.gateway import GatewayClient
-from cairn_query.corpus.chunking import chunk_sections
+from cairn_query.corpus.chunking import Piece, chunk_sections
 from cairn_query.corpus.normalise import clean_plain, sections
 from cairn_query.governance.access import Access, require_writer
 from cairn_query.metrics import QueryMetrics
@@ -73,9 +73,12 @@ class DocumentService:
         )
         return hashlib.sha256(key.encode()).hexdigest()
 
-    async def ingest(self, doc: DocumentIn, owner: str = OPERATOR) -> tuple[dict[str, Any], bool, bool]:
+    async def ingest(
+        self, doc: DocumentIn, owner: str = OPERATOR, original: tuple[str, bytes] | None = None
+    ) -> tuple[dict[str, Any], bool, bool]:
         """Store `doc` for `owner`; returns (document, created, changed). Only the owner of an existing id
-        may replace it (store.may_write), so a client cannot put its text under another's title."""
+        may replace it (store.may_write), so a client cannot put its text under another's title. `original`:
+        the uploaded file, (content type, bytes), kept beside the document (PDFs, for their pages)."""
         limit = self.settings.max_document_chars
         if len(doc.text) > limit:
             raise BadRequest(
@@ -95,7 +98,7 @@ class DocumentService:
         pieces = await self._off_loop(
             chunk_document, doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars
         )
-        chunks = [text for _, text in pieces]
+        chunks = [piece.text for piece in pieces]
         if not chunks:
             raise BadRequest("The document has no text to index.")
         try:
@@ -106,7 +109,8 @@ class DocumentService:
         except StoreFull as exc:
             raise self._storage_full(exc) from None
         new = NewDocument(doc_id, doc.collection, doc.title, doc.url, doc.metadata, doc.text, digest, chunks)
-        new.owner, new.sections = owner, [section for section, _ in pieces]
+        new.owner, new.original = owner, original
+        new.sections, new.pages = [piece.section for piece in pieces], [piece.page for piece in pieces]
         capped = await self._add_vectors(new, pieces)
         try:
             stored, created = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
@@ -126,13 +130,13 @@ class DocumentService:
         self.metrics.ingested_chunks.inc(len(chunks))
         return {**stored, "sentences_without_vector": capped}, created, True
 
-    async def _add_vectors(self, new: NewDocument, pieces: list[tuple[str | None, str]]) -> int:
+    async def _add_vectors(self, new: NewDocument, pieces: list[Piece]) -> int:
         """Embed the chunks into `new`; how many sentence vectors the caps left out. A failing gateway leaves
         the document without vectors: stored and searchable by BM25, marked `embedded: false` until
         `retry_embeddings` (or POST /admin/reembed) fills them in."""
         try:
             new.embeddings, new.embed_model, capped = await self._embed(
-                [(heading(new.title, section), text) for section, text in pieces]
+                [(heading(new.title, piece.section), piece.text) for piece in pieces]
             )
         except UpstreamError as exc:
             log.warning("ingest_without_embeddings", document_id=new.id, reason_code=exc.reason_code.value)
@@ -181,10 +185,24 @@ class DocumentService:
         return n
 
     async def chunk(self, chunk_id: str, readable: list[str] | None) -> dict[str, Any]:
+        """The chunk, and the content type of its document's kept upload (None when none was kept)."""
         chunk = await asyncio.to_thread(self.store.get_chunk, chunk_id, readable)
         if chunk is None:
             raise not_found("chunk", chunk_id)
-        return chunk.public()
+        original = await asyncio.to_thread(self.store.original_type, chunk.document_id)
+        return {**chunk.public(), "original": original}
+
+    async def original(self, doc_id: str, readable: list[str] | None) -> tuple[str, bytes]:
+        """The file a document was read from, where QS kept it (PDFs): its content type and bytes. A document
+        the caller may not read has no file to them either: checked before the bytes are read."""
+        visible = await asyncio.to_thread(self.store.get_document, doc_id, False, readable)
+        found = await asyncio.to_thread(self.store.original, doc_id) if visible is not None else None
+        if found is None:
+            raise CairnError(
+                ReasonCode.NOT_FOUND,
+                f"Document {doc_id!r} has no kept file: only uploaded PDFs are kept (QS_MAX_ORIGINAL_BYTES).",
+            )
+        return found
 
     async def stats(self) -> dict[str, int]:
         """How many documents and chunks the store holds; raises when the store is not usable."""
@@ -216,6 +234,8 @@ class DocumentService:
             embed_model=model if whole else None,
             owner=owner,
             sections=[r.section for r in rows],
+            pages=[r.page for r in rows],
+            original=await asyncio.to_thread(self.store.original, from_id),
         )
         try:
             stored, _ = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
@@ -322,9 +342,9 @@ class _Budget:
         return kept
 
 
-def chunk_document(text: str, size: int, overlap: int) -> list[tuple[str | None, str]]:
-    """(section path, chunk text) of a document's text: normalised first (`normalise.py`), since a chunk's
-    sentences are what answers quote, then chunked section by section."""
+def chunk_document(text: str, size: int, overlap: int) -> list[Piece]:
+    """(section path, chunk text, page) of a document's text: normalised first (`normalise.py`), since a
+    chunk's sentences are what answers quote, then chunked section by section."""
     return chunk_sections(sections(clean_plain(text)), size, overlap)
 
 
@@ -342,7 +362,7 @@ def document_texts(title: str | None, text: str, settings: QuerySettings) -> lis
     chunks as ingest cuts them, each under its title and section path."""
     budget = _Budget(settings.max_sentence_vectors_per_chunk, settings.max_sentence_vectors_per_document)
     pieces = chunk_document(text, settings.chunk_chars, settings.chunk_overlap_chars)
-    planned = planned_texts([(heading(title, section), chunk, budget) for section, chunk in pieces])
+    planned = planned_texts([(heading(title, p.section), p.text, budget) for p in pieces])
     return [t for group in planned for t in group]
 
 

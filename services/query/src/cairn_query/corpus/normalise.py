@@ -8,7 +8,14 @@ So the text is normalised once, at ingest, to one plain form that chunking reads
   path, and they are never part of a chunk's text;
 - paragraphs are separated by a blank line, which also ends a sentence (`cairn_core.split_sentences`);
 - no emphasis markers, footnote numbers, directive lines or table rules; a grid table's row is one line,
-  "first cell: other cells; …", so that it reads as one statement.
+  "first cell: other cells; …", so that it reads as one statement;
+- a line `\fN` (form feed, then the number) starts page N (a PDF page, a slide): `sections` gives each
+  section the page it is on, and a page break starts a new section (same heading path), so a chunk is on
+  one page. Text with no such line has no pages;
+- a line that starts with `\v` (vertical tab) is a table row written with its column names ("Region:
+  North; Q3 revenue: 4.2 M", `formats/tables.py`): the chunker keeps it whole and drops the mark.
+  Control characters, because no text format writes them on purpose: a document cannot mark a page by
+  accident.
 
 Formats with a parser are read by it in the parse worker (Markdown by markdown-it-py, reStructuredText by
 docutils, both in `markup.py`; HTML by `extract.py`), which writes this form; `clean_plain` is the normaliser for plain text, including the text that
@@ -47,12 +54,21 @@ _EMPHASIS = re.compile(r"(?<![\w*\\])\*([^\s*\"][^*\"]*?)(?<![\s\\])\*(?![\w*])"
 _INTERPRETED = re.compile(r"(?<![\w`])`{1,2}([^`]+?)`{1,2}(?:_{1,2})?(?![\w`])")
 _CODE = re.compile(r"^\s*(>>>|\.\.\.\s|\$ )|::=", re.MULTILINE)
 _FOOTNOTE_REF = re.compile(r"(?<=[\w.,;:)\]\"'])\s?\[(\d+|#|\*|\^[\w-]+)\](?=[\s.,;:)]|$)")
+PAGE_MARK = "\f"
+ROW_MARK = "\v"
+_PAGE = re.compile(r"^\f(\d{1,6})[ \t]*$")
+
+
+def page_line(number: int) -> str:
+    """The line that starts page (or slide) `number` in the normalised form."""
+    return f"{PAGE_MARK}{number}"
 
 
 @dataclass(frozen=True, slots=True)
 class Section:
     path: tuple[str, ...]  # the headings above the text, outermost first; () before the first heading
     text: str
+    page: int | None = None  # the page or slide the text is on (a `\fN` line above it); None: no pages
 
     @property
     def name(self) -> str | None:
@@ -70,7 +86,9 @@ def clean_plain(text: str) -> str:
     while i < len(lines):
         line = lines[i]
         heading = _underlined(lines, i)
-        if heading is not None:
+        if page := _PAGE.match(line):
+            out += ["", page_line(int(page.group(1))), ""]
+        elif heading is not None:
             title, style, used = heading
             if style not in levels:
                 levels.append(style)
@@ -78,7 +96,7 @@ def clean_plain(text: str) -> str:
             out += ["", "#" * min(depth, 6) + " " + title, ""]
             i += used
             continue
-        if m := _ATX.match(line):
+        elif m := _ATX.match(line):
             depth = len(m.group(1))
             out += ["", f"{m.group(1)} {_atx_title(m)}", ""]
         elif (m := _RUBRIC.match(line)) and m.group(1).strip():
@@ -101,7 +119,11 @@ def clean_plain(text: str) -> str:
             out.append(_FOOTNOTE_DEF.sub(r"\1", line))
         i += 1
     paragraphs = re.split(r"\n\s*\n", "\n".join(s.rstrip() for s in out))
-    return "\n\n".join(_inline(p, footnotes) for p in paragraphs if p.strip()).strip()
+    text = "\n\n".join(_inline(p, footnotes) for p in paragraphs if p.strip())
+    # Whitespace around the text goes, but not the mark of a first page or row, which strip() counts as space.
+    lead = text.lstrip(" \t\n\r")
+    marked = lead.startswith(ROW_MARK) or _PAGE.match(lead.split("\n", 1)[0])
+    return lead.rstrip() if marked else text.strip()
 
 
 def sections(text: str) -> list[Section]:
@@ -109,15 +131,19 @@ def sections(text: str) -> list[Section]:
     out: list[Section] = []
     path: list[str] = []
     body: list[str] = []
+    page: int | None = None
 
     def close() -> None:
-        joined = "\n".join(body).strip()
-        if joined:
-            out.append(Section(tuple(path), joined))
+        joined = "\n".join(body).strip(" \t\n")
+        if joined.strip():
+            out.append(Section(tuple(path), joined, page))
         body.clear()
 
     for line in text.split("\n"):
-        if m := _ATX.match(line):
+        if m := _PAGE.match(line):
+            close()
+            page = int(m.group(1))
+        elif m := _ATX.match(line):
             close()
             depth = len(m.group(1))
             del path[depth - 1 :]

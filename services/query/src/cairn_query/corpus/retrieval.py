@@ -40,6 +40,8 @@ class Hit:
             "chunk_id": c.chunk_id,
             "document_id": c.document_id,
             "title": c.title,
+            "section": c.section,
+            "page": c.page,
             "url": c.url,
             "score": round(self.score, 6),
             "bm25_rank": self.bm25_rank,

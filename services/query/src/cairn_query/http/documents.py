@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cairn_query import schemas
+from cairn_query.corpus.parsing import original_of
 from cairn_query.http.params import ADMIN, access, endpoint, owner_of, page, page_params, path_id, service_of
 from cairn_query.wiring import QueryService
 
@@ -66,8 +67,9 @@ async def create_document(request: Request) -> Response:
     """Ingest a document (JSON, or a file as multipart/form-data); 201 when stored anew, 200 when unchanged"""
     svc = service_of(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    original = None
     if ctype == "multipart/form-data":
-        doc = await _document_from_multipart(request, svc)
+        doc, original = await _document_from_multipart(request, svc)
     elif ctype in ("application/json", ""):
         doc = await parse_json_body(request, schemas.DocumentIn)
     else:
@@ -75,14 +77,17 @@ async def create_document(request: Request) -> Response:
             f"Send JSON or multipart/form-data, not {ctype!r}.", ReasonCode.UNSUPPORTED_MEDIA_TYPE
         )
     await svc.documents.check_writer(await access(request), doc.collection)
-    stored, created, changed = await svc.documents.ingest(doc, owner_of(request))
+    stored, created, changed = await svc.documents.ingest(doc, owner_of(request), original)
     log_fields(request).update(document_id=stored["id"], chunks=stored["chunks"], changed=changed)
     return JSONResponse(
         {**stored, "created": created, "changed": changed}, status_code=201 if changed else 200
     )
 
 
-async def _document_from_multipart(request: Request, svc: QueryService) -> schemas.DocumentIn:
+async def _document_from_multipart(
+    request: Request, svc: QueryService
+) -> tuple[schemas.DocumentIn, tuple[str, bytes] | None]:
+    """The document in a multipart upload, and the file itself where QS keeps it (PDFs)."""
     max_bytes = svc.settings.max_upload_bytes
     async with request.form(max_files=1, max_fields=20) as form:
         upload = form.get("file")
@@ -113,9 +118,10 @@ async def _document_from_multipart(request: Request, svc: QueryService) -> schem
         raise BadRequest(f"No text could be extracted from {filename!r}.")
     fields["title"] = given_title or found_title or filename
     try:
-        return schemas.DocumentIn.model_validate({**fields, "text": text})
+        doc = schemas.DocumentIn.model_validate({**fields, "text": text})
     except ValidationError as exc:
         raise BadRequest(format_validation_error(exc)) from None
+    return doc, original_of(filename, content_type, data, svc.settings.max_original_bytes)
 
 
 @_route("GET", "/v1/documents", schemas.DocumentList, errors=(400,), params=_LISTING)
@@ -145,6 +151,22 @@ async def get_document(request: Request) -> Response:
     """A document with its text and chunk ids"""
     readable = (await access(request)).collections
     return JSONResponse(await service_of(request).documents.get(request.path_params["doc_id"], readable))
+
+
+@_route(
+    "GET",
+    "/v1/documents/{doc_id}/original",
+    Reply(media=["application/pdf"]),
+    errors=(404,),
+    params=[path_id("doc_id")],
+)
+async def get_original(request: Request) -> Response:
+    """The uploaded file a document was read from, where it was kept (PDFs): open it at `#page=N`"""
+    readable = (await access(request)).collections
+    content_type, data = await service_of(request).documents.original(request.path_params["doc_id"], readable)
+    # Only the types QS keeps (never HTML), shown inline, and never sniffed into something else.
+    headers = {"content-disposition": "inline", "x-content-type-options": "nosniff"}
+    return Response(data, media_type=content_type, headers=headers)
 
 
 @_route(
@@ -192,6 +214,7 @@ ENDPOINTS = [
     list_documents,
     list_collections,
     get_document,
+    get_original,
     delete_document,
     get_chunk,
     search,

@@ -103,6 +103,12 @@ STOPWORDS = frozenset(
 # kept are the page's: that is who wrote them under the default local mode.
 OPERATOR = "operator"
 LEGACY_OWNER = "local"
+# The uploaded file behind a document, one row per document, gone with it; `blob` is each dialect's type.
+ORIGINALS_SCHEMA = """CREATE TABLE IF NOT EXISTS originals (
+    document_id TEXT PRIMARY KEY REFERENCES documents (id) ON DELETE CASCADE,
+    content_type TEXT NOT NULL,
+    data {blob} NOT NULL
+)"""
 
 
 class StoreError(Exception):
@@ -208,6 +214,7 @@ class ChunkRow:
     collection: str
     metadata: dict[str, Any]
     section: str | None = None  # the headings above the chunk in its document ("Data model › Slots")
+    page: int | None = None  # the page (PDF) or slide (PPTX) the chunk is on; None where a format has none
 
     @property
     def heading(self) -> str | None:
@@ -222,6 +229,7 @@ class ChunkRow:
             "index": self.index,
             "title": self.title,
             "section": self.section,
+            "page": self.page,
             "url": self.url,
             "collection": self.collection,
             "metadata": self.metadata,
@@ -246,8 +254,16 @@ class NewDocument:
     # Per chunk: its section path (normalise.Section.name), or None before the first heading; empty: none.
     sections: list[str | None] = field(default_factory=list)
 
+    # Per chunk: its page or slide number (normalise.Section.page), or None; empty: none.
+    pages: list[int | None] = field(default_factory=list)
+    # The uploaded file itself, (content type, bytes), kept for PDFs so a citation can open it at its page.
+    original: tuple[str, bytes] | None = None
+
     def section(self, i: int) -> str | None:
         return self.sections[i] if i < len(self.sections) else None
+
+    def page(self, i: int) -> int | None:
+        return self.pages[i] if i < len(self.pages) else None
 
 
 class Store(Protocol):
@@ -291,6 +307,9 @@ class Store(Protocol):
     def get_document(
         self, doc_id: str, with_text: bool = False, collections: list[str] | None = None
     ) -> dict[str, Any] | None: ...
+    # The uploaded file behind a document, where one was kept: (content type, bytes); only its type.
+    def original(self, doc_id: str) -> tuple[str, bytes] | None: ...
+    def original_type(self, doc_id: str) -> str | None: ...
     def list_documents(
         self,
         collection: str | None,

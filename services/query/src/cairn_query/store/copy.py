@@ -51,12 +51,13 @@ def copy_sqlite_to_postgres(
                 )
                 titles.update((r["id"], r["title"] or "") for r in rows)
                 copied["documents"] += len(rows)
+            _copy_originals(src, conn)
             for rows in _batches(src.execute("SELECT * FROM chunks ORDER BY rowid"), batch):
                 conn.execute(
-                    "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, section, tsv)"
-                    f" SELECT r, c, d, i, t, s, {_TSV.format(text='t', title='h')}"
+                    "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, section, page, tsv)"
+                    f" SELECT r, c, d, i, t, s, p, {_TSV.format(text='t', title='h')}"
                     " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],"
-                    " %s::text[]) AS u(r, c, d, i, t, s, h)",
+                    " %s::int[], %s::text[]) AS u(r, c, d, i, t, s, p, h)",
                     (
                         [r["rowid"] for r in rows],
                         [r["chunk_id"] for r in rows],
@@ -64,6 +65,7 @@ def copy_sqlite_to_postgres(
                         [r["idx"] for r in rows],
                         [r["text"] for r in rows],
                         [r["section"] or None for r in rows],
+                        [r["page"] for r in rows],
                         [heading(titles.get(r["document_id"]), r["section"]) or "" for r in rows],
                     ),
                 )
@@ -90,6 +92,15 @@ def copy_sqlite_to_postgres(
     finally:
         src.close()
         dst.close()
+
+
+def _copy_originals(src: sqlite3.Connection, conn: Any) -> None:
+    """The kept uploaded files (PDFs), a few at a time: each may be megabytes."""
+    for rows in _batches(src.execute("SELECT * FROM originals"), 16):
+        conn.cursor().executemany(
+            "INSERT INTO originals VALUES (%s, %s, %s)",
+            [(r["document_id"], r["content_type"], bytes(r["data"])) for r in rows],
+        )
 
 
 def _batches(cursor: sqlite3.Cursor, size: int) -> Iterator[list[sqlite3.Row]]:

@@ -38,6 +38,7 @@ from cairn_query.store.audit import AUDIT_SCHEMA, SqlAuditTable
 from cairn_query.store.base import (
     LEGACY_OWNER,
     OPERATOR,
+    ORIGINALS_SCHEMA,
     ChunkRow,
     NewDocument,
     NotOwner,
@@ -110,6 +111,10 @@ MIGRATIONS = [
     CONNECTORS_SCHEMA,  # connector sources and what each synced (connectors.py)
     # Collection permissions and API keys (permissions.py).
     PERMISSIONS_SCHEMA,
+    # Each chunk's page or slide number (PDF, PPTX, scans); chunks stored before have none.
+    "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS page INTEGER",
+    # The uploaded file behind a document (PDFs), so a citation can open it at its page.
+    ORIGINALS_SCHEMA.format(blob="BYTEA"),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
@@ -325,6 +330,8 @@ class PostgresStore:
             rowids = _insert_chunks(conn, doc)
             if keep_vectors and doc.embeddings is not None:
                 _copy_vectors(conn, self._vector_oid, dict(zip(rowids, doc.embeddings, strict=True)))
+            if doc.original is not None:  # the old one went with the old row (ON DELETE CASCADE)
+                conn.execute("INSERT INTO originals VALUES (%s, %s, %s)", (doc.id, *doc.original))
             self._bump(conn)
         got = self.get_document(doc.id)
         assert got is not None
@@ -346,6 +353,14 @@ class PostgresStore:
             conn.execute("DELETE FROM documents WHERE id=%s", (doc_id,))
             self._bump(conn)
             return int(count[0]) if count else 0
+
+    def original(self, doc_id: str) -> tuple[str, bytes] | None:
+        rows = self._query("SELECT content_type, data FROM originals WHERE document_id=%s", (doc_id,))
+        return (rows[0]["content_type"], bytes(rows[0]["data"])) if rows else None
+
+    def original_type(self, doc_id: str) -> str | None:
+        rows = self._query("SELECT content_type FROM originals WHERE document_id=%s", (doc_id,))
+        return rows[0]["content_type"] if rows else None
 
     def get_document(
         self, doc_id: str, with_text: bool = False, collections: list[str] | None = None
@@ -403,7 +418,7 @@ class PostgresStore:
     # --- chunks -----------------------------------------------------------------------------------------
 
     _CHUNK_SELECT = (
-        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, d.title, d.url, d.collection,"
+        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, c.page, d.title, d.url, d.collection,"
         " d.metadata"
         " FROM chunks c JOIN documents d ON d.id = c.document_id"
     )
@@ -598,15 +613,16 @@ def _insert_chunks(conn: psycopg.Connection, doc: NewDocument) -> list[int]:
     """All of a document's chunks in one statement; their rowids in chunk order."""
     sections = [doc.section(i) for i in range(len(doc.chunks))]
     rows = conn.execute(
-        "INSERT INTO chunks (chunk_id, document_id, idx, text, section, tsv)"
-        f" SELECT %s || ':' || (i - 1), %s, i - 1, t, s, {_TSV.format(text='t', title='h')}"
-        " FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS u(t, s, h, i)"
+        "INSERT INTO chunks (chunk_id, document_id, idx, text, section, page, tsv)"
+        f" SELECT %s || ':' || (i - 1), %s, i - 1, t, s, p, {_TSV.format(text='t', title='h')}"
+        " FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[]) WITH ORDINALITY AS u(t, s, p, h, i)"
         " ORDER BY i RETURNING rowid, idx",
         (
             doc.id,
             doc.id,
             list(doc.chunks),
             [s or None for s in sections],
+            [doc.page(i) for i in range(len(doc.chunks))],
             [heading(doc.title, s) or "" for s in sections],
         ),
     ).fetchall()
@@ -648,4 +664,5 @@ def _chunk(row: dict[str, Any]) -> ChunkRow:
         collection=row["collection"],
         metadata=row["metadata"],
         section=row["section"],
+        page=row["page"],
     )

@@ -28,6 +28,7 @@ from cairn_query.store.audit import AUDIT_SCHEMA, SqlAuditTable
 from cairn_query.store.base import (
     LEGACY_OWNER,
     OPERATOR,
+    ORIGINALS_SCHEMA,
     ChunkRow,
     NewDocument,
     NotOwner,
@@ -120,7 +121,27 @@ def _migrate_7(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5, _migrate_6, _migrate_7]
+def _migrate_8(conn: sqlite3.Connection) -> None:
+    """Each chunk's page or slide number (PDF, PPTX, scans); chunks stored before have none."""
+    conn.execute("ALTER TABLE chunks ADD COLUMN page INTEGER")
+
+
+def _migrate_9(conn: sqlite3.Connection) -> None:
+    """The uploaded file behind a document (PDFs), so a citation can open it at its page."""
+    conn.execute(ORIGINALS_SCHEMA.format(blob="BLOB"))
+
+
+MIGRATIONS = [
+    _migrate_1,
+    _migrate_2,
+    _migrate_3,
+    _migrate_4,
+    _migrate_5,
+    _migrate_6,
+    _migrate_7,
+    _migrate_8,
+    _migrate_9,
+]
 # A document is `embedded` when none of its chunks lacks vectors (the gateway could not embed it, or the store
 # holds another model's): until then it is found by keywords only.
 _EMBEDDED = "NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id=d.id AND c.embedding IS NULL) AS embedded"
@@ -308,14 +329,16 @@ class SQLiteStore:
             )
             for i, (text, blob) in enumerate(zip(doc.chunks, blobs, strict=True)):
                 cur = conn.execute(
-                    "INSERT INTO chunks (chunk_id, document_id, idx, text, embedding, section)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (f"{doc.id}:{i}", doc.id, i, text, blob, doc.section(i)),
+                    "INSERT INTO chunks (chunk_id, document_id, idx, text, embedding, section, page)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (f"{doc.id}:{i}", doc.id, i, text, blob, doc.section(i), doc.page(i)),
                 )
                 conn.execute(
                     "INSERT INTO chunks_fts (rowid, text, title) VALUES (?,?,?)",
                     (cur.lastrowid, text, heading(doc.title, doc.section(i)) or ""),
                 )
+            if doc.original is not None:  # the old one went with the old row (ON DELETE CASCADE)
+                conn.execute("INSERT INTO originals VALUES (?,?,?)", (doc.id, *doc.original))
             self._bump(conn)
         got = self.get_document(doc.id)
         assert got is not None
@@ -337,6 +360,14 @@ class SQLiteStore:
             conn.execute("DELETE FROM documents WHERE id=?", (doc_id,))
             self._bump(conn)
             return n
+
+    def original(self, doc_id: str) -> tuple[str, bytes] | None:
+        rows = self._query("SELECT content_type, data FROM originals WHERE document_id=?", (doc_id,))
+        return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+    def original_type(self, doc_id: str) -> str | None:
+        rows = self._query("SELECT content_type FROM originals WHERE document_id=?", (doc_id,))
+        return rows[0][0] if rows else None
 
     def get_document(
         self, doc_id: str, with_text: bool = False, collections: list[str] | None = None
@@ -394,7 +425,7 @@ class SQLiteStore:
     # --- chunks -----------------------------------------------------------------------------------------
 
     _CHUNK_SELECT = (
-        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, d.title, d.url, d.collection,"
+        "SELECT c.rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, c.page, d.title, d.url, d.collection,"
         " d.metadata"
         " FROM chunks c JOIN documents d ON d.id = c.document_id"
     )
@@ -670,4 +701,5 @@ def _chunk(row: sqlite3.Row) -> ChunkRow:
         collection=row["collection"],
         metadata=json.loads(row["metadata"]),
         section=row["section"],
+        page=row["page"],
     )
