@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import httpx
 from cairn_core import internal_headers, make_http_client, redis_client, secret_of, service_app
@@ -25,8 +25,46 @@ from .settings import BffSettings
 SERVICE_NAME = "bff"
 
 
-def create_app(settings: BffSettings | None = None) -> Starlette:
-    settings = settings or BffSettings()
+def _outer_middleware(settings: BffSettings) -> list[Middleware]:
+    """What runs before the API guard: the real peer behind trusted proxies, the Host check, the security
+    headers, CORS when origins are configured, and the login cookie when OIDC is."""
+    # The address the BFF is bound to is a name it is reached by; a wildcard bind names nothing.
+    own = [] if settings.host in ("0.0.0.0", "::", "") else [settings.host.lower()]
+    outer = [
+        Middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies),
+        Middleware(HostGuardMiddleware, allowed=[*settings.allowed_host_list, *own]),
+        Middleware(SecurityHeadersMiddleware),
+    ]
+    if settings.cors_origin_list:  # closed by default: no CORS headers at all, so browsers refuse others
+        outer.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origin_list,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "Retry-After", "X-Cache"],
+            )
+        )
+    if settings.oidc_issuer:
+        # The login cookie: signed, HttpOnly (Starlette sets it so), SameSite=Lax (oidc.py says why).
+        assert settings.session_secret is not None  # BffSettings refuses OIDC without it
+        outer.append(
+            Middleware(
+                SessionMiddleware,
+                secret_key=settings.session_secret.get_secret_value(),
+                session_cookie=SESSION_COOKIE,
+                max_age=settings.session_max_age_s,
+                same_site="lax",
+                https_only=settings.cookie_secure,
+            )
+        )
+    return outer
+
+
+def _lifespan(
+    settings: BffSettings, limits: Limits, keys: KeyDirectory
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """The clients of QS and the gateway, Redis where configured, and the dashboard's sampler."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -59,48 +97,22 @@ def create_app(settings: BffSettings | None = None) -> Starlette:
                 await stack.enter_async_context(sampling(sampler))
             yield
 
+    return lifespan
+
+
+def create_app(settings: BffSettings | None = None) -> Starlette:
+    settings = settings or BffSettings()
     metrics = BffMetrics()
     # The guard needs its limits and metrics before the lifespan runs (middleware is built on first call);
     # the lifespan moves the limits to Redis when it is configured.
     limits = Limits.in_memory(settings)
     keys = KeyDirectory(settings)
-    # The address the BFF is bound to is a name it is reached by; a wildcard bind names nothing.
-    own = [] if settings.host in ("0.0.0.0", "::", "") else [settings.host.lower()]
-    outer = [
-        Middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies),
-        Middleware(HostGuardMiddleware, allowed=[*settings.allowed_host_list, *own]),
-        Middleware(SecurityHeadersMiddleware),
-    ]
-    if (
-        settings.cors_origin_list
-    ):  # closed by default: no CORS headers at all, so browsers refuse other origins
-        outer.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origin_list,
-                allow_methods=["GET", "POST", "DELETE"],
-                allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
-                expose_headers=["X-Request-ID", "Retry-After", "X-Cache"],
-            )
-        )
-    if settings.oidc_issuer:
-        # The login cookie: signed, HttpOnly (Starlette sets it so), SameSite=Lax (oidc.py says why).
-        assert settings.session_secret is not None  # BffSettings refuses OIDC without it
-        outer.append(
-            Middleware(
-                SessionMiddleware,
-                secret_key=settings.session_secret.get_secret_value(),
-                session_cookie=SESSION_COOKIE,
-                max_age=settings.session_max_age_s,
-                same_site="lax",
-                https_only=settings.cookie_secure,
-            )
-        )
+    outer = _outer_middleware(settings)
     app = service_app(
         SERVICE_NAME,
         settings,
         routes=ROUTES,
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, limits, keys),
         body_timeout_s=settings.body_timeout_s,
         outer=outer,
         inner=[

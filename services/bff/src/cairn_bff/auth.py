@@ -185,6 +185,13 @@ def route_label(routes: list[BaseRoute], scope: Scope) -> str:
     return "unmatched"
 
 
+def _costly(method: str, path: str) -> bool:
+    """Chat, search, uploads and conversation messages: the requests the in-flight cap counts."""
+    return (method, path) in _COSTLY or (
+        method == "POST" and path.startswith("/api/conversations/") and path.endswith("/messages")
+    )
+
+
 class ApiGuardMiddleware:
     """Pure ASGI so streams pass through untouched; guards only paths under /api/."""
 
@@ -212,27 +219,10 @@ class ApiGuardMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        rid = scope.get("state", {}).get("request_id")
-        client = scope.get("client")
-        peer = client_id(client[0] if client else None, self.settings)
+        who = await self._authenticate(scope, receive, send)
+        if who is None:  # refused, and answered
+            return
         limits = self.limits
-        wait = await limits.failures.wait(peer)
-        if wait > 0:
-            message = f"Too many failed authentications from this address; retry in {wait:.1f} s."
-            await self._limited(scope, receive, send, message, wait)
-            return
-        try:
-            who = await identify(scope, self.settings, self.keys)
-        except CairnError as exc:  # QS could not be asked about a key: say so, never a 500
-            await error_response(exc.reason_code, exc.message, rid)(scope, receive, send)
-            return
-        except AuthError as exc:
-            await limits.failures.check(peer)
-            self.metrics.rejected.labels(ReasonCode.UNAUTHORIZED.value).inc()
-            response = error_response(ReasonCode.UNAUTHORIZED, exc.message, rid)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="cairn"'
-            await response(scope, receive, send)
-            return
         # Who owns what this request writes: the user, the key, or "local" for the page and tools on this
         # machine (they are one user, whatever loopback address they come from). QS scopes document ids by it.
         state = scope.setdefault("state", {})
@@ -245,12 +235,7 @@ class ApiGuardMiddleware:
         if wait > 0:
             await self._limited(scope, receive, send, f"Too many requests; retry in {wait:.1f} s.", wait)
             return
-        path = scope["path"].rstrip("/")
-        costly = (scope["method"], path) in _COSTLY or (
-            scope["method"] == "POST"
-            and path.startswith("/api/conversations/")
-            and path.endswith("/messages")
-        )
+        costly = _costly(scope["method"], scope["path"].rstrip("/"))
         ticket = await limits.inflight.enter(identity) if costly else None
         if costly and ticket is None:
             limit = limits.inflight.limit
@@ -271,6 +256,29 @@ class ApiGuardMiddleware:
         finally:
             if ticket is not None:
                 await limits.inflight.leave(identity, ticket)
+
+    async def _authenticate(self, scope: Scope, receive: Receive, send: Send) -> Identity | None:
+        """Who sends this request, or None once a refusal is sent: too many failures from this address, no
+        valid credential (401, counted as a failure), or QS unreachable for a key's lookup."""
+        rid = scope.get("state", {}).get("request_id")
+        client = scope.get("client")
+        peer = client_id(client[0] if client else None, self.settings)
+        wait = await self.limits.failures.wait(peer)
+        if wait > 0:
+            message = f"Too many failed authentications from this address; retry in {wait:.1f} s."
+            await self._limited(scope, receive, send, message, wait)
+            return None
+        try:
+            return await identify(scope, self.settings, self.keys)
+        except CairnError as exc:  # QS could not be asked about a key: say so, never a 500
+            await error_response(exc.reason_code, exc.message, rid)(scope, receive, send)
+        except AuthError as exc:
+            await self.limits.failures.check(peer)
+            self.metrics.rejected.labels(ReasonCode.UNAUTHORIZED.value).inc()
+            response = error_response(ReasonCode.UNAUTHORIZED, exc.message, rid)
+            response.headers["WWW-Authenticate"] = 'Bearer realm="cairn"'
+            await response(scope, receive, send)
+        return None
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, message: str, wait: float) -> None:
         self.metrics.rejected.labels(ReasonCode.RATE_LIMITED.value).inc()
