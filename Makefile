@@ -41,10 +41,11 @@ test: setup ## the whole suite: unit, integration, real model, end-to-end, brows
 test-fast: setup ## the suite without the real-model and browser tests
 	@$(PY) -m pytest -q -m "not model and not browser"
 
-lint: setup ## ruff and mypy
+lint: setup ## ruff, mypy and the layering contracts (import-linter)
 	@.venv/bin/ruff check libs services tests scripts
 	@.venv/bin/ruff format --check libs services tests scripts
 	@.venv/bin/mypy libs/cairn-core/src services/gateway/src services/query/src services/bff/src
+	@.venv/bin/lint-imports --no-cache
 
 bench: setup ## benchmarks; ratios against direct calls measured in the same run
 	@$(PY) scripts/bench.py

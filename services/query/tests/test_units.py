@@ -252,19 +252,15 @@ class _GatedBytes(httpx.AsyncByteStream):
 async def test_relay_keeps_a_disconnect_that_arrives_with_a_chunk(turns_before_cancel: int) -> None:
     # The client leaves in the same instant a gateway chunk arrives. The relay must stop (and so close the
     # gateway's stream); asyncio.wait_for on Python 3.11 lost exactly this cancel, in some of these timings.
-    from types import SimpleNamespace
-
-    from cairn_query.chat.streaming import _Relay, _relay
+    from cairn_query.chat.relay import relay
 
     body = _GatedBytes()
     resp = httpx.Response(200, stream=body)
-    service = SimpleNamespace(settings=SimpleNamespace(gateway_timeout_ms=10_000))
-    req = SimpleNamespace(citations_required=False)
-    frames: list[bytes] = []
+    frames: list[object] = []
 
     async def consume() -> None:
-        async for frame in _relay(service, req, None, resp, _Relay(), time.perf_counter()):  # type: ignore[arg-type]
-            frames.append(frame)
+        async for event in relay(resp, time.perf_counter() + 10):
+            frames.append(event)
 
     task = asyncio.ensure_future(consume())
     for _ in range(5):
@@ -290,9 +286,8 @@ class _Bytes(httpx.AsyncByteStream):
 
 async def test_the_relay_reads_a_gateway_stream_whose_lines_end_in_crlf() -> None:
     # The SSE standard lets a server end lines in CRLF; the relay used to wait for a "\n\n" that never came.
-    from types import SimpleNamespace
-
-    from cairn_query.chat.streaming import _Relay, _relay
+    from cairn_query.chat.events import Delta, Generated, Meta
+    from cairn_query.chat.relay import relay
 
     raw = (
         b'event: meta\r\ndata: {"model": "m", "provider": "p"}\r\n\r\n'
@@ -301,13 +296,11 @@ async def test_the_relay_reads_a_gateway_stream_whose_lines_end_in_crlf() -> Non
     )
     # Split inside every CRLF, as a network may deliver it.
     resp = httpx.Response(200, stream=_Bytes(*raw.replace(b"\r\n", b"\r|\n").split(b"|")))
-    service = SimpleNamespace(settings=SimpleNamespace(gateway_timeout_ms=10_000))
-    relay = _Relay()
-    req = SimpleNamespace(citations_required=False)
-    frames = [f async for f in _relay(service, req, None, resp, relay, time.perf_counter())]  # type: ignore[arg-type]
-    assert relay.error is None and relay.answer == ["an answer"] and relay.answered_by == "model"
-    assert [f.split(b"\n", 1)[0] for f in frames] == [b"event: meta", b"event: delta"]
-    assert relay.done.startswith(b"event: done\n")  # held for the policy check, then sent by the caller
+    events = [e async for e in relay(resp, time.perf_counter() + 10)]
+    assert [type(e) for e in events] == [Meta, Delta, Generated], events
+    assert events[1].text == "an answer" and events[2].answered_by == "model"
+    # Each event keeps its frame's bytes for the relay; the `done` is held for the policy check.
+    assert [e.raw.split(b"\n", 1)[0] for e in events] == [b"event: meta", b"event: delta", b"event: done"]
 
 
 # --- settings -----------------------------------------------------------------------------------------------

@@ -495,6 +495,9 @@ class FallbackEvent(BaseModel):
     message: str
     discard_answer: bool
     policy_rule: str | None = None
+    passages: bool = (
+        False  # WEAK_EVIDENCE: the `sources` sent first are the closest passages, not an answer's
+    )
 
 
 class ReembedResult(BaseModel):

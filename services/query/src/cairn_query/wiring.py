@@ -10,7 +10,7 @@ import structlog
 from cairn_core import Redis
 
 from cairn_query.chat.cache import AnswerCache, Cache, RedisAnswerCache
-from cairn_query.chat.service import ChatService
+from cairn_query.chat.pipeline import ChatPipeline
 from cairn_query.clients.gateway import GatewayClient
 from cairn_query.connectors.service import ConnectorService
 from cairn_query.conversations.feedback import Feedback
@@ -37,7 +37,7 @@ class QueryService:
     retriever: Retriever
     documents: DocumentService
     parser: FileParser
-    chat: ChatService
+    chat: ChatPipeline
     audit: AuditLog
     conversations: Conversations
     feedback: Feedback
@@ -72,7 +72,7 @@ class QueryService:
             retriever=retriever,
             documents=documents,
             parser=parser,
-            chat=ChatService(
+            chat=ChatPipeline(
                 settings,
                 store,
                 retriever,

@@ -5,8 +5,7 @@
      ├─ AuditUnavailable         an answer's audit record could not be written, and QS fails closed
      │                           (cairn_query.governance.audit)
      └─ UpstreamError            a dependency failed: PROVIDER_*, QUEUE_FULL, CIRCUIT_OPEN, ...; `retryable`,
-         │                       `unreachable` say whether another attempt may succeed
-         └─ Unsupported          UNSUPPORTED_ANSWER: an answer its sources do not back (cairn_query.chat.service)
+                                 `unreachable` say whether another attempt may succeed
 
     Outside the tree, because none of them is an answer to a client:
      ─ ClientDisconnected        the client went away; its work was cancelled (cairn_core.web.handlers)
@@ -14,7 +13,7 @@
      ─ GiveUp                    an attempt tells `retrying()` to stop (cairn_core.resilience.retrying)
 
 Each service draws the subclasses it defines in its own `errors.py` (the gateway's: cairn_gateway.errors); the
-query service's two are drawn above until it has one. Handlers read fields, never message text. Once a
+query service's one is drawn above until QS has an `errors.py`. Handlers read fields, never message text. Once a
 response has started, an error can only become an `error` frame followed by `done` (the stream events in
 cairn_core.contract.generate).
 """

@@ -7,7 +7,7 @@ turn's `on_answer` hook, so a stream that is stopped halfway stores nothing half
 once the audit record is written, before `done`, and not at all when a failed record withholds the answer.
 
 The thread sent is cut to what a chat request may carry (schemas.py: 50 messages, 32,000 characters),
-newest first; the prompt budget then decides how much of it reaches the model (chat.py).
+newest first; the prompt budget then decides how much of it reaches the model (chat/prompt_budget.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from cairn_core import CairnError, ChatMessage, ReasonCode
 
-from cairn_query.governance.audit import Turn
+from cairn_query.chat.turn import Turn
 from cairn_query.schemas import MAX_CONVERSATION_CHARS, MAX_MESSAGE_CHARS, ChatRequest, MessageIn
 from cairn_query.store import Store
 
@@ -49,16 +49,37 @@ def thread(messages: list[dict[str, Any]]) -> list[ChatMessage]:
 
 
 class Conversations:
+    """One owner's conversations: every call is scoped to `owner`, and another owner's is NOT_FOUND."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    async def listing(self, owner: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        return await asyncio.to_thread(self.store.conversations.of_owner, owner, limit, offset)
+
+    async def create(self, owner: str, title: str) -> dict[str, Any]:
+        return await asyncio.to_thread(self.store.conversations.create, owner, title)
+
+    async def get(self, owner: str, conv_id: str) -> dict[str, Any]:
+        conv = await asyncio.to_thread(self.store.conversations.get, owner, conv_id)
+        if conv is None:
+            raise not_found(conv_id)
+        return conv
+
+    async def rename(self, owner: str, conv_id: str, title: str) -> dict[str, Any]:
+        if not await asyncio.to_thread(self.store.conversations.rename, owner, conv_id, title):
+            raise not_found(conv_id)
+        return await self.get(owner, conv_id)
+
+    async def delete(self, owner: str, conv_id: str) -> None:
+        if not await asyncio.to_thread(self.store.conversations.delete, owner, conv_id):
+            raise not_found(conv_id)
 
     async def ask(self, owner: str, conv_id: str, body: MessageIn, turn: Turn) -> ChatRequest:
         """Store the question (or, to regenerate, leave out the last answer) and return the request to
         answer; the turn then stores the answer, replacing the regenerated one only then."""
         table = self.store.conversations
-        conv = await asyncio.to_thread(table.get, owner, conv_id)
-        if conv is None:
-            raise not_found(conv_id)
+        conv = await self.get(owner, conv_id)
         if body.regenerate:
             # The previous answer stays stored until the new one is final (in `keep`): a regeneration that is
             # stopped, or that fails before its end, leaves the question with the answer it had.

@@ -14,6 +14,7 @@ from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError, split_
 from cairn_query.clients.gateway import GatewayClient
 from cairn_query.corpus.chunking import Piece, chunk_sections
 from cairn_query.corpus.normalise import clean_plain, sections
+from cairn_query.governance.access import Access, require_writer
 from cairn_query.metrics import QueryMetrics
 from cairn_query.schemas import DocumentIn
 from cairn_query.settings import QuerySettings
@@ -107,31 +108,10 @@ class DocumentService:
             )
         except StoreFull as exc:
             raise self._storage_full(exc) from None
-        new = NewDocument(
-            doc_id,
-            doc.collection,
-            doc.title,
-            doc.url,
-            doc.metadata,
-            doc.text,
-            digest,
-            chunks,
-            owner=owner,
-            sections=[piece.section for piece in pieces],
-            pages=[piece.page for piece in pieces],
-            original=original,
-        )
-        capped = 0
-        try:
-            new.embeddings, new.embed_model, capped = await self._embed(
-                [(heading(doc.title, piece.section), piece.text) for piece in pieces]
-            )
-        except UpstreamError as exc:
-            # Stored and searchable by BM25, marked `embedded: false` until `retry_embeddings` (or
-            # POST /admin/reembed) fills the vectors in.
-            log.warning("ingest_without_embeddings", document_id=doc_id, reason_code=exc.reason_code.value)
-        if capped:
-            log.info("sentence_vectors_capped", document_id=doc_id, sentences=capped)
+        new = NewDocument(doc_id, doc.collection, doc.title, doc.url, doc.metadata, doc.text, digest, chunks)
+        new.owner, new.original = owner, original
+        new.sections, new.pages = [piece.section for piece in pieces], [piece.page for piece in pieces]
+        capped = await self._add_vectors(new, pieces)
         try:
             stored, created = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
         except StoreFull as exc:
@@ -149,6 +129,84 @@ class DocumentService:
             )
         self.metrics.ingested_chunks.inc(len(chunks))
         return {**stored, "sentences_without_vector": capped}, created, True
+
+    async def _add_vectors(self, new: NewDocument, pieces: list[Piece]) -> int:
+        """Embed the chunks into `new`; how many sentence vectors the caps left out. A failing gateway leaves
+        the document without vectors: stored and searchable by BM25, marked `embedded: false` until
+        `retry_embeddings` (or POST /admin/reembed) fills them in."""
+        try:
+            new.embeddings, new.embed_model, capped = await self._embed(
+                [(heading(new.title, piece.section), piece.text) for piece in pieces]
+            )
+        except UpstreamError as exc:
+            log.warning("ingest_without_embeddings", document_id=new.id, reason_code=exc.reason_code.value)
+            return 0
+        if capped:
+            log.info("sentence_vectors_capped", document_id=new.id, sentences=capped)
+        return capped
+
+    # --- reading and deleting: what the routes ask for (http/documents.py) --------------------------------
+
+    async def listing(
+        self, collection: str | None, limit: int, offset: int, q: str | None, readable: list[str] | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """`readable`: the collections the caller may read (governance/access.py); None: all."""
+        return await asyncio.to_thread(self.store.list_documents, collection, limit, offset, q, readable)
+
+    async def collections(self, readable: list[str] | None) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.store.list_collections, readable)
+
+    async def get(self, doc_id: str, readable: list[str] | None) -> dict[str, Any]:
+        """The document with its text and chunk ids; NOT_FOUND when there is none the caller may read."""
+        doc = await asyncio.to_thread(self.store.get_document, doc_id, True, readable)
+        if doc is None:
+            raise not_found("document", doc_id)
+        return doc
+
+    async def check_writer(self, access: Access, collection: str) -> None:
+        """Raise unless `access` may write `collection` (its first writer becomes its owner)."""
+        await require_writer(access, self.store, collection)
+
+    async def delete(self, doc_id: str, owner: str, access: Access) -> int:
+        """Delete the document and its chunks; how many chunks went. A document the caller may not read is
+        missing to them; one they may read, they may delete only as a writer of its collection (and only if
+        they own the id)."""
+        if not access.unrestricted:
+            doc = await asyncio.to_thread(self.store.get_document, doc_id, False, access.collections)
+            if doc is None:
+                raise not_found("document", doc_id)
+            await require_writer(access, self.store, doc["collection"])
+        try:
+            n = await asyncio.to_thread(self.store.delete_document, doc_id, owner)
+        except NotOwner:
+            raise not_owner(doc_id) from None
+        if n is None:
+            raise not_found("document", doc_id)
+        return n
+
+    async def chunk(self, chunk_id: str, readable: list[str] | None) -> dict[str, Any]:
+        """The chunk, and the content type of its document's kept upload (None when none was kept)."""
+        chunk = await asyncio.to_thread(self.store.get_chunk, chunk_id, readable)
+        if chunk is None:
+            raise not_found("chunk", chunk_id)
+        original = await asyncio.to_thread(self.store.original_type, chunk.document_id)
+        return {**chunk.public(), "original": original}
+
+    async def original(self, doc_id: str, readable: list[str] | None) -> tuple[str, bytes]:
+        """The file a document was read from, where QS kept it (PDFs): its content type and bytes. A document
+        the caller may not read has no file to them either: checked before the bytes are read."""
+        visible = await asyncio.to_thread(self.store.get_document, doc_id, False, readable)
+        found = await asyncio.to_thread(self.store.original, doc_id) if visible is not None else None
+        if found is None:
+            raise CairnError(
+                ReasonCode.NOT_FOUND,
+                f"Document {doc_id!r} has no kept file: only uploaded PDFs are kept (QS_MAX_ORIGINAL_BYTES).",
+            )
+        return found
+
+    async def stats(self) -> dict[str, int]:
+        """How many documents and chunks the store holds; raises when the store is not usable."""
+        return await asyncio.to_thread(self.store.stats)
 
     async def adopt(self, doc: DocumentIn, from_id: str, owner: str = OPERATOR) -> dict[str, Any]:
         """Store `doc` with the chunks and vectors of document `from_id`, which holds the same text: a renamed
@@ -306,6 +364,10 @@ def document_texts(title: str | None, text: str, settings: QuerySettings) -> lis
     pieces = chunk_document(text, settings.chunk_chars, settings.chunk_overlap_chars)
     planned = planned_texts([(heading(title, p.section), p.text, budget) for p in pieces])
     return [t for group in planned for t in group]
+
+
+def not_found(what: str, ident: str) -> CairnError:
+    return CairnError(ReasonCode.NOT_FOUND, f"No {what} with id {ident!r}.")
 
 
 def not_owner(doc_id: str) -> CairnError:

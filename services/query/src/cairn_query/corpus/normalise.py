@@ -29,6 +29,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from cairn_query.store.base import PATH_SEPARATOR
+
 # A heading's underline (or overline), or a rule: one punctuation character repeated, alone on its line and
 # not indented. Indented, it is code (`...` as a body, `"""` closing a docstring), which stays.
 _RULE = re.compile(r"^([*=\-~^#\"'+`])\1{2,}\s*$")
@@ -52,7 +54,6 @@ _EMPHASIS = re.compile(r"(?<![\w*\\])\*([^\s*\"][^*\"]*?)(?<![\s\\])\*(?![\w*])"
 _INTERPRETED = re.compile(r"(?<![\w`])`{1,2}([^`]+?)`{1,2}(?:_{1,2})?(?![\w`])")
 _CODE = re.compile(r"^\s*(>>>|\.\.\.\s|\$ )|::=", re.MULTILINE)
 _FOOTNOTE_REF = re.compile(r"(?<=[\w.,;:)\]\"'])\s?\[(\d+|#|\*|\^[\w-]+)\](?=[\s.,;:)]|$)")
-PATH_SEPARATOR = " › "  # between the headings of a section path, as the chat page shows it
 PAGE_MARK = "\f"
 ROW_MARK = "\v"
 _PAGE = re.compile(r"^\f(\d{1,6})[ \t]*$")

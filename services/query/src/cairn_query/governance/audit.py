@@ -1,7 +1,7 @@
 """The audit log of what was said: one append-only, hash-chained record per answer (docs/governance.md).
 
-`Turn` follows one chat from question to final answer and writes its record before the last frame goes out,
-so a client that has its answer can read the record at once. A failing write is logged and counted
+`chat/turn.py` follows one chat from question to final answer and writes its record here before the last frame
+goes out, so a client that has its answer can read the record at once. A failing write is logged and counted
 (`cairn_qs_audit_failures`) and the user still gets the answer, unless QS_AUDIT_FAIL_CLOSED is set: then the
 answer is withheld (INTERNAL_ERROR), for deployments where an unrecorded answer must not be given at all.
 
@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from cairn_core import CairnError, ReasonCode
 
-from cairn_query.governance.access import Access
-from cairn_query.governance.policy import Finding, Verdict
 from cairn_query.metrics import QueryMetrics
 from cairn_query.settings import QuerySettings
 from cairn_query.store import Store
@@ -106,115 +102,3 @@ class AuditLog:
             except Exception as exc:  # a store hiccup must not end the loop: the next hour tries again
                 log.error("audit_retention_failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(3600)
-
-
-@dataclass
-class Turn:
-    """One chat on its way to the audit log: what was asked, what the rules found, what was answered."""
-
-    audit: AuditLog
-    request_id: str | None
-    trace_id: str | None
-    key_id: str
-    collection: str | None
-    question: str  # as the rules left it: redacted when a pii rule says so
-    started: float = field(default_factory=time.perf_counter)
-    findings: list[Finding] = field(default_factory=list)
-    retrieved: list[str] = field(default_factory=list)
-    rejected: Finding | None = None  # the question's rule that withholds any answer
-    recorded: bool = False  # one record per answer: a failure after it (a bug) adds none
-    # Called with what the user got, once, after the record is written: a conversation keeps the answer. A
-    # record that fails closed withholds the answer, so it is not kept either (a reload shows what was given).
-    on_answer: Callable[[dict[str, Any]], Awaitable[None]] | None = None
-    # Who asks and what they may read (governance/access.py): retrieval and the answer cache go by it. A turn
-    # nobody named reads nothing, so a new way to ask cannot forget the permission filter and read it all.
-    access: Access = field(default_factory=Access.nobody)
-
-    def add(self, verdict: Verdict) -> None:
-        self.findings.extend(verdict.findings)
-
-    @property
-    def warnings(self) -> list[dict[str, str]]:
-        return [f.public() for f in self.findings if f.action == "warn"]
-
-    async def record(
-        self,
-        *,
-        status: str,
-        reason_code: str | None,
-        answer: str,
-        citations: Iterable[dict[str, Any]] = (),
-        withheld: str | None = None,
-        model: str | None = None,
-        provider: str | None = None,
-        usage: dict[str, Any] | None = None,
-        cache: str | None = None,
-        rule: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        if self.recorded:
-            return
-        self.recorded = True
-        citations = list(citations)
-        if self.audit.settings.audit_enabled:
-            await self._write(
-                status, reason_code, answer, citations, withheld, model, provider, usage, cache, rule
-            )
-        if self.on_answer is not None:
-            await self.on_answer(
-                {
-                    "status": status,
-                    "reason_code": reason_code,
-                    "message": message,
-                    "answer": answer,
-                    "citations": citations,
-                    "warnings": self.warnings if status == "ok" else [],
-                    "policy_rule": rule,
-                    "request_id": self.request_id,
-                    "model": model,
-                }
-            )
-
-    async def _write(
-        self,
-        status: str,
-        reason_code: str | None,
-        answer: str,
-        citations: list[dict[str, Any]],
-        withheld: str | None,
-        model: str | None,
-        provider: str | None,
-        usage: dict[str, Any] | None,
-        cache: str | None,
-        rule: str | None,
-    ) -> None:
-        warned = status == "ok" and any(f.action == "warn" for f in self.findings)
-        usage = usage or {}
-        await self.audit.write(
-            {
-                "at": utc_now(),
-                "kind": "answer",
-                "request_id": self.request_id,
-                "trace_id": self.trace_id,
-                "key_id": self.key_id,
-                "collection": self.collection,
-                "question": self.question,
-                "retrieved": self.retrieved,
-                "cited": list(dict.fromkeys(c["chunk_id"] for c in citations)),
-                "answer": answer,
-                "withheld": withheld,  # the model's answer that the user did not get (a fallback)
-                "model": model,
-                "provider": provider,
-                "outcome": "warn" if warned else status,
-                "reason_code": reason_code,
-                "rule": rule,
-                "rules": [f.record() for f in self.findings],
-                "latency_ms": round((time.perf_counter() - self.started) * 1000, 2),
-                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                "completion_tokens": int(usage.get("completion_tokens") or 0),
-                "cache": cache,
-                **(
-                    {"user": self.access.user, "groups": list(self.access.groups)} if self.access.user else {}
-                ),
-            }
-        )

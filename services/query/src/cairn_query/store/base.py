@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from cairn_query.corpus.normalise import PATH_SEPARATOR
 from cairn_query.store.audit import AuditTable
 
 if TYPE_CHECKING:
     from cairn_query.store.connectors import SqlConnectors
     from cairn_query.store.conversations import SqlConversations
     from cairn_query.store.permissions import SqlPermissions
+
+# Between the headings of a section path, as the chat page shows it; stored in chunk headings, so it lives with
+# the store (the store imports nothing from the domain: corpus/normalise.py takes it from here).
+PATH_SEPARATOR = " › "
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words that match almost every chunk and would make any question look answerable.

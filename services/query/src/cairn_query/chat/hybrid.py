@@ -12,14 +12,14 @@ embedded (one call).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import numpy as np
 from cairn_core import UpstreamError
 
-from cairn_query.governance.audit import Turn
-from cairn_query.schemas import ChatRequest
-from cairn_query.wiring import QueryService
+from cairn_query.chat.pipeline import ChatPipeline
+from cairn_query.chat.render import render_json
+from cairn_query.chat.turn import Turn
+from cairn_query.schemas import ChatRequest, HybridResponse
 
 
 def _mean_cos(vector: np.ndarray, chunks: list[np.ndarray]) -> float:
@@ -29,34 +29,34 @@ def _mean_cos(vector: np.ndarray, chunks: list[np.ndarray]) -> float:
     return float(np.mean([max(0.0, float(c @ v)) for c in chunks]))
 
 
-async def hybrid_query(svc: QueryService, req: ChatRequest, rid: str | None, turn: Turn) -> dict[str, Any]:
-    result = await svc.chat.answer(req, rid, turn)
-    ok = result["status"] == "ok"
-    cited = [c["chunk_id"] for c in result["citations"]] or [s["chunk_id"] for s in result["sources"][:3]]
+async def hybrid_query(chat: ChatPipeline, req: ChatRequest, turn: Turn) -> HybridResponse:
+    result = await render_json(chat.run(req, turn, stream=False), turn.request_id)
+    ok = result.status == "ok"
+    cited = [c.chunk_id for c in result.citations] or [s.chunk_id for s in result.sources[:3]]
     relevance = grounding = 0.0
     if cited:
         try:
-            texts = [req.question, result["answer"]] if ok else [req.question]
-            vectors, model = await svc.gateway.embed(texts)
+            texts = [req.question, result.answer] if ok else [req.question]
+            vectors, model = await chat.gateway.embed(texts)
         except UpstreamError:
             vectors = []
-        stored = await asyncio.to_thread(svc.store.vectors_of, cited)
-        store_model, _ = await asyncio.to_thread(svc.store.embed_model)
+        stored = await asyncio.to_thread(chat.store.vectors_of, cited)
+        store_model, _ = await asyncio.to_thread(chat.store.embed_model)
         chunks = [stored[c][0] for c in cited if c in stored]  # the whole chunk's vector
         if vectors and model == store_model:
             relevance = _mean_cos(np.asarray(vectors[0], dtype=np.float32), chunks)
             if ok:
                 grounding = _mean_cos(np.asarray(vectors[1], dtype=np.float32), chunks)
-    return {
-        "text": result["answer"],
-        "score": round(0.5 * relevance + 0.5 * grounding, 4),
-        "relevance": round(relevance, 4),
-        "grounding": round(grounding, 4),
-        "sources": result["sources"],
-        "citations": result["citations"],
-        "status": result["status"],
-        "reason_code": result["reason_code"],
-        "policy_rule": result["policy_rule"],
-        "warnings": result["warnings"],
-        "request_id": rid,
-    }
+    return HybridResponse(
+        text=result.answer,
+        score=round(0.5 * relevance + 0.5 * grounding, 4),
+        relevance=round(relevance, 4),
+        grounding=round(grounding, 4),
+        sources=result.sources,
+        citations=result.citations,
+        status=result.status,
+        reason_code=result.reason_code,
+        policy_rule=result.policy_rule,
+        warnings=result.warnings,
+        request_id=turn.request_id,
+    )
