@@ -346,7 +346,7 @@ def test_a_real_browser_signs_in_through_the_page(stack: Stack) -> None:
 
 
 def test_a_kept_pdf_is_served_only_to_who_may_read_its_collection(
-    stack: Stack, alice: httpx.Client, bob: httpx.Client
+    stack: Stack, alice: httpx.Client, oidc: ServerProcess
 ) -> None:
     """The original file is document text too: a PDF kept for hr opens for alice (hr), and is missing to bob."""
     from .test_page_links import two_page_pdf
@@ -358,6 +358,10 @@ def test_a_kept_pdf_is_served_only_to_who_may_read_its_collection(
         doc_id = up.json()["id"]
         assert admin.get(f"/api/documents/{doc_id}/original").content == data
     assert alice.get(f"/api/documents/{doc_id}/original").content == data
-    refused = bob.get(f"/api/documents/{doc_id}/original")
+    bob = login(stack.bff.url, oidc.url, "bob")  # signed in again: the leak test signs bob out
+    try:
+        refused = bob.get(f"/api/documents/{doc_id}/original")
+    finally:
+        bob.close()
     assert refused.status_code == 404 and refused.json()["reason_code"] == "NOT_FOUND", refused.text
     assert data not in refused.content
