@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from cairn_core import Redis
@@ -42,6 +42,8 @@ class QueryService:
     conversations: Conversations
     feedback: Feedback
     connectors: ConnectorService
+    # Reloads one at a time: two loads in threads can end out of order, and the older file would win.
+    policy_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def build(
@@ -90,13 +92,14 @@ class QueryService:
     async def reload_policy(self) -> Policy:
         """Load the policy file again and use it from the next answer on; a broken file raises PolicyError
         and the policy in force stays."""
-        try:
-            policy = await asyncio.to_thread(load_policy, self.settings.policy_file)
-        except PolicyError as exc:
-            self.metrics.policy_reloads.labels("refused").inc()
-            log.error("policy_refused", error=str(exc))
-            raise
-        self.chat.policy = policy
+        async with self.policy_lock:
+            try:
+                policy = await asyncio.to_thread(load_policy, self.settings.policy_file)
+            except PolicyError as exc:
+                self.metrics.policy_reloads.labels("refused").inc()
+                log.error("policy_refused", error=str(exc))
+                raise
+            self.chat.policy = policy
         self.metrics.policy_reloads.labels("ok").inc()
         log.info("policy_loaded", **policy.summary())
         return policy
@@ -113,12 +116,17 @@ class QueryService:
                 return None
             return st.st_mtime_ns, st.st_size
 
-        seen = stamp()
+        # A file is read once its stamp has held for a whole period: an editor (or `write_text`) truncates
+        # before it writes, and the empty file in between is a valid policy with no rules.
+        seen = loaded = stamp()
         while True:
             await asyncio.sleep(every)
             now = stamp()
-            if now != seen and now is not None:
+            if now != seen:
                 seen = now
+                continue
+            if now is not None and now != loaded:
+                loaded = now
                 try:
                     await self.reload_policy()
                 except PolicyError:
