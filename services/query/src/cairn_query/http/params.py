@@ -87,12 +87,14 @@ def endpoint(
     *,
     tags: str,
     parse_body: bool = True,
+    guard: Callable[[Request], object] | None = None,
     **more: Any,
 ) -> Callable[[Callable[..., Awaitable[Response]]], Endpoint]:
     """The handler below as the route `method path` with its OpenAPI operation (`cairn_core.Endpoint`): `reply`
     is its 200 answer (a model, a Reply, or replies by status), `more` the rest of `Operation`, and the summary
     is the first paragraph of the handler's docstring, so the words that document the handler are the
-    document's. With `body=Model`, the handler is called as `handler(request, body)`."""
+    document's. With `body=Model`, the handler is called as `handler(request, body)`; `guard(request)` runs
+    before the body is read (a credential check answers 401 before a bad body's 400)."""
     replies = (
         reply if isinstance(reply, Mapping) else {200: reply if isinstance(reply, Reply) else Reply(reply)}
     )
@@ -100,6 +102,6 @@ def endpoint(
     def declare(handler: Callable[..., Awaitable[Response]]) -> Endpoint:
         summary = " ".join((handler.__doc__ or "").split("\n\n")[0].split())
         op = Operation(method, path, summary, replies, tags=[tags], **more)
-        return Endpoint(handler, op, parse_body=parse_body)
+        return Endpoint(handler, op, parse_body=parse_body, guard=guard)
 
     return declare

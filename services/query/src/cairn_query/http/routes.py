@@ -20,6 +20,7 @@ ENDPOINTS = [
     *conversations.ENDPOINTS,
     *governance.ENDPOINTS,
     *health.ENDPOINTS,
+    *connectors.ENDPOINTS,
 ]
 
 
@@ -27,10 +28,10 @@ def openapi() -> dict[str, Any]:
     return openapi_document(
         "Cairn query service",
         CONTRACT_VERSION,
-        [*ENDPOINTS, *connectors.OPERATIONS, *identity.OPERATIONS],
+        [*ENDPOINTS, *identity.OPERATIONS],
         guarded_errors=(401,),  # the internal token (cairn_core _auth), when it is set
         security_schemes={"adminBearer": {"type": "http", "scheme": "bearer"}},
     )
 
 
-ROUTES: list[BaseRoute] = [*ENDPOINTS, *connectors.ROUTES, *identity.ROUTES, openapi_route(openapi)]
+ROUTES: list[BaseRoute] = [*ENDPOINTS, *identity.ROUTES, openapi_route(openapi)]
