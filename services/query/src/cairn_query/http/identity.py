@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from functools import partial
 from typing import Any
 
 from cairn_core import (
     CairnError,
     JSONResponse,
-    Operation,
     Param,
     ReasonCode,
     Reply,
@@ -24,10 +24,10 @@ from cairn_core import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from cairn_query.governance.access import Access, access_of, require_admin, require_manager
 from cairn_query.governance.audit import utc_now
+from cairn_query.http.params import endpoint
 from cairn_query.schemas import (
     ApiKeyCreated,
     ApiKeyIn,
@@ -43,6 +43,10 @@ from cairn_query.schemas import (
 from cairn_query.wiring import QueryService
 
 KEY_PREFIX = "cairn_"
+_NAME = [Param("name", "path", {"type": "string"}, description="the collection")]
+# Bodies are read after the caller's rights are checked (a 403 before a bad body's 400): parse_body=False.
+_permissions = partial(endpoint, tags="permissions")
+_keys = partial(endpoint, tags="admin", security=[{"adminBearer": []}])
 
 
 def key_hash(key: str) -> str:
@@ -75,14 +79,26 @@ def _collection(request: Request) -> str:
     return name
 
 
+@_permissions("GET", "/v1/collections/{name}/permissions", PermissionsOut, errors=(403, 404), params=_NAME)
 async def get_permissions(request: Request) -> Response:
+    """Who may use a collection (admins and its owner)"""
     svc, name = _svc(request), _collection(request)
     access = await access_of(request, svc.store)
     await require_manager(access, svc.store, name)
     return JSONResponse(await asyncio.to_thread(svc.store.permissions.get, name))
 
 
+@_permissions(
+    "PUT",
+    "/v1/collections/{name}/permissions",
+    PermissionsOut,
+    body=PermissionsIn,
+    parse_body=False,
+    errors=(400, 403, 404),
+    params=_NAME,
+)
 async def put_permissions(request: Request) -> Response:
+    """Set who may use a collection: owner, writers, readers (`user:<id>`, `group:<name>`, `*`)"""
     svc, name = _svc(request), _collection(request)
     access = await access_of(request, svc.store)
     await require_manager(access, svc.store, name)
@@ -110,12 +126,23 @@ async def _admin(request: Request) -> Access:
     return access
 
 
+@_keys("GET", "/admin/keys", ApiKeyList, errors=(401, 403))
 async def list_keys(request: Request) -> Response:
+    """The API keys (never the keys themselves)"""
     await _admin(request)
     return JSONResponse({"keys": await asyncio.to_thread(_svc(request).store.permissions.api_keys)})
 
 
+@_keys(
+    "POST",
+    "/admin/keys",
+    {201: Reply(ApiKeyCreated)},
+    body=ApiKeyIn,
+    parse_body=False,
+    errors=(400, 401, 403),
+)
 async def create_key(request: Request) -> Response:
+    """Make an API key for a user; the key is in this answer only"""
     access = await _admin(request)
     body = await parse_json_body(request, ApiKeyIn)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -134,7 +161,15 @@ async def create_key(request: Request) -> Response:
     return JSONResponse({**row, "key": key}, status_code=201)
 
 
+@_keys(
+    "DELETE",
+    "/admin/keys/{key_id}",
+    ApiKeyOut,
+    errors=(401, 403, 404),
+    params=[Param("key_id", "path", {"type": "string"})],
+)
 async def delete_key(request: Request) -> Response:
+    """Revoke an API key"""
     access = await _admin(request)
     key_id = str(request.path_params["key_id"])
     row = await asyncio.to_thread(_svc(request).store.permissions.delete_key, key_id)
@@ -144,99 +179,31 @@ async def delete_key(request: Request) -> Response:
     return JSONResponse(row)
 
 
-async def resolve_key(request: Request) -> Response:
-    """The user an API key names, for the BFF, which sends the key's hash (QS never sees a key)."""
-    body = await parse_json_body(request, ApiKeyResolveIn)
+@_permissions("POST", "/v1/keys/resolve", ResolvedIdentity, body=ApiKeyResolveIn, errors=(400, 404))
+async def resolve_key(request: Request, body: ApiKeyResolveIn) -> Response:
+    """The user an API key names, by the key's SHA-256 (the BFF's lookup)
+
+    The BFF sends the key's hash: QS never sees a key."""
     row = await asyncio.to_thread(_svc(request).store.permissions.key_by_hash, body.key_hash)
     if row is None:
         raise CairnError(ReasonCode.NOT_FOUND, "No such API key.")
     return JSONResponse({k: row[k] for k in ("user", "name", "groups", "admin")})
 
 
-async def record_login(request: Request) -> Response:
-    body = await parse_json_body(request, LoginIn)
+@_permissions("POST", "/v1/logins", Recorded, body=LoginIn, errors=(400,))
+async def record_login(request: Request, body: LoginIn) -> Response:
+    """Record a login on the audit chain (the BFF, after an OpenID Connect login)"""
     who = Access(body.user, tuple(body.groups), body.admin)
     await _record(request, "login", who, via=body.via, name=body.name)
     return JSONResponse({"recorded": True})
 
 
-ROUTES = [
-    Route("/v1/collections/{name}/permissions", get_permissions, methods=["GET"]),
-    Route("/v1/collections/{name}/permissions", put_permissions, methods=["PUT"]),
-    Route("/v1/keys/resolve", resolve_key, methods=["POST"]),
-    Route("/v1/logins", record_login, methods=["POST"]),
-    Route("/admin/keys", list_keys, methods=["GET"]),
-    Route("/admin/keys", create_key, methods=["POST"]),
-    Route("/admin/keys/{key_id}", delete_key, methods=["DELETE"]),
-]
-
-_NAME = Param("name", "path", {"type": "string"}, description="the collection")
-_ADMIN: list[dict[str, list[str]]] = [{"adminBearer": []}]
-OPERATIONS = [
-    Operation(
-        "GET",
-        "/v1/collections/{name}/permissions",
-        "Who may use a collection (admins and its owner)",
-        {200: Reply(PermissionsOut)},
-        errors=(403, 404),
-        params=[_NAME],
-        tags=["permissions"],
-    ),
-    Operation(
-        "PUT",
-        "/v1/collections/{name}/permissions",
-        "Set who may use a collection: owner, writers, readers (`user:<id>`, `group:<name>`, `*`)",
-        {200: Reply(PermissionsOut)},
-        body=PermissionsIn,
-        errors=(400, 403, 404),
-        params=[_NAME],
-        tags=["permissions"],
-    ),
-    Operation(
-        "POST",
-        "/v1/keys/resolve",
-        "The user an API key names, by the key's SHA-256 (the BFF's lookup)",
-        {200: Reply(ResolvedIdentity)},
-        body=ApiKeyResolveIn,
-        errors=(400, 404),
-        tags=["permissions"],
-    ),
-    Operation(
-        "POST",
-        "/v1/logins",
-        "Record a login on the audit chain (the BFF, after an OpenID Connect login)",
-        {200: Reply(Recorded)},
-        body=LoginIn,
-        errors=(400,),
-        tags=["permissions"],
-    ),
-    Operation(
-        "GET",
-        "/admin/keys",
-        "The API keys (never the keys themselves)",
-        {200: Reply(ApiKeyList)},
-        errors=(401, 403),
-        security=_ADMIN,
-        tags=["admin"],
-    ),
-    Operation(
-        "POST",
-        "/admin/keys",
-        "Make an API key for a user; the key is in this answer only",
-        {201: Reply(ApiKeyCreated)},
-        body=ApiKeyIn,
-        errors=(400, 401, 403),
-        security=_ADMIN,
-        tags=["admin"],
-    ),
-    Operation(
-        "DELETE",
-        "/admin/keys/{key_id}",
-        "Revoke an API key",
-        {200: Reply(ApiKeyOut)},
-        errors=(401, 403, 404),
-        params=[Param("key_id", "path", {"type": "string"})],
-        security=_ADMIN,
-        tags=["admin"],
-    ),
+ENDPOINTS = [
+    get_permissions,
+    put_permissions,
+    resolve_key,
+    record_login,
+    list_keys,
+    create_key,
+    delete_key,
 ]
