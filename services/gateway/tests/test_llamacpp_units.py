@@ -18,14 +18,12 @@ from cairn_gateway.citations import json_schema
 from cairn_gateway.in_process import check_memory, stream_in_thread
 from cairn_gateway.in_process.base_prompt import StopScanner, render_prompt
 from cairn_gateway.providers.base import ProviderChunk, ProviderRequest
-from cairn_gateway.providers.llamacpp import (
+from cairn_gateway.providers.llamacpp import LlamaCppProvider, generation, json_grammar
+from cairn_gateway.providers.llamacpp.grammar import (
     CITATION_TOKENS,
     GROUNDED_MIN_TOKENS,
     JSON_OVERHEAD_TOKENS,
-    LlamaCppProvider,
     budget_schema,
-    generation,
-    json_grammar,
     response_schema,
 )
 from cairn_gateway.settings import GatewaySettings, ModelSpec
