@@ -22,10 +22,10 @@ from cairn_query.store.base import (
     fts_query,
     heading,
     may_write,
-    now_iso,
     query_terms,
 )
 from cairn_query.store.sqlite import SQLiteStore
+from cairn_query.store.values import now_iso
 
 if TYPE_CHECKING:
     from cairn_query.settings import QuerySettings

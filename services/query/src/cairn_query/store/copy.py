@@ -18,7 +18,7 @@ import numpy as np
 from psycopg.types.json import Jsonb
 
 from cairn_query.store.base import heading
-from cairn_query.store.postgres import _TSV, PostgresStore, _copy_vectors, _index_vectors, _set_embed_meta
+from cairn_query.store.postgres import _TSV, PostgresStore, _copy_vectors, _index_vectors
 from cairn_query.store.sqlite import SQLiteStore
 
 
@@ -79,7 +79,7 @@ def copy_sqlite_to_postgres(
                     progress(copied["chunks"])
             conn.execute("SELECT setval('chunks_rowid_seq', GREATEST((SELECT MAX(rowid) FROM chunks), 1))")
             if meta.get("embed_model") and dims:
-                _set_embed_meta(conn, meta["embed_model"], dims)
+                dst._set_embed_meta(conn, meta["embed_model"], dims)
                 _index_vectors(conn, dims)
             conn.execute("ANALYZE documents, chunks, vectors")  # plan the first queries on real sizes
             # The version moves on from the source's, so no cache keyed on an old version can match.

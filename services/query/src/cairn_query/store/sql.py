@@ -1,0 +1,390 @@
+"""The corpus in SQL, once for both backends: documents, chunks, the corpus meta, ownership, limits and scopes.
+
+`SqlStore` holds every statement that SQLite and PostgreSQL share (written with `?` placeholders; PostgreSQL's
+store turns them into `%s`, as `SqlConversations` and `SqlAuditTable` do). A dialect subclass adds only what
+differs: its connections and transactions, its migrations, the keyword index (FTS5 or `tsvector`) and the
+vectors (a BLOB per chunk searched in numpy, or pgvector rows behind HNSW). The hooks it fills are the
+`NotImplementedError` methods below.
+
+Every write is one transaction, bumps the corpus `version` and is serialised against the other writers of
+the store (SQLite's BEGIN IMMEDIATE; a row lock on the version row in PostgreSQL), so the chunk limit and a
+document's `seq` are read inside it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from cairn_query.store.base import (
+    LEGACY_OWNER,
+    OPERATOR,
+    ChunkRow,
+    NewDocument,
+    NotOwner,
+    StoreFull,
+    may_write,
+)
+from cairn_query.store.values import like_pattern, now_iso
+
+Row = Mapping[str, Any]
+
+_CHUNK_SELECT = (
+    "SELECT c.rowid AS rowid, c.chunk_id, c.document_id, c.idx, c.text, c.section, d.title, d.url,"
+    " d.collection, d.metadata FROM chunks c JOIN documents d ON d.id = c.document_id"
+)
+_CHUNK_COUNT = "(SELECT COUNT(*) FROM chunks c WHERE c.document_id = d.id) AS n"
+_DOC_COLUMNS = "d.id, d.collection, d.title, d.url, d.metadata, d.created_at, d.updated_at"
+
+
+class SqlStore:
+    """The shared half of a store; see the module's docstring for what a dialect adds."""
+
+    # SQL, per dialect: a chunk `c` has no vectors; a case-blind LIKE.
+    NO_VECTORS = ""
+    ILIKE = "LIKE"
+    PLACEHOLDER = "?"
+
+    # --- what a dialect provides ------------------------------------------------------------------------
+
+    def _tx(self) -> AbstractContextManager[Any]:
+        """A write transaction (serialised with every other writer), yielding its connection."""
+        raise NotImplementedError
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """A read, its rows as mappings by column name (`sql` already in the dialect's placeholders)."""
+        raise NotImplementedError
+
+    def _room_conn(self) -> AbstractContextManager[Any]:
+        """A connection for a read that runs the same statements as a write transaction (`check_room`)."""
+        raise NotImplementedError
+
+    def _metadata_param(self, metadata: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _filter(self, key: str, value: Any) -> tuple[str, list[Any]]:
+        """A clause (over document `d`) true when the document's metadata has `key` equal to `value`."""
+        raise NotImplementedError
+
+    def _delete_chunks(self, conn: Any, doc_id: str) -> int:
+        """Remove a document's chunks with their keyword rows and vectors; how many chunks there were."""
+        raise NotImplementedError
+
+    def _insert_chunks(self, conn: Any, docs: Sequence[tuple[NewDocument, bool]]) -> None:
+        """Every chunk of these documents with its keyword row, and its vectors where the flag says so."""
+        raise NotImplementedError
+
+    def _model_set(self, conn: Any, dims: int) -> None:
+        """The store's embedding model was just set (first vectors, or a reembed): `dims` from now on."""
+
+    def _clear_vectors(self, conn: Any, rowids: Sequence[int] | None) -> None:
+        """Remove the vectors of these chunks (None: of every chunk, before a reembed)."""
+        raise NotImplementedError
+
+    def _write_vectors(self, conn: Any, vectors: dict[int, list[list[float]]]) -> None:
+        raise NotImplementedError
+
+    # --- shared -----------------------------------------------------------------------------------------
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.PLACEHOLDER == "?" else sql.replace("?", self.PLACEHOLDER)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._rows(self._sql(sql), params)
+
+    def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        return conn.execute(self._sql(sql), params)
+
+    # --- meta -------------------------------------------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        return {r["key"]: r["value"] for r in self._query("SELECT key, value FROM meta")}
+
+    def schema_version(self) -> int:
+        return int(self.meta().get("schema_version", "0"))
+
+    def version(self) -> int:
+        return int(self._query("SELECT value FROM meta WHERE key='version'")[0]["value"])
+
+    def embed_model(self) -> tuple[str | None, int | None]:
+        meta = self.meta()
+        dims = meta.get("embed_dims")
+        return meta.get("embed_model"), int(dims) if dims else None
+
+    def _bump(self, conn: Any) -> None:
+        self._exec(
+            conn, "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key='version'"
+        )
+
+    def _meta_embed(self, conn: Any) -> tuple[str | None, int | None]:
+        rows = dict(
+            self._exec(
+                conn, "SELECT key, value FROM meta WHERE key IN ('embed_model','embed_dims')"
+            ).fetchall()
+        )
+        return rows.get("embed_model"), int(rows["embed_dims"]) if "embed_dims" in rows else None
+
+    def _set_meta(self, conn: Any, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._exec(
+                conn,
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def _set_embed_meta(self, conn: Any, model: str, dims: int) -> None:
+        self._set_meta(conn, {"embed_model": model, "embed_dims": str(dims)})
+
+    def stats(self) -> dict[str, int]:
+        row = self._query(
+            "SELECT (SELECT COUNT(*) FROM documents) AS documents, (SELECT COUNT(*) FROM chunks) AS chunks"
+        )[0]
+        return {"documents": int(row["documents"]), "chunks": int(row["chunks"])}
+
+    # --- documents --------------------------------------------------------------------------------------
+
+    def content_hash(self, doc_id: str) -> str | None:
+        rows = self._query("SELECT content_hash FROM documents WHERE id=?", (doc_id,))
+        return rows[0]["content_hash"] if rows else None
+
+    def _room(self, conn: Any, doc_ids: Sequence[str], adding: int, limit: int | None) -> None:
+        if limit is None:
+            return
+        # The documents' own old chunks are replaced, so they do not count against them.
+        marks = ",".join("?" * len(doc_ids))
+        row = self._exec(
+            conn,
+            f"SELECT (SELECT COUNT(*) FROM chunks) - (SELECT COUNT(*) FROM chunks WHERE document_id IN ({marks}))",
+            list(doc_ids),
+        ).fetchone()
+        others = int(row[0]) if row else 0
+        if others + adding > limit:
+            raise StoreFull(others, adding, limit)
+
+    def check_room(self, doc_id: str, adding: int, limit: int) -> None:
+        """Raise StoreFull if `adding` chunks for `doc_id` would pass `limit`."""
+        with self._room_conn() as conn:
+            self._room(conn, [doc_id], adding, limit)
+
+    def upsert(self, doc: NewDocument, max_chunks: int | None = None) -> tuple[dict[str, Any], bool]:
+        """Write a document with its chunks, keyword rows and vectors in one transaction; returns
+        (doc, created). With `max_chunks`, raise StoreFull instead of passing it (checked inside the write
+        transaction, so concurrent uploads cannot both squeeze in)."""
+        return self.upsert_many([doc], max_chunks)[0]
+
+    def upsert_many(
+        self, docs: Sequence[NewDocument], max_chunks: int | None = None
+    ) -> list[tuple[dict[str, Any], bool]]:
+        """`upsert` for a batch of documents (distinct ids) in one transaction: all are written or none."""
+        with self._tx() as conn:
+            self._room(conn, [d.id for d in docs], sum(len(d.chunks) for d in docs), max_chunks)
+            keep = [self._accept_vectors(conn, d) for d in docs]
+            created = [self._replace_document(conn, d) for d in docs]
+            self._insert_chunks(conn, list(zip(docs, keep, strict=True)))
+            self._bump(conn)
+        got = self.get_documents([d.id for d in docs])
+        return [(got[d.id], c) for d, c in zip(docs, created, strict=True)]
+
+    def _accept_vectors(self, conn: Any, doc: NewDocument) -> bool:
+        """Whether `doc`'s vectors are stored: yes when they are the store's model's (the first vectors set
+        it), no when the store holds another model's (they wait for /admin/reembed; BM25 still finds it)."""
+        if doc.embeddings is None:
+            return False
+        model, dims = self._meta_embed(conn)
+        vec_dims = len(doc.embeddings[0][0]) if doc.embeddings else 0
+        keep = model is None or (model == doc.embed_model and dims == vec_dims)
+        if keep and len(doc.embeddings) != len(doc.chunks):
+            raise ValueError(f"{doc.id}: {len(doc.chunks)} chunks but vectors for {len(doc.embeddings)}")
+        if model is None and vec_dims:
+            self._set_embed_meta(conn, doc.embed_model or "unknown", vec_dims)
+            self._model_set(conn, vec_dims)
+        return keep
+
+    def _replace_document(self, conn: Any, doc: NewDocument) -> bool:
+        """The document's row, replacing an old one of the same id (its chunks go too); True when new."""
+        old = self._exec(conn, "SELECT created_at, owner FROM documents WHERE id=?", (doc.id,)).fetchone()
+        if old is not None and not may_write(old[1], doc.owner):
+            raise NotOwner(doc.id)
+        if old is not None:
+            self._delete_chunks(conn, doc.id)
+            self._exec(conn, "DELETE FROM documents WHERE id=?", (doc.id,))
+        now = now_iso()
+        self._exec(
+            conn,
+            "INSERT INTO documents (id, collection, title, url, metadata, text, content_hash, created_at,"
+            " updated_at, seq, owner) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(MAX(seq), 0) + 1, ? FROM documents",
+            (
+                doc.id,
+                doc.collection,
+                doc.title,
+                doc.url,
+                self._metadata_param(doc.metadata),
+                doc.text,
+                doc.content_hash,
+                old[0] if old else now,
+                now,
+                # An operator's rewrite keeps the owner, so the client can still manage its document.
+                (old[1] or LEGACY_OWNER) if old and doc.owner == OPERATOR else doc.owner,
+            ),
+        )
+        return old is None
+
+    def owner_of(self, doc_id: str) -> tuple[bool, str | None]:
+        """(the document exists, its owner)."""
+        rows = self._query("SELECT owner FROM documents WHERE id=?", (doc_id,))
+        return (True, rows[0]["owner"]) if rows else (False, None)
+
+    def delete_document(self, doc_id: str, owner: str = OPERATOR) -> int | None:
+        with self._tx() as conn:
+            row = self._exec(conn, "SELECT owner FROM documents WHERE id=?", (doc_id,)).fetchone()
+            if row is None:
+                return None
+            if not may_write(row[0], owner):
+                raise NotOwner(doc_id)
+            count = self._delete_chunks(conn, doc_id)
+            self._exec(conn, "DELETE FROM documents WHERE id=?", (doc_id,))
+            self._bump(conn)
+            return count
+
+    def _embedded(self) -> str:
+        """A document `d` is `embedded` when none of its chunks lacks vectors."""
+        return f"NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id AND {self.NO_VECTORS}) AS embedded"
+
+    def get_document(self, doc_id: str, with_text: bool = False) -> dict[str, Any] | None:
+        got = self.get_documents([doc_id], with_text)
+        return got.get(doc_id)
+
+    def get_documents(self, doc_ids: Sequence[str], with_text: bool = False) -> dict[str, dict[str, Any]]:
+        marks = ",".join("?" * len(doc_ids))
+        rows = self._query(
+            f"SELECT {_DOC_COLUMNS}, d.text, {self._embedded()}, {_CHUNK_COUNT}"
+            f" FROM documents d WHERE d.id IN ({marks})",
+            list(doc_ids),
+        )
+        docs = {r["id"]: _doc(r) for r in rows}
+        if with_text:
+            for r in rows:
+                ids = self._query("SELECT chunk_id FROM chunks WHERE document_id=? ORDER BY idx", (r["id"],))
+                docs[r["id"]].update(text=r["text"], chunk_ids=[c["chunk_id"] for c in ids])
+        return docs
+
+    def list_documents(
+        self, collection: str | None, limit: int, offset: int, q: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if collection:
+            clauses.append("d.collection=?")
+            params.append(collection)
+        if q:
+            # Case ignored, as the page's search box expects; the pattern's own % and _ are literal.
+            clauses.append(f"(d.title {self.ILIKE} ? ESCAPE '\\' OR d.id {self.ILIKE} ? ESCAPE '\\')")
+            params += [like_pattern(q)] * 2
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._query(
+            f"SELECT {_DOC_COLUMNS}, {self._embedded()}, {_CHUNK_COUNT}"
+            f" FROM documents d {where} ORDER BY d.seq DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        total = self._query(f"SELECT COUNT(*) AS n FROM documents d {where}", params)[0]["n"]
+        return [_doc(r) for r in rows], int(total)
+
+    def list_collections(self) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT collection, COUNT(*) AS n FROM documents GROUP BY collection ORDER BY collection"
+        )
+        return [{"name": r["collection"], "documents": int(r["n"])} for r in rows]
+
+    # --- chunks -----------------------------------------------------------------------------------------
+
+    def get_chunk(self, chunk_id: str) -> ChunkRow | None:
+        rows = self._query(f"{_CHUNK_SELECT} WHERE c.chunk_id=?", (chunk_id,))
+        return _chunk(rows[0]) if rows else None
+
+    def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, ChunkRow]:
+        if not rowids:
+            return {}
+        marks = ",".join("?" * len(rowids))
+        rows = self._query(f"{_CHUNK_SELECT} WHERE c.rowid IN ({marks})", list(rowids))
+        return {r["rowid"]: _chunk(r) for r in rows}
+
+    def chunks_of(self, doc_id: str) -> list[ChunkRow]:
+        return [
+            _chunk(r) for r in self._query(f"{_CHUNK_SELECT} WHERE c.document_id=? ORDER BY c.idx", (doc_id,))
+        ]
+
+    def without_vectors(self, limit: int) -> list[str]:
+        rows = self._query(
+            f"SELECT DISTINCT c.document_id FROM chunks c WHERE {self.NO_VECTORS} LIMIT ?", (limit,)
+        )
+        return [r["document_id"] for r in rows]
+
+    def all_chunk_texts(self, after_rowid: int, limit: int) -> list[tuple[int, str]]:
+        rows = self._query(
+            "SELECT rowid AS rowid, text FROM chunks WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (after_rowid, limit),
+        )
+        return [(r["rowid"], r["text"]) for r in rows]
+
+    def set_vectors(self, model: str, vectors: dict[int, list[list[float]]], reset: bool) -> None:
+        """Store these chunks' vectors; with `reset`, first drop every vector and make `model` the store's."""
+        with self._tx() as conn:
+            self._clear_vectors(conn, None if reset else list(vectors))
+            dims = len(next(iter(vectors.values()))[0]) if vectors else 0
+            if reset:
+                self._set_embed_meta(conn, model, dims)
+            self._write_vectors(conn, vectors)
+            if reset and dims:
+                self._model_set(conn, dims)  # after the rows are in: an index built at once is faster
+            self._bump(conn)
+
+    # --- scopes -----------------------------------------------------------------------------------------
+
+    def _scope(self, collection: str | None, filters: dict[str, Any]) -> tuple[str, list[Any]]:
+        """A WHERE clause over document `d` for a collection and metadata filters ("" when unscoped)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if collection:
+            clauses.append("d.collection = ?")
+            params.append(collection)
+        for key, value in filters.items():
+            clause, more = self._filter(key, value)
+            clauses.append(clause)
+            params += more
+        return (" AND ".join(clauses), params)
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as read: SQLite gives its text, psycopg the decoded value."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _doc(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "collection": row["collection"],
+        "title": row["title"],
+        "url": row["url"],
+        "metadata": _json(row["metadata"]),
+        "chunks": int(row["n"]),
+        "embedded": bool(row["embedded"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def _chunk(row: Row) -> ChunkRow:
+    return ChunkRow(
+        rowid=row["rowid"],
+        chunk_id=row["chunk_id"],
+        document_id=row["document_id"],
+        index=row["idx"],
+        text=row["text"],
+        title=row["title"],
+        url=row["url"],
+        collection=row["collection"],
+        metadata=_json(row["metadata"]),
+        section=row["section"],
+    )
