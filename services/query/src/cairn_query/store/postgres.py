@@ -6,15 +6,15 @@ keyword index and the vectors. Same behaviour as sqlite.py, in other words:
 - keywords: each chunk's text (weight A) and its document's title (weight B) in a `tsvector` of the `cairn`
   text search configuration: English stemming with no stopword list, because the query drops the same
   STOPWORDS as on SQLite (base.query_terms) and the index must still find "not" or "all" when asked. Ranked
-  by ts_rank with the title at half weight, as FTS5's bm25(1.0, 0.5). The GIN index has no pending list
-  (fastupdate off): rows land in the index at once, so a search after a burst of uploads does not scan an
-  unsorted list (11 vs 2.5 ms for the match alone, measured).
-- vectors: one row per vector (the chunk's, then each sentence's) with the chunk it belongs to. Unscoped
-  searches walk the HNSW index (cosine) for a few times `limit` nearest vectors and keep each chunk's best;
-  a collection or metadata filter is searched exactly over its rows instead, since pgvector (0.6) filters
-  after the index walk and a narrow scope would come back short.
-- writes: one transaction each, serialised by a row lock on the corpus version (the chunk limit and `seq`
-  are read inside it, as SQLite's BEGIN IMMEDIATE does).
+  by ts_rank with the title at half weight, as FTS5's bm25(1.0, 0.5), over a bounded candidate set
+  (pg_search.py). The GIN index has no pending list (fastupdate off): rows land in the index at once, so a
+  search after a burst of uploads does not scan an unsorted list (11 vs 2.5 ms for the match alone, measured).
+- vectors: one row per vector (the chunk's, then each sentence's) with the chunk it belongs to, behind an HNSW
+  index (cosine); how unscoped and scoped searches use it is in pg_search.py.
+- writes: one transaction each; chunks go in with one INSERT … unnest per batch, vectors by binary COPY. Writers
+  are serialised by a row lock on the corpus version, taken late (`_bump`), so that two uploads index their
+  chunks and vectors in parallel; the chunk limit and `seq` are settled after it, as SQLite's BEGIN IMMEDIATE
+  settles them before.
 The HNSW index needs a fixed dimension, so the vector column gets it when the first vectors (or a reembed
 with another model) set the store's model.
 """
@@ -35,6 +35,7 @@ from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb, set_json_dumps
 from psycopg_pool import ConnectionPool
 
+from cairn_query.store import pg_search
 from cairn_query.store.audit import AUDIT_SCHEMA, SqlAuditTable
 from cairn_query.store.base import NewDocument, SchemaTooNew, heading, query_terms
 from cairn_query.store.conversations import CONVERSATIONS_SCHEMA, SqlConversations
@@ -97,12 +98,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
 _AUDIT_LOCK = 7_305_512_202  # appends to the audit chain, one at a time across replicas
 _TSV = "setweight(to_tsvector('cairn', {text}), 'A') || setweight(to_tsvector('cairn', {title}), 'B')"
-_RANK_WEIGHTS = "'{0, 0, 0.5, 1}'::float4[]"  # D, C, B (title), A (text)
-# ts_rank (term frequency, like BM25's tf) rather than ts_rank_cd (cover density): every matching row is ranked,
-# and ts_rank costs half as much a row (16 vs 7.5 ms for 2,900 matching rows, docs/benchmarks.md).
-# An unscoped search asks the index for this many vectors per chunk wanted: a chunk's sentences sit close
-# together, so several of the nearest vectors are often one chunk's.
-_OVERFETCH = 4
 
 
 class _Cursor(psycopg.Cursor[Any]):
@@ -121,9 +116,19 @@ class PostgresStore(SqlStore):
     ILIKE = "ILIKE"
     NO_VECTORS = "NOT EXISTS (SELECT 1 FROM vectors v WHERE v.chunk_rowid = c.rowid)"
 
-    def __init__(self, url: str, pool_min: int = 1, pool_max: int = 8, ef_search: int = 200) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool_min: int = 1,
+        pool_max: int = 8,
+        ef_search: int = 200,
+        fts_candidates: int = 2000,
+        exact_max: int = 20_000,
+    ) -> None:
         self.url = url
         self.ef_search = ef_search
+        self.fts_candidates = fts_candidates  # pg_search.bm25
+        self.exact_max = exact_max  # pg_search.nearest_in_scope
         with psycopg.connect(url, autocommit=True) as conn:
             self._migrate(conn)
             info = TypeInfo.fetch(conn, "vector")
@@ -188,10 +193,14 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection]:
-        """A write transaction, holding the corpus version's row lock until it commits."""
+        """A write transaction of the corpus. Writers are serialised by the row lock on the corpus version,
+        which `_bump` (or `_serialise`) takes late, after the costly writes, so that two uploads index their
+        chunks and vectors at the same time."""
         with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT value FROM meta WHERE key='version' FOR UPDATE")
             yield conn
+
+    def _serialise(self, conn: psycopg.Connection) -> None:
+        conn.execute("SELECT value FROM meta WHERE key='version' FOR UPDATE")
 
     @contextmanager
     def _plain_tx(self) -> Iterator[psycopg.Connection]:
@@ -205,9 +214,6 @@ class PostgresStore(SqlStore):
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
             yield conn
-
-    def _room_conn(self) -> Any:
-        return self._pool.connection()
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -289,16 +295,9 @@ class PostgresStore(SqlStore):
         terms = query_terms(query)
         if not terms:
             return []
-        tsquery = " | ".join(f"'{t}'" for t in terms)  # \w+ words: no quote or operator can be in one
         scope, params = self._scope(collection, filters)
-        join = " JOIN documents d ON d.id = c.document_id" if scope else ""
-        rows = self._query(
-            f"SELECT c.rowid FROM chunks c{join}, to_tsquery('cairn', %s) q"
-            f" WHERE c.tsv @@ q {'AND ' + scope if scope else ''}"
-            f" ORDER BY ts_rank({_RANK_WEIGHTS}, c.tsv, q, 1) DESC, c.rowid LIMIT %s",
-            [tsquery, *params, limit],
-        )
-        return [r["rowid"] for r in rows]
+        with self._pool.connection() as conn:
+            return pg_search.bm25(conn, terms, limit, self._sql(scope), params, self.fts_candidates)
 
     def vector_search(
         self,
@@ -308,8 +307,8 @@ class PostgresStore(SqlStore):
         collection: str | None,
         filters: dict[str, Any],
     ) -> list[tuple[int, float]] | None:
-        """Top chunks by cosine similarity, each scoring its best vector; None when the stored vectors come
-        from another model."""
+        """Top chunks by cosine similarity, each scoring its best vector (pg_search.py); None when the stored
+        vectors come from another model."""
         stored_model, dims = self.embed_model()
         if stored_model is None:
             return []
@@ -320,31 +319,11 @@ class PostgresStore(SqlStore):
             return [] if empty else None
         scope, params = self._scope(collection, filters)
         with self._pool.connection() as conn:
-            if scope:
-                rows = conn.execute(
-                    self._sql(
-                        "SELECT v.chunk_rowid, MIN(v.embedding <=> %b) AS dist FROM vectors v"
-                        " JOIN chunks c ON c.rowid = v.chunk_rowid JOIN documents d ON d.id = c.document_id"
-                        f" WHERE {scope} GROUP BY v.chunk_rowid ORDER BY dist, v.chunk_rowid LIMIT %s"
-                    ),
-                    [q, *params, limit],
-                ).fetchall()
-                return [(int(r), 1.0 - float(d)) for r, d in rows]
-            fetch = limit * _OVERFETCH
-            with conn.transaction():
-                # HNSW returns at most ef_search rows, so the candidate list is at least what is fetched.
-                conn.execute(
-                    "SELECT set_config('hnsw.ef_search', %s, true)", (str(max(self.ef_search, fetch)),)
-                )
-                rows = conn.execute(
-                    "SELECT chunk_rowid, embedding <=> %b AS dist FROM vectors ORDER BY embedding <=> %b LIMIT %s",
-                    (q, q, fetch),
-                ).fetchall()
-        best: dict[int, float] = {}
-        for rowid, dist in rows:
-            if rowid not in best:  # rows come nearest first, so a chunk's first row is its best
-                best[int(rowid)] = 1.0 - float(dist)
-        return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+            if not scope:
+                return pg_search.nearest(conn, q, limit, self.ef_search)
+            return pg_search.nearest_in_scope(
+                conn, q, limit, self.ef_search, self._sql(scope), params, self.exact_max
+            )
 
 
 def _redact(url: str) -> str:

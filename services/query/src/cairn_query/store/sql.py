@@ -57,10 +57,6 @@ class SqlStore:
         """A read, its rows as mappings by column name (`sql` already in the dialect's placeholders)."""
         raise NotImplementedError
 
-    def _room_conn(self) -> AbstractContextManager[Any]:
-        """A connection for a read that runs the same statements as a write transaction (`check_room`)."""
-        raise NotImplementedError
-
     def _metadata_param(self, metadata: dict[str, Any]) -> Any:
         raise NotImplementedError
 
@@ -75,6 +71,10 @@ class SqlStore:
     def _insert_chunks(self, conn: Any, docs: Sequence[tuple[NewDocument, bool]]) -> None:
         """Every chunk of these documents with its keyword row, and its vectors where the flag says so."""
         raise NotImplementedError
+
+    def _serialise(self, conn: Any) -> None:
+        """From here to the commit, this transaction is the store's only writer (a no-op where it is from
+        the start, as under SQLite's BEGIN IMMEDIATE)."""
 
     def _model_set(self, conn: Any, dims: int) -> None:
         """The store's embedding model was just set (first vectors, or a reembed): `dims` from now on."""
@@ -149,24 +149,23 @@ class SqlStore:
         rows = self._query("SELECT content_hash FROM documents WHERE id=?", (doc_id,))
         return rows[0]["content_hash"] if rows else None
 
-    def _room(self, conn: Any, doc_ids: Sequence[str], adding: int, limit: int | None) -> None:
+    def _room_after(self, conn: Any, added: int, limit: int | None) -> None:
+        """The chunk limit, checked after this transaction's writes (so its own rows are counted)."""
         if limit is None:
             return
-        # The documents' own old chunks are replaced, so they do not count against them.
-        marks = ",".join("?" * len(doc_ids))
-        row = self._exec(
-            conn,
-            f"SELECT (SELECT COUNT(*) FROM chunks) - (SELECT COUNT(*) FROM chunks WHERE document_id IN ({marks}))",
-            list(doc_ids),
-        ).fetchone()
-        others = int(row[0]) if row else 0
-        if others + adding > limit:
-            raise StoreFull(others, adding, limit)
+        total = int(self._exec(conn, "SELECT COUNT(*) FROM chunks").fetchone()[0])
+        if total > limit:
+            raise StoreFull(total - added, added, limit)
 
     def check_room(self, doc_id: str, adding: int, limit: int) -> None:
         """Raise StoreFull if `adding` chunks for `doc_id` would pass `limit`."""
-        with self._room_conn() as conn:
-            self._room(conn, [doc_id], adding, limit)
+        # The document's own old chunks are replaced, so they do not count against it.
+        row = self._query(
+            "SELECT (SELECT COUNT(*) FROM chunks) - (SELECT COUNT(*) FROM chunks WHERE document_id = ?) AS n",
+            (doc_id,),
+        )[0]
+        if int(row["n"]) + adding > limit:
+            raise StoreFull(int(row["n"]), adding, limit)
 
     def upsert(self, doc: NewDocument, max_chunks: int | None = None) -> tuple[dict[str, Any], bool]:
         """Write a document with its chunks, keyword rows and vectors in one transaction; returns
@@ -179,11 +178,19 @@ class SqlStore:
     ) -> list[tuple[dict[str, Any], bool]]:
         """`upsert` for a batch of documents (distinct ids) in one transaction: all are written or none."""
         with self._tx() as conn:
-            self._room(conn, [d.id for d in docs], sum(len(d.chunks) for d in docs), max_chunks)
             keep = [self._accept_vectors(conn, d) for d in docs]
             created = [self._replace_document(conn, d) for d in docs]
             self._insert_chunks(conn, list(zip(docs, keep, strict=True)))
+            # The writers meet here (the bump locks the version row), so on PostgreSQL the slow part above,
+            # chunks and vectors into their indexes, runs in parallel; what must be serial comes after it.
             self._bump(conn)
+            self._room_after(conn, sum(len(d.chunks) for d in docs), max_chunks)
+            for d in docs:
+                self._exec(
+                    conn,
+                    "UPDATE documents SET seq = (SELECT MAX(seq) + 1 FROM documents) WHERE id = ?",
+                    (d.id,),
+                )
         got = self.get_documents([d.id for d in docs])
         return [(got[d.id], c) for d, c in zip(docs, created, strict=True)]
 
@@ -198,6 +205,10 @@ class SqlStore:
         if keep and len(doc.embeddings) != len(doc.chunks):
             raise ValueError(f"{doc.id}: {len(doc.chunks)} chunks but vectors for {len(doc.embeddings)}")
         if model is None and vec_dims:
+            self._serialise(conn)  # the first vectors set the model: one writer at a time from here
+            model, dims = self._meta_embed(conn)
+            if model is not None:  # another writer set it meanwhile
+                return model == doc.embed_model and dims == vec_dims
             self._set_embed_meta(conn, doc.embed_model or "unknown", vec_dims)
             self._model_set(conn, vec_dims)
         return keep
@@ -214,7 +225,7 @@ class SqlStore:
         self._exec(
             conn,
             "INSERT INTO documents (id, collection, title, url, metadata, text, content_hash, created_at,"
-            " updated_at, seq, owner) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(MAX(seq), 0) + 1, ? FROM documents",
+            " updated_at, seq, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",  # seq: set at the end
             (
                 doc.id,
                 doc.collection,

@@ -162,8 +162,6 @@ class SQLiteStore(SqlStore):
         with self._read_lock:
             yield self._read
 
-    _room_conn = _reading
-
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._read_lock:
             return self._read.execute(sql, params).fetchall()
