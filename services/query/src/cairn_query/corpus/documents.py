@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -13,6 +14,7 @@ from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError, split_
 
 from cairn_query.clients.gateway import GatewayClient
 from cairn_query.corpus.chunking import chunk_sections
+from cairn_query.corpus.ingest_jobs import IngestJob, IngestJobs
 from cairn_query.corpus.normalise import clean_plain, sections
 from cairn_query.metrics import QueryMetrics
 from cairn_query.schemas import DocumentIn
@@ -41,9 +43,15 @@ class DocumentService:
         # Chunking a long document is CPU work of up to a second; it runs here, off the event loop and out of
         # the default pool that every store call waits in.
         self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qs-chunking")
+        self.jobs = IngestJobs()
 
     def close(self) -> None:
+        self.jobs.close()
         self._cpu.shutdown(wait=False, cancel_futures=True)
+
+    def start_batch(self, docs: list[DocumentIn], owner: str) -> IngestJob:
+        """Ingest `docs` in the background (ingest_jobs.py); the job reports its progress."""
+        return self.jobs.start(owner, len(docs), lambda job: self.ingest_many(docs, owner, job))
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
@@ -75,6 +83,67 @@ class DocumentService:
     async def ingest(self, doc: DocumentIn, owner: str = OPERATOR) -> tuple[dict[str, Any], bool, bool]:
         """Store `doc` for `owner`; returns (document, created, changed). Only the owner of an existing id
         may replace it (store.may_write), so a client cannot put its text under another's title."""
+        prepared = await self._prepare(doc, owner)
+        if isinstance(prepared, dict):  # unchanged: nothing embedded, nothing written
+            return {**prepared, "sentences_without_vector": 0}, False, False
+        await self._embed_documents([prepared])
+        (stored, created), *_ = await self._store([prepared])
+        return {**stored, "sentences_without_vector": prepared.capped}, created, True
+
+    async def ingest_many(self, docs: list[DocumentIn], owner: str, job: IngestJob) -> None:
+        """Ingest `docs` in groups of QS_INGEST_GROUP, pipelined: a group is chunked while the one before is
+        embedded and the one before that is written (one transaction per group); progress goes to `job`."""
+        size = self.settings.ingest_group
+        groups = [list(enumerate(docs))[i : i + size] for i in range(0, len(docs), size)]
+        writing: asyncio.Task[None] | None = None
+        preparing = asyncio.ensure_future(self._prepare_group(groups[0], owner, job)) if groups else None
+        for k in range(len(groups)):
+            assert preparing is not None
+            ready = await preparing
+            if k + 1 < len(groups):
+                preparing = asyncio.ensure_future(self._prepare_group(groups[k + 1], owner, job))
+            await self._embed_documents([p for _, p in ready])
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(self._store_group(ready, job))
+        if writing is not None:
+            await writing
+
+    async def _prepare_group(
+        self, group: list[tuple[int, DocumentIn]], owner: str, job: IngestJob
+    ) -> list[tuple[int, _Prepared]]:
+        ready = []
+        for index, doc in group:
+            try:
+                prepared = await self._prepare(doc, owner)
+            except CairnError as exc:
+                job.failed.append(_failure(index, doc, exc))
+                continue
+            if isinstance(prepared, dict):
+                job.unchanged += 1
+            else:
+                ready.append((index, prepared))
+        return ready
+
+    async def _store_group(self, ready: list[tuple[int, _Prepared]], job: IngestJob) -> None:
+        if not ready:
+            return
+        try:
+            await self._store([p for _, p in ready])
+            done = ready
+        except CairnError:  # one document (full store, another owner's id) fails the group: one at a time
+            done = []
+            for index, prepared in ready:
+                try:
+                    await self._store([prepared])
+                    done.append((index, prepared))
+                except CairnError as exc:
+                    job.failed.append(_failure(index, prepared.source, exc))
+        job.stored += len(done)
+        job.chunks += sum(len(p.new.chunks) for _, p in done)
+
+    async def _prepare(self, doc: DocumentIn, owner: str) -> _Prepared | dict[str, Any]:
+        """Checked and chunked, not yet embedded; or the stored document when its content hash is unchanged."""
         limit = self.settings.max_document_chars
         if len(doc.text) > limit:
             raise BadRequest(
@@ -87,20 +156,19 @@ class DocumentService:
         if await asyncio.to_thread(self.store.content_hash, doc_id) == digest:
             existing = await asyncio.to_thread(self.store.get_document, doc_id)
             if existing is not None:
-                return {**existing, "sentences_without_vector": 0}, False, False
+                return existing
         exists, stored_owner = await asyncio.to_thread(self.store.owner_of, doc_id)
         if exists and not may_write(stored_owner, owner):  # before any work; upsert checks again
             raise not_owner(doc_id)
         pieces = await self._off_loop(
             chunk_document, doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars
         )
-        chunks = [text for _, text in pieces]
-        if not chunks:
+        if not pieces:
             raise BadRequest("The document has no text to index.")
         try:
             # Before the embedding call, so a full store does not cost the gateway's time; upsert checks again.
             await asyncio.to_thread(
-                self.store.check_room, doc_id, len(chunks), self.settings.max_total_chunks
+                self.store.check_room, doc_id, len(pieces), self.settings.max_total_chunks
             )
         except StoreFull as exc:
             raise self._storage_full(exc) from None
@@ -112,38 +180,62 @@ class DocumentService:
             doc.metadata,
             doc.text,
             digest,
-            chunks,
+            [text for _, text in pieces],
             owner=owner,
             sections=[section for section, _ in pieces],
         )
-        capped = 0
+        return _Prepared(doc, new)
+
+    async def _embed_documents(self, docs: list[_Prepared]) -> None:
+        """The vectors of every chunk of `docs`, in as few gateway calls as it allows. When the gateway cannot
+        embed, the documents are stored without vectors: searchable by BM25, marked `embedded: false` until
+        `retry_embeddings` (or POST /admin/reembed) fills them in."""
+        plans = []
+        for p in docs:
+            budget = self._budget()
+            p.budget = budget
+            plans += [
+                (heading(p.new.title, s), text, budget)
+                for s, text in zip(p.new.sections, p.new.chunks, strict=True)
+            ]
+        if not plans:
+            return
         try:
-            new.embeddings, new.embed_model, capped = await self._embed(
-                [(heading(doc.title, section), text) for section, text in pieces]
-            )
+            vectors, model = await self._embed_planned(plans)
         except UpstreamError as exc:
-            # Stored and searchable by BM25, marked `embedded: false` until `retry_embeddings` (or
-            # POST /admin/reembed) fills the vectors in.
-            log.warning("ingest_without_embeddings", document_id=doc_id, reason_code=exc.reason_code.value)
-        if capped:
-            log.info("sentence_vectors_capped", document_id=doc_id, sentences=capped)
+            log.warning("ingest_without_embeddings", documents=len(docs), reason_code=exc.reason_code.value)
+            for p in docs:
+                p.budget = None  # no vector at all: none is missing for a cap
+            return
+        i = 0
+        for p in docs:
+            p.new.embeddings, p.new.embed_model = vectors[i : i + len(p.new.chunks)], model
+            i += len(p.new.chunks)
+            if p.capped:
+                log.info("sentence_vectors_capped", document_id=p.new.id, sentences=p.capped)
+
+    async def _store(self, docs: list[_Prepared]) -> list[tuple[dict[str, Any], bool]]:
+        """Write `docs` in one transaction; (stored document, created) each."""
         try:
-            stored, created = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
+            written = await asyncio.to_thread(
+                self.store.upsert_many, [p.new for p in docs], self.settings.max_total_chunks
+            )
         except StoreFull as exc:
             raise self._storage_full(exc) from None
-        except NotOwner:
-            raise not_owner(doc_id) from None
+        except NotOwner as exc:
+            raise not_owner(exc.doc_id) from None
         store_model, _ = await asyncio.to_thread(self.store.embed_model)
-        if new.embed_model is not None and store_model != new.embed_model:
-            # The vectors were not stored (another model's are); BM25 still finds the document.
+        models = {p.new.embed_model for p in docs} - {None}
+        if models and store_model not in models:
+            # The vectors were not stored (another model's are); BM25 still finds the documents.
             log.warning(
                 "embedding_model_changed",
                 store_model=store_model,
-                gateway_model=new.embed_model,
+                gateway_model=sorted(models),
                 fix="POST /admin/reembed",
             )
-        self.metrics.ingested_chunks.inc(len(chunks))
-        return {**stored, "sentences_without_vector": capped}, created, True
+        self.metrics.ingested_chunks.inc(sum(len(p.new.chunks) for p in docs))
+        return written
 
     async def reembed(self) -> dict[str, Any]:
         """Re-embed every chunk with the gateway's current embedder (after a model or dimension change)."""
@@ -220,6 +312,24 @@ class DocumentService:
             out.append(flat[i : i + len(group)])
             i += len(group)
         return out, model
+
+
+@dataclass
+class _Prepared:
+    """A document checked and chunked, on its way to the embedder and the store."""
+
+    source: DocumentIn
+    new: NewDocument
+    budget: _Budget | None = None
+
+    @property
+    def capped(self) -> int:
+        """Sentences that the caps left without a vector of their own."""
+        return self.budget.capped if self.budget else 0
+
+
+def _failure(index: int, doc: DocumentIn, exc: CairnError) -> dict[str, Any]:
+    return {"index": index, "id": doc.id, "reason_code": exc.reason_code.value, "message": exc.message}
 
 
 class _Budget:

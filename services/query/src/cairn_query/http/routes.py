@@ -38,7 +38,15 @@ from cairn_query.corpus.hybrid import hybrid_query
 from cairn_query.governance.audit import Turn
 from cairn_query.governance.policy import PolicyError
 from cairn_query.http import openapi
-from cairn_query.schemas import ChatRequest, ConversationIn, DocumentIn, FeedbackIn, MessageIn, SearchRequest
+from cairn_query.schemas import (
+    ChatRequest,
+    ConversationIn,
+    DocumentBatchIn,
+    DocumentIn,
+    FeedbackIn,
+    MessageIn,
+    SearchRequest,
+)
 from cairn_query.store import OPERATOR, NotOwner
 from cairn_query.store.audit import AuditQuery
 from cairn_query.wiring import QueryService
@@ -108,6 +116,21 @@ async def create_document(request: Request) -> Response:
     return JSONResponse(
         {**stored, "created": created, "changed": changed}, status_code=201 if changed else 200
     )
+
+
+async def create_batch(request: Request) -> Response:
+    """Start a batch ingest job; 202 with its status at once (GET /v1/ingest/{job_id} follows it)."""
+    svc = _svc(request)
+    body = await parse_json_body(request, DocumentBatchIn)
+    job = svc.documents.start_batch(body.documents, _owner(request))
+    return JSONResponse(job.public(), status_code=202)
+
+
+async def get_ingest_job(request: Request) -> Response:
+    job = _svc(request).documents.jobs.get(request.path_params["job_id"], _owner(request))
+    if job is None:
+        raise CairnError(ReasonCode.NOT_FOUND, "No ingest job with this id (jobs are kept by the process).")
+    return JSONResponse(job.public())
 
 
 def _int_param(request: Request, name: str, default: int, high: int) -> int:
@@ -399,6 +422,8 @@ async def metrics(request: Request) -> Response:
 ROUTES = [
     Route("/v1/documents", create_document, methods=["POST"]),
     Route("/v1/documents", list_documents, methods=["GET"]),
+    Route("/v1/documents/batch", create_batch, methods=["POST"]),
+    Route("/v1/ingest/{job_id}", get_ingest_job, methods=["GET"]),
     Route("/v1/collections", list_collections, methods=["GET"]),
     Route("/v1/documents/{doc_id}", get_document, methods=["GET"]),
     Route("/v1/documents/{doc_id}", delete_document, methods=["DELETE"]),

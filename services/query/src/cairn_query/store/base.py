@@ -8,8 +8,9 @@ in a worker thread by the caller (`asyncio.to_thread`).
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -255,3 +256,38 @@ class Store(Protocol):
     def vector_search(
         self, vector: list[float], model: str, limit: int, collection: str | None, filters: dict[str, Any]
     ) -> list[tuple[int, float]] | None: ...
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as read: SQLite gives its text, psycopg the decoded value."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def document_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A document as the API shows it, from a row of either backend (`n`: its chunks, `embedded`)."""
+    return {
+        "id": row["id"],
+        "collection": row["collection"],
+        "title": row["title"],
+        "url": row["url"],
+        "metadata": _json(row["metadata"]),
+        "chunks": int(row["n"]),
+        "embedded": bool(row["embedded"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def chunk_row(row: Mapping[str, Any]) -> ChunkRow:
+    return ChunkRow(
+        rowid=row["rowid"],
+        chunk_id=row["chunk_id"],
+        document_id=row["document_id"],
+        index=row["idx"],
+        text=row["text"],
+        title=row["title"],
+        url=row["url"],
+        collection=row["collection"],
+        metadata=_json(row["metadata"]),
+        section=row["section"],
+    )

@@ -2,10 +2,11 @@
 
 Keywords: the chunks matching the OR of the query's words (`query_terms`, the same words as on SQLite) are
 ranked by `ts_rank` with the title at half weight. Ranking every matching row cost 32 ms a query at 100k chunks
-(a five-word question matched ~14k rows), so only a candidate set is ranked: the rows matching *all* the words
-(the best, few) and then any `fts_candidates` rows matching one of them, both read through the GIN index and
-stopped at the cap. A broad query may so miss a row that matches some words only, beyond the cap; one that
-matches all of them is always ranked.
+(a five-word question matched ~14k rows), so only a candidate set is ranked, in tiers read through the GIN
+index and each stopped at `fts_candidates` rows: the rows matching *all* the words (the best, few), those
+matching at least two of them (for questions of up to 8 words), then those matching any. ts_rank scores a row
+by the words it holds, so the rows it would put first are in the first tiers; a broad query may miss a row
+matching one word only, beyond the cap, which would rank low anyway.
 
 Vectors: an unscoped search walks the HNSW index for `_OVERFETCH` times `limit` nearest vectors and keeps each
 chunk's best. pgvector 0.6 has no filtered index walk (0.8's iterative scans), so a scoped search (a collection
@@ -30,6 +31,7 @@ RANK_WEIGHTS = "'{0, 0, 0.5, 1}'::float4[]"  # D, C, B (title), A (text)
 # together, so several of the nearest vectors are often one chunk's.
 _OVERFETCH = 4
 _EF_MAX = 1000  # pgvector's largest hnsw.ef_search
+_PAIR_TERMS = 8  # up to this many words, the rows matching two of them are a tier of their own (28 pairs)
 
 
 def bm25(
@@ -37,18 +39,23 @@ def bm25(
 ) -> list[int]:
     """Rowids of the best `limit` chunks for `terms` (\\w+ words: no quote or operator can be in one), within
     `scope` (a clause over document `d`, "" for none)."""
-    any_word = " | ".join(f"'{t}'" for t in terms)
-    all_words = " & ".join(f"'{t}'" for t in terms)
+    tiers = [" & ".join(f"'{t}'" for t in terms)]  # every word
+    if 2 < len(terms) <= _PAIR_TERMS:  # at least two of the words
+        tiers.append(" | ".join(f"'{a}' & '{b}'" for i, a in enumerate(terms) for b in terms[i + 1 :]))
+    if len(terms) > 1:
+        tiers.append(" | ".join(f"'{t}'" for t in terms))  # any word
     join = " JOIN documents d ON d.id = c.document_id" if scope else ""
     where = f" AND {scope}" if scope else ""
     # A LIMIT without ORDER BY stops the read (and the ranking, computed per row read) at the cap.
     pick = (
-        f"SELECT c.rowid, ts_rank({RANK_WEIGHTS}, c.tsv, to_tsquery('cairn', %s), 1) AS r"
-        f" FROM chunks c{join} WHERE c.tsv @@ to_tsquery('cairn', %s){where} LIMIT %s"
+        f"(SELECT c.rowid, ts_rank({RANK_WEIGHTS}, c.tsv, to_tsquery('cairn', %s), 1) AS r"
+        f" FROM chunks c{join} WHERE c.tsv @@ to_tsquery('cairn', %s){where} LIMIT %s)"
     )
+    rank_by = tiers[-1]
     rows = conn.execute(
-        f"SELECT rowid FROM (({pick}) UNION ALL ({pick})) u GROUP BY rowid ORDER BY MAX(r) DESC, rowid LIMIT %s",
-        [any_word, all_words, *params, candidates, any_word, any_word, *params, candidates, limit],
+        f"SELECT rowid FROM ({' UNION ALL '.join([pick] * len(tiers))}) u"
+        " GROUP BY rowid ORDER BY MAX(r) DESC, rowid LIMIT %s",
+        [p for tier in tiers for p in (rank_by, tier, *params, candidates)] + [limit],
     ).fetchall()
     return [int(r[0]) for r in rows]
 

@@ -122,7 +122,7 @@ class PostgresStore(SqlStore):
         pool_min: int = 1,
         pool_max: int = 8,
         ef_search: int = 200,
-        fts_candidates: int = 2000,
+        fts_candidates: int = 500,
         exact_max: int = 20_000,
     ) -> None:
         self.url = url
@@ -255,7 +255,7 @@ class PostgresStore(SqlStore):
         vectors = {
             rowids[f"{doc.id}:{i}"]: v
             for doc, keep in docs
-            if keep and doc.embeddings
+            if keep and doc.embeddings is not None
             for i, v in enumerate(doc.embeddings)
         }
         _copy_vectors(conn, self._vector_oid, vectors)

@@ -13,7 +13,6 @@ document's `seq` are read inside it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -25,6 +24,8 @@ from cairn_query.store.base import (
     NewDocument,
     NotOwner,
     StoreFull,
+    chunk_row,
+    document_row,
     may_write,
 )
 from cairn_query.store.values import like_pattern, now_iso
@@ -200,7 +201,7 @@ class SqlStore:
         if doc.embeddings is None:
             return False
         model, dims = self._meta_embed(conn)
-        vec_dims = len(doc.embeddings[0][0]) if doc.embeddings else 0
+        vec_dims = len(doc.embeddings[0][0]) if len(doc.embeddings) else 0
         keep = model is None or (model == doc.embed_model and dims == vec_dims)
         if keep and len(doc.embeddings) != len(doc.chunks):
             raise ValueError(f"{doc.id}: {len(doc.chunks)} chunks but vectors for {len(doc.embeddings)}")
@@ -274,7 +275,7 @@ class SqlStore:
             f" FROM documents d WHERE d.id IN ({marks})",
             list(doc_ids),
         )
-        docs = {r["id"]: _doc(r) for r in rows}
+        docs = {r["id"]: document_row(r) for r in rows}
         if with_text:
             for r in rows:
                 ids = self._query("SELECT chunk_id FROM chunks WHERE document_id=? ORDER BY idx", (r["id"],))
@@ -300,7 +301,7 @@ class SqlStore:
             [*params, limit, offset],
         )
         total = self._query(f"SELECT COUNT(*) AS n FROM documents d {where}", params)[0]["n"]
-        return [_doc(r) for r in rows], int(total)
+        return [document_row(r) for r in rows], int(total)
 
     def list_collections(self) -> list[dict[str, Any]]:
         rows = self._query(
@@ -312,18 +313,19 @@ class SqlStore:
 
     def get_chunk(self, chunk_id: str) -> ChunkRow | None:
         rows = self._query(f"{_CHUNK_SELECT} WHERE c.chunk_id=?", (chunk_id,))
-        return _chunk(rows[0]) if rows else None
+        return chunk_row(rows[0]) if rows else None
 
     def chunks_by_rowid(self, rowids: Sequence[int]) -> dict[int, ChunkRow]:
         if not rowids:
             return {}
         marks = ",".join("?" * len(rowids))
         rows = self._query(f"{_CHUNK_SELECT} WHERE c.rowid IN ({marks})", list(rowids))
-        return {r["rowid"]: _chunk(r) for r in rows}
+        return {r["rowid"]: chunk_row(r) for r in rows}
 
     def chunks_of(self, doc_id: str) -> list[ChunkRow]:
         return [
-            _chunk(r) for r in self._query(f"{_CHUNK_SELECT} WHERE c.document_id=? ORDER BY c.idx", (doc_id,))
+            chunk_row(r)
+            for r in self._query(f"{_CHUNK_SELECT} WHERE c.document_id=? ORDER BY c.idx", (doc_id,))
         ]
 
     def without_vectors(self, limit: int) -> list[str]:
@@ -365,37 +367,3 @@ class SqlStore:
             clauses.append(clause)
             params += more
         return (" AND ".join(clauses), params)
-
-
-def _json(value: Any) -> Any:
-    """A JSON column as read: SQLite gives its text, psycopg the decoded value."""
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _doc(row: Row) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "collection": row["collection"],
-        "title": row["title"],
-        "url": row["url"],
-        "metadata": _json(row["metadata"]),
-        "chunks": int(row["n"]),
-        "embedded": bool(row["embedded"]),
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
-
-
-def _chunk(row: Row) -> ChunkRow:
-    return ChunkRow(
-        rowid=row["rowid"],
-        chunk_id=row["chunk_id"],
-        document_id=row["document_id"],
-        index=row["idx"],
-        text=row["text"],
-        title=row["title"],
-        url=row["url"],
-        collection=row["collection"],
-        metadata=_json(row["metadata"]),
-        section=row["section"],
-    )

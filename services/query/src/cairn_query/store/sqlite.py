@@ -190,7 +190,7 @@ class SQLiteStore(SqlStore):
         chunks: list[tuple[Any, ...]] = []
         fts: list[tuple[Any, ...]] = []
         for doc, keep in docs:
-            blobs = [as_blob(v) for v in doc.embeddings] if keep and doc.embeddings else None
+            blobs = [as_blob(v) for v in doc.embeddings] if keep and doc.embeddings is not None else None
             for i, text in enumerate(doc.chunks):
                 rowid += 1
                 blob = blobs[i] if blobs else None

@@ -1,0 +1,102 @@
+"""Batch ingest jobs: many documents in one request, ingested in the background, with their progress.
+
+`POST /v1/documents/batch` starts a job and answers at once; `GET /v1/ingest/{job_id}` reports it. The job
+runs DocumentService.ingest_many: documents in groups, each group chunked while the one before is embedded and
+the one before that is written (one transaction per group), so the CPU, the embedder and the store work at
+the same time. A document whose content hash is stored already costs no embedding and no write, so a job
+re-sent after a crash (or a restart) redoes only what was not stored: jobs live in the process's memory, the
+documents in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import OrderedDict
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from cairn_core import ReasonCode
+
+from cairn_query.store import OPERATOR
+from cairn_query.store.values import now_iso
+
+_KEPT = 100  # finished jobs kept for their status, newest first
+
+
+@dataclass
+class IngestJob:
+    id: str
+    owner: str
+    total: int
+    state: str = "running"  # running | done | failed
+    stored: int = 0  # written, new or changed
+    unchanged: int = 0  # same content hash as stored: nothing embedded, nothing written
+    chunks: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)  # {index, id, reason_code, message}
+    started_at: str = field(default_factory=now_iso)
+    finished_at: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        done = self.stored + self.unchanged + len(self.failed)
+        return {
+            "id": self.id,
+            "state": self.state,
+            "total": self.total,
+            "done": done,
+            "stored": self.stored,
+            "unchanged": self.unchanged,
+            "chunks": self.chunks,
+            "failed": self.failed,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+class IngestJobs:
+    """The jobs of one process, and their tasks (cancelled at shutdown)."""
+
+    def __init__(self) -> None:
+        self._jobs: OrderedDict[str, IngestJob] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, owner: str, total: int, work: Any) -> IngestJob:
+        """Register a job and run `work(job)` (a coroutine function) in the background."""
+        job = IngestJob(secrets.token_hex(8), owner, total)
+        self._jobs[job.id] = job
+        while len(self._jobs) > _KEPT:
+            oldest = next(iter(self._jobs))
+            if self._jobs[oldest].state == "running":
+                break
+            del self._jobs[oldest]
+        task = asyncio.create_task(self._run(job, work(job)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def _run(self, job: IngestJob, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+            job.state = "done"
+        except Exception as exc:  # reported in the job's status, which is where its caller looks
+            job.state = "failed"
+            job.failed.append(
+                {
+                    "index": None,
+                    "id": None,
+                    "reason_code": ReasonCode.INTERNAL_ERROR.value,
+                    "message": str(exc),
+                }
+            )
+        finally:
+            job.finished_at = now_iso()
+
+    def get(self, job_id: str, owner: str) -> IngestJob | None:
+        """The job, for its owner (or the operator); another owner's job reads as missing."""
+        job = self._jobs.get(job_id)
+        return job if job is not None and owner in (job.owner, OPERATOR) else None
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
