@@ -73,13 +73,13 @@ def raw_model(threads_list: list[int]) -> dict[str, Any]:
 def measure(path: str, threads: int) -> dict[str, Any]:
     import numpy as np
     from cairn_gateway.in_process import extractive
-    from cairn_gateway.providers.llamacpp import _digit_tokens, json_grammar
+    from cairn_gateway.providers.llamacpp import digit_tokens, json_grammar
     from llama_cpp import Llama, LlamaGrammar, llama_get_logits_ith
 
     prompt, sentences = sample_prompt()
     llm = Llama(model_path=str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
     tokens = llm.tokenize(prompt.encode(), add_bos=True)
-    digits = _digit_tokens(llm)
+    digits = digit_tokens(llm)
 
     def prompt_only() -> float:
         llm.reset()

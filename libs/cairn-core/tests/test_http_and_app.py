@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from cairn_core import make_http_client, service_app
-from cairn_core._http import ServiceClient
+from cairn_core.clients import ServiceClient
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import structlog
-from cairn_core import configure_logging
+from cairn_core.observability import configure_logging
 
 
 @pytest.fixture(autouse=True)

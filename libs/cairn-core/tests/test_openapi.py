@@ -89,3 +89,20 @@ def test_a_stream_is_described_event_by_event() -> None:
         "contentSchema": {"$ref": REF + "DeltaEvent"},
     }
     assert by_name["done"]["contentSchema"] == {"$ref": REF + "DoneEvent"}
+
+
+def test_a_route_without_an_operation_cannot_be_documented() -> None:
+    import pytest
+    from cairn_core import Endpoint
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def handler(request: object) -> Response:
+        return Response()
+
+    documented = Endpoint(handler, Operation("GET", "/a", "A", {200: Reply(media=["text/plain"])}))
+    hidden = Route("/hidden", handler, include_in_schema=False)
+    doc = openapi_document("t", "v1", [documented, hidden])
+    assert list(doc["paths"]) == ["/a"]
+    with pytest.raises(TypeError, match="'/b' has no OpenAPI operation"):
+        openapi_document("t", "v1", [documented, Route("/b", handler)])

@@ -16,10 +16,9 @@ from cairn_core import (
     ReasonCode,
     Redis,
     RedisCircuit,
-    RedisUnavailable,
-    make_redis,
     redis_client,
 )
+from cairn_core.redis import RedisUnavailable, make_redis
 from cairn_testing import RedisServer, free_port, start_redis
 
 

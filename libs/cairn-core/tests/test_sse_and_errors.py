@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import cairn_core
 import httpx
-from cairn_core import DeltaEvent, ReasonCode, aiter_sse, encode_event, error_body
+from cairn_core import DeltaEvent, ReasonCode, encode_event
+from cairn_core.contract.errors import error_body
+from cairn_core.web.sse import aiter_sse, aiter_sse_chunks
 
 
 async def test_encode_decode_round_trip_including_newlines() -> None:
@@ -43,7 +45,7 @@ async def test_sse_from_raw_chunks_split_anywhere() -> None:
         for i in range(len(raw)):  # one byte at a time: splits "é" and every line end
             yield raw[i : i + 1]
 
-    got = [(m.event, m.data) async for m in cairn_core.aiter_sse_chunks(chunks())]
+    got = [(m.event, m.data) async for m in aiter_sse_chunks(chunks())]
     # CRLF and bare CR both end lines, comments are skipped, data lines join with "\n", and the last event,
     # never closed by a blank line, is dropped as the SSE spec says.
     assert got == [("delta", '{"text":"café"}'), ("message", "a\nb")]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cairn_core import ContextOnlyTracerProvider, outgoing_headers, setup_tracing, trace_id_hex
+from cairn_core import outgoing_headers, trace_id_hex
+from cairn_core.observability import ContextOnlyTracerProvider, setup_tracing
 from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from cairn_core import json_schema
+from cairn_gateway.citations import json_schema
 from cairn_testing.imitations import XGRAMMAR_REFUSAL, constrained, refusal
 
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "g", "schema": json_schema(["a:0"]), "strict": True}}

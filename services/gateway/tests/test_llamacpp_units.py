@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cairn_core import CairnError, ChatMessage, ReasonCode, json_schema
+from cairn_core import CairnError, ChatMessage, ReasonCode
+from cairn_gateway.citations import json_schema
 from cairn_gateway.in_process import check_memory, stream_in_thread
 from cairn_gateway.in_process.base_prompt import StopScanner, render_prompt
 from cairn_gateway.providers.base import ProviderChunk, ProviderRequest
@@ -23,6 +24,7 @@ from cairn_gateway.providers.llamacpp import (
     JSON_OVERHEAD_TOKENS,
     LlamaCppProvider,
     budget_schema,
+    generation,
     json_grammar,
     response_schema,
 )
@@ -178,7 +180,8 @@ def test_budget_schema_does_not_change_its_input() -> None:
 
 
 def test_extractive_prompt_numbers_sentences_best_first_and_asks_for_one() -> None:
-    from cairn_core import ContextChunk, check_grounded
+    from cairn_core import ContextChunk
+    from cairn_gateway.citations import check_grounded
     from cairn_gateway.in_process import extractive
 
     chunks = [
@@ -206,7 +209,8 @@ def test_extractive_prompt_numbers_sentences_best_first_and_asks_for_one() -> No
 
 
 def test_a_quoted_grammar_line_is_not_glued_to_the_sentence_after_it() -> None:
-    from cairn_core import ContextChunk, check_grounded
+    from cairn_core import ContextChunk
+    from cairn_gateway.citations import check_grounded
     from cairn_gateway.in_process import extractive
 
     # Two sentences of the Python Language Reference (pydoc_data.topics["floating"], PSF licence).
@@ -248,10 +252,10 @@ def _run_llamacpp(req: ProviderRequest, pieces: list[str]) -> tuple[str, dict[st
     from cairn_gateway.providers.llamacpp import LlamaCppProvider
 
     provider = LlamaCppProvider(ModelSpec(alias="m", provider="llamacpp"), GatewaySettings(_env_file=None))  # type: ignore[call-arg]
-    provider._fit_threads = lambda llm: None  # type: ignore[method-assign]
+    provider.fit_threads = lambda llm: None  # type: ignore[method-assign]
     llm = _RecordingLlama(pieces)
     out: list[ProviderChunk] = []
-    provider._generate(llm, req, out.append, threading.Event())
+    generation.generate(provider, llm, req, out.append, threading.Event())
     return "".join(c.text for c in out), llm.calls[0]
 
 
@@ -411,9 +415,9 @@ def test_template_model_templates_messages_and_json_grounded_prompts_but_not_raw
         json_schema=json_schema(["a"]),
         prompt="Hi?",
     )
-    assert provider._prompt(llm, chat, False)[1] == ()
-    provider._prompt(llm, raw, False)
-    provider._prompt(llm, grounded, True)
+    assert generation.prompt_tokens(provider, llm, chat, False)[1] == ()
+    generation.prompt_tokens(provider, llm, raw, False)
+    generation.prompt_tokens(provider, llm, grounded, True)
     texts = [text for text, _, _ in llm.seen]
     assert texts == [
         "<start_of_turn>user\nHi?<end_of_turn>\n<start_of_turn>model\n",
@@ -431,7 +435,7 @@ def test_base_model_keeps_the_q_a_format_and_its_stops() -> None:
     provider = LlamaCppProvider(ModelSpec(alias="m", provider="llamacpp"), GatewaySettings(_env_file=None))
     llm = _Tokenizer()
     req = ProviderRequest(messages=[ChatMessage(role="user", content="Hi?")], max_tokens=8, temperature=0)
-    assert provider._prompt(llm, req, False)[1] == FORMAT_STOPS
+    assert generation.prompt_tokens(provider, llm, req, False)[1] == FORMAT_STOPS
     assert llm.seen[0][0] == "Q: Hi?\nA:"
 
 

@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 import yarl
 from aioresponses import CallbackResult, aioresponses
-from cairn_core import ChatMessage, ReasonCode, json_schema, make_aiohttp_session
+from cairn_core import ChatMessage, ReasonCode, make_aiohttp_session
+from cairn_gateway.citations import json_schema
 from cairn_gateway.providers.base import UNHEALTHY, ProviderRequest
 from cairn_gateway.providers.openai_compat import OpenAICompatProvider
 from cairn_gateway.providers.structured_output import FormatRefused, Mode, refusal

@@ -1,4 +1,4 @@
-"""Unit tests of single pieces: the openai_compat client (aioresponses), circuit breaker, admission, toy provider."""
+"""Unit tests of single pieces: the openai_compat client (aioresponses), admission, toy provider."""
 
 from __future__ import annotations
 
@@ -13,15 +13,13 @@ from aioresponses import aioresponses
 from cairn_core import (
     CairnError,
     ChatMessage,
-    CircuitBreaker,
-    CircuitState,
     ReasonCode,
     StopReason,
-    UpstreamError,
     make_aiohttp_session,
 )
 from cairn_gateway.admission import Admission
-from cairn_gateway.providers.base import ProviderError, ProviderRequest
+from cairn_gateway.errors import ProviderError
+from cairn_gateway.providers.base import ProviderRequest
 from cairn_gateway.providers.openai_compat import OpenAICompatProvider
 from cairn_gateway.providers.toy import ToyEmbedder, ToyProvider
 from cairn_gateway.settings import GatewaySettings, ModelSpec
@@ -136,30 +134,6 @@ async def test_connect_error_is_unavailable_after_retries() -> None:
         with pytest.raises(ProviderError) as err:
             await provider.generate(_req())
     assert err.value.reason_code is ReasonCode.PROVIDER_UNAVAILABLE
-
-
-def test_circuit_breaker_opens_probes_and_closes() -> None:
-    cb = CircuitBreaker("m", failure_threshold=2, reset_after_s=0.05)
-    cb.before_call()
-    cb.failure()
-    cb.before_call()
-    cb.failure()
-    assert cb.state is CircuitState.OPEN
-    with pytest.raises(CairnError) as err:
-        cb.before_call()
-    assert err.value.reason_code is ReasonCode.CIRCUIT_OPEN
-    import time
-
-    time.sleep(0.06)
-    assert cb.state is CircuitState.HALF_OPEN and not cb.is_open
-    cb.before_call()  # the one probe
-    assert cb.is_open
-    with pytest.raises(UpstreamError):  # QS degrades on UpstreamError, the gateway on any CairnError
-        cb.before_call()  # a second caller while the probe runs
-    cb.release_probe()  # the probe's client went away: no verdict, the next caller probes
-    cb.before_call()
-    cb.success()
-    assert cb.state is CircuitState.CLOSED and not cb.is_open
 
 
 async def test_admission_queues_then_rejects() -> None:

@@ -1,28 +1,17 @@
-"""Shared pieces of every Cairn service: the contract, reason codes, SSE, HTTP client, errors, observability."""
+"""What every Cairn service shares, by concern (docs/architecture.md, "Where does X live"):
 
-from ._app import running, serve, service_app
-from ._auth import (
-    INTERNAL_TOKEN_ENV,
-    INTERNAL_TOKEN_HEADER,
-    OWNER_HEADER,
-    InternalAuthMiddleware,
-    internal_headers,
-    is_loopback_host,
-    require_token_off_loopback,
-    secret_of,
-    token_matches,
-)
-from ._circuit import CircuitBreaker, CircuitState
-from ._citations import (
-    AnswerExtractor,
-    CitationError,
-    GroundedAnswer,
-    check_grounded,
-    json_schema,
-    parse_grounded,
-    validate_citations,
-)
-from ._contract import (
+- `contract/`: the `/v1/generate` wire models, the reason codes, the error tree (`contract/errors.py`);
+- `web/`: the app factory and server, middleware, errors as HTTP answers, SSE, JSON, OpenAPI, internal auth;
+- `resilience/`: the circuit breaker (one API, state per process or in Redis), `retrying()`, replicas;
+- `clients.py` (outgoing HTTP), `redis.py` (shared state), `observability.py` (logs, traces, request ids),
+  `grounding.py` (does an answer say what its sources say), `metric_names.py`, `processes.py`.
+
+This module re-exports what the services import; anything else is imported from its module.
+"""
+
+from .clients import make_aiohttp_session, make_http_client
+from .contract.errors import BadRequest, CairnError, ErrorBody, UpstreamError, is_retryable
+from .contract.generate import (
     CONTRACT_VERSION,
     EVENT_TYPES,
     AnsweredBy,
@@ -40,74 +29,47 @@ from ._contract import (
     StopReason,
     Usage,
 )
-from ._errors import BadRequest, CairnError, ErrorBody, UpstreamError, error_body, is_retryable
-from ._grounding import (
-    SupportVerdict,
+from .contract.reason_codes import DEGRADABLE, HTTP_STATUS, ReasonCode
+from .grounding import (
     check_support,
     content_words,
-    dedupe_sentences,
     join_sentences,
     names_in,
     numbers,
-    overlap,
     split_sentences,
     strip_markers,
     without_names,
     word_stems,
 )
-from ._http import make_aiohttp_session, make_http_client
-from ._json import JSONDecodeError, JSONResponse
-from ._json import dumps as json_dumps
-from ._json import loads as json_loads
-from ._metric_names import BffMetric, GatewayMetric, QueryMetric, total
-from ._observability import (
-    REQUEST_ID_HEADER,
-    ContextOnlyTracerProvider,
-    RequestContextMiddleware,
-    client_span,
-    configure_logging,
-    current_request_id,
-    new_request_id,
-    outgoing_headers,
-    setup_tracing,
-    trace_id_hex,
-)
-from ._openapi import (
-    EVENT_STREAM,
-    HEALTHZ,
-    METRICS,
-    Health,
-    Operation,
-    Param,
-    Reply,
-    Stream,
-    openapi_document,
-    openapi_route,
-    operation_id,
-)
-from ._processes import describe_exit
-from ._reason_codes import DEGRADABLE, HTTP_STATUS, ReasonCode
-from ._redis import (
+from .metric_names import BffMetric, GatewayMetric, QueryMetric, total
+from .observability import client_span, current_request_id, outgoing_headers, trace_id_hex
+from .processes import describe_exit
+from .redis import (
     INFLIGHT_ENTER_LUA,
     KEY_PREFIX,
     KEYS_IMPORT_LUA,
-    REDIS_URL_ENV,
     TOKEN_BUCKET_LUA,
     Redis,
     RedisError,
     RedisOutageLog,
-    RedisUnavailable,
-    make_redis,
     redis_client,
 )
-from ._replicas import Replicas, split_urls
-from ._shared_circuit import Circuit, LocalCircuit, RedisCircuit
-from ._sse import SSEDecoder, SSEMessage, aiter_sse, aiter_sse_chunks, decode_sse, encode_event, iter_sse
-from ._web import (
-    EXCEPTION_HANDLERS,
-    SSE_HEADERS,
-    BodyLimitMiddleware,
-    ClientDisconnected,
+from .resilience.circuit import Circuit, CircuitBreaker, CircuitState, RedisCircuit
+from .resilience.replicas import Replicas, split_urls
+from .resilience.retrying import GiveUp, retrying
+from .web.app import running, serve, service_app
+from .web.auth import (
+    INTERNAL_TOKEN_HEADER,
+    OWNER_HEADER,
+    InternalAuthMiddleware,
+    internal_headers,
+    is_loopback_host,
+    require_bearer,
+    require_token_off_loopback,
+    secret_of,
+    token_matches,
+)
+from .web.handlers import (
     EventStreamResponse,
     cancel_on_disconnect,
     error_response,
@@ -116,58 +78,63 @@ from ._web import (
     metrics_response,
     parse_json_body,
     request_id_of,
-    require_bearer,
 )
+from .web.json import JSONDecodeError, JSONResponse
+from .web.json import dumps as json_dumps
+from .web.json import loads as json_loads
+from .web.openapi import (
+    EVENT_STREAM,
+    HEALTHZ,
+    METRICS,
+    Endpoint,
+    Operation,
+    Param,
+    Reply,
+    Stream,
+    openapi_document,
+    openapi_route,
+    operation_id,
+)
+from .web.sse import SSEDecoder, SSEMessage, decode_sse, encode_event, iter_sse
 
 __all__ = [
     "CONTRACT_VERSION",
     "DEGRADABLE",
     "EVENT_STREAM",
     "EVENT_TYPES",
-    "EXCEPTION_HANDLERS",
     "HEALTHZ",
     "HTTP_STATUS",
     "INFLIGHT_ENTER_LUA",
-    "INTERNAL_TOKEN_ENV",
     "INTERNAL_TOKEN_HEADER",
     "KEYS_IMPORT_LUA",
     "KEY_PREFIX",
     "METRICS",
     "OWNER_HEADER",
-    "REDIS_URL_ENV",
-    "REQUEST_ID_HEADER",
-    "SSE_HEADERS",
     "TOKEN_BUCKET_LUA",
-    "AnswerExtractor",
     "AnsweredBy",
     "BadRequest",
     "BffMetric",
-    "BodyLimitMiddleware",
     "CairnError",
     "ChatMessage",
     "Circuit",
     "CircuitBreaker",
     "CircuitState",
     "Citation",
-    "CitationError",
     "CitationsEvent",
-    "ClientDisconnected",
     "ContextChunk",
-    "ContextOnlyTracerProvider",
     "DeltaEvent",
     "DoneEvent",
+    "Endpoint",
     "ErrorBody",
     "ErrorEvent",
     "EventStreamResponse",
     "GatewayMetric",
     "GenerateRequest",
     "GenerateResponse",
-    "GroundedAnswer",
-    "Health",
+    "GiveUp",
     "InternalAuthMiddleware",
     "JSONDecodeError",
     "JSONResponse",
-    "LocalCircuit",
     "MetaEvent",
     "Operation",
     "Param",
@@ -177,32 +144,23 @@ __all__ = [
     "RedisCircuit",
     "RedisError",
     "RedisOutageLog",
-    "RedisUnavailable",
     "Replicas",
     "Reply",
-    "RequestContextMiddleware",
     "SSEDecoder",
     "SSEMessage",
     "Status",
     "StopReason",
     "Stream",
-    "SupportVerdict",
     "UpstreamError",
     "Usage",
-    "aiter_sse",
-    "aiter_sse_chunks",
     "cancel_on_disconnect",
-    "check_grounded",
     "check_support",
     "client_span",
-    "configure_logging",
     "content_words",
     "current_request_id",
     "decode_sse",
-    "dedupe_sentences",
     "describe_exit",
     "encode_event",
-    "error_body",
     "error_response",
     "format_validation_error",
     "internal_headers",
@@ -212,38 +170,32 @@ __all__ = [
     "join_sentences",
     "json_dumps",
     "json_loads",
-    "json_schema",
     "log_fields",
     "make_aiohttp_session",
     "make_http_client",
-    "make_redis",
     "metrics_response",
     "names_in",
-    "new_request_id",
     "numbers",
     "openapi_document",
     "openapi_route",
     "operation_id",
     "outgoing_headers",
-    "overlap",
-    "parse_grounded",
     "parse_json_body",
     "redis_client",
     "request_id_of",
     "require_bearer",
     "require_token_off_loopback",
+    "retrying",
     "running",
     "secret_of",
     "serve",
     "service_app",
-    "setup_tracing",
     "split_sentences",
     "split_urls",
     "strip_markers",
     "token_matches",
     "total",
     "trace_id_hex",
-    "validate_citations",
     "without_names",
     "word_stems",
 ]

@@ -10,11 +10,11 @@ from cairn_core import InternalAuthMiddleware, make_aiohttp_session, redis_clien
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from .engine import Engine
 from .keys import KeyStore
 from .metrics import GatewayMetrics
-from .registry import Registry
+from .model_registry import ModelRegistry
 from .routes import ROUTES
-from .service import GenerationService
 from .settings import GatewaySettings
 
 SERVICE_NAME = "llm-gateway"
@@ -32,7 +32,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             redis_client(secret_of(settings.redis_url)) as redis,
             make_aiohttp_session(max_connections=max(64, settings.max_concurrency * 4)) as http,
         ):
-            registry = Registry(settings, http, metrics, redis)
+            registry = ModelRegistry(settings, http, metrics, redis)
             tasks: list[asyncio.Task[None]] = []
             try:
                 if redis is not None:
@@ -41,7 +41,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
                     tasks.append(asyncio.create_task(keys.keep_fresh(settings.keys_refresh_s)))
                 await registry.start()
                 tasks.append(asyncio.create_task(registry.retry_failed(settings.load_retry_s)))
-                app.state.service = GenerationService(settings, registry, metrics)
+                app.state.engine = Engine(settings, registry)
                 yield
             finally:
                 for task in tasks:

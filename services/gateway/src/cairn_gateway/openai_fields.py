@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn_core import CairnError, ReasonCode
+from .errors import UnsupportedField
 
 # Read by the gateway itself and turned into the contract's request; never forwarded as they came.
 MAPPED = frozenset(
@@ -58,14 +58,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "best_of": (1,),
     "suffix": ("",),
 }
-
-
-class UnsupportedField(CairnError):
-    """A 400 that names the field, also as OpenAI's `error.param`."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(ReasonCode.BAD_REQUEST, message)
-        self.param = param
 
 
 def forwarded(fields: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from typing import Any
 import structlog
 from cairn_core import CairnError, ReasonCode, describe_exit
 
-from ..providers.base import ProviderChunk, ProviderError, ProviderRequest
+from ..errors import ProviderError
+from ..providers.base import ProviderChunk, ProviderRequest
 from .worker_protocol import chunk_from_wire, dumps, request_to_wire
 
 log = structlog.get_logger("model_worker")

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from cairn_core import CairnError, ReasonCode
 
-from ..providers.base import import_from_string
+from ..providers.catalogue import import_from_string
 from ..settings import GatewaySettings, ModelSpec
 from .worker_protocol import chunk_to_wire, dumps, request_from_wire
 

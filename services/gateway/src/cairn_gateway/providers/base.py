@@ -1,24 +1,24 @@
-"""The small interface every provider implements, and the lazy registry that finds them.
+"""The small interface every provider implements (the catalogue that finds them by name is `catalogue.py`).
 
 A provider turns a `ProviderRequest` into text: `generate()` for one answer, `stream()` for pieces as they are
 produced. A provider whose pieces arrive in reads that hold several at once (`openai_compat`) may also offer
 `stream_batches()`, the same pieces grouped as they arrived, so that the gateway handles and writes a read's
 pieces together (`stream_batches` below picks it, or groups `stream()` one piece per batch). Providers raise
-`ProviderError` with a reason code; the service layer owns admission, timeouts, circuit breaking, fallbacks
+`ProviderError` with a reason code; the engine (engine.py) owns admission, timeouts, circuit breaking, fallbacks
 and citation checks, so a provider stays a thin adapter.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from cairn_core import ChatMessage, ReasonCode, StopReason, UpstreamError, Usage
+from cairn_core import ChatMessage, ReasonCode, StopReason, Usage
 
+from ..errors import ProviderError
 from ..in_process.threaded import stream_in_thread
 from ..settings import ModelSpec
 
@@ -69,7 +69,7 @@ class ProviderResult:
 
 
 # Failures that say something about a provider's health, and so count towards its circuit breaker (the model's
-# in service.py, each upstream's in router.py); any other failure is the request's own.
+# in engine.py, each upstream's in router.py); any other failure is the request's own.
 UNHEALTHY = frozenset(
     {
         ReasonCode.PROVIDER_TIMEOUT,
@@ -79,24 +79,6 @@ UNHEALTHY = frozenset(
         ReasonCode.MODEL_CRASHED,
     }
 )
-
-
-class ProviderError(UpstreamError):
-    """A provider failed. `retryable` (see UpstreamError): the provider's own client may call again (only
-    openai_compat and the router do, before the first chunk); the service's fallback chain reads reason codes."""
-
-    def __init__(
-        self,
-        reason_code: ReasonCode,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        retryable: bool = False,
-        unreachable: bool = False,
-    ) -> None:
-        super().__init__(
-            reason_code, message, retry_after=retry_after, retryable=retryable, unreachable=unreachable
-        )
 
 
 @runtime_checkable
@@ -135,10 +117,15 @@ async def _one_per_batch(chunks: AsyncIterator[ProviderChunk]) -> AsyncIterator[
         async for chunk in chunks:
             yield [chunk]
     finally:
-        # Closed early (a timeout, a client gone): the provider's own clean-up runs now, not when collected.
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose_now(chunks)
+
+
+async def aclose_now(chunks: AsyncIterator[Any] | None) -> None:
+    """Close an async generator left early (a timeout, a client gone): the provider's own clean-up (its
+    upstream connection) runs now, not whenever it is collected."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def collect(chunks: AsyncIterator[ProviderChunk]) -> ProviderResult:
@@ -179,32 +166,3 @@ class ThreadedProvider:
 
         async for chunk in stream_in_thread(self._executor, produce):
             yield chunk
-
-
-# Imported only when chosen, so `llama_cpp` and `onnxruntime` load only in processes that use them.
-PROVIDERS: dict[str, str] = {
-    "toy": "cairn_gateway.providers.toy:ToyProvider",
-    "sources": "cairn_gateway.providers.sources:SourcesProvider",
-    "openai_compat": "cairn_gateway.providers.openai_compat:OpenAICompatProvider",
-    "router": "cairn_gateway.providers.router:RouterProvider",
-    "llamacpp": "cairn_gateway.providers.llamacpp:LlamaCppProvider",
-}
-EMBEDDERS: dict[str, str] = {
-    "toy": "cairn_gateway.providers.toy:ToyEmbedder",
-    "onnx": "cairn_gateway.providers.onnx_embed:OnnxEmbedder",
-}
-
-
-def import_from_string(ref: str) -> Any:
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def provider_class(name: str, table: dict[str, str] = PROVIDERS) -> Any:
-    if name not in table and ":" in name:  # "module:Class": a provider of the operator's own, by import path
-        return import_from_string(name)
-    try:
-        ref = table[name]
-    except KeyError:
-        raise ValueError(f"Unknown provider {name!r}; choose one of {sorted(table)}") from None
-    return import_from_string(ref)

@@ -31,10 +31,11 @@ from typing import Any
 import structlog
 from cairn_core import CairnError, ReasonCode
 
+from ..errors import ProviderError
 from ..in_process.worker import ModelWorker, WorkerDied
 from ..metrics import GatewayMetrics
 from ..settings import GatewaySettings, ModelSpec
-from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult, collect
+from .base import ProviderChunk, ProviderRequest, ProviderResult, collect
 
 log = structlog.get_logger("isolated")
 

@@ -1,11 +1,11 @@
 """Any OpenAI-compatible server: llama.cpp server, Ollama, vLLM, OpenAI.
 
-Calls `{LLM_BASE_URL}/chat/completions` (or `/completions` for a raw prompt) with `stream=false|true` over the gateway's aiohttp session (this is
-the hop every token crosses; httpx's layers cost 40 % of the gateway's CPU here, docs/benchmarks.md). Retries
-live here and only here (tenacity): connect errors and 429/500/502/503/504, honouring `Retry-After`, and only
-while opening the request, so never after the first byte of an answer was produced. A 200 stream can still
-carry an error frame (`data: {"error": …}`, as vLLM and llama.cpp server send it), non-JSON lines, or end
-without `[DONE]`.
+Calls `{LLM_BASE_URL}/chat/completions` (or `/completions` for a raw prompt) with `stream=false|true` over the
+gateway's aiohttp session (this is the hop every token crosses; httpx's layers cost 40 % of the gateway's CPU
+here, docs/benchmarks.md). Retries live here and only here (`cairn_core.retrying()`, on tenacity): connect
+errors and 429/500/502/503/504, honouring `Retry-After`, and only while opening the request, so never after the
+first byte of an answer was produced. A 200 stream can still carry an error frame (`data: {"error": …}`, as vLLM
+and llama.cpp server send it), non-JSON lines, or end without `[DONE]`.
 
 OpenAI fields beyond the contract (`ProviderRequest.openai`: tools, response_format, vendor extensions) go out
 unchanged, and what the answer carries beyond text (tool calls, logprobs, the upstream's own finish reason)
@@ -23,20 +23,11 @@ from typing import Any
 
 import aiohttp
 import structlog
-from cairn_core import (
-    ReasonCode,
-    StopReason,
-    Usage,
-    is_retryable,
-    json_dumps,
-    json_loads,
-    outgoing_headers,
-)
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_base
+from cairn_core import ReasonCode, StopReason, Usage, json_dumps, json_loads, outgoing_headers, retrying
 
+from ..errors import ProviderError
 from ..settings import GatewaySettings, ModelSpec
-from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
+from .base import ProviderChunk, ProviderRequest, ProviderResult
 from .openai_frames import FINISH, StreamedAnswer, beyond_text, frame_error, usage_of
 from .structured_output import FormatRefused, Mode, StructuredOutput, public_url, refusal, response_format
 
@@ -63,18 +54,7 @@ def backoff_s(exc: BaseException | None, failed_attempts: int, cap_s: float) -> 
     return float(min(base, cap_s))
 
 
-class _WaitRetryAfter(wait_base):
-    """tenacity runs the retries only, so its attempt 1 is the second call overall."""
-
-    def __init__(self, cap_s: float) -> None:
-        self.cap_s = cap_s
-
-    def __call__(self, retry_state: Any) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        return backoff_s(exc, retry_state.attempt_number + 1, self.cap_s)
-
-
-def _log_retry(failed_attempts: int, exc: BaseException | None) -> None:
+def _log_retry(exc: BaseException, failed_attempts: int) -> None:
     log.warning("upstream_retry", attempt=failed_attempts, error=repr(exc))
 
 
@@ -188,17 +168,6 @@ class OpenAICompatProvider:
         body.update(req.openai)
         return body
 
-    def _retrying(self) -> AsyncRetrying:
-        return AsyncRetrying(
-            stop=stop_after_attempt(self.retries),
-            retry=retry_if_exception(is_retryable),
-            wait=_WaitRetryAfter(self.retry_cap_s),
-            reraise=True,
-            before_sleep=lambda rs: _log_retry(
-                rs.attempt_number + 1, rs.outcome.exception() if rs.outcome else None
-            ),
-        )
-
     async def _open(self, req: ProviderRequest, stream: bool) -> aiohttp.ClientResponse:
         """Open the upstream request. A refusal of the grounded `response_format` is no failure: the request goes
         out again at once in the next mode, learnt for the requests after it (a client's own format is theirs)."""
@@ -221,24 +190,17 @@ class OpenAICompatProvider:
         url = self.text_completions_url if req.raw else self.completions_url
         headers = {**self.post_headers, **outgoing_headers()}
         connect_s = min(CONNECT_TIMEOUT_S, req.timeout_s)
-        # A stream may last as long as the service's deadline allows, but must keep sending: the idle limit
-        # is the read timeout. A plain answer is bounded by the service's own deadline around this call.
+        # A stream may last as long as the engine's deadline allows, but must keep sending: the idle limit
+        # is the read timeout. A plain answer is bounded by the engine's own deadline around this call.
         limits = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_s, sock_read=self.idle_timeout_s if stream else None
         )
-        # The first call goes out bare: an AsyncRetrying costs about 70 µs per request (measured), as much as
-        # a tenth of the gateway's budget, and only a failed first call needs it.
-        try:
-            return await self._post(url, body, headers, limits, format_sent)
-        except ProviderError as exc:
-            if not exc.retryable or not self.retries:
-                raise
-            _log_retry(1, exc)
-            await asyncio.sleep(backoff_s(exc, 1, self.retry_cap_s))
-        async for attempt in self._retrying():
-            with attempt:
-                return await self._post(url, body, headers, limits, format_sent)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await retrying(
+            lambda _: self._post(url, body, headers, limits, format_sent),
+            attempts=1 + self.retries,
+            wait=lambda exc, failed: backoff_s(exc, failed, self.retry_cap_s),
+            on_retry=_log_retry,
+        )
 
     async def _post(
         self,

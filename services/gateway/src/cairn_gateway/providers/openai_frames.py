@@ -13,7 +13,8 @@ from typing import Any
 import structlog
 from cairn_core import ReasonCode, SSEDecoder, SSEMessage, StopReason, Usage, json_loads
 
-from .base import ProviderChunk, ProviderError
+from ..errors import ProviderError
+from .base import ProviderChunk
 
 log = structlog.get_logger("openai_compat")
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
@@ -29,20 +29,23 @@ from cairn_core import (
     CairnError,
     Circuit,
     CircuitBreaker,
-    LocalCircuit,
+    GiveUp,
     ReasonCode,
     Redis,
     RedisCircuit,
     UpstreamError,
     is_retryable,
+    retrying,
 )
 
+from ..errors import ProviderError
 from ..settings import GatewaySettings, ModelSpec
-from .base import UNHEALTHY, ProviderChunk, ProviderError, ProviderRequest, ProviderResult
+from .base import UNHEALTHY, ProviderChunk, ProviderRequest, ProviderResult, aclose_now
 from .openai_compat import OpenAICompatProvider, backoff_s
 from .structured_output import public_url
 
 log = structlog.get_logger("router")
+T = TypeVar("T")
 
 # Failures before the first chunk that another server may well not have: unreachable, overloaded, 5xx
 # (`retryable`), no answer in time, or a connection that broke before any text. A 4xx is the request's
@@ -50,14 +53,8 @@ log = structlog.get_logger("router")
 _FAIL_OVER = frozenset({ReasonCode.PROVIDER_TIMEOUT, ReasonCode.STREAM_INTERRUPTED})
 
 
-def _fails_over(exc: CairnError) -> bool:
-    return is_retryable(exc) or exc.reason_code in _FAIL_OVER
-
-
-async def _aclose(agen: AsyncIterator[ProviderChunk]) -> None:
-    aclose = getattr(agen, "aclose", None)
-    if aclose is not None:
-        await aclose()
+def _fails_over(exc: BaseException) -> bool:
+    return isinstance(exc, CairnError) and (is_retryable(exc) or exc.reason_code in _FAIL_OVER)
 
 
 @dataclass(eq=False)
@@ -120,10 +117,8 @@ class RouterProvider:
                 Deployment(
                     provider=OpenAICompatProvider(child, settings, http),
                     weight=float(dep.get("weight") or 1.0),
-                    breaker=LocalCircuit(
-                        CircuitBreaker(
-                            f"Upstream {url}", settings.circuit_failures, settings.circuit_reset_ms / 1000
-                        )
+                    breaker=CircuitBreaker(
+                        f"Upstream {url}", settings.circuit_failures, settings.circuit_reset_ms / 1000
                     ),
                     url=url,
                 )
@@ -139,9 +134,8 @@ class RouterProvider:
         """With CAIRN_REDIS_URL, each upstream's breaker lives in Redis under its URL: when one gateway replica
         sees a server fail, every replica stops sending to it (the registry calls this after loading)."""
         for dep in self.deployments:
-            local = dep.breaker.breaker if isinstance(dep.breaker, LocalCircuit) else None
-            if local is not None:
-                dep.breaker = RedisCircuit(redis, local, probe_lease_s=probe_lease_s)
+            if isinstance(dep.breaker, CircuitBreaker):
+                dep.breaker = RedisCircuit(redis, dep.breaker, probe_lease_s=probe_lease_s)
 
     # --- routing ---------------------------------------------------------------------------------------
 
@@ -170,7 +164,7 @@ class RouterProvider:
         while True:
             dep = self.pick(tried, refused)
             if dep is None:
-                raise last or self._all_open()
+                raise GiveUp(last or self._all_open())
             if dep in tried:  # the same server again: give it a moment, as its Retry-After may ask
                 await asyncio.sleep(backoff_s(last, attempt, self.retry_cap_s))
             try:
@@ -184,21 +178,31 @@ class RouterProvider:
         dep.requests += 1
         return dep
 
+    async def _failover(self, call: Callable[[Deployment], Awaitable[T]]) -> T:
+        """`call` on the deployments in turn (`_acquire`), `retrying()` while a failure may not happen elsewhere;
+        `call` gives each deployment its verdict and frees its slot."""
+        tried: set[Deployment] = set()
+        failures: list[CairnError] = []
+
+        async def attempt(n: int) -> T:
+            dep = await self._acquire(tried, failures[-1] if failures else None, n)
+            try:
+                return await call(dep)
+            except CairnError as exc:
+                failures.append(exc)
+                raise
+
+        return await retrying(attempt, attempts=self.attempts, retry_if=_fails_over)
+
     # --- calls -----------------------------------------------------------------------------------------
 
     async def generate(self, req: ProviderRequest) -> ProviderResult:
-        tried: set[Deployment] = set()
-        last: CairnError | None = None
-        for attempt in range(1, self.attempts + 1):
-            dep = await self._acquire(tried, last, attempt)
+        async def call(dep: Deployment) -> ProviderResult:
             try:
                 result = await dep.provider.generate(req)
             except CairnError as exc:
                 await dep.failed(exc, unhealthy=_fails_over(exc))
-                if not _fails_over(exc):
-                    raise
-                last = exc
-                continue
+                raise
             except BaseException:
                 await dep.breaker.release_probe()
                 raise
@@ -206,17 +210,15 @@ class RouterProvider:
                 dep.in_flight -= 1
             await dep.breaker.success()
             return result
-        assert last is not None
-        raise last
+
+        return await self._failover(call)
 
     async def _open(
         self, req: ProviderRequest
     ) -> tuple[Deployment, AsyncIterator[ProviderChunk], ProviderChunk]:
         """A deployment's stream with its first chunk in hand: up to here, a failure may go elsewhere."""
-        tried: set[Deployment] = set()
-        last: CairnError | None = None
-        for attempt in range(1, self.attempts + 1):
-            dep = await self._acquire(tried, last, attempt)
+
+        async def call(dep: Deployment) -> tuple[Deployment, AsyncIterator[ProviderChunk], ProviderChunk]:
             agen = dep.provider.stream(req)
             try:
                 first = await anext(agen)
@@ -227,17 +229,15 @@ class RouterProvider:
             except BaseException:
                 dep.in_flight -= 1
                 await dep.breaker.release_probe()
-                await _aclose(agen)
+                await aclose_now(agen)
                 raise
             else:
                 return dep, agen, first
             dep.in_flight -= 1
             await dep.failed(exc, unhealthy=_fails_over(exc))
-            if not _fails_over(exc):
-                raise exc
-            last = exc
-        assert last is not None
-        raise last
+            raise exc
+
+        return await self._failover(call)
 
     async def stream(self, req: ProviderRequest) -> AsyncIterator[ProviderChunk]:
         dep, agen, first = await self._open(req)
@@ -257,7 +257,7 @@ class RouterProvider:
             dep.in_flight -= 1
             if not verdict:  # the caller went away or timed out: no verdict on the server
                 await dep.breaker.release_probe()
-            await _aclose(agen)
+            await aclose_now(agen)
 
     async def health(self) -> bool:
         results = await asyncio.gather(*(d.provider.health() for d in self.deployments))

@@ -17,8 +17,9 @@ from typing import Any
 import aiohttp
 from cairn_core import ReasonCode, StopReason, Usage, join_sentences, split_sentences
 
+from ..errors import ProviderError
 from ..settings import GatewaySettings, ModelSpec
-from .base import ProviderChunk, ProviderError, ProviderRequest, ProviderResult
+from .base import ProviderChunk, ProviderRequest, ProviderResult
 
 _HEADING_MARK = re.compile(r"(?m)^\s*#+\s*")
 QUOTE_SENTENCES = 2

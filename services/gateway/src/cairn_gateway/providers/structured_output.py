@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import structlog
 from cairn_core import ReasonCode
 
-from .base import ProviderError
+from ..errors import ProviderError
 
 log = structlog.get_logger("openai_compat")
 

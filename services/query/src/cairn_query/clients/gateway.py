@@ -22,6 +22,7 @@ from cairn_core import (
     CircuitBreaker,
     GenerateRequest,
     GenerateResponse,
+    GiveUp,
     ReasonCode,
     Replicas,
     UpstreamError,
@@ -29,6 +30,7 @@ from cairn_core import (
     json_dumps,
     json_loads,
     outgoing_headers,
+    retrying,
 )
 from opentelemetry.trace import Tracer
 
@@ -98,7 +100,8 @@ class GatewayClient:
     async def _with_retries(
         self, attempt: Callable[[str], Awaitable[T]], timeout_s: float | None = None, late: str = ""
     ) -> T:
-        """Run `attempt(base_url)` against the replicas; an UpstreamError that is `retryable` is tried again.
+        """Run `attempt(base_url)` against the replicas (`retrying()`); an UpstreamError that is `retryable` is
+        tried again.
 
         A retry goes to another replica while there is one this call has not tried; back on one already tried,
         it waits first (exponential, as before). Each replica's breaker hears of a call's failure once, so one
@@ -106,59 +109,65 @@ class GatewayClient:
         """
         tried: set[_Replica] = set()
         failed: set[_Replica] = set()
-        last: UpstreamError | None = None
-        current: _Replica | None = None
+        failures: list[UpstreamError] = []
+
+        async def one(n: int) -> T:
+            replica = self._next(tried)
+            if replica is None:
+                raise GiveUp(failures[-1] if failures else await self._all_open())
+            if replica in tried:
+                await asyncio.sleep(min(self.settings.retry_wait_ms / 1000 * 2 ** (n - 2), 2.0))
+            try:
+                await replica.circuit.before_call()  # half open: one probe at a time
+            except UpstreamError as exc:
+                raise GiveUp(failures[-1] if failures else exc) from None
+            tried.add(replica)
+            current.append(replica)
+            try:
+                result = await attempt(replica.base)
+            except UpstreamError as exc:
+                await self._failed(replica, exc, first_time=replica not in failed)
+                if exc.retryable:
+                    failed.add(replica)
+                    failures.append(exc)
+                raise
+            except BaseException:  # cancelled (client gone, or the deadline): neither verdict
+                await replica.circuit.release_probe()
+                raise
+            self.replicas.reachable(replica)
+            await replica.circuit.success()
+            return result
+
+        current: list[_Replica] = []
         try:
             async with asyncio.timeout(timeout_s):
-                for n in range(self.settings.retries + 1):
-                    replica = self._next(tried)
-                    if replica is None:
-                        break
-                    if replica in tried:
-                        await asyncio.sleep(min(self.settings.retry_wait_ms / 1000 * 2 ** (n - 1), 2.0))
-                    try:
-                        replica.circuit.before_call()  # half open: one probe at a time
-                    except UpstreamError:
-                        if last is None:
-                            raise
-                        break
-                    tried.add(replica)
-                    current = replica
-                    try:
-                        result = await attempt(replica.base)
-                    except UpstreamError as exc:
-                        if not exc.retryable:
-                            if exc.reason_code in (
-                                ReasonCode.PROVIDER_TIMEOUT,
-                                ReasonCode.PROVIDER_UNAVAILABLE,
-                            ):
-                                replica.circuit.failure()
-                            else:
-                                replica.circuit.release_probe()
-                            raise
-                        last = exc
-                        if exc.unreachable:
-                            self.replicas.unreachable(replica)
-                        if replica not in failed:
-                            failed.add(replica)
-                            replica.circuit.failure()
-                        else:
-                            replica.circuit.release_probe()
-                        continue
-                    except BaseException:  # cancelled (client gone, or the deadline): neither verdict
-                        replica.circuit.release_probe()
-                        raise
-                    self.replicas.reachable(replica)
-                    replica.circuit.success()
-                    return result
+                return await retrying(one, attempts=self.settings.retries + 1)
         except TimeoutError:
-            if current is not None:
-                current.circuit.failure()
+            if current:
+                await current[-1].circuit.failure()
             raise UpstreamError(ReasonCode.PROVIDER_TIMEOUT, late) from None
-        if last is not None:
-            raise last from None
-        # Every replica's breaker is open (nothing awaited since _next said so): its refusal says for how long.
-        self.replicas.items[0].circuit.before_call()
+
+    async def _failed(self, replica: _Replica, exc: UpstreamError, first_time: bool) -> None:
+        """What a failed attempt tells the replica's breaker: a retryable failure counts once per call."""
+        if not exc.retryable:
+            if exc.reason_code in (ReasonCode.PROVIDER_TIMEOUT, ReasonCode.PROVIDER_UNAVAILABLE):
+                await replica.circuit.failure()
+            else:
+                await replica.circuit.release_probe()
+            return
+        if exc.unreachable:
+            self.replicas.unreachable(replica)
+        if first_time:
+            await replica.circuit.failure()
+        else:
+            await replica.circuit.release_probe()
+
+    async def _all_open(self) -> UpstreamError:
+        """Every replica's breaker is open (nothing awaited since _next said so): its refusal says for how long."""
+        try:
+            await self.replicas.items[0].circuit.before_call()
+        except UpstreamError as exc:
+            return exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(

@@ -1,0 +1,1 @@
+"""Surviving a failing dependency: the circuit breaker, `retrying()`, and the order replicas are tried in."""
