@@ -97,24 +97,25 @@ def ingest(store: Store, groups: list[list[NewDocument]], writers: int) -> float
 
 
 def all_vectors(sqlite_path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Every stored vector (rows) and its chunk's rowid, read back from the SQLite file."""
+    """Every stored vector (rows) and its chunk's id, read back from the SQLite file (chunk ids, not rowids:
+    documents ingested into each store after the copy got their own rowids)."""
     import sqlite3
 
     conn = sqlite3.connect(sqlite_path)
-    rows = conn.execute("SELECT rowid, embedding FROM chunks WHERE embedding IS NOT NULL").fetchall()
+    rows = conn.execute("SELECT chunk_id, embedding FROM chunks WHERE embedding IS NOT NULL").fetchall()
     conn.close()
     blocks = [np.frombuffer(b, dtype=np.float32).reshape(-1, DIMS) for _, b in rows]
     owners = np.repeat([r for r, _ in rows], [len(b) for b in blocks])
     return np.vstack(blocks), owners
 
 
-def exact_top(matrix: np.ndarray, owners: np.ndarray, q: np.ndarray, k: int) -> list[int]:
+def exact_top(matrix: np.ndarray, owners: np.ndarray, q: np.ndarray, k: int) -> list[str]:
     sims = matrix @ (q / np.linalg.norm(q))
     order = np.argsort(-sims)
-    seen: list[int] = []
+    seen: list[str] = []
     for i in order:
-        if int(owners[i]) not in seen:
-            seen.append(int(owners[i]))
+        if str(owners[i]) not in seen:
+            seen.append(str(owners[i]))
             if len(seen) == k:
                 break
     return seen
@@ -226,7 +227,8 @@ def recall(pgs: PostgresStore, sqlite_path: str, qvecs: list[np.ndarray]) -> Non
             t = time.perf_counter()
             hits = pgs.vector_search(q.tolist(), "m", 10, None, {}) or []
             times.append(time.perf_counter() - t)
-            found.append([rid for rid, _ in hits])
+            rows = pgs.chunks_by_rowid([rid for rid, _ in hits])  # after the clock: chunk ids to compare
+            found.append([rows[rid].chunk_id for rid, _ in hits])
         rec = np.mean([len(set(f) & set(g)) / 10 for f, g in zip(found, truth, strict=True)])
         print(f"hnsw ef_search={ef}: recall@10 {rec:.3f} (target >= 0.95), p50 {pct(times, 0.5):.1f} ms")
     pgs.ef_search = 200
@@ -239,10 +241,17 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--uniform", action="store_true", help="uniform random vectors (HNSW's worst case)")
     parser.add_argument("--rss", action="store_true", help="also one QS process's RSS on each store")
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        help="a folder a killed run left (pg/ still running, bench.sqlite3): retrieval only",
+    )
     args, _ = parser.parse_known_args()
     n_docs = (args.chunks or (10_000 if args.quick else 100_000)) // PER_DOC
     rng, r = np.random.default_rng(1), random.Random(2)
     topics = None if args.uniform else unit(rng, max(10, n_docs // 10))
+    if args.reuse:
+        return measure_again(Path(args.reuse), args.queries, rng, r)
     tmp = Path(tempfile.mkdtemp(prefix="cairn-bench-store-"))
     pg = start_postgres(tmp / "pg")
     try:
@@ -260,22 +269,37 @@ def main() -> int:
         pg.psql('DROP DATABASE "raw";')
         sq, pgs = SQLiteStore(sqlite_path), PostgresStore(url, pool_min=1, pool_max=4)
         incremental(sq, pgs, url, sqlite_path, n_docs, topics)
-        matrix, _ = all_vectors(sqlite_path)
-        qtexts = [" ".join(r.choices(WORDS[50:], WEIGHTS[50:], k=5)) for _ in range(args.queries)]
-        qvecs = [
-            matrix[r.randrange(len(matrix))] + rng.standard_normal(DIMS, dtype=np.float32) * 0.02
-            for _ in qtexts
-        ]
-        del matrix
-        sq.vector_search(qvecs[0].tolist(), "m", 50, None, {})  # SQLite loads its matrix at the first query
-        retrieval({"sqlite": sq, "postgres": pgs}, qtexts, qvecs)
-        recall(pgs, sqlite_path, qvecs)
-        sq.close()
-        pgs.close()
+        qtexts = searches(sq, pgs, sqlite_path, args.queries, rng, r)
         if args.rss:
             rss(url, pg.url("empty"), sqlite_path, qtexts[:50])
     finally:
         pg.stop()
+    return 0
+
+
+def searches(
+    sq: SQLiteStore, pgs: PostgresStore, sqlite_path: str, n: int, rng: np.random.Generator, r: random.Random
+) -> list[str]:
+    matrix, _ = all_vectors(sqlite_path)
+    qtexts = [" ".join(r.choices(WORDS[50:], WEIGHTS[50:], k=5)) for _ in range(n)]
+    qvecs = [
+        matrix[r.randrange(len(matrix))] + rng.standard_normal(DIMS, dtype=np.float32) * 0.02 for _ in qtexts
+    ]
+    del matrix
+    sq.vector_search(qvecs[0].tolist(), "m", 50, None, {})  # SQLite loads its matrix at the first query
+    retrieval({"sqlite": sq, "postgres": pgs}, qtexts, qvecs)
+    recall(pgs, sqlite_path, qvecs)
+    sq.close()
+    pgs.close()
+    return qtexts
+
+
+def measure_again(folder: Path, n: int, rng: np.random.Generator, r: random.Random) -> int:
+    """Retrieval and recall on the corpus a killed run left behind (its server is still up)."""
+    url = f"postgresql://postgres:@/bench?host={folder / 'pg'}"
+    sqlite_path = str(folder / "bench.sqlite3")
+    print(f"reusing {folder} ({load()})", flush=True)
+    searches(SQLiteStore(sqlite_path), PostgresStore(url, pool_min=1, pool_max=4), sqlite_path, n, rng, r)
     return 0
 
 

@@ -2,11 +2,11 @@
 
 Keywords: the chunks matching the OR of the query's words (`query_terms`, the same words as on SQLite) are
 ranked by `ts_rank` with the title at half weight. Ranking every matching row cost 32 ms a query at 100k chunks
-(a five-word question matched ~14k rows), so only a candidate set is ranked, in tiers read through the GIN
-index and each stopped at `fts_candidates` rows: the rows matching *all* the words (the best, few), those
-matching at least two of them (for questions of up to 8 words), then those matching any. ts_rank scores a row
-by the words it holds, so the rows it would put first are in the first tiers; a broad query may miss a row
-matching one word only, beyond the cap, which would rank low anyway.
+(a five-word question matched ~14k rows), so only `fts_candidates` rows are ranked, taken in tiers through the
+GIN index: the rows matching *all* the words (the best, few), then those matching at least two of them (for
+questions of up to 8 words), then those matching any, until the cap is reached. A row holding more of the
+question's words comes first (coordination, as classic search engines rank); within the candidates ts_rank
+orders them. A broad query may so leave out a row that matches one word only, many times.
 
 Vectors: an unscoped search walks the HNSW index for `_OVERFETCH` times `limit` nearest vectors and keeps each
 chunk's best. pgvector 0.6 has no filtered index walk (0.8's iterative scans), so a scoped search (a collection
@@ -44,18 +44,24 @@ def bm25(
         tiers.append(" | ".join(f"'{a}' & '{b}'" for i, a in enumerate(terms) for b in terms[i + 1 :]))
     if len(terms) > 1:
         tiers.append(" | ".join(f"'{t}'" for t in terms))  # any word
-    join = " JOIN documents d ON d.id = c.document_id" if scope else ""
-    where = f" AND {scope}" if scope else ""
-    # A LIMIT without ORDER BY stops the read (and the ranking, computed per row read) at the cap.
-    pick = (
-        f"(SELECT c.rowid, ts_rank({RANK_WEIGHTS}, c.tsv, to_tsquery('cairn', %s), 1) AS r"
-        f" FROM chunks c{join} WHERE c.tsv @@ to_tsquery('cairn', %s){where} LIMIT %s)"
+    # A LIMIT without ORDER BY stops the read (and the ranking, computed per row read) at the cap. With a
+    # scope, the match is fenced off (OFFSET 0) so that it is always read through the GIN index: left to
+    # itself, the planner walked the scope's chunks testing each for the match, hoping to fill the LIMIT
+    # early, and took seconds when few matched.
+    match = "SELECT c.rowid, c.tsv, c.document_id FROM chunks c WHERE c.tsv @@ to_tsquery('cairn', %s)"
+    source = (
+        f"({match} OFFSET 0) c JOIN documents d ON d.id = c.document_id WHERE {scope}"
+        if scope
+        else f"({match}) c"
     )
+    pick = f"(SELECT c.rowid, ts_rank({RANK_WEIGHTS}, c.tsv, to_tsquery('cairn', %s), 1) AS r FROM {source} LIMIT %s)"
     rank_by = tiers[-1]
+    # The outer LIMIT stops reading the tiers in order once it has `candidates` rows: the "any word" tier is
+    # not read at all when the first two fill it (measured: 20 -> 10 ms a query at 100k chunks).
     rows = conn.execute(
-        f"SELECT rowid FROM ({' UNION ALL '.join([pick] * len(tiers))}) u"
+        f"SELECT rowid FROM (SELECT * FROM ({' UNION ALL '.join([pick] * len(tiers))}) t LIMIT %s) u"
         " GROUP BY rowid ORDER BY MAX(r) DESC, rowid LIMIT %s",
-        [p for tier in tiers for p in (rank_by, tier, *params, candidates)] + [limit],
+        [p for tier in tiers for p in (rank_by, tier, *params, candidates)] + [candidates, limit],
     ).fetchall()
     return [int(r[0]) for r in rows]
 
