@@ -112,3 +112,31 @@ def test_every_real_question_names_a_built_document_and_its_facts_are_in_it() ->
     make_set.check(make_set.rows())  # raises SystemExit when a fact is not in its document
     unanswerable = [q for q in s.questions if not q["positive"]]
     assert 0.15 <= len(unanswerable) / len(s.questions) <= 0.25
+
+
+def test_the_closest_passages_are_scored_on_what_the_page_shows() -> None:
+    from evaluation.ask import passages_fact
+    from evaluation.score import passages_summary
+
+    q = {"positive": True, "facts": ["StopIteration"]}
+    weak = {"reason_code": "WEAK_EVIDENCE"}
+    first = {
+        **weak,
+        "sources": [{"snippet": "raises StopIteration.", "text": "…"}, {"snippet": "x", "text": "x"}],
+    }
+    later = {
+        **weak,
+        "sources": [{"snippet": "x", "text": "StopIteration"}, {"snippet": "StopIteration", "text": ""}],
+    }
+    missing = {**weak, "sources": [{"snippet": "x", "text": "x StopIteration"}]}
+    assert passages_fact(q, first) == "first"
+    assert passages_fact(q, later) == "other"  # the snippet counts, not the chunk's text behind it
+    assert passages_fact(q, missing) == "none"
+    assert passages_fact(q, {"reason_code": "NO_CONTEXT", "sources": []}) is None
+    assert passages_fact({**q, "positive": False}, first) is None
+    rows = [{"passages": p} for p in ("first", "other", "none", None)]
+    assert passages_summary(rows) == {
+        "passages_shown": 3,
+        "passages_fact_first": pytest.approx(1 / 3),
+        "passages_fact_any": pytest.approx(2 / 3),
+    }

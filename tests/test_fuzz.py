@@ -50,6 +50,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "BFF_RATE_LIMIT_PER_MINUTE": "0",
         "LLM_ADMIN_TOKEN": ADMIN_TOKEN,
         "QS_ADMIN_TOKEN": ADMIN_TOKEN,
+        # Sources the fuzzer creates are never run on a schedule: it checks the API, not random folders' sync.
+        "QS_CONNECTORS_SCHEDULER": "false",
     }
     stack = start_stack(tmp_path_factory.mktemp("fuzz"), env)
     try:

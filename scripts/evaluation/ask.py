@@ -34,6 +34,15 @@ def recall(q: dict[str, Any], hits: list[dict[str, Any]]) -> float | None:
     return float(bool(set(q["docs"]) & {h["document_id"] for h in hits}))
 
 
+def passages_fact(q: dict[str, Any], body: dict[str, Any]) -> str | None:
+    """For an answerable question shown the closest passages: "first" (the first passage holds the fact),
+    "other" (a later one does), "none"; else None."""
+    if not q["positive"] or body["reason_code"] != "WEAK_EVIDENCE":
+        return None
+    held = [has_facts(q, s.get("snippet") or s["text"]) for s in body["sources"]]
+    return "first" if held[:1] == [True] else "other" if any(held) else "none"
+
+
 def ask(stack: Stack, q: dict[str, Any]) -> dict[str, Any]:
     client = stack.client
     search = client.post("/v1/search", json={"query": q["question"], "top_k": 5}).json()
@@ -67,6 +76,9 @@ def ask(stack: Stack, q: dict[str, Any]) -> dict[str, Any]:
         else bool(set(cited) & set(q["chunk_ids"])),
         "fact": q["positive"] and ok and has_facts(q, body["answer"]),
         "refused": not ok and body["reason_code"] in REFUSALS,
+        # The closest passages (WEAK_EVIDENCE) are not an answer, but a user reads them: does the first, or
+        # any, hold the fact? Scored on the snippet the page shows (the passage's best sentences).
+        "passages": passages_fact(q, body),
         # Inline markers ([leave:0]) are references, not claims: counted as the support check counts them.
         "unsupported_numbers": sorted(numbers(strip_markers(body["answer"])) - numbers(cited_text))
         if ok

@@ -36,6 +36,17 @@ def wrong_shown(rows: list[dict[str, Any]]) -> float | None:
     return sum(outcome(r) == "wrong" for r in rows) / len(rows) if rows else None
 
 
+def passages_summary(answerable: list[dict[str, Any]]) -> dict[str, Any]:
+    """Answerable questions shown the closest passages instead of an answer, and how often what they show
+    holds the fact: in the first passage, or in any."""
+    shown = [r["passages"] for r in answerable if r.get("passages")]
+    return {
+        "passages_shown": len(shown),
+        "passages_fact_first": shown.count("first") / len(shown) if shown else None,
+        "passages_fact_any": (shown.count("first") + shown.count("other")) / len(shown) if shown else None,
+    }
+
+
 def summarise(provider: str, embed: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     pos = [r for r in rows if r["positive"]]
     neg = [r for r in rows if not r["positive"]]
@@ -64,6 +75,7 @@ def summarise(provider: str, embed: str, rows: list[dict[str, Any]]) -> dict[str
         **{f"fact_{t}": _share(v, "fact") for t, v in of_type.items()},
         "lookalike_right_doc": _share(lookalike_ok, "cites_expected"),
         "refused_unanswerable": _share(neg, "refused"),
+        **passages_summary(pos),
         "unsupported_numbers": sum(len(r["unsupported_numbers"]) for r in rows),
         "repeats": sum(bool(r["repeats"]) for r in rows),
         "fallback_rate": _share([{"f": r["status"] == "fallback"} for r in pos], "f"),

@@ -10,8 +10,8 @@ from pathlib import Path
 from pydoc_data.topics import topics
 
 import pytest
-from cairn_core import check_support, split_sentences
-from cairn_query.chat.evidence import Evidence, Sentence, about_someone_else
+from cairn_core import check_support, content_words, split_sentences
+from cairn_query.chat.evidence import Evidence, Sentence, about_someone_else, lexical, word_weights
 from cairn_query.corpus.documents import chunk_document
 from cairn_query.corpus.extract import html_to_text
 from cairn_query.corpus.normalise import clean_plain
@@ -30,6 +30,18 @@ def test_a_one_letter_name_in_the_question_is_found_in_the_chunk() -> None:
     hit = _hit(topics["typesseq"], "Sequence Types")
     question = "Does the C implementation of Python make the list appear empty while it sorts?"
     assert not about_someone_else(question, hit)
+
+
+def test_a_rare_question_word_counts_more_than_common_ones() -> None:
+    # Every sentence of the `continue` topic says "continue", two say "statement", one says "finally". Counted
+    # plainly, a sentence holding "continue" and "statement" matches the question better than one holding
+    # "finally"; weighted by rarity among the candidates, "finally" says more about which sentence answers.
+    words = [content_words(s) for s in split_sentences(topics["continue"])]
+    weights = word_weights(content_words("When continue leaves a try statement, does finally run?"), words)
+    common, rare = {"continue", "statement"}, {"finally"}
+    assert len(common & weights.keys()) > len(rare & weights.keys())
+    assert lexical(weights, rare) > lexical(weights, common)
+    assert lexical(weights, set(weights)) == pytest.approx(1.0)
 
 
 # --- clean text in: Sphinx's text output ------------------------------------------------------------------

@@ -21,6 +21,8 @@ from cairn_query.store import (
     StoreFull,
     open_store,
 )
+from cairn_query.store import postgres as pg_store
+from cairn_query.store import sqlite as sqlite_store
 from cairn_testing import start_server
 
 
@@ -58,7 +60,8 @@ def rowid(store: Store, chunk_id: str) -> int:
 
 def test_open_store_picks_the_backend_from_the_url(target: str, store: Store) -> None:
     assert isinstance(store, SQLiteStore) == (not target.startswith("postgresql://"))
-    assert store.meta()["schema_version"] == ("5" if isinstance(store, SQLiteStore) else "4")
+    known = sqlite_store.SCHEMA_VERSION if isinstance(store, SQLiteStore) else pg_store.SCHEMA_VERSION
+    assert store.meta()["schema_version"] == str(known)
 
 
 def test_upsert_creates_then_replaces_and_keeps_created_at(store: Store) -> None:
@@ -288,7 +291,7 @@ def test_an_old_sqlite_store_is_upgraded_in_place(tmp_path: Path) -> None:
     conn.executescript(_OLD_SQLITE)
     conn.close()
     store = SQLiteStore(str(path))
-    assert store.meta()["schema_version"] == "5" and store.version() == 7
+    assert store.meta()["schema_version"] == str(sqlite_store.SCHEMA_VERSION) and store.version() == 7
     assert store.audit.count() == 0  # the audit table came with the upgrade
     old = store.get_chunk("old:0")
     assert old is not None and old.section is None and old.heading == "Old"  # chunks from before: no section

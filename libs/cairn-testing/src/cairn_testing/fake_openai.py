@@ -152,28 +152,68 @@ def _logprobs(pieces: list[str]) -> dict[str, Any]:
     return {"content": [{"token": p, "logprob": -0.5, "bytes": None, "top_logprobs": []} for p in pieces]}
 
 
-def create_app(fail_all: int | None = None, delay_ms: float = 0.0, imitate: str = "openai") -> Starlette:
-    state = FakeState()
+def _whole_answer(body: dict[str, Any], marks: dict[str, str], text: str, legacy: bool) -> dict[str, Any]:
+    """The non-streamed answer: one choice (a message, a tool call or legacy text), with usage."""
+    pieces = _pieces(text, body)
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+    if legacy:
+        choice["text"] = text
+    elif "tool_call" in marks:
+        choice["message"] = {"role": "assistant", "content": None, "tool_calls": [_tool_call(body)]}
+        choice["finish_reason"] = "tool_calls"
+    else:
+        choice["message"] = {"role": "assistant", "content": text}
+    if body.get("logprobs"):
+        choice["logprobs"] = _logprobs(pieces)
+    return {
+        **_envelope(body.get("model", "fake"), legacy, streamed=False),
+        "created": int(time.time()),
+        "choices": [choice],
+        "usage": _usage(len(pieces)),
+    }
 
-    async def chat(request: Request) -> Response:
-        body = await request.json()
-        rid = request.headers.get("x-request-id", "")
+
+def _envelope(model: str, legacy: bool, streamed: bool) -> dict[str, Any]:
+    kind = "text_completion" if legacy else "chat.completion.chunk" if streamed else "chat.completion"
+    return {"id": "cmpl-fake" if legacy else "chatcmpl-fake", "object": kind, "created": 0, "model": model}
+
+
+def _usage(completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": 11,
+        "completion_tokens": completion_tokens,
+        "total_tokens": 11 + completion_tokens,
+    }
+
+
+class FakeServer:
+    """The routes of one fake server and what they saw (`GET /_stats`)."""
+
+    def __init__(self, fail_all: int | None, delay_ms: float, imitate: str) -> None:
+        self.state = FakeState()
+        self.fail_all, self.delay_ms, self.imitate = fail_all, delay_ms, imitate
+
+    def _record(self, request: Request, body: dict[str, Any], rid: str) -> None:
+        state = self.state
         state.requests += 1
         state.attempts[rid] += 1
         if request.client is not None:
             state.connections.add(f"{request.client.host}:{request.client.port}")
         state.last_body, state.last_headers = body, dict(request.headers)
-        marks = _markers(body)
-        if fail_all is not None:
-            return JSONResponse(
-                {"error": {"message": f"whole server fails ({fail_all})"}}, status_code=fail_all
-            )
-        if (refused := refusal(imitate, body)) is not None:
-            state.refused.append(str(body["response_format"].get("type")))
+
+    async def _refuse(
+        self, request: Request, body: dict[str, Any], marks: dict[str, str], rid: str
+    ) -> Response | None:
+        """The failures chosen before any answer: the whole server's, the imitated server's, the markers'."""
+        if self.fail_all is not None:
+            message = f"whole server fails ({self.fail_all})"
+            return JSONResponse({"error": {"message": message}}, status_code=self.fail_all)
+        if (refused := refusal(self.imitate, body)) is not None:
+            self.state.refused.append(str(body["response_format"].get("type")))
             return JSONResponse(refused[1], status_code=refused[0])
-        if delay_ms:
-            await asyncio.sleep(delay_ms / 1000)
-        if "fail_always" in marks or ("fail_once" in marks and state.attempts[rid] == 1):
+        if self.delay_ms:
+            await asyncio.sleep(self.delay_ms / 1000)
+        if "fail_always" in marks or ("fail_once" in marks and self.state.attempts[rid] == 1):
             return JSONResponse({"error": {"message": "synthetic failure"}}, status_code=500)
         if "fail_status" in marks:
             status = int(marks["fail_status"] or 400)
@@ -185,52 +225,36 @@ def create_app(fail_all: int | None = None, delay_ms: float = 0.0, imitate: str 
             until = time.monotonic() + float(marks["slow_first"] or 5)
             while time.monotonic() < until:
                 if await request.is_disconnected():
-                    state.disconnected.append(rid)
+                    self.state.disconnected.append(rid)
                     return Response(status_code=499)
                 await asyncio.sleep(0.05)
         if "malformed" in marks and not body.get("stream"):
             return Response(b"{not json", media_type="application/json")
-        text = _answer(body, marks, constrained(imitate, body))
-        model = body.get("model", "fake")
+        return None
+
+    async def chat(self, request: Request) -> Response:
+        body = await request.json()
+        rid = request.headers.get("x-request-id", "")
+        self._record(request, body, rid)
+        marks = _markers(body)
+        if (refused := await self._refuse(request, body, marks, rid)) is not None:
+            return refused
+        text = _answer(body, marks, constrained(self.imitate, body))
         legacy = request.url.path.endswith("/v1/completions")
         if not body.get("stream"):
-            pieces = _pieces(text, body)
-            choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
-            if legacy:
-                choice["text"] = text
-            elif "tool_call" in marks:
-                choice["message"] = {"role": "assistant", "content": None, "tool_calls": [_tool_call(body)]}
-                choice["finish_reason"] = "tool_calls"
-            else:
-                choice["message"] = {"role": "assistant", "content": text}
-            if body.get("logprobs"):
-                choice["logprobs"] = _logprobs(pieces)
-            return JSONResponse(
-                {
-                    "id": "cmpl-fake" if legacy else "chatcmpl-fake",
-                    "object": "text_completion" if legacy else "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [choice],
-                    "usage": {
-                        "prompt_tokens": 11,
-                        "completion_tokens": len(pieces),
-                        "total_tokens": 11 + len(pieces),
-                    },
-                }
-            )
-        delay = float(marks.get("delay_ms") or 0) / 1000
-        frames = _stream(state, rid, body, marks, text, model, delay, legacy)
+            return JSONResponse(_whole_answer(body, marks, text, legacy))
+        frames = _Stream(self.state, rid, body, marks, legacy).frames(text)
         if "burst" in marks:
             frames = _bursts(frames)
         return StreamingResponse(frames, media_type="text/event-stream")
 
-    async def models(request: Request) -> Response:
+    async def models(self, request: Request) -> Response:
         return JSONResponse(
             {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "fake"}]}
         )
 
-    async def stats(request: Request) -> Response:
+    async def stats(self, request: Request) -> Response:
+        state = self.state
         return JSONResponse(
             {
                 "requests": state.requests,
@@ -245,16 +269,19 @@ def create_app(fail_all: int | None = None, delay_ms: float = 0.0, imitate: str 
             }
         )
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+
+def create_app(fail_all: int | None = None, delay_ms: float = 0.0, imitate: str = "openai") -> Starlette:
+    server = FakeServer(fail_all, delay_ms, imitate)
     return Starlette(
         routes=[
-            Route("/v1/chat/completions", chat, methods=["POST"]),
-            Route("/v1/completions", chat, methods=["POST"]),
-            Route("/v1/models", models),
-            Route("/_stats", stats),
-            Route("/healthz", healthz),
+            Route("/v1/chat/completions", server.chat, methods=["POST"]),
+            Route("/v1/completions", server.chat, methods=["POST"]),
+            Route("/v1/models", server.models),
+            Route("/_stats", server.stats),
+            Route("/healthz", server.healthz),
         ]
     )
 
@@ -272,96 +299,97 @@ async def _bursts(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield b"".join(held)
 
 
-async def _stream(
-    state: FakeState,
-    rid: str,
-    body: dict[str, Any],
-    marks: dict[str, str],
-    text: str,
-    model: str,
-    delay: float,
-    legacy: bool = False,
-):
-    def frame(data: dict[str, Any] | str) -> bytes:
-        return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+def _frame(data: dict[str, Any] | str) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
 
-    def chunk(content: str | None, finish: str | None = None, **delta_extra: Any) -> dict[str, Any]:
-        if legacy:  # a text_completion frame: the same object as the whole answer, piece by piece
+
+class _Stream:
+    """One streamed answer, frame by frame, misbehaving as its markers say."""
+
+    def __init__(
+        self, state: FakeState, rid: str, body: dict[str, Any], marks: dict[str, str], legacy: bool
+    ) -> None:
+        self.state, self.rid, self.body, self.marks, self.legacy = state, rid, body, marks, legacy
+        self.model = body.get("model", "fake")
+        self.delay = float(marks.get("delay_ms") or 0) / 1000
+        self.errored = False
+
+    def chunk(self, content: str | None, finish: str | None = None, **delta_extra: Any) -> bytes:
+        if self.legacy:  # a text_completion frame: the same object as the whole answer, piece by piece
             choice: dict[str, Any] = {"index": 0, "text": content or "", "finish_reason": finish}
         else:
             delta = {"content": content} if content is not None else {}
             choice = {"index": 0, "delta": {**delta, **delta_extra}, "finish_reason": finish}
-        if body.get("logprobs") and content:
+        if self.body.get("logprobs") and content:
             choice["logprobs"] = _logprobs([content])
-        return {
-            "id": "cmpl-fake" if legacy else "chatcmpl-fake",
-            "object": "text_completion" if legacy else "chat.completion.chunk",
-            "created": 0,
-            "model": model,
-            "choices": [choice],
-        }
+        return _frame({**_envelope(self.model, self.legacy, streamed=True), "choices": [choice]})
 
-    try:
-        if "silent" in marks:
-            await asyncio.sleep(3600)
-        yield frame(chunk(""))
-        if "tool_call" in marks and not legacy:
-            # As OpenAI streams a tool call: the call's id and name first, then its arguments in pieces.
-            call = _tool_call(body)
-            args = call["function"]["arguments"]
-            head = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
-            yield frame(chunk(None, tool_calls=[head]))
-            for i in range(0, len(args), 6):
-                yield frame(
-                    chunk(None, tool_calls=[{"index": 0, "function": {"arguments": args[i : i + 6]}}])
-                )
-            yield frame(chunk(None, "tool_calls"))
-            yield frame("[DONE]")
-            state.completed.append(rid)
-            return
-        if "malformed" in marks:
-            yield b"data: this is not json\n\n"
-        pieces = _pieces(text, body)
-        endless = "endless" in marks
+    async def frames(self, text: str) -> AsyncIterator[bytes]:
+        try:
+            if "silent" in self.marks:
+                await asyncio.sleep(3600)
+            yield self.chunk("")
+            if "tool_call" in self.marks and not self.legacy:
+                for frame in self._tool_call():
+                    yield frame
+                self.state.completed.append(self.rid)
+                return
+            if "malformed" in self.marks:
+                yield b"data: this is not json\n\n"
+            pieces = _pieces(text, self.body)
+            async for frame in self._tokens(pieces):
+                yield frame
+            if self.errored:  # an error frame ends the stream: no finish, no [DONE]
+                return
+            async for frame in self._end(len(pieces)):
+                yield frame
+        except asyncio.CancelledError:
+            self.state.disconnected.append(self.rid)
+            raise
+
+    def _tool_call(self) -> list[bytes]:
+        # As OpenAI streams a tool call: the call's id and name first, then its arguments in pieces.
+        call = _tool_call(self.body)
+        args = call["function"]["arguments"]
+        head = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+        out = [self.chunk(None, tool_calls=[head])]
+        for i in range(0, len(args), 6):
+            out.append(
+                self.chunk(None, tool_calls=[{"index": 0, "function": {"arguments": args[i : i + 6]}}])
+            )
+        return [*out, self.chunk(None, "tool_calls"), _frame("[DONE]")]
+
+    async def _tokens(self, pieces: list[str]) -> AsyncIterator[bytes]:
+        endless = "endless" in self.marks
         i = 0
         while endless or i < len(pieces):
-            piece = pieces[i] if i < len(pieces) else f"more{i} "
-            yield frame(chunk(piece))
-            state.tokens_sent[rid] += 1
+            yield self.chunk(pieces[i] if i < len(pieces) else f"more{i} ")
+            self.state.tokens_sent[self.rid] += 1
             i += 1
-            if "disconnect_mid" in marks and i == 2:
+            if "disconnect_mid" in self.marks and i == 2:
                 raise RuntimeError("fake server drops the connection mid-stream")
-            if "error_frame" in marks and i == 2:
-                yield frame({"error": {"message": "upstream exploded", "type": "server_error"}})
+            if "error_frame" in self.marks and i == 2:
+                yield _frame({"error": {"message": "upstream exploded", "type": "server_error"}})
+                self.errored = True
                 return
-            if delay or endless:
-                await asyncio.sleep(delay or 0.02)
-        if "stall" in marks:  # the model stopped producing, and the connection stays open
-            if "burst" in marks:
+            if self.delay or endless:
+                await asyncio.sleep(self.delay or 0.02)
+
+    async def _end(self, n_pieces: int) -> AsyncIterator[bytes]:
+        if "stall" in self.marks:  # the model stopped producing, and the connection stays open
+            if "burst" in self.marks:
                 yield b""  # the end of a burst: what was held goes out now
             await asyncio.sleep(3600)
-        if "no_done" in marks:
+        if "no_done" in self.marks:
             return
-        yield frame(chunk(None, "stop"))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            usage = {"prompt_tokens": 11, "completion_tokens": len(pieces), "total_tokens": 11 + len(pieces)}
-            yield frame(
-                {
-                    "id": "cmpl-fake" if legacy else "chatcmpl-fake",
-                    "object": "text_completion" if legacy else "chat.completion.chunk",
-                    "created": 0,
-                    "model": model,
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
-        yield frame("[DONE]")
-        state.completed.append(rid)
-        if "linger_ms" in marks:
-            await asyncio.sleep(float(marks["linger_ms"] or 50) / 1000)
-    except asyncio.CancelledError:
-        state.disconnected.append(rid)
-        raise
+        yield self.chunk(None, "stop")
+        if (self.body.get("stream_options") or {}).get("include_usage"):
+            envelope = _envelope(self.model, self.legacy, streamed=True)
+            yield _frame({**envelope, "choices": [], "usage": _usage(n_pieces)})
+        yield _frame("[DONE]")
+        self.state.completed.append(self.rid)
+        if "linger_ms" in self.marks:
+            await asyncio.sleep(float(self.marks["linger_ms"] or 50) / 1000)
 
 
 def main() -> None:

@@ -38,6 +38,9 @@ from .settings import BffSettings
 
 API_PREFIX = "/api/"
 ADMIN_PREFIX = "/api/admin/"
+# What only the admin key may call: the admin pages' data, and the connector sources (a source makes QS read a
+# folder on its machine or fetch from the network, which no API key or local page may point it at).
+ADMIN_PREFIXES = (ADMIN_PREFIX, "/api/connectors")
 
 
 class AuthError(Exception):
@@ -103,7 +106,7 @@ def identify(scope: Scope, settings: BffSettings) -> str:
     """The rate-limit identity of an admitted request; raises AuthError when it is not admitted."""
     headers = Headers(scope=scope)
     key = presented_key(headers)
-    if scope["path"].startswith(ADMIN_PREFIX):
+    if scope["path"].startswith(ADMIN_PREFIXES):
         # The audit log shows what everyone asked: the admin key only, never an API key or local mode.
         if settings.admin_key is None:
             raise AuthError("The admin pages are off: set BFF_ADMIN_KEY (make up writes .run/admin-token).")

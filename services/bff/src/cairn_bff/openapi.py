@@ -32,6 +32,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .auth import ADMIN_PREFIXES
 from .schemas import BffReady, DashboardData, DashboardSeries
 
 REF = "#/components/schemas/{model}"
@@ -52,6 +53,10 @@ PROXIED = [
     ("qs", "/admin/feedback", "/api/admin/feedback", ("get",)),
     ("qs", "/admin/audit", "/api/admin/audit", ("get",)),
     ("qs", "/admin/audit/verify", "/api/admin/audit/verify", ("get",)),
+    ("qs", "/v1/connectors", "/api/connectors", ("get", "post")),
+    ("qs", "/v1/connectors/{name}", "/api/connectors/{name}", ("get", "patch", "delete")),
+    ("qs", "/v1/connectors/{name}/run", "/api/connectors/{name}/run", ("post",)),
+    ("qs", "/v1/connectors/{name}/status", "/api/connectors/{name}/status", ("get",)),
 ]
 # Local mode admits loopback without a key (docs/bff.md), hence the empty requirement first.
 API_SECURITY: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}, {"apiKey": []}]
@@ -118,7 +123,7 @@ def merge(upstreams: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for method in methods:
             op = copy.deepcopy(source["paths"][upstream_path][method])
             op["operationId"] = operation_id(method, path)
-            op["security"] = ADMIN_SECURITY if path.startswith("/api/admin/") else API_SECURITY
+            op["security"] = ADMIN_SECURITY if path.startswith(ADMIN_PREFIXES) else API_SECURITY
             for status in _GUARD_ERRORS:
                 op["responses"].setdefault(str(status), _error_response())
             _allow_error_frame(op)

@@ -7,6 +7,7 @@ import hashlib
 import math
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -286,6 +287,28 @@ async def admin_audit_verify(request: Request) -> Response:
     return await _admin_get(request, "/admin/audit/verify")
 
 
+# --- /api/connectors: connector sources, for the operator (the guard admits the admin key only) -------------
+
+
+def _connectors(suffix: str) -> Callable[[Request], Awaitable[Response]]:
+    """A handler forwarding `/api/connectors[/{name}]<suffix>` to QS's `/v1/connectors…` with its admin token."""
+
+    async def forward(request: Request) -> Response:
+        name = f"/{_segment(request, 'name')}" if "name" in request.path_params else ""
+        body = await request.body() if request.method in ("POST", "PATCH") else None
+        return await _qs(request).forward(
+            request,
+            request.method,
+            f"/v1/connectors{name}{suffix}",
+            content=body,
+            params=request.query_params.multi_items(),
+            content_type="application/json" if body else None,
+            extra_headers=_qs_admin(request),
+        )
+
+    return forward
+
+
 # --- operations ----------------------------------------------------------------------------------------------
 
 
@@ -333,6 +356,10 @@ ROUTES = [
     Route("/api/dashboard/series", dashboard_series, methods=["GET"]),
     Route("/api/admin/audit", admin_audit, methods=["GET"]),
     Route("/api/admin/audit/verify", admin_audit_verify, methods=["GET"]),
+    Route("/api/connectors", _connectors(""), methods=["GET", "POST"]),
+    Route("/api/connectors/{name}", _connectors(""), methods=["GET", "PATCH", "DELETE"]),
+    Route("/api/connectors/{name}/run", _connectors("/run"), methods=["POST"]),
+    Route("/api/connectors/{name}/status", _connectors("/status"), methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

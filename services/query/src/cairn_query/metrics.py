@@ -36,6 +36,9 @@ class QueryMetrics:
             registry=r,
         )
         self.ingested_chunks = Counter("cairn_qs_ingested_chunks", "Chunks written", registry=r)
+        # Every text QS has the gateway embed for documents (ingest, retries, reembed; not questions): a sync
+        # that re-embeds nothing unchanged leaves it still (connectors/sync.py, docs/connectors.md).
+        self.embedded_texts = Counter("cairn_qs_embedded_texts", "Texts embedded for documents", registry=r)
         self.circuit_open = Gauge("cairn_qs_circuit_open", "1 while the gateway circuit is open", registry=r)
         self.documents = Gauge("cairn_qs_documents", "Documents in the store", registry=r)
         self.chunks = Gauge("cairn_qs_chunks", "Chunks in the store", registry=r)

@@ -132,6 +132,21 @@ class QuerySettings(BaseSettings):
     audit_retention_days: int = Field(90, ge=0)
     audit_fail_closed: bool = False
 
+    # Connectors (connectors/, docs/connectors.md): configured sources synced on their schedule. This replica's
+    # scheduler looks for due sources every `connectors_tick_s` (off: runs only when asked, by the API); a
+    # run holds a lease in the store for `connectors_lease_s`, renewed while it runs, so one replica runs a
+    # source. Git clones go under `connectors_cache_dir` (default: `connectors/` beside the SQLite file).
+    connectors_scheduler: bool = True
+    connectors_tick_s: float = Field(5.0, gt=0)
+    connectors_lease_s: float = Field(60.0, ge=1)
+    connectors_cache_dir: str | None = None
+    connectors_timeout_s: float = Field(30.0, gt=0)  # one HTTP request or git command
+    connectors_concurrency: int = Field(4, ge=1)  # items of one run read, parsed and embedded at once
+    connectors_watch_debounce_ms: int = Field(300, ge=10)  # folder events gathered this long into one run
+    # Comma-separated folders that folder sources and local Git paths must lie in; empty: any folder QS's user
+    # can read (the admin token is then the only gate).
+    connectors_folder_roots: str = ""
+
     # Answer cache: in process (LRU of `cache_size` entries), or in Redis when CAIRN_REDIS_URL is set, shared
     # by every QS replica (Redis's maxmemory policy bounds it then; `cache_size` 0 still turns it off).
     cache_size: int = Field(1024, ge=0)  # 0 = off

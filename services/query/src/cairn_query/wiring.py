@@ -12,13 +12,15 @@ from cairn_core import Redis
 from cairn_query.chat.cache import AnswerCache, Cache, RedisAnswerCache
 from cairn_query.chat.service import ChatService
 from cairn_query.clients.gateway import GatewayClient
+from cairn_query.connectors.service import ConnectorService
 from cairn_query.conversations.feedback import Feedback
 from cairn_query.conversations.service import Conversations
 from cairn_query.corpus.documents import DocumentService
 from cairn_query.corpus.parsing import FileParser
 from cairn_query.corpus.retrieval import Retriever
 from cairn_query.governance.audit import AuditLog
-from cairn_query.governance.policy import Policy, PolicyError, load_policy
+from cairn_query.governance.policy import Policy, PolicyError
+from cairn_query.governance.policy_file import load_policy
 from cairn_query.metrics import QueryMetrics
 from cairn_query.settings import QuerySettings
 from cairn_query.store import Store
@@ -39,6 +41,7 @@ class QueryService:
     audit: AuditLog
     conversations: Conversations
     feedback: Feedback
+    connectors: ConnectorService
 
     @classmethod
     def build(
@@ -59,14 +62,16 @@ class QueryService:
             if redis is not None and settings.cache_size
             else AnswerCache(settings.cache_size, settings.cache_ttl_s)  # size 0: stores nothing
         )
+        documents = DocumentService(settings, store, gateway, metrics)
+        parser = FileParser(settings.parse_timeout_s, settings.parse_memory_mb, settings.parse_concurrency)
         return cls(
             settings=settings,
             store=store,
             gateway=gateway,
             metrics=metrics,
             retriever=retriever,
-            documents=DocumentService(settings, store, gateway, metrics),
-            parser=FileParser(settings.parse_timeout_s, settings.parse_memory_mb, settings.parse_concurrency),
+            documents=documents,
+            parser=parser,
             chat=ChatService(
                 settings,
                 store,
@@ -79,6 +84,7 @@ class QueryService:
             audit=audit,
             conversations=Conversations(store),
             feedback=Feedback(store, audit, metrics),
+            connectors=ConnectorService(settings, store, documents, parser),
         )
 
     async def reload_policy(self) -> Policy:

@@ -353,6 +353,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   Cairn.initLibrary({ api });
   Cairn.initUploads({ headers: authHeaders, onUploaded: loadDocs });
+  Cairn.initSources({ onSynced: loadDocs });
   $("ask-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const q = $("question").value.trim();

@@ -4,7 +4,7 @@ Whole chunks cost a small model about 1,100 prompt tokens per question, most of 
 a 270M model copies a neighbouring number as readily as the right one. So each relevant chunk is split into
 sentences, and every sentence is scored against the question: the cosine similarity of its vector (embedded
 at ingest with its chunk's title in front, which says whose policy it is; documents.vector_texts) plus a
-bonus for the question's content words that it holds. Only sentences without a stored vector are embedded
+bonus for the question's content words that it holds, each weighted by its rarity among the candidates. Only sentences without a stored vector are embedded
 now.
 The best `QS_EVIDENCE_SENTENCES` go to the model, best first, each under its chunk's id, so citations still
 name chunks.
@@ -24,6 +24,7 @@ Thresholds are calibrated on the shipped evaluation set (docs/eval.md).
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,9 +102,23 @@ class Evidence:
         ]
 
 
-def lexical(question: set[str], text: str) -> float:
-    """Share of the question's content words that `text` contains."""
-    return len(question & content_words(text)) / len(question) if question else 0.0
+def word_weights(question: set[str], sentences: list[set[str]]) -> dict[str, float]:
+    """Each content word of the question weighted by how rare it is among the candidate sentences (an IDF
+    over the candidates): "continue" in all of them says less about which one answers than "finally" in
+    two. Measured on the tune halves of both evaluation sets (docs/eval.md): the right sentence first more
+    often on both, no set worse."""
+    n = len(sentences)
+    df = dict.fromkeys(question, 0)
+    for words in sentences:
+        for w in question & words:
+            df[w] += 1
+    return {w: math.log((n + 1) / (df[w] + 0.5)) for w in question}
+
+
+def lexical(weights: dict[str, float], words: set[str]) -> float:
+    """Weighted share of the question's content words that a sentence (its words) holds."""
+    total = sum(weights.values())
+    return sum(weights[w] for w in weights.keys() & words) / total if total else 0.0
 
 
 def about_someone_else(question: str, hit: Hit) -> bool:
@@ -171,7 +186,8 @@ async def select_evidence(
                 candidates.append((hit, i, sentence))
     if not candidates:
         return Evidence([])
-    qwords = content_words(question)
+    words = [content_words(labelled(hit, sentence)) for hit, _, sentence in candidates]
+    weights = word_weights(content_words(question), words)
     sims: list[float | None] = [None] * len(candidates)
     if outcome.query_vector is not None:
         m = await _sentence_vectors(store, gateway, outcome, candidates)
@@ -179,8 +195,8 @@ async def select_evidence(
             q = outcome.query_vector / (np.linalg.norm(outcome.query_vector) or 1.0)
             sims = [float(x) for x in m @ q]
     scored = []
-    for (hit, i, sentence), sim in zip(candidates, sims, strict=True):
-        lex = lexical(qwords, labelled(hit, sentence))
+    for (hit, i, sentence), sim, held in zip(candidates, sims, words, strict=True):
+        lex = lexical(weights, held)
         score = (sim if sim is not None else 0.0) + settings.evidence_lexical_weight * lex
         scored.append(Sentence(hit, sentence, i, sim, lex, score))
     scored.sort(key=lambda s: -s.score)

@@ -14,7 +14,7 @@ from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError, split_
 
 from cairn_query.clients.gateway import GatewayClient
 from cairn_query.corpus.chunking import chunk_sections
-from cairn_query.corpus.ingest_jobs import IngestJob, IngestJobs
+from cairn_query.corpus.ingest_jobs import IngestJob, IngestJobs, ingest_many
 from cairn_query.corpus.normalise import clean_plain, sections
 from cairn_query.metrics import QueryMetrics
 from cairn_query.schemas import DocumentIn
@@ -51,7 +51,7 @@ class DocumentService:
 
     def start_batch(self, docs: list[DocumentIn], owner: str) -> IngestJob:
         """Ingest `docs` in the background (ingest_jobs.py); the job reports its progress."""
-        return self.jobs.start(owner, len(docs), lambda job: self.ingest_many(docs, owner, job))
+        return self.jobs.start(owner, len(docs), lambda job: ingest_many(self, docs, owner, job))
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
@@ -83,66 +83,14 @@ class DocumentService:
     async def ingest(self, doc: DocumentIn, owner: str = OPERATOR) -> tuple[dict[str, Any], bool, bool]:
         """Store `doc` for `owner`; returns (document, created, changed). Only the owner of an existing id
         may replace it (store.may_write), so a client cannot put its text under another's title."""
-        prepared = await self._prepare(doc, owner)
+        prepared = await self.prepare(doc, owner)
         if isinstance(prepared, dict):  # unchanged: nothing embedded, nothing written
             return {**prepared, "sentences_without_vector": 0}, False, False
-        await self._embed_documents([prepared])
-        (stored, created), *_ = await self._store([prepared])
+        await self.embed_documents([prepared])
+        (stored, created), *_ = await self.store_documents([prepared])
         return {**stored, "sentences_without_vector": prepared.capped}, created, True
 
-    async def ingest_many(self, docs: list[DocumentIn], owner: str, job: IngestJob) -> None:
-        """Ingest `docs` in groups of QS_INGEST_GROUP, pipelined: a group is chunked while the one before is
-        embedded and the one before that is written (one transaction per group); progress goes to `job`."""
-        size = self.settings.ingest_group
-        groups = [list(enumerate(docs))[i : i + size] for i in range(0, len(docs), size)]
-        writing: asyncio.Task[None] | None = None
-        preparing = asyncio.ensure_future(self._prepare_group(groups[0], owner, job)) if groups else None
-        for k in range(len(groups)):
-            assert preparing is not None
-            ready = await preparing
-            if k + 1 < len(groups):
-                preparing = asyncio.ensure_future(self._prepare_group(groups[k + 1], owner, job))
-            await self._embed_documents([p for _, p in ready])
-            if writing is not None:
-                await writing
-            writing = asyncio.ensure_future(self._store_group(ready, job))
-        if writing is not None:
-            await writing
-
-    async def _prepare_group(
-        self, group: list[tuple[int, DocumentIn]], owner: str, job: IngestJob
-    ) -> list[tuple[int, _Prepared]]:
-        ready = []
-        for index, doc in group:
-            try:
-                prepared = await self._prepare(doc, owner)
-            except CairnError as exc:
-                job.failed.append(_failure(index, doc, exc))
-                continue
-            if isinstance(prepared, dict):
-                job.unchanged += 1
-            else:
-                ready.append((index, prepared))
-        return ready
-
-    async def _store_group(self, ready: list[tuple[int, _Prepared]], job: IngestJob) -> None:
-        if not ready:
-            return
-        try:
-            await self._store([p for _, p in ready])
-            done = ready
-        except CairnError:  # one document (full store, another owner's id) fails the group: one at a time
-            done = []
-            for index, prepared in ready:
-                try:
-                    await self._store([prepared])
-                    done.append((index, prepared))
-                except CairnError as exc:
-                    job.failed.append(_failure(index, prepared.source, exc))
-        job.stored += len(done)
-        job.chunks += sum(len(p.new.chunks) for _, p in done)
-
-    async def _prepare(self, doc: DocumentIn, owner: str) -> _Prepared | dict[str, Any]:
+    async def prepare(self, doc: DocumentIn, owner: str) -> Prepared | dict[str, Any]:
         """Checked and chunked, not yet embedded; or the stored document when its content hash is unchanged."""
         limit = self.settings.max_document_chars
         if len(doc.text) > limit:
@@ -184,9 +132,9 @@ class DocumentService:
             owner=owner,
             sections=[section for section, _ in pieces],
         )
-        return _Prepared(doc, new)
+        return Prepared(doc, new)
 
-    async def _embed_documents(self, docs: list[_Prepared]) -> None:
+    async def embed_documents(self, docs: list[Prepared]) -> None:
         """The vectors of every chunk of `docs`, in as few gateway calls as it allows. When the gateway cannot
         embed, the documents are stored without vectors: searchable by BM25, marked `embedded: false` until
         `retry_embeddings` (or POST /admin/reembed) fills them in."""
@@ -214,7 +162,7 @@ class DocumentService:
             if p.capped:
                 log.info("sentence_vectors_capped", document_id=p.new.id, sentences=p.capped)
 
-    async def _store(self, docs: list[_Prepared]) -> list[tuple[dict[str, Any], bool]]:
+    async def store_documents(self, docs: list[Prepared]) -> list[tuple[dict[str, Any], bool]]:
         """Write `docs` in one transaction; (stored document, created) each."""
         try:
             written = await asyncio.to_thread(
@@ -236,6 +184,36 @@ class DocumentService:
             )
         self.metrics.ingested_chunks.inc(sum(len(p.new.chunks) for p in docs))
         return written
+
+    async def adopt(self, doc: DocumentIn, from_id: str, owner: str = OPERATOR) -> dict[str, Any]:
+        """Store `doc` with the chunks and vectors of document `from_id`, which holds the same text: a renamed
+        file (connectors/sync.py) costs no parse and no embedding. The vectors keep the old title in front
+        until the text changes; keywords index the new one. LookupError when `from_id` no longer holds it."""
+        doc_id = document_id(doc)
+        old = await asyncio.to_thread(self.store.get_document, from_id, True)
+        if old is None or old["text"] != doc.text:
+            raise LookupError(from_id)
+        rows = await asyncio.to_thread(self.store.chunks_of, from_id)
+        vectors = await asyncio.to_thread(self.store.vectors_of, [r.chunk_id for r in rows])
+        model, _ = await asyncio.to_thread(self.store.embed_model)
+        whole = bool(rows) and all(r.chunk_id in vectors for r in rows)
+        new = NewDocument(
+            doc_id,
+            doc.collection,
+            doc.title,
+            doc.url,
+            doc.metadata,
+            doc.text,
+            await self._off_loop(self._hash, doc),
+            [r.text for r in rows],
+            # Some chunk without vectors: none are copied, and retry_embeddings fills them in as usual.
+            embeddings=[vectors[r.chunk_id].tolist() for r in rows] if whole else None,
+            embed_model=model if whole else None,
+            owner=owner,
+            sections=[r.section for r in rows],
+        )
+        (stored, _), *_ = await self.store_documents([Prepared(doc, new)])
+        return stored
 
     async def reembed(self) -> dict[str, Any]:
         """Re-embed every chunk with the gateway's current embedder (after a model or dimension change)."""
@@ -307,6 +285,7 @@ class DocumentService:
 
         texts = await self._off_loop(planned_texts, chunks)
         flat, model = await self.gateway.embed([t for group in texts for t in group])
+        self.metrics.embedded_texts.inc(len(flat))
         out, i = [], 0
         for group in texts:
             out.append(flat[i : i + len(group)])
@@ -315,7 +294,7 @@ class DocumentService:
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     """A document checked and chunked, on its way to the embedder and the store."""
 
     source: DocumentIn
@@ -326,10 +305,6 @@ class _Prepared:
     def capped(self) -> int:
         """Sentences that the caps left without a vector of their own."""
         return self.budget.capped if self.budget else 0
-
-
-def _failure(index: int, doc: DocumentIn, exc: CairnError) -> dict[str, Any]:
-    return {"index": index, "id": doc.id, "reason_code": exc.reason_code.value, "message": exc.message}
 
 
 class _Budget:

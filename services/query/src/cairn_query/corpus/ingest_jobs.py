@@ -1,7 +1,7 @@
 """Batch ingest jobs: many documents in one request, ingested in the background, with their progress.
 
 `POST /v1/documents/batch` starts a job and answers at once; `GET /v1/ingest/{job_id}` reports it. The job
-runs DocumentService.ingest_many: documents in groups, each group chunked while the one before is embedded and
+runs `ingest_many` (below): documents in groups, each group chunked while the one before is embedded and
 the one before that is written (one transaction per group), so the CPU, the embedder and the store work at
 the same time. A document whose content hash is stored already costs no embedding and no write, so a job
 re-sent after a crash (or a restart) redoes only what was not stored: jobs live in the process's memory, the
@@ -15,12 +15,16 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cairn_core import ReasonCode
+from cairn_core import CairnError, ReasonCode
 
+from cairn_query.schemas import DocumentIn
 from cairn_query.store import OPERATOR
 from cairn_query.store.values import now_iso
+
+if TYPE_CHECKING:
+    from cairn_query.corpus.documents import DocumentService, Prepared
 
 _KEPT = 100  # finished jobs kept for their status, newest first
 
@@ -100,3 +104,62 @@ class IngestJobs:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+
+
+async def ingest_many(documents: DocumentService, docs: list[DocumentIn], owner: str, job: IngestJob) -> None:
+    """Ingest `docs` in groups of QS_INGEST_GROUP, pipelined: a group is chunked while the one before is
+    embedded and the one before that is written (one transaction per group); progress goes to `job`."""
+    size = documents.settings.ingest_group
+    groups = [list(enumerate(docs))[i : i + size] for i in range(0, len(docs), size)]
+    writing: asyncio.Task[None] | None = None
+    preparing = asyncio.ensure_future(_prepare_group(documents, groups[0], owner, job)) if groups else None
+    for k in range(len(groups)):
+        assert preparing is not None
+        ready = await preparing
+        if k + 1 < len(groups):
+            preparing = asyncio.ensure_future(_prepare_group(documents, groups[k + 1], owner, job))
+        await documents.embed_documents([p for _, p in ready])
+        if writing is not None:
+            await writing
+        writing = asyncio.ensure_future(_store_group(documents, ready, job))
+    if writing is not None:
+        await writing
+
+
+async def _prepare_group(
+    documents: DocumentService, group: list[tuple[int, DocumentIn]], owner: str, job: IngestJob
+) -> list[tuple[int, Prepared]]:
+    ready = []
+    for index, doc in group:
+        try:
+            prepared = await documents.prepare(doc, owner)
+        except CairnError as exc:
+            job.failed.append(_failure(index, doc, exc))
+            continue
+        if isinstance(prepared, dict):
+            job.unchanged += 1
+        else:
+            ready.append((index, prepared))
+    return ready
+
+
+async def _store_group(documents: DocumentService, ready: list[tuple[int, Prepared]], job: IngestJob) -> None:
+    if not ready:
+        return
+    try:
+        await documents.store_documents([p for _, p in ready])
+        done = ready
+    except CairnError:  # one document (full store, another owner's id) fails the group: one at a time
+        done = []
+        for index, prepared in ready:
+            try:
+                await documents.store_documents([prepared])
+                done.append((index, prepared))
+            except CairnError as exc:
+                job.failed.append(_failure(index, prepared.source, exc))
+    job.stored += len(done)
+    job.chunks += sum(len(p.new.chunks) for _, p in done)
+
+
+def _failure(index: int, doc: DocumentIn, exc: CairnError) -> dict[str, Any]:
+    return {"index": index, "id": doc.id, "reason_code": exc.reason_code.value, "message": exc.message}

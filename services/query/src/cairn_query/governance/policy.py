@@ -11,8 +11,8 @@ Kinds: `length`, `toxicity` (alt-profanity-check, a classifier shipped in its wh
 (cairn_core's check_support, the same check that guards grounded answers), `relevance` (embedding cosine of
 answer and question), `pii` (e-mail, phone, IBAN, card numbers; optionally redacted) and `blocked_terms`.
 
-Loading is all-or-nothing: a file with any mistake is refused with the line of the mistake, and whoever loads
-it (startup, `POST /admin/policy/reload`) keeps the policy it had.
+Loading is all-or-nothing (policy_file.py): a file with any mistake is refused with the line of the mistake,
+and whoever loads it (startup, `POST /admin/policy/reload`) keeps the policy it had. PII patterns: pii.py.
 """
 
 from __future__ import annotations
@@ -22,19 +22,16 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from cairn_core import check_support, split_sentences
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from cairn_query.governance.pii import find_pii
 
 Action = Literal["pass", "warn", "reject"]
 Target = Literal["question", "answer"]
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
-
-DEFAULT_POLICY = "default-policy.yaml"  # shipped in the package; changes no answer (docs/governance.md)
 
 
 class PolicyError(Exception):
@@ -154,69 +151,6 @@ class Verdict:
     @property
     def warnings(self) -> list[Finding]:
         return [f for f in self.findings if f.action == "warn"]
-
-
-# PII patterns: candidates by regex, then a checksum where the format has one (IBAN mod 97, cards Luhn), so an
-# order number or a date range is not taken for a card.
-_EMAIL = re.compile(r"\b[\w.%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b")
-_CARD = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){2,4}(?!\w)")
-
-
-def _iban_ok(s: str) -> bool:
-    s = s.replace(" ", "")
-    if not 15 <= len(s) <= 34:
-        return False
-    digits = "".join(str(int(c, 36)) for c in s[4:] + s[:4])
-    return int(digits) % 97 == 1
-
-
-def _luhn_ok(s: str) -> bool:
-    digits = [int(c) for c in s if c.isdigit()]
-    if not 13 <= len(digits) <= 19:
-        return False
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _phone_ok(s: str) -> bool:
-    # At least 8 digits, and not a date or a plain decimal number.
-    return len(re.sub(r"\D", "", s)) >= 8 and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", s.strip())
-
-
-_PII: dict[str, tuple[re.Pattern[str], Callable[[str], bool], str]] = {
-    "email": (_EMAIL, lambda s: True, "an e-mail address"),
-    "iban": (_IBAN, _iban_ok, "an IBAN"),
-    "card": (_CARD, _luhn_ok, "a card number"),
-    "phone": (_PHONE, _phone_ok, "a phone number"),
-}
-
-
-def find_pii(text: str, types: Sequence[str]) -> tuple[str, list[str]]:
-    """(text with each finding replaced by its type in capitals, the kinds found); cards before phones, since
-    a card number also looks like a long phone number."""
-    found: list[str] = []
-    for kind in ("email", "iban", "card", "phone"):
-        if kind not in types:
-            continue
-        pattern, valid, label = _PII[kind]
-
-        def swap(
-            m: re.Match[str], kind: str = kind, valid: Callable[[str], bool] = valid, label: str = label
-        ) -> str:
-            if not valid(m.group(0)):
-                return m.group(0)
-            if label not in found:
-                found.append(label)
-            return f"[{kind.upper()}]"
-
-        text = pattern.sub(swap, text)
-    return text, found
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -346,110 +280,3 @@ class Policy:
             hits = [t for t in rule.terms if re.search(rf"(?<!\w){re.escape(t)}(?!\w)", text, re.IGNORECASE)]
             return f"{the} contains a blocked term: {', '.join(hits)}." if hits else None
         raise AssertionError(f"unknown rule {rule!r}")  # the loader admits only the kinds above
-
-
-# --- loading -----------------------------------------------------------------------------------------------
-
-
-class _Lined(dict[str, Any]):
-    """A YAML mapping that remembers its line and each key's line, for error messages."""
-
-    line: int = 0
-    key_lines: dict[str, int]
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Lined:
-    for key, _ in node.value:
-        # Every key a policy knows is text; `1:`, `null:` or `true:` would otherwise reach the checks below
-        # as an int, None or bool, which neither match a key's line nor sort beside text keys.
-        if not (
-            isinstance(key, yaml.ScalarNode) and key.tag == yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG
-        ):
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a key must be text, not {key.value!r}", key.start_mark
-            )
-    data = _Lined(loader.construct_mapping(node, deep=True))
-    data.line = node.start_mark.line + 1
-    data.key_lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
-    return data
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def parse_policy(text: str, source: str) -> list[Any]:
-    """The rules of a policy file's text; PolicyError naming the line of the first mistake."""
-    try:
-        doc = yaml.load(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        raise PolicyError(source, f"not valid YAML: {exc.problem}", mark.line + 1 if mark else None) from None
-    except yaml.YAMLError as exc:
-        raise PolicyError(source, f"not valid YAML: {exc}") from None
-    except RecursionError:  # PyYAML composes nested lists and mappings recursively
-        raise PolicyError(source, "nested too deeply to be a policy") from None
-    if doc is None:
-        return []
-    if not isinstance(doc, _Lined):
-        raise PolicyError(source, "the file must be a mapping with a 'rules' list", 1)
-    unknown = set(doc) - {"version", "rules"}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise PolicyError(source, f"unknown key {key!r} (expected 'version' and 'rules')", doc.key_lines[key])
-    if doc.get("version", 1) != 1:
-        raise PolicyError(source, "only 'version: 1' is known", doc.key_lines.get("version"))
-    raw = doc.get("rules") or []
-    if not isinstance(raw, list):
-        raise PolicyError(source, "'rules' must be a list", doc.key_lines.get("rules"))
-    rules: list[Any] = []
-    names: set[str] = set()
-    for item in raw:
-        line = item.line if isinstance(item, _Lined) else doc.key_lines.get("rules")
-        if not isinstance(item, _Lined):
-            raise PolicyError(source, "each rule must be a mapping (name, kind, action, ...)", line)
-        rules.append(_rule(item, source))
-        if item["name"] in names:
-            raise PolicyError(source, f"a second rule named {item['name']!r}", line)
-        names.add(item["name"])
-    return rules
-
-
-def _rule(item: _Lined, source: str) -> Any:
-    kind = item.get("kind")
-    if kind not in KINDS:
-        raise PolicyError(
-            source,
-            f"unknown rule kind {kind!r}; the kinds are {', '.join(KINDS)}",
-            item.key_lines.get("kind", item.line),
-        )
-    try:
-        return _RULE.validate_python(dict(item))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"] if p != kind]
-        key = loc[0] if loc else None
-        line = item.key_lines.get(key, item.line) if key else item.line
-        what = f"{key}: " if key else ""
-        name = item.get("name")
-        rule = f"rule {name!r}" if isinstance(name, str) else "a rule"
-        raise PolicyError(source, f"{rule}: {what}{err['msg']}", line) from None
-
-
-def load_policy(path: str | None) -> Policy:
-    """The policy at `path`, or the shipped default; blocking (reads the file, may import the classifier)."""
-    if path:
-        source = path
-        try:
-            text = Path(path).expanduser().read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PolicyError(source, f"cannot be read: {exc}") from None
-    else:
-        source = f"(default) {DEFAULT_POLICY}"
-        text = resources.files("cairn_query.governance").joinpath(DEFAULT_POLICY).read_text(encoding="utf-8")
-    rules = parse_policy(text, source)
-    toxicity = Toxicity() if any(isinstance(r, ToxicityRule) for r in rules) else None
-    return Policy(rules, source, toxicity)

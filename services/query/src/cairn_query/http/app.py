@@ -20,7 +20,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from cairn_query.clients.gateway import GatewayClient
-from cairn_query.governance.policy import load_policy
+from cairn_query.connectors.schedule import Scheduler
+from cairn_query.governance.policy_file import load_policy
 from cairn_query.http.routes import ROUTES
 from cairn_query.settings import QuerySettings
 from cairn_query.store import open_store
@@ -57,6 +58,10 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
                             await background.enter_async_context(
                                 running(service.documents.retry_embeddings(), "embed-retry")
                             )
+                        if settings.connectors_scheduler:
+                            await background.enter_async_context(
+                                running(Scheduler(service.connectors).run(), "connectors")
+                            )
                         if settings.policy_file and settings.policy_watch_s:
                             await background.enter_async_context(
                                 running(service.watch_policy(), "policy-watch")
@@ -64,6 +69,7 @@ def create_app(settings: QuerySettings | None = None) -> Starlette:
                         yield
                 finally:
                     if service is not None:
+                        await service.connectors.close()  # runs started by the API, with no scheduler
                         service.documents.close()
                     store.close()
 

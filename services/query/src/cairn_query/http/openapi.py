@@ -20,6 +20,7 @@ from cairn_core import (
     openapi_document,
 )
 
+from cairn_query.http import connectors
 from cairn_query.schemas import (
     AuditPage,
     AuditVerdict,
@@ -326,6 +327,7 @@ OPERATIONS = [
         security=[{"adminBearer": []}],
         tags=["admin"],
     ),
+    *connectors.OPERATIONS,
     HEALTHZ,
     Operation(
         "GET",

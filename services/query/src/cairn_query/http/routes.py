@@ -37,7 +37,7 @@ from cairn_query.corpus.documents import not_owner
 from cairn_query.corpus.hybrid import hybrid_query
 from cairn_query.governance.audit import Turn
 from cairn_query.governance.policy import PolicyError
-from cairn_query.http import openapi
+from cairn_query.http import connectors, openapi
 from cairn_query.schemas import (
     ChatRequest,
     ConversationIn,
@@ -444,6 +444,7 @@ ROUTES = [
     Route("/admin/policy/reload", reload_policy, methods=["POST"]),
     Route("/admin/audit", audit, methods=["GET"]),
     Route("/admin/audit/verify", verify_audit, methods=["GET"]),
+    *connectors.ROUTES,
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

@@ -18,6 +18,7 @@ import numpy as np
 
 from cairn_query.corpus.normalise import PATH_SEPARATOR
 from cairn_query.store.audit import AuditTable
+from cairn_query.store.connectors import SqlConnectors
 from cairn_query.store.conversations import SqlConversations
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -218,6 +219,10 @@ class Store(Protocol):
     # Conversations and ratings (conversations.py), owner-scoped.
     @property
     def conversations(self) -> SqlConversations: ...
+
+    # Connector sources and what each synced (connectors.py).
+    @property
+    def connectors(self) -> SqlConnectors: ...
 
     def close(self) -> None: ...
 

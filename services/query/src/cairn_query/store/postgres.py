@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool
 from cairn_query.store import pg_search
 from cairn_query.store.audit import AUDIT_SCHEMA, SqlAuditTable
 from cairn_query.store.base import NewDocument, SchemaTooNew, heading, query_terms
+from cairn_query.store.connectors import CONNECTORS_SCHEMA, SqlConnectors
 from cairn_query.store.conversations import CONVERSATIONS_SCHEMA, SqlConversations
 from cairn_query.store.sql import Row, SqlStore
 from cairn_query.store.values import normalise, scrub, to_json
@@ -93,6 +94,7 @@ MIGRATIONS = [
     CONVERSATIONS_SCHEMA.format(id_type="BIGSERIAL"),
     # Each chunk's section path (the headings above it); chunks stored before have none.
     "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS section TEXT",
+    CONNECTORS_SCHEMA,  # connector sources and what each synced (connectors.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
@@ -147,6 +149,7 @@ class PostgresStore(SqlStore):
         self._pool.open(wait=True, timeout=30)
         self.audit = SqlAuditTable(self._audit_tx, self._pool.connection, placeholder="%s")
         self.conversations = SqlConversations(self._plain_tx, self._pool.connection, placeholder="%s")
+        self.connectors = SqlConnectors(self._plain_tx, self._pool.connection, placeholder="%s")
 
     def _migrate(self, conn: psycopg.Connection) -> None:
         with conn.transaction():

@@ -24,6 +24,7 @@ import numpy as np
 
 from cairn_query.store.audit import AUDIT_SCHEMA, SqlAuditTable
 from cairn_query.store.base import NewDocument, SchemaTooNew, fts_query, heading
+from cairn_query.store.connectors import CONNECTORS_SCHEMA, SqlConnectors
 from cairn_query.store.conversations import CONVERSATIONS_SCHEMA, SqlConversations
 from cairn_query.store.sql import Row, SqlStore
 from cairn_query.store.sqlite_vectors import VectorIndex, as_blob, as_rows
@@ -91,7 +92,13 @@ def _migrate_5(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE chunks ADD COLUMN section TEXT")
 
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5]
+def _migrate_6(conn: sqlite3.Connection) -> None:
+    """Connector sources and what each synced (connectors.py)."""
+    for statement in CONNECTORS_SCHEMA.split(";"):
+        conn.execute(statement)
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5, _migrate_6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -117,6 +124,7 @@ class SQLiteStore(SqlStore):
         self._vectors = VectorIndex(self._load_vectors, self.version, self.allowed_rowids)
         self.audit = SqlAuditTable(self._tx, self._reading)
         self.conversations = SqlConversations(self._tx, self._reading)
+        self.connectors = SqlConnectors(self._tx, self._reading)
         try:
             self._migrate()
         except BaseException:
