@@ -121,12 +121,32 @@ def ingest(client: httpx.Client, docs: list[dict[str, str]], collection: str) ->
     return time.perf_counter() - start
 
 
+def ingest_batch(client: httpx.Client, docs: list[dict[str, str]], collection: str) -> float:
+    """Seconds to ingest `docs` as one batch job (POST /v1/documents/batch, polled until done)."""
+    start = time.perf_counter()
+    job = client.post(
+        "/v1/documents/batch", json={"documents": [{**d, "collection": collection} for d in docs]}
+    )
+    job.raise_for_status()
+    while (status := client.get(f"/v1/ingest/{job.json()['id']}").json())["state"] == "running":
+        time.sleep(0.02)
+    if status["failed"] or status["stored"] != len(docs):
+        raise SystemExit(f"batch job did not store every document: {status}")
+    return time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=None, help="documents of the corpus (default: all)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=1, help="uploads at a time (the web page sends 2)")
     parser.add_argument("--quick", action="store_true", help="12 documents, 2 rounds")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="documents per batch job (POST /v1/documents/batch); 0: one POST each",
+    )
     args, _ = parser.parse_known_args()
     if args.quick:
         args.docs, args.rounds = args.docs or 12, 2
@@ -143,13 +163,16 @@ def main() -> int:
         f"(chunks and sentences). MiniLM int8, {threads} intra-op thread(s), batches of "
         f"{gws.embed_batch_size}; gateway LLM_PROVIDER=toy LLM_EMBED_PROVIDER=onnx; QS on SQLite, "
         f"QS_EMBED_TIMEOUT_MS={EMBED_TIMEOUT_MS}, QS_EMBED_RETRY_S=0, WARNING logs; "
-        f"{args.concurrency} upload(s) at a time; {args.rounds} rounds.\n",
+        f"{f'batch jobs of {args.batch} documents' if args.batch else f'{args.concurrency} upload(s) at a time'};"
+        f" {args.rounds} rounds.\n",
         flush=True,
     )
     tok, session = raw_session(threads)
     batches = raw_batches(tok, texts, gws.embed_batch_size)
     embed_raw(tok, session, texts[:32])  # warm-up
-    groups = [docs[i : i + args.concurrency] for i in range(0, len(docs), args.concurrency)]
+    per = args.batch or args.concurrency
+    groups = [docs[i : i + per] for i in range(0, len(docs), per)]
+    send = ingest_batch if args.batch else ingest
     gw = start_server(
         "bench-ingest-gateway",
         ["cairn_gateway"],
@@ -188,7 +211,7 @@ def main() -> int:
             with httpx.Client(base_url=qs.url, timeout=600) as client:
                 for j in range(len(groups)):
                     raw_s += sum(embed_raw(tok, session, batch) for batch in batches[j :: len(groups)])
-                    ingest_s += ingest(client, groups[j], f"round{r}")
+                    ingest_s += send(client, groups[j], f"round{r}")
             embedded = embedded_texts(gw) - before
             if embedded != len(texts):
                 raise SystemExit(f"the gateway embedded {embedded:.0f} texts, the plan has {len(texts)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -229,6 +230,7 @@ BODIES: dict[str, Any] = {
     "search": {"query": f"{SECRET} bonus policy"},
     "messages": SAY,
     "documents": {"id": "hr-bonus", "collection": "hr", "text": "Overwritten by someone who may not."},
+    "batch": {"documents": [{"id": "hr-bonus", "collection": "hr", "text": "Overwritten by a batch job."}]},
     "conversations": {"title": "mine"},
     "conv_id": {"title": "taken"},
     "feedback": {"request_id": "x", "rating": "up"},
@@ -267,7 +269,23 @@ def admin_state(stack: Stack) -> dict[str, str]:
         assert SECRET in str(said["sources"]), said  # the admin can read it: the test can fail
         assert SECRET in admin.post("/api/chat", json=ASK).text
         key = admin.post("/api/admin/keys", json={"user": "erin"}).json()["id"]
-    return {"conv_id": conv, "key_id": key}
+    return {"conv_id": conv, "key_id": key, "job_id": _operators_job(stack)}
+
+
+def _operators_job(stack: Stack) -> str:
+    """A batch job of the operator's at QS whose status names the secret (a failed document's id): only its
+    starter may read it."""
+    too_big = {"id": f"{SECRET}-big", "collection": "hr", "text": "x" * 1_000_001}
+    headers = {"X-Cairn-Internal-Token": INTERNAL_TOKEN}
+    with httpx.Client(base_url=stack.query.url, headers=headers, timeout=60) as qs:
+        job = qs.post("/v1/documents/batch", json={"documents": [too_big]}).json()
+        for _ in range(200):
+            status = qs.get(f"/v1/ingest/{job['id']}").json()
+            if status["state"] != "running":
+                break
+            time.sleep(0.05)
+    assert SECRET in str(status["failed"]), status  # the starter sees it: the test can fail
+    return str(job["id"])
 
 
 def _assert_no_leak(calls: list[tuple[str, str, dict[str, Any]]], send: Any) -> list[str]:
@@ -314,6 +332,10 @@ def test_no_endpoint_of_qs_shows_a_collection_to_a_user_who_may_not_read_it(
     with httpx.Client(base_url=stack.query.url, headers=bob, timeout=60) as client:
         doc = client.get("/openapi.json").json()
         tried = _assert_no_leak(_calls(doc, {**PATH_VALUES, **admin_state}), client.request)
+        # A batch into hr is refused before it starts, as a single upload is (not stored later, in the job).
+        refused = client.post("/v1/documents/batch", json=BODIES["batch"])
+        assert refused.status_code == 403 and refused.json()["reason_code"] == "POLICY_REJECTED", refused.text
+    assert f"GET /v1/ingest/{admin_state['job_id']}" in tried and "POST /v1/documents/batch" in tried
     assert "POST /v1/search" in tried and "GET /admin/audit" in tried and "GET /v1/chunks/hr-bonus:0" in tried
     _hr_untouched(stack)
 

@@ -513,6 +513,34 @@ class QueryReady(BaseModel):
     gateway_circuit: Literal["open", "closed"]
 
 
+class DocumentBatchIn(BaseModel):
+    """`POST /v1/documents/batch`: documents ingested in the background as one job (corpus/ingest_jobs.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[DocumentIn] = Field(min_length=1, max_length=10_000)
+
+
+class IngestFailure(BaseModel):
+    index: int | None  # the document's place in the batch
+    id: str | None
+    reason_code: str
+    message: str
+
+
+class IngestJobOut(BaseModel):
+    id: str
+    state: Literal["running", "done", "failed"]
+    total: int
+    done: int  # stored + unchanged + failed
+    stored: int
+    unchanged: int  # same content hash as stored: nothing embedded or written
+    chunks: int
+    failed: list[IngestFailure]
+    started_at: str
+    finished_at: str | None
+
+
 # --- users, groups and permissions (governance/access.py, http/identity.py) -------------------------------
 
 # `user:<id>`, `group:<name>` or `*` (everyone who signed in).

@@ -34,6 +34,12 @@ class QuerySettings(BaseSettings):
     store_pool_min: int = Field(1, ge=0)
     store_pool_max: int = Field(8, ge=1)
     store_ef_search: int = Field(200, ge=10, le=1000)
+    # Postgres only: rows of a keyword match ranked at most (besides those matching every word), and the
+    # largest scope (in vectors) searched exactly rather than through the index (store/pg_search.py).
+    store_fts_candidates: int = Field(500, ge=50)
+    store_exact_max_vectors: int = Field(20_000, ge=0)
+    # Batch ingest (POST /v1/documents/batch): documents per group, the unit that is embedded and written at once.
+    ingest_group: int = Field(16, ge=1, le=500)
     max_body_bytes: int = Field(12_000_000, ge=1_000)
     max_upload_bytes: int = Field(10_000_000, ge=1_000)
 

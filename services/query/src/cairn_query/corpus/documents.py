@@ -9,11 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
-from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError, split_sentences
+from cairn_core import BadRequest, CairnError, ReasonCode, UpstreamError
 
 from cairn_query.clients.gateway import GatewayClient
-from cairn_query.corpus.chunking import Piece, chunk_sections
-from cairn_query.corpus.normalise import clean_plain, sections
+from cairn_query.corpus.ingest_jobs import IngestJob, IngestJobs, ingest_many
+from cairn_query.corpus.planning import Budget, Prepared, chunk_document, planned_texts
+from cairn_query.corpus.planning import document_texts as document_texts  # re-exported: tests, benchmarks
+from cairn_query.corpus.planning import vector_texts as vector_texts  # re-exported: evidence.py names it
 from cairn_query.governance.access import Access, require_writer
 from cairn_query.metrics import QueryMetrics
 from cairn_query.schemas import DocumentIn
@@ -42,9 +44,16 @@ class DocumentService:
         # Chunking a long document is CPU work of up to a second; it runs here, off the event loop and out of
         # the default pool that every store call waits in.
         self._cpu = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qs-chunking")
+        self.jobs = IngestJobs()
 
     def close(self) -> None:
+        self.jobs.close()
         self._cpu.shutdown(wait=False, cancel_futures=True)
+
+    def start_batch(self, docs: list[DocumentIn], owner: str, viewer: str) -> IngestJob:
+        """Ingest `docs` for `owner` in the background (ingest_jobs.py); the job reports its progress to
+        `viewer` only. The caller has checked that it may write every collection of the batch."""
+        return self.jobs.start(viewer, len(docs), lambda job: ingest_many(self, docs, owner, job))
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
@@ -79,6 +88,17 @@ class DocumentService:
         """Store `doc` for `owner`; returns (document, created, changed). Only the owner of an existing id
         may replace it (store.may_write), so a client cannot put its text under another's title. `original`:
         the uploaded file, (content type, bytes), kept beside the document (PDFs, for their pages)."""
+        prepared = await self.prepare(doc, owner, original)
+        if isinstance(prepared, dict):  # unchanged: nothing embedded, nothing written
+            return {**prepared, "sentences_without_vector": 0}, False, False
+        await self.embed_documents([prepared])
+        (stored, created), *_ = await self.store_documents([prepared])
+        return {**stored, "sentences_without_vector": prepared.capped}, created, True
+
+    async def prepare(
+        self, doc: DocumentIn, owner: str, original: tuple[str, bytes] | None = None
+    ) -> Prepared | dict[str, Any]:
+        """Checked and chunked, not yet embedded; or the stored document when its content hash is unchanged."""
         limit = self.settings.max_document_chars
         if len(doc.text) > limit:
             raise BadRequest(
@@ -91,59 +111,88 @@ class DocumentService:
         if await asyncio.to_thread(self.store.content_hash, doc_id) == digest:
             existing = await asyncio.to_thread(self.store.get_document, doc_id)
             if existing is not None:
-                return {**existing, "sentences_without_vector": 0}, False, False
+                return existing
         exists, stored_owner = await asyncio.to_thread(self.store.owner_of, doc_id)
         if exists and not may_write(stored_owner, owner):  # before any work; upsert checks again
             raise not_owner(doc_id)
         pieces = await self._off_loop(
             chunk_document, doc.text, self.settings.chunk_chars, self.settings.chunk_overlap_chars
         )
-        chunks = [piece.text for piece in pieces]
-        if not chunks:
+        if not pieces:
             raise BadRequest("The document has no text to index.")
         try:
             # Before the embedding call, so a full store does not cost the gateway's time; upsert checks again.
             await asyncio.to_thread(
-                self.store.check_room, doc_id, len(chunks), self.settings.max_total_chunks
+                self.store.check_room, doc_id, len(pieces), self.settings.max_total_chunks
             )
         except StoreFull as exc:
             raise self._storage_full(exc) from None
-        new = NewDocument(doc_id, doc.collection, doc.title, doc.url, doc.metadata, doc.text, digest, chunks)
-        new.owner, new.original = owner, original
-        new.sections, new.pages = [piece.section for piece in pieces], [piece.page for piece in pieces]
-        capped = await self._add_vectors(new, pieces)
+        new = NewDocument(
+            doc_id,
+            doc.collection,
+            doc.title,
+            doc.url,
+            doc.metadata,
+            doc.text,
+            digest,
+            [p.text for p in pieces],
+            owner=owner,
+            sections=[p.section for p in pieces],
+            pages=[p.page for p in pieces],
+            original=original,
+        )
+        return Prepared(doc, new)
+
+    async def embed_documents(self, docs: list[Prepared]) -> None:
+        """The vectors of every chunk of `docs`, in as few gateway calls as it allows. When the gateway cannot
+        embed, the documents are stored without vectors: searchable by BM25, marked `embedded: false` until
+        `retry_embeddings` (or POST /admin/reembed) fills them in."""
+        plans = []
+        for p in docs:
+            budget = self._budget()
+            p.budget = budget
+            plans += [
+                (heading(p.new.title, s), text, budget)
+                for s, text in zip(p.new.sections, p.new.chunks, strict=True)
+            ]
+        if not plans:
+            return
         try:
-            stored, created = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
+            vectors, model = await self._embed_planned(plans)
+        except UpstreamError as exc:
+            log.warning("ingest_without_embeddings", documents=len(docs), reason_code=exc.reason_code.value)
+            for p in docs:
+                p.budget = None  # no vector at all: none is missing for a cap
+            return
+        i = 0
+        for p in docs:
+            p.new.embeddings, p.new.embed_model = vectors[i : i + len(p.new.chunks)], model
+            i += len(p.new.chunks)
+            if p.capped:
+                log.info("sentence_vectors_capped", document_id=p.new.id, sentences=p.capped)
+
+    async def store_documents(self, docs: list[Prepared]) -> list[tuple[dict[str, Any], bool]]:
+        """Write `docs` in one transaction; (stored document, created) each."""
+        try:
+            written = await asyncio.to_thread(
+                self.store.upsert_many, [p.new for p in docs], self.settings.max_total_chunks
+            )
         except StoreFull as exc:
             raise self._storage_full(exc) from None
-        except NotOwner:
-            raise not_owner(doc_id) from None
+        except NotOwner as exc:
+            raise not_owner(exc.doc_id) from None
         store_model, _ = await asyncio.to_thread(self.store.embed_model)
-        if new.embed_model is not None and store_model != new.embed_model:
-            # The vectors were not stored (another model's are); BM25 still finds the document.
+        models = {p.new.embed_model for p in docs} - {None}
+        if models and store_model not in models:
+            # The vectors were not stored (another model's are); BM25 still finds the documents.
             log.warning(
                 "embedding_model_changed",
                 store_model=store_model,
-                gateway_model=new.embed_model,
+                gateway_model=sorted(models),
                 fix="POST /admin/reembed",
             )
-        self.metrics.ingested_chunks.inc(len(chunks))
-        return {**stored, "sentences_without_vector": capped}, created, True
-
-    async def _add_vectors(self, new: NewDocument, pieces: list[Piece]) -> int:
-        """Embed the chunks into `new`; how many sentence vectors the caps left out. A failing gateway leaves
-        the document without vectors: stored and searchable by BM25, marked `embedded: false` until
-        `retry_embeddings` (or POST /admin/reembed) fills them in."""
-        try:
-            new.embeddings, new.embed_model, capped = await self._embed(
-                [(heading(new.title, piece.section), piece.text) for piece in pieces]
-            )
-        except UpstreamError as exc:
-            log.warning("ingest_without_embeddings", document_id=new.id, reason_code=exc.reason_code.value)
-            return 0
-        if capped:
-            log.info("sentence_vectors_capped", document_id=new.id, sentences=capped)
-        return capped
+        self.metrics.ingested_chunks.inc(sum(len(p.new.chunks) for p in docs))
+        return written
 
     # --- reading and deleting: what the routes ask for (http/documents.py) --------------------------------
 
@@ -237,13 +286,7 @@ class DocumentService:
             pages=[r.page for r in rows],
             original=await asyncio.to_thread(self.store.original, from_id),
         )
-        try:
-            stored, _ = await asyncio.to_thread(self.store.upsert, new, self.settings.max_total_chunks)
-        except StoreFull as exc:
-            raise self._storage_full(exc) from None
-        except NotOwner:
-            raise not_owner(doc_id) from None
-        self.metrics.ingested_chunks.inc(len(rows))
+        (stored, _), *_ = await self.store_documents([Prepared(doc, new)])
         return stored
 
     async def reembed(self) -> dict[str, Any]:
@@ -251,7 +294,7 @@ class DocumentService:
         vectors: dict[int, list[list[float]]] = {}
         model = None
         after = 0
-        budgets: dict[str, _Budget] = {}  # a document's chunks come in order, over several batches
+        budgets: dict[str, Budget] = {}  # a document's chunks come in order, over several batches
         while True:
             batch = await asyncio.to_thread(self.store.all_chunk_texts, after, 256)
             if not batch:
@@ -297,9 +340,9 @@ class DocumentService:
             filled += 1
         return filled
 
-    def _budget(self) -> _Budget:
+    def _budget(self) -> Budget:
         s = self.settings
-        return _Budget(s.max_sentence_vectors_per_chunk, s.max_sentence_vectors_per_document)
+        return Budget(s.max_sentence_vectors_per_chunk, s.max_sentence_vectors_per_document)
 
     async def _embed(self, chunks: list[tuple[str | None, str]]) -> tuple[list[list[list[float]]], str, int]:
         """Per (title, text) chunk of one document, in order: its vectors (`vector_texts`) within the
@@ -309,7 +352,7 @@ class DocumentService:
         return out, model, budget.capped
 
     async def _embed_planned(
-        self, chunks: list[tuple[str | None, str, _Budget]]
+        self, chunks: list[tuple[str | None, str, Budget]]
     ) -> tuple[list[list[list[float]]], str]:
         """Per (title, text, its document's budget) chunk: its vectors, all of them batched together (the
         gateway client sends them in as few calls as it may)."""
@@ -324,48 +367,6 @@ class DocumentService:
         return out, model
 
 
-class _Budget:
-    """How many sentences of each chunk get a vector of their own, within one document's caps; chunks are
-    planned in order, so a document gets the same vectors at ingest, on a retry and on a reembed."""
-
-    def __init__(self, per_chunk: int, per_document: int) -> None:
-        self.per_chunk = per_chunk
-        self.left = per_document
-        self.capped = 0  # sentences left without a vector of their own
-
-    def take(self, sentences: int) -> int:
-        if sentences <= 1:
-            return 0  # a chunk of one sentence: the chunk's vector is the sentence's
-        kept = min(sentences, self.per_chunk, self.left)
-        self.left -= kept
-        self.capped += sentences - kept
-        return kept
-
-
-def chunk_document(text: str, size: int, overlap: int) -> list[Piece]:
-    """(section path, chunk text, page) of a document's text: normalised first (`normalise.py`), since a
-    chunk's sentences are what answers quote, then chunked section by section."""
-    return chunk_sections(sections(clean_plain(text)), size, overlap)
-
-
-def planned_texts(chunks: list[tuple[str | None, str, _Budget]]) -> list[list[str]]:
-    """Per (title, text, its document's budget) chunk, in order: the texts embedded for it (`vector_texts`)."""
-    texts = []
-    for title, text, budget in chunks:
-        sentences = split_sentences(text)
-        texts.append(vector_texts(title, text, sentences[: budget.take(len(sentences))]))
-    return texts
-
-
-def document_texts(title: str | None, text: str, settings: QuerySettings) -> list[str]:
-    """Every text that ingest embeds for one document, within its caps (what the benchmark embeds): its
-    chunks as ingest cuts them, each under its title and section path."""
-    budget = _Budget(settings.max_sentence_vectors_per_chunk, settings.max_sentence_vectors_per_document)
-    pieces = chunk_document(text, settings.chunk_chars, settings.chunk_overlap_chars)
-    planned = planned_texts([(heading(title, p.section), p.text, budget) for p in pieces])
-    return [t for group in planned for t in group]
-
-
 def not_found(what: str, ident: str) -> CairnError:
     return CairnError(ReasonCode.NOT_FOUND, f"No {what} with id {ident!r}.")
 
@@ -376,12 +377,3 @@ def not_owner(doc_id: str) -> CairnError:
         f"Document id {doc_id!r} belongs to another client; ids are scoped to the API key that created them."
         " Choose another id.",
     )
-
-
-def vector_texts(title: str | None, text: str, sentences: list[str]) -> list[str]:
-    """What is embedded for a chunk: the chunk, then `sentences` (its first sentences, in `split_sentences`
-    order, as many as the caps allow), all with the title in front (it names what the chunk is about: whose
-    policy, which product). Retrieval scores a chunk by the best of them; evidence.py reuses the sentence
-    vectors and embeds the sentences past them when it needs them."""
-    head = [f"{title}\n{text}" if title else text]
-    return head + [f"{title}: {s}" if title else s for s in sentences]

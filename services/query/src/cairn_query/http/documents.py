@@ -1,4 +1,4 @@
-"""Documents, chunks and search: ingest (JSON or a file), list, read, delete, re-embed."""
+"""Documents, chunks and search: ingest (JSON, a file, or a batch job), list, read, delete, re-embed."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from cairn_core import (
     BadRequest,
+    CairnError,
     JSONDecodeError,
     JSONResponse,
     Param,
@@ -82,6 +83,46 @@ async def create_document(request: Request) -> Response:
     return JSONResponse(
         {**stored, "created": created, "changed": changed}, status_code=201 if changed else 200
     )
+
+
+@_route(
+    "POST",
+    "/v1/documents/batch",
+    {202: Reply(schemas.IngestJobOut)},
+    errors=(403, 422),
+    body=schemas.DocumentBatchIn,
+)
+async def create_batch(request: Request, body: schemas.DocumentBatchIn) -> Response:
+    """Start a batch ingest job (documents in groups: chunked, embedded and written pipelined); 202 with its status
+
+    Every collection of the batch is checked as a single upload's is (a writer of it, or its first writer)
+    before anything is stored, so a job never stores half a batch the caller may not write. Its status is
+    at GET /v1/ingest/{job_id}, for the caller who started it only."""
+    svc = service_of(request)
+    who = await access(request)
+    for collection in sorted({d.collection for d in body.documents}):
+        await svc.documents.check_writer(who, collection)
+    job = svc.documents.start_batch(body.documents, owner_of(request), _job_viewer(request, who.user))
+    log_fields(request).update(ingest_job=job.id, documents=len(body.documents))
+    return JSONResponse(job.public(), status_code=202)
+
+
+@_route("GET", "/v1/ingest/{job_id}", schemas.IngestJobOut, errors=(404,), params=[path_id("job_id")])
+async def get_ingest_job(request: Request) -> Response:
+    """A batch ingest job's progress: stored, unchanged (nothing re-embedded), failed with reason codes"""
+    who = await access(request)
+    job = service_of(request).documents.jobs.get(
+        request.path_params["job_id"], _job_viewer(request, who.user)
+    )
+    if job is None:
+        raise CairnError(ReasonCode.NOT_FOUND, "No ingest job with this id (jobs are kept by the process).")
+    return JSONResponse(job.public())
+
+
+def _job_viewer(request: Request, user: str | None) -> str:
+    """Who may see a job: the client that started it and, behind the BFF, the user it named (two users of one
+    client do not see each other's jobs: a job's failures name their documents)."""
+    return f"{owner_of(request)}\n{user or ''}"
 
 
 async def _document_from_multipart(
@@ -211,6 +252,8 @@ async def reembed(request: Request) -> Response:
 
 ENDPOINTS = [
     create_document,
+    create_batch,
+    get_ingest_job,
     list_documents,
     list_collections,
     get_document,

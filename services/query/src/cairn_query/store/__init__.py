@@ -22,10 +22,10 @@ from cairn_query.store.base import (
     fts_query,
     heading,
     may_write,
-    now_iso,
     query_terms,
 )
 from cairn_query.store.sqlite import SQLiteStore
+from cairn_query.store.values import now_iso
 
 if TYPE_CHECKING:
     from cairn_query.settings import QuerySettings
@@ -68,6 +68,8 @@ def open_store(settings: QuerySettings) -> Store:
             pool_min=settings.store_pool_min,
             pool_max=settings.store_pool_max,
             ef_search=settings.store_ef_search,
+            fts_candidates=settings.store_fts_candidates,
+            exact_max=settings.store_exact_max_vectors,
         )
     return SQLiteStore(target.removeprefix("sqlite:///") if target.startswith("sqlite:///") else target)
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -146,10 +145,6 @@ def may_write(stored_owner: str | None, owner: str) -> bool:
     return owner == OPERATOR or (stored_owner or LEGACY_OWNER) == owner
 
 
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def query_terms(text: str) -> list[str]:
     """The query's content words, lower-cased, deduplicated, at most 32: what both backends search for."""
     words = [w.lower() for w in _WORD.findall(text)]
@@ -159,40 +154,6 @@ def query_terms(text: str) -> list[str]:
 def fts_query(text: str) -> str | None:
     terms = query_terms(text)
     return " OR ".join(f'"{t}"' for t in terms) if terms else None
-
-
-def like_pattern(q: str) -> str:
-    """`q` as a LIKE pattern matching it anywhere: its own % and _ taken literally (escaped with \\)."""
-    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def scrub(value: Any) -> Any:
-    """`value` as both backends store it: NUL (U+0000) becomes U+FFFD in every string, inside lists, tuples
-    and JSON objects too. PostgreSQL text and JSONB cannot hold NUL (psycopg raises DataError), SQLite can; it
-    means nothing in a document, a title or a question, so both backends store the same thing. Each backend
-    passes every bound parameter through this (sqlite.py's connection, postgres.py's cursor) and every JSON
-    value through `to_json`, so no caller has to remember it."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(scrub(v) for v in value)
-    if isinstance(value, dict):
-        return {scrub(k): scrub(v) for k, v in value.items()}
-    return value
-
-
-def to_json(value: Any) -> str:
-    """A JSON column's text on both backends: scrubbed first, since json.dumps writes NUL as an escape that
-    JSONB refuses and SQLite's json_extract turns back into NUL."""
-    return json.dumps(scrub(value), ensure_ascii=False)
-
-
-def normalise(v: np.ndarray) -> np.ndarray:
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm else v
 
 
 def heading(title: str | None, section: str | None) -> str | None:
@@ -300,6 +261,9 @@ class Store(Protocol):
     def content_hash(self, doc_id: str) -> str | None: ...
     def check_room(self, doc_id: str, adding: int, limit: int) -> None: ...
     def upsert(self, doc: NewDocument, max_chunks: int | None = None) -> tuple[dict[str, Any], bool]: ...
+    def upsert_many(
+        self, docs: Sequence[NewDocument], max_chunks: int | None = None
+    ) -> list[tuple[dict[str, Any], bool]]: ...
     def owner_of(self, doc_id: str) -> tuple[bool, str | None]: ...
     def delete_document(self, doc_id: str, owner: str = OPERATOR) -> int | None: ...
     # `collections` on a read is the caller's permission filter (governance/access.py), applied inside the
@@ -349,3 +313,39 @@ class Store(Protocol):
         filters: dict[str, Any],
         collections: list[str] | None = None,
     ) -> list[tuple[int, float]] | None: ...
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as read: SQLite gives its text, psycopg the decoded value."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def document_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A document as the API shows it, from a row of either backend (`n`: its chunks, `embedded`)."""
+    return {
+        "id": row["id"],
+        "collection": row["collection"],
+        "title": row["title"],
+        "url": row["url"],
+        "metadata": _json(row["metadata"]),
+        "chunks": int(row["n"]),
+        "embedded": bool(row["embedded"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def chunk_row(row: Mapping[str, Any]) -> ChunkRow:
+    return ChunkRow(
+        rowid=row["rowid"],
+        chunk_id=row["chunk_id"],
+        document_id=row["document_id"],
+        index=row["idx"],
+        text=row["text"],
+        title=row["title"],
+        url=row["url"],
+        collection=row["collection"],
+        metadata=_json(row["metadata"]),
+        section=row["section"],
+        page=row["page"],
+    )

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cairn_query.store.base import now_iso, to_json
+from cairn_query.store.values import now_iso, to_json
 
 CONNECTORS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS connector_sources (

@@ -13,7 +13,7 @@ import json
 import secrets
 from typing import Any
 
-from cairn_query.store.base import now_iso, to_json
+from cairn_query.store.values import now_iso, to_json
 
 CONVERSATIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (

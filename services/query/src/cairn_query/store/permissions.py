@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cairn_query.store.base import now_iso
+from cairn_query.store.values import now_iso
 
 ROLES = ("owner", "writer", "reader")
 EVERYONE = "*"
