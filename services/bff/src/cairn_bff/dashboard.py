@@ -2,19 +2,39 @@
 and each model's manifest from the gateway's `/v1/models`.
 
 Parsed server-side with `prometheus_client.parser` so the page stays a few lines of plain JS and never needs
-to reach the gateway or QS itself (they may not be reachable from the browser at all).
+to reach the gateway or QS itself (they may not be reachable from the browser at all). `/api/dashboard` is one
+poll of them all; `/api/dashboard/series` the charts' points from the history the sampler keeps (history.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import time
 from collections import defaultdict
 from typing import Any
 
-from cairn_core import BffMetric, GatewayMetric, QueryMetric, total
+from cairn_core import (
+    BadRequest,
+    BffMetric,
+    GatewayMetric,
+    JSONResponse,
+    Param,
+    QueryMetric,
+    metrics_response,
+    total,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .openapi import API_SECURITY, endpoint
+from .proxy import Upstream
+from .schemas import DashboardData, DashboardSeries
+
+_NO_CACHE = {"Cache-Control": "no-cache"}  # every poll asks again
 
 
 def parse(text: str) -> list[Sample]:
@@ -153,3 +173,78 @@ def model_manifests(models_json: str) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+# --- the dashboard's JSON: one poll, and the charts' points ----------------------------------------------------
+
+
+@endpoint("GET", "/api/dashboard", DashboardData, tags="dashboard", errors=(401, 429), security=API_SECURITY)
+async def dashboard_data(request: Request) -> Response:
+    """One poll of the dashboard: every service's metrics, summarised
+
+    Every service's /metrics, and the gateway's models with their manifests; a service that is down shows as
+    down."""
+    state = request.app.state
+    timeout = state.settings.metrics_timeout_s
+    gateway: Upstream = state.gateway
+    query: Upstream = state.qs
+    gw, qs, models = await asyncio.gather(
+        gateway.get_text("/metrics", timeout),
+        query.get_text("/metrics", timeout),
+        gateway.get_text("/v1/models", timeout),
+        return_exceptions=True,
+    )
+    own = parse(bytes(metrics_response(state.metrics.registry).body).decode())
+    return JSONResponse(
+        {
+            "at": time.time(),
+            "gateway": {
+                "up": True,
+                **gateway_summary(parse(gw)),
+                "models": model_manifests(models) if isinstance(models, str) else [],
+            }
+            if isinstance(gw, str)
+            else {"up": False, "error": type(gw).__name__},
+            "query": {"up": True, **query_summary(parse(qs))}
+            if isinstance(qs, str)
+            else {"up": False, "error": type(qs).__name__},
+            "bff": bff_summary(own),
+        },
+        headers=_NO_CACHE,
+    )
+
+
+@endpoint(
+    "GET",
+    "/api/dashboard/series",
+    DashboardSeries,
+    tags="dashboard",
+    errors=(400, 401, 429),
+    params=[Param("since", "query", {"type": "number"}, description="only points with a larger `t`")],
+    security=API_SECURITY,
+)
+async def dashboard_series(request: Request) -> Response:
+    """The dashboard's charts: one point per sampling interval over the last hour (`?since=` for newer)
+
+    The points come from the history the sampler keeps (history.py): nothing is scraped here. With
+    `?since=<t>` only the points after `t` (a point's `t`), so a page that has the hour asks for what is new."""
+    settings = request.app.state.settings
+    since = request.query_params.get("since") or "-inf"
+    try:
+        after = float(since)
+    except ValueError:
+        after = math.nan
+    if math.isnan(after) or after == math.inf:
+        raise BadRequest("since must be a time in seconds since the epoch (a point's t).")
+    points, source = await request.app.state.history.points()
+    # Never older than the history, even if Redis still holds points of a deployment that stopped a while ago.
+    after = max(after, time.time() - settings.dashboard_history_s)
+    return JSONResponse(
+        {
+            "sample_s": settings.dashboard_sample_s,
+            "history_s": settings.dashboard_history_s,
+            "source": source,
+            "points": [p for p in points if p["t"] > after],
+        },
+        headers=_NO_CACHE,
+    )

@@ -17,12 +17,13 @@ from typing import Any
 
 import structlog
 from authlib.integrations.starlette_client import OAuth, OAuthError
-from cairn_core import CairnError, JSONResponse, ReasonCode
+from cairn_core import CairnError, JSONResponse, Param, ReasonCode, Reply
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
 
 from .identity import from_claims, split_groups
+from .openapi import API_SECURITY, endpoint
+from .schemas import Me
 from .settings import BffSettings
 
 log = structlog.get_logger("oidc")
@@ -53,7 +54,15 @@ def _client(request: Request) -> Any:
     return oauth.create_client(PROVIDER)
 
 
+@endpoint(
+    "GET",
+    "/auth/login",
+    {302: Reply(description="To the provider's authorization endpoint")},
+    tags="identity",
+    errors=(404, 503),
+)
 async def login(request: Request) -> Response:
+    """Sign in with OpenID Connect: a redirect to the provider (404 when none is configured)"""
     settings: BffSettings = request.app.state.settings
     redirect = settings.oidc_redirect_url or str(request.url_for("oidc_callback"))
     try:
@@ -68,7 +77,16 @@ async def login(request: Request) -> Response:
         ) from None
 
 
-async def callback(request: Request) -> Response:
+@endpoint(
+    "GET",
+    "/auth/callback",
+    {303: Reply(description="To the chat page")},
+    tags="identity",
+    errors=(401, 404),
+    params=[Param("code", "query", {"type": "string"}), Param("state", "query", {"type": "string"})],
+)
+async def oidc_callback(request: Request) -> Response:  # named: /auth/login redirects to url_for of it
+    """The provider's redirect back: the login cookie is set, then a redirect to the page"""
     settings: BffSettings = request.app.state.settings
     client = _client(request)
     try:
@@ -126,22 +144,20 @@ async def _record_login(request: Request, who: dict[str, Any]) -> None:
     log.info("login", user=who["user"], groups=who["groups"], admin=who["admin"])
 
 
+@endpoint("GET", "/auth/logout", {303: Reply(description="To the chat page")}, tags="identity")
 async def logout(request: Request) -> Response:
+    """Sign out: the login cookie is cleared"""
     if "session" in request.scope:  # no session without OIDC
         request.session.clear()
     return RedirectResponse("/", status_code=303)
 
 
+@endpoint("GET", "/api/me", Me, tags="identity", errors=(401, 429), security=API_SECURITY)
 async def me(request: Request) -> Response:
-    """Who the page is talking for, and how: local mode, a login, a proxy or a key."""
+    """Who the BFF takes the caller for: local mode, a login, a proxy's user or a key"""
     identity = request.state.identity
     settings: BffSettings = request.app.state.settings
     return JSONResponse({**identity.public(), "login": bool(settings.oidc_issuer)})
 
 
-ROUTES = [
-    Route("/auth/login", login, methods=["GET"]),
-    Route("/auth/callback", callback, methods=["GET"], name="oidc_callback"),
-    Route("/auth/logout", logout, methods=["GET"]),
-    Route("/api/me", me, methods=["GET"]),
-]
+ROUTES = [me, login, oidc_callback, logout]

@@ -1,67 +1,45 @@
-"""The BFF's `/openapi.json`: its own routes, plus the `/api` routes it proxies, described by QS and the gateway.
+"""The BFF's `/openapi.json`, built from its whole route table: each route declares its operation beside its
+handler, and a route without one makes the document raise (`include_in_schema=False` opts one out).
 
-The BFF forwards `/api/*` bodies byte for byte and does not import the upstream services (its pyproject names
-only cairn-core), so it does not restate their models: it reads the upstreams' own `/openapi.json` once, copies
-the operations it proxies under their `/api` paths and adds what the BFF itself can answer on the way (401 and
-429 from the guard, 502-504 when an upstream cannot be reached, the `error` frame that ends a broken stream).
+Two kinds of route. `@endpoint` is one the BFF answers itself (a page, the dashboard, login, the probes): a
+`cairn_core.Endpoint` whose `Operation` the BFF states. `@proxied` is one it forwards byte for byte to QS or
+the gateway: the BFF does not import the upstream services (its pyproject names only cairn-core), so it does
+not restate their models; the route names the upstream operation, and the document copies it from the
+upstream's own `/openapi.json` (read once) under the BFF's path, adding what the BFF itself can answer on the
+way (401 and 429 from the guard, 502-504 when an upstream cannot be reached, the `error` frame that ends a
+broken stream).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from cairn_core import (
     CONTRACT_VERSION,
     EVENT_STREAM,
-    HEALTHZ,
-    METRICS,
     CairnError,
-    ErrorBody,
+    Endpoint,
     ErrorEvent,
     JSONResponse,
     Operation,
-    Param,
     ReasonCode,
     Reply,
     json_loads,
     openapi_document,
     operation_id,
 )
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
 
 from .auth import ADMIN_PREFIX, CONNECTORS_PREFIX
-from .schemas import BffReady, DashboardData, DashboardSeries, Me
 
+Handler = Callable[..., Awaitable[Response]]
 REF = "#/components/schemas/{model}"
-# (upstream, its path, the BFF's path, methods): routes.py forwards each of these.
-PROXIED = [
-    ("qs", "/v1/chat", "/api/chat", ("post",)),
-    ("qs", "/v1/documents", "/api/documents", ("get", "post")),
-    ("qs", "/v1/documents/{doc_id}", "/api/documents/{doc_id}", ("get", "delete")),
-    ("qs", "/v1/documents/{doc_id}/original", "/api/documents/{doc_id}/original", ("get",)),
-    ("qs", "/v1/collections", "/api/collections", ("get",)),
-    ("qs", "/v1/chunks/{chunk_id}", "/api/chunks/{chunk_id}", ("get",)),
-    ("qs", "/v1/search", "/api/search", ("post",)),
-    ("gateway", "/v1/models", "/api/models", ("get",)),
-    ("gateway", "/readyz", "/api/status", ("get",)),
-    ("qs", "/v1/conversations", "/api/conversations", ("get", "post")),
-    ("qs", "/v1/conversations/{conv_id}", "/api/conversations/{conv_id}", ("get", "patch", "delete")),
-    ("qs", "/v1/conversations/{conv_id}/messages", "/api/conversations/{conv_id}/messages", ("post",)),
-    ("qs", "/v1/feedback", "/api/feedback", ("post",)),
-    ("qs", "/admin/feedback", "/api/admin/feedback", ("get",)),
-    ("qs", "/admin/audit", "/api/admin/audit", ("get",)),
-    ("qs", "/admin/audit/verify", "/api/admin/audit/verify", ("get",)),
-    ("qs", "/v1/collections/{name}/permissions", "/api/collections/{name}/permissions", ("get", "put")),
-    ("qs", "/admin/keys", "/api/admin/keys", ("get", "post")),
-    ("qs", "/admin/keys/{key_id}", "/api/admin/keys/{key_id}", ("delete",)),
-    ("qs", "/v1/connectors", "/api/connectors", ("get", "post")),
-    ("qs", "/v1/connectors/{name}", "/api/connectors/{name}", ("get", "patch", "delete")),
-    ("qs", "/v1/connectors/{name}/run", "/api/connectors/{name}/run", ("post",)),
-    ("qs", "/v1/connectors/{name}/status", "/api/connectors/{name}/status", ("get",)),
-]
 # Local mode admits loopback without a key (docs/bff.md), hence the empty requirement first.
 API_SECURITY: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}, {"apiKey": []}, {"session": []}]
 # /api/admin/*: the admin key, or the login of a user who is an admin.
@@ -76,105 +54,81 @@ SECURITY_SCHEMES = {
 # 403: a Host the BFF does not serve (security.py); 401 and 429: the API guard (auth.py).
 _GUARD_ERRORS = (401, 403, 429, 502, 503, 504)
 
-OWN = [
-    Operation("GET", "/", "The chat page", {200: Reply(media=["text/html"])}, tags=["page"]),
-    Operation("GET", "/dashboard", "The dashboard page", {200: Reply(media=["text/html"])}, tags=["page"]),
-    Operation(
-        "GET",
-        "/audit",
-        "The audit log page (its data needs the admin key)",
-        {200: Reply(media=["text/html"])},
-        tags=["page"],
-    ),
-    Operation(
-        "GET",
-        "/api/dashboard",
-        "One poll of the dashboard: every service's metrics, summarised",
-        {200: Reply(DashboardData)},
-        errors=(401, 429),
-        security=API_SECURITY,
-        tags=["dashboard"],
-    ),
-    Operation(
-        "GET",
-        "/api/dashboard/series",
-        "The dashboard's charts: one point per sampling interval over the last hour (`?since=` for newer)",
-        {200: Reply(DashboardSeries)},
-        errors=(400, 401, 429),
-        params=[Param("since", "query", {"type": "number"}, description="only points with a larger `t`")],
-        security=API_SECURITY,
-        tags=["dashboard"],
-    ),
-    Operation(
-        "GET",
-        "/api/me",
-        "Who the BFF takes the caller for: local mode, a login, a proxy's user or a key",
-        {200: Reply(Me)},
-        errors=(401, 429),
-        security=API_SECURITY,
-        tags=["identity"],
-    ),
-    Operation(
-        "GET",
-        "/auth/login",
-        "Sign in with OpenID Connect: a redirect to the provider (404 when none is configured)",
-        {302: Reply(description="To the provider's authorization endpoint")},
-        errors=(404, 503),
-        tags=["identity"],
-    ),
-    Operation(
-        "GET",
-        "/auth/callback",
-        "The provider's redirect back: the login cookie is set, then a redirect to the page",
-        {303: Reply(description="To the chat page")},
-        errors=(401, 404),
-        params=[Param("code", "query", {"type": "string"}), Param("state", "query", {"type": "string"})],
-        tags=["identity"],
-    ),
-    Operation(
-        "GET",
-        "/auth/logout",
-        "Sign out: the login cookie is cleared",
-        {303: Reply(description="To the chat page")},
-        tags=["identity"],
-    ),
-    HEALTHZ,
-    Operation(
-        "GET",
-        "/readyz",
-        "Readiness: the query service is ready",
-        {200: Reply(BffReady)},
-        error_replies={503: Reply(ErrorBody, description="The query service is not reachable")},
-        tags=["ops"],
-    ),
-    METRICS,
-]
+
+def endpoint(
+    method: str, path: str, reply: type[BaseModel] | Reply | Mapping[int, Reply], *, tags: str, **more: Any
+) -> Callable[[Handler], Endpoint]:
+    """The handler below as the route `method path` that the BFF answers itself, with its operation: `reply` is
+    its 200 answer (a model, a Reply, or replies by status), `more` the rest of `Operation`, and the summary is
+    the first paragraph of the handler's docstring. None of these reads a body (`parse_body=False`)."""
+    replies = (
+        reply if isinstance(reply, Mapping) else {200: reply if isinstance(reply, Reply) else Reply(reply)}
+    )
+
+    def declare(handler: Handler) -> Endpoint:
+        summary = " ".join((handler.__doc__ or "").split("\n\n")[0].split())
+        return Endpoint(
+            handler, Operation(method, path, summary, replies, tags=[tags], **more), parse_body=False
+        )
+
+    return declare
 
 
-def merge(upstreams: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The BFF's document from the upstreams' documents (`{"qs": ..., "gateway": ...}`)."""
-    doc = openapi_document("Cairn BFF", CONTRACT_VERSION, OWN, security_schemes=SECURITY_SCHEMES)
+class Proxied(Route):
+    """A route forwarded to an upstream: its operations are the upstream's `upstream_path` in `upstream`'s
+    document ("qs" or "gateway"), one per method, in the order given (Starlette keeps `methods` as a set)."""
+
+    def __init__(self, path: str, handler: Handler, upstream: str, upstream_path: str, methods: list[str]):
+        self.upstream = upstream
+        self.upstream_path = upstream_path
+        self.proxied_methods = [m.lower() for m in methods]
+        super().__init__(path, handler, methods=methods)
+
+
+def proxied(path: str, upstream: str, upstream_path: str, *methods: str) -> Callable[[Handler], Proxied]:
+    """The handler below as the route `path`, forwarding `methods` to `upstream`'s `upstream_path`."""
+    return lambda handler: Proxied(path, handler, upstream, upstream_path, list(methods))
+
+
+class Files(Mount):
+    """Static files the pages load: no API operation."""
+
+    include_in_schema = False
+
+
+def document(routes: Iterable[BaseRoute], upstreams: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The BFF's document from its route table and the upstreams' documents (`{"qs": ..., "gateway": ...}`):
+    its own operations first, then the proxied ones; a route that is neither raises (openapi_document)."""
+    routes = list(routes)
+    own = [r for r in routes if not isinstance(r, Proxied)]
+    doc = openapi_document("Cairn BFF", CONTRACT_VERSION, own, security_schemes=SECURITY_SCHEMES)
     components = doc["components"]["schemas"]
     _, extra = models_json_schema([(ErrorEvent, "serialization")], ref_template=REF)
     _add_components(components, extra.get("$defs", {}))
-    for name, upstream_path, path, methods in PROXIED:
-        source = upstreams[name]
-        _add_components(components, source.get("components", {}).get("schemas", {}))
-        for method in methods:
-            op = copy.deepcopy(source["paths"][upstream_path][method])
-            op["operationId"] = operation_id(method, path)
-            op["security"] = (
-                KEY_ONLY_SECURITY
-                if path.startswith(CONNECTORS_PREFIX)
-                else ADMIN_SECURITY
-                if path.startswith(ADMIN_PREFIX)
-                else API_SECURITY
-            )
-            for status in _GUARD_ERRORS:
-                op["responses"].setdefault(str(status), _error_response())
-            _allow_error_frame(op)
-            doc["paths"].setdefault(path, {})[method] = op
+    for route in routes:
+        if isinstance(route, Proxied):
+            source = upstreams[route.upstream]
+            _add_components(components, source.get("components", {}).get("schemas", {}))
+            for method in route.proxied_methods:
+                doc["paths"].setdefault(route.path, {})[method] = _proxied_operation(route, method, source)
     return doc
+
+
+def _proxied_operation(route: Proxied, method: str, source: dict[str, Any]) -> dict[str, Any]:
+    path = route.path
+    op = copy.deepcopy(source["paths"][route.upstream_path][method])
+    op["operationId"] = operation_id(method, path)
+    op["security"] = (
+        KEY_ONLY_SECURITY
+        if path.startswith(CONNECTORS_PREFIX)
+        else ADMIN_SECURITY
+        if path.startswith(ADMIN_PREFIX)
+        else API_SECURITY
+    )
+    for status in _GUARD_ERRORS:
+        op["responses"].setdefault(str(status), _error_response())
+    _allow_error_frame(op)
+    return op
 
 
 def _add_components(into: dict[str, Any], schemas: dict[str, Any]) -> None:
@@ -206,6 +160,7 @@ def _allow_error_frame(op: dict[str, Any]) -> None:
 
 
 async def openapi(request: Request) -> Response:
+    """`/openapi.json`, made on first request from the app's routes and the upstreams' documents, then kept."""
     state = request.app.state
     if getattr(state, "openapi", None) is None:
         timeout = state.settings.metrics_timeout_s
@@ -220,5 +175,8 @@ async def openapi(request: Request) -> Response:
                 ReasonCode.PROVIDER_UNAVAILABLE,
                 f"The upstream API descriptions are not reachable: {type(exc).__name__}.",
             ) from None
-        state.openapi = bytes(JSONResponse(merge(upstreams)).body)
+        state.openapi = bytes(JSONResponse(document(request.app.routes, upstreams)).body)
     return Response(state.openapi, media_type="application/json")
+
+
+OPENAPI = Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False)

@@ -8,8 +8,8 @@ from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from .openapi import proxied
 from .proxy import Upstream
 
 
@@ -26,6 +26,7 @@ def _qs_admin(request: Request) -> dict[str, str]:
     return {"authorization": f"Bearer {token.get_secret_value()}"} if token else {}
 
 
+@proxied("/api/collections/{name}/permissions", "qs", "/v1/collections/{name}/permissions", "GET", "PUT")
 async def collection_permissions(request: Request) -> Response:
     path = f"/v1/collections/{_name(request, 'name')}/permissions"
     if request.method == "GET":
@@ -34,6 +35,7 @@ async def collection_permissions(request: Request) -> Response:
     return await _qs(request).forward(request, "PUT", path, content=body, content_type="application/json")
 
 
+@proxied("/api/admin/keys", "qs", "/admin/keys", "GET", "POST")
 async def keys(request: Request) -> Response:
     if request.method == "GET":
         return await _qs(request).forward(request, "GET", "/admin/keys", extra_headers=_qs_admin(request))
@@ -48,13 +50,10 @@ async def keys(request: Request) -> Response:
     )
 
 
+@proxied("/api/admin/keys/{key_id}", "qs", "/admin/keys/{key_id}", "DELETE")
 async def key(request: Request) -> Response:
     path = f"/admin/keys/{_name(request, 'key_id')}"
     return await _qs(request).forward(request, "DELETE", path, extra_headers=_qs_admin(request))
 
 
-ROUTES = [
-    Route("/api/collections/{name}/permissions", collection_permissions, methods=["GET", "PUT"]),
-    Route("/api/admin/keys", keys, methods=["GET", "POST"]),
-    Route("/api/admin/keys/{key_id}", key, methods=["DELETE"]),
-]
+ROUTES = [collection_permissions, keys, key]

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import math
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
 
 from cairn_core import (
+    HEALTHZ,
+    METRICS,
     OWNER_HEADER,
     BadRequest,
+    Endpoint,
+    ErrorBody,
     JSONResponse,
     ReasonCode,
+    Reply,
     error_response,
     metrics_response,
     parse_json_body,
@@ -23,13 +25,14 @@ from cairn_core import (
 )
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
 from . import dashboard as dash
-from . import oidc, openapi, permissions
+from . import oidc, permissions
+from .openapi import OPENAPI, Files, endpoint, proxied
 from .proxy import Upstream
-from .schemas import ChatProxyRequest
+from .schemas import BffReady, ChatProxyRequest
 
 STATIC_DIR = Path(__file__).parent / "static"
 _NO_CACHE = {"Cache-Control": "no-cache"}
@@ -68,9 +71,12 @@ def _segment(request: Request, name: str) -> str:
 
 
 SESSION_COOKIE = "cairn_session"
+_PAGE = Reply(media=["text/html"])
 
 
+@endpoint("GET", "/", _PAGE, tags="page")
 async def index(request: Request) -> Response:
+    """The chat page"""
     response = FileResponse(STATIC_DIR / "index.html", headers=_NO_CACHE)
     if not request.cookies.get(SESSION_COOKIE):
         # In local mode, conversations belong to this browser: the cookie names it (never sent to scripts).
@@ -80,11 +86,15 @@ async def index(request: Request) -> Response:
     return response
 
 
+@endpoint("GET", "/dashboard", _PAGE, tags="page")
 async def dashboard_page(request: Request) -> Response:
+    """The dashboard page"""
     return FileResponse(STATIC_DIR / "dashboard.html", headers=_NO_CACHE)
 
 
+@endpoint("GET", "/audit", _PAGE, tags="page")
 async def audit_page(request: Request) -> Response:
+    """The audit log page (its data needs the admin key)"""
     # The page holds no data: what it shows comes from /api/admin/audit, which needs the admin key.
     return FileResponse(STATIC_DIR / "audit.html", headers=_NO_CACHE)
 
@@ -92,6 +102,7 @@ async def audit_page(request: Request) -> Response:
 # --- /api: chat, documents, chunks, search, models -------------------------------------------------------------
 
 
+@proxied("/api/chat", "qs", "/v1/chat", "POST")
 async def chat(request: Request) -> Response:
     # The owner names the asker in QS's audit log: the key's fingerprint, or "local" (never the key).
     return await _ask(request, "/v1/chat", _conversation_owner(request))
@@ -108,6 +119,7 @@ async def _ask(request: Request, path: str, owner: dict[str, str]) -> Response:
     )
 
 
+@proxied("/api/documents", "qs", "/v1/documents", "GET", "POST")
 async def documents(request: Request) -> Response:
     qs = _qs(request)
     if request.method == "GET":
@@ -126,6 +138,7 @@ async def documents(request: Request) -> Response:
     )
 
 
+@proxied("/api/documents/{doc_id}", "qs", "/v1/documents/{doc_id}", "GET", "DELETE")
 async def document(request: Request) -> Response:
     path = f"/v1/documents/{_segment(request, 'doc_id')}"
     return await _qs(request).forward(request, request.method, path, extra_headers=_owner(request))
@@ -139,6 +152,7 @@ _ORIGINAL_HEADERS = {
 }
 
 
+@proxied("/api/documents/{doc_id}/original", "qs", "/v1/documents/{doc_id}/original", "GET")
 async def original(request: Request) -> Response:
     path = f"/v1/documents/{_segment(request, 'doc_id')}/original"
     resp = await _qs(request).forward(request, "GET", path)
@@ -147,14 +161,17 @@ async def original(request: Request) -> Response:
     return resp
 
 
+@proxied("/api/collections", "qs", "/v1/collections", "GET")
 async def collections(request: Request) -> Response:
     return await _qs(request).forward(request, "GET", "/v1/collections")
 
 
+@proxied("/api/chunks/{chunk_id}", "qs", "/v1/chunks/{chunk_id}", "GET")
 async def chunk(request: Request) -> Response:
     return await _qs(request).forward(request, "GET", f"/v1/chunks/{_segment(request, 'chunk_id')}")
 
 
+@proxied("/api/search", "qs", "/v1/search", "POST")
 async def search(request: Request) -> Response:
     body = await request.body()
     return await _qs(request).forward(
@@ -162,49 +179,22 @@ async def search(request: Request) -> Response:
     )
 
 
+@proxied("/api/models", "gateway", "/v1/models", "GET")
 async def models(request: Request) -> Response:
     return await _gateway(request).forward(request, "GET", "/v1/models")
 
 
+@proxied("/api/status", "gateway", "/readyz", "GET")
 async def model_status(request: Request) -> Response:
     """The gateway's readiness as the page's banner shows it: ready, degraded (answers come from the fallback
     chain; on a first run, while llama.cpp compiles) with the reason, or unavailable."""
     return await _gateway(request).forward(request, "GET", "/readyz")
 
 
-async def dashboard_data(request: Request) -> Response:
-    """One poll of the dashboard: every service's /metrics, summarised, and the gateway's models with their
-    manifests; a service that is down shows as down."""
-    timeout = request.app.state.settings.metrics_timeout_s
-    gw, qs, models = await asyncio.gather(
-        _gateway(request).get_text("/metrics", timeout),
-        _qs(request).get_text("/metrics", timeout),
-        _gateway(request).get_text("/v1/models", timeout),
-        return_exceptions=True,
-    )
-    own = dash.parse(bytes(metrics_response(request.app.state.metrics.registry).body).decode())
-    return JSONResponse(
-        {
-            "at": time.time(),
-            "gateway": {
-                "up": True,
-                **dash.gateway_summary(dash.parse(gw)),
-                "models": dash.model_manifests(models) if isinstance(models, str) else [],
-            }
-            if isinstance(gw, str)
-            else {"up": False, "error": type(gw).__name__},
-            "query": {"up": True, **dash.query_summary(dash.parse(qs))}
-            if isinstance(qs, str)
-            else {"up": False, "error": type(qs).__name__},
-            "bff": dash.bff_summary(own),
-        },
-        headers=_NO_CACHE,
-    )
-
-
 # --- /api/conversations and /api/feedback -------------------------------------------------------------------
 
 
+@proxied("/api/conversations", "qs", "/v1/conversations", "GET", "POST")
 async def conversations(request: Request) -> Response:
     qs, owner = _qs(request), _conversation_owner(request)
     if request.method == "GET":
@@ -221,6 +211,7 @@ async def conversations(request: Request) -> Response:
     )
 
 
+@proxied("/api/conversations/{conv_id}", "qs", "/v1/conversations/{conv_id}", "GET", "PATCH", "DELETE")
 async def conversation(request: Request) -> Response:
     path = f"/v1/conversations/{_segment(request, 'conv_id')}"
     body = await request.body() if request.method == "PATCH" else None
@@ -235,11 +226,13 @@ async def conversation(request: Request) -> Response:
     )
 
 
+@proxied("/api/conversations/{conv_id}/messages", "qs", "/v1/conversations/{conv_id}/messages", "POST")
 async def conversation_message(request: Request) -> Response:
     path = f"/v1/conversations/{_segment(request, 'conv_id')}/messages"
     return await _ask(request, path, _conversation_owner(request))
 
 
+@proxied("/api/feedback", "qs", "/v1/feedback", "POST")
 async def feedback(request: Request) -> Response:
     body = await request.body()
     return await _qs(request).forward(
@@ -250,31 +243,6 @@ async def feedback(request: Request) -> Response:
         content_type="application/json",
         # Only the one who was answered may rate an answer (QS checks): the same owner the answer went to.
         extra_headers=_conversation_owner(request),
-    )
-
-
-async def dashboard_series(request: Request) -> Response:
-    """The charts' points from the history the sampler keeps (history.py): nothing is scraped here. With
-    `?since=<t>` only the points after `t` (a point's `t`), so a page that has the hour asks for what is new."""
-    settings = request.app.state.settings
-    since = request.query_params.get("since") or "-inf"
-    try:
-        after = float(since)
-    except ValueError:
-        after = math.nan
-    if math.isnan(after) or after == math.inf:
-        raise BadRequest("since must be a time in seconds since the epoch (a point's t).")
-    points, source = await request.app.state.history.points()
-    # Never older than the history, even if Redis still holds points of a deployment that stopped a while ago.
-    after = max(after, time.time() - settings.dashboard_history_s)
-    return JSONResponse(
-        {
-            "sample_s": settings.dashboard_sample_s,
-            "history_s": settings.dashboard_history_s,
-            "source": source,
-            "points": [p for p in points if p["t"] > after],
-        },
-        headers=_NO_CACHE,
     )
 
 
@@ -291,14 +259,17 @@ async def _admin_get(request: Request, path: str) -> Response:
     return await _qs(request).forward(request, "GET", path, params=params, extra_headers=_qs_admin(request))
 
 
+@proxied("/api/admin/audit", "qs", "/admin/audit", "GET")
 async def admin_audit(request: Request) -> Response:
     return await _admin_get(request, "/admin/audit")
 
 
+@proxied("/api/admin/feedback", "qs", "/admin/feedback", "GET")
 async def admin_feedback(request: Request) -> Response:
     return await _admin_get(request, "/admin/feedback")
 
 
+@proxied("/api/admin/audit/verify", "qs", "/admin/audit/verify", "GET")
 async def admin_audit_verify(request: Request) -> Response:
     return await _admin_get(request, "/admin/audit/verify")
 
@@ -332,8 +303,17 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+@endpoint(
+    "GET",
+    "/readyz",
+    BffReady,
+    tags="ops",
+    error_replies={503: Reply(ErrorBody, description="The query service is not reachable")},
+)
 async def readyz(request: Request) -> Response:
-    """Ready when QS is ready (its store answers): without QS the page can do nothing useful. QS is ready
+    """Readiness: the query service is ready
+
+    Ready when QS is ready (its store answers): without QS the page can do nothing useful. QS is ready
     without the gateway, because it degrades to search results; so is the BFF."""
     try:
         await _qs(request).get_text("/readyz", request.app.state.settings.metrics_timeout_s)
@@ -351,37 +331,42 @@ async def metrics(request: Request) -> Response:
     return metrics_response(request.app.state.metrics.registry)
 
 
-ROUTES = [
-    Route("/", index, methods=["GET"]),
-    Route("/dashboard", dashboard_page, methods=["GET"]),
-    Route("/audit", audit_page, methods=["GET"]),
-    Route("/api/chat", chat, methods=["POST"]),
-    Route("/api/documents", documents, methods=["GET", "POST"]),
-    Route("/api/documents/{doc_id}", document, methods=["GET", "DELETE"]),
-    Route("/api/documents/{doc_id}/original", original, methods=["GET"]),
-    Route("/api/collections", collections, methods=["GET"]),
-    Route("/api/chunks/{chunk_id}", chunk, methods=["GET"]),
-    Route("/api/search", search, methods=["POST"]),
-    Route("/api/models", models, methods=["GET"]),
-    Route("/api/status", model_status, methods=["GET"]),
-    Route("/api/dashboard", dashboard_data, methods=["GET"]),
-    Route("/api/conversations", conversations, methods=["GET", "POST"]),
-    Route("/api/conversations/{conv_id}", conversation, methods=["GET", "PATCH", "DELETE"]),
-    Route("/api/conversations/{conv_id}/messages", conversation_message, methods=["POST"]),
-    Route("/api/feedback", feedback, methods=["POST"]),
-    Route("/api/admin/feedback", admin_feedback, methods=["GET"]),
-    Route("/api/dashboard/series", dashboard_series, methods=["GET"]),
-    Route("/api/admin/audit", admin_audit, methods=["GET"]),
-    Route("/api/admin/audit/verify", admin_audit_verify, methods=["GET"]),
-    Route("/api/connectors", _connectors(""), methods=["GET", "POST"]),
-    Route("/api/connectors/{name}", _connectors(""), methods=["GET", "PATCH", "DELETE"]),
-    Route("/api/connectors/{name}/run", _connectors("/run"), methods=["POST"]),
-    Route("/api/connectors/{name}/status", _connectors("/status"), methods=["GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
-    *oidc.ROUTES,
+# Own operations and proxied ones each appear in /openapi.json in this order (openapi.document).
+ROUTES: list[BaseRoute] = [
+    index,
+    dashboard_page,
+    audit_page,
+    chat,
+    documents,
+    document,
+    original,
+    collections,
+    chunk,
+    search,
+    models,
+    model_status,
+    dash.dashboard_data,
+    conversations,
+    conversation,
+    conversation_message,
+    feedback,
+    admin_feedback,
+    dash.dashboard_series,
+    admin_audit,
+    admin_audit_verify,
     *permissions.ROUTES,
-    Route("/openapi.json", openapi.openapi, methods=["GET"]),
-    Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+    proxied("/api/connectors", "qs", "/v1/connectors", "GET", "POST")(_connectors("")),
+    proxied("/api/connectors/{name}", "qs", "/v1/connectors/{name}", "GET", "PATCH", "DELETE")(
+        _connectors("")
+    ),
+    proxied("/api/connectors/{name}/run", "qs", "/v1/connectors/{name}/run", "POST")(_connectors("/run")),
+    proxied("/api/connectors/{name}/status", "qs", "/v1/connectors/{name}/status", "GET")(
+        _connectors("/status")
+    ),
+    *oidc.ROUTES,
+    Endpoint(healthz, HEALTHZ),
+    readyz,
+    Endpoint(metrics, METRICS),
+    OPENAPI,
+    Files("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
 ]
