@@ -140,3 +140,11 @@ def test_the_closest_passages_are_scored_on_what_the_page_shows() -> None:
         "passages_fact_first": pytest.approx(1 / 3),
         "passages_fact_any": pytest.approx(2 / 3),
     }
+
+
+def test_the_eval_finds_every_provider_the_gateway_catalogues() -> None:
+    # It looked for providers/<name>.py, and skipped llamacpp once that became a package.
+    from evaluation.stack import provider_available
+
+    assert provider_available("llamacpp") and provider_available("toy")
+    assert not provider_available("no-such-provider")

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from cairn_testing import ServerProcess, start_server
 
-from .sets import ROOT, EvalSet
+from .sets import EvalSet
 
 
 def start_gateway(provider: str, embed: str) -> ServerProcess:
@@ -38,10 +38,10 @@ def pick_embedder(choice: str) -> str:
 
 
 def provider_available(provider: str) -> bool:
-    if provider == "toy":
-        return True
-    module = ROOT / "services" / "gateway" / "src" / "cairn_gateway" / "providers" / f"{provider}.py"
-    return module.exists()
+    """The gateway's provider catalogue names it (a checkout of an older main may lack one)."""
+    from cairn_gateway.providers.catalogue import PROVIDERS
+
+    return provider in PROVIDERS
 
 
 class LogTail:
