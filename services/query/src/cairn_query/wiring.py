@@ -19,6 +19,7 @@ from cairn_query.corpus.documents import DocumentService
 from cairn_query.corpus.parsing import FileParser
 from cairn_query.corpus.retrieval import Retriever
 from cairn_query.governance.audit import AuditLog
+from cairn_query.governance.permissions import PermissionService
 from cairn_query.governance.policy import Policy, PolicyError
 from cairn_query.governance.policy_file import load_policy
 from cairn_query.metrics import QueryMetrics
@@ -42,6 +43,7 @@ class QueryService:
     conversations: Conversations
     feedback: Feedback
     connectors: ConnectorService
+    permissions: PermissionService
     # Reloads one at a time: two loads in threads can end out of order, and the older file would win.
     policy_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -87,6 +89,7 @@ class QueryService:
             conversations=Conversations(store),
             feedback=Feedback(store, audit, metrics),
             connectors=ConnectorService(settings, store, documents, parser),
+            permissions=PermissionService(store, audit),
         )
 
     async def reload_policy(self) -> Policy:
