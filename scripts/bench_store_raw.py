@@ -59,12 +59,13 @@ def _pg_batch(conn: psycopg.Connection, oid: int, docs: Sequence[Any], prefix: s
                 copy.write_row(_doc_row(d, prefix))
         ids = [f"{prefix}{d.id}:{i}" for d in docs for i in range(len(d.chunks))]
         rows = conn.execute(
-            f"INSERT INTO chunks (chunk_id, document_id, idx, text, tsv) SELECT c, d, i, t, {TSV}"
-            " FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::text[]) AS u(c, d, i, t, h)"
-            " RETURNING chunk_id, rowid",
+            f"INSERT INTO chunks (chunk_id, document_id, collection, idx, text, tsv) SELECT c, d, k, i, t, {TSV}"
+            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[])"
+            " AS u(c, d, k, i, t, h) RETURNING chunk_id, rowid",
             (
                 ids,
                 [prefix + d.id for d in docs for _ in d.chunks],
+                [d.collection for d in docs for _ in d.chunks],
                 [i for d in docs for i in range(len(d.chunks))],
                 [t for d in docs for t in d.chunks],
                 [d.title or "" for d in docs for _ in d.chunks],
@@ -72,13 +73,14 @@ def _pg_batch(conn: psycopg.Connection, oid: int, docs: Sequence[Any], prefix: s
         ).fetchall()
         rowid = dict(rows)
         with conn.cursor().copy(
-            "COPY vectors (chunk_rowid, n, embedding) FROM STDIN (FORMAT BINARY)"
+            "COPY vectors (chunk_rowid, n, collection, embedding) FROM STDIN (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["int8", "int4", oid])
+            copy.set_types(["int8", "int4", "text", oid])
             for d in docs:
                 for i, vecs in enumerate(d.embeddings):
                     for n, v in enumerate(vecs):
-                        copy.write_row((rowid[f"{prefix}{d.id}:{i}"], n, np.asarray(v, dtype=np.float32)))
+                        row = (rowid[f"{prefix}{d.id}:{i}"], n, d.collection, np.asarray(v, dtype=np.float32))
+                        copy.write_row(row)
 
 
 def raw_pg_ingest(url: str, batches: Sequence[Sequence[Any]], writers: int, prefix: str = "raw-") -> float:
@@ -104,8 +106,11 @@ def raw_pg_ingest(url: str, batches: Sequence[Sequence[Any]], writers: int, pref
     return took
 
 
-def raw_pg_import(url: str, batches: Sequence[Sequence[Any]], dims: int) -> tuple[float, float]:
-    """(seconds to load, seconds to build the HNSW index) into empty tables of the same schema."""
+def raw_pg_import(
+    url: str, batches: Sequence[Sequence[Any]], dims: int, exact_max: int
+) -> tuple[float, float]:
+    """(seconds to load, seconds to build the HNSW indexes) into empty tables of the same schema: the whole
+    corpus's index and, as Cairn keeps them, one per collection of over `exact_max` and under half the vectors."""
     with psycopg.connect(url, autocommit=True) as conn:
         oid = _vector_dumper(conn)
         conn.execute("DROP INDEX IF EXISTS vectors_hnsw")
@@ -114,7 +119,12 @@ def raw_pg_import(url: str, batches: Sequence[Sequence[Any]], dims: int) -> tupl
         for b in batches:
             _pg_batch(conn, oid, b, "")
         loaded = time.perf_counter()
-        conn.execute("CREATE INDEX vectors_hnsw ON vectors USING hnsw (embedding vector_cosine_ops)")
+        hnsw = "USING hnsw (embedding vector_cosine_ops)"
+        conn.execute(f"CREATE INDEX vectors_hnsw ON vectors {hnsw}")
+        counts = dict(conn.execute("SELECT collection, COUNT(*) FROM vectors GROUP BY collection").fetchall())
+        for i, (c, n) in enumerate(sorted(counts.items())):
+            if exact_max < n < sum(counts.values()) / 2:
+                conn.execute(f"CREATE INDEX raw_scope_{i} ON vectors {hnsw} WHERE collection = '{c}'")
         return loaded - start, time.perf_counter() - loaded
 
 

@@ -17,7 +17,7 @@ from typing import Any
 class PostgresServer:
     """One running server; `url()` names a database on it (created on first use), `stop()` removes it all."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keep: bool = False) -> None:
         # pgserver asks platformdirs for a runtime dir, which warns where XDG_RUNTIME_DIR is unset (CI).
         os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
         with warnings.catch_warnings():
@@ -25,11 +25,11 @@ class PostgresServer:
             import pgserver
 
             try:
-                self._server: Any = pgserver.get_server(root, cleanup_mode="delete")
+                self._server: Any = pgserver.get_server(root, cleanup_mode=None if keep else "delete")
             except Exception as exc:  # seen once under heavy load: a start that timed out; one more try
                 print(f"pgserver start failed ({exc!r}); retrying once", file=sys.stderr)
                 time.sleep(1)
-                self._server = pgserver.get_server(root, cleanup_mode="delete")
+                self._server = pgserver.get_server(root, cleanup_mode=None if keep else "delete")
         self.root = root
 
     def psql(self, sql: str) -> str:
@@ -47,9 +47,10 @@ class PostgresServer:
         self._server.cleanup()
 
 
-def start_postgres(root: Path | None = None) -> PostgresServer:
-    """Start a server in `root` (a new temporary folder by default); call `stop()` when done."""
-    return PostgresServer(Path(root or tempfile.mkdtemp(prefix="cairn-pg-")))
+def start_postgres(root: Path | None = None, keep: bool = False) -> PostgresServer:
+    """Start a server in `root` (a new temporary folder by default); call `stop()` when done. With `keep`, it
+    outlives this process (a benchmark's corpus, measured again later)."""
+    return PostgresServer(Path(root or tempfile.mkdtemp(prefix="cairn-pg-")), keep)
 
 
 @contextmanager

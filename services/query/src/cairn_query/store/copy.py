@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from psycopg.types.json import Jsonb
 
+from cairn_query.store import pg_indexes
 from cairn_query.store.base import heading
 from cairn_query.store.postgres import _TSV, PostgresStore, _copy_vectors, _index_vectors
 from cairn_query.store.sqlite import SQLiteStore
@@ -41,14 +42,14 @@ def copy_sqlite_to_postgres(
                 raise TargetNotEmpty(
                     f"{pg_url.split('@')[-1]} already holds documents; copy into an empty one"
                 )
-            conn.execute("DROP INDEX IF EXISTS vectors_hnsw")  # built once at the end: far faster
+            pg_indexes.drop_all(conn)  # built once at the end: far faster
             copied = {"documents": _copy_documents(conn, src, batch), "chunks": 0, "vectors": 0}
             _copy_originals(src, conn)
             _copy_chunks(conn, dst._vector_oid, src, dims, batch, copied, progress)
             conn.execute("SELECT setval('chunks_rowid_seq', GREATEST((SELECT MAX(rowid) FROM chunks), 1))")
             if meta.get("embed_model") and dims:
                 dst._set_embed_meta(conn, meta["embed_model"], dims)
-                _index_vectors(conn, dims)
+                _index_vectors(conn, dims, dst.exact_max)
             conn.execute("ANALYZE documents, chunks, vectors")  # plan the first queries on real sizes
             # The version moves on from the source's, so no cache keyed on an old version can match.
             conn.execute(
@@ -91,17 +92,18 @@ def _copy_chunks(
     progress: Callable[[int], None] | None,
 ) -> None:
     """Chunks (keeping their rowids) with their keyword rows, then their vectors by binary COPY."""
-    query = "SELECT c.*, d.title FROM chunks c JOIN documents d ON d.id = c.document_id ORDER BY c.rowid"
+    query = "SELECT c.*, d.title, d.collection FROM chunks c JOIN documents d ON d.id = c.document_id ORDER BY c.rowid"
     for rows in _batches(src.execute(query), batch):
         conn.execute(
-            "INSERT INTO chunks (rowid, chunk_id, document_id, idx, text, section, page, tsv)"
-            f" SELECT r, c, d, i, t, s, p, {_TSV.format(text='t', title='h')}"
-            " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],"
-            " %s::int[], %s::text[]) AS u(r, c, d, i, t, s, p, h)",
+            "INSERT INTO chunks (rowid, chunk_id, document_id, collection, idx, text, section, page, tsv)"
+            f" SELECT r, c, d, k, i, t, s, p, {_TSV.format(text='t', title='h')}"
+            " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],"
+            " %s::int[], %s::text[]) AS u(r, c, d, k, i, t, s, p, h)",
             (
                 [r["rowid"] for r in rows],
                 [r["chunk_id"] for r in rows],
                 [r["document_id"] for r in rows],
+                [r["collection"] for r in rows],
                 [r["idx"] for r in rows],
                 [r["text"] for r in rows],
                 [r["section"] or None for r in rows],
@@ -110,13 +112,16 @@ def _copy_chunks(
             ),
         )
         vectors = {
-            r["rowid"]: np.frombuffer(r["embedding"], dtype=np.float32).reshape(-1, dims or 1)
+            r["rowid"]: (
+                r["collection"],
+                np.frombuffer(r["embedding"], dtype=np.float32).reshape(-1, dims or 1),
+            )
             for r in rows
             if r["embedding"] is not None and dims
         }
         _copy_vectors(conn, oid, vectors)
         copied["chunks"] += len(rows)
-        copied["vectors"] += sum(len(v) for v in vectors.values())
+        copied["vectors"] += sum(len(v) for _, v in vectors.values())
         if progress:
             progress(copied["chunks"])
 

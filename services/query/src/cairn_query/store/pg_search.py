@@ -9,20 +9,27 @@ question's words comes first (coordination, as classic search engines rank); wit
 orders them. A broad query may so leave out a row that matches one word only, many times.
 
 Vectors: an unscoped search walks the HNSW index for `_OVERFETCH` times `limit` nearest vectors and keeps each
-chunk's best. pgvector 0.6 has no filtered index walk (0.8's iterative scans), so a scoped search (a collection
-or metadata filter) picks by the scope's size: a scope of at most `exact_max` vectors is searched exactly (its
-rows only, no index: a few ms); a larger one walks the index for enough nearest vectors that `limit` chunks of
-the scope are among them (`limit × _OVERFETCH / share`, at most pgvector's 1,000) and filters them; when that
-leaves fewer than half of `limit` the exact search runs after all, so a scope is never answered short.
+chunk's best. pgvector 0.6 has no filtered index walk (0.8's iterative scans), so a search within some
+collections (`nearest_in`: a caller's permission filter, a chosen collection) uses each large collection's own
+index (pg_indexes.py) and searches what is left exactly when it is small (its rows only, by the `collection`
+column: a few ms); when the collections hold half the vectors or more, or a large one has no index yet, it walks
+the whole index far enough that `limit` chunks of theirs are among the vectors found. A scope over metadata
+(`nearest_in_scope`) picks by its size: exact when it holds at most `exact_max` vectors, else the whole index
+walked for `limit × _OVERFETCH / share` vectors (at most pgvector's 1,000) and filtered. Either walk runs the
+exact search after all when it leaves fewer than half of `limit`, so a scope is never answered short.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
+
+from cairn_query.store import pg_indexes
 
 # ts_rank (term frequency, like BM25's tf) rather than ts_rank_cd (cover density): ts_rank costs half as much a
 # row (16 vs 7.5 ms for 2,900 matching rows, docs/benchmarks.md).
@@ -35,20 +42,33 @@ _PAIR_TERMS = 8  # up to this many words, the rows matching two of them are a ti
 
 
 def bm25(
-    conn: psycopg.Connection, terms: list[str], limit: int, scope: str, params: list[Any], candidates: int
+    conn: psycopg.Connection,
+    terms: list[str],
+    limit: int,
+    candidates: int,
+    collections: list[str] | None = None,
+    scope: str = "",
+    params: Sequence[Any] = (),
 ) -> list[int]:
     """Rowids of the best `limit` chunks for `terms` (\\w+ words: no quote or operator can be in one), within
-    `scope` (a clause over document `d`, "" for none)."""
+    `collections` (None: all) and `scope` (a clause over document `d`, "" for none)."""
     tiers = [" & ".join(f"'{t}'" for t in terms)]  # every word
     if 2 < len(terms) <= _PAIR_TERMS:  # at least two of the words
         tiers.append(" | ".join(f"'{a}' & '{b}'" for i, a in enumerate(terms) for b in terms[i + 1 :]))
     if len(terms) > 1:
         tiers.append(" | ".join(f"'{t}'" for t in terms))  # any word
     # A LIMIT without ORDER BY stops the read (and the ranking, computed per row read) at the cap. With a
-    # scope, the match is fenced off (OFFSET 0) so that it is always read through the GIN index: left to
-    # itself, the planner walked the scope's chunks testing each for the match, hoping to fill the LIMIT
-    # early, and took seconds when few matched.
+    # scope over documents, the match is fenced off (OFFSET 0) and sequential scans are off, so that it is
+    # always read through the GIN index: left to itself, the planner walked the chunks testing each for the
+    # match, hoping to fill the LIMIT early, and took seconds when few matched (or 184 ms at 100k chunks).
     match = "SELECT c.rowid, c.tsv, c.document_id FROM chunks c WHERE c.tsv @@ to_tsquery('cairn', %s)"
+    if collections is not None:
+        # The chunk's own collection (btree) and the match (GIN) meet in one bitmap, so only the scope's
+        # matching rows are read: as fast as unscoped (10.8 vs 9.5 ms at 100k, 1/7), where joining each
+        # match to its document took twice that (docs/benchmarks.md). One collection is bound as a value:
+        # `= ANY(array)` costs the planner 1.8 ms more.
+        match += " AND c.collection = %s" if len(collections) == 1 else " AND c.collection = ANY(%s)"
+        params = [collections[0] if len(collections) == 1 else collections, *params]
     source = (
         f"({match} OFFSET 0) c JOIN documents d ON d.id = c.document_id WHERE {scope}"
         if scope
@@ -58,19 +78,49 @@ def bm25(
     rank_by = tiers[-1]
     # The outer LIMIT stops reading the tiers in order once it has `candidates` rows: the "any word" tier is
     # not read at all when the first two fill it (measured: 20 -> 10 ms a query at 100k chunks).
-    rows = conn.execute(
-        f"SELECT rowid FROM (SELECT * FROM ({' UNION ALL '.join([pick] * len(tiers))}) t LIMIT %s) u"
-        " GROUP BY rowid ORDER BY MAX(r) DESC, rowid LIMIT %s",
-        [p for tier in tiers for p in (rank_by, tier, *params, candidates)] + [candidates, limit],
-    ).fetchall()
+    with conn.transaction():
+        if scope:
+            conn.execute("SET LOCAL enable_seqscan = off")
+        rows = conn.execute(
+            f"SELECT rowid FROM (SELECT * FROM ({' UNION ALL '.join([pick] * len(tiers))}) t LIMIT %s) u"
+            " GROUP BY rowid ORDER BY MAX(r) DESC, rowid LIMIT %s",
+            [p for tier in tiers for p in (rank_by, tier, *params, candidates)] + [candidates, limit],
+        ).fetchall()
     return [int(r[0]) for r in rows]
 
 
 def nearest(conn: psycopg.Connection, q: np.ndarray, limit: int, ef_search: int) -> list[tuple[int, float]]:
     """The whole corpus's nearest chunks by the HNSW index, each scoring its best vector."""
     fetch = min(limit * _OVERFETCH, _EF_MAX)
-    rows = _walk(conn, q, fetch, max(ef_search, fetch), "", [])
+    rows = _walk(conn, q, fetch, max(ef_search, fetch))
     return _best(rows, limit)
+
+
+def nearest_in(
+    conn: psycopg.Connection,
+    q: np.ndarray,
+    limit: int,
+    ef_search: int,
+    collections: list[str],
+    exact_max: int,
+) -> list[tuple[int, float]]:
+    """The nearest chunks within `collections`: by each one's own index, exactly, or by the whole index."""
+    indexes = pg_indexes.valid(conn)
+    own = {c: indexes[pg_indexes.index_name(c)] for c in collections if pg_indexes.index_name(c) in indexes}
+    rest = [c for c in collections if c not in own]
+    counted = _count_upto(conn, rest, exact_max + 1)
+    total = max(_vectors(conn), 1.0)
+    share = min((sum(own.values()) + counted) / total, 1.0)
+    if counted > exact_max or share >= 0.5:  # a large scope: the whole index finds it
+        if counted > exact_max:  # `counted` stopped at the bound: the documents tell the share
+            share, _ = _share(conn, "d.collection = ANY(%s)", [collections])
+        return _walk_or_exact(conn, q, limit, ef_search, collections, share)
+    rows: list[tuple[int, float]] = []
+    for collection in own:
+        rows += _walk_own(conn, q, limit * _OVERFETCH, ef_search, collection)
+    if counted:
+        rows += _exact_in(conn, q, limit, rest)
+    return _best(sorted(rows, key=lambda r: r[1]), limit)
 
 
 def nearest_in_scope(
@@ -82,7 +132,7 @@ def nearest_in_scope(
     params: list[Any],
     exact_max: int,
 ) -> list[tuple[int, float]]:
-    """The nearest chunks within a scope: exact when it is small, else by the index and a filter."""
+    """The nearest chunks within a metadata scope: exact when it is small, else by the index and a filter."""
     share, vectors = _share(conn, scope, params)
     if share == 0:
         return []
@@ -100,6 +150,64 @@ def nearest_in_scope(
     return [(int(r), 1.0 - float(d)) for r, d in rows]
 
 
+def _walk_or_exact(
+    conn: psycopg.Connection, q: np.ndarray, limit: int, ef_search: int, collections: list[str], share: float
+) -> list[tuple[int, float]]:
+    """The whole index walked for enough vectors, kept when in `collections`; exact if that falls short."""
+    if share > 0:
+        fetch = min(math.ceil(limit * _OVERFETCH / share), _EF_MAX)
+        found = _best(_walk(conn, q, fetch, max(ef_search, fetch), collections=collections), limit)
+        if len(found) >= limit / 2:
+            return found
+    return _best(_exact_in(conn, q, limit, collections), limit)
+
+
+def _walk_own(
+    conn: psycopg.Connection, q: np.ndarray, fetch: int, ef: int, collection: str
+) -> list[tuple[int, float]]:
+    """The `fetch` nearest vectors of one collection by its own index. The collection is written into the
+    statement, not bound: the planner picks a partial index only for a predicate it can match at plan time."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(ef, fetch)),))
+        return conn.execute(
+            sql.SQL(
+                "SELECT chunk_rowid, embedding <=> %b AS dist FROM vectors WHERE collection = {}"
+                " ORDER BY embedding <=> %b LIMIT %s"
+            ).format(sql.Literal(collection)),
+            (q, q, fetch),
+        ).fetchall()
+
+
+def _exact_in(
+    conn: psycopg.Connection, q: np.ndarray, limit: int, collections: list[str]
+) -> list[tuple[int, float]]:
+    """Each chunk's nearest vector within `collections`, every vector compared (nearest first)."""
+    return conn.execute(
+        "SELECT chunk_rowid, MIN(embedding <=> %b) AS dist FROM vectors WHERE collection = ANY(%s)"
+        " GROUP BY chunk_rowid ORDER BY dist, chunk_rowid LIMIT %s",
+        (q, collections, limit),
+    ).fetchall()
+
+
+def _count_upto(conn: psycopg.Connection, collections: list[str], bound: int) -> int:
+    """The vectors in `collections`, counted up to `bound` (the collection index, so it costs at most that)."""
+    if not collections:
+        return 0
+    row = conn.execute(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM vectors WHERE collection = ANY(%s) LIMIT %s) t",
+        (collections, bound),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _vectors(conn: psycopg.Connection) -> float:
+    """The planner's count of vectors (no scan)."""
+    row = conn.execute(
+        "SELECT GREATEST(reltuples, 0) FROM pg_class WHERE oid = 'vectors'::regclass"
+    ).fetchone()
+    return float(row[0]) if row else 0.0
+
+
 def _share(conn: psycopg.Connection, scope: str, params: list[Any]) -> tuple[float, float]:
     """The scope's share of the documents (documents are few beside vectors, so this is cheap), and the
     planner's count of vectors (no scan)."""
@@ -114,15 +222,30 @@ def _share(conn: psycopg.Connection, scope: str, params: list[Any]) -> tuple[flo
 
 
 def _walk(
-    conn: psycopg.Connection, q: np.ndarray, fetch: int, ef: int, scope: str, params: list[Any]
+    conn: psycopg.Connection,
+    q: np.ndarray,
+    fetch: int,
+    ef: int,
+    scope: str = "",
+    params: Sequence[Any] = (),
+    collections: list[str] | None = None,
 ) -> list[tuple[int, float]]:
-    """The `fetch` nearest vectors by the index (nearest first), kept when their chunk is in `scope`."""
+    """The `fetch` nearest vectors by the index (nearest first), kept when in `collections` (the vector's own
+    column) and `scope` (a clause over its document `d`)."""
     with conn.transaction():
         # HNSW returns at most ef_search rows, so the candidate list is at least what is fetched.
         conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
-        near = "SELECT chunk_rowid, embedding <=> %b AS dist FROM vectors ORDER BY embedding <=> %b LIMIT %s"
+        near = (
+            "SELECT chunk_rowid, collection, embedding <=> %b AS dist FROM vectors"
+            " ORDER BY embedding <=> %b LIMIT %s"
+        )
+        if collections is not None:
+            return conn.execute(
+                f"SELECT chunk_rowid, dist FROM ({near}) n WHERE collection = ANY(%s) ORDER BY dist",
+                (q, q, fetch, collections),
+            ).fetchall()
         if not scope:
-            return conn.execute(near, (q, q, fetch)).fetchall()
+            return conn.execute(f"SELECT chunk_rowid, dist FROM ({near}) n", (q, q, fetch)).fetchall()
         return conn.execute(
             f"SELECT n.chunk_rowid, n.dist FROM ({near}) n JOIN chunks c ON c.rowid = n.chunk_rowid"
             f" JOIN documents d ON d.id = c.document_id WHERE {scope} ORDER BY n.dist",

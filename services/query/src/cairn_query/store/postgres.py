@@ -35,7 +35,7 @@ from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb, set_json_dumps
 from psycopg_pool import ConnectionPool
 
-from cairn_query.store import pg_search
+from cairn_query.store import pg_indexes, pg_search
 from cairn_query.store.audit import AUDIT_SCHEMA, SqlAuditTable
 from cairn_query.store.base import ORIGINALS_SCHEMA, NewDocument, SchemaTooNew, heading, query_terms
 from cairn_query.store.connectors import CONNECTORS_SCHEMA, SqlConnectors
@@ -102,6 +102,30 @@ MIGRATIONS = [
     "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS page INTEGER",
     # The uploaded file behind a document (PDFs), so a citation can open it at its page.
     ORIGINALS_SCHEMA.format(blob="BYTEA"),
+    # Each chunk's and each vector's collection (a copy of its document's, which never changes: a document
+    # moved to another collection is written anew), so that a search within collections filters on the row
+    # itself (pg_search.py) and a large collection can have a vector index of its own (pg_indexes.py). The
+    # vectors are rewritten once without the HNSW index, built again after (far faster than three updates a
+    # chunk through the graph).
+    """
+DO $$
+DECLARE indexed BOOLEAN := to_regclass('vectors_hnsw') IS NOT NULL;
+BEGIN
+    ALTER TABLE chunks ADD COLUMN IF NOT EXISTS collection TEXT;
+    UPDATE chunks c SET collection = d.collection FROM documents d WHERE d.id = c.document_id;
+    ALTER TABLE chunks ALTER COLUMN collection SET NOT NULL;
+    CREATE INDEX IF NOT EXISTS chunks_collection ON chunks (collection);
+    DROP INDEX IF EXISTS vectors_hnsw;
+    ALTER TABLE vectors ADD COLUMN IF NOT EXISTS collection TEXT;
+    UPDATE vectors v SET collection = d.collection FROM chunks c JOIN documents d ON d.id = c.document_id
+        WHERE c.rowid = v.chunk_rowid;
+    ALTER TABLE vectors ALTER COLUMN collection SET NOT NULL;
+    CREATE INDEX IF NOT EXISTS vectors_collection ON vectors (collection);
+    IF indexed THEN
+        CREATE INDEX vectors_hnsw ON vectors USING hnsw (embedding vector_cosine_ops);
+    END IF;
+END $$;
+""",
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = 7_305_512_201  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
@@ -133,11 +157,12 @@ class PostgresStore(SqlStore):
         ef_search: int = 200,
         fts_candidates: int = 500,
         exact_max: int = 20_000,
+        scope_index_interval: float = 30.0,
     ) -> None:
         self.url = url
         self.ef_search = ef_search
         self.fts_candidates = fts_candidates  # pg_search.bm25
-        self.exact_max = exact_max  # pg_search.nearest_in_scope
+        self.exact_max = exact_max  # pg_search.nearest_in, pg_indexes
         with psycopg.connect(url, autocommit=True) as conn:
             self._migrate(conn)
             info = TypeInfo.fetch(conn, "vector")
@@ -158,6 +183,7 @@ class PostgresStore(SqlStore):
         self.conversations = SqlConversations(self._plain_tx, self._pool.connection, placeholder="%s")
         self.permissions = SqlPermissions(self._tx, self._pool.connection, placeholder="%s")
         self.connectors = SqlConnectors(self._plain_tx, self._pool.connection, placeholder="%s")
+        self.scope_indexer = pg_indexes.ScopeIndexer(self._pool, exact_max, scope_index_interval)
 
     def _migrate(self, conn: psycopg.Connection) -> None:
         with conn.transaction():
@@ -200,6 +226,7 @@ class PostgresStore(SqlStore):
         conn.adapters.register_loader(oid, VectorLoader)
 
     def close(self) -> None:
+        self.scope_indexer.close()
         self._pool.close()
 
     @contextmanager
@@ -209,6 +236,7 @@ class PostgresStore(SqlStore):
         chunks and vectors at the same time."""
         with self._pool.connection() as conn, conn.transaction():
             yield conn
+        self.scope_indexer.poke()  # a collection may have grown past the size that earns it an index
 
     def _serialise(self, conn: psycopg.Connection) -> None:
         conn.execute("SELECT value FROM meta WHERE key='version' FOR UPDATE")
@@ -246,26 +274,27 @@ class PostgresStore(SqlStore):
 
     def _insert_chunks(self, conn: psycopg.Connection, docs: Sequence[tuple[NewDocument, bool]]) -> None:
         """Every chunk of the batch in one statement, then the kept vectors by binary COPY."""
-        chunk_ids, doc_ids, idxs, texts, sections, pages, heads = [], [], [], [], [], [], []
+        chunk_ids, doc_ids, colls, idxs, texts, sections, pages, heads = [], [], [], [], [], [], [], []
         for doc, _ in docs:
             for i, text in enumerate(doc.chunks):
                 chunk_ids.append(f"{doc.id}:{i}")
                 doc_ids.append(doc.id)
+                colls.append(doc.collection)
                 idxs.append(i)
                 texts.append(text)
                 sections.append(doc.section(i) or None)
                 pages.append(doc.page(i))
                 heads.append(heading(doc.title, doc.section(i)) or "")
         rows = conn.execute(
-            "INSERT INTO chunks (chunk_id, document_id, idx, text, section, page, tsv)"
-            f" SELECT c, d, i, t, s, p, {_TSV.format(text='t', title='h')}"
-            " FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[])"
-            " AS u(c, d, i, t, s, p, h) RETURNING chunk_id, rowid",
-            (chunk_ids, doc_ids, idxs, texts, sections, pages, heads),
+            "INSERT INTO chunks (chunk_id, document_id, collection, idx, text, section, page, tsv)"
+            f" SELECT c, d, k, i, t, s, p, {_TSV.format(text='t', title='h')} FROM unnest(%s::text[], %s::text[],"
+            " %s::text[], %s::int[], %s::text[], %s::text[], %s::int[], %s::text[]) AS u(c, d, k, i, t, s, p, h)"
+            " RETURNING chunk_id, rowid",
+            (chunk_ids, doc_ids, colls, idxs, texts, sections, pages, heads),
         ).fetchall()
         rowids: dict[str, int] = dict(rows)
         vectors = {
-            rowids[f"{doc.id}:{i}"]: v
+            rowids[f"{doc.id}:{i}"]: (doc.collection, v)
             for doc, keep in docs
             if keep and doc.embeddings is not None
             for i, v in enumerate(doc.embeddings)
@@ -273,18 +302,25 @@ class PostgresStore(SqlStore):
         _copy_vectors(conn, self._vector_oid, vectors)
 
     def _model_set(self, conn: psycopg.Connection, dims: int) -> None:
-        _index_vectors(conn, dims)
+        _index_vectors(conn, dims, self.exact_max)
 
     def _clear_vectors(self, conn: psycopg.Connection, rowids: Sequence[int] | None) -> None:
         if rowids is not None:
             conn.execute("DELETE FROM vectors WHERE chunk_rowid = ANY(%s)", (list(rowids),))
             return
         conn.execute("DELETE FROM vectors")
-        conn.execute("DROP INDEX IF EXISTS vectors_hnsw")
+        pg_indexes.drop_all(conn)
         conn.execute("ALTER TABLE vectors ALTER COLUMN embedding TYPE vector")  # any dimension
 
     def _write_vectors(self, conn: psycopg.Connection, vectors: dict[int, list[list[float]]]) -> None:
-        _copy_vectors(conn, self._vector_oid, vectors)
+        collections: dict[int, str] = dict(
+            conn.execute(
+                "SELECT c.rowid, d.collection FROM chunks c JOIN documents d ON d.id = c.document_id"
+                " WHERE c.rowid = ANY(%s)",
+                (list(vectors),),
+            ).fetchall()
+        )
+        _copy_vectors(conn, self._vector_oid, {r: (collections[r], v) for r, v in vectors.items()})
 
     def vectors_of(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Each chunk's vectors as rows: the whole chunk's first, then its sentences' (when stored)."""
@@ -314,9 +350,17 @@ class PostgresStore(SqlStore):
         terms = query_terms(query)
         if not terms:
             return []
+        if not filters:  # at most a collection and the caller's permission filter: the collection column
+            within = _readable(collection, collections)
+            if within == []:
+                return []
+            with self._pool.connection() as conn:
+                return pg_search.bm25(conn, terms, limit, self.fts_candidates, within)
         scope, params = self._scope(collection, filters, collections)
         with self._pool.connection() as conn:
-            return pg_search.bm25(conn, terms, limit, self._sql(scope), params, self.fts_candidates)
+            return pg_search.bm25(
+                conn, terms, limit, self.fts_candidates, scope=self._sql(scope), params=params
+            )
 
     def vector_search(
         self,
@@ -337,10 +381,16 @@ class PostgresStore(SqlStore):
             # As on SQLite: a store with no vectors left has nothing to mismatch.
             empty = self._query("SELECT NOT EXISTS (SELECT 1 FROM vectors) AS empty")[0]["empty"]
             return [] if empty else None
+        if not filters:  # at most a collection and the caller's permission filter: the collection column
+            within = _readable(collection, collections)
+            with self._pool.connection() as conn:
+                if within is None:
+                    return pg_search.nearest(conn, q, limit, self.ef_search)
+                if not within:
+                    return []
+                return pg_search.nearest_in(conn, q, limit, self.ef_search, within, self.exact_max)
         scope, params = self._scope(collection, filters, collections)
         with self._pool.connection() as conn:
-            if not scope:
-                return pg_search.nearest(conn, q, limit, self.ef_search)
             return pg_search.nearest_in_scope(
                 conn, q, limit, self.ef_search, self._sql(scope), params, self.exact_max
             )
@@ -351,17 +401,30 @@ def _redact(url: str) -> str:
     return psycopg.conninfo.make_conninfo(url, password="***") if "@" in url else url
 
 
-def _index_vectors(conn: psycopg.Connection, dims: int) -> None:
-    """Fix the vector column's dimension (HNSW needs one) and build the index over what is there."""
-    conn.execute("DROP INDEX IF EXISTS vectors_hnsw")
+def _readable(collection: str | None, collections: list[str] | None) -> list[str] | None:
+    """The collections a search may read: a chosen one within the caller's permission filter (None: all)."""
+    if collection:
+        return [collection] if collections is None or collection in collections else []
+    return collections
+
+
+def _index_vectors(conn: psycopg.Connection, dims: int, exact_max: int) -> None:
+    """Fix the vector column's dimension (HNSW needs one) and build the indexes over what is there: the whole
+    corpus's and each large collection's (pg_indexes.py)."""
+    pg_indexes.drop_all(conn)
     conn.execute(f"ALTER TABLE vectors ALTER COLUMN embedding TYPE vector({int(dims)})")
-    conn.execute("CREATE INDEX vectors_hnsw ON vectors USING hnsw (embedding vector_cosine_ops)")
+    pg_indexes.build_global(conn)
+    pg_indexes.sync(conn, exact_max, concurrently=False)
 
 
-def _copy_vectors(conn: psycopg.Connection, oid: int, vectors: dict[int, list[list[float]]]) -> None:
-    """Every vector of these chunks (rowid -> its vectors), normalised, by binary COPY."""
-    with conn.cursor().copy("COPY vectors (chunk_rowid, n, embedding) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(["int8", "int4", oid])
-        for rowid, rows in vectors.items():
+def _copy_vectors(
+    conn: psycopg.Connection, oid: int, vectors: dict[int, tuple[str, Sequence[Sequence[float]]]]
+) -> None:
+    """Every vector of these chunks (rowid -> its collection and vectors), normalised, by binary COPY."""
+    with conn.cursor().copy(
+        "COPY vectors (chunk_rowid, n, collection, embedding) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int8", "int4", "text", oid])
+        for rowid, (collection, rows) in vectors.items():
             for n, v in enumerate(rows):
-                copy.write_row((rowid, n, normalise(np.asarray(v, dtype=np.float32))))
+                copy.write_row((rowid, n, collection, normalise(np.asarray(v, dtype=np.float32))))
