@@ -147,7 +147,7 @@ class _Gw:
         self.url = url
 
 
-def build(sqlite_path: str, url: str, raw_url: str, n_docs: int, topics: np.ndarray | None) -> None:
+def build(sqlite_path: str, url: str, raw_url: str | None, n_docs: int, topics: np.ndarray | None) -> None:
     """The 100k corpus: SQLite by batched upserts, Postgres by copy_store, and the raw large import."""
     sq = SQLiteStore(sqlite_path)
     t = time.perf_counter()
@@ -164,6 +164,8 @@ def build(sqlite_path: str, url: str, raw_url: str, n_docs: int, topics: np.ndar
     print(
         f"large import, postgres by copy_store (COPY, HNSW built after): {cairn:.1f}s ({load()})", flush=True
     )
+    if raw_url is None:
+        return
     PostgresStore(raw_url, pool_min=1, pool_max=1).close()  # the same schema, made before the clock starts
     # Made before the clock starts (numpy vectors: ~1.6 KB a vector in memory).
     groups = [make_docs(first, min(500, n_docs - first), topics) for first in range(0, n_docs, 500)]
@@ -257,6 +259,8 @@ def main() -> int:
         default=None,
         help="a folder a killed run left (pg/ still running, bench.sqlite3): retrieval only",
     )
+    parser.add_argument("--no-raw", action="store_true", help="skip the raw large import (at 1M: an hour)")
+    parser.add_argument("--maintenance-mem", default="2GB", help="maintenance_work_mem for the index builds")
     parser.add_argument("--keep", action="store_true", help="leave the server and corpus for --reuse")
     args, _ = parser.parse_known_args()
     n_docs = (args.chunks or (10_000 if args.quick else 100_000)) // PER_DOC
@@ -269,7 +273,7 @@ def main() -> int:
     try:
         url, raw_url = pg.url("bench"), pg.url("raw")
         for db in ("bench", "raw"):
-            pg.psql(f"ALTER DATABASE {db} SET maintenance_work_mem = '2GB';")
+            pg.psql(f"ALTER DATABASE {db} SET maintenance_work_mem = '{args.maintenance_mem}';")
             pg.psql(f"ALTER DATABASE {db} SET max_parallel_maintenance_workers = 2;")
         sqlite_path = str(tmp / "bench.sqlite3")
         print(
@@ -277,7 +281,7 @@ def main() -> int:
             f" {'uniform random' if topics is None else f'{len(topics)} topics'}, 7 collections ({load()})",
             flush=True,
         )
-        build(sqlite_path, url, raw_url, n_docs, topics)
+        build(sqlite_path, url, None if args.no_raw else raw_url, n_docs, topics)
         pg.psql('DROP DATABASE "raw";')
         sq, pgs = SQLiteStore(sqlite_path), PostgresStore(url, pool_min=1, pool_max=4)
         incremental(sq, pgs, url, sqlite_path, n_docs, topics)

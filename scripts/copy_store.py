@@ -1,4 +1,5 @@
-"""Copy a SQLite store into PostgreSQL without re-ingesting: documents, chunks, vectors, owners and meta.
+"""Copy a SQLite store into PostgreSQL without re-ingesting: documents, chunks, vectors, owners and meta, and
+conversations, ratings, the audit chain, collection permissions, API keys and connectors.
 
     .venv/bin/python scripts/copy_store.py ./.run/cairn-qs.sqlite3 postgresql://cairn:…@db/cairn
 
@@ -35,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     took = time.perf_counter() - started
     print(
         f"copied {copied['documents']} documents, {copied['chunks']} chunks, {copied['vectors']} vectors"
-        f" in {took:.1f}s"
+        f" in {took:.1f}s; {copied['conversations']} conversations, {copied['messages']} messages,"
+        f" {copied['audit']} audit records, {copied['collection_permissions']} permissions,"
+        f" {copied['api_keys']} API keys, {copied['connector_sources']} connectors"
     )
     return 0
 

@@ -78,3 +78,57 @@ def test_copy_keeps_documents_chunks_vectors_owners_and_meta(tmp_path: Path, pg_
 
     again = _copy(path, pg_url)  # into a store that holds documents now: refused, nothing written
     assert again.returncode == 1 and "already holds documents" in again.stderr
+
+
+def test_copy_keeps_conversations_audit_permissions_keys_and_connectors(tmp_path: Path, pg_url: str) -> None:
+    """Nothing but the corpus was copied before: a move to Postgres lost every conversation, the audit chain,
+    permissions, API keys and connectors."""
+    from cairn_query.governance.audit import verify_chain
+    from cairn_query.store.connectors import ItemRow, SourceRow
+
+    from .test_audit_store import entry
+
+    path = tmp_path / "s.sqlite3"
+    src = SQLiteStore(str(path))
+    src.upsert(doc("a", ["red apples"], [[[1, 0, 0]]], collection="hr"))
+    conv = src.conversations.create("user:ann", "Apples")
+    src.conversations.add_message("user:ann", conv["id"], "user", "which apples? \x00", "r1")
+    src.conversations.add_message("user:ann", conv["id"], "assistant", "red ones", "r2")
+    src.conversations.rate("r2", "user:ann", "up", "good")
+    for i in range(3):
+        src.audit.append(entry(i))
+    src.permissions.replace("hr", "user:ann", ["group:hr"], ["user:bob"])
+    src.permissions.add_key("k1", "hash-1", "bob", "laptop", ["hr"], False, "user:ann")
+    now = "2026-12-07T00:00:00Z"
+    src.connectors.create(SourceRow("wiki", "folder", {"path": "/srv"}, "hr", 60.0, True, {}, now, now))
+    src.connectors.put_item("wiki", ItemRow("a.md", "a", "v1", "h1", "md", {}))
+    expected = {
+        "conv": src.conversations.get("user:ann", conv["id"]),
+        "perm": src.permissions.get("hr"),
+        "keys": src.permissions.api_keys(),
+        "items": src.connectors.items("wiki"),
+    }
+    src.close()
+
+    result = _copy(path, pg_url)
+    assert result.returncode == 0, result.stderr
+    assert "1 conversations, 2 messages, 3 audit records" in result.stdout
+
+    dst = PostgresStore(pg_url)
+    try:
+        got = dst.conversations.get("user:ann", conv["id"])
+        assert got == {**expected["conv"], "messages": got["messages"]}  # type: ignore[dict-item]
+        assert [m["content"] for m in got["messages"]] == ["which apples? \ufffd", "red ones"]  # type: ignore[index]
+        assert dst.conversations.ratings(["r2"])["r2"]["rating"] == "up"
+        assert dst.permissions.get("hr") == expected["perm"]
+        assert dst.permissions.readable(["user:bob"]) == ["hr"]
+        assert dst.permissions.api_keys() == expected["keys"]
+        assert dst.permissions.key_by_hash("hash-1")["user"] == "bob"  # type: ignore[index]
+        assert dst.connectors.get("wiki").config == {"path": "/srv"}  # type: ignore[union-attr]
+        assert dst.connectors.items("wiki") == expected["items"]
+        dst.audit.append(entry(3))  # the chain goes on from the copied head
+        report = verify_chain(*dst.audit.chain())
+        assert report.ok and report.records == 4
+        dst.conversations.add_message("user:ann", conv["id"], "user", "more?", "r3")  # ids carry on
+    finally:
+        dst.close()

@@ -1,6 +1,8 @@
 """Copy a SQLite store into an empty PostgreSQL one, rows as they are: documents with their owners, seq and
 dates, chunks with their rowids, every vector, and the corpus meta (version, embedding model and dimension),
-so a user moves backends without re-ingesting or re-embedding. `scripts/copy_store.py` is its command line.
+so a user moves backends without re-ingesting or re-embedding; and everything else the store holds
+(`_TABLES`: conversations, ratings, the audit chain with its anchor and head, collection permissions, API keys,
+connectors), so the move loses nothing. `scripts/copy_store.py` is its command line.
 
 Text goes through the target's binding, which stores NUL as U+FFFD (base.scrub), as any write to it does.
 Everything is written in one transaction (a failed copy leaves the target empty), and the HNSW index is
@@ -47,6 +49,13 @@ def copy_sqlite_to_postgres(
             _copy_originals(src, conn)
             _copy_chunks(conn, dst._vector_oid, src, dims, batch, copied, progress)
             conn.execute("SELECT setval('chunks_rowid_seq', GREATEST((SELECT MAX(rowid) FROM chunks), 1))")
+            copied |= _copy_tables(src, conn)
+            for key in _AUDIT_META:  # the chain's ends, so it verifies after the move as before
+                if key in meta:
+                    conn.execute(
+                        "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                        (key, meta[key]),
+                    )
             if meta.get("embed_model") and dims:
                 dst._set_embed_meta(conn, meta["embed_model"], dims)
                 _index_vectors(conn, dims, dst.exact_max)
@@ -59,6 +68,41 @@ def copy_sqlite_to_postgres(
     finally:
         src.close()
         dst.close()
+
+
+# In the order their references need; the ids of messages and audit records are kept (the audit chain's
+# order), and their sequences carry on after them.
+_TABLES = (
+    "conversations",
+    "messages",
+    "feedback",
+    "audit",
+    "collection_permissions",
+    "api_keys",
+    "connector_sources",
+    "connector_items",
+)
+_SERIAL = ("messages", "audit")
+_AUDIT_META = ("audit_anchor", "audit_head")
+
+
+def _copy_tables(src: sqlite3.Connection, conn: Any) -> dict[str, int]:
+    """Every row of `_TABLES`, column by column (both dialects create the same columns); rows per table."""
+    copied = {}
+    for table in _TABLES:
+        columns = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+        rows = [tuple(r) for r in src.execute(f"SELECT {', '.join(columns)} FROM {table}")]
+        if rows:  # through the store's cursor, which scrubs NULs as every write to it does
+            conn.cursor().executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
+                rows,
+            )
+        copied[table] = len(rows)
+    for table in _SERIAL:
+        conn.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT MAX(id) FROM {table}), 1))"
+        )
+    return copied
 
 
 def _copy_originals(src: sqlite3.Connection, conn: Any) -> None:
