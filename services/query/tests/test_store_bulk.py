@@ -129,7 +129,7 @@ def _walked(store: PostgresStore, collection: str) -> str:
 def test_postgres_a_large_collection_gets_its_own_index_which_a_scoped_search_walks(pg_url: str) -> None:
     """pg_indexes: a collection over exact_max vectors and under half of all gets a partial HNSW index; a
     search within it (a chosen collection, a permission filter of one or two) walks that index and finds what
-    the exact search finds; a small collection is searched exactly; a collection emptied loses nothing."""
+    the exact search finds; a small collection is searched exactly; an emptied collection's index is dropped."""
     from cairn_query.store import pg_indexes
 
     rng = np.random.default_rng(5)
@@ -161,6 +161,11 @@ def test_postgres_a_large_collection_gets_its_own_index_which_a_scoped_search_wa
             assert [r for r, _ in got] == [r for r, _ in want]  # a small graph: the walk finds the exact top
             assert [s for _, s in got] == pytest.approx([s for _, s in want])
         assert store.vector_search(q, "m", 10, "mid", {}, ["big"]) == []  # the filter holds
+        for i in range(sizes["odd name's"]):  # a collection emptied loses its index
+            store.delete_document(f"odd name's-{i}")
+        store.scope_indexer.run_once(wait=True)
+        with store._pool.connection() as conn:
+            assert set(pg_indexes.valid(conn)) == {pg_indexes.index_name(c) for c in ("big", "mid")}
     finally:
         store.close()
         exact.close()

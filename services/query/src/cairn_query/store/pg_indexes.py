@@ -50,11 +50,8 @@ def valid(conn: psycopg.Connection) -> dict[str, float]:
     return {name: float(n) for name, n in rows}
 
 
-def wanted(conn: psycopg.Connection, exact_max: int) -> list[str]:
-    """The collections that should have their own index now."""
-    counts: dict[str, int] = dict(
-        conn.execute("SELECT collection, COUNT(*) FROM vectors GROUP BY collection").fetchall()
-    )
+def wanted(counts: dict[str, int], exact_max: int) -> list[str]:
+    """The collections that should have their own index, given each one's vectors."""
     total = sum(counts.values())
     return sorted(c for c, n in counts.items() if exact_max < n < total / 2)
 
@@ -74,12 +71,17 @@ def drop_all(conn: psycopg.Connection) -> None:
 
 
 def sync(conn: psycopg.Connection, exact_max: int, concurrently: bool) -> list[str]:
-    """Build the indexes `wanted` lacks (dropping a broken one first); returns the collections indexed now.
-    Concurrently, `conn` must be in autocommit mode."""
+    """Build the indexes `wanted` lacks (dropping a broken one first) and drop those of collections that hold
+    no vectors any more; returns the collections indexed now. Concurrently, `conn` must be in autocommit mode."""
     how = sql.SQL("CONCURRENTLY " if concurrently else "")
+    counts: dict[str, int] = dict(
+        conn.execute("SELECT collection, COUNT(*) FROM vectors GROUP BY collection").fetchall()
+    )
     have = valid(conn)
+    for name in set(have) - {index_name(c) for c in counts}:  # an emptied collection's
+        conn.execute(sql.SQL("DROP INDEX {}IF EXISTS {}").format(how, sql.Identifier(name)))
     built = []
-    for collection in wanted(conn, exact_max):
+    for collection in wanted(counts, exact_max):
         name = index_name(collection)
         if name in have:
             continue
