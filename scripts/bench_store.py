@@ -9,12 +9,15 @@ three 384-dim unit vectors (the chunk's and two sentences', as documents.vector_
    document per transaction (as QS's uploads) and ten per transaction (upsert_many), against the same rows
    written raw the same way.
 3. retrieval in process (no HTTP, query vector given): hybrid search (BM25 + vectors + fusion) p50/p99, scoped
-   to one collection (1/7) and filtered by metadata (1/7), and each half alone.
+   to one collection (1/7), under the permission filter of a caller who may read one or two collections (1/7,
+   2/7), filtered by metadata (1/7), and each half alone.
 4. recall@10 of HNSW against exact search (numpy, best vector per chunk) on the same queries, per ef_search.
 5. with --rss: RSS of one real QS process on each store after 50 /v1/search requests (toy gateway).
 
 Needs pgserver (a dev dependency). Run: `.venv/bin/python scripts/bench_store.py [--quick] [--chunks N]`
-(quick: 10k chunks). Prints the load average beside each step: the VM is shared.
+(quick: 10k chunks). Prints the load average beside each step: the VM is shared. At 1M chunks:
+`--chunks 1000000 --no-raw --maintenance-mem 8GB` (the raw large import would add another hour; the HNSW graph
+of 3M vectors does not fit the default 2 GB). `--keep` leaves the server and corpus for `--reuse DIR`.
 """
 
 from __future__ import annotations
