@@ -21,7 +21,7 @@ from cairn_query.store import (
     StoreFull,
     open_store,
 )
-from cairn_query.store import postgres as pg_store
+from cairn_query.store import pg_schema as pg_store
 from cairn_query.store import sqlite as sqlite_store
 from cairn_testing import start_server
 
