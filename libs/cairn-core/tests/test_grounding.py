@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydoc_data.topics import topics
 
 import pytest
-from cairn_core import check_support, join_sentences, numbers, split_sentences
+from cairn_core import check_support, join_sentences, names_in, numbers, split_sentences
 
 SOURCE = (
     "Brindlewick mileage policy\n"
@@ -134,3 +134,28 @@ def test_a_closing_bracket_or_quote_stays_with_the_sentence_it_closes() -> None:
         'Note that if the attribute is found through the normal mechanism, "__getattr__()" is not called.',
         '(This is an intentional asymmetry between "__getattr__()" and "__setattr__()".)',
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Does a dict keep its keys in order? This one does not.", set()),  # "doe", "thi": stopwords stemmed
+        ("Fernhill offers 20 weeks of leave.", {"fernhill"}),  # a name that starts a sentence
+        ("Parental leave is 20 weeks. Fernhill pays parental leave in full.", {"fernhill"}),
+    ],
+)
+def test_names_in_text(text: str, expected: set[str]) -> None:
+    assert names_in(text) == expected
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Does Starlette support WebSockets?",
+        "Explain how Starlette handles WebSockets.",
+        "Past what sum must I ask?",
+    ],
+)
+def test_a_questions_first_word_is_its_verb_not_a_name(question: str) -> None:
+    assert names_in(question, first_words=False) <= {"starlette", "websocket"}
+    assert names_in(question) - names_in(question, first_words=False) <= {"explain", "past"}

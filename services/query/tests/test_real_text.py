@@ -32,6 +32,22 @@ def test_a_one_letter_name_in_the_question_is_found_in_the_chunk() -> None:
     assert not about_someone_else(question, hit)
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Does a dict display keep its keys in insertion order?",
+        "Explain what a dict display does with a repeated key.",
+        "Past which Python version is the evaluation order of a display fixed?",
+    ],
+)
+def test_a_question_opening_with_a_verb_is_not_about_someone_else(question: str) -> None:
+    # A question's first word was taken for a name when the question never wrote it in lower case ("Does"
+    # stems to "doe"): every chunk without it that names anything (this one names CPython and PEPs) passed
+    # for another party's document, and "Does Starlette support WebSockets?" found nothing at all.
+    hit = _hit(topics["dict"], "Dictionary displays")
+    assert not about_someone_else(question, hit)
+
+
 def test_a_rare_question_word_counts_more_than_common_ones() -> None:
     # Every sentence of the `continue` topic says "continue", two say "statement", one says "finally". Counted
     # plainly, a sentence holding "continue" and "statement" matches the question better than one holding

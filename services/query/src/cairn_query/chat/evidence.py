@@ -125,7 +125,8 @@ def about_someone_else(question: str, hit: Hit) -> bool:
     """The question and the chunk each name something the other does not: another party's document. Names
     are looked up among all words, so a one-letter name ("the C implementation") is found where it is."""
     text = f"{hit.chunk.heading or ''}\n{hit.chunk.text}"
-    return bool(names_in(question) - word_stems(text)) and bool(names_in(text) - word_stems(question))
+    asked = names_in(question, first_words=False)
+    return bool(asked - word_stems(text)) and bool(names_in(text) - word_stems(question))
 
 
 def labelled(hit: Hit, sentence: str) -> str:
@@ -211,7 +212,7 @@ async def select_evidence(
 
 
 async def _match_without_names(gateway: GatewayClient, question: str, sentence: str) -> float | None:
-    names = names_in(question) | names_in(sentence)
+    names = names_in(question, first_words=False) | names_in(sentence)
     try:
         vectors, _ = await gateway.embed([without_names(question, names), without_names(sentence, names)])
     except UpstreamError as exc:
