@@ -21,10 +21,12 @@ def test_sentences_split_on_full_stops_but_not_in_numbers_or_abbreviations() -> 
         "Done!",
         "Next? yes",
     ]
-    assert split_sentences("Intro:\n- first item\n- second item") == [
+    # A bullet is markup: a quote of the item does not start with it.
+    assert split_sentences("Intro:\n- first item\n* second item\n• third - not a bullet") == [
         "Intro:",
-        "- first item",
-        "- second item",
+        "first item",
+        "second item",
+        "third - not a bullet",
     ]
     assert split_sentences("  \n ") == []
 

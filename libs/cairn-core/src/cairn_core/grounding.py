@@ -35,6 +35,8 @@ _WORD = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿ][\w'’-]*")
 _NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
 # Inline citation markers such as [2] or [leave:0]: references to sources, not claims.
 _MARKER = re.compile(r"\s*\[[^\s\[\]]{1,200}\]")
+# A list item's bullet (normalise.py writes lists as "- item").
+_BULLET = re.compile(r"^[-*•]\s+")
 # What may surround a repeated sentence without making it another one.
 _AROUND = " .,;:!?\"'’“”()[]"
 _STOPWORDS = frozenset(
@@ -48,10 +50,13 @@ _STOPWORDS = frozenset(
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of `text`, in order, stripped; a newline-separated list counts as sentences too."""
+    """Sentences of `text`, in order, stripped; a newline-separated list counts as sentences too. A list
+    item's bullet is markup, not part of its sentence: a quote never starts with "- ". (A numbered item's "1."
+    stays a sentence of its own, as it was when the stored sentence vectors were made: they are matched to
+    sentences by position, evidence.py.)"""
     out: list[str] = []
     for block in re.split(r"\n\s*\n|\n(?=\s*(?:[-*•]|\d+[.)])\s)", text):
-        block = " ".join(block.split())
+        block = _BULLET.sub("", " ".join(block.split()))
         if not block:
             continue
         start = 0
