@@ -82,6 +82,19 @@ def test_gemma_stack_refuses_a_question_the_documents_do_not_answer(
     assert body["citations"] == []
 
 
+def test_gemma_stack_shows_the_closest_passages_when_the_documents_are_about_the_question(
+    qs_gemma: ServerProcess,
+) -> None:
+    # No sentence answers "Tell me about WireGuard." (with the name taken out, its match is about 0), but the
+    # VPN page is about WireGuard (cosine 0.54): "I could not find anything about this" would be untrue.
+    body = httpx.post(
+        f"{qs_gemma.url}/v1/chat", json={"query": "Tell me about WireGuard."}, timeout=90
+    ).json()
+    assert body["status"] == "fallback" and body["reason_code"] == "WEAK_EVIDENCE", body
+    assert body["passages"] is True and body["citations"] == []
+    assert body["sources"][0]["chunk_id"] == "vpn:0"
+
+
 def test_gemma_stack_quotes_the_sentence_that_answers(qs_gemma: ServerProcess) -> None:
     body = httpx.post(
         f"{qs_gemma.url}/v1/chat", json={"query": "How long in advance must leave be requested?"}, timeout=90

@@ -108,6 +108,10 @@ class QuerySettings(BaseSettings):
     # instead of an answer (WEAK_EVIDENCE). 0.60: `make calibrate` on the tune half of the real-document set
     # with Gemma 3 270M and MiniLM (docs/eval.md); below QS_MIN_EVIDENCE it has no effect.
     answer_evidence: float = Field(0.60, ge=-2.0, le=2.0)
+    # Below QS_MIN_EVIDENCE, the closest passages are still shown (not NO_CONTEXT, "I could not find anything
+    # about this") when a chunk they come from is this similar to the question: the documents are about it.
+    # 0.5: chosen on the tune halves of both sets (docs/eval.md); it moves no answer, only what a refusal shows.
+    passages_similarity: float = Field(0.5, ge=-1.0, le=2.0)
     support_min_overlap: float = Field(0.6, ge=0.0, le=1.0)  # share of a sentence's words in its sources
 
     # Gateway.

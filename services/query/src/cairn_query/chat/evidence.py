@@ -72,6 +72,11 @@ class Evidence:
         # support check still guards the answer.
         return self.match is None or self.match >= threshold
 
+    def about_it(self, similarity: float) -> bool:
+        """A chunk the best sentences come from is this close to the question (its vector's cosine): the
+        documents are about what is asked, even where no sentence of theirs was judged to answer it."""
+        return any(s.hit.similarity is not None and s.hit.similarity >= similarity for s in self.sentences)
+
     def passages(self, limit: int = 3) -> list[dict[str, Any]]:
         """The closest passages, for an answer that is not given (WEAK_EVIDENCE): each chunk holding one of
         the best sentences, best first, with those sentences as its snippet, which is what the page shows."""

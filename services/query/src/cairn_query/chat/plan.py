@@ -2,7 +2,8 @@
 
 The gate (evidence.py): no relevant chunk, or no sentence in them close enough to the question, is NO_CONTEXT
 and the model is not asked; middling evidence (between QS_MIN_EVIDENCE and QS_ANSWER_EVIDENCE) shows the
-closest passages instead of an answer (WEAK_EVIDENCE); otherwise the best sentences become the context sent.
+closest passages instead of an answer (WEAK_EVIDENCE), and so does weak evidence from a chunk that is close to
+the question as a whole (QS_PASSAGES_SIMILARITY); otherwise the best sentences become the context sent.
 """
 
 from __future__ import annotations
@@ -111,13 +112,16 @@ class Planner:
         strong = answerable and evidence.answerable(
             max(self.settings.min_evidence, self.settings.answer_evidence)
         )
+        # Refused, but the documents are about it: "I could not find anything" would be untrue.
+        near = not answerable and evidence.about_it(self.settings.passages_similarity)
         log.info(
             "evidence",
             sentences=len(evidence.sentences),
             match=None if evidence.match is None else round(evidence.match, 4),
             answerable=answerable,
             strong=strong,
+            near=near,
         )
-        if answerable and not strong:
+        if (answerable and not strong) or near:
             return Plan(key, None, outcome, [], passages=evidence.passages())
         return Plan(key, None, outcome, evidence.context() if answerable else [])
