@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import pydocs
+from . import pydocs, readmes
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL_DIR = ROOT / "services" / "query" / "eval"
@@ -105,6 +105,16 @@ def real() -> EvalSet:
     )
 
 
+def package_readmes() -> EvalSet:
+    files = readmes.files()
+    return EvalSet(
+        name="readmes",
+        files=files,
+        questions=prepare(read_jsonl(EVAL_DIR / "readmes" / "questions.jsonl"), set(files)),
+        note=f"the READMEs of {len(files)} installed packages (their PyPI long descriptions), not written for Cairn",
+    )
+
+
 def folder(docs: Path, questions: Path) -> EvalSet:
     """A team's own set: every uploadable file under `docs`, and a questions JSONL file."""
     files = {
@@ -123,7 +133,7 @@ def folder(docs: Path, questions: Path) -> EvalSet:
 
 
 def named(name: str) -> EvalSet:
-    sets = {"shipped": shipped, "pydocs": real}
+    sets = {"shipped": shipped, "pydocs": real, "readmes": package_readmes}
     if name not in sets:
         raise SystemExit(f"unknown set {name!r}: one of {', '.join(sets)}, or --docs DIR --questions FILE")
     return sets[name]()

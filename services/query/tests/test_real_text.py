@@ -11,7 +11,15 @@ from pydoc_data.topics import topics
 
 import pytest
 from cairn_core import check_support, content_words, split_sentences
-from cairn_query.chat.evidence import Evidence, Sentence, about_someone_else, lexical, word_weights
+from cairn_query.chat.evidence import (
+    Evidence,
+    Sentence,
+    about_someone_else,
+    holds_every_word,
+    lexical,
+    nameless,
+    word_weights,
+)
 from cairn_query.corpus.documents import chunk_document
 from cairn_query.corpus.extract import html_to_text
 from cairn_query.corpus.normalise import clean_plain
@@ -46,6 +54,34 @@ def test_a_question_opening_with_a_verb_is_not_about_someone_else(question: str)
     # for another party's document, and "Does Starlette support WebSockets?" found nothing at all.
     hit = _hit(topics["dict"], "Dictionary displays")
     assert not about_someone_else(question, hit)
+
+
+def test_a_sentence_of_names_only_is_matched_as_written() -> None:
+    # A README bullet (requests' "Supported Features") is all capitalised words: without its names it was
+    # empty, the gateway refused to embed "", and an answer went out with no evidence check at all.
+    question, bullet = "Does Requests support SOCKS proxies?", "SOCKS Proxy Support"
+    assert nameless(question, bullet) == (question, bullet)
+    # Where both keep words, the names go: "Lyon" makes the office hours look like the population.
+    assert nameless("What is the population of Lyon?", "The Lyon office is open from 7:30.") == (
+        "What is the population of ?",
+        "The office is open from 7:30.",
+    )
+
+
+def _sentence(hit: Hit, text: str, score: float) -> Sentence:
+    return Sentence(hit, text, 0, None, 0.0, score)
+
+
+def test_a_quote_holding_every_word_of_the_question_is_strong_from_the_lower_threshold() -> None:
+    # uvicorn's README: the name-less match of this right quote is 0.37, since its words are the names.
+    hit = _hit("Uvicorn currently supports HTTP/1.1, HTTP/2 and WebSockets.", "uvicorn.md")
+    chosen = [_sentence(hit, "Uvicorn currently supports HTTP/1.1, HTTP/2 and WebSockets.", 1.0)]
+    assert holds_every_word("Does uvicorn support WebSockets?", chosen)
+    assert not holds_every_word("Does uvicorn support HTTP/3 over QUIC?", chosen)
+    covered, not_covered = Evidence(chosen, 0.45, True), Evidence(chosen, 0.45, False)
+    assert covered.strong(0.41, 0.60) and not not_covered.strong(0.41, 0.60)
+    assert not Evidence(chosen, 0.30, True).strong(0.41, 0.60)  # below the floor, words or not
+    assert Evidence(chosen, 0.65, False).strong(0.41, 0.60)
 
 
 def test_a_rare_question_word_counts_more_than_common_ones() -> None:

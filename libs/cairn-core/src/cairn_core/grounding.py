@@ -106,7 +106,7 @@ def word_stems(text: str) -> set[str]:
 
 def content_words(text: str) -> set[str]:
     """Lower-cased, lightly stemmed words that carry meaning (no stopwords, no one-letter words)."""
-    return {s for w in _WORD.findall(text) if len(s := _stem(w)) > 1 and s not in _STOPWORDS}
+    return {s for w in _WORD.findall(text) if len(s := _stem(w)) > 1 and not _common(w)}
 
 
 def numbers(text: str) -> set[str]:

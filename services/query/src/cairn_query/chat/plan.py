@@ -109,8 +109,8 @@ class Planner:
             return Plan(key, None, outcome, fit_chunks(outcome.relevant, self.settings.context_tokens))
         evidence = await select_evidence(self.settings, self.store, self.gateway, question, outcome)
         answerable = evidence.answerable(self.settings.min_evidence)
-        strong = answerable and evidence.answerable(
-            max(self.settings.min_evidence, self.settings.answer_evidence)
+        strong = answerable and evidence.strong(
+            self.settings.min_evidence, max(self.settings.min_evidence, self.settings.answer_evidence)
         )
         # Refused, but the documents are about it: "I could not find anything" would be untrue.
         near = not answerable and evidence.about_it(self.settings.passages_similarity)
