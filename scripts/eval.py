@@ -9,7 +9,7 @@ defines every number and the questions file format.
 Sets: `shipped` (services/query/eval, written for Cairn), `pydocs` (Python's Language Reference texts of the
 installed Python, not written for Cairn), or your own: --docs DIR --questions FILE.
 
-Usage: python scripts/eval.py [--sets shipped,pydocs | --docs DIR --questions FILE] [--providers toy,llamacpp]
+Usage: python scripts/eval.py [--sets shipped,pydocs,readmes | --docs DIR --questions FILE] [--providers toy,llamacpp]
        [--embed auto|toy|onnx] [--split tune|heldout] [--limit N] [--min-evidence X] [--json FILE]
        [--followup-rewrite auto|model|rules|off] [--followups-only]
 The llamacpp provider (Gemma 3 270M) is skipped with a note when the gateway does not have it.
@@ -38,7 +38,7 @@ def chosen_sets(args: argparse.Namespace) -> list[sets.EvalSet]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default="shipped,pydocs")
+    parser.add_argument("--sets", default="shipped,pydocs,readmes")
     parser.add_argument("--docs", type=Path, help="a folder of .txt, .md, .rst, .html or .pdf files")
     parser.add_argument("--questions", type=Path, help="its questions, JSONL (docs/eval.md)")
     parser.add_argument("--providers", default="toy,llamacpp")

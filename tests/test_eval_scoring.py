@@ -148,3 +148,15 @@ def test_the_eval_finds_every_provider_the_gateway_catalogues() -> None:
 
     assert provider_available("llamacpp") and provider_available("toy")
     assert not provider_available("no-such-provider")
+
+
+def test_every_readme_question_is_answered_by_its_document_as_installed() -> None:
+    # The READMEs come from the installed packages: an upgrade that rewords one must fail here, not quietly
+    # turn a right answer into a "wrong" one in the eval.
+    readmes = sets.named("readmes")
+    assert readmes.documents == 30 and len(readmes.questions) == 56
+    texts = {doc_id: path.read_text() for doc_id, path in readmes.files.items()}
+    answerable = [q for q in readmes.questions if q["positive"]]
+    assert len(answerable) == 47 and {q["split"] for q in answerable} == {"tune", "heldout"}
+    for q in answerable:
+        assert has_facts(q, texts[q["docs"][0]]), q["question"]
