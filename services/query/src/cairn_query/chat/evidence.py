@@ -36,6 +36,7 @@ from cairn_core import (
     content_words,
     join_sentences,
     names_in,
+    numbers,
     split_sentences,
     without_names,
     word_stems,
@@ -225,9 +226,10 @@ async def select_evidence(
 
 
 def holds_every_word(question: str, chosen: list[Sentence]) -> bool:
-    """The quote, with its chunk's heading, holds every content word of the question."""
-    asked = content_words(question)
-    return bool(asked) and asked <= content_words(labelled(chosen[0].hit, _quoted(chosen)))
+    """The quote, with its chunk's heading, holds every content word and number of the question ("Does HTTPX
+    support HTTP/3?" is not answered by "HTTP/1.1 and HTTP/2 support.")."""
+    asked, quote = content_words(question), labelled(chosen[0].hit, _quoted(chosen))
+    return bool(asked) and asked <= content_words(quote) and numbers(question) <= numbers(quote)
 
 
 def _quoted(chosen: list[Sentence]) -> str:
