@@ -29,7 +29,7 @@ PACKAGES = [
     "packaging",
     "platformdirs",
     "pydantic-settings",
-    "pypdf",
+    "pdfminer.six",
     "pytest",
     "pytest-asyncio",
     "python-multipart",
