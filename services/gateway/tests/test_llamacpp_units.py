@@ -223,6 +223,27 @@ def test_a_quoted_grammar_line_is_not_glued_to_the_sentence_after_it() -> None:
     assert answer == f"{grammar}\n\n{note}"
 
 
+def test_a_chosen_lead_in_is_quoted_with_the_sentence_after_it() -> None:
+    from cairn_core import ContextChunk
+    from cairn_gateway.in_process import extractive
+
+    # pydoc_data.topics["debugger"] (PSF licence): QS sends a lead-in's follower right behind it, even when
+    # another sentence of the chunk scored higher.
+    chunks = [
+        ContextChunk(
+            chunk_id="debugger:3",
+            title="pdb",
+            text="The module defines the following functions.\n\nThe typical usage to inspect a crashed "
+            "program is:\n\n>>> pdb.pm()",
+        )
+    ]
+    numbered = extractive.number_sentences(chunks)
+    lead = [s.text for s in extractive.quote(numbered, 1, 2)]
+    assert lead == ["The typical usage to inspect a crashed program is:", ">>> pdb.pm()"]
+    # Any other choice keeps the order given.
+    assert [s.text for s in extractive.quote(numbered, 2, 2)][1] == numbered[0].text
+
+
 class _Tokens(list[int]):
     def __init__(self, text: str, ids: range) -> None:
         super().__init__(ids)

@@ -18,6 +18,7 @@ from cairn_query.chat.evidence import (
     holds_every_word,
     lexical,
     nameless,
+    with_what_follows,
     word_weights,
 )
 from cairn_query.corpus.documents import chunk_document
@@ -83,6 +84,26 @@ def test_a_quote_holding_every_word_of_the_question_is_strong_from_the_lower_thr
     assert covered.strong(0.41, 0.60) and not not_covered.strong(0.41, 0.60)
     assert not Evidence(chosen, 0.30, True).strong(0.41, 0.60)  # below the floor, words or not
     assert Evidence(chosen, 0.65, False).strong(0.41, 0.60)
+
+
+def test_a_lead_in_is_quoted_with_what_it_introduces() -> None:
+    # The Language Reference's `with` topic: "… proceeds as follows:" quoted alone was shown as the answer to
+    # "How are several items in one with statement processed?"; what it introduces is item 1, past its "1.".
+    text = topics["with"]
+    sentences = split_sentences(text)
+    hit = _hit(text, "The with statement")
+    lead = sentences.index('The execution of the "with" statement with one “item” proceeds as follows:')
+    other = sentences.index("Note:")
+    ranked = [
+        Sentence(hit, sentences[i], i, None, 0.0, 1.0 - k / 10) for k, i in enumerate((lead, 2, other, 3))
+    ]
+    chosen = with_what_follows(ranked, 3)
+    assert [s.position for s in chosen] == [lead, lead + 2, 2, other, other + 1]
+    assert chosen[1].text.startswith("The context expression (the expression given in the")
+    # The followers come on top of the limit: the best three are all still there, and the fourth is not.
+    assert 3 not in [s.position for s in chosen]
+    # Neither the gate nor the gateway reads the lead-in alone: the quote is the pair.
+    assert Evidence(chosen).context()[0].text.startswith(f"{sentences[lead]}\n\nThe context expression")
 
 
 def test_a_rare_question_word_counts_more_than_common_ones() -> None:

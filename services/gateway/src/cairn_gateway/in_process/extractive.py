@@ -76,9 +76,13 @@ def render(sentences: list[Numbered], question: str) -> str:
 
 def quote(sentences: list[Numbered], choice: int, most: int) -> list[Numbered]:
     """The chosen sentence and, up to `most` in all, the next ones of the same chunk in the order given:
-    a fact is often split over two sentences ("Fernhill offers 20 weeks…" / "It can be split…")."""
+    a fact is often split over two sentences ("Fernhill offers 20 weeks…" / "It can be split…"). A lead-in
+    ("… is as follows:") comes with the sentence after it, which QS sends right behind it (evidence.py)."""
     chosen = sentences[choice]
     rest = [s for i, s in enumerate(sentences) if i != choice and s.chunk_id == chosen.chunk_id]
+    after = sentences[choice + 1] if choice + 1 < len(sentences) else None
+    if chosen.text.rstrip().endswith(":") and after is not None and after.chunk_id == chosen.chunk_id:
+        rest = [after, *(s for s in rest if s is not after)]
     return [chosen, *rest[: max(0, most - 1)]]
 
 

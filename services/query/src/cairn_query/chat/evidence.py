@@ -7,7 +7,7 @@ at ingest with its chunk's title in front, which says whose policy it is; docume
 bonus for the question's content words that it holds, each weighted by its rarity among the candidates. Only sentences without a stored vector are embedded
 now.
 The best `QS_EVIDENCE_SENTENCES` go to the model, best first, each under its chunk's id, so citations still
-name chunks.
+name chunks; a lead-in ("… is as follows:") brings the sentence it introduces along.
 
 A sentence whose chunk is about someone else is no evidence: when the question names something (a company,
 a product, a place) that the chunk does not mention, and the chunk names something the question does not,
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,12 +219,55 @@ async def select_evidence(
         score = (sim if sim is not None else 0.0) + settings.evidence_lexical_weight * lex
         scored.append(Sentence(hit, sentence, i, sim, lex, score))
     scored.sort(key=lambda s: -s.score)
-    chosen = scored[: settings.evidence_sentences]
+    chosen = with_what_follows(scored, settings.evidence_sentences)
     match = None
     if sims[0] is not None:
         # Judged on what an extractive answer would quote.
         match = await _match_without_names(gateway, question, _quoted(chosen))
     return Evidence(chosen, match, holds_every_word(question, chosen))
+
+
+# A numbered item's own "1." is a sentence of its own (split_sentences); a lead-in introduces the item's text.
+_ITEM_NUMBER = re.compile(r"\d+[.)]")
+
+
+def introduces(sentence: str) -> bool:
+    """A lead-in ("The typical usage to inspect a crashed program is:", "Example:") only says that what follows
+    answers: quoted alone it is a cut-off fragment."""
+    return sentence.rstrip().endswith(":")
+
+
+def follower(lead: Sentence, scored: list[Sentence]) -> Sentence | None:
+    """The sentence a lead-in introduces: the next one of its chunk, past a numbered item's bare number."""
+    sentences = split_sentences(lead.hit.chunk.text)
+    j = lead.position + 1
+    while j < len(sentences) and _ITEM_NUMBER.fullmatch(sentences[j]):
+        j += 1
+    if j >= len(sentences):
+        return None
+    for s in scored:
+        if s.hit.chunk.chunk_id == lead.hit.chunk.chunk_id and s.position == j:
+            return s
+    return Sentence(lead.hit, sentences[j], j, None, 0.0, lead.score)
+
+
+def with_what_follows(scored: list[Sentence], limit: int) -> list[Sentence]:
+    """The best `limit` sentences, each lead-in followed by the sentence it introduces, so that the gate judges,
+    the model reads and the answer quotes both. The follower comes on top of the limit: taking another's
+    place would change which sentences an answer quotes beside its own."""
+    out: list[Sentence] = []
+    taken: set[str] = set()
+    for s in scored[:limit]:
+        key = " ".join(s.text.lower().split())
+        if key in taken:
+            continue
+        out.append(s)
+        taken.add(key)
+        f = follower(s, scored) if introduces(s.text) else None
+        if f is not None and (fkey := " ".join(f.text.lower().split())) not in taken:
+            out.append(f)
+            taken.add(fkey)
+    return out
 
 
 def holds_every_word(question: str, chosen: list[Sentence]) -> bool:
