@@ -53,7 +53,7 @@ bench: setup ## benchmarks; ratios against direct calls measured in the same run
 eval: setup ## right and wrong answers on the shipped and the real-document sets (EVAL_ARGS="--docs DIR --questions FILE": your own)
 	@$(PY) scripts/eval.py $(EVAL_ARGS)
 
-calibrate: setup ## choose QS_MIN_EVIDENCE on a set's tune half, check it on the held-out half (CALIBRATE_ARGS)
+calibrate: setup ## choose the answer threshold on a set's tune half, check it on the held-out half (CALIBRATE_ARGS)
 	@$(PY) scripts/calibrate.py $(CALIBRATE_ARGS)
 
 local-llm-up: setup ## run llama.cpp's OpenAI-compatible server with the packaged Gemma 3 270M
